@@ -1,0 +1,97 @@
+"""Hard feasibility rules: one small function per rule, each returning a reason or None.
+
+The planner applies them to every trial (a trial with a reason is rejected, not dropped), and spec
+validation applies them to every axis value (a value that no combination can make feasible is an
+error in the spec). Memory fit is not here: it needs the planner's memory model.
+"""
+
+from __future__ import annotations
+
+from build_configs.architectures import ModelArchitecture
+from build_configs.gpus import GPU
+from build_configs.quant import KVCacheFormat, QuantFormat
+from build_configs.schema import Stack
+
+
+def stack_target(stack: Stack, gpu: GPU) -> str | None:
+    """The `reference` stack runs on the CPU; the TensorRT-LLM stacks need a GPU."""
+    if stack is Stack.REFERENCE and not gpu.is_cpu:
+        return f"the reference stack runs on the CPU only; set target.gpu to cpu (not {gpu.name})"
+    if stack is not Stack.REFERENCE and gpu.is_cpu:
+        return f"the {stack.value} stack needs a GPU target, not cpu (use stack: reference on a CPU)"
+    return None
+
+
+def quant_supported(quant: QuantFormat, gpu: GPU, stack: Stack) -> str | None:
+    """A weight format needs the GPU's SM (FP8 needs SM89+), or CPU fake quantization."""
+    if gpu.is_cpu:
+        if not quant.spec.cpu_fake_quant:
+            return f"{quant.value} cannot be evaluated on a CPU (ModelOpt has no CPU kernel for it)"
+        return None
+    if gpu.sm < quant.spec.min_sm:
+        return f"{quant.value} needs SM{quant.spec.min_sm}+; {gpu.name} is SM{gpu.sm}"
+    return None
+
+
+def kv_supported(kv: KVCacheFormat, gpu: GPU, stack: Stack) -> str | None:
+    """FP8 KV needs SM89+; ModelOpt's unified HF export (trtllm-pytorch) has no INT8 KV cache."""
+    if not gpu.is_cpu and gpu.sm < kv.spec.min_sm:
+        return f"kv_cache {kv.value} needs SM{kv.spec.min_sm}+; {gpu.name} is SM{gpu.sm}"
+    if stack is Stack.TRTLLM_PYTORCH and kv is KVCacheFormat.INT8:
+        return "kv_cache int8 is not supported by the trtllm-pytorch stack (ModelOpt's HF export has no INT8 KV)"
+    return None
+
+
+def tp_divides_heads(arch: ModelArchitecture, tp: int) -> str | None:
+    """Tensor parallelism splits attention heads and KV heads evenly across ranks."""
+    bad = [
+        f"{field}={count}"
+        for field, count in (("num_attention_heads", arch.num_attention_heads),
+                             ("num_key_value_heads", arch.num_kv_heads))
+        if count % tp
+    ]
+    if bad:
+        valid = [n for n in range(1, arch.num_kv_heads + 1)
+                 if arch.num_kv_heads % n == 0 and arch.num_attention_heads % n == 0]
+        return f"tp={tp} does not divide {' and '.join(bad)} of {arch.name} (valid tp: {valid})"
+    return None
+
+
+def awq_divisible(arch: ModelArchitecture, quant: QuantFormat, tp: int, group: int) -> str | None:
+    """AWQ scales groups of `group` input channels per rank: hidden/tp and intermediate/tp must
+    divide by the group size (TensorRT-LLM issue #1636)."""
+    if not quant.spec.group_scaled:
+        return None
+    bad = [
+        f"{field}/tp={size}/{tp}"
+        for field, size in (("hidden_size", arch.hidden_size), ("intermediate_size", arch.intermediate_size))
+        if size % tp or (size // tp) % group
+    ]
+    if bad:
+        return (f"{quant.value} with tp={tp} needs {' and '.join(bad)} divisible by "
+                f"build.awq_block_size={group} ({arch.name})")
+    return None
+
+
+def world_size_fits(tp: int, pp: int, gpus_available: int) -> str | None:
+    """A trial needs TP*PP GPUs."""
+    if tp * pp > gpus_available:
+        return f"tp={tp} x pp={pp} = {tp * pp} GPUs exceeds target.gpus_available={gpus_available}"
+    return None
+
+
+def pp_fits_layers(arch: ModelArchitecture, pp: int) -> str | None:
+    """Each pipeline stage needs at least one layer."""
+    if pp > arch.num_layers:
+        return f"pp={pp} exceeds the {arch.num_layers} layers of {arch.name}"
+    return None
+
+
+def seq_len_fits(arch: ModelArchitecture, max_seq_len: int, sequence_tokens: int) -> str | None:
+    """`max_seq_len` must hold the workload's ISL+OSL and stay within the model's context."""
+    if max_seq_len < sequence_tokens:
+        return f"max_seq_len={max_seq_len} is shorter than the workload's ISL+OSL={sequence_tokens}"
+    if max_seq_len > arch.max_position_embeddings:
+        return (f"max_seq_len={max_seq_len} exceeds max_position_embeddings="
+                f"{arch.max_position_embeddings} of {arch.name}")
+    return None

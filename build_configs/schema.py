@@ -1,0 +1,243 @@
+"""The sweep spec: one strict pydantic model per YAML section.
+
+YAML keys equal field names; unknown keys are errors (`extra="forbid"`). Checks that need only the
+spec live here as validators; checks that need the model's architecture or the GPU (TP divides the
+KV heads, FP8 needs SM89+, AWQ divisibility) live in `rules.py` and run in `loading.load_spec`,
+which aggregates every problem into one `SpecError`.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from build_configs.gpus import gpu_catalog
+from build_configs.quant import KVCacheFormat, QuantFormat
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class Stack(str, Enum):
+    """The runtime a sweep builds for (see DESIGN.md, "Build stacks")."""
+
+    REFERENCE = "reference"
+    TRTLLM_ENGINE = "trtllm-engine"
+    TRTLLM_PYTORCH = "trtllm-pytorch"
+
+
+class Objective(str, Enum):
+    """What "best" means when several trials meet the SLA."""
+
+    MIN_COST_PER_1M_TOKENS = "min_cost_per_1m_tokens"
+    MAX_GOODPUT_PER_GPU = "max_goodput_per_gpu"
+    MAX_THROUGHPUT = "max_throughput"
+    MIN_TTFT = "min_ttft"
+
+
+class ModelSource(_Strict):
+    """Where the checkpoint comes from: a hub repo at a revision, or a local directory."""
+
+    repo_id: str | None = None
+    revision: str = "main"
+    path: Path | None = None
+    architecture: str | None = Field(
+        default=None,
+        description="A shipped architecture name (`enginesweep ls models`) or a path to a "
+        "config.json; overrides the checkpoint's own config for planning.",
+    )
+    name: str | None = Field(default=None, description="Short name used in trial slugs.")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+            raise ValueError(f"'{value}' is not a hub repo id of the form 'org/name'")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"{value} does not exist (give a local checkpoint directory)")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug_safe(cls, value: str | None) -> str | None:
+        return None if value is None else _slug_safe(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSource:
+        if (self.repo_id is None) == (self.path is None):
+            raise ValueError("give exactly one of model.repo_id or model.path")
+        return self
+
+    @property
+    def slug(self) -> str:
+        """Lower-case short name of the model for slugs and folder names."""
+        if self.name:
+            return self.name
+        base = self.repo_id.split("/")[-1] if self.repo_id else Path(self.path or "").resolve().name
+        return re.sub(r"[^a-z0-9.]+", "-", base.lower()).strip("-") or "model"
+
+
+class Target(_Strict):
+    """The hardware trials are planned for."""
+
+    gpu: str = Field(description="A GPU catalog name (`enginesweep ls gpus`), or `cpu`.")
+    gpus_available: PositiveInt = 1
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, value: str) -> str:
+        catalog = gpu_catalog()
+        if value not in catalog:
+            raise ValueError(f"'{value}' is not in the GPU catalog (known: {', '.join(catalog)})")
+        return value
+
+
+def _slug_safe(value: str) -> str:
+    """Names used in folder names and run names: lowercase letters, digits, '.', '_', '-'."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value):
+        raise ValueError(f"'{value}' must be lowercase letters, digits, '.', '_' or '-' "
+                         "(it names folders and MLflow runs)")
+    return value
+
+
+def _unique(values: list) -> list:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ValueError(f"duplicate values {seen}")
+    return values
+
+
+_Axis = Annotated[list[PositiveInt], Field(min_length=1)]
+
+
+class Axes(_Strict):
+    """The sweep space: every combination of these lists is one trial."""
+
+    quant: list[QuantFormat] = Field(min_length=1)
+    kv_cache: list[KVCacheFormat] = Field(default=[KVCacheFormat.AUTO], min_length=1)
+    tp: _Axis = [1]
+    pp: _Axis = [1]
+    max_batch_size: _Axis = [64]
+    max_num_tokens: _Axis = [8192]
+    max_seq_len: _Axis = [4096]
+
+    @field_validator("*")
+    @classmethod
+    def _no_duplicates(cls, value: list) -> list:
+        return _unique(value)
+
+
+class Build(_Strict):
+    """Build settings fixed for the whole sweep."""
+
+    awq_block_size: Literal[64, 128] = 128
+    kv_cache_free_gpu_mem_fraction: float = Field(default=0.9, gt=0, le=1)
+
+
+class LengthDistribution(_Strict):
+    """Token lengths of synthetic requests."""
+
+    mean: PositiveInt
+    stddev: int = Field(default=0, ge=0)
+
+
+class Workload(_Strict):
+    """The load each engine is benchmarked under."""
+
+    isl: LengthDistribution
+    osl: LengthDistribution
+    concurrency: _Axis = [1]
+    request_count: PositiveInt = 100
+    warmup_request_count: int = Field(default=0, ge=0)
+    seed: int = 0
+
+    @field_validator("concurrency")
+    @classmethod
+    def _unique_concurrency(cls, value: list[int]) -> list[int]:
+        return sorted(_unique(value))
+
+    @property
+    def sequence_tokens(self) -> int:
+        """Mean tokens one request occupies in the KV cache at its end (ISL + OSL)."""
+        return self.isl.mean + self.osl.mean
+
+
+class SLA(_Strict):
+    """The latency and accuracy a deployment must meet, and what to optimise among those that do."""
+
+    ttft_p99_ms: PositiveFloat | None = None
+    itl_p99_ms: PositiveFloat | None = None
+    max_accuracy_drop: float | None = Field(default=None, ge=0)
+    accuracy_drop_mode: Literal["absolute", "relative"] = "relative"
+    objective: Objective = Objective.MIN_COST_PER_1M_TOKENS
+
+
+class Tracking(_Strict):
+    """MLflow tracking; `mlflow_uri` defaults to `sqlite:///<workspace>/mlflow.db`."""
+
+    mlflow_uri: str | None = None
+    experiment: str = Field(default="enginesweep", min_length=1)
+
+
+class Registry(_Strict):
+    """Model Registry target of the promoted engine."""
+
+    model_name: str | None = None
+    alias: str = "champion"
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_shape(cls, value: str) -> str:
+        # MLflow aliases: letters, digits, '_' and '-', not starting with a digit or 'v<digits>'.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", value) or re.fullmatch(r"v\d+", value):
+            raise ValueError(f"'{value}' is not a valid MLflow alias (letters, digits, '_', '-'; "
+                             "not starting with a digit, not v<number>)")
+        return value
+
+
+class Execution(_Strict):
+    """How trials run; only the local runner exists today."""
+
+    runner: Literal["local"] = "local"
+
+
+class SweepSpec(_Strict):
+    """One sweep: a model, a stack, a target, the space to search and what "good" means."""
+
+    name: str
+    description: str | None = None
+    model: ModelSource
+    stack: Stack
+    target: Target
+    axes: Axes
+    build: Build = Build()
+    workload: Workload
+    sla: SLA = SLA()
+    tracking: Tracking = Tracking()
+    registry: Registry = Registry()
+    execution: Execution = Execution()
+    workspace: Path = Path("enginesweep-workspace")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_slug_safe(cls, value: str) -> str:
+        return _slug_safe(value)

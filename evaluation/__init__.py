@@ -1,0 +1,1 @@
+"""The measure side: planning and prediction, benchmarks, accuracy, selection, tracking, reports."""

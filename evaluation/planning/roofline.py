@@ -1,0 +1,146 @@
+"""A transparent roofline model of TTFT, ITL, throughput and cost. Labelled `predicted:roofline`.
+
+It is a first-order estimate to rank and prune trials, not a measurement; `aiconfigurator` replaces
+it where it covers the GPU (see the planner-fidelity issue). Symbols: P = params in GEMMs per token
+(linear + one V*H LM-head row set), W = weights_total bytes, KV = kv_bytes_per_token (whole model),
+F = dense TFLOP/s of the format's compute dtype, BW = memory bandwidth, tp/pp = parallel sizes.
+
+* Prefill of ISL tokens (compute-bound): flops = 2*P*ISL + 2*L*(heads*head_dim)*ISL^2 (causal
+  attention); t = flops / (tp * F * MFU), floored by the weight read W/tp / (BW * BW_EFF), plus
+  2*L TP all-reduces of ISL*H*2 bytes and (pp-1) stage hops.
+* One decode round for B sequences at context C (memory-bound): each stage reads its weights once
+  per micro-batch and the KV of its layers, so t = (W/tp + B*C*KV/(tp*pp)) / (BW * BW_EFF), or the
+  compute time 2*P*B/(tp*pp) / (F * MFU) if larger, plus 2*L all-reduces of (B/pp)*H*2 bytes.
+  ITL = that round time at C = ISL + OSL/2.
+* All-reduce (ring) of S bytes: 2*(tp-1)/tp * S / link_bandwidth + link latency.
+* TTFT at concurrency c = prefill + one decode round of the running batch, plus whole request
+  times of queueing when c exceeds the sequences the KV cache holds.
+* Throughput at B in flight: B*OSL / (B * prefill_compute(ISL) + OSL * round(B)).
+  Saturated: B = max_concurrent_sequences (the KV / max_batch_size limit).
+* Cost: $/1M output tokens = GPUs * $/GPU-hour / (tok/s * 3600) * 1e6.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from build_configs.architectures import ModelArchitecture
+from build_configs.gpus import GPU
+from build_configs.schema import SLA, Workload
+from evaluation.planning.records import (
+    ConcurrencyPrediction,
+    MemoryBreakdown,
+    Prediction,
+    TrialConfig,
+)
+
+MFU = 0.5
+"""Fraction of peak tensor throughput reached by large GEMMs (prefill)."""
+BW_EFF = 0.75
+"""Fraction of peak memory bandwidth reached by decode kernels."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One trial's model on its hardware: everything the timing formulas read."""
+
+    arch: ModelArchitecture
+    gpu: GPU
+    cfg: TrialConfig
+    mem: MemoryBreakdown
+
+    @property
+    def flops_per_s(self) -> float:
+        """Effective FLOP/s of ONE GPU for this format."""
+        return self.gpu.tflops(self.cfg.quant.spec.compute_dtype) * 1e12 * MFU
+
+    @property
+    def bytes_per_s(self) -> float:
+        """Effective memory bandwidth of ONE GPU."""
+        return self.gpu.hbm_tb_s * 1e12 * BW_EFF
+
+    @property
+    def gemm_params(self) -> int:
+        return self.arch.linear_params + self.arch.vocab_size * self.arch.hidden_size
+
+    def allreduce_s(self, tokens: float) -> float:
+        """One ring all-reduce of `tokens` hidden states across the TP group."""
+        tp = self.cfg.tp
+        if tp == 1:
+            return 0.0
+        size = tokens * self.arch.hidden_size * 2
+        return (2 * (tp - 1) / tp * size / (self.gpu.interconnect_gb_s * 1e9)
+                + self.gpu.interconnect_latency_us * 1e-6)
+
+    def prefill_compute_s(self, isl: int) -> float:
+        """GEMM + attention time of one ISL-token prefill, compute-bound, across the TP group."""
+        q_width = self.arch.num_attention_heads * self.arch.head_dim
+        flops = 2 * self.gemm_params * isl + 2 * self.arch.num_layers * q_width * isl**2
+        return flops / (self.cfg.tp * self.flops_per_s)
+
+    def prefill_s(self, isl: int) -> float:
+        """TTFT of a lone request: prefill floored by one weight read, plus communication."""
+        weight_read = self.mem.weights_bytes_total / self.cfg.tp / self.bytes_per_s
+        comm = 2 * self.arch.num_layers * self.allreduce_s(isl)
+        hops = (self.cfg.pp - 1) * (isl * self.arch.hidden_size * 2 / (self.gpu.interconnect_gb_s * 1e9)
+                                    + self.gpu.interconnect_latency_us * 1e-6)
+        return max(self.prefill_compute_s(isl), weight_read) + comm + hops
+
+    def decode_round_s(self, batch: int, context: float) -> float:
+        """Time for every one of `batch` sequences to produce one token (= ITL)."""
+        tp, pp = self.cfg.tp, self.cfg.pp
+        memory = (self.mem.weights_bytes_total / tp
+                  + batch * context * self.mem.kv_bytes_per_token / (tp * pp)) / self.bytes_per_s
+        compute = 2 * self.gemm_params * batch / (tp * pp) / self.flops_per_s
+        comm = 2 * self.arch.num_layers * self.allreduce_s(batch / pp)
+        hops = pp * (pp - 1) * self.gpu.interconnect_latency_us * 1e-6
+        return max(memory, compute) + comm + hops
+
+
+def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: int
+                    ) -> ConcurrencyPrediction:
+    isl, osl = workload.isl.mean, workload.osl.mean
+    in_flight = max(1, min(concurrency, dep.mem.max_concurrent_sequences))
+    round_s = dep.decode_round_s(in_flight, isl + osl / 2)
+    ttft_s = dep.prefill_s(isl) + round_s
+    waves = math.ceil(concurrency / in_flight)
+    if waves > 1:  # the KV cache cannot hold them all: later requests queue for whole requests
+        ttft_s += (waves - 1) * (dep.prefill_s(isl) + osl * round_s)
+    tok_s = in_flight * osl / (in_flight * dep.prefill_compute_s(isl) + osl * round_s)
+    meets = None
+    if sla.ttft_p99_ms is not None or sla.itl_p99_ms is not None:
+        meets = ((sla.ttft_p99_ms is None or ttft_s * 1e3 <= sla.ttft_p99_ms)
+                 and (sla.itl_p99_ms is None or round_s * 1e3 <= sla.itl_p99_ms))
+    return ConcurrencyPrediction(concurrency=concurrency, ttft_ms=ttft_s * 1e3, itl_ms=round_s * 1e3,
+                                 output_tok_s=tok_s, meets_sla=meets)
+
+
+def usd_per_1m_tokens(gpus: int, usd_per_gpu_hour: float, tok_s: float) -> float:
+    """Dollars per million output tokens at a sustained `tok_s`."""
+    return gpus * usd_per_gpu_hour / (tok_s * 3600) * 1e6
+
+
+def predict(dep: Deployment, workload: Workload, sla: SLA, usd_per_gpu_hour: float) -> Prediction:
+    """Roofline prediction for one feasible trial."""
+    gpus = dep.cfg.world_size
+    lone = _at_concurrency(dep, workload, sla, 1)
+    saturation = max(1, dep.mem.max_concurrent_sequences)
+    saturated = _at_concurrency(dep, workload, sla, saturation)
+    levels = [_at_concurrency(dep, workload, sla, c) for c in workload.concurrency]
+    meeting = [level for level in levels if level.meets_sla]
+    best = max(meeting, key=lambda level: level.concurrency) if meeting else None
+    return Prediction(
+        source="predicted:roofline",
+        hardware=dep.gpu.name,
+        ttft_ms=lone.ttft_ms,
+        itl_ms=lone.itl_ms,
+        output_tok_s=saturated.output_tok_s,
+        output_tok_s_per_gpu=saturated.output_tok_s / gpus,
+        saturation_concurrency=saturation,
+        usd_per_1m_output_tokens=usd_per_1m_tokens(gpus, usd_per_gpu_hour, saturated.output_tok_s),
+        per_concurrency=levels,
+        max_concurrency_meeting_sla=best.concurrency if best else None,
+        usd_per_1m_output_tokens_at_sla=(
+            usd_per_1m_tokens(gpus, usd_per_gpu_hour, best.output_tok_s) if best else None),
+    )

@@ -1,0 +1,1 @@
+"""Reports: one model of results, many renderers (console tables today)."""

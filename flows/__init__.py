@@ -1,0 +1,1 @@
+"""Prefect flows and the `enginesweep` CLI: thin wiring over `engines` and `evaluation`."""
