@@ -147,10 +147,20 @@ class Axes(_Strict):
 
 
 class Build(_Strict):
-    """Build settings fixed for the whole sweep."""
+    """Build settings fixed for the whole sweep (names follow TensorRT-LLM's quantize.py)."""
 
     awq_block_size: Literal[64, 128] = 128
     kv_cache_free_gpu_mem_fraction: float = Field(default=0.9, gt=0, le=1)
+    calib_size: PositiveInt = Field(default=16, description="Calibration samples.")
+    calib_max_seq_length: PositiveInt = Field(default=256, description="Tokens per calibration sample.")
+
+
+class Accuracy(_Strict):
+    """Held-out text evaluation of every variant against the unquantized baseline."""
+
+    window_tokens: PositiveInt = 256
+    max_windows: PositiveInt = 24
+    confidence: float = Field(default=0.95, gt=0, lt=1)
 
 
 class LengthDistribution(_Strict):
@@ -232,6 +242,7 @@ class SweepSpec(_Strict):
     build: Build = Build()
     workload: Workload
     sla: SLA = SLA()
+    accuracy: Accuracy = Accuracy()
     tracking: Tracking = Tracking()
     registry: Registry = Registry()
     execution: Execution = Execution()

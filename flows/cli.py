@@ -7,6 +7,7 @@ trial); 2 bad input (an invalid spec, an unknown option value), with every probl
 
 from __future__ import annotations
 
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -170,6 +171,70 @@ def size(
         sys.stdout.write(trial.model_dump_json(indent=2) + "\n")
     else:
         out.print(size_table(trial))
+
+
+@app.command()
+def setup() -> None:
+    """Check the reference stack's components and fetch the text corpus (scripts/setup runs it)."""
+    from engines.doctor import check_reference_stack
+
+    checks = check_reference_stack()
+    table = Table("component", "status", "detail", title="reference stack on this machine")
+    for check in checks:
+        table.add_row(check.component, "ok" if check.ok else "[red]missing[/]", escape(check.detail))
+    out.print(table)
+    if not all(check.ok for check in checks):
+        raise _fail("the reference stack is incomplete (see the table)", code=1)
+
+
+@app.command()
+def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's slug (see `plan`).")],
+          set_: SetOpt = None, json_: JsonOpt = False) -> None:
+    """Run ONE trial for real (quantize, build, serve, benchmark, accuracy) without Prefect or
+    MLflow, and print its record: the tool for debugging one engine."""
+    try:
+        resolved = load_spec(config, set_ or [])
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    _quiet_libraries()
+    from flows.trial import TrialError, run_trial  # heavy imports only for this verb
+    from evaluation.reports.trial_tables import trial_table
+
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so servers and aiperf are stopped.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    log = (lambda line: err.print(line, highlight=False, markup=False)) if json_ else \
+        (lambda line: out.print(line, highlight=False, markup=False))
+    try:
+        record = run_trial(resolved, slug, log=log)
+    except TrialError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: every server and load generator was stopped")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the record on disk has the traceback
+        raise _fail(f"trial {slug} failed: {type(exc).__name__}: {exc}", code=1) from None
+    if json_:
+        sys.stdout.write(record.model_dump_json(indent=2) + "\n")
+    else:
+        out.print(trial_table(record))
+
+
+def _quiet_libraries() -> None:
+    """Keep the trial's own progress lines readable: no per-tensor progress bars from
+    transformers and no ModelOpt plugin-import warnings (the record and logs keep the facts)."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", module=r"modelopt(\.|$)")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,90 @@
+"""The `Stack` protocol every runtime implements, and the lazy registry that picks one by name.
+
+A stack quantizes a checkpoint, builds an engine bundle (with its `manifest.json`), writes a
+Triton model repository for the bundle and starts a server for it. Stacks are imported only when
+asked for, so GPU-only imports (`tensorrt_llm`) never happen on a CPU machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from engines.manifest import Manifest
+from engines.quantize.modelopt_cpu import QuantizeResult
+from engines.quantize.recipes import QuantRecipe
+
+# name -> "module:Class"; a stack listed in _PLANNED is known but not implemented yet.
+_REGISTRY = {"reference": "engines.stacks.reference:ReferenceStack"}
+_PLANNED = {
+    "trtllm-engine": "the TensorRT engine stack is not implemented yet (planning and sizing work)",
+    "trtllm-pytorch": "the TensorRT-LLM PyTorch stack is not implemented yet (planning and sizing work)",
+}
+
+
+class StackUnavailable(RuntimeError):
+    """A stack that does not exist, is not implemented yet, or cannot run on this machine."""
+
+
+class BuildKnobs(BaseModel):
+    """Engine build limits (trtllm-build flags of the same names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int
+    max_num_tokens: int
+    max_seq_len: int
+
+
+class BuildResult(BaseModel):
+    """An engine bundle ready to serve, saved as `build.json` beside the bundle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slug: str
+    stack: str
+    bundle_dir: str
+    knobs: BuildKnobs
+    manifest: Manifest
+    build_seconds: float
+
+
+class Stack(Protocol):
+    """One runtime: how to quantize, build, lay out a Triton repository and serve."""
+
+    name: str
+    served_model: str
+    """The Triton model that clients call (`/v2/models/<served_model>/generate_stream`)."""
+
+    def quantize(self, source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
+                 calibration_texts: list[str], log: Callable[[str], None]) -> QuantizeResult: ...
+
+    def build(self, quantized: QuantizeResult, knobs: BuildKnobs, bundle_dir: Path, *, slug: str,
+              checkpoint: dict[str, Any], target: dict[str, Any]) -> BuildResult: ...
+
+    def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path: ...
+
+    def server(self, repo_dir: Path, workdir: Path) -> AbstractContextManager[Any]:
+        """A context manager that starts a health-checked server and always stops it; it yields
+        an object with a `url` attribute."""
+        ...
+
+
+def get_stack(name: str) -> Stack:
+    """The stack called `name`, imported on first use."""
+    if name in _PLANNED:
+        raise StackUnavailable(_PLANNED[name])
+    if name not in _REGISTRY:
+        raise StackUnavailable(f"unknown stack '{name}' (known: {', '.join([*_REGISTRY, *_PLANNED])})")
+    module_name, _, class_name = _REGISTRY[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise StackUnavailable(f"the {name} stack cannot be imported ({exc}); install the project "
+                               "with its reference extra: pip install -e '.[reference]'") from exc
+    return getattr(module, class_name)()

@@ -1,0 +1,93 @@
+"""The `reference` stack: the whole pipeline for real on a CPU.
+
+Quantize with ModelOpt (fake quantization, real TRT-LLM checkpoint export, checked against the
+source); "build" = lay out a bundle (the fake-quantized model, the exported TRT-LLM checkpoint,
+the build knobs) and hash it into its manifest, since there is no engine compiler on a CPU; serve
+it with the real `tritonserver` binary and a decoupled Python-backend model that speaks
+TensorRT-LLM's request fields. Every number it yields is a CPU measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engines.manifest import host_hardware, write_manifest
+from engines.quantize.modelopt_cpu import QuantizeResult, library_versions, quantize_checkpoint
+from engines.quantize.recipes import QuantRecipe
+from engines.stacks.base import BuildKnobs, BuildResult
+from engines.triton.repository import SERVED_MODEL, write_reference_repository
+from engines.triton.server import TritonServer
+
+_TRTLLM_KEYS = ("architecture", "dtype", "vocab_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "hidden_size", "rotary_base", "mapping", "quantization")
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link every file of `source` under `target` (copy across filesystems)."""
+    for path in source.rglob("*"):
+        if path.is_file():
+            dest = target / path.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy2(path, dest)
+
+
+class ReferenceStack:
+    """CPU stack: ModelOpt fake quantization served by the real Triton server."""
+
+    name = "reference"
+    served_model = SERVED_MODEL
+
+    def quantize(self, source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
+                 calibration_texts: list[str], log: Callable[[str], None] = print) -> QuantizeResult:
+        return quantize_checkpoint(source_dir, recipe, out_dir, key=key,
+                                   calibration_texts=calibration_texts, log=log)
+
+    def build(self, quantized: QuantizeResult, knobs: BuildKnobs, bundle_dir: Path, *, slug: str,
+              checkpoint: dict[str, Any], target: dict[str, Any]) -> BuildResult:
+        start = time.perf_counter()
+        tmp = bundle_dir.with_name(bundle_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _link_tree(Path(quantized.model_dir), tmp / "model")
+        _link_tree(Path(quantized.trtllm_checkpoint_dir), tmp / "trtllm_checkpoint")
+        (tmp / "build_config.json").write_text(json.dumps(knobs.model_dump(), indent=2) + "\n")
+        recipe = quantized.recipe
+        manifest = write_manifest(
+            tmp, slug=slug, stack=self.name,
+            inputs={
+                "checkpoint": checkpoint,
+                "quant_recipe": recipe.model_dump(mode="json", exclude={"calibration"}),
+                "calibration": recipe.calibration.model_dump() if recipe.calibration else None,
+                "build_knobs": knobs.model_dump(),
+            },
+            versions={"stack": self.name, **quantized.versions, **_triton_version()},
+            target={**target, "host": host_hardware()},
+            trtllm_checkpoint={k: quantized.trtllm_config.get(k) for k in _TRTLLM_KEYS},
+        )
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        tmp.rename(bundle_dir)
+        return BuildResult(slug=slug, stack=self.name, bundle_dir=str(bundle_dir), knobs=knobs,
+                           manifest=manifest, build_seconds=time.perf_counter() - start)
+
+    def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path:
+        knobs = build.knobs
+        return write_reference_repository(repo_dir, Path(build.bundle_dir) / "model",
+                                          max_batch_size=knobs.max_batch_size,
+                                          max_seq_len=knobs.max_seq_len)
+
+    def server(self, repo_dir: Path, workdir: Path) -> TritonServer:
+        return TritonServer(repo_dir, workdir, models=(self.served_model,))
+
+
+def _triton_version() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {"nvidia-pytriton": version("nvidia-pytriton"), "tritonserver": "2.51 (bundled)"}

@@ -1,0 +1,177 @@
+"""Start, health-check and always stop a real `tritonserver` process.
+
+On the reference stack the binary is the one bundled in `nvidia-pytriton` (Triton 2.51 with the
+Python backend). Facts this module handles (see shared/reference/cpu-stack-notes.md):
+
+* The Python backend's stub embeds libpython and must load the running interpreter's library:
+  `LD_LIBRARY_PATH` gets this interpreter's LIBDIR.
+* The stub builds `sys.path` from the first `python3` on `PATH`; with the base interpreter first
+  it imports the base site-packages (another numpy) and crashes on string tensors. `PATH` starts
+  with this environment's `bin/` so the stub runs inside the project's environment.
+* PyTriton keeps the stub outside the backend folder; a backend folder is assembled from links.
+* Its embedded Python keeps the ASCII C locale whatever the environment says: a model sets
+  LC_CTYPE itself before importing torch (see reference_model.py).
+* Every port binds 127.0.0.1 (gRPC and metrics default to 0.0.0.0 otherwise).
+* SIGTERM stops it (SIGINT is ignored in the background); after a grace period, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from importlib import util
+from pathlib import Path
+
+READY_TIMEOUT_S = 120.0
+STOP_GRACE_S = 10.0
+
+
+class ServerError(RuntimeError):
+    """The server could not start or become ready; the message carries the log tail."""
+
+
+def pytriton_dir() -> Path:
+    """The folder of the installed `pytriton` package (which bundles tritonserver)."""
+    spec = util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("nvidia-pytriton is not installed: it provides the tritonserver binary "
+                          "(pip install 'enginesweep[reference]')")
+    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+
+
+def backend_dir(workdir: Path) -> Path:
+    """A Triton backend folder whose python backend has the stub for this interpreter."""
+    source = pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    target = workdir / "backends" / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for item in [*(source / "backends" / "python").iterdir(), stub]:
+        link = target / item.name
+        if not link.exists():
+            link.symlink_to(item)
+    return target.parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_environment() -> dict[str, str]:
+    """The environment the Python backend stub needs to run inside this interpreter's env."""
+    env = dict(os.environ)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH")) if p)
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    return env
+
+
+@dataclass
+class TritonServer:
+    """One tritonserver process serving `model_repository`. Use as a context manager."""
+
+    model_repository: Path
+    workdir: Path
+    models: tuple[str, ...] = ()
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def command(self) -> list[str]:
+        """The exact command line (every address on loopback)."""
+        return [
+            str(pytriton_dir() / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backend_dir(self.workdir)}",
+            "--http-address=127.0.0.1", f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
+            "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
+            "--exit-timeout-secs=5",
+            "--log-verbose=0",
+        ]
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> TritonServer:
+        """Start the server and wait until it and every model in `models` are ready."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_environment(),
+                start_new_session=True,  # our Ctrl-C must not reach it before we stop it
+            )
+        (self.workdir / "server.pid").write_text(str(self.process.pid))
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        paths = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode} "
+                                  f"before it was ready:\n{self.log_tail()}")
+            if all(self._get(path) == 200 for path in paths):
+                return
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def _get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                return response.status
+        except (urllib.error.URLError, OSError):
+            return 0
+
+    def log_tail(self, lines: int = 10) -> str:
+        """The server's error lines and last lines (for error messages)."""
+        if not self.log_path.exists():
+            return ""
+        text = self.log_path.read_bytes().decode(errors="replace").splitlines()
+        errors = [line[:2000] for line in text if line.startswith("E")][-3:]
+        return "\n".join([*errors, "...", *text[-lines:]] if errors else text[-lines:])
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM the server's process group, SIGKILL after `grace_s`. Idempotent."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=grace_s)
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

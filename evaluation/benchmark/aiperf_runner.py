@@ -1,0 +1,191 @@
+"""Run aiperf against a Triton server that speaks TensorRT-LLM's `generate_stream` contract.
+
+aiperf (NVIDIA's load generator, pinned to 0.13.0) has no Triton mode, so the request body comes
+from its `template` endpoint: a Jinja2 file written into the artifact folder renders each request
+as TensorRT-LLM's fields (`text_input`, `max_tokens`, `min_tokens`, `stream`) and the streamed
+`text_output` field is read back through `response_field`. `min_tokens` equals `max_tokens` so
+every request decodes exactly the workload's OSL even when the model would stop early. One
+invocation with a comma list runs every concurrency level of the workload. `aiperf_command` is a
+pure function (tested flag by flag against aiperf's own CLI); `run_aiperf` runs it as a process
+group with a timeout and fails loudly with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from build_configs.schema import Workload
+
+AIPERF_VERSION = "0.13.0"
+TEMPLATE_NAME = "payload_template.json"
+LOG_NAME = "aiperf.log"
+TMP_NAME = "tmp"
+RESPONSE_FIELD = "text_output"
+DEFAULT_TIMEOUT_S = 3600.0
+STOP_GRACE_S = 10.0
+
+# aiperf renders this with `jinja2.Environment(autoescape=True)`: every value goes through
+# `tojson`, which quotes and escapes it as JSON (a bare `{{ text }}` would be HTML-escaped and
+# break on quotes). `max_tokens` is the per-request OSL aiperf drew; `stream` follows --streaming.
+# aiperf still warns "Using --osl without ignore_eos or min_tokens in --extra-inputs": it does not
+# look inside templates.
+PAYLOAD_TEMPLATE = (
+    '{"text_input": {{ text|tojson }}, "max_tokens": {{ max_tokens|tojson }}, '
+    '"min_tokens": {{ max_tokens|tojson }}, "stream": {{ stream|tojson }}}\n'
+)
+
+# aiperf refuses local tokenizer paths while these are set, and they are not needed: the
+# tokenizer must be a local directory anyway (see `run_aiperf`).
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+class AiperfError(RuntimeError):
+    """aiperf could not run or did not finish; the message carries the tail of its log."""
+
+
+def generate_stream_path(model: str) -> str:
+    """Triton's streaming generate route for `model` (SSE, needs a decoupled model)."""
+    return f"/v2/models/{model}/generate_stream"
+
+
+def aiperf_executable() -> Path:
+    """The `aiperf` console script of the running environment (not whatever is on PATH)."""
+    return Path(sys.executable).parent / "aiperf"
+
+
+def aiperf_command(*, url: str, model: str, workload: Workload, tokenizer: Path,
+                   artifact_dir: Path, ipc_dir: Path | None = None,
+                   executable: Path | None = None) -> list[str]:
+    """The argv of one `aiperf profile` run covering every concurrency level of `workload`.
+
+    The payload template is expected at `artifact_dir / TEMPLATE_NAME` (`run_aiperf` writes it).
+    `artifact_dir` should be absolute and free of symlinks: aiperf silently treats a template
+    path with a symlinked component as an inline template string. `ipc_dir` holds aiperf's
+    internal Unix sockets (default: a folder under TMPDIR).
+    """
+    template = artifact_dir / TEMPLATE_NAME
+    if "," in str(template):
+        # aiperf splits every --extra-inputs value on commas before it splits key:value.
+        raise ValueError(f"aiperf cannot take a template path containing ',': {template}")
+    command = [
+        str(executable or aiperf_executable()), "profile",
+        "--model", model,
+        "--url", url,
+        "--endpoint-type", "template",
+        "--custom-endpoint", generate_stream_path(model),
+        "--streaming",
+        "--extra-inputs", f"payload_template:{template}", f"response_field:{RESPONSE_FIELD}",
+        "--synthetic-input-tokens-mean", str(workload.isl.mean),
+        "--synthetic-input-tokens-stddev", str(workload.isl.stddev),
+        "--output-tokens-mean", str(workload.osl.mean),
+        "--output-tokens-stddev", str(workload.osl.stddev),
+        "--concurrency", ",".join(str(c) for c in workload.concurrency),
+        "--request-count", str(workload.request_count),
+        "--random-seed", str(workload.seed),
+        "--tokenizer", str(tokenizer),
+        "--artifact-dir", str(artifact_dir),
+        # The parser reads the per-request records: ask for them rather than rely on a default.
+        "--export-level", "records",
+        "--ui-type", "none",
+    ]
+    if workload.warmup_request_count > 0:
+        # aiperf 0.13.0 rejects `--warmup-request-count 0`; leaving it out means no warmup.
+        command += ["--warmup-request-count", str(workload.warmup_request_count)]
+    if ipc_dir is not None:
+        command += ["--zmq-ipc-path", str(ipc_dir)]
+    return command
+
+
+def aiperf_environment(tmp_dir: Path) -> dict[str, str]:
+    """This process's environment with TMPDIR at `tmp_dir` and the offline switches removed."""
+    env = {k: v for k, v in os.environ.items() if k not in _OFFLINE_VARIABLES}
+    # aiperf leaves aiperf_mmap_* folders (the dataset) and torch caches in TMPDIR.
+    env["TMPDIR"] = str(tmp_dir)
+    return env
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a log file (empty when it does not exist)."""
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_bytes().decode(errors="replace").splitlines()[-lines:])
+
+
+def run_aiperf(*, url: str, model: str, workload: Workload, tokenizer: Path, artifact_dir: Path,
+               timeout_s: float = DEFAULT_TIMEOUT_S) -> Path:
+    """Benchmark `model` at `url` with aiperf; returns the artifact folder (absolute).
+
+    Writes the payload template, `aiperf.log` (stdout and stderr) and aiperf's outputs into
+    `artifact_dir`. Raises `AiperfError` when aiperf is missing, exits non-zero (aiperf does so
+    when every request of a level failed) or runs past `timeout_s`; partial failures are left
+    for `results.parse_benchmark` to count. `tokenizer` must be a local directory: aiperf would
+    otherwise download one from the Hugging Face hub.
+    """
+    executable = aiperf_executable()
+    if not executable.is_file():
+        raise AiperfError(f"aiperf is not installed in this environment ({executable} is missing):"
+                          f" pip install aiperf=={AIPERF_VERSION}")
+    if not Path(tokenizer).is_dir():
+        raise AiperfError(f"the tokenizer must be a local directory, got {tokenizer!s}")
+    artifact_dir = Path(artifact_dir).resolve()
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    (artifact_dir / TEMPLATE_NAME).write_text(PAYLOAD_TEMPLATE)
+    tmp_dir = artifact_dir / TMP_NAME
+    tmp_dir.mkdir(exist_ok=True)
+    # aiperf's ZMQ sockets are Unix sockets, whose paths may not exceed 107 bytes: under a deep
+    # artifact folder they fail to bind, so they get a short folder of their own.
+    ipc_dir = Path(tempfile.mkdtemp(prefix="aiperf-ipc-"))
+    command = aiperf_command(url=url, model=model, workload=workload,
+                             tokenizer=Path(tokenizer).resolve(), artifact_dir=artifact_dir,
+                             ipc_dir=ipc_dir, executable=executable)
+    try:
+        returncode = _run(command, artifact_dir / LOG_NAME, tmp_dir, timeout_s)
+    finally:
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+    if returncode != 0:
+        raise AiperfError(f"aiperf exited with code {returncode} (log: {artifact_dir / LOG_NAME}):"
+                          f"\n{log_tail(artifact_dir / LOG_NAME)}")
+    # Only scratch data lives there (the memory-mapped dataset); keep it when aiperf failed.
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    return artifact_dir
+
+
+def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) -> int:
+    """Run `command` with its output in `log_path`; its exit code, or AiperfError on timeout."""
+    with log_path.open("wb") as log:
+        log.write(("$ " + " ".join(command) + "\n").encode())
+        log.flush()
+        # A session of its own: aiperf spawns a dozen service processes, and a timeout or an
+        # interrupt must stop all of them, not only the parent.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env=aiperf_environment(tmp_dir), start_new_session=True)
+        try:
+            returncode = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_group(process)
+            raise AiperfError(f"aiperf did not finish within {timeout_s:.0f} s (log: {log_path}):"
+                              f"\n{log_tail(log_path)}") from None
+        except BaseException:
+            _stop_group(process)
+            raise
+    _stop_group(process)  # services that outlived a finished parent
+    return returncode
+
+
+def _stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the process group of `process`, SIGKILL what is left after `grace_s`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_s)

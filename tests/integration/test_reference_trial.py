@@ -1,0 +1,115 @@
+"""One trial end to end on the reference stack (tiny Llama): quantize -> build -> serve under the
+real tritonserver -> aiperf at concurrency 1 and 4 -> accuracy vs the baseline; and an interrupted
+trial leaves no process or port behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from build_configs.loading import load_spec
+from engines.manifest import verify_bundle
+from flows.trial import run_trial
+
+pytestmark = pytest.mark.integration
+
+
+def write_spec(tmp_path: Path, model_dir: Path, **workload) -> Path:
+    spec = {
+        "name": "tiny-trial",
+        "model": {"path": str(model_dir), "name": "tiny"},
+        "stack": "reference",
+        "target": {"gpu": "cpu"},
+        "axes": {"quant": ["bf16", "fp8"], "kv_cache": ["auto", "int8"], "max_batch_size": [4],
+                 "max_num_tokens": [512], "max_seq_len": [256]},
+        "build": {"awq_block_size": 64, "calib_size": 4, "calib_max_seq_length": 64},
+        "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [1, 4],
+                     "request_count": 8, "warmup_request_count": 1, **workload},
+        "sla": {"ttft_p99_ms": 60000, "itl_p99_ms": 10000},
+        "accuracy": {"window_tokens": 64, "max_windows": 8},
+        "workspace": str(tmp_path / "ws"),
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
+    resolved = load_spec(write_spec(tmp_path, tiny_llama_dir))
+    lines: list[str] = []
+    record = run_trial(resolved, "tiny__fp8__kv-int8__tp1", log=lines.append)
+
+    assert record.status == "ok", record.error
+    assert record.hardware == "cpu" and record.benchmark.hardware == "cpu"
+    assert record.benchmark.source == "measured" and record.predicted["source"] == "predicted:roofline"
+    # the bundle is intact and its TRT-LLM checkpoint is the real export
+    manifest = verify_bundle(Path(record.bundle_dir))
+    assert manifest.content_hash == record.content_hash
+    assert manifest.trtllm_checkpoint["quantization"]["quant_algo"] == "FP8"
+    assert manifest.trtllm_checkpoint["quantization"]["kv_cache_quant_algo"] == "INT8"
+    assert manifest.trtllm_checkpoint["rotary_base"] == 100000.0
+    assert manifest.inputs["calibration"]["samples"] == 4
+    # benchmark numbers are consistent with themselves and with the workload
+    assert [level.concurrency for level in record.benchmark.levels] == [1, 4]
+    for level in record.benchmark.levels:
+        assert level.request_count == 8 and level.error_count == 0
+        assert level.ttft_ms.p50 <= level.ttft_ms.p99 and level.itl_ms.p50 <= level.itl_ms.p99
+        assert level.e2e_ms.p50 >= level.ttft_ms.p50
+        assert 0 < level.goodput <= level.request_rate + 1e-9
+    # accuracy against the unquantized baseline on the same windows, with intervals
+    assert len(record.accuracy.window_nll) == len(record.baseline_accuracy.window_nll) == 8
+    perplexity = next(d for d in record.accuracy_deltas if d.metric == "perplexity")
+    assert perplexity.ci_low <= perplexity.delta <= perplexity.ci_high
+    assert perplexity.delta != 0  # FP8 weights + INT8 KV change the numbers
+    trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__fp8__kv-int8__tp1"
+    assert json.loads((trial_dir / "record.json").read_text())["status"] == "ok"
+    assert (trial_dir / "server" / "server.log").exists()
+    assert set(record.stage_seconds) >= {"checkpoint", "quantize", "build", "serve+benchmark", "accuracy"}
+
+    # a second trial with the same recipe but other knobs reuses the quantized checkpoint
+    again = run_trial(load_spec(write_spec(tmp_path, tiny_llama_dir),
+                                ["axes.max_batch_size=[2]"]), "tiny__fp8__kv-int8__tp1", log=lines.append)
+    assert again.stage_seconds["quantize"] == 0.0
+    assert any("reusing" in line for line in lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_trial_leaves_no_process_or_port(tmp_path, tiny_llama_dir, sig):
+    spec = write_spec(tmp_path, tiny_llama_dir, request_count=400, osl={"mean": 64})
+    script = Path(sys.executable).parent / "enginesweep"
+    proc = subprocess.Popen([str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
+    aiperf_log = trial_dir / "benchmark" / "aiperf.log"
+    deadline = time.monotonic() + 240
+    while not (aiperf_log.exists() and "profil" in aiperf_log.read_text(errors="replace").lower()):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the benchmark never started"
+        time.sleep(0.5)
+    server_pid = int((trial_dir / "server" / "server.pid").read_text())
+    assert _alive(server_pid)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    assert not _alive(server_pid)
+    leftovers = subprocess.run(["pgrep", "-f", str(trial_dir)], capture_output=True, text=True).stdout
+    assert leftovers == "", f"processes still running for this trial: {leftovers}"
+    record = json.loads((trial_dir / "record.json").read_text())
+    assert record["status"] == "failed"

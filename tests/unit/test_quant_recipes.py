@@ -1,0 +1,105 @@
+"""Quantization recipes -> ModelOpt configs, and the exported-checkpoint check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engines.quantize.export_check import export_problems
+from engines.quantize.recipes import CalibrationSpec, QuantRecipe, modelopt_config
+
+pytestmark = pytest.mark.unit
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def entries(config, name):
+    return [e for e in config["quant_cfg"] if e.get("quantizer_name") == name]
+
+
+def test_unquantized_recipe_needs_no_modelopt():
+    assert modelopt_config(QuantRecipe(quant="bf16", kv_cache="auto")) is None
+
+
+def test_fp8_weights_do_not_imply_fp8_kv():
+    config = modelopt_config(QuantRecipe(quant="fp8", kv_cache="auto"))
+    assert entries(config, "*[kv]_bmm_quantizer") == []
+    with_kv = modelopt_config(QuantRecipe(quant="fp8", kv_cache="fp8"))
+    assert entries(with_kv, "*[kv]_bmm_quantizer")[-1]["cfg"] == {"num_bits": (4, 3), "axis": None}
+
+
+def test_int8_kv_on_16_bit_weights_enables_only_the_kv_quantizer():
+    config = modelopt_config(QuantRecipe(quant="bf16", kv_cache="int8"))
+    assert config["quant_cfg"] == [
+        {"quantizer_name": "*", "enable": False},
+        {"quantizer_name": "*[kv]_bmm_quantizer", "cfg": {"num_bits": 8, "axis": None}},
+    ]
+
+
+@pytest.mark.parametrize("quant", ["int4_awq", "w4a8_awq"])
+def test_awq_group_size_is_set(quant):
+    config = modelopt_config(QuantRecipe(quant=quant, kv_cache="auto", awq_block_size=64))
+    weight = entries(config, "*weight_quantizer")[0]["cfg"]
+    first = weight[0] if isinstance(weight, list) else weight
+    assert first["block_sizes"][-1] == 64
+
+
+def test_recipe_preset_is_not_mutated():
+    import modelopt.torch.quantization as mtq
+
+    before = json.dumps(mtq.INT4_AWQ_CFG, default=str)
+    modelopt_config(QuantRecipe(quant="int4_awq", kv_cache="int8", awq_block_size=64))
+    assert json.dumps(mtq.INT4_AWQ_CFG, default=str) == before
+
+
+def test_recipe_key_changes_with_every_input():
+    calib = CalibrationSpec(dataset="d", sha256="s", samples=16, seq_len=256)
+    base = QuantRecipe(quant="fp8", kv_cache="int8", calibration=calib)
+    keys = {base.key("ckpt-a"), base.key("ckpt-b"),
+            base.model_copy(update={"tp": 2}).key("ckpt-a"),
+            base.model_copy(update={"calibration": calib.model_copy(update={"samples": 8})}).key("ckpt-a")}
+    assert len(keys) == 4
+    assert base.key("ckpt-a") == QuantRecipe(quant="fp8", kv_cache="int8", calibration=calib).key("ckpt-a")
+
+
+SOURCE = json.loads((FIXTURES / "smollm2-transformers5-config.json").read_text())
+GOOD_EXPORT = {
+    "vocab_size": 49152, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+    "hidden_size": 576, "intermediate_size": 1536, "rotary_base": 100000.0,
+    "mapping": {"world_size": 1, "tp_size": 1, "pp_size": 1},
+    "quantization": {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "group_size": 64},
+}
+AWQ = QuantRecipe(quant="int4_awq", kv_cache="auto", awq_block_size=64)
+
+
+def test_matching_export_has_no_problems():
+    assert export_problems(GOOD_EXPORT, SOURCE, AWQ) == []
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"rotary_base": None}, "rotary_base: exported None, source 100000.0"),
+    ({"rotary_base": 10000.0}, "rotary_base: exported 10000.0"),
+    ({"vocab_size": 49153}, "vocab_size: exported 49153, source 49152"),
+    ({"num_hidden_layers": 29}, "num_hidden_layers"),
+    ({"mapping": {"world_size": 2, "tp_size": 2, "pp_size": 1}}, "mapping.tp_size: exported 2, recipe 1"),
+    ({"quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": None, "group_size": 64}},
+     "quantization.quant_algo: exported 'FP8', recipe 'W4A16_AWQ'"),
+    ({"quantization": {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "group_size": 128}},
+     "quantization.group_size: exported 128, recipe 64"),
+    ({"quantization": {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": "INT8", "group_size": 64}},
+     "quantization.kv_cache_quant_algo: exported 'INT8', recipe None"),
+])
+def test_each_disagreement_is_reported(change, expected):
+    problems = export_problems({**GOOD_EXPORT, **change}, SOURCE, AWQ)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_uneven_tp_shards_are_reported():
+    recipe = QuantRecipe(quant="bf16", kv_cache="auto", tp=2)
+    exported = {**GOOD_EXPORT, "mapping": {"world_size": 2, "tp_size": 2, "pp_size": 1},
+                "quantization": {"quant_algo": None, "kv_cache_quant_algo": None}}
+    problems = export_problems(exported, SOURCE, recipe)
+    assert problems == ["num_attention_heads=9 is not divisible by tp=2: the shards are invalid",
+                        "num_key_value_heads=3 is not divisible by tp=2: the shards are invalid"]
