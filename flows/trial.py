@@ -113,7 +113,7 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
     try:
         with _stage("checkpoint", timings, log):
             source_dir, checkpoint = checkpoint_source(resolved, workspace, log)
-            corpus = textdata.corpus_path()
+            corpus = textdata.corpus_path(download=False)  # fetched by the set-up, never here
             eval_text = textdata.evaluation_text(corpus)
         quantized = _quantize(stack, resolved, planned, source_dir, checkpoint, corpus, workspace,
                               timings, log)
@@ -133,15 +133,17 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
             repo = stack.write_model_repository(build, trial_dir / "triton_repo")
             with stack.server(repo, trial_dir / "server") as server:
                 log(f"  serving {stack.served_model} at {server.url}; aiperf at concurrency "
-                    f"{spec.workload.concurrency}")
+                    f"{spec.workload.concurrency} (progress: {trial_dir / 'benchmark' / 'aiperf.log'})")
                 artifacts = run_aiperf(
                     url=server.url, model=stack.served_model, workload=spec.workload,
                     tokenizer=Path(build.bundle_dir) / "model", artifact_dir=trial_dir / "benchmark")
             benchmark = parse_benchmark(artifacts, spec.workload, spec.sla, hardware=HARDWARE,
                                         gpus=cfg.world_size)
+            benchmark.save(artifacts / "benchmark.json")
         with _stage("accuracy", timings, log):
             baseline = _baseline_accuracy(source_dir, checkpoint, eval_text, resolved, workspace)
             variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved)
+            variant.save(trial_dir / "accuracy.json")
             deltas = compare_accuracy(baseline, variant, confidence=spec.accuracy.confidence)
         record = record.model_copy(update={
             "status": "ok", "benchmark": benchmark, "accuracy": variant,

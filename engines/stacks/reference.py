@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.manifest import host_hardware, write_manifest
-from engines.quantize.modelopt_cpu import QuantizeResult, library_versions, quantize_checkpoint
+from engines.quantize.modelopt_cpu import QuantizeResult, quantize_checkpoint
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
 from engines.triton.repository import SERVED_MODEL, write_reference_repository

@@ -17,9 +17,7 @@ Python backend). Facts this module handles (see shared/reference/cpu-stack-notes
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,8 +29,9 @@ from dataclasses import dataclass, field
 from importlib import util
 from pathlib import Path
 
+from engines.processes import STOP_GRACE_S, stop_process_group
+
 READY_TIMEOUT_S = 120.0
-STOP_GRACE_S = 10.0
 
 
 class ServerError(RuntimeError):
@@ -157,18 +156,11 @@ class TritonServer:
         return "\n".join([*errors, "...", *text[-lines:]] if errors else text[-lines:])
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """SIGTERM the server's process group, SIGKILL after `grace_s`. Idempotent."""
+        """SIGTERM the server's process group (its Python-backend stubs included), SIGKILL after
+        `grace_s`. Idempotent."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=grace_s)
+        if process is not None:
+            stop_process_group(process, grace_s)
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -12,16 +12,15 @@ group with a timeout and fails loudly with the tail of its log.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from build_configs.schema import Workload
+from engines.processes import stop_process_group
 
 AIPERF_VERSION = "0.13.0"
 TEMPLATE_NAME = "payload_template.json"
@@ -29,7 +28,6 @@ LOG_NAME = "aiperf.log"
 TMP_NAME = "tmp"
 RESPONSE_FIELD = "text_output"
 DEFAULT_TIMEOUT_S = 3600.0
-STOP_GRACE_S = 10.0
 
 # aiperf renders this with `jinja2.Environment(autoescape=True)`: every value goes through
 # `tojson`, which quotes and escapes it as JSON (a bare `{{ text }}` would be HTML-escaped and
@@ -169,23 +167,12 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _stop_group(process)
+            stop_process_group(process)
             raise AiperfError(f"aiperf did not finish within {timeout_s:.0f} s (log: {log_path}):"
                               f"\n{log_tail(log_path)}") from None
         except BaseException:
-            _stop_group(process)
+            stop_process_group(process)
             raise
-    _stop_group(process)  # services that outlived a finished parent
+    stop_process_group(process)  # services that outlived a finished parent
     return returncode
 
-
-def _stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the process group of `process`, SIGKILL what is left after `grace_s`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace_s)

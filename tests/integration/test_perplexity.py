@@ -168,7 +168,6 @@ def test_unigram_model_scores_the_next_token_not_the_current_one(tokenizer: Any,
 
 # --- an FP8 fake-quantized variant ----------------------------------------------------------
 
-@pytest.mark.filterwarnings("ignore:Failed to import modelopt:UserWarning")
 def test_fp8_fake_quantized_copy_is_close_and_the_paired_interval_finite(
         tiny_llama: Any, tokenizer: Any, corpus: Path, held_out: str, baseline) -> None:
     mtq = pytest.importorskip("modelopt.torch.quantization")

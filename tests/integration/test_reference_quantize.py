@@ -10,7 +10,7 @@ import pytest
 
 from engines import textdata
 from engines.quantize.export_check import ExportMismatch
-from engines.quantize.modelopt_cpu import MODELOPT_FILE, load_quantized_model, quantize_checkpoint
+from engines.quantize.modelopt_cpu import MODELOPT_FILE, quantize_checkpoint
 from engines.quantize.recipes import CalibrationSpec, QuantRecipe
 
 pytestmark = pytest.mark.integration

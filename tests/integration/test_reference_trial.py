@@ -72,6 +72,7 @@ def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
     trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__fp8__kv-int8__tp1"
     assert json.loads((trial_dir / "record.json").read_text())["status"] == "ok"
     assert (trial_dir / "server" / "server.log").exists()
+    assert (trial_dir / "benchmark" / "benchmark.json").exists() and (trial_dir / "accuracy.json").exists()
     assert set(record.stage_seconds) >= {"checkpoint", "quantize", "build", "serve+benchmark", "accuracy"}
 
     # a second trial with the same recipe but other knobs reuses the quantized checkpoint
