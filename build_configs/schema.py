@@ -127,10 +127,12 @@ def _unique(values: list) -> list:
 
 
 _Axis = Annotated[list[PositiveInt], Field(min_length=1)]
+AXIS_NAMES = ("quant", "kv_cache", "tp", "pp", "max_batch_size", "max_num_tokens", "max_seq_len")
 
 
 class Axes(_Strict):
-    """The sweep space: every combination of these lists is one trial."""
+    """The sweep space: every combination of these lists is one trial, minus the combinations
+    that match an `exclude` entry (a partial point: `{quant: fp8, kv_cache: int8}`)."""
 
     quant: list[QuantFormat] = Field(min_length=1)
     kv_cache: list[KVCacheFormat] = Field(default=[KVCacheFormat.AUTO], min_length=1)
@@ -139,11 +141,34 @@ class Axes(_Strict):
     max_batch_size: _Axis = [64]
     max_num_tokens: _Axis = [8192]
     max_seq_len: _Axis = [4096]
+    exclude: list[dict[str, str | int]] = []
 
-    @field_validator("*")
+    @field_validator("quant", "kv_cache", "tp", "pp", "max_batch_size", "max_num_tokens", "max_seq_len")
     @classmethod
     def _no_duplicates(cls, value: list) -> list:
         return _unique(value)
+
+    @model_validator(mode="after")
+    def _exclude_names_axis_values(self) -> Axes:
+        problems = []
+        for i, entry in enumerate(self.exclude):
+            if not entry:
+                problems.append(f"exclude[{i}] is empty (it would exclude every trial)")
+            for key, value in entry.items():
+                if key not in AXIS_NAMES:
+                    problems.append(f"exclude[{i}].{key}: not an axis (axes: {', '.join(AXIS_NAMES)})")
+                elif value not in [getattr(v, "value", v) for v in getattr(self, key)]:
+                    problems.append(f"exclude[{i}].{key}: {value!r} is not in axes.{key}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def excluded_by(self, point: dict[str, str | int]) -> int | None:
+        """Index of the first `exclude` entry matching `point` (axis name -> value), or None."""
+        for i, entry in enumerate(self.exclude):
+            if all(point.get(key) == value for key, value in entry.items()):
+                return i
+        return None
 
 
 class Build(_Strict):

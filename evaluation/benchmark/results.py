@@ -146,6 +146,10 @@ def summarize_level(concurrency: int, records: LevelRecords, sla: SLA,
     if duration_s <= 0:
         raise BenchmarkParseError(f"concurrency {concurrency}: empty time span {duration_s} s")
     output_tok_s = sum(r.output_tokens for r in ok) / duration_s
+    # A request whose tokens all arrived in one streamed chunk (e.g. text held back until a
+    # multi-byte character completed) has a mean ITL of 0: no measurable decode speed, so it
+    # stays in the ITL percentiles but not in the per-user speed.
+    gaps = [itl for itl in itls if itl > 0]
     has_sla = sla.ttft_p99_ms is not None or sla.itl_p99_ms is not None
     good = sum(meets_sla(r, sla) for r in ok)
     return ConcurrencyResult(
@@ -156,7 +160,7 @@ def summarize_level(concurrency: int, records: LevelRecords, sla: SLA,
         output_tok_s=output_tok_s, output_tok_s_per_gpu=output_tok_s / gpus,
         # Per user: the decode speed one client sees, 1 / its mean ITL (tokens after the first
         # over the time after the first), averaged over requests, as aiperf defines it.
-        output_tok_s_per_user=sum(1000.0 / itl for itl in itls) / len(itls),
+        output_tok_s_per_user=sum(1000.0 / itl for itl in gaps) / len(gaps) if gaps else 0.0,
         request_rate=len(ok) / duration_s,
         goodput=good / duration_s if has_sla else None,
         # Failed requests count against attainment: they met no SLA.

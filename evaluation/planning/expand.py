@@ -121,6 +121,8 @@ def expand(resolved: ResolvedSpec) -> Plan:
             axes.max_seq_len):
         cfg = TrialConfig(quant=quant, kv_cache=kv, tp=tp, pp=pp, max_batch_size=batch,
                           max_num_tokens=tokens, max_seq_len=seq)
+        if axes.excluded_by(cfg.model_dump(mode="json")) is not None:
+            continue  # the user took this point out of the space on purpose
         trials.append(plan_trial(
             resolved.architecture, resolved.gpu, cfg, workload=spec.workload, sla=spec.sla,
             gpus_available=spec.target.gpus_available, usd_per_gpu_hour=resolved.usd_per_gpu_hour,

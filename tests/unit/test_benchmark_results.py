@@ -282,3 +282,20 @@ def test_aiperfs_own_parser_accepts_the_command(tmp_path: Path) -> None:
     assert endpoint["path"] == "/v2/models/ensemble/generate_stream"
     # A body equal to the file's text: aiperf found the file (else it uses the path as the body).
     assert endpoint["template"] == {"body": PAYLOAD_TEMPLATE, "response_field": RESPONSE_FIELD}
+
+
+def test_request_streamed_in_one_chunk_does_not_break_per_user_speed():
+    """All tokens in one SSE event: mean ITL 0, kept in the percentiles, left out of the per-user
+    decode speed instead of dividing by zero."""
+    from build_configs.schema import SLA
+    from evaluation.benchmark.results import LevelRecords, RequestTiming, summarize_level
+
+    records = LevelRecords(
+        requests=[RequestTiming(ttft_ms=40.0, itl_ms=0.0, e2e_ms=40.0, output_tokens=4,
+                                start_ns=0, end_ns=40_000_000),
+                  RequestTiming(ttft_ms=50.0, itl_ms=20.0, e2e_ms=110.0, output_tokens=4,
+                                start_ns=500_000_000, end_ns=1_000_000_000)],
+        errors=[], start_ns=0, end_ns=1_000_000_000)
+    level = summarize_level(1, records, SLA(), gpus=1)
+    assert level.itl_ms.min == 0.0
+    assert level.output_tok_s_per_user == pytest.approx(50.0)

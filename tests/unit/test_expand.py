@@ -58,3 +58,15 @@ def test_price_override_changes_cost_only(spec_file):
     for a, b in zip(base.trials, cheap.trials):
         assert b.predicted.output_tok_s == a.predicted.output_tok_s
         assert b.predicted.usd_per_1m_output_tokens == pytest.approx(a.predicted.usd_per_1m_output_tokens / 2)
+
+
+def test_exclude_removes_matching_points_only(spec_file):
+    def edit(spec):
+        spec["axes"].update(kv_cache=["auto", "fp8"], exclude=[{"quant": "fp8", "kv_cache": "auto"},
+                                                                {"tp": 2, "kv_cache": "fp8"}])
+
+    slugs = [t.slug for t in expand(load_spec(spec_file(edit))).trials]
+    assert slugs == ["llama-3.1-8b-instruct__bf16__kv-auto__tp1",
+                     "llama-3.1-8b-instruct__bf16__kv-auto__tp2",
+                     "llama-3.1-8b-instruct__bf16__kv-fp8__tp1",
+                     "llama-3.1-8b-instruct__fp8__kv-fp8__tp1"]

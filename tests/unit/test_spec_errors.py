@@ -98,6 +98,11 @@ CASES = [
      ["axes.pp[0]: pp=64 exceeds the 32 layers of Llama-3.1-8B"]),
     ("bad-alias", _set("registry", {"alias": "my champion"}), ["registry.alias: 'my champion' is not a valid MLflow alias"]),
     ("bad-name", _set("name", "My Sweep"), ["name: 'My Sweep' must be lowercase letters, digits"]),
+    ("exclude-unknown-axis", _set("axes.exclude", [{"quantization": "fp8"}]),
+     ["axes: exclude[0].quantization: not an axis (axes: quant, kv_cache"]),
+    ("exclude-value-not-in-axis", _set("axes.exclude", [{"quant": "int4_awq"}]),
+     ["exclude[0].quant: 'int4_awq' is not in axes.quant"]),
+    ("exclude-empty-entry", _set("axes.exclude", [{}]), ["exclude[0] is empty"]),
     ("bad-objective", _set("sla.objective", "cheapest"), ["sla.objective: Input should be 'min_cost_per_1m_tokens'"]),
     ("bad-awq-block", _set("build", {"awq_block_size": 96}), ["build.awq_block_size: Input should be 64 or 128"]),
 ]

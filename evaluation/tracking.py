@@ -1,0 +1,176 @@
+"""MLflow tracking of a sweep: one parent run per sweep, one nested child run per trial.
+
+Everything goes through `MlflowClient` with explicit run ids (not `mlflow.start_run`'s
+thread-local stack), so trials may run in Prefect worker threads. Names keep provenance apart:
+
+* measured metrics carry no prefix (`ttft_p99_ms`, `output_tok_s`, `goodput_req_s`, ...), logged
+  with `step=concurrency` so MLflow's comparison charts draw latency/throughput curves; the run's
+  `provenance.measured_on` tag says on what hardware (`cpu` on the reference stack);
+* predictions carry `pred_` (`pred_ttft_ms`, `pred_itl_ms`, ...) and the tag
+  `provenance.predicted_by` (`predicted:roofline`);
+* where both exist for a concurrency level, `pred_error_itl_pct` / `pred_error_ttft_pct` =
+  (predicted - measured) / measured * 100.
+
+Params are flat strings (quant, kv_cache, tp, pp, knobs, stack, versions, hardware). Artifacts:
+the manifest, the trial record, aiperf's per-level exports; the spec, plan and selection tables on
+the parent. A failed trial is a FAILED child run with the reason in a tag and its error log.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from evaluation.records import TrialRecord
+
+_LEVEL_METRICS = {
+    "ttft_p50_ms": lambda level: level.ttft_ms.p50,
+    "ttft_p90_ms": lambda level: level.ttft_ms.p90,
+    "ttft_p99_ms": lambda level: level.ttft_ms.p99,
+    "itl_p50_ms": lambda level: level.itl_ms.p50,
+    "itl_p99_ms": lambda level: level.itl_ms.p99,
+    "e2e_p50_ms": lambda level: level.e2e_ms.p50,
+    "e2e_p99_ms": lambda level: level.e2e_ms.p99,
+    "output_tok_s": lambda level: level.output_tok_s,
+    "output_tok_s_per_gpu": lambda level: level.output_tok_s_per_gpu,
+    "output_tok_s_per_user": lambda level: level.output_tok_s_per_user,
+    "request_rate": lambda level: level.request_rate,
+    "goodput_req_s": lambda level: level.goodput,
+    "sla_attainment": lambda level: level.sla_attainment,
+    "error_count": lambda level: level.error_count,
+}
+
+
+def default_tracking_uri(workspace: Path) -> str:
+    """The embedded default: MLflow on sqlite under the workspace (artifacts beside it)."""
+    return f"sqlite:///{(workspace / 'mlflow.db').resolve()}"
+
+
+class SweepTracker:
+    """Writes one sweep into an MLflow experiment."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+        from mlflow.tracking import MlflowClient  # heavy; only when tracking
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            location = artifact_root.resolve().as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+
+    # -- parent run --------------------------------------------------------------------------
+    def start_sweep(self, sweep: str, *, spec_yaml: str, plan_json: str, params: dict[str, Any]) -> str:
+        """Create the parent run with the spec and the plan as artifacts; returns its id."""
+        run = self.client.create_run(self.experiment_id, run_name=sweep,
+                                     tags={"enginesweep.kind": "sweep", "enginesweep.sweep": sweep})
+        run_id = run.info.run_id
+        for key, value in params.items():
+            self.client.log_param(run_id, key, str(value))
+        self.client.log_text(run_id, spec_yaml, "spec.yaml")
+        self.client.log_text(run_id, plan_json, "plan.json")
+        return run_id
+
+    def finish_sweep(self, run_id: str, *, status: str, tables: dict[str, str],
+                     tags: dict[str, str]) -> None:
+        """Attach the final tables (name -> text) and tags, and close the parent run."""
+        for name, text in tables.items():
+            self.client.log_text(run_id, text, name)
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+        self.client.set_terminated(run_id, status=status)
+
+    # -- child runs --------------------------------------------------------------------------
+    def log_trial(self, parent_id: str, record: TrialRecord, trial_dir: Path) -> str:
+        """One nested run for one trial (FINISHED or FAILED); returns its id."""
+        run = self.client.create_run(self.experiment_id, run_name=record.slug, tags={
+            "mlflow.parentRunId": parent_id, "enginesweep.kind": "trial",
+            "enginesweep.slug": record.slug, "enginesweep.sweep": record.sweep,
+            "enginesweep.status": record.status,
+            "provenance.measured_on": record.hardware,
+            "provenance.predicted_by": (record.predicted or {}).get("source", "none"),
+        })
+        run_id = run.info.run_id
+        self._params(run_id, record)
+        self._metrics(run_id, record)
+        self._artifacts(run_id, record, trial_dir)
+        if record.status != "ok":
+            self.client.set_tag(run_id, "enginesweep.error", (record.error or "")[:5000])
+        self.client.set_terminated(run_id, status="FINISHED" if record.status == "ok" else "FAILED")
+        return run_id
+
+    def _params(self, run_id: str, record: TrialRecord) -> None:
+        params = {**record.config, "stack": record.stack, "hardware": record.hardware}
+        if record.content_hash:
+            params["content_hash"] = record.content_hash
+        if record.bundle_dir:
+            params["bundle_dir"] = record.bundle_dir  # what `enginesweep promote RUN_ID` registers
+        manifest = _manifest(record)
+        if manifest:
+            params.update({f"version.{k}": v for k, v in manifest.get("versions", {}).items()})
+        for key, value in params.items():
+            self.client.log_param(run_id, key, str(value))
+
+    def _metrics(self, run_id: str, record: TrialRecord) -> None:
+        log = self.client.log_metric
+        if record.benchmark:
+            for level in record.benchmark.levels:
+                for name, read in _LEVEL_METRICS.items():
+                    value = read(level)
+                    if value is not None:
+                        log(run_id, name, float(value), step=level.concurrency)
+        predicted = record.predicted or {}
+        measured = {lvl.concurrency: lvl for lvl in (record.benchmark.levels if record.benchmark else [])}
+        for level in predicted.get("per_concurrency", []):
+            step = level["concurrency"]
+            log(run_id, "pred_ttft_ms", level["ttft_ms"], step=step)
+            log(run_id, "pred_itl_ms", level["itl_ms"], step=step)
+            log(run_id, "pred_output_tok_s", level["output_tok_s"], step=step)
+            if step in measured:
+                got = measured[step]
+                log(run_id, "pred_error_ttft_pct", _error_pct(level["ttft_ms"], got.ttft_ms.p50), step=step)
+                log(run_id, "pred_error_itl_pct", _error_pct(level["itl_ms"], got.itl_ms.p50), step=step)
+        if predicted:
+            log(run_id, "pred_saturated_output_tok_s", predicted["output_tok_s"])
+            log(run_id, "pred_usd_per_1m_output_tokens", predicted["usd_per_1m_output_tokens"])
+        if record.accuracy:
+            log(run_id, "perplexity", record.accuracy.perplexity)
+            log(run_id, "top1_accuracy", record.accuracy.top1_accuracy)
+        for delta in record.accuracy_deltas:
+            log(run_id, f"{delta.metric}_delta", delta.delta)
+            log(run_id, f"{delta.metric}_delta_ci_low", delta.ci_low)
+            log(run_id, f"{delta.metric}_delta_ci_high", delta.ci_high)
+        for name, value in (("engine_bytes", record.engine_bytes), ("build_seconds", record.build_seconds),
+                            ("quantize_seconds", record.quantize_seconds)):
+            if value is not None:
+                log(run_id, name, float(value))
+        for stage, seconds in record.stage_seconds.items():
+            log(run_id, f"stage_seconds.{stage.replace('+', '_')}", seconds)
+
+    def _artifacts(self, run_id: str, record: TrialRecord, trial_dir: Path) -> None:
+        record_path = trial_dir / "record.json"
+        if record_path.exists():
+            self.client.log_artifact(run_id, str(record_path))
+        manifest_path = Path(record.bundle_dir or trial_dir / "missing") / "manifest.json"
+        if manifest_path.exists():
+            self.client.log_artifact(run_id, str(manifest_path))
+        for export in sorted((trial_dir / "benchmark").glob("**/profile_export_aiperf.json")):
+            folder = export.parent.relative_to(trial_dir / "benchmark").as_posix()
+            self.client.log_artifact(run_id, str(export), f"aiperf/{folder}".rstrip("/."))
+        for log_file in ("error.log", "server/server.log", "benchmark/aiperf.log"):
+            if (trial_dir / log_file).exists() and record.status != "ok":
+                self.client.log_artifact(run_id, str(trial_dir / log_file), "logs")
+
+
+def _error_pct(predicted: float, measured: float) -> float:
+    return (predicted - measured) / measured * 100 if measured else float("nan")
+
+
+def _manifest(record: TrialRecord) -> dict[str, Any] | None:
+    if not record.bundle_dir:
+        return None
+    path = Path(record.bundle_dir) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None

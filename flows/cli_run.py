@@ -1,0 +1,180 @@
+"""Verbs that run things for real: `setup`, `trial`, `run`, `promote`, `rollback`, `ui`.
+Heavy modules (torch, Prefect, MLflow) are imported inside each verb, after the environment
+they read at import time has been set."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from build_configs.loading import SpecError, load_spec
+from flows.cli_common import ConfigArg, JsonOpt, SetOpt, _fail, app, err, handle_sigterm, out
+
+
+@app.command()
+def setup() -> None:
+    """Check the reference stack's components and fetch the text corpus (scripts/setup runs it)."""
+    from engines.doctor import check_reference_stack
+
+    checks = check_reference_stack()
+    table = Table("component", "status", "detail", title="reference stack on this machine")
+    for check in checks:
+        table.add_row(check.component, "ok" if check.ok else "[red]missing[/]", escape(check.detail))
+    out.print(table)
+    if not all(check.ok for check in checks):
+        raise _fail("the reference stack is incomplete (see the table)", code=1)
+
+
+@app.command()
+def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's slug (see `plan`).")],
+          set_: SetOpt = None, json_: JsonOpt = False) -> None:
+    """Run ONE trial for real (quantize, build, serve, benchmark, accuracy) without Prefect or
+    MLflow, and print its record: the tool for debugging one engine."""
+    try:
+        resolved = load_spec(config, set_ or [])
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    _quiet_libraries()
+    from flows.trial import TrialError, run_trial  # heavy imports only for this verb
+    from evaluation.reports.trial_tables import trial_table
+
+    handle_sigterm()  # a scheduler's or `kill`'s SIGTERM unwinds like Ctrl-C
+    log = (lambda line: err.print(line, highlight=False, markup=False)) if json_ else \
+        (lambda line: out.print(line, highlight=False, markup=False))
+    try:
+        record = run_trial(resolved, slug, log=log)
+    except TrialError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: every server and load generator was stopped")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the record on disk has the traceback
+        raise _fail(f"trial {slug} failed: {type(exc).__name__}: {exc}", code=1) from None
+    if json_:
+        sys.stdout.write(record.model_dump_json(indent=2) + "\n")
+    else:
+        out.print(trial_table(record))
+
+
+@app.command()
+def run(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Run the whole sweep as a Prefect flow: every feasible trial, MLflow tracking, selection
+    under the SLA, promotion of the champion. Exit 0 complete, 3 partial (a trial failed)."""
+    try:
+        resolved = load_spec(config, set_ or [])
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    from flows.prefect_env import configure_prefect
+
+    configure_prefect(resolved.spec.workspace)
+    _quiet_libraries()
+    handle_sigterm()
+    from evaluation.selection.render import selection_table
+    from flows.sweep import sweep_flow
+
+    try:
+        outcome = sweep_flow(config, set_ or [])
+    except KeyboardInterrupt:
+        err.print("interrupted: every server and load generator was stopped")
+        raise typer.Exit(130) from None
+    out.print(selection_table(outcome.selection))
+    if outcome.promoted_version:
+        out.print(f"champion: {outcome.selection.champion} -> {outcome.registered_model} version "
+                  f"{outcome.promoted_version} (alias '{resolved.spec.registry.alias}')", highlight=False)
+    else:
+        out.print(f"no champion: {outcome.selection.champion_reason}", highlight=False)
+    out.print(f"MLflow: {outcome.tracking_uri}, experiment '{outcome.experiment}', run "
+              f"{outcome.parent_run_id}\nopen the UI: enginesweep ui {config}", highlight=False)
+    if outcome.status != "complete":
+        err.print(f"sweep {outcome.status}: see the FAILED trial runs")
+        raise typer.Exit(3)
+
+
+def _registry_client(config: str, set_: list[str] | None):
+    resolved = load_spec(config, set_ or [])
+    from mlflow.tracking import MlflowClient
+
+    from flows.sweep import registered_model_name, tracking_uri
+
+    uri = tracking_uri(resolved)
+    return resolved, MlflowClient(tracking_uri=uri, registry_uri=uri), registered_model_name(resolved)
+
+
+@app.command()
+def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The trial's MLflow run id.")],
+            set_: SetOpt = None) -> None:
+    """Promote one trial's engine by hand: register it and point the spec's alias at it."""
+    from flows.prefect_env import configure_prefect
+
+    try:
+        resolved, client, name = _registry_client(config, set_)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    configure_prefect(resolved.spec.workspace)
+    from engines.registry import PromotionError, promote as promote_bundle
+
+    run = client.get_run(run_id)
+    bundle = run.data.params.get("bundle_dir")
+    if not bundle:
+        raise _fail(f"run {run_id} has no bundle_dir param: is it an enginesweep trial run?")
+    try:
+        done = promote_bundle(client, model_name=name, run_id=run_id, bundle_dir=Path(bundle),
+                              alias=resolved.spec.registry.alias, tags={"promoted_by": "hand"})
+    except PromotionError as exc:
+        raise _fail(str(exc), code=1) from None
+    out.print(f"{name} version {done.version} is now '{done.alias}' (previous: {done.previous_version})")
+
+
+@app.command()
+def rollback(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Point the alias back at the previous champion."""
+    from engines.registry import PromotionError, rollback as rollback_alias
+
+    try:
+        resolved, client, name = _registry_client(config, set_)
+        done = rollback_alias(client, model_name=name, alias=resolved.spec.registry.alias)
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    except PromotionError as exc:
+        raise _fail(str(exc), code=1) from None
+    out.print(f"{name}: '{done.alias}' -> version {done.version} (was {done.previous_version})")
+
+
+@app.command()
+def ui(config: ConfigArg, port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+       set_: SetOpt = None) -> None:
+    """Start the MLflow UI for a spec's tracking store on 127.0.0.1 (Ctrl-C stops it)."""
+    import subprocess
+
+    try:
+        resolved = load_spec(config, set_ or [])
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    from flows.sweep import tracking_uri
+
+    uri = tracking_uri(resolved)
+    out.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    mlflow = Path(sys.executable).parent / "mlflow"
+    raise typer.Exit(subprocess.call([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+                                      "--workers", "1", "--backend-store-uri", uri], env=env))
+
+
+def _quiet_libraries() -> None:
+    """Keep the trial's own progress lines readable: no per-tensor progress bars from
+    transformers and no ModelOpt plugin-import warnings (the record and logs keep the facts)."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", module=r"modelopt(\.|$)")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

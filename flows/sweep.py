@@ -1,0 +1,143 @@
+"""The main job: one Prefect flow per sweep.
+
+plan -> fetch -> every feasible trial (quantize -> build -> serve + benchmark -> accuracy) ->
+select -> promote. Each task is a few lines around a library function (`flows.trial`,
+`evaluation.selection`, `evaluation.tracking`, `engines.registry`); trials run one at a time here
+and share quantized checkpoints. A failing trial is recorded (FAILED child run, reason, logs) and
+the sweep goes on; the outcome says `partial` then. Call `configure_prefect` before importing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from build_configs.loading import ResolvedSpec, load_spec
+from engines.registry import Promotion, promote
+from evaluation.planning import Plan, expand
+from evaluation.records import TrialRecord
+from evaluation.selection import Selection, select
+from evaluation.selection.render import selection_table_text
+from evaluation.tracking import SweepTracker, default_tracking_uri
+from flows.trial import checkpoint_source, run_trial
+
+# Inputs are specs and records, not hashable data: no task caching until the content-addressed
+# store lands (the reliability issue).
+_task = task(cache_policy=NO_CACHE)
+
+
+class SweepOutcome(BaseModel):
+    """What one sweep did, for the CLI and for tests."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    sweep: str
+    status: str  # complete | partial | failed
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str
+    trial_runs: dict[str, str]
+    records: list[TrialRecord]
+    selection: Selection
+    promoted_version: str | None
+    registered_model: str | None
+
+
+@_task
+def plan_task(resolved: ResolvedSpec) -> Plan:
+    return expand(resolved)
+
+
+@_task
+def fetch_task(resolved: ResolvedSpec) -> dict:
+    logger = get_run_logger()
+    _, checkpoint = checkpoint_source(resolved, resolved.spec.workspace.resolve(), logger.info)
+    return checkpoint
+
+
+@_task(task_run_name="trial-{slug}")
+def trial_task(resolved: ResolvedSpec, slug: str) -> TrialRecord:
+    logger = get_run_logger()
+    try:
+        return run_trial(resolved, slug, log=logger.info)
+    except Exception as exc:  # noqa: BLE001 - recorded in record.json by run_trial; the sweep goes on
+        logger.error(f"trial {slug} failed: {type(exc).__name__}: {exc}")
+        path = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / slug / "record.json"
+        return TrialRecord.load(path)
+
+
+@_task
+def track_trial_task(tracker: SweepTracker, parent_id: str, record: TrialRecord,
+                     resolved: ResolvedSpec) -> str:
+    trial_dir = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / record.slug
+    return tracker.log_trial(parent_id, record, trial_dir)
+
+
+@_task
+def select_task(records: list[TrialRecord], resolved: ResolvedSpec) -> Selection:
+    return select(records, resolved.spec.sla, usd_per_gpu_hour=resolved.usd_per_gpu_hour)
+
+
+@_task
+def promote_task(tracker: SweepTracker, resolved: ResolvedSpec, selection: Selection,
+                 trial_runs: dict[str, str], records: list[TrialRecord]) -> Promotion:
+    champion = next(r for r in records if r.slug == selection.champion)
+    row = next(r for r in selection.rows if r.slug == selection.champion)
+    tags = {"sweep": resolved.spec.name, "hardware": champion.hardware,
+            "usd_per_1m_output_tokens": f"{row.usd_per_1m_output_tokens:.6g}",
+            "operating_concurrency": str(row.operating_concurrency)}
+    return promote(tracker.client, model_name=registered_model_name(resolved), run_id=trial_runs[champion.slug],
+                   bundle_dir=Path(champion.bundle_dir), alias=resolved.spec.registry.alias, tags=tags)
+
+
+def registered_model_name(resolved: ResolvedSpec) -> str:
+    """The registry's model name: the spec's, else the model's short name."""
+    return resolved.spec.registry.model_name or resolved.spec.model.slug
+
+
+def tracking_uri(resolved: ResolvedSpec) -> str:
+    """The spec's MLflow URI, else sqlite under the workspace."""
+    return resolved.spec.tracking.mlflow_uri or default_tracking_uri(resolved.spec.workspace.resolve())
+
+
+@flow(name="enginesweep", flow_run_name="{config}", log_prints=True)
+def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
+    """Run every feasible trial of a spec, track them in MLflow, select and promote."""
+    resolved = load_spec(config, overrides or [])
+    spec = resolved.spec
+    workspace = spec.workspace.resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    plan = plan_task(resolved)
+    tracker = SweepTracker(tracking_uri(resolved), spec.tracking.experiment, artifact_root=workspace / "mlruns")
+    parent_id = tracker.start_sweep(
+        spec.name, spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
+        plan_json=plan.model_dump_json(indent=2),
+        params={"stack": spec.stack.value, "gpu": resolved.gpu.name, "model": resolved.architecture.name,
+                "trials": len(plan.trials), "feasible_trials": len(plan.feasible)})
+    try:
+        fetch_task(resolved)
+        records, runs = [], {}
+        for planned in plan.feasible:
+            record = trial_task(resolved, planned.slug)
+            records.append(record)
+            runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved)
+        selection = select_task(records, resolved)
+        promotion = promote_task(tracker, resolved, selection, runs, records) if selection.champion else None
+    except BaseException:
+        tracker.finish_sweep(parent_id, status="FAILED", tables={}, tags={"enginesweep.status": "failed"})
+        raise
+    failed = [r.slug for r in records if r.status != "ok"]
+    status = "partial" if failed else "complete"
+    tracker.finish_sweep(parent_id, status="FINISHED", tables={"selection.txt": selection_table_text(selection),
+                                                                 "selection.json": selection.model_dump_json(indent=2)},
+                         tags={"enginesweep.status": status, "enginesweep.champion": selection.champion or "none",
+                               "enginesweep.failed_trials": ",".join(failed) or "none"})
+    return SweepOutcome(sweep=spec.name, status=status, tracking_uri=tracker.tracking_uri,
+                        experiment=spec.tracking.experiment, parent_run_id=parent_id, trial_runs=runs,
+                        records=records, selection=selection,
+                        promoted_version=promotion.version if promotion else None,
+                        registered_model=promotion.model_name if promotion else None)

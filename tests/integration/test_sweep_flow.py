@@ -1,0 +1,101 @@
+"""The main job's code path end to end on a reduced sweep: the `enginesweep run` CLI runs the
+Prefect flow (ephemeral API under the workspace) over two tiny-Llama trials, tracks them in MLflow
+on sqlite, selects and promotes; then a promotion by hand and a rollback move the aliases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(sys.executable).parent / "enginesweep"
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=900,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, tiny_llama_dir):
+    root = tmp_path_factory.mktemp("sweep")
+    spec = {
+        "name": "tiny-sweep",
+        "model": {"path": str(tiny_llama_dir), "name": "tiny"},
+        "stack": "reference",
+        "target": {"gpu": "cpu"},
+        "axes": {"quant": ["bf16", "fp8"], "kv_cache": ["auto"], "max_batch_size": [4],
+                 "max_num_tokens": [256], "max_seq_len": [128]},
+        "build": {"calib_size": 2, "calib_max_seq_length": 32},
+        "workload": {"isl": {"mean": 16}, "osl": {"mean": 4}, "concurrency": [1, 2],
+                     "request_count": 4, "warmup_request_count": 1},
+        "sla": {"ttft_p99_ms": 60000, "itl_p99_ms": 10000, "max_accuracy_drop": 0.5},
+        "accuracy": {"window_tokens": 32, "max_windows": 4},
+        "registry": {"model_name": "tiny-engine"},
+        "workspace": str(root / "ws"),
+    }
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    done = cli("run", str(path), cwd=root)
+    return path, root, done
+
+
+@pytest.fixture(scope="module")
+def client(swept):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{swept[1] / 'ws' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_sweep_completes_and_names_a_champion(swept):
+    _, _, done = swept
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "champion: tiny__" in done.stdout
+    assert "measured on cpu" in done.stdout
+
+
+def test_parent_and_child_runs_with_stepped_metrics(client):
+    experiment = client.get_experiment_by_name("enginesweep")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("enginesweep.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("enginesweep.kind") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["enginesweep.status"] == "complete"
+    assert {c.info.run_name for c in children} == {"tiny__bf16__kv-auto__tp1", "tiny__fp8__kv-auto__tp1"}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.data.tags["provenance.measured_on"] == "cpu"
+        assert child.data.params["quant"] in ("bf16", "fp8") and child.data.params["tp"] == "1"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "ttft_p99_ms")]
+        assert sorted(steps) == [1, 2]
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "pred_itl_ms")] == [1, 2]
+        assert "perplexity_delta" in child.data.metrics and "perplexity_delta_ci_high" in child.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"record.json", "manifest.json", "aiperf"} <= artifacts
+    parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"spec.yaml", "plan.json", "selection.txt", "selection.json"} <= parent_artifacts
+
+
+def test_promotion_second_promotion_and_rollback(swept, client):
+    path, root, _ = swept
+    champion = client.get_model_version_by_alias("tiny-engine", "champion")
+    assert str(champion.version) == "1" and champion.tags["content_hash"]
+    children = client.search_runs([client.get_experiment_by_name("enginesweep").experiment_id],
+                                  "tags.`enginesweep.kind` = 'trial'")
+    other = next(r for r in children if r.info.run_id != champion.run_id)
+
+    done = cli("promote", str(path), other.info.run_id, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert str(client.get_model_version_by_alias("tiny-engine", "champion").version) == "2"
+    assert str(client.get_model_version_by_alias("tiny-engine", "previous").version) == "1"
+
+    done = cli("rollback", str(path), cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert str(client.get_model_version_by_alias("tiny-engine", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("tiny-engine", "previous").version) == "2"
