@@ -120,3 +120,6 @@ class TrialRecord(_Record):
     baseline_accuracy: AccuracyResult | None = None
     accuracy_deltas: list[PairedDelta] = []
     stage_seconds: dict[str, float] = {}
+    host_load: list[float] | None = Field(
+        default=None, description="1-minute load average of the host before and after the "
+        "benchmark: CPU measurements taken beside other work are noisy, and this says so.")

@@ -42,11 +42,6 @@ _LEVEL_METRICS = {
 }
 
 
-def default_tracking_uri(workspace: Path) -> str:
-    """The embedded default: MLflow on sqlite under the workspace (artifacts beside it)."""
-    return f"sqlite:///{(workspace / 'mlflow.db').resolve()}"
-
-
 class SweepTracker:
     """Writes one sweep into an MLflow experiment."""
 
@@ -147,6 +142,9 @@ class SweepTracker:
                             ("quantize_seconds", record.quantize_seconds)):
             if value is not None:
                 log(run_id, name, float(value))
+        if record.host_load:
+            log(run_id, "host_load_before_benchmark", record.host_load[0])
+            log(run_id, "host_load_after_benchmark", record.host_load[1])
         for stage, seconds in record.stage_seconds.items():
             log(run_id, f"stage_seconds.{stage.replace('+', '_')}", seconds)
 

@@ -7,6 +7,7 @@ problem on stderr; 3 a sweep finished partially; 130 interrupted.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Annotated, Optional
 
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 200  # logs and pipes: a wide table beats one wrapped into 80 columns
 
 ConfigArg = Annotated[str, typer.Argument(help="A spec file path, or a shipped config name (`enginesweep ls`).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(

@@ -100,7 +100,7 @@ def _registry_client(config: str, set_: list[str] | None):
     resolved = load_spec(config, set_ or [])
     from mlflow.tracking import MlflowClient
 
-    from flows.sweep import registered_model_name, tracking_uri
+    from flows.sweep_settings import registered_model_name, tracking_uri
 
     uri = tracking_uri(resolved)
     return resolved, MlflowClient(tracking_uri=uri, registry_uri=uri), registered_model_name(resolved)
@@ -152,18 +152,30 @@ def ui(config: ConfigArg, port: Annotated[int, typer.Option(help="Port on 127.0.
     """Start the MLflow UI for a spec's tracking store on 127.0.0.1 (Ctrl-C stops it)."""
     import subprocess
 
+    from engines.processes import stop_process_group
+
     try:
         resolved = load_spec(config, set_ or [])
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    from flows.sweep import tracking_uri
+    from flows.sweep_settings import tracking_uri
 
     uri = tracking_uri(resolved)
     out.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
+    # Job execution off: with it on, `mlflow server` can leave orphaned consumer processes.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     mlflow = Path(sys.executable).parent / "mlflow"
-    raise typer.Exit(subprocess.call([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
-                                      "--workers", "1", "--backend-store-uri", uri], env=env))
+    handle_sigterm()
+    server = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1", "--backend-store-uri", uri], env=env,
+                              start_new_session=True)
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        stop_process_group(server)  # its gunicorn/uvicorn workers too
+    raise typer.Exit(code)
 
 
 def _quiet_libraries() -> None:

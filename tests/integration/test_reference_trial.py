@@ -74,6 +74,7 @@ def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
     assert (trial_dir / "server" / "server.log").exists()
     assert (trial_dir / "benchmark" / "benchmark.json").exists() and (trial_dir / "accuracy.json").exists()
     assert set(record.stage_seconds) >= {"checkpoint", "quantize", "build", "serve+benchmark", "accuracy"}
+    assert record.host_load is not None and len(record.host_load) == 2
 
     # a second trial with the same recipe but other knobs reuses the quantized checkpoint
     again = run_trial(load_spec(write_spec(tmp_path, tiny_llama_dir),

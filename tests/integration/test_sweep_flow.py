@@ -99,3 +99,37 @@ def test_promotion_second_promotion_and_rollback(swept, client):
     assert done.returncode == 0, done.stderr
     assert str(client.get_model_version_by_alias("tiny-engine", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("tiny-engine", "previous").version) == "2"
+
+
+def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    from engines.triton.server import free_port
+
+    path, root, _ = swept
+    port = free_port()
+    proc = subprocess.Popen([str(SCRIPT), "ui", str(path), "--port", str(port)], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the MLflow UI never answered"
+            time.sleep(0.5)
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=enginesweep"
+        with urllib.request.urlopen(api, timeout=10) as answer:
+            assert b'"name": "enginesweep"' in answer.read().replace(b'":"', b'": "')
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    leftovers = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout
+    assert leftovers == "", leftovers
