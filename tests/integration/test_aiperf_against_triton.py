@@ -11,7 +11,6 @@ About a minute on 2 cores, most of it aiperf's own start-up per level.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -24,16 +23,11 @@ from evaluation.benchmark.aiperf_runner import (
     TEMPLATE_NAME,
     TMP_NAME,
     AiperfError,
-    aiperf_executable,
     run_aiperf,
 )
 from evaluation.benchmark.results import RECORDS_FILE, parse_benchmark, read_records
 
 pytestmark = pytest.mark.integration
-
-if not aiperf_executable().is_file() or importlib.util.find_spec("pytriton") is None:
-    pytest.skip("needs aiperf==0.13.0 and nvidia-pytriton (tritonserver) in this environment",
-                allow_module_level=True)
 
 MODEL = "streamer"
 WORKLOAD = Workload(isl={"mean": 24, "stddev": 4}, osl={"mean": 12}, concurrency=[1, 4],

@@ -102,7 +102,6 @@ def test_promotion_second_promotion_and_rollback(swept, client):
 
 
 def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
-    import os
     import signal
     import time
     import urllib.request
