@@ -30,7 +30,8 @@ def _version(package: str) -> str | None:
 
 def _packages() -> list[Check]:
     out = []
-    for package in ("torch", "nvidia-modelopt", "transformers", "nvidia-pytriton", "aiperf"):
+    for package in ("torch", "nvidia-modelopt", "transformers", "nvidia-pytriton", "aiperf", "prefect",
+                    "mlflow"):
         found = _version(package)
         out.append(Check(package, found is not None,
                          found or "missing: pip install -e '.[reference]' (scripts/setup does it)"))

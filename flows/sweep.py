@@ -34,10 +34,10 @@ _task = task(cache_policy=NO_CACHE)
 class SweepOutcome(BaseModel):
     """What one sweep did, for the CLI and for tests."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid")
 
     sweep: str
-    status: str  # complete | partial | failed
+    status: str  # complete | partial (a failure of the flow itself raises)
     tracking_uri: str
     experiment: str
     parent_run_id: str

@@ -101,7 +101,9 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
     path = workspace / "accuracy" / f"baseline-{key}.json"
     if path.exists():
         return AccuracyResult.load(path)
-    return _accuracy(source_dir, text, resolved).save(path) and AccuracyResult.load(path)
+    result = _accuracy(source_dir, text, resolved)
+    result.save(path)
+    return result
 
 
 def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] = print) -> TrialRecord:
