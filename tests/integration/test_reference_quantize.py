@@ -23,6 +23,8 @@ CASES = {
     ("bf16", "fp8"): {"quant_algo": None, "kv_cache_quant_algo": "FP8"},
     ("int4_awq", "auto"): {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "group_size": 64},
     ("w4a8_awq", "auto"): {"quant_algo": "W4A8_AWQ", "kv_cache_quant_algo": None, "group_size": 64},
+    ("int8_sq", "auto"): {"quant_algo": "W8A8_SQ_PER_CHANNEL", "kv_cache_quant_algo": None},
+    ("int8_wo", "int8"): {"quant_algo": "W8A16", "kv_cache_quant_algo": "INT8"},
 }
 
 
