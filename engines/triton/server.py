@@ -22,14 +22,11 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from importlib import util
 from pathlib import Path
 
-from engines.processes import STOP_GRACE_S, stop_process_group
+from engines.processes import STOP_GRACE_S, http_ok, stop_process_group, wait_ready
 
 READY_TIMEOUT_S = 120.0
 
@@ -129,23 +126,10 @@ class TritonServer:
         return self
 
     def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
         paths = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self.process.returncode} "
-                                  f"before it was ready:\n{self.log_tail()}")
-            if all(self._get(path) == 200 for path in paths):
-                return
-            time.sleep(0.25)
-        raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
-
-    def _get(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=2) as response:
-                return response.status
-        except (urllib.error.URLError, OSError):
-            return 0
+        assert self.process is not None
+        wait_ready(self.process, lambda: all(http_ok(self.url + path) for path in paths),
+                   timeout_s=timeout_s, what="tritonserver", log_tail=self.log_tail, error=ServerError)
 
     def log_tail(self, lines: int = 10) -> str:
         """The server's error lines and last lines (for error messages)."""

@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as safetensors_bytes
 
-from engines.processes import stop_process_group
+from engines.processes import http_ok, stop_process_group, wait_ready
 from engines.triton.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -149,20 +148,9 @@ class OlahServer:
     def _wait_ready(self, timeout_s: float) -> None:
         # `/` answers before the mirror routes work; a repo's revision API is the real signal.
         probe = f"{self.url}/api/models/{self.probe_repo}/revision/main"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"olah exited with code {self.process.returncode}:\n"
-                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                with urllib.request.urlopen(probe, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"olah was not ready after {timeout_s:.0f} s:\n"
-                           f"{self.log_path.read_text(errors='replace')[-3000:]}")
+        assert self.process is not None
+        wait_ready(self.process, lambda: http_ok(probe), timeout_s=timeout_s, what="olah",
+                   log_tail=lambda: self.log_path.read_text(errors="replace")[-3000:])
 
     def stop(self) -> None:
         """Stop olah's whole process group. Idempotent."""
@@ -191,7 +179,7 @@ class AuthGate:
                 gate.answer(self)
 
             def log_message(self, *args: object) -> None:
-                pass
+                """Keep the test output free of one line per request."""
 
         self.upstream = urllib.parse.urlsplit(upstream)
         self.gated_prefix = f"/{repo_id}/resolve/"

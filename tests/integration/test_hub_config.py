@@ -54,7 +54,7 @@ class _Hub(BaseHTTPRequestHandler):
         self._answer(body=True)
 
     def log_message(self, *args) -> None:
-        pass
+        """Keep the test output free of one line per request."""
 
 
 @pytest.fixture

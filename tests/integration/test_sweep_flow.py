@@ -103,9 +103,9 @@ def test_promotion_second_promotion_and_rollback(swept, client):
 
 def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
     import signal
-    import time
     import urllib.request
 
+    from engines.processes import http_ok, wait_ready
     from engines.triton.server import free_port
 
     path, root, _ = swept
@@ -113,17 +113,8 @@ def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
     proc = subprocess.Popen([str(SCRIPT), "ui", str(path), "--port", str(port)], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the MLflow UI never answered"
-            time.sleep(0.5)
+        wait_ready(proc, lambda: http_ok(f"http://127.0.0.1:{port}/health"), timeout_s=120,
+                   what="the MLflow UI", log_tail=lambda: "")
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=enginesweep"
         with urllib.request.urlopen(api, timeout=10) as answer:
             assert b'"name": "enginesweep"' in answer.read().replace(b'":"', b'": "')
