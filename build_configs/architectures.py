@@ -43,6 +43,21 @@ class ModelArchitecture(BaseModel):
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     rope_theta: float | None = None
+    family: str | None = Field(default=None, description="config.json `architectures[0]`, "
+                                                          "e.g. LlamaForCausalLM.")
+    model_type: str | None = None
+
+    def hf_config(self) -> dict[str, Any]:
+        """A Hugging Face `config.json` with the sizing fields (for tools that read one)."""
+        return {
+            "architectures": [self.family] if self.family else [], "model_type": self.model_type,
+            "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_kv_heads, "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size, "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings, "attention_bias": self.attention_bias,
+            "rope_theta": self.rope_theta, "torch_dtype": "bfloat16", "hidden_act": "silu",
+        }
 
     # -- parameter counts ------------------------------------------------------------------------
     @property
@@ -119,6 +134,8 @@ class ModelArchitecture(BaseModel):
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             attention_bias=bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
             rope_theta=float(rope) if rope is not None else None,
+            family=(config.get("architectures") or [None])[0],
+            model_type=config.get("model_type"),
         )
 
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -52,17 +52,33 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class ResolvedSpec:
-    """A valid spec with the model architecture and target it plans against."""
+    """A valid spec with the model architecture and the GPUs it plans against."""
 
     spec: SweepSpec
     architecture: ModelArchitecture
-    gpu: GPU
+    gpus: tuple[GPU, ...]
     source: str
 
     @property
+    def gpu(self) -> GPU:
+        """The GPU the sweep runs on (`target.run_on`, or the only listed GPU)."""
+        name = self.spec.target.sweep_gpu
+        if name is None:
+            raise SpecError(self.source, [FieldError(
+                "target.run_on", f"target.gpu lists {len(self.gpus)} GPUs "
+                f"({', '.join(g.name for g in self.gpus)}); a sweep builds only for the GPU it runs "
+                "on: set target.run_on to it (plan compares them all without it)")])
+        return get_gpu(name)
+
+    def price(self, gpu: GPU) -> float:
+        """$/GPU-hour of `gpu`: the spec's override, else the catalog's."""
+        override = self.spec.target.price_override(gpu.name)
+        return gpu.usd_per_gpu_hour if override is None else override
+
+    @property
     def usd_per_gpu_hour(self) -> float:
-        override = self.spec.target.usd_per_gpu_hour
-        return self.gpu.usd_per_gpu_hour if override is None else override
+        """$/GPU-hour of the GPU the sweep runs on."""
+        return self.price(self.gpu)
 
 
 # -- shipped configs --------------------------------------------------------------------------------
@@ -178,32 +194,38 @@ def _resolve_architecture(spec: SweepSpec) -> ModelArchitecture:
     return architecture_for_repo(model.repo_id or "", model.revision)
 
 
+def _gpu_rule(rule: Callable[[GPU], str | None], gpus: Sequence[GPU]) -> str | None:
+    """A GPU-dependent rule is a spec error only when it rejects the value on every listed GPU."""
+    reasons = [rule(gpu) for gpu in gpus]
+    return "; ".join(r for r in reasons if r) if all(reasons) else None
+
+
 def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
-    """Axis values that no combination of the other axes can make feasible."""
-    spec, arch, gpu = resolved.spec, resolved.architecture, resolved.gpu
-    axes, gpus = spec.axes, spec.target.gpus_available
+    """Axis values that no combination of the other axes (and no listed GPU) can make feasible."""
+    spec, arch, gpus = resolved.spec, resolved.architecture, resolved.gpus
+    axes, available = spec.axes, spec.target.gpus_available
     errors: list[FieldError] = []
 
     def add(path: str, reason: str | None) -> None:
         if reason:
             errors.append(FieldError(path, reason))
 
-    add("stack", rules.stack_target(spec.stack, gpu))
+    add("stack", _gpu_rule(lambda g: rules.stack_target(spec.stack, g), gpus))
     for i, quant in enumerate(axes.quant):
-        add(f"axes.quant[{i}]", rules.quant_supported(quant, gpu, spec.stack))
+        add(f"axes.quant[{i}]", _gpu_rule(lambda g: rules.quant_supported(quant, g, spec.stack), gpus))
         awq = [rules.awq_divisible(arch, quant, tp, spec.build.awq_block_size) for tp in axes.tp]
         if all(awq):
             add(f"axes.quant[{i}]", f"no tp in axes.tp works: {'; '.join(r for r in awq if r)}")
     for i, kv in enumerate(axes.kv_cache):
-        add(f"axes.kv_cache[{i}]", rules.kv_supported(kv, gpu, spec.stack))
+        add(f"axes.kv_cache[{i}]", _gpu_rule(lambda g: rules.kv_supported(kv, g, spec.stack), gpus))
     for i, tp in enumerate(axes.tp):
         add(f"axes.tp[{i}]", rules.tp_divides_heads(arch, tp))
-        if all(rules.world_size_fits(tp, pp, gpus) for pp in axes.pp):
-            add(f"axes.tp[{i}]", rules.world_size_fits(tp, min(axes.pp), gpus))
+        if all(rules.world_size_fits(tp, pp, available) for pp in axes.pp):
+            add(f"axes.tp[{i}]", rules.world_size_fits(tp, min(axes.pp), available))
     for i, pp in enumerate(axes.pp):
         add(f"axes.pp[{i}]", rules.pp_fits_layers(arch, pp))
-        if all(rules.world_size_fits(tp, pp, gpus) for tp in axes.tp):
-            add(f"axes.pp[{i}]", rules.world_size_fits(min(axes.tp), pp, gpus))
+        if all(rules.world_size_fits(tp, pp, available) for tp in axes.tp):
+            add(f"axes.pp[{i}]", rules.world_size_fits(min(axes.tp), pp, available))
     for i, seq in enumerate(axes.max_seq_len):
         add(f"axes.max_seq_len[{i}]", rules.seq_len_fits(arch, seq, spec.workload.sequence_tokens))
     return errors
@@ -223,7 +245,8 @@ def validate_data(data: Any, source: str) -> ResolvedSpec:
         field = "model.architecture" if spec.model.architecture else (
             "model.path" if spec.model.path else "model.repo_id")
         raise SpecError(source, [FieldError(field, str(exc))]) from None
-    resolved = ResolvedSpec(spec=spec, architecture=arch, gpu=get_gpu(spec.target.gpu), source=source)
+    resolved = ResolvedSpec(spec=spec, architecture=arch,
+                            gpus=tuple(get_gpu(name) for name in spec.target.gpu), source=source)
     errors = _axis_errors(resolved)
     if errors:
         raise SpecError(source, errors)

@@ -96,19 +96,65 @@ class ModelSource(_Strict):
 
 
 class Target(_Strict):
-    """The hardware trials are planned for."""
+    """The hardware trials are planned for, and the one the sweep runs on.
 
-    gpu: str = Field(description="A GPU catalog name (`enginesweep ls gpus`), or `cpu`.")
+    `gpu` names one catalog GPU or a list of them: `plan` compares every listed GPU side by side,
+    while a sweep builds and measures only on `run_on` (the GPU of the machine it runs on; it
+    defaults to the only listed GPU)."""
+
+    gpu: list[str] = Field(min_length=1, description="GPU catalog names (`enginesweep ls gpus`), or `cpu`.")
+    run_on: str | None = Field(default=None, description="The listed GPU the sweep runs on.")
     gpus_available: PositiveInt = 1
-    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    usd_per_gpu_hour: float | dict[str, float] | None = Field(
+        default=None, description="One price, or a price per listed GPU (others use the catalog's).")
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("gpu")
     @classmethod
-    def _known_gpu(cls, value: str) -> str:
+    def _known_gpus(cls, value: list[str]) -> list[str]:
         catalog = gpu_catalog()
-        if value not in catalog:
-            raise ValueError(f"'{value}' is not in the GPU catalog (known: {', '.join(catalog)})")
-        return value
+        unknown = [name for name in value if name not in catalog]
+        if unknown:
+            verb = "is" if len(unknown) == 1 else "are"
+            raise ValueError(f"{', '.join(repr(n) for n in unknown)} {verb} not in the GPU catalog "
+                             f"(known: {', '.join(catalog)})")
+        return _unique(value)
+
+    @model_validator(mode="after")
+    def _run_on_and_prices(self) -> Target:
+        if self.run_on is not None and self.run_on not in self.gpu:
+            raise ValueError(f"run_on: '{self.run_on}' is not one of target.gpu ({', '.join(self.gpu)})")
+        price = self.usd_per_gpu_hour
+        if isinstance(price, dict):
+            stray = [name for name in price if name not in self.gpu]
+            negative = [name for name, usd in price.items() if usd < 0]
+            if stray:
+                raise ValueError(f"usd_per_gpu_hour: {', '.join(stray)} not in target.gpu")
+            if negative:
+                raise ValueError(f"usd_per_gpu_hour: negative price for {', '.join(negative)}")
+        elif price is not None:
+            if price < 0:
+                raise ValueError("usd_per_gpu_hour must not be negative")
+            if len(self.gpu) > 1:
+                raise ValueError("usd_per_gpu_hour: one price for several GPUs is ambiguous; give a "
+                                 "mapping GPU name -> $/GPU-hour")
+        return self
+
+    @property
+    def sweep_gpu(self) -> str | None:
+        """The GPU a sweep runs on: `run_on`, else the only listed GPU, else None (ambiguous)."""
+        if self.run_on is not None:
+            return self.run_on
+        return self.gpu[0] if len(self.gpu) == 1 else None
+
+    def price_override(self, gpu: str) -> float | None:
+        """The spec's $/GPU-hour for `gpu`, or None to use the catalog's."""
+        price = self.usd_per_gpu_hour
+        return price.get(gpu) if isinstance(price, dict) else price
 
 
 def _slug_safe(value: str) -> str:
@@ -226,6 +272,28 @@ class SLA(_Strict):
     objective: Objective = Objective.MIN_COST_PER_1M_TOKENS
 
 
+class Predictor(str, Enum):
+    """Which model predicts latency and throughput at plan time."""
+
+    AUTO = "auto"  # aiconfigurator where it covers the trial and is installed, else roofline
+    ROOFLINE = "roofline"
+    AICONFIGURATOR = "aiconfigurator"  # required: a trial it cannot cover is an error
+
+
+class Planner(_Strict):
+    """How the plan predicts and prunes before anything is built."""
+
+    predictor: Predictor = Predictor.AUTO
+    top_k: PositiveInt | None = Field(
+        default=None, description="Keep the K best feasible trials by the predicted objective "
+                                  "(plus the best unquantized baseline); None keeps all.")
+    calibrated: bool = Field(
+        default=True, description="Apply correction factors fitted from this project's measured "
+                                  "trials (`enginesweep calibrate`), where they exist.")
+    target_request_rate: PositiveFloat | None = Field(
+        default=None, description="Requests/s to size replicas, GPUs and $/hour for (capacity plan).")
+
+
 class Tracking(_Strict):
     """MLflow tracking; `mlflow_uri` defaults to `sqlite:///<workspace>/mlflow.db`."""
 
@@ -267,6 +335,7 @@ class SweepSpec(_Strict):
     build: Build = Build()
     workload: Workload
     sla: SLA = SLA()
+    planner: Planner = Planner()
     accuracy: Accuracy = Accuracy()
     tracking: Tracking = Tracking()
     registry: Registry = Registry()

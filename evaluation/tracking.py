@@ -8,8 +8,11 @@ thread-local stack), so trials may run in Prefect worker threads. Names keep pro
   `provenance.measured_on` tag says on what hardware (`cpu` on the reference stack);
 * predictions carry `pred_` (`pred_ttft_ms`, `pred_itl_ms`, ...) and the tag
   `provenance.predicted_by` (`predicted:roofline`);
-* where both exist for a concurrency level, `pred_error_itl_pct` / `pred_error_ttft_pct` =
-  (predicted - measured) / measured * 100.
+* where both exist for a concurrency level, `pred_error_itl_pct` / `pred_error_ttft_pct` /
+  `pred_error_output_tok_s_pct` = (predicted - measured) / measured * 100 (TTFT and ITL against
+  the measured p50);
+* a calibrated prediction says so: tag and param `predicted_by` end in `+calibrated`, and params
+  `calibration.factor.<metric>` hold the factors applied (`enginesweep calibrate` divides them out).
 
 Params are flat strings (quant, kv_cache, tp, pp, knobs, stack, versions, hardware). Artifacts:
 the manifest, the trial record, aiperf's per-level exports; the spec, plan and selection tables on
@@ -20,9 +23,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evaluation.records import TrialRecord
+
+if TYPE_CHECKING:
+    from build_configs.loading import ResolvedSpec
+    from evaluation.planning import Plan
 
 _LEVEL_METRICS = {
     "ttft_p50_ms": lambda level: level.ttft_ms.p50,
@@ -103,6 +110,12 @@ class SweepTracker:
             params["content_hash"] = record.content_hash
         if record.bundle_dir:
             params["bundle_dir"] = record.bundle_dir  # what `enginesweep promote RUN_ID` registers
+        calibration = (record.predicted or {}).get("calibration")
+        if calibration:  # so the closed loop can divide a calibrated prediction back to raw
+            params.update({f"calibration.factor.{k}": f"{v:.6g}" for k, v in calibration["factors"].items()})
+            params["calibration.key"] = calibration["key"]
+        if record.predicted:
+            params["predicted_by"] = record.predicted["source"]
         manifest = _manifest(record)
         if manifest:
             params.update({f"version.{k}": v for k, v in manifest.get("versions", {}).items()})
@@ -128,6 +141,8 @@ class SweepTracker:
                 got = measured[step]
                 log(run_id, "pred_error_ttft_pct", _error_pct(level["ttft_ms"], got.ttft_ms.p50), step=step)
                 log(run_id, "pred_error_itl_pct", _error_pct(level["itl_ms"], got.itl_ms.p50), step=step)
+                log(run_id, "pred_error_output_tok_s_pct",
+                    _error_pct(level["output_tok_s"], got.output_tok_s), step=step)
         if predicted:
             log(run_id, "pred_saturated_output_tok_s", predicted["output_tok_s"])
             log(run_id, "pred_usd_per_1m_output_tokens", predicted["usd_per_1m_output_tokens"])
@@ -161,6 +176,29 @@ class SweepTracker:
         for log_file in ("error.log", "server/server.log", "benchmark/aiperf.log"):
             if (trial_dir / log_file).exists() and record.status != "ok":
                 self.client.log_artifact(run_id, str(trial_dir / log_file), "logs")
+
+
+def log_plan(tracking_uri: str, resolved: ResolvedSpec, plan: Plan) -> str:
+    """Log a plan (`enginesweep plan --log`) as a run of its own in the spec's experiment: counts
+    as params, the plan JSON and its table as artifacts. Returns the run id."""
+    from evaluation.reports.plan_tables import plan_report_text
+
+    spec = resolved.spec
+    tracker = SweepTracker(tracking_uri, spec.tracking.experiment,
+                           artifact_root=spec.workspace.resolve() / "mlruns")
+    run = tracker.client.create_run(tracker.experiment_id, run_name=f"plan-{plan.sweep}",
+                                    tags={"enginesweep.kind": "plan", "enginesweep.sweep": plan.sweep})
+    run_id = run.info.run_id
+    params = {"gpus": ",".join(plan.gpus), "trials": len(plan.trials), "feasible": len(plan.feasible),
+              "rejected": len(plan.rejected), "pruned": len(plan.pruned), "top_k": plan.top_k,
+              "to_build": len([t for t in plan.feasible if t.pruned is None]),
+              "target_request_rate": plan.target_request_rate}
+    for key, value in params.items():
+        tracker.client.log_param(run_id, key, str(value))
+    tracker.client.log_text(run_id, plan.model_dump_json(indent=2), "plan.json")
+    tracker.client.log_text(run_id, plan_report_text(plan, spec.sla.objective), "plan.txt")
+    tracker.client.set_terminated(run_id, status="FINISHED")
+    return run_id
 
 
 def _error_pct(predicted: float, measured: float) -> float:

@@ -1,29 +1,23 @@
-"""Planning verbs: `validate`, `plan`, `ls`, `size`. Light imports only (no torch), so they
-answer in well under a second. `--json` output is a stable schema (docs/json-output.md)."""
+"""Planning verbs: `validate`, `plan`, `ls` (`size` is in `flows.cli_size`). Light imports only
+(no torch); the roofline answers in well under a second, aiconfigurator in a few. `--json` output is a stable schema (docs/json-output.md)."""
 
 from __future__ import annotations
 
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from build_configs.architectures import (
-    ArchitectureError,
-    ModelArchitecture,
-    shipped_architecture,
-    shipped_architectures,
-)
+from build_configs.architectures import shipped_architecture, shipped_architectures
 from build_configs.gpus import get_gpu, gpu_catalog
-from build_configs.loading import SpecError, config_summary, load_spec, shipped_configs
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import SLA, LengthDistribution, Workload
-from evaluation.planning import TrialConfig, expand, plan_trial
-from evaluation.reports.plan_tables import plan_table, size_table
+from build_configs.loading import ResolvedSpec, SpecError, config_summary, load_spec, shipped_configs
+from build_configs.schema import Predictor
+from evaluation.planning import Plan, expand
+from evaluation.planning.predictors import PredictorError
+from evaluation.reports.plan_tables import plan_report
 from flows.cli_common import ConfigArg, JsonOpt, SetOpt, _fail, app, err, out
 
 
@@ -39,25 +33,84 @@ def validate(configs: Annotated[list[str], typer.Argument(help="Spec paths or sh
             bad += 1
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             continue
-        count = len(expand(resolved).trials)
-        out.print(f"ok: {config} ({resolved.architecture.name} on {resolved.gpu.name}, "
+        count = len(expand(resolved, predictor=Predictor.ROOFLINE).trials)
+        gpus = ", ".join(gpu.name for gpu in resolved.gpus)
+        out.print(f"ok: {config} ({resolved.architecture.name} on {gpus}, "
                   f"{count} trials)", highlight=False)
     if bad:
         raise typer.Exit(2)
 
 
-@app.command()
-def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False) -> None:
-    """Expand a spec into trials; size and predict each, and say why any is rejected."""
+GpuListOpt = Annotated[Optional[str], typer.Option(
+    "--gpu", help="Comma-separated GPU catalog names to compare (replaces target.gpu).")]
+TopKOpt = Annotated[Optional[int], typer.Option(
+    "--top-k", min=1, help="Keep the K best feasible trials per GPU by the predicted objective "
+                           "(plus the unquantized baseline); show what was pruned and why.")]
+RpsOpt = Annotated[Optional[float], typer.Option(
+    "--target-rps", min=0.0, help="Size replicas, GPUs and $/hour for this many requests/s.")]
+PredictorOpt = Annotated[Optional[Predictor], typer.Option(
+    "--predictor", help="auto: aiconfigurator where it covers a trial, roofline elsewhere.")]
+CalibratedOpt = Annotated[Optional[bool], typer.Option(
+    "--calibrated/--uncalibrated",
+    help="Apply factors from `enginesweep calibrate` where fitted (default: planner.calibrated).")]
+
+
+def gpu_list(value: str) -> list[str]:
+    """`A,B,C` -> names, checked against the catalog (exit 2 naming the bad one)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise _fail("--gpu: give at least one GPU name")
+    for name in names:
+        try:
+            get_gpu(name)
+        except KeyError as exc:
+            raise _fail(f"--gpu: {exc.args[0]}") from None
+    return names
+
+
+def plan_for(config: str, set_: list[str] | None, gpu: str | None, *, top_k: int | None = None,
+             target_rps: float | None = None, predictor: Predictor | None = None,
+             calibrated: bool | None = None) -> tuple[ResolvedSpec, Plan]:
+    """Load a spec (with --gpu and --set applied) and expand it; exit 2 on bad input."""
+    overrides = list(set_ or [])
+    if gpu is not None:
+        overrides.append(f"target.gpu={gpu_list(gpu)}")
     try:
-        resolved = load_spec(config, set_ or [])
+        resolved = load_spec(config, overrides)
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    result = expand(resolved)
+    if target_rps is not None and target_rps <= 0:
+        raise _fail("--target-rps: must be positive")
+    try:
+        result = expand(resolved, top_k=top_k, target_request_rate=target_rps, predictor=predictor,
+                        calibrated=calibrated)
+    except PredictorError as exc:
+        raise _fail(str(exc)) from None
+    return resolved, result
+
+
+@app.command()
+def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: GpuListOpt = None,
+         top_k: TopKOpt = None, target_rps: RpsOpt = None, predictor: PredictorOpt = None,
+         calibrated: CalibratedOpt = None,
+         log: Annotated[bool, typer.Option("--log", help="Log the plan to the spec's MLflow "
+                                                         "experiment as a run of its own.")] = False,
+         ) -> None:
+    """Expand a spec into trials; size and predict each, and say why any is rejected or pruned."""
+    resolved, result = plan_for(config, set_, gpu, top_k=top_k, target_rps=target_rps,
+                                predictor=predictor, calibrated=calibrated)
     if json_:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
-        out.print(plan_table(result))
+        for renderable in plan_report(result, resolved.spec.sla.objective):
+            out.print(renderable)
+    if log:
+        from evaluation.tracking import log_plan  # mlflow: only when asked
+        from flows.sweep_settings import tracking_uri
+
+        resolved.spec.workspace.mkdir(parents=True, exist_ok=True)
+        run_id = log_plan(tracking_uri(resolved), resolved, result)
+        err.print(f"plan logged to MLflow run {run_id}", highlight=False)
     if not result.feasible:
         if not json_:
             err.print("[bold red]error:[/] no feasible trial in this sweep (see the reasons above)")
@@ -94,53 +147,3 @@ def ls(what: Annotated[Listing, typer.Argument(help="What to list.")] = Listing.
                           str(arch.hidden_size), str(arch.num_attention_heads),
                           str(arch.num_kv_heads), str(arch.vocab_size))
     out.print(table)
-
-
-def _architecture(model: str) -> ModelArchitecture:
-    path = Path(model)
-    if path.exists():
-        return ModelArchitecture.from_file(path)
-    return shipped_architecture(model)
-
-
-@app.command()
-def size(
-    model: Annotated[str, typer.Option(help="Shipped architecture name, a config.json, or a checkpoint dir.")],
-    gpu: Annotated[str, typer.Option(help="GPU catalog name (`enginesweep ls gpus`).")],
-    quant: Annotated[QuantFormat, typer.Option(help="Weight format.")] = QuantFormat.BF16,
-    kv_cache: Annotated[KVCacheFormat, typer.Option(help="KV-cache format.")] = KVCacheFormat.AUTO,
-    tp: Annotated[int, typer.Option(min=1, help="Tensor-parallel size.")] = 1,
-    pp: Annotated[int, typer.Option(min=1, help="Pipeline-parallel size.")] = 1,
-    isl: Annotated[int, typer.Option(min=1, help="Input tokens per request.")] = 1024,
-    osl: Annotated[int, typer.Option(min=1, help="Output tokens per request.")] = 256,
-    max_batch_size: Annotated[int, typer.Option(min=1)] = 256,
-    max_num_tokens: Annotated[int, typer.Option(min=1)] = 8192,
-    max_seq_len: Annotated[Optional[int], typer.Option(min=1, help="Default: ISL+OSL.")] = None,
-    gpus: Annotated[Optional[int], typer.Option(min=1, help="GPUs available (default TP*PP).")] = None,
-    awq_block_size: Annotated[int, typer.Option(help="AWQ group size (64 or 128).")] = 128,
-    usd_per_gpu_hour: Annotated[Optional[float], typer.Option(min=0, help="Override the catalog price.")] = None,
-    json_: JsonOpt = False,
-) -> None:
-    """Size one deployment: memory, KV capacity, max concurrency, predicted latency and cost."""
-    try:
-        arch = _architecture(model)
-    except ArchitectureError as exc:
-        raise _fail(f"--model: {exc}") from None
-    try:
-        target = get_gpu(gpu)
-    except KeyError as exc:
-        raise _fail(f"--gpu: {exc.args[0]}") from None
-    if awq_block_size not in (64, 128):
-        raise _fail(f"--awq-block-size: {awq_block_size} is not 64 or 128")
-    cfg = TrialConfig(quant=quant, kv_cache=kv_cache, tp=tp, pp=pp, max_batch_size=max_batch_size,
-                      max_num_tokens=max_num_tokens, max_seq_len=max_seq_len or isl + osl)
-    workload = Workload(isl=LengthDistribution(mean=isl), osl=LengthDistribution(mean=osl))
-    trial = plan_trial(
-        arch, target, cfg, workload=workload, sla=SLA(), gpus_available=gpus or tp * pp,
-        usd_per_gpu_hour=target.usd_per_gpu_hour if usd_per_gpu_hour is None else usd_per_gpu_hour,
-        awq_block_size=awq_block_size,
-    )
-    if json_:
-        sys.stdout.write(trial.model_dump_json(indent=2) + "\n")
-    else:
-        out.print(size_table(trial))

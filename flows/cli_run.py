@@ -68,6 +68,7 @@ def run(config: ConfigArg, set_: SetOpt = None) -> None:
     under the SLA, promotion of the champion. Exit 0 complete, 3 partial (a trial failed)."""
     try:
         resolved = load_spec(config, set_ or [])
+        resolved.gpu  # noqa: B018 - several target GPUs and no run_on: refuse before starting
     except SpecError as exc:
         raise _fail(str(exc)) from None
     from flows.prefect_env import configure_prefect

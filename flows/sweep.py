@@ -1,6 +1,7 @@
 """The main job: one Prefect flow per sweep.
 
-plan -> fetch -> every feasible trial (quantize -> build -> serve + benchmark -> accuracy) ->
+plan -> fetch -> every trial to run (feasible, not pruned by `planner.top_k`, on the GPU the
+sweep runs on) (quantize -> build -> serve + benchmark -> accuracy) ->
 select -> promote. Each task is a few lines around a library function (`flows.trial`,
 `evaluation.selection`, `evaluation.tracking`, `engines.registry`); trials run one at a time here
 and share quantized checkpoints. A failing trial is recorded (FAILED child run, reason, logs) and
@@ -20,6 +21,7 @@ from build_configs.loading import ResolvedSpec, load_spec
 from engines.registry import Promotion, promote
 from evaluation.planning import Plan, expand
 from evaluation.records import TrialRecord
+from evaluation.reports.plan_tables import plan_report_text
 from evaluation.selection import Selection, select
 from evaluation.selection.render import selection_table_text
 from evaluation.tracking import SweepTracker
@@ -81,7 +83,7 @@ def track_trial_task(tracker: SweepTracker, parent_id: str, record: TrialRecord,
 def select_task(records: list[TrialRecord], resolved: ResolvedSpec) -> Selection:
     # The hardware the trials were measured on: records from anywhere else are refused.
     return select(records, resolved.spec.sla, usd_per_gpu_hour=resolved.usd_per_gpu_hour,
-                  hardware=HARDWARE)
+                  target_request_rate=resolved.spec.planner.target_request_rate, hardware=HARDWARE)
 
 
 @_task
@@ -109,11 +111,13 @@ def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
         spec.name, spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
         plan_json=plan.model_dump_json(indent=2),
         params={"stack": spec.stack.value, "gpu": resolved.gpu.name, "model": resolved.architecture.name,
-                "trials": len(plan.trials), "feasible_trials": len(plan.feasible)})
+                "trials": len(plan.trials), "feasible_trials": len(plan.feasible),
+                "pruned_trials": len(plan.pruned), "trials_to_run": len(plan.to_run),
+                "top_k": plan.top_k, "planned_gpus": ",".join(plan.gpus)})
     try:
         checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
         records, runs = [], {}
-        for planned in plan.feasible:
+        for planned in plan.to_run:  # feasible, not pruned, on the GPU this sweep runs on
             record = trial_task(resolved, planned.slug, checkpoint)
             records.append(record)
             runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved)
@@ -124,7 +128,8 @@ def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
         raise
     failed = [r.slug for r in records if r.status != "ok"]
     status = "partial" if failed else "complete"
-    tracker.finish_sweep(parent_id, status="FINISHED", tables={"selection.txt": selection_table_text(selection),
+    tracker.finish_sweep(parent_id, status="FINISHED", tables={"plan.txt": plan_report_text(plan, spec.sla.objective),
+                                                                 "selection.txt": selection_table_text(selection),
                                                                  "selection.json": selection.model_dump_json(indent=2)},
                          tags={"enginesweep.status": status, "enginesweep.champion": selection.champion or "none",
                                "enginesweep.failed_trials": ",".join(failed) or "none"})

@@ -3,33 +3,43 @@ either feasible or rejected with its reasons (a rejected trial is kept, never si
 
 Slugs are deterministic: `<model>__<quant>__kv-<kv>__tp<N>`, then `__pp<N>` when PP > 1, then one
 `__bs<N>` / `__nt<N>` / `__sl<N>` part for each build knob the spec sweeps over more than one
-value. The slug names the trial's folder and its MLflow run.
+value, then `__<gpu>` when the spec lists several GPUs. The slug names the trial's folder and its
+MLflow run.
 """
 
 from __future__ import annotations
 
 import itertools
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from build_configs import rules
 from build_configs.architectures import ModelArchitecture
-from build_configs.gpus import GPU
+from build_configs.gpus import GPU, get_gpu
 from build_configs.loading import ResolvedSpec
-from build_configs.schema import SLA, Stack, Workload
+from build_configs.schema import SLA, Predictor, Stack, Workload
+from evaluation.planning.calibration import STORE_NAME, CalibrationStore
 from evaluation.planning.memory import memory_breakdown, memory_problems
+from evaluation.planning.prediction import capacity
+from evaluation.planning.predictors import refine_predictions
+from evaluation.planning.prune import prune
 from evaluation.planning.records import PlannedTrial, TrialConfig
 from evaluation.planning.roofline import Deployment, predict
 
 
 class Plan(BaseModel):
-    """Every trial of a sweep, feasible and rejected, in axis order."""
+    """Every trial of a sweep, feasible and rejected, in axis order (GPU outermost)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sweep: str
     architecture: str
-    gpu: str
+    gpus: list[str]
+    sweep_gpu: str | None = Field(description="The GPU the sweep runs on (None: several listed, "
+                                               "no target.run_on).")
+    top_k: int | None = None
+    target_request_rate: float | None = None
+    notes: list[str] = Field(default=[], description="Predictor availability and calibration.")
     trials: list[PlannedTrial]
 
     @property
@@ -40,8 +50,24 @@ class Plan(BaseModel):
     def rejected(self) -> list[PlannedTrial]:
         return [trial for trial in self.trials if not trial.feasible]
 
+    @property
+    def pruned(self) -> list[PlannedTrial]:
+        return [trial for trial in self.trials if trial.pruned is not None]
 
-def trial_slug(model: str, cfg: TrialConfig, varied_knobs: frozenset[str] = frozenset()) -> str:
+    @property
+    def to_run(self) -> list[PlannedTrial]:
+        """What a sweep builds: feasible, not pruned, on the GPU it runs on."""
+        return [trial for trial in self.feasible
+                if trial.pruned is None and trial.gpu == self.sweep_gpu]
+
+
+def gpu_tag(gpu: str) -> str:
+    """A GPU catalog name as a slug part (`H100-SXM-80GB` -> `h100-sxm-80gb`)."""
+    return gpu.lower()
+
+
+def trial_slug(model: str, cfg: TrialConfig, varied_knobs: frozenset[str] = frozenset(),
+               gpu: str | None = None) -> str:
     """The deterministic name of one trial (see the module docstring)."""
     parts = [model, cfg.quant.value, f"kv-{cfg.kv_cache.value}", f"tp{cfg.tp}"]
     if cfg.pp > 1:
@@ -49,6 +75,8 @@ def trial_slug(model: str, cfg: TrialConfig, varied_knobs: frozenset[str] = froz
     for knob, tag in (("max_batch_size", "bs"), ("max_num_tokens", "nt"), ("max_seq_len", "sl")):
         if knob in varied_knobs:
             parts.append(f"{tag}{getattr(cfg, knob)}")
+    if gpu is not None:
+        parts.append(gpu_tag(gpu))
     return "__".join(parts)
 
 
@@ -68,7 +96,7 @@ def _warnings(trial_cfg: TrialConfig, max_sequences: int, kv_tokens: int, worklo
 def plan_trial(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *, workload: Workload,
                sla: SLA, gpus_available: int, usd_per_gpu_hour: float, stack: Stack | None = None,
                model: str | None = None, awq_block_size: int = 128, kv_free_fraction: float = 0.9,
-               varied_knobs: frozenset[str] = frozenset()) -> PlannedTrial:
+               varied_knobs: frozenset[str] = frozenset(), gpu_in_slug: bool = False) -> PlannedTrial:
     """Apply the hard rules, size memory and predict one trial. `stack=None` skips the
     stack-specific rules (ad-hoc sizing)."""
     reasons = [
@@ -93,7 +121,7 @@ def plan_trial(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *, workload:
                              usd_per_gpu_hour)
     name = model or arch.name.lower()
     return PlannedTrial(
-        slug=trial_slug(name, cfg, varied_knobs),
+        slug=trial_slug(name, cfg, varied_knobs, gpu.name if gpu_in_slug else None),
         model=arch.name,
         stack=stack.value if stack else "any",
         gpu=gpu.name,
@@ -107,27 +135,55 @@ def plan_trial(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *, workload:
     )
 
 
-def expand(resolved: ResolvedSpec) -> Plan:
-    """Every trial of the spec's sweep space, in axis order (quant outermost)."""
+def expand(resolved: ResolvedSpec, *, top_k: int | None = None,
+           target_request_rate: float | None = None, predictor: Predictor | None = None,
+           calibrated: bool | None = None) -> Plan:
+    """Every trial of the spec's sweep space on every listed GPU (GPU outermost, then quant), each
+    sized and predicted; then the capacity plan and `top_k` pruning. Arguments left as None take
+    the spec's `planner` section. Calibration factors come from `<workspace>/calibration.json`
+    (written by `enginesweep calibrate`), when there is one."""
     spec = resolved.spec
     axes = spec.axes
+    planner = spec.planner
+    top_k = planner.top_k if top_k is None else top_k
+    rate = planner.target_request_rate if target_request_rate is None else target_request_rate
     varied = frozenset(
         knob for knob in ("max_batch_size", "max_num_tokens", "max_seq_len")
         if len(getattr(axes, knob)) > 1
     )
+    several = len(resolved.gpus) > 1
     trials = []
-    for quant, kv, tp, pp, batch, tokens, seq in itertools.product(
-            axes.quant, axes.kv_cache, axes.tp, axes.pp, axes.max_batch_size, axes.max_num_tokens,
-            axes.max_seq_len):
-        cfg = TrialConfig(quant=quant, kv_cache=kv, tp=tp, pp=pp, max_batch_size=batch,
-                          max_num_tokens=tokens, max_seq_len=seq)
-        if axes.excluded_by(cfg.model_dump(mode="json")) is not None:
-            continue  # the user took this point out of the space on purpose
-        trials.append(plan_trial(
-            resolved.architecture, resolved.gpu, cfg, workload=spec.workload, sla=spec.sla,
-            gpus_available=spec.target.gpus_available, usd_per_gpu_hour=resolved.usd_per_gpu_hour,
-            stack=spec.stack, model=spec.model.slug, awq_block_size=spec.build.awq_block_size,
-            kv_free_fraction=spec.build.kv_cache_free_gpu_mem_fraction, varied_knobs=varied,
-        ))
-    return Plan(sweep=spec.name, architecture=resolved.architecture.name, gpu=resolved.gpu.name,
-                trials=trials)
+    for gpu in resolved.gpus:
+        for quant, kv, tp, pp, batch, tokens, seq in itertools.product(
+                axes.quant, axes.kv_cache, axes.tp, axes.pp, axes.max_batch_size,
+                axes.max_num_tokens, axes.max_seq_len):
+            cfg = TrialConfig(quant=quant, kv_cache=kv, tp=tp, pp=pp, max_batch_size=batch,
+                              max_num_tokens=tokens, max_seq_len=seq)
+            if axes.excluded_by(cfg.model_dump(mode="json")) is not None:
+                continue  # the user took this point out of the space on purpose
+            trials.append(plan_trial(
+                resolved.architecture, gpu, cfg, workload=spec.workload, sla=spec.sla,
+                gpus_available=spec.target.gpus_available, usd_per_gpu_hour=resolved.price(gpu),
+                stack=spec.stack, model=spec.model.slug, awq_block_size=spec.build.awq_block_size,
+                kv_free_fraction=spec.build.kv_cache_free_gpu_mem_fraction, varied_knobs=varied,
+                gpu_in_slug=several,
+            ))
+    use_calibration = planner.calibrated if calibrated is None else calibrated
+    store = CalibrationStore.load(spec.workspace / STORE_NAME) if use_calibration else None
+    trials, notes = refine_predictions(trials, resolved, predictor or planner.predictor, store)
+    if rate is not None:
+        trials = [with_capacity(trial, rate, spec.workload.osl.mean, resolved) for trial in trials]
+    if top_k is not None:
+        trials = prune(trials, top_k, spec.sla.objective)
+    return Plan(sweep=spec.name, architecture=resolved.architecture.name,
+                gpus=[gpu.name for gpu in resolved.gpus], sweep_gpu=spec.target.sweep_gpu,
+                top_k=top_k, target_request_rate=rate, notes=notes, trials=trials)
+
+
+def with_capacity(trial: PlannedTrial, rate: float, osl: int, resolved: ResolvedSpec) -> PlannedTrial:
+    """`trial` with its capacity plan for `rate` requests/s (feasible, SLA-meeting trials)."""
+    if trial.predicted is None:
+        return trial
+    plan = capacity(trial.predicted, target_request_rate=rate, osl=osl,
+                    gpus=trial.config.world_size, usd_per_gpu_hour=resolved.price(get_gpu(trial.gpu)))
+    return trial.model_copy(update={"capacity": plan})

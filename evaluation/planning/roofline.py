@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from build_configs.architectures import ModelArchitecture
 from build_configs.gpus import GPU
 from build_configs.schema import SLA, Workload
+from evaluation.planning.prediction import assemble, level
 from evaluation.planning.records import (
     ConcurrencyPrediction,
     MemoryBreakdown,
@@ -98,6 +99,9 @@ class Deployment:
         return max(memory, compute) + comm + hops
 
 
+ROOFLINE_VERSION = f"roofline-1 (MFU {MFU}, BW_EFF {BW_EFF}, runtime reserve 1.5 GiB)"
+
+
 def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: int
                     ) -> ConcurrencyPrediction:
     isl, osl = workload.isl.mean, workload.osl.mean
@@ -108,39 +112,18 @@ def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: 
     if waves > 1:  # the KV cache cannot hold them all: later requests queue for whole requests
         ttft_s += (waves - 1) * (dep.prefill_s(isl) + osl * round_s)
     tok_s = in_flight * osl / (in_flight * dep.prefill_compute_s(isl) + osl * round_s)
-    meets = None
-    if sla.ttft_p99_ms is not None or sla.itl_p99_ms is not None:
-        meets = ((sla.ttft_p99_ms is None or ttft_s * 1e3 <= sla.ttft_p99_ms)
-                 and (sla.itl_p99_ms is None or round_s * 1e3 <= sla.itl_p99_ms))
-    return ConcurrencyPrediction(concurrency=concurrency, ttft_ms=ttft_s * 1e3, itl_ms=round_s * 1e3,
-                                 output_tok_s=tok_s, meets_sla=meets)
-
-
-def usd_per_1m_tokens(gpus: int, usd_per_gpu_hour: float, tok_s: float) -> float:
-    """Dollars per million output tokens at a sustained `tok_s`."""
-    return gpus * usd_per_gpu_hour / (tok_s * 3600) * 1e6
+    return level(concurrency=concurrency, in_flight=in_flight, ttft_ms=ttft_s * 1e3,
+                 itl_ms=round_s * 1e3, output_tok_s=tok_s, osl=osl, sla=sla)
 
 
 def predict(dep: Deployment, workload: Workload, sla: SLA, usd_per_gpu_hour: float) -> Prediction:
     """Roofline prediction for one feasible trial."""
-    gpus = dep.cfg.world_size
-    lone = _at_concurrency(dep, workload, sla, 1)
     saturation = max(1, dep.mem.max_concurrent_sequences)
-    saturated = _at_concurrency(dep, workload, sla, saturation)
-    levels = [_at_concurrency(dep, workload, sla, c) for c in workload.concurrency]
-    meeting = [level for level in levels if level.meets_sla]
-    best = max(meeting, key=lambda level: level.concurrency) if meeting else None
-    return Prediction(
-        source="predicted:roofline",
-        hardware=dep.gpu.name,
-        ttft_ms=lone.ttft_ms,
-        itl_ms=lone.itl_ms,
-        output_tok_s=saturated.output_tok_s,
-        output_tok_s_per_gpu=saturated.output_tok_s / gpus,
-        saturation_concurrency=saturation,
-        usd_per_1m_output_tokens=usd_per_1m_tokens(gpus, usd_per_gpu_hour, saturated.output_tok_s),
-        per_concurrency=levels,
-        max_concurrency_meeting_sla=best.concurrency if best else None,
-        usd_per_1m_output_tokens_at_sla=(
-            usd_per_1m_tokens(gpus, usd_per_gpu_hour, best.output_tok_s) if best else None),
-    )
+    notes = ["cpu target: order-of-magnitude only"] if dep.gpu.is_cpu else []
+    return assemble(
+        source="predicted:roofline", source_version=ROOFLINE_VERSION, hardware=dep.gpu.name,
+        gpus=dep.cfg.world_size, usd_per_gpu_hour=usd_per_gpu_hour,
+        lone=_at_concurrency(dep, workload, sla, 1),
+        saturated=_at_concurrency(dep, workload, sla, saturation),
+        levels=[_at_concurrency(dep, workload, sla, c) for c in workload.concurrency],
+        notes=notes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from build_configs.schema import SLA
-from evaluation.planning.roofline import usd_per_1m_tokens
+from evaluation.planning.prediction import usd_per_1m_tokens
 from evaluation.records import BenchmarkResult, ConcurrencyResult
 
 MAX_ERROR_SHARE = 0.01

@@ -27,7 +27,9 @@ def test_console_script_sizes_a_deployment_as_json(tmp_path):
     trial = json.loads(done.stdout)
     assert trial["feasible"] is True
     assert trial["config"]["tp"] == 8
-    assert trial["predicted"]["source"] == "predicted:roofline"
+    # Run from another folder, the console script still finds aiconfigurator's venv.
+    assert trial["predicted"]["source"] == "predicted:aiconfigurator"
+    assert "h100_sxm / trtllm 1.3.0rc20" in trial["predicted"]["source_version"]
 
 
 def test_console_script_validates_shipped_configs_from_anywhere(tmp_path):

@@ -97,7 +97,8 @@ def test_plan_with_no_feasible_trial_exits_1(cli):
 def test_plan_table_marks_predictions(cli):
     result = cli("plan", "smollm2-cpu-smoke")
     assert result.exit_code == 0
-    assert "predicted:roofline (not measured)" in result.stdout
+    assert "pred = predicted (src says by what), not measured" in result.stdout
+    assert all("roofline" in line for line in result.stdout.splitlines() if "smollm2-135m" in line)
     assert "cpu target" in result.stdout
 
 

@@ -12,7 +12,7 @@ from build_configs.quant import KVCacheFormat, QuantFormat
 from build_configs.schema import SLA, LengthDistribution, Workload
 from evaluation.planning import TrialConfig, plan_trial
 from evaluation.planning.memory import weights_bytes_per_gpu, weights_bytes_total
-from evaluation.planning.roofline import usd_per_1m_tokens
+from evaluation.planning.prediction import usd_per_1m_tokens
 
 pytestmark = pytest.mark.unit
 

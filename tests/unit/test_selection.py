@@ -86,7 +86,7 @@ def delta(metric: str, baseline: float, variant: float, low: float, high: float)
 def test_every_fixture_is_a_valid_trial_record(path: Path) -> None:
     record = TrialRecord.load(path)
     assert path.stem == record.slug
-    assert record.hardware == ("cpu" if path.parent == CPU_SWEEP else "H100-SXM-80GB")
+    assert record.hardware == ("H100-SXM-80GB" if path.parent == GPU_SWEEP else "cpu")
 
 
 # --- operating point and cost ---------------------------------------------------------------

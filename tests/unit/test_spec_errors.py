@@ -176,9 +176,11 @@ def test_unknown_config_name_lists_shipped_ones(cli):
 @pytest.mark.parametrize(("args", "expected"), [
     (["--gpu", "H100"], "--gpu: 'H100' is not in the GPU catalog"),
     (["--gpu", "H100-SXM-80GB", "--model", "llama-9"], "--model: 'llama-9' is not a shipped architecture"),
-    (["--gpu", "H100-SXM-80GB", "--quant", "fp9"], "'--quant'"),
-    (["--gpu", "H100-SXM-80GB", "--tp", "0"], "'--tp'"),
-    (["--gpu", "H100-SXM-80GB", "--awq-block-size", "96"], "--awq-block-size: 96 is not 64 or 128"),
+    (["--gpu", "H100-SXM-80GB", "--quant", "fp9"], "--quant: Input should be 'bf16'"),
+    (["--gpu", "H100-SXM-80GB", "--tp", "0"], "--tp: give positive integers"),
+    (["--gpu", "H100-SXM-80GB", "--tp", "1,x"], "--tp: '1,x' is not a comma-separated list of integers"),
+    (["--gpu", "H100-SXM-80GB,B9000"], "--gpu: 'B9000' is not in the GPU catalog"),
+    (["--gpu", "H100-SXM-80GB", "--awq-block-size", "96"], "--awq-block-size: Input should be 64 or 128"),
 ])
 def test_size_bad_options_name_the_option(cli, args, expected):
     argv = ["size", "--model", "llama-3.1-8b", *args]

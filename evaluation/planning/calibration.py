@@ -1,0 +1,147 @@
+"""The closed loop: compare predictions with measurements, report the error, fit correction
+factors, and let later plans use them (labelled `+calibrated`).
+
+A `Pair` is one predicted and one measured value of one metric at one concurrency level of one
+trial. Pairs are grouped by what changes the error's nature: hardware, stack, runtime version and
+predictor. For each group and metric:
+
+* MAPE = mean(|predicted - measured| / measured) * 100;
+* factor = exp(median(log(measured / predicted))): the multiplicative correction, robust to a
+  few outlier levels (one noisy CPU point must not drag the whole fit);
+* MAPE after = the same error with predicted * factor (in-sample, so optimistic; the report says
+  so and gives the pair count).
+
+Measured values stay where they are (MLflow metrics without prefix); this module only reads them
+and writes factors to a JSON store (`<workspace>/calibration.json`), never a measurement.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluation.planning.prediction import CALIBRATED_METRICS
+from evaluation.planning.records import Calibration
+
+STORE_NAME = "calibration.json"
+
+
+class Pair(BaseModel):
+    """One predicted/measured pair of one metric."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trial: str
+    hardware: str
+    stack: str
+    runtime: str
+    predictor: str = Field(description="The base source, e.g. predicted:roofline.")
+    metric: str
+    concurrency: int
+    predicted: float = Field(gt=0)
+    measured: float = Field(gt=0)
+
+
+class GroupFit(BaseModel):
+    """Errors and factors of one (hardware, stack, runtime, predictor) group."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hardware: str
+    stack: str
+    runtime: str
+    predictor: str
+    trials: int
+    pairs: dict[str, int]
+    mape_before_pct: dict[str, float]
+    mape_after_pct: dict[str, float]
+    factors: dict[str, float]
+    fitted_at: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.hardware}/{self.stack}/{self.runtime}/{self.predictor}"
+
+    def calibration(self) -> Calibration:
+        return Calibration(key=self.key, factors=self.factors, trials=self.trials,
+                           mape_before_pct=self.mape_before_pct, mape_after_pct=self.mape_after_pct)
+
+
+def mape(pairs: Iterable[tuple[float, float]], factor: float = 1.0) -> float:
+    """Mean absolute percentage error of (predicted * factor) against measured."""
+    errors = [abs(p * factor - m) / m for p, m in pairs]
+    if not errors:
+        raise ValueError("no pairs to compute an error from")
+    return 100 * sum(errors) / len(errors)
+
+
+def fit_factor(pairs: Sequence[tuple[float, float]]) -> float:
+    """exp(median(log(measured / predicted))) over (predicted, measured) pairs."""
+    if not pairs:
+        raise ValueError("no pairs to fit a factor from")
+    return math.exp(statistics.median(math.log(m / p) for p, m in pairs))
+
+
+def fit(pairs: Sequence[Pair], *, now: datetime | None = None) -> list[GroupFit]:
+    """One `GroupFit` per (hardware, stack, runtime, predictor), metrics as found in `pairs`."""
+    stamp = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    groups: dict[tuple[str, str, str, str], list[Pair]] = defaultdict(list)
+    for pair in pairs:
+        groups[(pair.hardware, pair.stack, pair.runtime, pair.predictor)].append(pair)
+    fits = []
+    for (hardware, stack, runtime, predictor), members in sorted(groups.items()):
+        by_metric: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for pair in members:
+            by_metric[pair.metric].append((pair.predicted, pair.measured))
+        factors = {metric: fit_factor(values) for metric, values in by_metric.items()}
+        fits.append(GroupFit(
+            hardware=hardware, stack=stack, runtime=runtime, predictor=predictor,
+            trials=len({pair.trial for pair in members}),
+            pairs={metric: len(values) for metric, values in by_metric.items()},
+            mape_before_pct={metric: mape(values) for metric, values in by_metric.items()},
+            mape_after_pct={metric: mape(values, factors[metric]) for metric, values in by_metric.items()},
+            factors=factors, fitted_at=stamp,
+        ))
+    return fits
+
+
+class CalibrationStore(BaseModel):
+    """Fitted groups, newest last; what plans read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[GroupFit] = []
+
+    @classmethod
+    def load(cls, path: Path) -> CalibrationStore:
+        """The store at `path`, empty when there is none yet."""
+        if not path.is_file():
+            return cls()
+        return cls.model_validate_json(path.read_text())
+
+    def save(self, path: Path) -> None:
+        """Write atomically (a reader never sees half a file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(self.model_dump_json(indent=2) + "\n")
+        partial.replace(path)
+
+    def update(self, fits: Sequence[GroupFit]) -> CalibrationStore:
+        """A store where each of `fits` replaces the group with the same key."""
+        keys = {fit.key for fit in fits}
+        return CalibrationStore(groups=[g for g in self.groups if g.key not in keys] + list(fits))
+
+    def lookup(self, hardware: str, stack: str, predictor: str) -> GroupFit | None:
+        """The newest fit for this hardware, stack and base predictor (any runtime version:
+        plans do not know the runtime a trial will be measured with; the key says which)."""
+        base = predictor.removesuffix("+calibrated")
+        found = [g for g in self.groups
+                 if (g.hardware, g.stack, g.predictor) == (hardware, stack, base)
+                 and set(g.factors) & set(CALIBRATED_METRICS)]
+        return max(found, key=lambda g: g.fitted_at) if found else None

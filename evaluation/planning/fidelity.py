@@ -1,0 +1,134 @@
+"""How close the planner's predictions come to NVIDIA's published TensorRT-LLM throughput.
+
+The rows (`published/trtllm-perf-overview-v1.0.csv`) are offline max-throughput runs of
+`trtllm-bench` (every request exactly ISL/OSL tokens, the GPU group saturated). Each row becomes
+a one-trial plan on the row's GPU, model, format and TP, whose saturated output tok/s is the
+prediction. `max_batch_size` is the one assumption: NVIDIA does not publish the batch limit
+trtllm-bench chose, so it is a parameter (default 512, the largest batch aiconfigurator's
+database measures; `benchmarks/planner_fidelity.py` reports 2048 too).
+
+All aiconfigurator rows go to its worker in ONE call.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from importlib import resources
+from typing import Sequence
+
+import evaluation.planning.aiconfigurator as aic
+from build_configs.architectures import shipped_architecture
+from build_configs.gpus import get_gpu
+from build_configs.loading import ResolvedSpec
+from evaluation.planning.adhoc import adhoc_spec
+from evaluation.planning.expand import plan_trial
+from evaluation.planning.records import PlannedTrial, TrialConfig
+
+PUBLISHED = "trtllm-perf-overview-v1.0.csv"
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """One published throughput figure."""
+
+    model: str
+    gpu: str
+    quant: str
+    kv_cache: str
+    tp: int
+    pp: int
+    isl: int
+    osl: int
+    output_tok_s: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} {self.quant} {self.gpu} tp{self.tp} {self.isl}/{self.osl}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A prediction next to the published figure."""
+
+    row: PublishedRow
+    source: str
+    predicted_tok_s: float | None
+    note: str = ""
+
+    @property
+    def error_pct(self) -> float | None:
+        if self.predicted_tok_s is None:
+            return None
+        return (self.predicted_tok_s - self.row.output_tok_s) / self.row.output_tok_s * 100
+
+
+def published_rows() -> list[PublishedRow]:
+    """Every row of the shipped published-figures file."""
+    text = resources.files("evaluation.planning").joinpath("published", PUBLISHED).read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    rows = []
+    for item in csv.DictReader(lines):
+        rows.append(PublishedRow(model=item["model"], gpu=item["gpu"], quant=item["quant"],
+                                 kv_cache=item["kv_cache"], tp=int(item["tp"]), pp=int(item["pp"]),
+                                 isl=int(item["isl"]), osl=int(item["osl"]),
+                                 output_tok_s=float(item["output_tok_s"])))
+    return rows
+
+
+def _planned(row: PublishedRow, max_batch_size: int) -> tuple[ResolvedSpec, PlannedTrial]:
+    arch = shipped_architecture(row.model)
+    resolved = adhoc_spec(arch, [row.gpu], quant=[row.quant], kv_cache=[row.kv_cache], tp=[row.tp],
+                          pp=[row.pp], isl=row.isl, osl=row.osl, concurrency=[1],
+                          max_batch_size=max_batch_size, calibrated=False)
+    spec = resolved.spec
+    axes = spec.axes
+    cfg = TrialConfig(quant=axes.quant[0], kv_cache=axes.kv_cache[0], tp=row.tp, pp=row.pp,
+                      max_batch_size=max_batch_size, max_num_tokens=axes.max_num_tokens[0],
+                      max_seq_len=axes.max_seq_len[0])
+    trial = plan_trial(arch, get_gpu(row.gpu), cfg, workload=spec.workload, sla=spec.sla,
+                       gpus_available=row.tp * row.pp, usd_per_gpu_hour=1.0, stack=spec.stack,
+                       model=row.model, kv_free_fraction=spec.build.kv_cache_free_gpu_mem_fraction)
+    # Rows differ only in ISL/OSL for one trial slug; the worker needs unique ids.
+    trial = trial.model_copy(update={"slug": f"{trial.slug}__{row.gpu.lower()}__{row.isl}-{row.osl}"})
+    return resolved, trial
+
+
+def compare(rows: Sequence[PublishedRow], *, predictor: str, max_batch_size: int = 512
+            ) -> list[Comparison]:
+    """Predict every row with `predictor` ('roofline' or 'aiconfigurator')."""
+    planned = [_planned(row, max_batch_size) for row in rows]
+    if predictor == "roofline":
+        return [Comparison(row, "predicted:roofline",
+                           trial.predicted.output_tok_s if trial.predicted else None,
+                           "" if trial.feasible else "; ".join(trial.reasons))
+                for row, (_, trial) in zip(rows, planned)]
+    if predictor != "aiconfigurator":
+        raise ValueError(f"unknown predictor {predictor!r}")
+    requests, gaps = [], {}
+    for row, (resolved, trial) in zip(rows, planned):
+        gap = (aic.coverage_gap(resolved.architecture, get_gpu(row.gpu), trial.config,
+                                resolved.spec.stack) if trial.feasible else "; ".join(trial.reasons))
+        if gap:
+            gaps[trial.slug] = gap
+        else:
+            requests.append(aic.request_for(trial, resolved))
+    answers = aic.predict_batch(requests) if requests else {}
+    out = []
+    for row, (resolved, trial) in zip(rows, planned):
+        answer = answers.get(trial.slug)
+        if answer is None or isinstance(answer, str):
+            out.append(Comparison(row, "predicted:aiconfigurator", None,
+                                  gaps.get(trial.slug) or str(answer)))
+            continue
+        pred = aic.to_prediction(answer, trial, resolved, usd_per_gpu_hour=1.0)
+        out.append(Comparison(row, "predicted:aiconfigurator", pred.output_tok_s))
+    return out
+
+
+def mean_abs_error_pct(comparisons: Sequence[Comparison]) -> float:
+    """Mean |error| in percent over the rows that were predicted."""
+    errors = [abs(c.error_pct) for c in comparisons if c.error_pct is not None]
+    if not errors:
+        raise ValueError("no row was predicted")
+    return sum(errors) / len(errors)

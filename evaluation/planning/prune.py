@@ -1,0 +1,83 @@
+"""`plan --top-k N`: keep the N best feasible trials per GPU by the predicted objective, plus the
+best unquantized baseline (bf16 weights, 16-bit KV cache) that accuracy is measured against.
+
+The predicted objective follows `sla.objective`, read at the SLA operating point (the highest
+workload concurrency predicted to meet the SLA); without a latency SLA, at saturation. A trial
+predicted to miss the SLA at every workload concurrency ranks after every trial that meets it.
+Pruned trials stay in the plan with the reason, like rejected ones: nothing is silently dropped.
+Ties break on the slug, so the same plan always prunes the same trials.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Sequence
+
+from build_configs.quant import KVCacheFormat, QuantFormat
+from build_configs.schema import Objective
+from evaluation.planning.records import PlannedTrial, Prediction
+
+_WORDS = {
+    Objective.MIN_COST_PER_1M_TOKENS: "$ per 1M output tokens",
+    Objective.MAX_GOODPUT_PER_GPU: "goodput req/s per GPU",
+    Objective.MAX_THROUGHPUT: "output tok/s",
+    Objective.MIN_TTFT: "TTFT ms",
+}
+
+
+def predicted_objective(trial: PlannedTrial, objective: Objective) -> tuple[bool, float] | None:
+    """(meets the SLA somewhere, value to minimise) of a feasible trial; None if not predicted."""
+    pred: Prediction | None = trial.predicted
+    if pred is None:
+        return None
+    at_sla = pred.max_concurrency_meeting_sla is not None
+    no_sla = all(level.meets_sla is None for level in pred.per_concurrency)
+    gpus = trial.config.world_size
+    if at_sla:
+        point = next(l for l in pred.per_concurrency
+                     if l.concurrency == pred.max_concurrency_meeting_sla)
+        cost, per_gpu, tok_s, ttft = (pred.usd_per_1m_output_tokens_at_sla, point.request_rate / gpus,
+                                      point.output_tok_s, point.ttft_ms)
+    else:
+        # Every trial of a sweep has the same OSL, so tok/s per GPU ranks like req/s per GPU.
+        cost, per_gpu, tok_s, ttft = (pred.usd_per_1m_output_tokens, pred.output_tok_s_per_gpu,
+                                      pred.output_tok_s, pred.ttft_ms)
+    value = {
+        Objective.MIN_COST_PER_1M_TOKENS: cost,
+        Objective.MAX_GOODPUT_PER_GPU: -per_gpu,
+        Objective.MAX_THROUGHPUT: -tok_s,
+        Objective.MIN_TTFT: ttft,
+    }[objective]
+    return (at_sla or no_sla, float(value or 0.0))
+
+
+def is_baseline(trial: PlannedTrial) -> bool:
+    """The unquantized reference that accuracy deltas are measured against."""
+    return trial.config.quant is QuantFormat.BF16 and trial.config.kv_cache is KVCacheFormat.AUTO
+
+
+def prune(trials: Sequence[PlannedTrial], top_k: int, objective: Objective) -> list[PlannedTrial]:
+    """`trials` in their order, feasible ones beyond the top `top_k` per GPU marked `pruned`."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    reasons: dict[str, str] = {}
+    feasible = sorted((t for t in trials if t.feasible), key=lambda t: t.gpu)
+    for gpu, group in groupby(feasible, key=lambda t: t.gpu):
+        scored = []
+        for trial in group:
+            score = predicted_objective(trial, objective)
+            if score is not None:
+                scored.append(((not score[0], score[1], trial.slug), trial))
+        scored.sort(key=lambda item: item[0])
+        kept = {trial.slug for _, trial in scored[:top_k]}
+        baselines = [trial for _, trial in scored if is_baseline(trial)]
+        if baselines and not kept & {b.slug for b in baselines}:
+            kept.add(baselines[0].slug)  # accuracy needs its reference, whatever its rank
+        for rank, ((misses, value, _), trial) in enumerate(scored, start=1):
+            if trial.slug in kept:
+                continue
+            shown = f"{abs(value):,.4g}" + ("" if not misses else ", predicted to miss the SLA")
+            reasons[trial.slug] = (f"pruned by top-k {top_k}: rank {rank} of {len(scored)} on "
+                                   f"{gpu} by predicted {_WORDS[objective]} ({shown})")
+    return [t.model_copy(update={"pruned": reasons[t.slug]}) if t.slug in reasons else t
+            for t in trials]

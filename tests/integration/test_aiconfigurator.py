@@ -1,0 +1,93 @@
+"""aiconfigurator as the planner's predictor, for real: its own venv (scripts/setup-aic), one
+worker process per plan, no network. These fail (not skip) when .venv-aic is missing: the
+README's test command installs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evaluation.planning.aiconfigurator import PYTHON_ENV, unavailable_reason
+from evaluation.planning.fidelity import compare, mean_abs_error_pct, published_rows
+
+pytestmark = pytest.mark.integration
+
+ENGINESWEEP = [sys.executable, "-m", "flows.cli"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _installed() -> None:
+    reason = unavailable_reason()
+    assert reason is None, reason
+
+
+def _plan(*args: str, env: dict[str, str] | None = None, offline: bool = False) -> subprocess.CompletedProcess:
+    command = [*ENGINESWEEP, "plan", *args]
+    if offline:  # a network namespace with no interface but loopback down: nothing is reachable
+        assert shutil.which("unshare"), "unshare (util-linux) is needed for the no-network check"
+        command = ["unshare", "-rn", *command]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_plan_uses_aiconfigurator_where_it_covers_with_no_network():
+    done = _plan("llama-3.1-8b-h100", "--json", "--uncalibrated", offline=True)
+    assert done.returncode == 0, done.stderr
+    trials = {t["slug"]: t["predicted"] for t in json.loads(done.stdout)["trials"]}
+    by_source = {}
+    for slug, pred in trials.items():
+        by_source.setdefault(pred["source"], []).append(slug)
+    covered = by_source["predicted:aiconfigurator"]
+    # bf16/fp8 weights with 16-bit or FP8 KV at TP 1 and 2: 2 x 2 x 2.
+    assert len(covered) == 8 and all("int4_awq" not in s and "kv-int8" not in s for s in covered)
+    for slug in covered:
+        assert trials[slug]["source_version"].startswith("aiconfigurator 0.12.0 (core 0.12.0) / h100_sxm")
+        assert "trtllm 1.3.0rc20 / SILICON" in trials[slug]["source_version"]
+        assert any("PyTorch flow" in note for note in trials[slug]["notes"])
+        levels = trials[slug]["per_concurrency"]
+        assert [l["concurrency"] for l in levels] == [1, 8, 32, 128]
+        assert levels[-1]["itl_ms"] > levels[0]["itl_ms"] and levels[-1]["output_tok_s"] > levels[0]["output_tok_s"]
+    int8 = trials["llama-3.1-8b-instruct__fp8__kv-int8__tp1"]
+    assert int8["source"] == "predicted:roofline"
+    assert "aiconfigurator does not cover a int8 KV cache on h100_sxm" in int8["notes"][-1]
+    awq = trials["llama-3.1-8b-instruct__int4_awq__kv-auto__tp1"]
+    assert "int4_awq weights on h100_sxm (no measured kernels)" in awq["notes"][-1]
+    # Predictions differ from the roofline's: it is not a relabelled roofline.
+    roof = json.loads(_plan("llama-3.1-8b-h100", "--json", "--predictor", "roofline").stdout)
+    roof_tok = {t["slug"]: t["predicted"]["output_tok_s"] for t in roof["trials"]}
+    assert all(abs(trials[s]["output_tok_s"] - roof_tok[s]) > 1 for s in covered)
+
+
+def test_required_aiconfigurator_names_what_it_cannot_cover():
+    done = _plan("llama-3.1-8b-h100", "--predictor", "aiconfigurator")
+    assert done.returncode == 2
+    assert "planner.predictor is aiconfigurator but it does not cover:" in done.stderr
+    assert "llama-3.1-8b-instruct__int4_awq__kv-auto__tp1 (int4_awq weights on h100_sxm" in done.stderr
+
+
+def test_without_its_venv_the_plan_falls_back_to_the_roofline_and_says_so(tmp_path):
+    done = _plan("llama-3.1-8b-h100", env={PYTHON_ENV: str(tmp_path / "none" / "python")})
+    assert done.returncode == 0, done.stderr
+    assert "note: roofline only: aiconfigurator is not installed" in done.stdout
+
+
+def test_published_nvidia_rows_within_ten_percent():
+    """NVIDIA's perf-overview (trtllm-bench, ModelOpt FP8/NVFP4): Llama-3.1-8B FP8 1xH100 128/128
+    -> 28,312 tok/s and Llama-3.3-70B FP8 TP2 H100 2048/2048 -> 3,082 tok/s, and 78 other rows."""
+    results = {c.row.name: c for c in compare(published_rows(), predictor="aiconfigurator")}
+    assert all(c.error_pct is not None for c in results.values()), \
+        [c.note for c in results.values() if c.error_pct is None]
+    assert abs(results["llama-3.1-8b fp8 H100-SXM-80GB tp1 128/128"].error_pct) < 10
+    assert abs(results["llama-3.3-70b fp8 H100-SXM-80GB tp2 2048/2048"].error_pct) < 10
+    assert mean_abs_error_pct(list(results.values())) < 10
+    for row_name, comparison in sorted(results.items()):  # the report, in the test log
+        print(f"{row_name:52s} published {comparison.row.output_tok_s:8.0f}  "
+              f"predicted {comparison.predicted_tok_s:8.0f}  {comparison.error_pct:+6.1f}%")
+
