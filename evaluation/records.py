@@ -104,6 +104,7 @@ class TrialRecord(_Record):
     slug: str
     sweep: str
     stack: str
+    model: str | None = Field(default=None, description="The model architecture's name.")
     hardware: str = Field(description="What the measurements were taken on (`cpu` here).")
     status: Literal["ok", "failed"]
     error: str | None = None

@@ -106,6 +106,10 @@ class SweepTracker:
 
     def _params(self, run_id: str, record: TrialRecord) -> None:
         params = {**record.config, "stack": record.stack, "hardware": record.hardware}
+        if record.model:
+            params["model"] = record.model
+        if record.benchmark:
+            params["workload"] = f"{record.benchmark.isl}/{record.benchmark.osl}"
         if record.content_hash:
             params["content_hash"] = record.content_hash
         if record.bundle_dir:
@@ -191,7 +195,8 @@ def log_plan(tracking_uri: str, resolved: ResolvedSpec, plan: Plan) -> str:
     run_id = run.info.run_id
     params = {"gpus": ",".join(plan.gpus), "trials": len(plan.trials), "feasible": len(plan.feasible),
               "rejected": len(plan.rejected), "pruned": len(plan.pruned), "top_k": plan.top_k,
-              "to_build": len([t for t in plan.feasible if t.pruned is None]),
+              "kept": len([t for t in plan.feasible if t.pruned is None]),
+              "to_run": len(plan.to_run), "sweep_gpu": plan.sweep_gpu,
               "target_request_rate": plan.target_request_rate}
     for key, value in params.items():
         tracker.client.log_param(run_id, key, str(value))

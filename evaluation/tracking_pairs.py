@@ -4,26 +4,29 @@ Every FINISHED trial run of the experiment (tag `enginesweep.kind=trial`, status
 measured metrics (no prefix) and the plan's prediction (`pred_` prefix) stepped by concurrency;
 this pairs them level by level:
 
-    ttft_ms      <- pred_ttft_ms       vs ttft_p50_ms
-    itl_ms       <- pred_itl_ms        vs itl_p50_ms
+    ttft_ms      <- pred_ttft_ms       vs ttft_p99_ms
+    itl_ms       <- pred_itl_ms        vs itl_p99_ms
     output_tok_s <- pred_output_tok_s  vs output_tok_s
 
-A calibrated prediction (params `calibration.factor.<metric>`) is divided back to the raw one
-first, so factors always correct the raw predictor. Predictions are steady-state typical values, so they are compared with medians (p50); the SLA
-check then applies calibrated predictions to the p99 limits (stated in the plan's caption).
+TTFT and ITL are paired with the measured p99, because the SLA judges p99s: a calibrated
+prediction is then a p99 prediction, and the SLA verdict on it is no longer optimistic by the
+tail. A calibrated prediction (params `calibration.factor.<metric>`) is divided back to the raw
+one first, so factors always correct the raw predictor. Each pair carries the trial's model
+(param `model`), workload (`workload`, ISL/OSL) and the run's start time.
 The runtime version comes from the trial's `version.*` params: torch on the reference stack
 (its Python backend runs the model), tensorrt_llm on the GPU stacks.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from evaluation.planning.calibration import Pair
 
 PAIRED_METRICS = {
-    "ttft_ms": ("pred_ttft_ms", "ttft_p50_ms"),
-    "itl_ms": ("pred_itl_ms", "itl_p50_ms"),
+    "ttft_ms": ("pred_ttft_ms", "ttft_p99_ms"),
+    "itl_ms": ("pred_itl_ms", "itl_p99_ms"),
     "output_tok_s": ("pred_output_tok_s", "output_tok_s"),
 }
 RUNTIME_PARAM = {"reference": "version.torch", "trtllm-engine": "version.tensorrt_llm",
@@ -54,15 +57,18 @@ def read_pairs(client: Any, experiment: str) -> list[Pair]:
         undo = {metric: float(params.get(f"calibration.factor.{metric}", 1.0)) for metric in PAIRED_METRICS}
         stack = params.get("stack", "unknown")
         runtime = params.get(RUNTIME_PARAM.get(stack, ""), "unknown")
+        started = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc)
+        common = {"trial": tags.get("enginesweep.slug", run.info.run_name),
+                  "model": params.get("model", "unknown"), "workload": params.get("workload", "unknown"),
+                  "measured_at": started.isoformat(timespec="seconds"),
+                  "hardware": params.get("hardware", "unknown"), "stack": stack, "runtime": runtime,
+                  "predictor": predictor}
         for metric, (predicted_name, measured_name) in PAIRED_METRICS.items():
             predicted = _steps(client, run.info.run_id, predicted_name)
             measured = _steps(client, run.info.run_id, measured_name)
             for step in sorted(predicted.keys() & measured.keys()):
                 raw = predicted[step] / undo[metric]
                 if raw > 0 and measured[step] > 0:
-                    pairs.append(Pair(trial=tags.get("enginesweep.slug", run.info.run_name),
-                                      hardware=params.get("hardware", "unknown"), stack=stack,
-                                      runtime=runtime, predictor=predictor, metric=metric,
-                                      concurrency=step, predicted=raw,
+                    pairs.append(Pair(**common, metric=metric, concurrency=step, predicted=raw,
                                       measured=measured[step]))
     return pairs

@@ -1,7 +1,7 @@
 """`enginesweep calibrate`: the planner's closed loop.
 
 Reads every measured trial of the spec's MLflow experiment, pairs it with the plan's prediction,
-prints the error (MAPE) per hardware / stack / runtime version / predictor, fits correction
+prints the error (MAPE) per hardware / stack / runtime version / predictor / model, fits correction
 factors and stores them in `<workspace>/calibration.json`, where later `plan`, `size` and sweeps
 find them (their predictions are then labelled `+calibrated`). The fit is also logged to MLflow
 as a run of its own. Measurements are only read, never changed.
@@ -9,29 +9,38 @@ as a run of its own. Measurements are only read, never changed.
 
 from __future__ import annotations
 
+import re
+
 from rich.table import Table
 
 from build_configs.loading import SpecError, load_spec
-from evaluation.planning.calibration import STORE_NAME, CalibrationStore, GroupFit, fit
+from evaluation.planning.calibration import MIN_PAIRS, STORE_NAME, CalibrationStore, GroupFit, fit
 from flows.cli_common import ConfigArg, SetOpt, _fail, app, err, out
 
 
 def fit_table(fits: list[GroupFit]) -> Table:
     """One row per group and metric: pairs, MAPE before and after, the factor."""
     table = Table(title="Predicted vs measured (closed loop)",
-                  caption="MAPE = mean |pred - measured| / measured; 'after' is in-sample (optimistic); "
-                          "TTFT/ITL against measured p50")
-    for column in ("hardware", "stack", "runtime", "predictor", "metric", "trials", "pairs",
-                   "MAPE before %", "MAPE after %", "factor"):
-        table.add_column(column, justify="right" if column in ("trials", "pairs", "MAPE before %",
-                                                               "MAPE after %", "factor") else "left")
+                  caption=f"MAPE = mean |pred - measured| / measured; 'after' is in-sample (optimistic); "
+                          f"TTFT/ITL against the measured p99 (what the SLA judges); no factor below "
+                          f"{MIN_PAIRS} pairs")
+    numeric = ("trials", "pairs", "MAPE before %", "MAPE after %", "factor")
+    for column in ("hardware", "stack", "runtime", "predictor", "model", "workloads", "metric", *numeric):
+        table.add_column(column, justify="right" if column in numeric else "left", overflow="fold")
     for group in fits:
-        for metric in sorted(group.factors):
-            table.add_row(group.hardware, group.stack, group.runtime, group.predictor, metric,
-                          str(group.trials), str(group.pairs[metric]),
-                          f"{group.mape_before_pct[metric]:.1f}", f"{group.mape_after_pct[metric]:.1f}",
-                          f"{group.factors[metric]:.3f}")
+        for metric in sorted(group.pairs):
+            fitted = metric in group.factors
+            table.add_row(group.hardware, group.stack, group.runtime, group.predictor, group.model,
+                          ", ".join(group.workloads), metric, str(group.trials), str(group.pairs[metric]),
+                          f"{group.mape_before_pct[metric]:.1f}",
+                          f"{group.mape_after_pct[metric]:.1f}" if fitted else "-",
+                          f"{group.factors[metric]:.3f}" if fitted else "too few pairs")
     return table
+
+
+def _metric_name(*parts: str) -> str:
+    """An MLflow metric name (letters, digits, '_', '-', '.', '/', ' ') from free-form parts."""
+    return ".".join(re.sub(r"[^A-Za-z0-9_./ -]", "_", part) for part in parts)
 
 
 @app.command()
@@ -60,14 +69,19 @@ def calibrate(config: ConfigArg, set_: SetOpt = None) -> None:
     fits = fit(pairs)
     out.print(fit_table(fits))
     path = spec.workspace / STORE_NAME
-    CalibrationStore.load(path).update(fits).save(path)
+    CalibrationStore.load(path).update([f for f in fits if f.factors]).save(path)
     run = client.create_run(client.get_experiment_by_name(spec.tracking.experiment).experiment_id,
                             run_name="calibration", tags={"enginesweep.kind": "calibration"})
     for group in fits:
-        for metric in group.factors:
-            prefix = f"{group.hardware}.{group.stack}.{metric}".replace("/", "_")
-            client.log_metric(run.info.run_id, f"calib_mape_before_pct.{prefix}", group.mape_before_pct[metric])
-            client.log_metric(run.info.run_id, f"calib_factor.{prefix}", group.factors[metric])
+        key = (group.hardware, group.stack, group.runtime, group.predictor, group.model)
+        for metric in group.pairs:
+            client.log_metric(run.info.run_id, _metric_name("calib_mape_before_pct", *key, metric),
+                              group.mape_before_pct[metric])
+            client.log_metric(run.info.run_id, _metric_name("calib_pairs", *key, metric), group.pairs[metric])
+        for metric, factor in group.factors.items():
+            client.log_metric(run.info.run_id, _metric_name("calib_factor", *key, metric), factor)
+            client.log_metric(run.info.run_id, _metric_name("calib_mape_after_pct", *key, metric),
+                              group.mape_after_pct[metric])
     client.log_text(run.info.run_id, CalibrationStore(groups=fits).model_dump_json(indent=2), STORE_NAME)
     client.set_terminated(run.info.run_id)
     err.print(f"factors saved to {path} (used by later plans; --uncalibrated ignores them)",

@@ -46,8 +46,14 @@ GpuListOpt = Annotated[Optional[str], typer.Option(
 TopKOpt = Annotated[Optional[int], typer.Option(
     "--top-k", min=1, help="Keep the K best feasible trials per GPU by the predicted objective "
                            "(plus the unquantized baseline); show what was pruned and why.")]
+def _positive(value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise typer.BadParameter("must be a positive number of requests/s")
+    return value
+
+
 RpsOpt = Annotated[Optional[float], typer.Option(
-    "--target-rps", min=0.0, help="Size replicas, GPUs and $/hour for this many requests/s.")]
+    "--target-rps", callback=_positive, help="Size replicas, GPUs and $/hour for this many requests/s.")]
 PredictorOpt = Annotated[Optional[Predictor], typer.Option(
     "--predictor", help="auto: aiconfigurator where it covers a trial, roofline elsewhere.")]
 CalibratedOpt = Annotated[Optional[bool], typer.Option(
@@ -79,8 +85,6 @@ def plan_for(config: str, set_: list[str] | None, gpu: str | None, *, top_k: int
         resolved = load_spec(config, overrides)
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    if target_rps is not None and target_rps <= 0:
-        raise _fail("--target-rps: must be positive")
     try:
         result = expand(resolved, top_k=top_k, target_request_rate=target_rps, predictor=predictor,
                         calibrated=calibrated)

@@ -21,7 +21,7 @@ from build_configs.schema import Objective, Stack
 from evaluation.planning import expand
 from evaluation.planning.adhoc import adhoc_spec
 from evaluation.planning.predictors import PredictorError
-from evaluation.reports.plan_tables import plan_report, size_report
+from evaluation.reports.plan_tables import plan_report, size_table
 from flows.cli_common import JsonOpt, _fail, app, out
 from flows.cli_plan import CalibratedOpt, PredictorOpt, RpsOpt, TopKOpt, gpu_list
 
@@ -96,6 +96,9 @@ def size(
     except ArchitectureError as exc:
         raise _fail(f"--model: {exc}") from None
     names = gpu_list(gpu)
+    if usd_per_gpu_hour is not None and len(names) > 1:
+        raise _fail("--usd-per-gpu-hour: one price is for one GPU; with several --gpu use the "
+                    "catalog prices, or a spec file with a target.usd_per_gpu_hour mapping")
     tps, pps = _ints("--tp", tp), _ints("--pp", pp)
     levels = _ints("--concurrency", concurrency)
     try:
@@ -117,6 +120,10 @@ def size(
     if json_:
         sys.stdout.write((plan.trials[0] if single else plan).model_dump_json(indent=2) + "\n")
         return
-    renderables = size_report(plan.trials[0]) if single else plan_report(plan, objective)
-    for renderable in renderables:
-        out.print(renderable)
+    if single:
+        out.print(size_table(plan.trials[0]))
+        for note in plan.notes:
+            out.print(f"note: {note}", highlight=False)
+    else:
+        for renderable in plan_report(plan, objective):
+            out.print(renderable)

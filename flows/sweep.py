@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from build_configs.loading import ResolvedSpec, load_spec
 from engines.registry import Promotion, promote
-from evaluation.planning import Plan, expand
+from evaluation.planning import Plan, PlannedTrial, expand
 from evaluation.records import TrialRecord
 from evaluation.reports.plan_tables import plan_report_text
 from evaluation.selection import Selection, select
@@ -62,10 +62,11 @@ def fetch_task(resolved: ResolvedSpec) -> tuple[Path, dict]:
 
 
 @_task(task_run_name="trial-{slug}")
-def trial_task(resolved: ResolvedSpec, slug: str, checkpoint: tuple[Path, dict]) -> TrialRecord:
+def trial_task(resolved: ResolvedSpec, slug: str, checkpoint: tuple[Path, dict],
+               planned: PlannedTrial) -> TrialRecord:
     logger = get_run_logger()
     try:
-        return run_trial(resolved, slug, log=logger.info, checkpoint=checkpoint)
+        return run_trial(resolved, slug, log=logger.info, checkpoint=checkpoint, planned=planned)
     except Exception as exc:  # noqa: BLE001 - recorded in record.json by run_trial; the sweep goes on
         logger.error(f"trial {slug} failed: {type(exc).__name__}: {exc}")
         path = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / slug / "record.json"
@@ -118,7 +119,7 @@ def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
         checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
         records, runs = [], {}
         for planned in plan.to_run:  # feasible, not pruned, on the GPU this sweep runs on
-            record = trial_task(resolved, planned.slug, checkpoint)
+            record = trial_task(resolved, planned.slug, checkpoint, planned)
             records.append(record)
             runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved)
         selection = select_task(records, resolved)

@@ -113,17 +113,22 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
 
 
 def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] = print,
-              checkpoint: tuple[Path, dict[str, Any]] | None = None) -> TrialRecord:
+              checkpoint: tuple[Path, dict[str, Any]] | None = None,
+              planned: PlannedTrial | None = None) -> TrialRecord:
     """Run one trial of the spec for real and return (and save) its record. `checkpoint` is the
-    result of `checkpoint_source` when the caller already fetched it (a sweep does, once)."""
+    result of `checkpoint_source` when the caller already fetched it (a sweep does, once);
+    `planned` is the trial of the plan the caller logged (a sweep's), so the record carries that
+    very prediction; without it the spec is planned again."""
     spec = resolved.spec
-    planned = find_trial(resolved, slug)
+    if planned is None or planned.slug != slug:
+        planned = find_trial(resolved, slug)
     stack = get_stack(spec.stack.value)
     workspace = spec.workspace.resolve()
     trial_dir = workspace / "sweeps" / spec.name / slug
     trial_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    record = TrialRecord(slug=slug, sweep=spec.name, stack=stack.name, hardware=HARDWARE,
+    record = TrialRecord(slug=slug, sweep=spec.name, stack=stack.name,
+                         model=resolved.architecture.name, hardware=HARDWARE,
                          status="failed", config=planned.config.model_dump(mode="json"),
                          predicted=planned.predicted.model_dump(mode="json") if planned.predicted else None)
     try:

@@ -2,8 +2,9 @@
 factors, and let later plans use them (labelled `+calibrated`).
 
 A `Pair` is one predicted and one measured value of one metric at one concurrency level of one
-trial. Pairs are grouped by what changes the error's nature: hardware, stack, runtime version and
-predictor. For each group and metric:
+trial. Pairs are grouped by what changes the error's nature: hardware, stack, runtime version,
+predictor and model. For each group and metric with at least `MIN_PAIRS` pairs (fewer are
+reported, not fitted):
 
 * MAPE = mean(|predicted - measured| / measured) * 100;
 * factor = exp(median(log(measured / predicted))): the multiplicative correction, robust to a
@@ -30,6 +31,8 @@ from evaluation.planning.prediction import CALIBRATED_METRICS
 from evaluation.planning.records import Calibration
 
 STORE_NAME = "calibration.json"
+MIN_PAIRS = 3
+"""Fewer pairs than this for a metric: no factor (one pair would fit itself to 0% error)."""
 
 
 class Pair(BaseModel):
@@ -38,6 +41,9 @@ class Pair(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     trial: str
+    model: str
+    measured_at: str = Field(description="ISO time the trial's run started (newest wins).")
+    workload: str = Field(description="ISL/OSL of the benchmark, e.g. 1024/256.")
     hardware: str
     stack: str
     runtime: str
@@ -57,6 +63,9 @@ class GroupFit(BaseModel):
     stack: str
     runtime: str
     predictor: str
+    model: str
+    workloads: list[str]
+    last_measured_at: str
     trials: int
     pairs: dict[str, int]
     mape_before_pct: dict[str, float]
@@ -66,11 +75,12 @@ class GroupFit(BaseModel):
 
     @property
     def key(self) -> str:
-        return f"{self.hardware}/{self.stack}/{self.runtime}/{self.predictor}"
+        return f"{self.hardware}/{self.stack}/{self.runtime}/{self.predictor}/{self.model}"
 
     def calibration(self) -> Calibration:
         return Calibration(key=self.key, factors=self.factors, trials=self.trials,
-                           mape_before_pct=self.mape_before_pct, mape_after_pct=self.mape_after_pct)
+                           mape_before_pct={m: self.mape_before_pct[m] for m in self.factors},
+                           mape_after_pct=self.mape_after_pct)
 
 
 def mape(pairs: Iterable[tuple[float, float]], factor: float = 1.0) -> float:
@@ -89,23 +99,27 @@ def fit_factor(pairs: Sequence[tuple[float, float]]) -> float:
 
 
 def fit(pairs: Sequence[Pair], *, now: datetime | None = None) -> list[GroupFit]:
-    """One `GroupFit` per (hardware, stack, runtime, predictor), metrics as found in `pairs`."""
+    """One `GroupFit` per (hardware, stack, runtime, predictor, model); a metric gets a factor
+    only with at least MIN_PAIRS pairs (its MAPE is reported either way)."""
     stamp = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    groups: dict[tuple[str, str, str, str], list[Pair]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str, str], list[Pair]] = defaultdict(list)
     for pair in pairs:
-        groups[(pair.hardware, pair.stack, pair.runtime, pair.predictor)].append(pair)
+        groups[(pair.hardware, pair.stack, pair.runtime, pair.predictor, pair.model)].append(pair)
     fits = []
-    for (hardware, stack, runtime, predictor), members in sorted(groups.items()):
+    for (hardware, stack, runtime, predictor, model), members in sorted(groups.items()):
         by_metric: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for pair in members:
             by_metric[pair.metric].append((pair.predicted, pair.measured))
-        factors = {metric: fit_factor(values) for metric, values in by_metric.items()}
+        factors = {metric: fit_factor(values) for metric, values in by_metric.items()
+                   if len(values) >= MIN_PAIRS}
         fits.append(GroupFit(
-            hardware=hardware, stack=stack, runtime=runtime, predictor=predictor,
+            hardware=hardware, stack=stack, runtime=runtime, predictor=predictor, model=model,
+            workloads=sorted({pair.workload for pair in members}),
+            last_measured_at=max(pair.measured_at for pair in members),
             trials=len({pair.trial for pair in members}),
             pairs={metric: len(values) for metric, values in by_metric.items()},
             mape_before_pct={metric: mape(values) for metric, values in by_metric.items()},
-            mape_after_pct={metric: mape(values, factors[metric]) for metric, values in by_metric.items()},
+            mape_after_pct={metric: mape(by_metric[metric], factor) for metric, factor in factors.items()},
             factors=factors, fitted_at=stamp,
         ))
     return fits
@@ -137,11 +151,12 @@ class CalibrationStore(BaseModel):
         keys = {fit.key for fit in fits}
         return CalibrationStore(groups=[g for g in self.groups if g.key not in keys] + list(fits))
 
-    def lookup(self, hardware: str, stack: str, predictor: str) -> GroupFit | None:
-        """The newest fit for this hardware, stack and base predictor (any runtime version:
-        plans do not know the runtime a trial will be measured with; the key says which)."""
+    def lookup(self, hardware: str, stack: str, predictor: str, model: str) -> GroupFit | None:
+        """The fit for this hardware, stack, base predictor and model whose measurements are the
+        newest (plans do not know the runtime version a trial will run with: the most recently
+        measured one is the best guess, and the key names it)."""
         base = predictor.removesuffix("+calibrated")
         found = [g for g in self.groups
-                 if (g.hardware, g.stack, g.predictor) == (hardware, stack, base)
+                 if (g.hardware, g.stack, g.predictor, g.model) == (hardware, stack, base, model)
                  and set(g.factors) & set(CALIBRATED_METRICS)]
-        return max(found, key=lambda g: g.fitted_at) if found else None
+        return max(found, key=lambda g: (g.last_measured_at, g.fitted_at)) if found else None

@@ -108,7 +108,8 @@ def compare(rows: Sequence[PublishedRow], *, predictor: str, max_batch_size: int
     requests, gaps = [], {}
     for row, (resolved, trial) in zip(rows, planned):
         gap = (aic.coverage_gap(resolved.architecture, get_gpu(row.gpu), trial.config,
-                                resolved.spec.stack) if trial.feasible else "; ".join(trial.reasons))
+                                resolved.spec.stack, row.osl) if trial.feasible
+               else "; ".join(trial.reasons))
         if gap:
             gaps[trial.slug] = gap
         else:

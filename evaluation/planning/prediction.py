@@ -5,9 +5,9 @@ One assembly for every source, so the roofline, aiconfigurator and calibrated pr
 the same questions the same way:
 
 * request_rate at a level = output_tok_s / OSL (every request emits OSL tokens);
-* a level meets the SLA when its predicted TTFT and ITL are within the SLA's p99 limits (the
-  predictors give steady-state means, so this is optimistic by the p99/mean spread; calibration
-  against measured p99s closes that gap);
+* a level meets the SLA when its predicted TTFT and ITL are within the SLA's p99 limits (raw
+  predictors give steady-state typical values, so this is optimistic by the p99/typical spread;
+  calibration fits TTFT and ITL against measured p99s, which closes that gap);
 * the SLA operating point is the highest workload concurrency that meets it; cost at the SLA is
   computed from the throughput there, never from peak throughput;
 * replicas for R requests/s = ceil(R / goodput at the operating point).
@@ -31,7 +31,9 @@ CALIBRATED_METRICS = ("ttft_ms", "itl_ms", "output_tok_s")
 
 
 def usd_per_1m_tokens(gpus: int, usd_per_gpu_hour: float, tok_s: float) -> float:
-    """Dollars per million output tokens at a sustained `tok_s`."""
+    """Dollars per million output tokens at a sustained `tok_s` (which must be positive)."""
+    if tok_s <= 0:
+        raise ValueError(f"cannot price a throughput of {tok_s} tok/s")
     return gpus * usd_per_gpu_hour / (tok_s * 3600) * 1e6
 
 
@@ -78,7 +80,10 @@ def assemble(*, source: str, source_version: str, hardware: str, gpus: int,
 def rescale(pred: Prediction, calibration: Calibration, *, sla: SLA, osl: int, gpus: int,
             usd_per_gpu_hour: float) -> Prediction:
     """`pred` with every TTFT, ITL and throughput multiplied by the calibration's factors,
-    re-judged against the SLA and labelled `+calibrated`."""
+    re-judged against the SLA and labelled `+calibrated`. Only a raw prediction can be rescaled:
+    factors are fitted against raw predictions, so applying them twice would compound."""
+    if pred.calibration is not None:
+        raise ValueError(f"the prediction is already calibrated ({pred.calibration.key})")
     factor = {metric: calibration.factors.get(metric, 1.0) for metric in CALIBRATED_METRICS}
 
     def scaled(lvl: ConcurrencyPrediction) -> ConcurrencyPrediction:
@@ -95,7 +100,7 @@ def rescale(pred: Prediction, calibration: Calibration, *, sla: SLA, osl: int, g
     return assemble(source=f"{base}+calibrated", source_version=pred.source_version,
                     hardware=pred.hardware, gpus=gpus, usd_per_gpu_hour=usd_per_gpu_hour,
                     lone=lone, saturated=saturated, levels=[scaled(l) for l in pred.per_concurrency],
-                    notes=[*pred.notes, f"calibrated for {calibration.key} from "
+                    notes=[*pred.notes, f"calibrated with factors fitted for {calibration.key} on "
                                         f"{calibration.trials} measured trial(s)"],
                     calibration=calibration)
 

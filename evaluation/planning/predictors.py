@@ -47,10 +47,11 @@ def _aiconfigurator(trials: list[PlannedTrial], resolved: ResolvedSpec, *, requi
     if unavailable:
         if required:
             raise PredictorError(f"planner.predictor is aiconfigurator but {unavailable}")
-        return trials, [f"roofline only: {unavailable}"]
+        return [_note(t, f"roofline: {unavailable}") for t in trials], [f"roofline only: {unavailable}"]
     requests, uncovered = [], {}
     for trial in feasible:
-        why = aic.coverage_gap(resolved.architecture, get_gpu(trial.gpu), trial.config, spec.stack)
+        why = aic.coverage_gap(resolved.architecture, get_gpu(trial.gpu), trial.config, spec.stack,
+                               spec.workload.osl.mean)
         if why:
             uncovered[trial.slug] = why
         else:
@@ -99,7 +100,7 @@ def _calibrated(trial: PlannedTrial, resolved: ResolvedSpec, store: CalibrationS
     pred = trial.predicted
     if pred is None:
         return trial
-    found = store.lookup(trial.gpu, resolved.spec.stack.value, pred.source)
+    found = store.lookup(trial.gpu, resolved.spec.stack.value, pred.source, resolved.architecture.name)
     if found is None:
         return trial
     gpu = get_gpu(trial.gpu)

@@ -11,7 +11,7 @@ Ties break on the slug, so the same plan always prunes the same trials.
 from __future__ import annotations
 
 from itertools import groupby
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from build_configs.quant import KVCacheFormat, QuantFormat
 from build_configs.schema import Objective
@@ -19,14 +19,23 @@ from evaluation.planning.records import PlannedTrial, Prediction
 
 _WORDS = {
     Objective.MIN_COST_PER_1M_TOKENS: "$ per 1M output tokens",
-    Objective.MAX_GOODPUT_PER_GPU: "goodput req/s per GPU",
+    Objective.MAX_GOODPUT_PER_GPU: "goodput per GPU",
     Objective.MAX_THROUGHPUT: "output tok/s",
-    Objective.MIN_TTFT: "TTFT ms",
+    Objective.MIN_TTFT: "TTFT",
 }
 
 
-def predicted_objective(trial: PlannedTrial, objective: Objective) -> tuple[bool, float] | None:
-    """(meets the SLA somewhere, value to minimise) of a feasible trial; None if not predicted."""
+class Score(NamedTuple):
+    """A trial's predicted objective: sorts best first (SLA met, then value ascending)."""
+
+    misses_sla: bool
+    value: float
+    shown: str
+
+
+def predicted_objective(trial: PlannedTrial, objective: Objective) -> Score | None:
+    """The predicted objective of a feasible trial, at the SLA operating point (or, when no level
+    meets the SLA or there is none, at saturation), with its unit and where it was read."""
     pred: Prediction | None = trial.predicted
     if pred is None:
         return None
@@ -36,19 +45,28 @@ def predicted_objective(trial: PlannedTrial, objective: Objective) -> tuple[bool
     if at_sla:
         point = next(l for l in pred.per_concurrency
                      if l.concurrency == pred.max_concurrency_meeting_sla)
-        cost, per_gpu, tok_s, ttft = (pred.usd_per_1m_output_tokens_at_sla, point.request_rate / gpus,
-                                      point.output_tok_s, point.ttft_ms)
+        where = f"at the SLA, c={point.concurrency}"
+        values = {
+            Objective.MIN_COST_PER_1M_TOKENS: (pred.usd_per_1m_output_tokens_at_sla or 0.0,
+                                               f"${pred.usd_per_1m_output_tokens_at_sla:,.4f} per 1M output tokens"),
+            Objective.MAX_GOODPUT_PER_GPU: (-point.request_rate / gpus,
+                                            f"{point.request_rate / gpus:,.3f} req/s per GPU"),
+            Objective.MAX_THROUGHPUT: (-point.output_tok_s, f"{point.output_tok_s:,.0f} output tok/s"),
+            Objective.MIN_TTFT: (point.ttft_ms, f"TTFT {point.ttft_ms:,.1f} ms"),
+        }
     else:
         # Every trial of a sweep has the same OSL, so tok/s per GPU ranks like req/s per GPU.
-        cost, per_gpu, tok_s, ttft = (pred.usd_per_1m_output_tokens, pred.output_tok_s_per_gpu,
-                                      pred.output_tok_s, pred.ttft_ms)
-    value = {
-        Objective.MIN_COST_PER_1M_TOKENS: cost,
-        Objective.MAX_GOODPUT_PER_GPU: -per_gpu,
-        Objective.MAX_THROUGHPUT: -tok_s,
-        Objective.MIN_TTFT: ttft,
-    }[objective]
-    return (at_sla or no_sla, float(value or 0.0))
+        where = "at saturation" + ("" if no_sla else ", SLA missed at every workload concurrency")
+        values = {
+            Objective.MIN_COST_PER_1M_TOKENS: (pred.usd_per_1m_output_tokens,
+                                               f"${pred.usd_per_1m_output_tokens:,.4f} per 1M output tokens"),
+            Objective.MAX_GOODPUT_PER_GPU: (-pred.output_tok_s_per_gpu,
+                                            f"{pred.output_tok_s_per_gpu:,.0f} output tok/s per GPU"),
+            Objective.MAX_THROUGHPUT: (-pred.output_tok_s, f"{pred.output_tok_s:,.0f} output tok/s"),
+            Objective.MIN_TTFT: (pred.ttft_ms, f"TTFT {pred.ttft_ms:,.1f} ms (lone request)"),
+        }
+    value, text = values[objective]
+    return Score(misses_sla=not (at_sla or no_sla), value=float(value), shown=f"{where}: {text}")
 
 
 def is_baseline(trial: PlannedTrial) -> bool:
@@ -67,17 +85,15 @@ def prune(trials: Sequence[PlannedTrial], top_k: int, objective: Objective) -> l
         for trial in group:
             score = predicted_objective(trial, objective)
             if score is not None:
-                scored.append(((not score[0], score[1], trial.slug), trial))
-        scored.sort(key=lambda item: item[0])
+                scored.append((score, trial))
+        scored.sort(key=lambda item: (item[0].misses_sla, item[0].value, item[1].slug))
         kept = {trial.slug for _, trial in scored[:top_k]}
         baselines = [trial for _, trial in scored if is_baseline(trial)]
         if baselines and not kept & {b.slug for b in baselines}:
             kept.add(baselines[0].slug)  # accuracy needs its reference, whatever its rank
-        for rank, ((misses, value, _), trial) in enumerate(scored, start=1):
-            if trial.slug in kept:
-                continue
-            shown = f"{abs(value):,.4g}" + ("" if not misses else ", predicted to miss the SLA")
-            reasons[trial.slug] = (f"pruned by top-k {top_k}: rank {rank} of {len(scored)} on "
-                                   f"{gpu} by predicted {_WORDS[objective]} ({shown})")
+        for rank, (score, trial) in enumerate(scored, start=1):
+            if trial.slug not in kept:
+                reasons[trial.slug] = (f"pruned by top-k {top_k}: rank {rank} of {len(scored)} on "
+                                       f"{gpu} by predicted {_WORDS[objective]} ({score.shown})")
     return [t.model_copy(update={"pruned": reasons[t.slug]}) if t.slug in reasons else t
             for t in trials]

@@ -11,12 +11,16 @@ F = dense TFLOP/s of the format's compute dtype, BW = memory bandwidth, tp/pp = 
 * One decode round for B sequences at context C (memory-bound): each stage reads its weights once
   per micro-batch and the KV of its layers, so t = (W/tp + B*C*KV/(tp*pp)) / (BW * BW_EFF), or the
   compute time 2*P*B/(tp*pp) / (F * MFU) if larger, plus 2*L all-reduces of (B/pp)*H*2 bytes.
-  ITL = that round time at C = ISL + OSL/2.
+  Taken at C = ISL + OSL/2.
 * All-reduce (ring) of S bytes: 2*(tp-1)/tp * S / link_bandwidth + link latency.
-* TTFT at concurrency c = prefill + one decode round of the running batch, plus whole request
-  times of queueing when c exceeds the sequences the KV cache holds.
-* Throughput at B in flight: B*OSL / (B * prefill_compute(ISL) + OSL * round(B)).
-  Saturated: B = max_concurrent_sequences (the KV / max_batch_size limit).
+* In steady state with B in flight, one cycle in which every sequence emits OSL tokens takes
+  T = B * prefill_compute(ISL) + OSL * round(B): the other B-1 requests' prefills interrupt each
+  sequence's decoding. So ITL = round(B) + (B-1) * prefill_compute(ISL) / OSL, and a request's
+  latency TTFT + (OSL-1) * ITL ~ T, consistent with the throughput by Little's law.
+* TTFT at concurrency c = prefill + one decode round of the running batch, plus whole cycles T of
+  queueing when c exceeds the sequences the KV cache holds.
+* Throughput at B in flight: B*OSL / T. Saturated: B = max_concurrent_sequences (the KV /
+  max_batch_size limit).
 * Cost: $/1M output tokens = GPUs * $/GPU-hour / (tok/s * 3600) * 1e6.
 """
 
@@ -99,7 +103,7 @@ class Deployment:
         return max(memory, compute) + comm + hops
 
 
-ROOFLINE_VERSION = f"roofline-1 (MFU {MFU}, BW_EFF {BW_EFF}, runtime reserve 1.5 GiB)"
+ROOFLINE_VERSION = f"roofline-2 (MFU {MFU}, BW_EFF {BW_EFF}, runtime reserve 1.5 GiB)"
 
 
 def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: int
@@ -107,13 +111,15 @@ def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: 
     isl, osl = workload.isl.mean, workload.osl.mean
     in_flight = max(1, min(concurrency, dep.mem.max_concurrent_sequences))
     round_s = dep.decode_round_s(in_flight, isl + osl / 2)
+    prefill_c = dep.prefill_compute_s(isl)
+    cycle_s = in_flight * prefill_c + osl * round_s
+    itl_s = round_s + (in_flight - 1) * prefill_c / osl  # the others' prefills stall decoding
     ttft_s = dep.prefill_s(isl) + round_s
     waves = math.ceil(concurrency / in_flight)
-    if waves > 1:  # the KV cache cannot hold them all: later requests queue for whole requests
-        ttft_s += (waves - 1) * (dep.prefill_s(isl) + osl * round_s)
-    tok_s = in_flight * osl / (in_flight * dep.prefill_compute_s(isl) + osl * round_s)
+    if waves > 1:  # the KV cache cannot hold them all: later requests queue for whole cycles
+        ttft_s += (waves - 1) * cycle_s
     return level(concurrency=concurrency, in_flight=in_flight, ttft_ms=ttft_s * 1e3,
-                 itl_ms=round_s * 1e3, output_tok_s=tok_s, osl=osl, sla=sla)
+                 itl_ms=itl_s * 1e3, output_tok_s=in_flight * osl / cycle_s, osl=osl, sla=sla)
 
 
 def predict(dep: Deployment, workload: Workload, sla: SLA, usd_per_gpu_hour: float) -> Prediction:

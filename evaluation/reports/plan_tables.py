@@ -47,11 +47,16 @@ def plan_table(plan: Plan) -> Table:
     """One row per trial: memory, predictions, and the reason for each rejection or pruning."""
     kept = len([t for t in plan.feasible if t.pruned is None])
     pruned = f", {len(plan.pruned)} pruned by top-k {plan.top_k}" if plan.top_k else ""
+    builds = (f"; a sweep builds the {len(plan.to_run)} on {plan.sweep_gpu}"
+              if len(plan.gpus) > 1 and plan.sweep_gpu else
+              "; a sweep builds none until target.run_on names this machine's GPU"
+              if len(plan.gpus) > 1 else "")
     table = Table(
-        title=f"{plan.sweep}: {kept} to build, {len(plan.rejected)} rejected{pruned} "
-              f"({plan.architecture} on {', '.join(plan.gpus)})",
+        title=f"{plan.sweep}: {kept} kept, {len(plan.rejected)} rejected{pruned} "
+              f"({plan.architecture} on {', '.join(plan.gpus)}){builds}",
         caption="pred = predicted (src says by what), not measured; GB = 1e9 bytes; KV seqs at "
-                "ISL+OSL; SLA c = highest workload concurrency predicted to meet the SLA"
+                "ISL+OSL; SLA c = highest workload concurrency predicted to meet the SLA (raw TTFT/ITL "
+                "are typical values, optimistic against p99 limits; +cal ones are fitted to measured p99s)"
                 + ("; cpu target: predictions are order-of-magnitude only" if "cpu" in plan.gpus else ""),
     )
     for column in ("trial", "weights GB/GPU", "KV tokens", "KV seqs", "src", "pred TTFT ms",
@@ -78,29 +83,37 @@ def plan_table(plan: Plan) -> Table:
 
 
 def gpu_comparison_table(plan: Plan, objective: Objective) -> Table:
-    """Per GPU, its best feasible trial by the predicted objective, side by side."""
-    table = Table(title="GPUs side by side: the best trial on each (predicted)",
-                  caption="$/1M at SLA = from throughput at the SLA operating point, not peak")
+    """Per listed GPU, its best feasible trial by the predicted objective, side by side."""
+    best_by_gpu: dict[str, PlannedTrial | None] = {}
+    for gpu in plan.gpus:
+        scored = [(predicted_objective(t, objective), t) for t in plan.feasible if t.gpu == gpu]
+        scored = [(score, t) for score, t in scored if score is not None]
+        best_by_gpu[gpu] = min(scored, key=lambda item: (item[0].misses_sla, item[0].value,
+                                                         item[1].slug))[1] if scored else None
+    sources = {t.predicted.source for t in best_by_gpu.values() if t and t.predicted}
+    caption = "$/1M at SLA = from throughput at the SLA operating point, not peak"
+    if len(sources) > 1:
+        caption += ("; rows come from different predictors (see src): the roofline's error is far "
+                    "larger (docs/planner-fidelity.md)")
+    table = Table(title="GPUs side by side: the best trial on each (predicted)", caption=caption)
     for column in ("GPU", "best trial", "src", "GPUs", "pred SLA c", "pred tok/s/GPU @SLA",
                    "pred $/1M tok @SLA", "pred $/1M tok peak", "$/GPU-h"):
         table.add_column(column, justify="left" if column in ("GPU", "best trial", "src") else "right",
                          overflow="fold")
-    rows: list[tuple[Any, ...]] = []
-    for gpu, group in groupby(plan.feasible, key=lambda t: t.gpu):
-        scored = [(predicted_objective(t, objective), t) for t in group]
-        scored = [(score, t) for score, t in scored if score is not None]
-        if not scored:
-            rows.append(((True, float("inf")), gpu, None))
-            continue
-        score, best = min(scored, key=lambda item: (not item[0][0], item[0][1], item[1].slug))
-        rows.append(((not score[0], score[1]), gpu, best))
-    for _, gpu, best in sorted(rows, key=lambda row: row[0]):
+
+    def order(gpu: str) -> tuple:
+        best = best_by_gpu[gpu]
+        score = predicted_objective(best, objective) if best else None
+        return (score is None, score.misses_sla if score else True, score.value if score else 0.0, gpu)
+
+    for gpu in sorted(plan.gpus, key=order):
+        best = best_by_gpu[gpu]
         if best is None or best.predicted is None:
-            table.add_row(gpu, "no feasible trial", "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(gpu, "no feasible trial", "-", "-", "-", "-", "-", "-", "-", style="dim")
             continue
         pred, gpus = best.predicted, best.config.world_size
         at_sla = (pred.output_tok_s_at_sla / gpus) if pred.output_tok_s_at_sla else None
-        price = pred.usd_per_1m_output_tokens * pred.output_tok_s / (gpus * 1e6 / 3600)
+        price = pred.usd_per_1m_output_tokens * pred.output_tok_s * 3600 / (gpus * 1e6)
         table.add_row(gpu, best.slug, source_tag(pred), str(gpus),
                       str(pred.max_concurrency_meeting_sla or "none"),
                       "-" if at_sla is None else f"{at_sla:,.0f}",
@@ -120,11 +133,12 @@ def capacity_table(plan: Plan) -> Table:
                          overflow="fold")
     for trial in plan.feasible:
         cap, pred = trial.capacity, trial.predicted
+        name = trial.slug + (" (pruned)" if trial.pruned else "")
         if cap is None:
-            table.add_row(trial.slug, source_tag(pred), "none", "-", "-", "-", "-",
+            table.add_row(name, source_tag(pred), "none", "-", "-", "-", "-",
                           "SLA not met at any workload concurrency", style="dim")
             continue
-        table.add_row(trial.slug, source_tag(pred), str(cap.max_concurrency_meeting_sla),
+        table.add_row(name, source_tag(pred), str(cap.max_concurrency_meeting_sla),
                       f"{cap.goodput_req_s_per_replica:,.2f}", str(cap.replicas),
                       str(cap.total_gpus), f"{cap.usd_per_hour:,.2f}",
                       f"{cap.usd_per_1m_output_tokens:.3f}")
@@ -201,7 +215,3 @@ def size_table(trial: PlannedTrial) -> Table:
         table.add_row(label, value)
     return table
 
-
-def size_report(trial: PlannedTrial) -> list[Any]:
-    """Everything `size` prints for one configuration."""
-    return [size_table(trial)]

@@ -91,3 +91,25 @@ def test_published_nvidia_rows_within_ten_percent():
         print(f"{row_name:52s} published {comparison.row.output_tok_s:8.0f}  "
               f"predicted {comparison.predicted_tok_s:8.0f}  {comparison.error_pct:+6.1f}%")
 
+
+
+def test_calibration_applies_to_aiconfigurator_predictions_too(tmp_path):
+    from evaluation.planning.calibration import STORE_NAME, CalibrationStore, Pair, fit
+
+    pairs = [Pair(trial=f"t{i}", model="Llama-3.1-8B", workload="1024/256",
+                  measured_at="2026-11-26T00:00:00+00:00", hardware="H100-SXM-80GB",
+                  stack="trtllm-engine", runtime="1.2.0", predictor="predicted:aiconfigurator",
+                  metric="itl_ms", concurrency=8, predicted=10.0, measured=12.0) for i in range(3)]
+    CalibrationStore().update(fit(pairs)).save(tmp_path / STORE_NAME)
+    args = ("llama-3.1-8b-h100", "--json", "--set", f"workspace={tmp_path}")
+    raw = {t["slug"]: t["predicted"] for t in json.loads(_plan(*args, "--uncalibrated").stdout)["trials"]}
+    done = _plan(*args)
+    assert done.returncode == 0, done.stderr
+    for trial in json.loads(done.stdout)["trials"]:
+        pred, before = trial["predicted"], raw[trial["slug"]]
+        if before["source"] == "predicted:aiconfigurator":
+            assert pred["source"] == "predicted:aiconfigurator+calibrated"
+            assert pred["itl_ms"] == pytest.approx(before["itl_ms"] * 1.2)
+            assert pred["ttft_ms"] == pytest.approx(before["ttft_ms"])
+        else:  # no roofline factors in the store: the roofline's predictions stay raw
+            assert pred == before

@@ -28,7 +28,8 @@ def _records(tmp_path: Path) -> list[TrialRecord]:
         bundle = tmp_path / "bundles" / record.slug
         bundle.mkdir(parents=True)
         (bundle / "manifest.json").write_text(json.dumps({"versions": {"stack": "reference", "torch": TORCH}}))
-        out.append(record.model_copy(update={"bundle_dir": str(bundle)}))
+        # The sweep records the architecture's name; these fixtures predate that field.
+        out.append(record.model_copy(update={"bundle_dir": str(bundle), "model": "SmolLM2-135M"}))
     return out
 
 
@@ -38,12 +39,13 @@ def _expected_pairs(records: list[TrialRecord]) -> list[Pair]:
         measured = {lvl.concurrency: lvl for lvl in record.benchmark.levels}
         for level in record.predicted["per_concurrency"]:
             got = measured[level["concurrency"]]
-            for metric, value in (("ttft_ms", got.ttft_ms.p50), ("itl_ms", got.itl_ms.p50),
+            for metric, value in (("ttft_ms", got.ttft_ms.p99), ("itl_ms", got.itl_ms.p99),
                                   ("output_tok_s", got.output_tok_s)):
-                pairs.append(Pair(trial=record.slug, hardware="cpu", stack="reference", runtime=TORCH,
-                                  predictor="predicted:roofline", metric=metric,
-                                  concurrency=level["concurrency"], predicted=level[metric],
-                                  measured=value))
+                pairs.append(Pair(trial=record.slug, model="SmolLM2-135M", workload="128/16",
+                                  measured_at="2026-11-26T00:00:00+00:00", hardware="cpu",
+                                  stack="reference", runtime=TORCH, predictor="predicted:roofline",
+                                  metric=metric, concurrency=level["concurrency"],
+                                  predicted=level[metric], measured=value))
     return pairs
 
 
@@ -67,8 +69,8 @@ def test_calibrate_reports_the_error_fits_factors_and_the_next_plan_uses_them(cl
     (expected,) = fit(_expected_pairs(records))
     assert expected.trials == 4 and expected.pairs == {"ttft_ms": 8, "itl_ms": 8, "output_tok_s": 8}
     row = next(line for line in result.stdout.splitlines() if "itl_ms" in line)
-    for text in ("cpu", "reference", TORCH, "predicted:roofline", f"{expected.mape_before_pct['itl_ms']:.1f}",
-                 f"{expected.factors['itl_ms']:.3f}"):
+    for text in ("cpu", "reference", TORCH, "predicted:roofline", "SmolLM2-135M", "128/16",
+                 f"{expected.mape_before_pct['itl_ms']:.1f}", f"{expected.factors['itl_ms']:.3f}"):
         assert text in row, row
     store = json.loads((workspace / STORE_NAME).read_text())
     assert store["groups"][0]["factors"] == pytest.approx(expected.factors)
@@ -79,14 +81,15 @@ def test_calibrate_reports_the_error_fits_factors_and_the_next_plan_uses_them(cl
     calibrated = json.loads(cli("plan", "smollm2-cpu-smoke", *overrides, "--json").stdout)
     for before, after in zip(raw["trials"], calibrated["trials"]):
         assert after["predicted"]["source"] == "predicted:roofline+calibrated"
-        assert after["predicted"]["calibration"]["key"] == f"cpu/reference/{TORCH}/predicted:roofline"
+        assert after["predicted"]["calibration"]["key"] == f"cpu/reference/{TORCH}/predicted:roofline/SmolLM2-135M"
         assert after["predicted"]["itl_ms"] == pytest.approx(before["predicted"]["itl_ms"] * expected.factors["itl_ms"])
 
     # MLflow: the calibration is a run of its own; measured metrics are as logged, and the
     # predicted-vs-measured error of every metric sits beside them under pred_ names.
     client = tracker.client
     runs = {r.data.tags.get("enginesweep.kind"): r for r in client.search_runs([tracker.experiment_id])}
-    assert "calib_factor.cpu.reference.itl_ms" in runs["calibration"].data.metrics
+    assert "calib_factor.cpu.reference.2.13.0_cpu.predicted_roofline.SmolLM2-135M.itl_ms" in \
+        runs["calibration"].data.metrics
     trial_run = next(r for r in client.search_runs([tracker.experiment_id])
                      if r.data.tags.get("enginesweep.slug") == records[0].slug)
     itl = {m.step: m.value for m in client.get_metric_history(trial_run.info.run_id, "itl_p50_ms")}
@@ -143,7 +146,8 @@ def test_plan_log_records_the_plan_and_what_top_k_pruned(cli, tmp_path):
     assert f"plan logged to MLflow run {run.info.run_id}" in result.stderr
     # 4 trials: the cheapest and the unquantized baseline kept (or one trial if they coincide).
     assert run.data.params["trials"] == "4" and run.data.params["top_k"] == "1"
-    assert int(run.data.params["pruned"]) + int(run.data.params["to_build"]) == 4
+    assert int(run.data.params["pruned"]) + int(run.data.params["kept"]) == 4
+    assert run.data.params["to_run"] == run.data.params["kept"]  # one GPU: cpu
     plan = json.loads(Path(client.download_artifacts(run.info.run_id, "plan.json", str(tmp_path))).read_text())
     pruned = [t for t in plan["trials"] if t["pruned"]]
     assert len(pruned) == int(run.data.params["pruned"]) >= 2

@@ -92,8 +92,11 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def coverage_gap(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, stack: Stack) -> str | None:
+def coverage_gap(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, stack: Stack, osl: int
+                 ) -> str | None:
     """What of this trial aiconfigurator's database does not cover, or None."""
+    if osl < 2:
+        return "an OSL of 1 (it counts the OSL-1 tokens after the first)"
     if gpu.name not in SYSTEMS:
         return f"{gpu.name} (no measured database for it)"
     system, _, gemms = SYSTEMS[gpu.name]
@@ -198,7 +201,7 @@ def to_prediction(answer: dict[str, Any], trial: PlannedTrial, resolved: Resolve
     """A `Prediction` from the worker's answer for `trial`."""
     spec = resolved.spec
     sla, osl = spec.sla, spec.workload.osl.mean
-    first_token = osl / (osl - 1) if osl > 1 else 1.0  # it counts OSL-1 tokens per request
+    first_token = osl / (osl - 1)  # it counts OSL-1 tokens per request (coverage needs OSL >= 2)
     points = answer["points"]
 
     def at(concurrency: int) -> ConcurrencyPrediction:

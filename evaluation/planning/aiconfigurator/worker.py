@@ -14,7 +14,8 @@ Protocol: one JSON request on stdin, one JSON answer on stdout, nothing else on 
 
 A row is {"batch", "ctx", "ttft_ms", "tpot_ms", "tok_s", "memory_gb"}. The saturation point steps
 its batch down until aiconfigurator's memory model fits it (no OOM, within its KV capacity); a
-point asking for more runs that batch (its row says which), the rest of its requests queue.
+point asking for more runs that batch at its own context budget (its row says which batch), the
+rest of its requests queue.
 """
 
 from __future__ import annotations
@@ -87,11 +88,11 @@ def _run_trial(cli_estimate, trial: dict, scratch: Path) -> dict:
         saturated = _saturated(cli_estimate, str(model_dir), trial)
         points = {}
         for point in trial["points"]:
-            if point["batch"] >= saturated["batch"]:  # beyond what fits: runs the saturated batch
-                points[point["name"]] = dict(saturated)
-            else:
-                points[point["name"]] = _estimate(cli_estimate, str(model_dir), trial,
-                                                  point["batch"], point["ctx"])
+            # Beyond what fits, a level runs the saturated batch, but at its own steady-state
+            # context budget (the saturation row's budget maximises throughput, not latency).
+            batch, isl = min(point["batch"], saturated["batch"]), trial["isl"]
+            ctx = isl if batch <= 1 else max(isl, min(point["ctx"], isl * (batch - 1)))
+            points[point["name"]] = _estimate(cli_estimate, str(model_dir), trial, batch, ctx)
     except PointError as exc:
         return {"error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - one trial's failure must not lose the others
