@@ -224,6 +224,9 @@ class Build(_Strict):
     kv_cache_free_gpu_mem_fraction: float = Field(default=0.9, gt=0, le=1)
     calib_size: PositiveInt = Field(default=16, description="Calibration samples.")
     calib_max_seq_length: PositiveInt = Field(default=256, description="Tokens per calibration sample.")
+    calib_dataset: str | None = Field(
+        default=None, description="GPU stacks: quantize.py --calib_dataset, a local dataset folder "
+                                  "(split `train`, column `text`) or a dataset name; default: its own.")
 
 
 class Accuracy(_Strict):
@@ -321,6 +324,10 @@ class Execution(_Strict):
     """How trials run; only the local runner exists today."""
 
     runner: Literal["local"] = "local"
+    trtllm_root: str = Field(
+        default="/app/tensorrt_llm",
+        description="GPU stacks: the TensorRT-LLM source tree (examples/, triton_backend/) in the "
+                    "container the trials run in.")
 
 
 class SweepSpec(_Strict):

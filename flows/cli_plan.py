@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -14,7 +15,7 @@ from rich.table import Table
 from build_configs.architectures import shipped_architecture, shipped_architectures
 from build_configs.gpus import get_gpu, gpu_catalog
 from build_configs.loading import ResolvedSpec, SpecError, config_summary, load_spec, shipped_configs
-from build_configs.schema import Predictor
+from build_configs.schema import Predictor, Stack
 from evaluation.planning import Plan, expand
 from evaluation.planning.predictors import PredictorError
 from evaluation.reports.plan_tables import plan_report
@@ -99,6 +100,9 @@ def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: Gp
          calibrated: CalibratedOpt = None,
          log: Annotated[bool, typer.Option("--log", help="Log the plan to the spec's MLflow "
                                                          "experiment as a run of its own.")] = False,
+         emit_scripts: Annotated[Optional[Path], typer.Option(
+             "--emit-scripts", help="trtllm-engine stack: write one runnable shell script per "
+                                    "kept trial (and a README) into this folder.")] = None,
          ) -> None:
     """Expand a spec into trials; size and predict each, and say why any is rejected or pruned."""
     resolved, result = plan_for(config, set_, gpu, top_k=top_k, target_rps=target_rps,
@@ -108,6 +112,8 @@ def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: Gp
     else:
         for renderable in plan_report(result, resolved.spec.sla.objective):
             out.print(renderable)
+    if emit_scripts is not None:
+        _emit_scripts(resolved, result, emit_scripts)
     if log:
         from evaluation.tracking import log_plan  # mlflow: only when asked
         from flows.sweep_settings import tracking_uri
@@ -119,6 +125,28 @@ def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: Gp
         if not json_:
             err.print("[bold red]error:[/] no feasible trial in this sweep (see the reasons above)")
         raise typer.Exit(1)
+
+
+def _emit_scripts(resolved: ResolvedSpec, result: Plan, folder: Path) -> None:
+    from engines.trtllm.contract import ContractError, contracts
+    from engines.trtllm.scripts import readme, trial_script
+
+    if resolved.spec.stack is not Stack.TRTLLM_ENGINE:
+        raise _fail(f"--emit-scripts: scripts exist for the trtllm-engine stack only, not {resolved.spec.stack.value}")
+    contract = contracts()[max(contracts())]
+    kept = [t for t in result.feasible if t.pruned is None]
+    name = resolved.spec.name
+    try:
+        scripts = {t.slug: trial_script(resolved, t, contract, name) for t in kept}
+    except ContractError as exc:
+        raise _fail(f"--emit-scripts: {exc}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    for slug, text in scripts.items():
+        path = folder / f"{slug}.sh"
+        path.write_text(text)
+        path.chmod(0o755)
+    (folder / "README.md").write_text(readme(name, contract, list(scripts)))
+    err.print(f"wrote {len(scripts)} script(s) and README.md to {folder}", highlight=False)
 
 
 class Listing(str, Enum):

@@ -1,0 +1,192 @@
+"""The exact commands of the TensorRT engine path for one trial, as argument lists.
+
+One function per step; the `trtllm-engine` stack runs these lists and `plan --emit-scripts`
+writes the very same lists into shell scripts, so what a user reads is what would run. Every
+list passes the pinned version's contract (`contract.check_command`) when it is made.
+
+Steps (paths inside the machine that runs them, i.e. the Triton + TensorRT-LLM container):
+
+1. checkpoint: `quantize.py` for a quantized format (`--qformat`, `--kv_cache_dtype` only when
+   the KV cache is quantized: FP8 weights never imply an FP8 KV cache), or `convert_checkpoint.py`
+   for the 16-bit baseline (`--int8_kv_cache` / `--fp8_kv_cache` for a quantized KV cache). TP and
+   PP are fixed here, so the checkpoint is keyed by (quant, kv, tp, pp) and shared by trials.
+2. build: `trtllm-build` with every limit and feature explicit (defaults moved across releases).
+3. repository: copy the installed `inflight_batcher_llm` templates, fill each model with
+   `fill_template.py` (values from `repository_values`), then parse every file (the stack does).
+4. launch: `launch_triton_server.py --world_size TP*PP` with the three ports.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Mapping
+
+from build_configs.quant import KVCacheFormat, QuantFormat
+from build_configs.schema import Build
+from engines.trtllm.contract import ContractError, VersionContract, check_command
+from engines.trtllm.templates import fill_args
+from evaluation.planning.records import TrialConfig
+
+FP8_CONTEXT_FMHA = (QuantFormat.FP8, QuantFormat.W4A8_AWQ, QuantFormat.NVFP4)
+"""Weight formats with FP8 attention inputs: FP8 context FMHA is allowed only with these (and an
+FP8 KV cache); elsewhere it is a build error on some GPUs and wrong on others."""
+_DTYPE = "bfloat16"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: the contract tool it is checked against and its argument list."""
+
+    tool: str
+    argv: list[str]
+
+    def shell(self) -> str:
+        """The command as one shell line (every argument quoted as needed)."""
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class TrialPaths:
+    """Where one trial's files live on the machine that runs it."""
+
+    trtllm_root: PurePosixPath
+    hf_checkpoint: PurePosixPath
+    checkpoint_dir: PurePosixPath
+    engine_dir: PurePosixPath
+    repo_dir: PurePosixPath
+    timing_cache: PurePosixPath
+    calib_dataset: str | None = None
+
+    @property
+    def templates(self) -> PurePosixPath:
+        return self.trtllm_root / "triton_backend" / "all_models" / "inflight_batcher_llm"
+
+
+def checkpoint_key(cfg: TrialConfig) -> str:
+    """The shared quantized checkpoint of every trial with this (quant, kv, tp, pp)."""
+    return f"{cfg.quant.value}__kv-{cfg.kv_cache.value}__tp{cfg.tp}__pp{cfg.pp}"
+
+
+def _checked(contract: VersionContract, tool: str, program: list[str], args: list[str]) -> Command:
+    check_command(contract, tool, args)
+    return Command(tool, [*program, *args])
+
+
+def checkpoint_command(contract: VersionContract, cfg: TrialConfig, build: Build,
+                       paths: TrialPaths) -> Command:
+    """quantize.py (quantized formats) or convert_checkpoint.py (16-bit baseline)."""
+    calib = ["--calib_dataset", paths.calib_dataset] if paths.calib_dataset else []
+    if cfg.quant in (QuantFormat.BF16, QuantFormat.FP16):
+        args = ["--model_dir", str(paths.hf_checkpoint), "--output_dir", str(paths.checkpoint_dir),
+                "--dtype", "bfloat16" if cfg.quant is QuantFormat.BF16 else "float16",
+                "--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp)]
+        if cfg.kv_cache is KVCacheFormat.INT8:  # calibrated on the dataset below
+            args += ["--int8_kv_cache", *calib, "--calib_size", str(build.calib_size)]
+        elif cfg.kv_cache is KVCacheFormat.FP8:
+            args += ["--fp8_kv_cache"]
+        program = ["python3", str(paths.trtllm_root / "examples/models/core/llama/convert_checkpoint.py")]
+        return _checked(contract, "convert_checkpoint.py", program, args)
+    if cfg.quant.spec.trtllm_qformat is None:
+        raise ContractError(f"{cfg.quant.value} has no quantize.py --qformat")
+    args = ["--model_dir", str(paths.hf_checkpoint), "--output_dir", str(paths.checkpoint_dir),
+            "--dtype", _DTYPE, "--qformat", cfg.quant.spec.trtllm_qformat,
+            "--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp),
+            "--calib_size", str(build.calib_size),
+            "--calib_max_seq_length", str(build.calib_max_seq_length), *calib]
+    if cfg.kv_cache is not KVCacheFormat.AUTO:  # explicit: FP8 weights never imply an FP8 KV cache
+        args += ["--kv_cache_dtype", cfg.kv_cache.value]
+    if cfg.quant in (QuantFormat.INT4_AWQ, QuantFormat.W4A8_AWQ):
+        args += ["--awq_block_size", str(build.awq_block_size)]
+    program = ["python3", str(paths.trtllm_root / "examples/quantization/quantize.py")]
+    return _checked(contract, "quantize.py", program, args)
+
+
+def build_command(contract: VersionContract, cfg: TrialConfig, paths: TrialPaths, *,
+                  max_input_len: int) -> Command:
+    """trtllm-build with every limit and feature flag given."""
+    fp8_fmha = cfg.quant in FP8_CONTEXT_FMHA and cfg.kv_cache is KVCacheFormat.FP8
+    args = [
+        "--checkpoint_dir", str(paths.checkpoint_dir), "--output_dir", str(paths.engine_dir),
+        "--max_batch_size", str(cfg.max_batch_size), "--max_input_len", str(max_input_len),
+        "--max_seq_len", str(cfg.max_seq_len), "--max_num_tokens", str(cfg.max_num_tokens),
+        "--max_beam_width", "1", "--kv_cache_type", "paged",
+        "--gemm_plugin", "auto", "--gpt_attention_plugin", "auto",
+        "--context_fmha", "enable", "--remove_input_padding", "enable",
+        "--use_paged_context_fmha", "enable",
+        "--use_fp8_context_fmha", "enable" if fp8_fmha else "disable",
+        "--workers", str(cfg.world_size),
+        "--input_timing_cache", str(paths.timing_cache), "--output_timing_cache", str(paths.timing_cache),
+    ]
+    return _checked(contract, "trtllm-build", ["trtllm-build"], args)
+
+
+def repository_values(cfg: TrialConfig, build: Build, paths: TrialPaths) -> dict[str, dict[str, object]]:
+    """What each model of the `inflight_batcher_llm` repository is filled with."""
+    batch = cfg.max_batch_size
+    return {
+        "tensorrt_llm": {
+            "triton_backend": "tensorrtllm", "triton_max_batch_size": batch, "decoupled_mode": "true",
+            "max_queue_delay_microseconds": 0, "max_queue_size": 0, "engine_dir": str(paths.engine_dir),
+            "batching_strategy": "inflight_fused_batching",
+            "kv_cache_free_gpu_mem_fraction": build.kv_cache_free_gpu_mem_fraction,
+            "enable_kv_cache_reuse": "false", "exclude_input_in_output": "true",
+            "batch_scheduler_policy": "guaranteed_no_evict", "enable_chunked_context": "false",
+            "max_beam_width": 1, "encoder_input_features_data_type": "TYPE_FP16",
+            "logits_datatype": "TYPE_FP32", "prompt_embedding_table_data_type": "TYPE_FP16",
+            "gpu_device_ids": ",".join(str(i) for i in range(cfg.world_size)),
+        },
+        "preprocessing": {"tokenizer_dir": str(paths.hf_checkpoint), "triton_max_batch_size": batch,
+                          "max_queue_delay_microseconds": 0, "max_queue_size": 0,
+                          "preprocessing_instance_count": 1},
+        "postprocessing": {"tokenizer_dir": str(paths.hf_checkpoint), "triton_max_batch_size": batch,
+                           "postprocessing_instance_count": 1},
+        "ensemble": {"triton_max_batch_size": batch, "logits_datatype": "TYPE_FP32"},
+        "tensorrt_llm_bls": {"triton_max_batch_size": batch, "decoupled_mode": "true",
+                             "bls_instance_count": 1, "logits_datatype": "TYPE_FP32",
+                             "accumulate_tokens": "false", "tensorrt_llm_model_name": "tensorrt_llm"},
+    }
+
+
+def checked_values(contract_templates: Mapping[str, Mapping[str, list[str]]],
+                   values: Mapping[str, Mapping[str, object]]) -> None:
+    """Every value names a documented placeholder of its model, every structural and runtime-
+    required placeholder has a value, and no value holds a ':' (fill_template.py would split it)."""
+    for model, spec in contract_templates.items():
+        known = set(spec["structural"]) | set(spec["parameters"])
+        given = values.get(model, {})
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ContractError(f"{model}: {', '.join(unknown)} is not a placeholder of its template")
+        missing = [name for name in [*spec["structural"], *spec["runtime_required"]]
+                   if str(given.get(name, "")) == ""]
+        if missing:
+            raise ContractError(f"{model}: required placeholder(s) {', '.join(missing)} have no value")
+        colons = [key for key, value in given.items() if ":" in str(value)]
+        if colons:
+            raise ContractError(f"{model}: {', '.join(colons)} hold ':', which fill_template.py cannot take")
+
+
+def repository_commands(contract: VersionContract, values: Mapping[str, Mapping[str, object]],
+                        paths: TrialPaths) -> list[Command]:
+    """Copy the installed templates and fill each model in place."""
+    raw = contract.templates
+    checked_values(raw, values)
+    fill = str(paths.trtllm_root / "triton_backend/tools/fill_template.py")
+    commands = [Command("shell", ["rm", "-rf", str(paths.repo_dir)]),
+                Command("shell", ["cp", "-r", str(paths.templates), str(paths.repo_dir)])]
+    for model, model_values in values.items():
+        commands.append(Command("fill_template.py", [
+            "python3", fill, "-i", str(paths.repo_dir / model / "config.pbtxt"), fill_args(model_values)]))
+    return commands
+
+
+def launch_command(contract: VersionContract, cfg: TrialConfig, paths: TrialPaths, *,
+                   http_port: int, grpc_port: int, metrics_port: int) -> Command:
+    """launch_triton_server.py over the repository with TP*PP ranks."""
+    args = ["--world_size", str(cfg.world_size), "--model_repo", str(paths.repo_dir),
+            "--http_port", str(http_port), "--grpc_port", str(grpc_port),
+            "--metrics_port", str(metrics_port)]
+    program = ["python3", str(paths.trtllm_root / "triton_backend/scripts/launch_triton_server.py")]
+    return _checked(contract, "launch_triton_server.py", program, args)

