@@ -121,6 +121,9 @@ class TrialRecord(_Record):
     baseline_accuracy: AccuracyResult | None = None
     accuracy_deltas: list[PairedDelta] = []
     stage_seconds: dict[str, float] = {}
+    server_metrics: dict[str, float] | None = Field(
+        default=None, description="From the server's metrics during the benchmark (TensorRT-LLM: "
+                                  "KV-cache block use); None where the server exports none.")
     host_load: list[float] | None = Field(
         default=None, description="1-minute load average of the host before and after the "
         "benchmark: CPU measurements taken beside other work are noisy, and this says so.")

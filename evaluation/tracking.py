@@ -161,6 +161,8 @@ class SweepTracker:
                             ("quantize_seconds", record.quantize_seconds)):
             if value is not None:
                 log(run_id, name, float(value))
+        for name, value in (record.server_metrics or {}).items():
+            log(run_id, name, float(value))
         if record.host_load:
             log(run_id, "host_load_before_benchmark", record.host_load[0])
             log(run_id, "host_load_after_benchmark", record.host_load[1])
@@ -177,7 +179,8 @@ class SweepTracker:
         for export in sorted((trial_dir / "benchmark").glob("**/profile_export_aiperf.json")):
             folder = export.parent.relative_to(trial_dir / "benchmark").as_posix()
             self.client.log_artifact(run_id, str(export), f"aiperf/{folder}".rstrip("/."))
-        for log_file in ("error.log", "server/server.log", "benchmark/aiperf.log"):
+        for log_file in ("error.log", "bundle-build.log", "triton_repo.log", "server/server.log",
+                         "benchmark/aiperf.log"):
             if (trial_dir / log_file).exists() and record.status != "ok":
                 self.client.log_artifact(run_id, str(trial_dir / log_file), "logs")
 

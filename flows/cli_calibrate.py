@@ -23,7 +23,7 @@ def fit_table(fits: list[GroupFit]) -> Table:
     table = Table(title="Predicted vs measured (closed loop)",
                   caption=f"MAPE = mean |pred - measured| / measured; 'after' is in-sample (optimistic); "
                           f"TTFT/ITL against the measured p99 (what the SLA judges); no factor below "
-                          f"{MIN_PAIRS} pairs")
+                          f"{MIN_PAIRS} pairs, nor one that does not lower the error")
     numeric = ("trials", "pairs", "MAPE before %", "MAPE after %", "factor")
     for column in ("hardware", "stack", "runtime", "predictor", "model", "workloads", "metric", *numeric):
         table.add_column(column, justify="right" if column in numeric else "left", overflow="fold")
@@ -34,7 +34,8 @@ def fit_table(fits: list[GroupFit]) -> Table:
                           ", ".join(group.workloads), metric, str(group.trials), str(group.pairs[metric]),
                           f"{group.mape_before_pct[metric]:.1f}",
                           f"{group.mape_after_pct[metric]:.1f}" if fitted else "-",
-                          f"{group.factors[metric]:.3f}" if fitted else "too few pairs")
+                          f"{group.factors[metric]:.3f}" if fitted else
+                          "too few pairs" if group.pairs[metric] < MIN_PAIRS else "no gain: not kept")
     return table
 
 

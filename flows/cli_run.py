@@ -71,6 +71,12 @@ def run(config: ConfigArg, set_: SetOpt = None) -> None:
         resolved.gpu  # noqa: B018 - several target GPUs and no run_on: refuse before starting
     except SpecError as exc:
         raise _fail(str(exc)) from None
+    from engines.stacks import StackUnavailable, get_stack
+
+    try:
+        get_stack(resolved.spec.stack.value, resolved.spec)  # refuse before any trial starts
+    except StackUnavailable as exc:
+        raise _fail(f"stack: {exc}") from None
     from flows.prefect_env import configure_prefect
 
     configure_prefect(resolved.spec.workspace)

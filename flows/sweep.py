@@ -26,7 +26,7 @@ from evaluation.selection import Selection, select
 from evaluation.selection.render import selection_table_text
 from evaluation.tracking import SweepTracker
 from flows.sweep_settings import registered_model_name, tracking_uri
-from flows.trial import HARDWARE, checkpoint_source, run_trial
+from flows.trial import checkpoint_source, hardware_of, run_trial
 
 # Inputs are specs and records, not hashable data: no task caching until the content-addressed
 # store lands (the reliability issue).
@@ -84,7 +84,8 @@ def track_trial_task(tracker: SweepTracker, parent_id: str, record: TrialRecord,
 def select_task(records: list[TrialRecord], resolved: ResolvedSpec) -> Selection:
     # The hardware the trials were measured on: records from anywhere else are refused.
     return select(records, resolved.spec.sla, usd_per_gpu_hour=resolved.usd_per_gpu_hour,
-                  target_request_rate=resolved.spec.planner.target_request_rate, hardware=HARDWARE)
+                  target_request_rate=resolved.spec.planner.target_request_rate,
+                  hardware=hardware_of(resolved))
 
 
 @_task

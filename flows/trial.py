@@ -26,7 +26,9 @@ from engines.demo_model import DEMO_REPO_ID, GGUF_FILE, prepare_smollm2, smollm2
 from engines.manifest import file_sha256, inputs_hash
 from engines.quantize.modelopt_cpu import QuantizeResult, load_quantized_model
 from engines.quantize.recipes import CalibrationSpec, QuantRecipe
+from build_configs.schema import Stack
 from engines.stacks import BuildKnobs, get_stack
+from evaluation.benchmark.server_metrics import MetricsSampler
 from evaluation.accuracy.paired import compare_accuracy
 from evaluation.accuracy.perplexity import evaluate_perplexity
 from evaluation.benchmark.aiperf_runner import run_aiperf
@@ -91,6 +93,12 @@ def _stage(name: str, timings: dict[str, float], log: Callable[[str], None]):
     log(f"[{name}] done in {timings[name]:.1f} s")
 
 
+def hardware_of(resolved: ResolvedSpec) -> str:
+    """What a trial's numbers are measured on: `cpu` for the reference stack, else the GPU the
+    sweep runs on (`target.run_on`)."""
+    return HARDWARE if resolved.spec.stack is Stack.REFERENCE else resolved.gpu.name
+
+
 def _accuracy(model_dir: Path, text: str, resolved: ResolvedSpec) -> AccuracyResult:
     model, tokenizer = load_quantized_model(model_dir)
     cfg = resolved.spec.accuracy
@@ -122,13 +130,14 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
     spec = resolved.spec
     if planned is None or planned.slug != slug:
         planned = find_trial(resolved, slug)
-    stack = get_stack(spec.stack.value)
+    stack = get_stack(spec.stack.value, spec)
+    hardware = hardware_of(resolved)
     workspace = spec.workspace.resolve()
     trial_dir = workspace / "sweeps" / spec.name / slug
     trial_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     record = TrialRecord(slug=slug, sweep=spec.name, stack=stack.name,
-                         model=resolved.architecture.name, hardware=HARDWARE,
+                         model=resolved.architecture.name, hardware=hardware,
                          status="failed", config=planned.config.model_dump(mode="json"),
                          predicted=planned.predicted.model_dump(mode="json") if planned.predicted else None)
     try:
@@ -159,21 +168,30 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
             with stack.server(repo, trial_dir / "server") as server:
                 log(f"  serving {stack.served_model} at {server.url}; aiperf at concurrency "
                     f"{spec.workload.concurrency} (progress: {trial_dir / 'benchmark' / 'aiperf.log'})")
-                artifacts = run_aiperf(
-                    url=server.url, model=stack.served_model, workload=spec.workload,
-                    tokenizer=Path(build.bundle_dir) / "model", artifact_dir=trial_dir / "benchmark")
-            benchmark = parse_benchmark(artifacts, spec.workload, spec.sla, hardware=HARDWARE,
+                with MetricsSampler(getattr(server, "metrics_url", None),
+                                    trial_dir / "benchmark" / "metrics") as sampler:
+                    artifacts = run_aiperf(
+                        url=server.url, model=stack.served_model, workload=spec.workload,
+                        tokenizer=stack.tokenizer_dir(build), artifact_dir=trial_dir / "benchmark")
+            benchmark = parse_benchmark(artifacts, spec.workload, spec.sla, hardware=hardware,
                                         gpus=cfg.world_size)
             benchmark.save(artifacts / "benchmark.json")
-        with _stage("accuracy", timings, log):
-            baseline = _baseline_accuracy(source_dir, identity, eval_text, resolved, workspace)
-            variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved)
-            variant.save(trial_dir / "accuracy.json")
-            deltas = compare_accuracy(baseline, variant, confidence=spec.accuracy.confidence)
+        accuracy: dict[str, Any] = {}
+        if stack.measures_accuracy:
+            with _stage("accuracy", timings, log):
+                baseline = _baseline_accuracy(source_dir, identity, eval_text, resolved, workspace)
+                variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved)
+                variant.save(trial_dir / "accuracy.json")
+                accuracy = {"accuracy": variant, "baseline_accuracy": baseline,
+                            "accuracy_deltas": compare_accuracy(baseline, variant,
+                                                                confidence=spec.accuracy.confidence)}
+        else:
+            log(f"  accuracy: not measured on the {stack.name} stack yet (the selection rejects a "
+                "quantized trial without it when the spec sets sla.max_accuracy_drop)")
         record = record.model_copy(update={
             "host_load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-            "status": "ok", "benchmark": benchmark, "accuracy": variant,
-            "baseline_accuracy": baseline, "accuracy_deltas": deltas, "stage_seconds": timings})
+            "status": "ok", "benchmark": benchmark, "server_metrics": sampler.summary(),
+            "stage_seconds": timings, **accuracy})
     except BaseException as exc:  # interrupts too: the record says why the trial stopped
         record = record.model_copy(update={"error": f"{type(exc).__name__}: {exc}",
                                            "stage_seconds": timings})

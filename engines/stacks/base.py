@@ -20,10 +20,16 @@ from engines.quantize.modelopt_cpu import QuantizeResult
 from engines.quantize.recipes import QuantRecipe
 
 # name -> "module:Class"; a stack listed in _PLANNED is known but not implemented yet.
-_REGISTRY = {"reference": "engines.stacks.reference:ReferenceStack"}
+_REGISTRY = {"reference": "engines.stacks.reference:ReferenceStack",
+             "trtllm-engine": "engines.stacks.trtllm_engine:TrtllmEngineStack"}
 _PLANNED = {
-    "trtllm-engine": "the TensorRT engine stack is not implemented yet (planning and sizing work)",
     "trtllm-pytorch": "the TensorRT-LLM PyTorch stack is not implemented yet (planning and sizing work)",
+}
+_NEEDS = {
+    "reference": "install the project with its reference extra: pip install -e '.[reference]'",
+    "trtllm-engine": ("it runs on a GPU machine with TensorRT-LLM 1.2 installed (NVIDIA's Triton + "
+                      "TensorRT-LLM container); here, `enginesweep plan SPEC --emit-scripts DIR` "
+                      "writes its commands as scripts"),
 }
 
 
@@ -67,16 +73,25 @@ class Stack(Protocol):
     def build(self, quantized: QuantizeResult, knobs: BuildKnobs, bundle_dir: Path, *, slug: str,
               checkpoint: dict[str, Any], target: dict[str, Any]) -> BuildResult: ...
 
+    measures_accuracy: bool
+    """Whether a trial's accuracy can be evaluated in-process on its bundle (reference: yes;
+    engines need lm-eval/trtllm-eval on the GPU, which the accuracy-gate issue brings)."""
+
     def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path: ...
+
+    def tokenizer_dir(self, build: BuildResult) -> Path:
+        """The tokenizer the load generator counts tokens with."""
+        ...
 
     def server(self, repo_dir: Path, workdir: Path) -> AbstractContextManager[Any]:
         """A context manager that starts a health-checked server and always stops it; it yields
-        an object with a `url` attribute."""
+        an object with a `url` attribute (and `metrics_url` where the server exports metrics)."""
         ...
 
 
-def get_stack(name: str) -> Stack:
-    """The stack called `name`, imported on first use."""
+def get_stack(name: str, spec: Any = None) -> Stack:
+    """The stack called `name`, imported on first use, configured from `spec` (a SweepSpec:
+    build settings, execution.trtllm_root) where the stack takes settings."""
     if name in _PLANNED:
         raise StackUnavailable(_PLANNED[name])
     if name not in _REGISTRY:
@@ -84,7 +99,8 @@ def get_stack(name: str) -> Stack:
     module_name, _, class_name = _REGISTRY[name].partition(":")
     try:
         module = importlib.import_module(module_name)
+        return getattr(module, class_name)(spec=spec)
     except ImportError as exc:
-        raise StackUnavailable(f"the {name} stack cannot be imported ({exc}); install the project "
-                               "with its reference extra: pip install -e '.[reference]'") from exc
-    return getattr(module, class_name)()
+        raise StackUnavailable(f"the {name} stack cannot run here ({exc}); {_NEEDS[name]}") from exc
+    except RuntimeError as exc:  # e.g. an unsupported TensorRT-LLM version
+        raise StackUnavailable(f"the {name} stack cannot run here: {exc}") from exc

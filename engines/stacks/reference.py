@@ -45,6 +45,13 @@ class ReferenceStack:
 
     name = "reference"
     served_model = SERVED_MODEL
+    measures_accuracy = True
+
+    def __init__(self, spec: Any = None) -> None:
+        """The reference stack takes no settings from the spec."""
+
+    def tokenizer_dir(self, build: BuildResult) -> Path:
+        return Path(build.bundle_dir) / "model"
 
     def quantize(self, source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
                  calibration_texts: list[str], log: Callable[[str], None] = print) -> QuantizeResult:

@@ -10,7 +10,7 @@ reported, not fitted):
 * factor = exp(median(log(measured / predicted))): the multiplicative correction, robust to a
   few outlier levels (one noisy CPU point must not drag the whole fit);
 * MAPE after = the same error with predicted * factor (in-sample, so optimistic; the report says
-  so and gives the pair count).
+  so and gives the pair count). A factor that does not lower it is not kept.
 
 Measured values stay where they are (MLflow metrics without prefix); this module only reads them
 and writes factors to a JSON store (`<workspace>/calibration.json`), never a measurement.
@@ -100,7 +100,8 @@ def fit_factor(pairs: Sequence[tuple[float, float]]) -> float:
 
 def fit(pairs: Sequence[Pair], *, now: datetime | None = None) -> list[GroupFit]:
     """One `GroupFit` per (hardware, stack, runtime, predictor, model); a metric gets a factor
-    only with at least MIN_PAIRS pairs (its MAPE is reported either way)."""
+    only with at least MIN_PAIRS pairs and when the factor lowers its in-sample MAPE (its MAPE is
+    reported either way)."""
     stamp = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     groups: dict[tuple[str, str, str, str, str], list[Pair]] = defaultdict(list)
     for pair in pairs:
@@ -110,8 +111,12 @@ def fit(pairs: Sequence[Pair], *, now: datetime | None = None) -> list[GroupFit]
         by_metric: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for pair in members:
             by_metric[pair.metric].append((pair.predicted, pair.measured))
-        factors = {metric: fit_factor(values) for metric, values in by_metric.items()
-                   if len(values) >= MIN_PAIRS}
+        candidates = {metric: fit_factor(values) for metric, values in by_metric.items()
+                      if len(values) >= MIN_PAIRS}
+        # A factor that does not lower the in-sample error (a skewed spread of ratios can make the
+        # median ratio worse than none) is reported, not kept.
+        factors = {metric: factor for metric, factor in candidates.items()
+                   if mape(by_metric[metric], factor) < mape(by_metric[metric])}
         fits.append(GroupFit(
             hardware=hardware, stack=stack, runtime=runtime, predictor=predictor, model=model,
             workloads=sorted({pair.workload for pair in members}),

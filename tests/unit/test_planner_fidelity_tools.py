@@ -421,3 +421,15 @@ def test_an_aiconfigurator_answer_becomes_a_labelled_prediction(spec_file, monke
     big = dict(answer, saturated=_row(700, 900, 26, 17000))
     assert any("beyond the 512 its database measures (extrapolated)" in note
                for note in aic.to_prediction(big, trial, resolved, usd_per_gpu_hour=3.0).notes)
+
+
+def test_a_factor_that_does_not_lower_the_error_is_not_kept():
+    # Ratios 1, 1, 10: the median factor (1) gains nothing. Ratios 2, 2, 0.1: the median (2)
+    # fixes two pairs but makes the third 20x too high: MAPE 333% before, 633% after.
+    flat = fit([_pair("itl_ms", 10, m, trial=f"t{i}") for i, m in enumerate((10, 10, 100))])[0]
+    assert "itl_ms" not in flat.factors and flat.pairs == {"itl_ms": 3}
+    skewed = [(10, 20), (10, 20), (10, 1)]
+    from evaluation.planning.calibration import fit_factor as factor_of
+
+    assert mape(skewed, factor_of(skewed)) > mape(skewed)
+    assert "itl_ms" not in fit([_pair("itl_ms", p, m, trial=f"s{i}") for i, (p, m) in enumerate(skewed)])[0].factors

@@ -483,3 +483,4 @@ def test_sweep_records_load_from_trial_folders(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no \\*/record.json"):
         load_sweep_records(tmp_path / FP8)
     assert math.isclose(run(records).row(FP8).good_output_tok_s, 750.0)
+

@@ -255,3 +255,10 @@ def test_importing_the_stack_modules_never_imports_tensorrt_llm():
     code = ("import sys, engines.trtllm.commands, engines.trtllm.scripts, engines.trtllm.outputs, "
             "engines.trtllm.templates, flows.cli; sys.exit('tensorrt_llm' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_run_refuses_the_engine_stack_where_tensorrt_llm_is_missing(cli):
+    result = cli("run", "llama-3.1-8b-h100")
+    assert result.exit_code == 2
+    assert "stack: the trtllm-engine stack cannot run here (No module named 'tensorrt_llm')" in result.stderr
+    assert "--emit-scripts DIR" in result.stderr

@@ -1,0 +1,316 @@
+"""The `trtllm-engine` stack: TensorRT-LLM's quantize/convert, `trtllm-build` and Triton's
+`inflight_batcher_llm`, for users' GPU machines (NVIDIA's Triton + TensorRT-LLM container).
+
+It runs the commands of `engines.trtllm.commands`, the very ones `plan --emit-scripts` writes,
+after checking the installed `tensorrt_llm.__version__` against the supported versions. Its
+outputs are checked before use: the engine's `config.json` is parsed into the manifest, a failed
+build becomes a reason (out of memory, unsupported quantization) with its log kept, every filled
+`config.pbtxt` is parsed with Triton's schema, and the server's whole process tree (launcher,
+mpirun, one tritonserver per rank) is owned and always torn down.
+
+Where the tools live is configurable: `TRTLLM_ROOT` (the TensorRT-LLM source tree, default
+`/app/tensorrt_llm`) and the PATH (`trtllm-build`). Tests drive it with stand-in executables;
+only a GPU machine runs the real ones (tests marked `gpu`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from build_configs.schema import Build
+from engines.manifest import write_manifest
+from engines.processes import http_ok
+from engines.quantize.modelopt_cpu import QuantizeResult
+from engines.quantize.recipes import QuantRecipe
+from engines.stacks.base import BuildKnobs, BuildResult
+from engines.trtllm.commands import (
+    Command,
+    TrialPaths,
+    build_command,
+    checkpoint_command,
+    launch_command,
+    repository_commands,
+    repository_values,
+)
+from engines.trtllm.contract import VersionContract, contract_for
+from engines.trtllm.outputs import build_failure_reason, engine_summary
+from engines.trtllm.templates import TemplateError, parse_config, required_placeholders
+from evaluation.planning.records import TrialConfig
+
+DEFAULT_ROOT = "/app/tensorrt_llm"
+READY_TIMEOUT_S = 1800.0  # large engines load for minutes
+
+
+class StepFailed(RuntimeError):
+    """A step of the engine path failed; `reason` is one line, the log is kept beside it."""
+
+    def __init__(self, step: str, reason: str, log: Path):
+        super().__init__(f"{step}: {reason} (log: {log})")
+        self.step, self.reason, self.log = step, reason, log
+
+
+def installed_version() -> str:
+    """`tensorrt_llm.__version__` of this machine (imported only here, only when asked)."""
+    import tensorrt_llm  # noqa: PLC0415 - GPU machines only
+
+    return str(tensorrt_llm.__version__)
+
+
+def run_logged(command: Command, log: Path, *, env: dict[str, str] | None = None,
+               timeout_s: float | None = None) -> int:
+    """Run `command` with stdout and stderr into `log` (appended: a trial's log is one story)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as sink:
+        sink.write(f"$ {command.shell()}\n")
+        sink.flush()
+        return subprocess.run(command.argv, stdout=sink, stderr=subprocess.STDOUT, env=env,
+                              timeout=timeout_s, check=False).returncode
+
+
+def verify_repository(repo_dir: Path) -> list[str]:
+    """Parse every model's `config.pbtxt` with Triton's schema and refuse any structural
+    placeholder left unfilled; returns the models."""
+    models = []
+    for config in sorted(repo_dir.glob("*/config.pbtxt")):
+        model, text = config.parent.name, config.read_text()
+        left = required_placeholders(text)
+        if left:
+            raise TemplateError(f"{model}/config.pbtxt still has {', '.join(left)} unfilled")
+        parse_config(text, model=model)
+        models.append(model)
+    if not models:
+        raise TemplateError(f"{repo_dir} holds no model")
+    return models
+
+
+@dataclass
+class EngineServer:
+    """A running Triton server over an engine repository (what `server()` yields)."""
+
+    url: str
+    metrics_url: str
+    process: subprocess.Popen
+
+
+class TrtllmEngineStack:
+    """TensorRT engines served by Triton's `inflight_batcher_llm` (TensorRT-LLM 1.2.x)."""
+
+    name = "trtllm-engine"
+    served_model = "ensemble"
+    measures_accuracy = False
+
+    def __init__(self, *, spec: Any = None, version: str | None = None, trtllm_root: str | None = None,
+                 build: Build | None = None, ports: tuple[int, int, int] = (8000, 8001, 8002)):
+        self.version = version or installed_version()
+        self.contract: VersionContract = contract_for(self.version)  # refuses unsupported ones
+        root = trtllm_root or os.environ.get("TRTLLM_ROOT") or (
+            spec.execution.trtllm_root if spec is not None else DEFAULT_ROOT)
+        self.root = PurePosixPath(root)
+        self.build_settings = build or (spec.build if spec is not None else Build())
+        self.http_port, self.grpc_port, self.metrics_port = ports
+
+    # -- paths -----------------------------------------------------------------------------------
+    def paths(self, *, hf_checkpoint: Path, checkpoint_dir: Path, engine_dir: Path | None = None,
+              repo_dir: Path | None = None, calib_dataset: str | None = None) -> TrialPaths:
+        work = checkpoint_dir.parent
+        return TrialPaths(
+            trtllm_root=self.root, hf_checkpoint=PurePosixPath(hf_checkpoint),
+            checkpoint_dir=PurePosixPath(checkpoint_dir),
+            engine_dir=PurePosixPath(engine_dir or work / "engine"),
+            repo_dir=PurePosixPath(repo_dir or work / "triton_repo"),
+            timing_cache=PurePosixPath(work / "timing.cache"), calib_dataset=calib_dataset)
+
+    # -- Stack protocol --------------------------------------------------------------------------
+    def quantize(self, source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
+                 calibration_texts: list[str], log: Callable[[str], None] = print) -> QuantizeResult:
+        """quantize.py / convert_checkpoint.py into `out_dir/checkpoint`; the calibration texts
+        become a local dataset (split `train`, column `text`) unless the spec names one."""
+        start = time.perf_counter()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        calib = self.build_settings.calib_dataset
+        if calib is None and recipe.needs_calibration:
+            dataset = out_dir / "calibration"
+            dataset.mkdir(exist_ok=True)
+            (dataset / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in calibration_texts))
+            calib = str(dataset)
+        tmp = out_dir / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        cfg = _config(recipe)
+        command = checkpoint_command(self.contract, cfg, self.build_settings,
+                                     self.paths(hf_checkpoint=source_dir, checkpoint_dir=tmp,
+                                                calib_dataset=calib))
+        log(f"[quantize] {command.shell()}")
+        log_path = out_dir / "quantize.log"
+        if run_logged(command, log_path) != 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+            raise StepFailed("quantize", _tail_reason(log_path, "the checkpoint step failed"), log_path)
+        final = out_dir / "checkpoint"
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        result = QuantizeResult(
+            recipe=recipe, key=key, source_dir=str(source_dir), model_dir=str(source_dir),
+            trtllm_checkpoint_dir=str(final),
+            trtllm_config=json.loads((final / "config.json").read_text()),
+            quantize_seconds=time.perf_counter() - start, export_seconds=0.0,
+            versions={"tensorrt_llm": self.version})
+        (out_dir / "quantize.json").write_text(result.model_dump_json(indent=2) + "\n")
+        return result
+
+    def build(self, quantized: QuantizeResult, knobs: BuildKnobs, bundle_dir: Path, *, slug: str,
+              checkpoint: dict[str, Any], target: dict[str, Any]) -> BuildResult:
+        """trtllm-build into `bundle_dir/engine` (written aside, renamed when whole)."""
+        start = time.perf_counter()
+        tmp = bundle_dir.with_name(bundle_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cfg = _config(quantized.recipe, knobs)
+        paths = self.paths(hf_checkpoint=Path(quantized.model_dir),
+                           checkpoint_dir=Path(quantized.trtllm_checkpoint_dir), engine_dir=tmp / "engine")
+        command = build_command(self.contract, cfg, paths, max_input_len=knobs.max_seq_len - 1)
+        log_path = bundle_dir.with_name(bundle_dir.name + "-build.log")
+        log_path.unlink(missing_ok=True)
+        if run_logged(command, log_path) != 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+            raise StepFailed("build", build_failure_reason(log_path.read_text(errors="replace")), log_path)
+        summary = engine_summary(json.loads((tmp / "engine" / "config.json").read_text()))
+        (tmp / "build_config.json").write_text(json.dumps(knobs.model_dump(), indent=2) + "\n")
+        (tmp / TRIAL_FACTS).write_text(json.dumps({"config": cfg.model_dump(mode="json"),
+                                                   "tokenizer_dir": quantized.model_dir}, indent=2) + "\n")
+        manifest = write_manifest(
+            tmp, slug=slug, stack=self.name,
+            inputs={"checkpoint": checkpoint,
+                    "quant_recipe": quantized.recipe.model_dump(mode="json", exclude={"calibration"}),
+                    "build_knobs": knobs.model_dump(), "command": command.argv},
+            versions={"stack": self.name, "tensorrt_llm": self.version,
+                      "engine": summary.runtime_version},
+            target={**target, "gpu_detected": _gpu_name()},
+            trtllm_checkpoint=summary.model_dump(),
+        )
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        tmp.rename(bundle_dir)
+        return BuildResult(slug=slug, stack=self.name, bundle_dir=str(bundle_dir), knobs=knobs,
+                           manifest=manifest, build_seconds=time.perf_counter() - start)
+
+    def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path:
+        """Copy the installed templates, fill them with fill_template.py, parse every file."""
+        bundle = Path(build.bundle_dir)
+        facts = json.loads((bundle / TRIAL_FACTS).read_text())
+        cfg = TrialConfig.model_validate(facts["config"])
+        paths = self.paths(hf_checkpoint=Path(facts["tokenizer_dir"]), checkpoint_dir=bundle / "checkpoint",
+                           engine_dir=bundle / "engine", repo_dir=repo_dir)
+        log_path = repo_dir.with_name(repo_dir.name + ".log")
+        log_path.unlink(missing_ok=True)
+        for command in repository_commands(self.contract, repository_values(cfg, self.build_settings, paths), paths):
+            if run_logged(command, log_path) != 0:
+                raise StepFailed("repository", _tail_reason(log_path, "filling the templates failed"), log_path)
+        verify_repository(repo_dir)
+        _facts_path(repo_dir).write_text(json.dumps(facts, indent=2) + "\n")  # for server()
+        return repo_dir
+
+    def tokenizer_dir(self, build: BuildResult) -> Path:
+        return Path(json.loads((Path(build.bundle_dir) / TRIAL_FACTS).read_text())["tokenizer_dir"])
+
+    @contextlib.contextmanager
+    def server(self, repo_dir: Path, workdir: Path) -> Iterator[EngineServer]:
+        """launch_triton_server.py in a session of its own (it returns at once; mpirun and the
+        tritonservers stay in that session), readiness polled, the whole session always killed."""
+        cfg = TrialConfig.model_validate(json.loads(_facts_path(repo_dir).read_text())["config"])
+        world = cfg.world_size
+        command = launch_command(self.contract, cfg, self.paths(
+            hf_checkpoint=repo_dir, checkpoint_dir=repo_dir / "unused", repo_dir=repo_dir),
+            http_port=self.http_port, grpc_port=self.grpc_port, metrics_port=self.metrics_port)
+        workdir.mkdir(parents=True, exist_ok=True)
+        log_path = workdir / "server.log"
+        sink = log_path.open("a")
+        sink.write(f"$ {command.shell()}  (world size {world})\n")
+        sink.flush()
+        process = subprocess.Popen(command.argv, stdout=sink, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        url = f"http://127.0.0.1:{self.http_port}"
+        try:
+            _wait_group_ready(process, f"{url}/v2/health/ready", log_path)
+            yield EngineServer(url=url, metrics_url=f"http://127.0.0.1:{self.metrics_port}/metrics",
+                               process=process)
+        finally:
+            _kill_session(process)
+            sink.close()
+
+
+TRIAL_FACTS = "trial.json"
+"""Written into the bundle by `build`: the trial config and tokenizer folder the repository needs."""
+
+
+def _config(recipe: QuantRecipe, knobs: BuildKnobs | None = None) -> TrialConfig:
+    knobs = knobs or BuildKnobs(max_batch_size=1, max_num_tokens=1, max_seq_len=2)
+    return TrialConfig(quant=recipe.quant, kv_cache=recipe.kv_cache, tp=recipe.tp, pp=recipe.pp,
+                       max_batch_size=knobs.max_batch_size, max_num_tokens=knobs.max_num_tokens,
+                       max_seq_len=knobs.max_seq_len)
+
+
+def _facts_path(repo_dir: Path) -> Path:
+    return repo_dir.with_name(repo_dir.name + "." + TRIAL_FACTS)
+
+
+def _tail_reason(log: Path, fallback: str) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "rror" in line or "Exception" in line or "assert" in line.lower()]
+    return (errors or lines or [fallback])[-1][:500]
+
+
+def _gpu_name() -> str:
+    """The first GPU's name from nvidia-smi, or 'unknown' (recorded beside the target)."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "unknown"
+
+
+def _session_alive(process: subprocess.Popen) -> bool:
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
+                      timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Poll readiness while anything of the launcher's session lives (the launcher itself exits
+    at once); raise with the log tail when the session dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if http_ok(ready_url):
+            return
+        process.poll()
+        if process.returncode not in (None, 0) or (process.returncode == 0 and not _session_alive(process)):
+            break
+        time.sleep(0.5)
+    raise StepFailed("serve", f"Triton did not become ready at {ready_url}: "
+                     + _tail_reason(log_path, "no output"), log_path)
+
+
+def _kill_session(process: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM every process of the launcher's session, SIGKILL what is left after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _session_alive(process):
+            process.poll()
+            time.sleep(0.2)
+        if not _session_alive(process):
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=1)
+
