@@ -87,7 +87,7 @@ def test_a_wrong_flag_fails_the_contract(tool, args, message):
 
 # -- every generated command keeps the contract ------------------------------------------------
 
-@pytest.mark.parametrize(("quant", "kv", "tp"), list(itertools.product(QUANTS, KVS, TPS)))
+@pytest.mark.parametrize(("quant", "kv", "tp"), list(itertools.product(list(QuantFormat), KVS, TPS)))
 def test_every_generated_command_is_accepted(quant, kv, tp):
     trial = cfg(quant, kv, tp)
     commands = [checkpoint_command(CONTRACT, trial, Build(), PATHS),
