@@ -30,13 +30,22 @@ def quant_supported(quant: QuantFormat, gpu: GPU, stack: Stack) -> str | None:
         return None
     if gpu.sm < quant.spec.min_sm:
         return f"{quant.value} needs SM{quant.spec.min_sm}+; {gpu.name} is SM{gpu.sm}"
+    if stack is Stack.TRTLLM_ENGINE and gpu.sm >= 100 and quant in _INT_WEIGHTS:
+        return (f"{quant.value} on {gpu.name}: TensorRT-LLM's engine builder refuses INT8/INT4 "
+                "quantization on SM>=100 (use fp8 or nvfp4 there)")
     return None
+
+
+_INT_WEIGHTS = (QuantFormat.INT4_AWQ, QuantFormat.W4A8_AWQ, QuantFormat.INT8_SQ, QuantFormat.INT8_WO)
 
 
 def kv_supported(kv: KVCacheFormat, gpu: GPU, stack: Stack) -> str | None:
     """FP8 KV needs SM89+; ModelOpt's unified HF export (trtllm-pytorch) has no INT8 KV cache."""
     if not gpu.is_cpu and gpu.sm < kv.spec.min_sm:
         return f"kv_cache {kv.value} needs SM{kv.spec.min_sm}+; {gpu.name} is SM{gpu.sm}"
+    if stack is Stack.TRTLLM_ENGINE and not gpu.is_cpu and gpu.sm >= 100 and kv is KVCacheFormat.INT8:
+        return (f"kv_cache int8 on {gpu.name}: TensorRT-LLM's engine builder refuses INT8 "
+                "quantization on SM>=100 (use an fp8 KV cache there)")
     if stack is Stack.TRTLLM_PYTORCH and kv is KVCacheFormat.INT8:
         return "kv_cache int8 is not supported by the trtllm-pytorch stack (ModelOpt's HF export has no INT8 KV)"
     return None

@@ -6,7 +6,8 @@ after checking the installed `tensorrt_llm.__version__` against the supported ve
 outputs are checked before use: the engine's `config.json` is parsed into the manifest, a failed
 build becomes a reason (out of memory, unsupported quantization) with its log kept, every filled
 `config.pbtxt` is parsed with Triton's schema, and the server's whole process tree (launcher,
-mpirun, one tritonserver per rank) is owned and always torn down.
+mpirun, one tritonserver per rank: every process of the session it was started in, found through
+/proc, since mpirun's ranks leave its process group) is owned and always torn down.
 
 Where the tools live is configurable: `TRTLLM_ROOT` (the TensorRT-LLM source tree, default
 `/app/tensorrt_llm`) and the PATH (`trtllm-build`). Tests drive it with stand-in executables;
@@ -44,7 +45,7 @@ from engines.trtllm.commands import (
 )
 from engines.trtllm.contract import VersionContract, contract_for
 from engines.trtllm.outputs import build_failure_reason, engine_summary
-from engines.trtllm.templates import TemplateError, parse_config, required_placeholders
+from engines.trtllm.templates import TemplateError, fill, parse_config, required_placeholders
 from evaluation.planning.records import TrialConfig
 
 DEFAULT_ROOT = "/app/tensorrt_llm"
@@ -175,7 +176,7 @@ class TrtllmEngineStack:
         cfg = _config(quantized.recipe, knobs)
         paths = self.paths(hf_checkpoint=Path(quantized.model_dir),
                            checkpoint_dir=Path(quantized.trtllm_checkpoint_dir), engine_dir=tmp / "engine")
-        command = build_command(self.contract, cfg, paths, max_input_len=knobs.max_seq_len - 1)
+        command = build_command(self.contract, cfg, paths)
         log_path = bundle_dir.with_name(bundle_dir.name + "-build.log")
         log_path.unlink(missing_ok=True)
         if run_logged(command, log_path) != 0:
@@ -209,7 +210,15 @@ class TrtllmEngineStack:
                            engine_dir=bundle / "engine", repo_dir=repo_dir)
         log_path = repo_dir.with_name(repo_dir.name + ".log")
         log_path.unlink(missing_ok=True)
-        for command in repository_commands(self.contract, repository_values(cfg, self.build_settings, paths), paths):
+        values = repository_values(cfg, self.build_settings, paths)
+        for model, model_values in values.items():
+            # The installed release's own template: every key must be one of its placeholders
+            # and every structural placeholder must get a value (fill() raises otherwise).
+            template = Path(str(paths.templates)) / model / "config.pbtxt"
+            if not template.is_file():
+                raise TemplateError(f"{template} is missing: is TRTLLM_ROOT the TensorRT-LLM tree?")
+            fill(template.read_text(), model_values, model=model)
+        for command in repository_commands(self.contract, values, paths):
             if run_logged(command, log_path) != 0:
                 raise StepFailed("repository", _tail_reason(log_path, "filling the templates failed"), log_path)
         verify_repository(repo_dir)
@@ -228,6 +237,10 @@ class TrtllmEngineStack:
         command = launch_command(self.contract, cfg, self.paths(
             hf_checkpoint=repo_dir, checkpoint_dir=repo_dir / "unused", repo_dir=repo_dir),
             http_port=self.http_port, grpc_port=self.grpc_port, metrics_port=self.metrics_port)
+        url = f"http://127.0.0.1:{self.http_port}"
+        if http_ok(f"{url}/v2/health/ready"):  # a leftover server would be benchmarked instead
+            raise StepFailed("serve", f"a server already answers at {url}: stop it before this "
+                                      "trial", workdir / "server.log")
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / "server.log"
         sink = log_path.open("a")
@@ -235,7 +248,6 @@ class TrtllmEngineStack:
         sink.flush()
         process = subprocess.Popen(command.argv, stdout=sink, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-        url = f"http://127.0.0.1:{self.http_port}"
         try:
             _wait_group_ready(process, f"{url}/v2/health/ready", log_path)
             yield EngineServer(url=url, metrics_url=f"http://127.0.0.1:{self.metrics_port}/metrics",
@@ -276,12 +288,23 @@ def _gpu_name() -> str:
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "unknown"
 
 
+def session_pids(sid: int) -> list[int]:
+    """Every live process whose session id is `sid` (from /proc): mpirun's ranks call
+    setpgid(), so a process group is not enough, but they stay in the launcher's session."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session ...
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 def _session_alive(process: subprocess.Popen) -> bool:
-    try:
-        os.killpg(process.pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    process.poll()
+    return bool(session_pids(process.pid))
 
 
 def _wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
@@ -292,25 +315,24 @@ def _wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
     while time.monotonic() < deadline:
         if http_ok(ready_url):
             return
-        process.poll()
-        if process.returncode not in (None, 0) or (process.returncode == 0 and not _session_alive(process)):
+        if not _session_alive(process) or process.returncode not in (None, 0):
             break
         time.sleep(0.5)
     raise StepFailed("serve", f"Triton did not become ready at {ready_url}: "
                      + _tail_reason(log_path, "no output"), log_path)
 
 
-def _kill_session(process: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM every process of the launcher's session, SIGKILL what is left after `grace_s`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        deadline = time.monotonic() + grace_s
+def _kill_session(process: subprocess.Popen, grace_s: float = 40.0) -> None:
+    """SIGTERM every process of the launcher's session (tritonserver takes up to 30 s to exit),
+    SIGKILL what is left after `grace_s`, and wait until none is left."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        for pid in session_pids(process.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and _session_alive(process):
-            process.poll()
             time.sleep(0.2)
         if not _session_alive(process):
             break
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=1)
-

@@ -7,9 +7,10 @@ list passes the pinned version's contract (`contract.check_command`) when it is 
 Steps (paths inside the machine that runs them, i.e. the Triton + TensorRT-LLM container):
 
 1. checkpoint: `quantize.py` for a quantized format (`--qformat`, `--kv_cache_dtype` only when
-   the KV cache is quantized: FP8 weights never imply an FP8 KV cache), or `convert_checkpoint.py`
-   for the 16-bit baseline (`--int8_kv_cache` / `--fp8_kv_cache` for a quantized KV cache). TP and
-   PP are fixed here, so the checkpoint is keyed by (quant, kv, tp, pp) and shared by trials.
+   the KV cache is quantized: FP8 weights never imply an FP8 KV cache) and for a 16-bit model with
+   a quantized KV cache (`--qformat full_prec`, calibrated), `convert_checkpoint.py` for the plain
+   16-bit baseline. TP and PP are fixed here, so the checkpoint is keyed by (quant, kv, tp, pp)
+   and shared by trials.
 2. build: `trtllm-build` with every limit and feature explicit (defaults moved across releases).
 3. repository: copy the installed `inflight_batcher_llm` templates, fill each model with
    `fill_template.py` (values from `repository_values`), then parse every file (the stack does).
@@ -78,20 +79,21 @@ def checkpoint_command(contract: VersionContract, cfg: TrialConfig, build: Build
                        paths: TrialPaths) -> Command:
     """quantize.py (quantized formats) or convert_checkpoint.py (16-bit baseline)."""
     calib = ["--calib_dataset", paths.calib_dataset] if paths.calib_dataset else []
-    if cfg.quant in (QuantFormat.BF16, QuantFormat.FP16):
+    sixteen_bit = cfg.quant in (QuantFormat.BF16, QuantFormat.FP16)
+    dtype = "float16" if cfg.quant is QuantFormat.FP16 else _DTYPE
+    if sixteen_bit and cfg.kv_cache is KVCacheFormat.AUTO:
         args = ["--model_dir", str(paths.hf_checkpoint), "--output_dir", str(paths.checkpoint_dir),
-                "--dtype", "bfloat16" if cfg.quant is QuantFormat.BF16 else "float16",
-                "--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp)]
-        if cfg.kv_cache is KVCacheFormat.INT8:  # calibrated on the dataset below
-            args += ["--int8_kv_cache", *calib, "--calib_size", str(build.calib_size)]
-        elif cfg.kv_cache is KVCacheFormat.FP8:
-            args += ["--fp8_kv_cache"]
+                "--dtype", dtype, "--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp)]
         program = ["python3", str(paths.trtllm_root / "examples/models/core/llama/convert_checkpoint.py")]
         return _checked(contract, "convert_checkpoint.py", program, args)
-    if cfg.quant.spec.trtllm_qformat is None:
+    # A 16-bit model with a quantized KV cache goes through quantize.py `full_prec`: it calibrates
+    # the KV scales on --calib_dataset (convert_checkpoint.py's --int8_kv_cache cannot read a local
+    # dataset folder, and its --fp8_kv_cache is not calibrated at all).
+    qformat = "full_prec" if sixteen_bit else cfg.quant.spec.trtllm_qformat
+    if qformat is None:
         raise ContractError(f"{cfg.quant.value} has no quantize.py --qformat")
     args = ["--model_dir", str(paths.hf_checkpoint), "--output_dir", str(paths.checkpoint_dir),
-            "--dtype", _DTYPE, "--qformat", cfg.quant.spec.trtllm_qformat,
+            "--dtype", dtype, "--qformat", qformat,
             "--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp),
             "--calib_size", str(build.calib_size),
             "--calib_max_seq_length", str(build.calib_max_seq_length), *calib]
@@ -103,13 +105,18 @@ def checkpoint_command(contract: VersionContract, cfg: TrialConfig, build: Build
     return _checked(contract, "quantize.py", program, args)
 
 
-def build_command(contract: VersionContract, cfg: TrialConfig, paths: TrialPaths, *,
-                  max_input_len: int) -> Command:
+def max_input_len(cfg: TrialConfig) -> int:
+    """The longest prompt: below max_seq_len, and within max_num_tokens because chunked context
+    stays off (a longer prompt could not be scheduled in one step)."""
+    return min(cfg.max_seq_len - 1, cfg.max_num_tokens)
+
+
+def build_command(contract: VersionContract, cfg: TrialConfig, paths: TrialPaths) -> Command:
     """trtllm-build with every limit and feature flag given."""
     fp8_fmha = cfg.quant in FP8_CONTEXT_FMHA and cfg.kv_cache is KVCacheFormat.FP8
     args = [
         "--checkpoint_dir", str(paths.checkpoint_dir), "--output_dir", str(paths.engine_dir),
-        "--max_batch_size", str(cfg.max_batch_size), "--max_input_len", str(max_input_len),
+        "--max_batch_size", str(cfg.max_batch_size), "--max_input_len", str(max_input_len(cfg)),
         "--max_seq_len", str(cfg.max_seq_len), "--max_num_tokens", str(cfg.max_num_tokens),
         "--max_beam_width", "1", "--kv_cache_type", "paged",
         "--gemm_plugin", "auto", "--gpt_attention_plugin", "auto",

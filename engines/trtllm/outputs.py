@@ -87,7 +87,7 @@ _OOM = (re.compile(r"Error Code 2: OutOfMemory[^\n]*"),
         re.compile(r"CUDA out of memory[^\n]*"))
 _UNSUPPORTED = (re.compile(r"FP8 FMHA cannot be enabled except on [^\n(]*"),
                 re.compile(r"Networks with FP8 precision require hardware with FP8 support[^\n]*"),
-                re.compile(r"[^\n]*(?:is|are) not supported on (?:this GPU|SM\s?\d+)[^\n]*"))
+                re.compile(r"[^\n]*(?:is|are) not supported on (?:this GPU|SM\s?(?:>=\s?)?\d+)[^\n]*"))
 
 
 def build_failure_reason(log: str) -> str:

@@ -2,14 +2,18 @@
 `trtllm-engine` stack, with the exact commands (checkpoint, build, repository, launch,
 benchmark), plus a README naming the container to run them in.
 
-The commands come from `engines.trtllm.commands` (the functions the stack runs), with paths
+The tool commands come from `engines.trtllm.commands` (the functions the stack runs), with paths
 rooted in shell variables (`$WORK`, `$MODEL_DIR`, `$TRTLLM_ROOT`) so a script runs on any
-machine; an argument holding a variable is double-quoted, every other one shell-quoted.
+machine; an argument holding a variable is double-quoted, every other one shell-quoted. Around
+them the script does in shell what the stack does in Python (not the same code): the checkpoint
+written aside then moved, the server in a session of its own stopped whole, readiness polled,
+metrics scraped once after the benchmark (the stack samples them during it).
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from build_configs.loading import ResolvedSpec
@@ -69,8 +73,9 @@ def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionC
     """The script of one feasible trial."""
     spec, cfg = resolved.spec, trial.config
     paths = script_paths(trial, spec.build.calib_dataset)
-    checkpoint = checkpoint_command(contract, cfg, spec.build, paths)
-    build = build_command(contract, cfg, paths, max_input_len=cfg.max_seq_len - 1)
+    partial = replace(paths, checkpoint_dir=PurePosixPath(f"{paths.checkpoint_dir}.partial"))
+    checkpoint = checkpoint_command(contract, cfg, spec.build, partial)
+    build = build_command(contract, cfg, paths)
     repository = repository_commands(contract, repository_values(cfg, spec.build, paths), paths)
     launch = launch_command(contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
                             metrics_port=METRICS_PORT)
@@ -88,8 +93,12 @@ def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionC
 set -euo pipefail
 : "${{MODEL_DIR:?set MODEL_DIR to the local Hugging Face checkpoint folder of {repo_id}}}"
 WORK="${{WORK:-$PWD/enginesweep-work}}"
-TRTLLM_ROOT="${{TRTLLM_ROOT:-{spec.execution.trtllm_root}}}"
+TRTLLM_ROOT="${{TRTLLM_ROOT:-{shlex.quote(spec.execution.trtllm_root)}}}"
 export MODEL_DIR WORK TRTLLM_ROOT
+case "$MODEL_DIR$WORK$TRTLLM_ROOT" in
+    *[,:\\\\]*) echo "MODEL_DIR, WORK and TRTLLM_ROOT may not hold ',', ':' or a backslash (fill_template.py splits on them)" >&2
+        exit 2 ;;
+esac
 
 # The commands below are checked against TensorRT-LLM {contract.line}'s options: refuse another version.
 python3 - <<'PY'
@@ -100,9 +109,12 @@ if not any(fnmatch.fnmatchcase(version, p) for p in "{versions}".split(" | ")):
     sys.exit(f"TensorRT-LLM {{version}} is installed; these commands are for {contract.line} ({versions})")
 PY
 
-# 1. Checkpoint, shared by every trial with the same quant, KV cache, TP and PP.
+# 1. Checkpoint, shared by every trial with the same quant, KV cache, TP and PP: written aside,
+#    moved into place only when complete.
 if [ ! -f "{paths.checkpoint_dir}/config.json" ]; then
+    rm -rf "{partial.checkpoint_dir}"
 {_indent(shell_line(checkpoint))}
+    mv "{partial.checkpoint_dir}" "{paths.checkpoint_dir}"
 fi
 
 # 2. Engine.
@@ -111,9 +123,20 @@ fi
 # 3. Triton model repository (inflight_batcher_llm), filled in place.
 {chr(10).join(shell_line(c) for c in repository)}
 
-# 4. Serve: the launcher returns at once; wait for readiness, stop the server on exit.
-{shell_line(launch)}
-trap 'pkill -f tritonserver || true' EXIT
+# 4. Serve, in a session of its own (the launcher returns at once; mpirun's ranks leave its
+#    process group, not its session); stop exactly that session on exit.
+if curl -sf "http://127.0.0.1:{HTTP_PORT}/v2/health/ready" >/dev/null; then
+    echo "a server already answers on port {HTTP_PORT}: stop it first" >&2
+    exit 2
+fi
+setsid {shell_line(launch)} &
+SERVER_SESSION=$!
+stop_server() {{
+    pkill -TERM -s "$SERVER_SESSION" || true
+    for _ in $(seq 1 40); do pgrep -s "$SERVER_SESSION" >/dev/null || return 0; sleep 1; done
+    pkill -KILL -s "$SERVER_SESSION" || true
+}}
+trap stop_server EXIT
 for _ in $(seq 1 900); do
     if curl -sf "http://127.0.0.1:{HTTP_PORT}/v2/health/ready" >/dev/null; then break; fi
     sleep 1

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -91,7 +93,7 @@ def test_a_wrong_flag_fails_the_contract(tool, args, message):
 def test_every_generated_command_is_accepted(quant, kv, tp):
     trial = cfg(quant, kv, tp)
     commands = [checkpoint_command(CONTRACT, trial, Build(), PATHS),
-                build_command(CONTRACT, trial, PATHS, max_input_len=4095),
+                build_command(CONTRACT, trial, PATHS),
                 launch_command(CONTRACT, trial, PATHS, http_port=8000, grpc_port=8001, metrics_port=8002)]
     for command in commands:
         check_command(CONTRACT, command.tool, _args(command))  # raises on any unknown flag
@@ -107,13 +109,26 @@ def test_fp8_weights_never_imply_an_fp8_kv_cache():
     assert awq[awq.index("--tp_size") + 1] == "2" and awq[awq.index("--calib_dataset") + 1] == "/data/calib"
 
 
-def test_the_baseline_is_converted_with_an_explicit_kv_format():
+def test_the_baseline_is_converted_and_a_quantized_kv_cache_is_calibrated():
     base = checkpoint_command(CONTRACT, cfg(QuantFormat.BF16), Build(), PATHS)
-    assert base.tool == "convert_checkpoint.py"
-    assert "--int8_kv_cache" not in base.argv and "--fp8_kv_cache" not in base.argv
-    int8 = checkpoint_command(CONTRACT, cfg(QuantFormat.BF16, KVCacheFormat.INT8), Build(calib_size=32), PATHS).argv
-    assert "--int8_kv_cache" in int8 and int8[int8.index("--calib_size") + 1] == "32"
-    assert "--fp8_kv_cache" in checkpoint_command(CONTRACT, cfg(QuantFormat.BF16, KVCacheFormat.FP8), Build(), PATHS).argv
+    assert base.tool == "convert_checkpoint.py" and "--calib_dataset" not in base.argv
+    assert base.argv[base.argv.index("--dtype") + 1] == "bfloat16"
+    for kv in (KVCacheFormat.INT8, KVCacheFormat.FP8):
+        kv_only = checkpoint_command(CONTRACT, cfg(QuantFormat.BF16, kv), Build(calib_size=32), PATHS)
+        args = kv_only.argv
+        assert kv_only.tool == "quantize.py" and args[args.index("--qformat") + 1] == "full_prec"
+        assert args[args.index("--kv_cache_dtype") + 1] == kv.value
+        assert args[args.index("--calib_size") + 1] == "32" and args[args.index("--calib_dataset") + 1] == "/data/calib"
+
+
+def test_max_input_len_stays_within_max_num_tokens_without_chunked_context():
+    from engines.trtllm.commands import max_input_len
+
+    assert max_input_len(cfg()) == 4095
+    small = TrialConfig(quant=QuantFormat.FP8, kv_cache=KVCacheFormat.AUTO, tp=1, pp=1, max_batch_size=8,
+                        max_num_tokens=1024, max_seq_len=4096)
+    args = build_command(CONTRACT, small, PATHS).argv
+    assert args[args.index("--max_input_len") + 1] == "1024"
 
 
 def test_trials_share_a_checkpoint_only_with_the_same_quant_kv_tp_pp():
@@ -125,7 +140,7 @@ def test_build_flags_are_explicit_and_fp8_fmha_only_where_allowed():
     def flag(command, name):
         return command.argv[command.argv.index(name) + 1]
 
-    fp8 = build_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.FP8, tp=2), PATHS, max_input_len=4095)
+    fp8 = build_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.FP8, tp=2), PATHS)
     for name, value in (("--kv_cache_type", "paged"), ("--use_paged_context_fmha", "enable"),
                         ("--max_batch_size", "64"), ("--max_num_tokens", "8192"), ("--max_seq_len", "4096"),
                         ("--max_input_len", "4095"), ("--workers", "2"), ("--use_fp8_context_fmha", "enable")):
@@ -133,7 +148,7 @@ def test_build_flags_are_explicit_and_fp8_fmha_only_where_allowed():
     assert "--output_timing_cache" in fp8.argv and "--tp_size" not in fp8.argv
     for trial in (cfg(QuantFormat.FP8, KVCacheFormat.AUTO), cfg(QuantFormat.BF16, KVCacheFormat.FP8),
                   cfg(QuantFormat.INT4_AWQ, KVCacheFormat.FP8)):
-        assert flag(build_command(CONTRACT, trial, PATHS, max_input_len=4095), "--use_fp8_context_fmha") == "disable"
+        assert flag(build_command(CONTRACT, trial, PATHS), "--use_fp8_context_fmha") == "disable"
 
 
 # -- Triton repository: filled like fill_template.py, parsed with Triton's schema ----------------
@@ -239,10 +254,21 @@ def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_
     for trial in expand(resolved).feasible:
         text = (out / f"{trial.slug}.sh").read_text()
         paths = script_paths(trial, None)
-        assert shell_line(build_command(CONTRACT, trial.config, paths,
-                                        max_input_len=trial.config.max_seq_len - 1)) in text
-        assert shell_line(checkpoint_command(CONTRACT, trial.config, resolved.spec.build, paths)).replace(
+        assert shell_line(build_command(CONTRACT, trial.config, paths)) in text
+        partial = replace(paths, checkpoint_dir=PurePosixPath(f"{paths.checkpoint_dir}.partial"))
+        assert shell_line(checkpoint_command(CONTRACT, trial.config, resolved.spec.build, partial)).replace(
             "\n", "\n    ") in text
+    # The script itself runs: paths fill_template.py would split are refused before anything,
+    # and then the installed TensorRT-LLM version is checked (none here).
+    script = out / "llama-3.1-8b-instruct__fp8__kv-fp8__tp1.sh"
+    env = {"PATH": os.environ["PATH"], "WORK": str(tmp_path / "w"), "TRTLLM_ROOT": "/x"}
+    refused = subprocess.run(["bash", str(script)], env={**env, "MODEL_DIR": "/models/a,b"},
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "may not hold ',', ':' or a backslash" in refused.stderr
+    gated = subprocess.run(["bash", str(script)], env={**env, "MODEL_DIR": "/models/ok"},
+                           capture_output=True, text=True)
+    assert gated.returncode != 0 and "No module named 'tensorrt_llm'" in gated.stderr
+    assert not (tmp_path / "w").exists()  # nothing was written before the gates
 
 
 def test_emit_scripts_is_for_the_engine_stack_only(cli, tmp_path):
@@ -253,7 +279,8 @@ def test_emit_scripts_is_for_the_engine_stack_only(cli, tmp_path):
 
 def test_importing_the_stack_modules_never_imports_tensorrt_llm():
     code = ("import sys, engines.trtllm.commands, engines.trtllm.scripts, engines.trtllm.outputs, "
-            "engines.trtllm.templates, flows.cli; sys.exit('tensorrt_llm' in sys.modules)")
+            "engines.trtllm.templates, engines.stacks.trtllm_engine, flows.cli; "
+            "sys.exit('tensorrt_llm' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -262,3 +289,20 @@ def test_run_refuses_the_engine_stack_where_tensorrt_llm_is_missing(cli):
     assert result.exit_code == 2
     assert "stack: the trtllm-engine stack cannot run here (No module named 'tensorrt_llm')" in result.stderr
     assert "--emit-scripts DIR" in result.stderr
+
+
+def test_blackwell_plans_refuse_int_formats_the_engine_builder_refuses(cli):
+    only_b200 = cli("plan", "llama-3.1-8b-h100", "--gpu", "B200", "--predictor", "roofline")
+    assert only_b200.exit_code == 2  # no listed GPU can use these axis values: a spec error
+    assert "axes.quant[2]: int4_awq on B200: TensorRT-LLM's engine builder refuses INT8/INT4" in only_b200.stderr
+    result = cli("plan", "llama-3.1-8b-h100", "--gpu", "H100-SXM-80GB,B200", "--json", "--predictor", "roofline")
+    assert result.exit_code == 0, result.output
+    trials = {t["slug"]: t for t in json.loads(result.stdout)["trials"]}
+    awq = trials["llama-3.1-8b-instruct__int4_awq__kv-auto__tp1__b200"]
+    assert not awq["feasible"] and "refuses INT8/INT4 quantization on SM>=100" in awq["reasons"][0]
+    assert not trials["llama-3.1-8b-instruct__fp8__kv-int8__tp1__b200"]["feasible"]
+    assert trials["llama-3.1-8b-instruct__fp8__kv-fp8__tp1__b200"]["feasible"]
+    assert trials["llama-3.1-8b-instruct__int4_awq__kv-auto__tp1__h100-sxm-80gb"]["feasible"]
+    reason = build_failure_reason("[E] INT8/INT4 quantization is not supported on SM>=100\n")
+    assert reason.startswith("the quantization is not supported on this GPU: ")
+    assert reason.endswith("INT8/INT4 quantization is not supported on SM>=100")
