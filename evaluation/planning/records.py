@@ -7,8 +7,6 @@ integers; times are milliseconds; throughputs are output tokens per second.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from build_configs.quant import KVCacheFormat, QuantFormat

@@ -7,7 +7,6 @@ Every predicted column is headed `pred`, and each row names its prediction sourc
 from __future__ import annotations
 
 import io
-from itertools import groupby
 from typing import Any
 
 from rich.console import Console
