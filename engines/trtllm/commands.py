@@ -114,6 +114,10 @@ def max_input_len(cfg: TrialConfig) -> int:
 def build_command(contract: VersionContract, cfg: TrialConfig, paths: TrialPaths) -> Command:
     """trtllm-build with every limit and feature flag given."""
     fp8_fmha = cfg.quant in FP8_CONTEXT_FMHA and cfg.kv_cache is KVCacheFormat.FP8
+    # The 1.2 builder silently turns paged context FMHA off for an INT8 KV cache and for an FP8
+    # one without FP8 attention inputs: say so in the command instead of asking for it in vain.
+    paged_fmha = not (cfg.kv_cache is KVCacheFormat.INT8
+                      or (cfg.kv_cache is KVCacheFormat.FP8 and not fp8_fmha))
     args = [
         "--checkpoint_dir", str(paths.checkpoint_dir), "--output_dir", str(paths.engine_dir),
         "--max_batch_size", str(cfg.max_batch_size), "--max_input_len", str(max_input_len(cfg)),
@@ -121,8 +125,11 @@ def build_command(contract: VersionContract, cfg: TrialConfig, paths: TrialPaths
         "--max_beam_width", "1", "--kv_cache_type", "paged",
         "--gemm_plugin", "auto", "--gpt_attention_plugin", "auto",
         "--context_fmha", "enable", "--remove_input_padding", "enable",
-        "--use_paged_context_fmha", "enable",
+        "--use_paged_context_fmha", "enable" if paged_fmha else "disable",
         "--use_fp8_context_fmha", "enable" if fp8_fmha else "disable",
+        # Defaults that moved across releases, pinned at 1.2's values.
+        "--tokens_per_block", "32", "--use_fused_mlp", "enable", "--multiple_profiles", "disable",
+        "--reduce_fusion", "disable", "--user_buffer", "disable", "--logits_dtype", "float32",
         "--workers", str(cfg.world_size),
         "--input_timing_cache", str(paths.timing_cache), "--output_timing_cache", str(paths.timing_cache),
     ]

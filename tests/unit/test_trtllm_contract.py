@@ -149,6 +149,12 @@ def test_build_flags_are_explicit_and_fp8_fmha_only_where_allowed():
     for trial in (cfg(QuantFormat.FP8, KVCacheFormat.AUTO), cfg(QuantFormat.BF16, KVCacheFormat.FP8),
                   cfg(QuantFormat.INT4_AWQ, KVCacheFormat.FP8)):
         assert flag(build_command(CONTRACT, trial, PATHS), "--use_fp8_context_fmha") == "disable"
+    # Paged context FMHA: on, except where the builder would drop it (INT8 KV; FP8 KV without
+    # FP8 attention inputs), so the command says what the engine will have.
+    assert flag(build_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.AUTO), PATHS), "--use_paged_context_fmha") == "enable"
+    for trial in (cfg(QuantFormat.FP8, KVCacheFormat.INT8), cfg(QuantFormat.BF16, KVCacheFormat.FP8)):
+        assert flag(build_command(CONTRACT, trial, PATHS), "--use_paged_context_fmha") == "disable"
+    assert flag(fp8, "--tokens_per_block") == "32" and flag(fp8, "--multiple_profiles") == "disable"
 
 
 # -- Triton repository: filled like fill_template.py, parsed with Triton's schema ----------------
