@@ -70,13 +70,17 @@ def _aiconfigurator(trials: list[PlannedTrial], resolved: ResolvedSpec, *, requi
     for trial in trials:
         if trial.slug in results:
             got = results[trial.slug]
-            if isinstance(got, str):  # the worker's own refusal for this trial
+            if not isinstance(got, str):
+                try:
+                    trial = trial.model_copy(update={"predicted": aic.to_prediction(
+                        got, trial, resolved, usd_per_gpu_hour=resolved.price(get_gpu(trial.gpu)))})
+                except (KeyError, ValueError) as exc:  # an answer we cannot use: say so, keep going
+                    got = f"unusable answer ({type(exc).__name__}: {exc})"
+                    results[trial.slug] = got
+            if isinstance(got, str):  # the worker's own refusal, or an unusable answer
                 if required:
                     raise PredictorError(f"aiconfigurator failed on {trial.slug}: {got}")
                 trial = _note(trial, f"roofline: aiconfigurator failed ({got})")
-            else:
-                trial = trial.model_copy(update={"predicted": aic.to_prediction(
-                    got, trial, resolved, usd_per_gpu_hour=resolved.price(get_gpu(trial.gpu)))})
         elif trial.slug in uncovered:
             trial = _note(trial, f"roofline: aiconfigurator does not cover {uncovered[trial.slug]}")
         out.append(trial)

@@ -433,3 +433,19 @@ def test_a_factor_that_does_not_lower_the_error_is_not_kept():
 
     assert mape(skewed, factor_of(skewed)) > mape(skewed)
     assert "itl_ms" not in fit([_pair("itl_ms", p, m, trial=f"s{i}") for i, (p, m) in enumerate(skewed)])[0].factors
+
+
+def test_an_unusable_aiconfigurator_answer_falls_back_to_the_roofline(spec_file, monkeypatch):
+    import evaluation.planning.aiconfigurator as aic
+    from build_configs.schema import Predictor
+
+    monkeypatch.setattr(aic, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(aic, "version_label", lambda: "aiconfigurator test")
+    monkeypatch.setattr(aic, "predict_batch", lambda requests: {
+        r["id"]: {"label": "x", "points": {}, "saturated": _row(8, 1, 1, 10)} for r in requests})
+    plan = expand(load_spec(spec_file()))
+    for trial in plan.feasible:
+        assert trial.predicted.source == "predicted:roofline"
+        assert "roofline: aiconfigurator failed (unusable answer (KeyError" in trial.predicted.notes[-1]
+    with pytest.raises(Exception, match="aiconfigurator failed on .*unusable answer"):
+        expand(load_spec(spec_file()), predictor=Predictor.AICONFIGURATOR)
