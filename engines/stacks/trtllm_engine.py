@@ -262,6 +262,8 @@ TRIAL_FACTS = "trial.json"
 
 
 def _config(recipe: QuantRecipe, knobs: BuildKnobs | None = None) -> TrialConfig:
+    """The trial config of a recipe; without knobs (the checkpoint step reads only quant, KV,
+    TP and PP) the build limits are placeholders that no command uses."""
     knobs = knobs or BuildKnobs(max_batch_size=1, max_num_tokens=1, max_seq_len=2)
     return TrialConfig(quant=recipe.quant, kv_cache=recipe.kv_cache, tp=recipe.tp, pp=recipe.pp,
                        max_batch_size=knobs.max_batch_size, max_num_tokens=knobs.max_num_tokens,

@@ -22,8 +22,9 @@ from build_configs.architectures import shipped_architecture
 from build_configs.gpus import get_gpu
 from build_configs.loading import ResolvedSpec
 from evaluation.planning.adhoc import adhoc_spec
-from evaluation.planning.expand import plan_trial
-from evaluation.planning.records import PlannedTrial, TrialConfig
+from build_configs.schema import Predictor
+from evaluation.planning.expand import expand
+from evaluation.planning.records import PlannedTrial
 
 PUBLISHED = "trtllm-perf-overview-v1.0.csv"
 
@@ -77,21 +78,13 @@ def published_rows() -> list[PublishedRow]:
 
 
 def _planned(row: PublishedRow, max_batch_size: int) -> tuple[ResolvedSpec, PlannedTrial]:
-    arch = shipped_architecture(row.model)
-    resolved = adhoc_spec(arch, [row.gpu], quant=[row.quant], kv_cache=[row.kv_cache], tp=[row.tp],
-                          pp=[row.pp], isl=row.isl, osl=row.osl, concurrency=[1],
-                          max_batch_size=max_batch_size, calibrated=False)
-    spec = resolved.spec
-    axes = spec.axes
-    cfg = TrialConfig(quant=axes.quant[0], kv_cache=axes.kv_cache[0], tp=row.tp, pp=row.pp,
-                      max_batch_size=max_batch_size, max_num_tokens=axes.max_num_tokens[0],
-                      max_seq_len=axes.max_seq_len[0])
-    trial = plan_trial(arch, get_gpu(row.gpu), cfg, workload=spec.workload, sla=spec.sla,
-                       gpus_available=row.tp * row.pp, usd_per_gpu_hour=1.0, stack=spec.stack,
-                       model=row.model, kv_free_fraction=spec.build.kv_cache_free_gpu_mem_fraction)
+    resolved = adhoc_spec(shipped_architecture(row.model), [row.gpu], quant=[row.quant],
+                          kv_cache=[row.kv_cache], tp=[row.tp], pp=[row.pp], isl=row.isl,
+                          osl=row.osl, concurrency=[1], max_batch_size=max_batch_size,
+                          calibrated=False)
+    (trial,) = expand(resolved, predictor=Predictor.ROOFLINE).trials
     # Rows differ only in ISL/OSL for one trial slug; the worker needs unique ids.
-    trial = trial.model_copy(update={"slug": f"{trial.slug}__{row.gpu.lower()}__{row.isl}-{row.osl}"})
-    return resolved, trial
+    return resolved, trial.model_copy(update={"slug": f"{trial.slug}__{row.gpu.lower()}__{row.isl}-{row.osl}"})
 
 
 def compare(rows: Sequence[PublishedRow], *, predictor: str, max_batch_size: int = 512

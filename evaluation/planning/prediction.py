@@ -37,6 +37,14 @@ def usd_per_1m_tokens(gpus: int, usd_per_gpu_hour: float, tok_s: float) -> float
     return gpus * usd_per_gpu_hour / (tok_s * 3600) * 1e6
 
 
+def replicas_for(target_request_rate: float, goodput_per_replica: float) -> int:
+    """ceil(rate / goodput), at least 1; 1e-9 absorbs float noise (0.3 / 0.1 = 2.9999999999999996,
+    or 1.0000000000000002) so an exact fit never asks for one replica more."""
+    if target_request_rate <= 0:
+        raise ValueError(f"target_request_rate must be positive, got {target_request_rate}")
+    return max(1, math.ceil(target_request_rate / goodput_per_replica - 1e-9))
+
+
 def meets(sla: SLA, ttft_ms: float, itl_ms: float) -> bool | None:
     """Whether predicted latencies are within the SLA; None when the SLA sets no latency limit."""
     if sla.ttft_p99_ms is None and sla.itl_p99_ms is None:
@@ -115,8 +123,7 @@ def capacity(pred: Prediction, *, target_request_rate: float, osl: int, gpus: in
         raise ValueError(f"target_request_rate must be positive, got {target_request_rate}")
     if pred.max_concurrency_meeting_sla is None or not pred.goodput_req_s_at_sla:
         return None
-    # 1e-9 absorbs float noise (0.3/0.1 = 2.9999999999999996) so an exact fit asks no extra replica.
-    replicas = max(1, math.ceil(target_request_rate / pred.goodput_req_s_at_sla - 1e-9))
+    replicas = replicas_for(target_request_rate, pred.goodput_req_s_at_sla)
     total = replicas * gpus
     return CapacityPrediction(
         target_request_rate=target_request_rate,

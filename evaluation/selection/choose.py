@@ -8,11 +8,11 @@ records measured on different hardware (`MixedHardwareError`), benchmarks of dif
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 
 from build_configs.schema import SLA
+from evaluation.planning.prediction import replicas_for
 from evaluation.planning.records import TrialConfig
 from evaluation.records import TrialRecord
 from evaluation.selection.accuracy_gate import accuracy_gate, is_baseline
@@ -24,11 +24,6 @@ from evaluation.selection.models import (
 )
 from evaluation.selection.operating_point import operating_point, point_metrics
 from evaluation.selection.ranking import OBJECTIVE_WORDS, objective_value, pareto_front, ranked
-
-# Absorbs float noise in rate / goodput (e.g. 0.3 / 0.1 = 2.9999999999999996 or
-# 1.0000000000000002), so that an exact fit never asks for one replica more.
-_CEIL_SLACK = 1e-9
-
 
 def _empty_row(record: TrialRecord, gpus: int, baseline: bool, reasons: list[str]
                ) -> TrialSelection:
@@ -117,7 +112,7 @@ def capacity_plan(row: TrialSelection, target_request_rate: float, usd_per_gpu_h
         raise ValueError(f"target_request_rate must be positive, got {target_request_rate}")
     if not row.feasible or row.goodput is None or row.operating_concurrency is None:
         raise ValueError(f"{row.slug} is not feasible: no capacity plan without an operating point")
-    replicas = max(1, math.ceil(target_request_rate / row.goodput - _CEIL_SLACK))
+    replicas = replicas_for(target_request_rate, row.goodput)
     total = replicas * row.gpus
     return CapacityPlan(slug=row.slug, target_request_rate=target_request_rate,
                         goodput_per_replica=row.goodput,

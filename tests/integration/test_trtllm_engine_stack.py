@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,7 @@ from build_configs.schema import Build
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks import BuildKnobs, StackUnavailable, get_stack
 from engines.stacks.trtllm_engine import StepFailed, TrtllmEngineStack, session_pids
+from engines.triton.server import free_port
 from engines.trtllm.contract import UnsupportedVersion
 from engines.trtllm.outputs import kv_cache_blocks
 from engines.trtllm.templates import TemplateError
@@ -27,12 +27,6 @@ pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 STANDINS = FIXTURES / "trtllm_standins"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -62,7 +56,7 @@ def root(tmp_path, monkeypatch) -> Path:
 
 def _stack(root: Path) -> TrtllmEngineStack:
     return TrtllmEngineStack(version="1.2.0rc8", trtllm_root=str(root), build=Build(calib_size=4),
-                             ports=(_free_port(), _free_port(), _free_port()))
+                             ports=(free_port(), free_port(), free_port()))
 
 
 RECIPE = QuantRecipe(quant=QuantFormat.FP8, kv_cache=KVCacheFormat.FP8, tp=2, pp=1)
