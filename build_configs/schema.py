@@ -230,11 +230,33 @@ class Build(_Strict):
 
 
 class Accuracy(_Strict):
-    """Held-out text evaluation of every variant against the unquantized baseline."""
+    """Evaluation of every variant against the unquantized baseline: perplexity on held-out text
+    and lm-evaluation-harness tasks, all paired item by item (evaluation/accuracy)."""
 
     window_tokens: PositiveInt = 256
     max_windows: PositiveInt = 24
-    confidence: float = Field(default=0.95, gt=0, lt=1)
+    tasks: list[str] = Field(
+        default=["enginesweep_cloze", "enginesweep_recall"],
+        description="lm-eval task names: the two built-in offline tasks, tasks whose YAMLs lie in "
+                    "task_paths, or lm-eval's own (their data must be in the local cache). [] = "
+                    "perplexity only.")
+    task_paths: list[Path] = Field(
+        default=[], description="Folders (or files) of lm-eval task YAMLs with local data, e.g. "
+                                "an MMLU or GSM8K export; relative paths are from the working directory.")
+    task_limit: int | None = Field(
+        default=200, ge=2, description="First N items of each task; None = every item.")
+    batch_size: PositiveInt = Field(default=16, description="Items per forward pass (lm-eval).")
+    confidence: float = Field(
+        default=0.95, gt=0, lt=1, description="Of the bootstrap intervals; 1 - confidence is the "
+                                              "significance level of McNemar's test.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or name != name.strip() or "," in name:
+                raise ValueError(f"task name {name!r} is not an lm-eval task name")
+        return _unique(value)
 
 
 class LengthDistribution(_Strict):
@@ -272,6 +294,10 @@ class SLA(_Strict):
     itl_p99_ms: PositiveFloat | None = None
     max_accuracy_drop: float | None = Field(default=None, ge=0)
     accuracy_drop_mode: Literal["absolute", "relative"] = "relative"
+    accuracy_gate: Literal["strict", "lenient"] = Field(
+        default="strict",
+        description="lenient: reject when a drop is larger than allowed and significant; strict: "
+                    "also when its interval cannot rule out a drop larger than allowed.")
     objective: Objective = Objective.MIN_COST_PER_1M_TOKENS
 
 

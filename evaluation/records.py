@@ -70,8 +70,34 @@ class BenchmarkResult(_Record):
     artifact_dir: str
 
 
+class TaskResult(_Record):
+    """One lm-evaluation-harness task scored on one variant, per item (kept for paired tests).
+
+    `item_ids[i]` is the task's document id of item i and `item_values[i]` its score under
+    `metric` (0/1 for `acc` and `exact_match`). `items_sha256` hashes the items' document hashes
+    in id order, so two results pair only when they scored the very same items."""
+
+    source: Literal["measured"] = "measured"
+    hardware: str
+    task: str
+    metric: str
+    higher_is_better: bool = True
+    num_fewshot: int = 0
+    tool: str = Field(description="The harness and its version, e.g. lm_eval 0.4.13.")
+    items_sha256: str
+    score: float
+    item_ids: list[int]
+    item_values: list[float]
+
+    @property
+    def binary(self) -> bool:
+        """Every item scored 0 or 1: accuracy-like, so McNemar's test applies."""
+        return all(value in (0.0, 1.0) for value in self.item_values)
+
+
 class AccuracyResult(_Record):
-    """Accuracy of one variant on held-out text, per window (kept for paired statistics)."""
+    """Accuracy of one variant on held-out text, per window, and on the evaluation tasks, per
+    item (both kept for paired statistics)."""
 
     source: Literal["measured"] = "measured"
     hardware: str
@@ -82,10 +108,12 @@ class AccuracyResult(_Record):
     top1_accuracy: float
     window_nll: list[float] = Field(description="Mean negative log-likelihood per window.")
     window_top1: list[float] = Field(description="Next-token top-1 accuracy per window.")
+    tasks: list[TaskResult] = Field(default=[], description="Task evaluations (lm-eval), per item.")
 
 
 class PairedDelta(_Record):
-    """Variant minus baseline over paired windows, with a bootstrap confidence interval."""
+    """Variant minus baseline over paired windows or items, with a bootstrap confidence interval
+    and, for 0/1 item scores, McNemar's exact test of the discordant pairs."""
 
     metric: str
     baseline: float
@@ -95,6 +123,15 @@ class PairedDelta(_Record):
     ci_high: float
     confidence: float
     resamples: int
+    higher_is_better: bool | None = Field(
+        default=None, description="Direction of the metric; None for the built-in ones (the gate "
+                                  "knows perplexity and top-1).")
+    n: int | None = Field(default=None, description="Paired windows or items.")
+    test: Literal["bootstrap", "mcnemar-exact"] = "bootstrap"
+    p_value: float | None = Field(
+        default=None, description="Two-sided p-value of McNemar's exact test (binary items only).")
+    discordant: tuple[int, int] | None = Field(
+        default=None, description="(baseline right & variant wrong, baseline wrong & variant right).")
 
 
 class TrialRecord(_Record):

@@ -85,6 +85,24 @@ class SweepTracker:
             self.client.set_tag(run_id, key, value)
         self.client.set_terminated(run_id, status=status)
 
+    def log_accuracy_gate(self, trial_runs: dict[str, str], rows: list) -> None:
+        """The selection's accuracy verdicts on each trial's run (after the sweep chose): the
+        worst drop as `accuracy_drop`, `accuracy_gate_passed` 1/0, and one tag per metric with
+        the verdict in words (`accuracy.verdict.<metric>`)."""
+        for row in rows:
+            run_id = trial_runs.get(row.slug)
+            if run_id is None or not row.accuracy:
+                continue
+            passed = all(check.passed for check in row.accuracy)
+            self.client.log_metric(run_id, "accuracy_gate_passed", 1.0 if passed else 0.0)
+            if row.accuracy_drop is not None:
+                self.client.log_metric(run_id, "accuracy_drop", float(row.accuracy_drop))
+            self.client.set_tag(run_id, "enginesweep.accuracy_gate",
+                                f"{'pass' if passed else 'reject'} ({row.accuracy[0].gate})")
+            for check in row.accuracy:
+                self.client.set_tag(run_id, f"accuracy.verdict.{check.metric}",
+                                    check.verdict[:5000])
+
     # -- child runs --------------------------------------------------------------------------
     def log_trial(self, parent_id: str, record: TrialRecord, trial_dir: Path) -> str:
         """One nested run for one trial (FINISHED or FAILED); returns its id."""
@@ -153,10 +171,14 @@ class SweepTracker:
         if record.accuracy:
             log(run_id, "perplexity", record.accuracy.perplexity)
             log(run_id, "top1_accuracy", record.accuracy.top1_accuracy)
+            for task in record.accuracy.tasks:
+                log(run_id, f"{task.task}.{task.metric}", task.score)
         for delta in record.accuracy_deltas:
             log(run_id, f"{delta.metric}_delta", delta.delta)
             log(run_id, f"{delta.metric}_delta_ci_low", delta.ci_low)
             log(run_id, f"{delta.metric}_delta_ci_high", delta.ci_high)
+            if delta.p_value is not None:
+                log(run_id, f"{delta.metric}_mcnemar_p", delta.p_value)
         for name, value in (("engine_bytes", record.engine_bytes), ("build_seconds", record.build_seconds),
                             ("quantize_seconds", record.quantize_seconds)):
             if value is not None:

@@ -124,6 +124,7 @@ def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
             records.append(record)
             runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved)
         selection = select_task(records, resolved)
+        tracker.log_accuracy_gate(runs, selection.rows)
         promotion = promote_task(tracker, resolved, selection, runs, records) if selection.champion else None
     except BaseException:
         tracker.finish_sweep(parent_id, status="FAILED", tables={}, tags={"enginesweep.status": "failed"})

@@ -29,8 +29,8 @@ from engines.quantize.recipes import CalibrationSpec, QuantRecipe
 from build_configs.schema import Stack
 from engines.stacks import BuildKnobs, get_stack
 from evaluation.benchmark.server_metrics import MetricsSampler
-from evaluation.accuracy.paired import compare_accuracy
-from evaluation.accuracy.perplexity import evaluate_perplexity
+from evaluation.accuracy.variant import (compare_variant, describe_deltas, evaluate_model,
+                                         task_include_paths, tasks_fingerprint)
 from evaluation.benchmark.aiperf_runner import run_aiperf
 from evaluation.benchmark.results import parse_benchmark
 from evaluation.planning import PlannedTrial, expand
@@ -99,23 +99,28 @@ def hardware_of(resolved: ResolvedSpec) -> str:
     return HARDWARE if resolved.spec.stack is Stack.REFERENCE else resolved.gpu.name
 
 
-def _accuracy(model_dir: Path, text: str, resolved: ResolvedSpec) -> AccuracyResult:
+def _accuracy(model_dir: Path, text: str, resolved: ResolvedSpec, include_paths: list[Path],
+              log_file: Path) -> AccuracyResult:
     model, tokenizer = load_quantized_model(model_dir)
-    cfg = resolved.spec.accuracy
-    return evaluate_perplexity(model, tokenizer, text, window_tokens=cfg.window_tokens,
-                               max_windows=cfg.max_windows, hardware=HARDWARE,
-                               dataset_name=f"{CORPUS_NAME}: Britannica 1911 'Shakespeare' article")
+    workspace = resolved.spec.workspace.resolve()
+    return evaluate_model(model, tokenizer, text=text, cfg=resolved.spec.accuracy,
+                          dataset_name=f"{CORPUS_NAME}: Britannica 1911 'Shakespeare' article",
+                          include_paths=include_paths, cache_dir=workspace / "cache" / "datasets",
+                          hardware=HARDWARE, log_file=log_file)
 
 
 def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: ResolvedSpec,
-                       workspace: Path) -> AccuracyResult:
-    """The unquantized checkpoint's accuracy, computed once per checkpoint and settings."""
-    key = inputs_hash({"checkpoint": checkpoint, "accuracy": resolved.spec.accuracy.model_dump(),
-                       "text": textdata.text_sha256(text)})[:16]
+                       workspace: Path, include_paths: list[Path], log_file: Path) -> AccuracyResult:
+    """The unquantized checkpoint's accuracy, computed once per checkpoint, settings and task
+    files (the key hashes them all)."""
+    key = inputs_hash({"checkpoint": checkpoint,
+                       "accuracy": resolved.spec.accuracy.model_dump(mode="json"),
+                       "text": textdata.text_sha256(text),
+                       "tasks": tasks_fingerprint(include_paths)})[:16]
     path = workspace / "accuracy" / f"baseline-{key}.json"
     if path.exists():
         return AccuracyResult.load(path)
-    result = _accuracy(source_dir, text, resolved)
+    result = _accuracy(source_dir, text, resolved, include_paths, log_file)
     result.save(path)
     return result
 
@@ -179,12 +184,21 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
         accuracy: dict[str, Any] = {}
         if stack.measures_accuracy:
             with _stage("accuracy", timings, log):
-                baseline = _baseline_accuracy(source_dir, identity, eval_text, resolved, workspace)
-                variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved)
+                tasks_log = trial_dir / "accuracy" / "lm_eval.log"
+                log(f"  perplexity ({spec.accuracy.max_windows} windows) and tasks "
+                    f"{', '.join(spec.accuracy.tasks) or 'none'} (limit {spec.accuracy.task_limit}"
+                    f"; lm-eval log: {tasks_log})")
+                include = task_include_paths(spec.accuracy, workspace, corpus)
+                baseline = _baseline_accuracy(source_dir, identity, eval_text, resolved, workspace,
+                                              include, tasks_log)
+                variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved,
+                                    include, tasks_log)
                 variant.save(trial_dir / "accuracy.json")
+                deltas = compare_variant(baseline, variant, confidence=spec.accuracy.confidence)
+                for line in describe_deltas(deltas):
+                    log(f"  {line}")
                 accuracy = {"accuracy": variant, "baseline_accuracy": baseline,
-                            "accuracy_deltas": compare_accuracy(baseline, variant,
-                                                                confidence=spec.accuracy.confidence)}
+                            "accuracy_deltas": deltas}
         else:
             log(f"  accuracy: not measured on the {stack.name} stack yet (the selection rejects a "
                 "quantized trial without it when the spec sets sla.max_accuracy_drop)")

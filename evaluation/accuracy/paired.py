@@ -9,15 +9,24 @@ the percentile interval of the resampled deltas: [q((1-c)/2), q((1+c)/2)] for co
 Aggregates map per-window values of shape (..., n) to a statistic along the last axis:
 `perplexity_aggregate(nll) = exp(mean(nll))` (windows hold equal token counts, so this is the
 perplexity of all predicted tokens) and `mean_aggregate(x) = mean(x)` (top-1 accuracy).
+
+Task items scored 0/1 (accuracy, exact match) also get McNemar's exact test. Of n paired items,
+b are right on the baseline and wrong on the variant, c the reverse; under the null hypothesis
+"same accuracy" each discordant item is b or c with probability 1/2, so b ~ Binomial(b + c, 1/2)
+and the two-sided p-value is min(1, 2 * P(X <= min(b, c))). Concordant items carry no information
+about the difference, which is why a paired test sees a 2-point drop that two unpaired accuracies
+would hide. The exact binomial form is used at every size (it is exact and cheap: b + c <= n).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import math
+
 import numpy as np
 
-from evaluation.records import AccuracyResult, PairedDelta
+from evaluation.records import AccuracyResult, PairedDelta, TaskResult
 
 Aggregate = Callable[[np.ndarray], np.ndarray]
 
@@ -51,6 +60,32 @@ def _as_paired(baseline_values: Sequence[float], variant_values: Sequence[float]
     return baseline, variant
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided p-value of McNemar's exact test for discordant counts b and c (see module doc).
+
+    No discordant pair (b = c = 0) gives 1.0: nothing distinguishes the two."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be non-negative, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    # Exact integers until the one division: no float underflow for large n.
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def discordant_counts(baseline_correct: Sequence[float], variant_correct: Sequence[float]
+                      ) -> tuple[int, int]:
+    """(b, c): items right on the baseline only, items right on the variant only. Items must be
+    scored 0 or 1 and paired by position."""
+    baseline, variant = _as_paired(baseline_correct, variant_correct)
+    if not (np.isin(baseline, (0.0, 1.0)).all() and np.isin(variant, (0.0, 1.0)).all()):
+        raise ValueError("McNemar's test needs items scored 0 or 1")
+    return (int(np.sum((baseline == 1.0) & (variant == 0.0))),
+            int(np.sum((baseline == 0.0) & (variant == 1.0))))
+
+
 def paired_delta(metric: str, baseline_values: Sequence[float], variant_values: Sequence[float],
                  *, aggregate: Aggregate, confidence: float = 0.95, resamples: int = 2000,
                  seed: int = 0) -> PairedDelta:
@@ -79,7 +114,7 @@ def paired_delta(metric: str, baseline_values: Sequence[float], variant_values: 
     variant_value = float(aggregate(variant))
     return PairedDelta(metric=metric, baseline=base_value, variant=variant_value,
                        delta=variant_value - base_value, ci_low=float(ci_low),
-                       ci_high=float(ci_high), confidence=confidence, resamples=resamples)
+                       ci_high=float(ci_high), confidence=confidence, resamples=resamples, n=n)
 
 
 def compare_accuracy(baseline: AccuracyResult, variant: AccuracyResult, *,
@@ -102,3 +137,36 @@ def compare_accuracy(baseline: AccuracyResult, variant: AccuracyResult, *,
         paired_delta("top1_accuracy", baseline.window_top1, variant.window_top1,
                      aggregate=mean_aggregate, **options),
     ]
+
+
+def compare_tasks(baseline: list[TaskResult], variant: list[TaskResult], *,
+                  confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+                  ) -> list[PairedDelta]:
+    """One delta per task both results scored, named `<task>.<metric>`: the mean item score's
+    difference with a paired bootstrap interval, and McNemar's exact test where every item is
+    0/1. Refuses a task whose items differ between the two (other ids, documents or metric) and
+    a task scored on one side only: an unpaired comparison would be silently wrong."""
+    by_task = {result.task: result for result in baseline}
+    missing = sorted({r.task for r in variant} ^ set(by_task))
+    if missing:
+        raise ValueError(f"tasks scored on one side only: {', '.join(missing)}; the baseline and "
+                         "the variant must be evaluated on the same task list")
+    deltas: list[PairedDelta] = []
+    for var in variant:
+        base = by_task[var.task]
+        if (base.metric, base.items_sha256, base.item_ids) != (var.metric, var.items_sha256,
+                                                               var.item_ids):
+            raise ValueError(f"unpaired task {var.task}: the baseline scored {len(base.item_ids)} "
+                             f"items by {base.metric} ({base.items_sha256[:12]}), the variant "
+                             f"{len(var.item_ids)} by {var.metric} ({var.items_sha256[:12]}); "
+                             "re-evaluate both with the same task files and limit")
+        delta = paired_delta(f"{var.task}.{var.metric}", base.item_values, var.item_values,
+                             aggregate=mean_aggregate, confidence=confidence,
+                             resamples=resamples, seed=seed)
+        update: dict = {"higher_is_better": var.higher_is_better}
+        if base.binary and var.binary:
+            b, c = discordant_counts(base.item_values, var.item_values)
+            update |= {"test": "mcnemar-exact", "p_value": mcnemar_exact(b, c),
+                       "discordant": (b, c)}
+        deltas.append(delta.model_copy(update=update))
+    return deltas

@@ -1,11 +1,20 @@
-"""The accuracy gate: each paired delta of a trial turned into a drop and compared with the SLA.
+"""The accuracy gate: each paired delta of a trial turned into a drop, tested, and judged.
 
 A drop is "how much worse than the unquantized baseline": variant - baseline for perplexity
-(higher is worse), baseline - variant for top-1 accuracy (lower is worse); `relative` mode divides
-it by the baseline value, `absolute` mode keeps it raw. The rule is deliberately simple for now:
-a trial is rejected when the point estimate of any metric's drop exceeds `sla.max_accuracy_drop`
-(equal passes); the bootstrap interval is recorded beside it for the statistical gate to come.
-The unquantized baseline itself (bf16/fp16 weights, auto KV cache) always passes.
+(higher is worse), baseline - variant for accuracies and task scores (lower is worse); `relative`
+mode divides it by the baseline value, `absolute` mode keeps it raw. Its interval is the paired
+bootstrap interval mapped the same way.
+
+A drop is *significant* when the data tell it from no drop at all: McNemar's exact p-value below
+1 - confidence (0/1 task items), else (perplexity, non-binary scores) a bootstrap interval that
+lies wholly on the "worse" side. With A = sla.max_accuracy_drop, a quantized trial's metric fails
+- in both modes, when drop > A and the drop is significant: a real loss larger than allowed;
+- in `strict` mode (the default) also when the interval's upper end exceeds A: the evaluation
+  cannot rule out a loss larger than allowed (too few items, or a real loss), so the engine is
+  not promoted on the strength of an evaluation that could not have caught it.
+`lenient` mode keeps a variant whose point drop exceeds A without significance: the choice for
+small evaluations where strict would reject every variant. The unquantized baseline (bf16/fp16
+weights, auto KV cache) always passes. Every metric is judged on its own; one failure rejects.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from evaluation.records import PairedDelta
 from evaluation.selection.models import AccuracyCheck
 
 WORSE_WHEN_HIGHER: dict[str, bool] = {"perplexity": True, "top1_accuracy": False}
-"""Direction of every metric the accuracy stage records (`compare_accuracy`)."""
+"""Direction of the held-out-text metrics (`compare_accuracy`); task deltas carry their own."""
 
 
 def is_baseline(config: TrialConfig) -> bool:
@@ -35,22 +44,66 @@ def _relative(value: float, baseline: float) -> float:
     return 0.0 if value <= 0 else float("inf")
 
 
+def _direction(delta: PairedDelta) -> bool:
+    if delta.metric in WORSE_WHEN_HIGHER:
+        return WORSE_WHEN_HIGHER[delta.metric]
+    if delta.higher_is_better is not None:
+        return not delta.higher_is_better
+    raise ValueError(f"accuracy metric '{delta.metric}' has no known direction "
+                     f"(known: {', '.join(WORSE_WHEN_HIGHER)}; task metrics carry their own)")
+
+
 def accuracy_check(delta: PairedDelta, sla: SLA, *, baseline_trial: bool) -> AccuracyCheck:
-    """One metric's drop, its interval and the gate's verdict. Unknown metrics raise ValueError:
-    without a direction the gate cannot tell better from worse."""
-    if delta.metric not in WORSE_WHEN_HIGHER:
-        raise ValueError(f"accuracy metric '{delta.metric}' has no known direction "
-                         f"(known: {', '.join(WORSE_WHEN_HIGHER)})")
-    sign = 1.0 if WORSE_WHEN_HIGHER[delta.metric] else -1.0
+    """One metric's drop, its interval, its significance and the gate's verdict (module doc).
+    A metric without a known direction raises ValueError: the gate cannot tell better from
+    worse."""
+    sign = 1.0 if _direction(delta) else -1.0
     drop = sign * delta.delta
     low, high = sorted((sign * delta.ci_low, sign * delta.ci_high))
-    if sla.accuracy_drop_mode == "relative":
+    mode = sla.accuracy_drop_mode
+    if mode == "relative":
         drop, low, high = (_relative(v, delta.baseline) for v in (drop, low, high))
+    if delta.p_value is not None:
+        significant = drop > 0 and delta.p_value < 1.0 - delta.confidence
+    else:
+        significant = low > 0
     allowed = sla.max_accuracy_drop
-    return AccuracyCheck(metric=delta.metric, mode=sla.accuracy_drop_mode, baseline=delta.baseline,
-                         variant=delta.variant, drop=drop, drop_ci_low=low, drop_ci_high=high,
-                         confidence=delta.confidence, allowed=allowed,
-                         passed=baseline_trial or allowed is None or _within(drop, allowed))
+    check = AccuracyCheck(metric=delta.metric, mode=mode, baseline=delta.baseline,
+                          variant=delta.variant, drop=drop, drop_ci_low=low, drop_ci_high=high,
+                          confidence=delta.confidence, allowed=allowed, gate=sla.accuracy_gate,
+                          test=delta.test, p_value=delta.p_value, significant=significant,
+                          passed=True)
+    passed, verdict = _verdict(check, baseline_trial)
+    return check.model_copy(update={"passed": passed, "verdict": verdict})
+
+
+def _evidence(check: AccuracyCheck) -> str:
+    mode = check.mode
+    parts = [f"{check.confidence:.0%} CI {format_drop(check.drop_ci_low, mode)} .. "
+             f"{format_drop(check.drop_ci_high, mode)}"]
+    if check.p_value is not None:
+        parts.append(f"McNemar p={check.p_value:.3g}")
+    return "; ".join(parts)
+
+
+def _verdict(check: AccuracyCheck, baseline_trial: bool) -> tuple[bool, str]:
+    mode, allowed = check.mode, check.allowed
+    drop = f"accuracy drop {check.metric} {format_drop(check.drop, mode)}"
+    if baseline_trial:
+        return True, f"{drop}: the unquantized baseline itself"
+    if allowed is None:
+        return True, f"{drop}: no limit (sla.max_accuracy_drop unset)"
+    limit = f"allowed {format_drop(allowed, mode)} ({mode})"
+    exceeds = not _within(check.drop, allowed)
+    if exceeds and check.significant:
+        return False, f"{drop} > {limit} and significant ({_evidence(check)})"
+    if check.gate == "strict" and not _within(check.drop_ci_high, allowed):
+        return False, (f"{drop}: the evaluation cannot rule out a drop > {limit} "
+                       f"({_evidence(check)}); evaluate more items or set sla.accuracy_gate: "
+                       "lenient")
+    if exceeds:
+        return True, f"{drop} > {limit} but not significant ({_evidence(check)}; lenient gate)"
+    return True, f"{drop} <= {limit} ({_evidence(check)})"
 
 
 def _within(drop: float, allowed: float) -> bool:
@@ -65,11 +118,8 @@ def format_drop(value: float, mode: str) -> str:
 
 
 def rejection_reason(check: AccuracyCheck) -> str:
-    """The human-readable reason of a failed check."""
-    mode = check.mode
-    return (f"accuracy drop {check.metric} {format_drop(check.drop, mode)} > allowed "
-            f"{format_drop(check.allowed or 0.0, mode)} ({mode}; {check.confidence:.0%} CI "
-            f"{format_drop(check.drop_ci_low, mode)} .. {format_drop(check.drop_ci_high, mode)})")
+    """The human-readable reason of a failed check (its verdict)."""
+    return check.verdict
 
 
 def accuracy_gate(deltas: list[PairedDelta], sla: SLA, *, baseline_trial: bool

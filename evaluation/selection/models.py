@@ -26,7 +26,7 @@ class AccuracyCheck(_Record):
 
     `drop` is "how much worse": variant - baseline for perplexity, baseline - variant for top-1
     accuracy; in `relative` mode divided by the baseline value. The interval is the paired
-    bootstrap interval of the delta, mapped the same way."""
+    bootstrap interval of the delta, mapped the same way (see `accuracy_gate` for the verdict)."""
 
     metric: str
     mode: Literal["absolute", "relative"]
@@ -37,6 +37,13 @@ class AccuracyCheck(_Record):
     drop_ci_high: float
     confidence: float
     allowed: float | None = Field(description="sla.max_accuracy_drop; None = no accuracy gate.")
+    gate: Literal["strict", "lenient"] = "strict"
+    test: Literal["bootstrap", "mcnemar-exact"] = "bootstrap"
+    p_value: float | None = Field(default=None, description="McNemar's exact test (0/1 items).")
+    significant: bool = Field(
+        default=False, description="The drop is distinguishable from none: McNemar p < 1 - "
+                                   "confidence, or (no test) the whole interval is a drop.")
+    verdict: str = Field(default="", description="Why the check passed or failed, in words.")
     passed: bool
 
 

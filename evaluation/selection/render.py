@@ -24,7 +24,8 @@ def _sla_words(selection: Selection) -> str:
              f"ITL p99 <= {sla.itl_p99_ms:g} ms" if sla.itl_p99_ms else "ITL unconstrained"]
     if sla.max_accuracy_drop is not None:
         mode = sla.accuracy_drop_mode
-        parts.append(f"accuracy drop <= {format_drop(sla.max_accuracy_drop, mode)} ({mode})")
+        parts.append(f"accuracy drop <= {format_drop(sla.max_accuracy_drop, mode)} ({mode}, "
+                     f"{sla.accuracy_gate} gate)")
     return ", ".join(parts)
 
 

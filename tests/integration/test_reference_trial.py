@@ -34,7 +34,7 @@ def write_spec(tmp_path: Path, model_dir: Path, **workload) -> Path:
         "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [1, 4],
                      "request_count": 8, "warmup_request_count": 1, **workload},
         "sla": {"ttft_p99_ms": 60000, "itl_p99_ms": 10000},
-        "accuracy": {"window_tokens": 64, "max_windows": 8},
+        "accuracy": {"window_tokens": 64, "max_windows": 8, "task_limit": 12},
         "workspace": str(tmp_path / "ws"),
     }
     path = tmp_path / "spec.yaml"
@@ -69,6 +69,13 @@ def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
     perplexity = next(d for d in record.accuracy_deltas if d.metric == "perplexity")
     assert perplexity.ci_low <= perplexity.delta <= perplexity.ci_high
     assert perplexity.delta != 0  # FP8 weights + INT8 KV change the numbers
+    # ...and on the same task items (lm-eval, the built-in tasks, the spec's limit)
+    tasks = {d.metric: d for d in record.accuracy_deltas if "." in d.metric}
+    assert set(tasks) == {"enginesweep_cloze.acc", "enginesweep_recall.exact_match"}
+    for delta in tasks.values():
+        assert delta.n == 12 and delta.test == "mcnemar-exact" and 0 <= delta.p_value <= 1
+    assert [t.item_ids for t in record.accuracy.tasks] == [list(range(12))] * 2
+    assert (trial_dir_of(tmp_path) / "accuracy" / "lm_eval.log").exists()
     trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__fp8__kv-int8__tp1"
     assert json.loads((trial_dir / "record.json").read_text())["status"] == "ok"
     assert (trial_dir / "server" / "server.log").exists()
@@ -81,6 +88,10 @@ def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
                                 ["axes.max_batch_size=[2]"]), "tiny__fp8__kv-int8__tp1", log=lines.append)
     assert again.stage_seconds["quantize"] == 0.0
     assert any("reusing" in line for line in lines)
+
+
+def trial_dir_of(tmp_path: Path) -> Path:
+    return tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__fp8__kv-int8__tp1"
 
 
 def _alive(pid: int) -> bool:

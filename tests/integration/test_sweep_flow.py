@@ -35,7 +35,7 @@ def swept(tmp_path_factory, tiny_llama_dir):
         "workload": {"isl": {"mean": 16}, "osl": {"mean": 4}, "concurrency": [1, 2],
                      "request_count": 4, "warmup_request_count": 1},
         "sla": {"ttft_p99_ms": 60000, "itl_p99_ms": 10000, "max_accuracy_drop": 0.5},
-        "accuracy": {"window_tokens": 32, "max_windows": 4},
+        "accuracy": {"window_tokens": 32, "max_windows": 4, "task_limit": 10},
         "registry": {"model_name": "tiny-engine"},
         "workspace": str(root / "ws"),
     }
@@ -76,6 +76,16 @@ def test_parent_and_child_runs_with_stepped_metrics(client):
         assert sorted(steps) == [1, 2]
         assert [m.step for m in client.get_metric_history(child.info.run_id, "pred_itl_ms")] == [1, 2]
         assert "perplexity_delta" in child.data.metrics and "perplexity_delta_ci_high" in child.data.metrics
+        # task scores, their paired deltas with McNemar's p, and the gate's verdict in words
+        metrics, tags = child.data.metrics, child.data.tags
+        for name in ("enginesweep_cloze.acc", "enginesweep_recall.exact_match"):
+            assert {name, f"{name}_delta", f"{name}_delta_ci_low", f"{name}_mcnemar_p"} <= set(metrics)
+            assert tags[f"accuracy.verdict.{name}"].startswith(f"accuracy drop {name}")
+        verdict = tags["enginesweep.accuracy_gate"]
+        assert verdict in ("pass (strict)", "reject (strict)")
+        assert metrics["accuracy_gate_passed"] == (1.0 if verdict.startswith("pass") else 0.0)
+        if child.data.params["quant"] == "bf16":  # the baseline always passes
+            assert verdict == "pass (strict)"
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"record.json", "manifest.json", "aiperf"} <= artifacts
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}

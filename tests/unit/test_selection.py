@@ -170,8 +170,8 @@ def test_relative_gate_passes_what_the_absolute_gate_rejects() -> None:
     absolute = run(records.values(), SLA_GPU.model_copy(update={"accuracy_drop_mode": "absolute"}))
     row = absolute.row(FP8)
     assert not row.feasible
-    assert row.reasons == ["accuracy drop perplexity 0.08 > allowed 0.02 (absolute; 95% CI "
-                           "0.05 .. 0.11)"]
+    assert row.reasons == ["accuracy drop perplexity 0.08 > allowed 0.02 (absolute) and "
+                           "significant (95% CI 0.05 .. 0.11)"]
     assert row.operating_concurrency == 32  # rejected on accuracy alone: the numbers remain
     assert row.accuracy[1].passed  # top-1 fell by 0.003 <= 0.02
 
@@ -186,21 +186,31 @@ def test_a_top1_drop_is_baseline_minus_variant_with_the_interval_flipped() -> No
 
 def test_a_drop_equal_to_the_allowance_passes_and_one_above_is_rejected() -> None:
     record = gpu_records()[FP8]
+    lenient = SLA_GPU.model_copy(update={"accuracy_gate": "lenient"})
     at_limit = record.model_copy(update={"accuracy_deltas": [
         delta("perplexity", 8.0, 8.16, 0.1, 0.2)]})  # 0.16 / 8 = exactly 2%
-    assert run([at_limit]).row(FP8).feasible
+    assert run([at_limit], lenient).row(FP8).feasible
     above = record.model_copy(update={"accuracy_deltas": [
         delta("perplexity", 8.0, 8.17, 0.1, 0.2)]})
-    assert run([above]).row(FP8).reasons[0].startswith(
-        "accuracy drop perplexity 2.12% > allowed 2.00% (relative; 95% CI 1.25% .. 2.50%)")
+    assert run([above], lenient).row(FP8).reasons[0] == (
+        "accuracy drop perplexity 2.12% > allowed 2.00% (relative) and significant (95% CI "
+        "1.25% .. 2.50%)")
+    # Strict: the interval's upper end (2.5%) exceeds the allowance, so even the drop at the
+    # limit is rejected: the evaluation cannot rule out a 2.5% loss.
+    assert run([at_limit]).row(FP8).reasons == [
+        "accuracy drop perplexity 2.00%: the evaluation cannot rule out a drop > allowed 2.00% "
+        "(relative) (95% CI 1.25% .. 2.50%); evaluate more items or set sla.accuracy_gate: "
+        "lenient"]
 
 
 def test_accuracy_rejection_lists_every_failing_metric() -> None:
     row = run(gpu_records().values()).row(INT4)
     assert not row.feasible and row.operating_concurrency == 32
     assert row.reasons == [
-        "accuracy drop perplexity 5.00% > allowed 2.00% (relative; 95% CI 4.12% .. 5.88%)",
-        "accuracy drop top1_accuracy 2.50% > allowed 2.00% (relative; 95% CI 1.50% .. 3.50%)",
+        "accuracy drop perplexity 5.00% > allowed 2.00% (relative) and significant (95% CI "
+        "4.12% .. 5.88%)",
+        "accuracy drop top1_accuracy 2.50% > allowed 2.00% (relative) and significant (95% CI "
+        "1.50% .. 3.50%)",
     ]
 
 
