@@ -7,20 +7,32 @@ Predictions live in `evaluation.planning.records` and never in these records.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def write_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and a rename, so a
+    crash (even SIGKILL) leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def save(self, path: Path) -> Path:
-        """Write the record as indented JSON (parents created)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.model_dump_json(indent=2) + "\n")
-        return path
+        """Write the record as indented JSON (parents created), atomically."""
+        return write_atomic(path, self.model_dump_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path):
@@ -158,6 +170,11 @@ class TrialRecord(_Record):
     baseline_accuracy: AccuracyResult | None = None
     accuracy_deltas: list[PairedDelta] = []
     stage_seconds: dict[str, float] = {}
+    trial_key: str | None = Field(
+        default=None, description="Content key of every input of the trial (flows.trial.trial_key).")
+    executed_stages: list[str] = Field(
+        default=[], description="Stages that did work in this run: quantize, build, serve+benchmark, "
+                                "accuracy; empty when a previous result was reused.")
     server_metrics: dict[str, float] | None = Field(
         default=None, description="From the server's metrics during the benchmark (TensorRT-LLM: "
                                   "KV-cache block use); None where the server exports none.")

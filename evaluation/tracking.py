@@ -112,6 +112,7 @@ class SweepTracker:
             "enginesweep.status": record.status,
             "provenance.measured_on": record.hardware,
             "provenance.predicted_by": (record.predicted or {}).get("source", "none"),
+            "enginesweep.executed_stages": ",".join(record.executed_stages) or "none (reused)",
         })
         run_id = run.info.run_id
         self._params(run_id, record)

@@ -31,6 +31,21 @@ def setup() -> None:
         raise _fail("the reference stack is incomplete (see the table)", code=1)
 
 
+def _preflight_accuracy(resolved, stack) -> None:
+    """Unknown accuracy tasks or task paths are bad input: refused before any trial runs."""
+    if not stack.measures_accuracy or not resolved.spec.accuracy.tasks:
+        return
+    from engines import textdata
+    from evaluation.accuracy.harness import TaskError
+    from evaluation.accuracy.variant import preflight_tasks
+
+    try:
+        preflight_tasks(resolved.spec.accuracy, resolved.spec.workspace.resolve(),
+                        textdata.corpus_path(download=False))
+    except TaskError as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command()
 def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's slug (see `plan`).")],
           set_: SetOpt = None, json_: JsonOpt = False) -> None:
@@ -44,6 +59,12 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
     from flows.trial import TrialError, run_trial  # heavy imports only for this verb
     from evaluation.reports.trial_tables import trial_table
 
+    from engines.stacks import StackUnavailable, get_stack
+
+    try:
+        _preflight_accuracy(resolved, get_stack(resolved.spec.stack.value, resolved.spec))
+    except StackUnavailable as exc:
+        raise _fail(f"stack: {exc}") from None
     handle_sigterm()  # a scheduler's or `kill`'s SIGTERM unwinds like Ctrl-C
     log = (lambda line: err.print(line, highlight=False, markup=False)) if json_ else \
         (lambda line: out.print(line, highlight=False, markup=False))
@@ -63,9 +84,16 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
 
 
 @app.command()
-def run(config: ConfigArg, set_: SetOpt = None) -> None:
+def run(config: ConfigArg, set_: SetOpt = None,
+        rebenchmark: Annotated[bool, typer.Option(
+            "--rebenchmark", help="Benchmark unchanged trials again (their bundles and accuracy "
+                                  "are kept).")] = False,
+        rerun: Annotated[bool, typer.Option(
+            "--rerun", help="Run every trial again, reusing nothing but quantized checkpoints.")] = False
+        ) -> None:
     """Run the whole sweep as a Prefect flow: every feasible trial, MLflow tracking, selection
-    under the SLA, promotion of the champion. Exit 0 complete, 3 partial (a trial failed)."""
+    under the SLA, promotion of the champion. Trials whose inputs are unchanged since a
+    successful run are reused, not run again. Exit 0 complete, 3 partial (a trial failed)."""
     try:
         resolved = load_spec(config, set_ or [])
         resolved.gpu  # noqa: B018 - several target GPUs and no run_on: refuse before starting
@@ -74,9 +102,10 @@ def run(config: ConfigArg, set_: SetOpt = None) -> None:
     from engines.stacks import StackUnavailable, get_stack
 
     try:
-        get_stack(resolved.spec.stack.value, resolved.spec)  # refuse before any trial starts
+        stack = get_stack(resolved.spec.stack.value, resolved.spec)  # refuse before any trial starts
     except StackUnavailable as exc:
         raise _fail(f"stack: {exc}") from None
+    _preflight_accuracy(resolved, stack)
     from flows.prefect_env import configure_prefect
 
     configure_prefect(resolved.spec.workspace)
@@ -86,7 +115,7 @@ def run(config: ConfigArg, set_: SetOpt = None) -> None:
     from flows.sweep import sweep_flow
 
     try:
-        outcome = sweep_flow(config, set_ or [])
+        outcome = sweep_flow(config, set_ or [], rerun=rerun, rebenchmark=rebenchmark)
     except KeyboardInterrupt:
         err.print("interrupted: every server and load generator was stopped")
         raise typer.Exit(130) from None

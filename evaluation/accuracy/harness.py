@@ -89,6 +89,15 @@ def _task_manager(tasks: list[str], include_paths: list[Path]) -> Any:
     return manager
 
 
+def check_tasks(tasks: list[str], include_paths: list[Path], cache_dir: Path) -> None:
+    """Fail before any trial runs when a task name or task path is wrong (TaskError naming it),
+    instead of after the first trial's benchmark."""
+    if not tasks:
+        return
+    with offline_harness(cache_dir), _harness_output(None):
+        _task_manager(tasks, include_paths)
+
+
 def evaluate_tasks(model: Any, tokenizer: Any, *, tasks: list[str], include_paths: list[Path],
                    limit: int | None, hardware: str, cache_dir: Path, batch_size: int = 16,
                    log_file: Path | None = None) -> list[TaskResult]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from build_configs.schema import Accuracy
-from evaluation.accuracy.harness import evaluate_tasks, harness_version
+from evaluation.accuracy.harness import check_tasks, evaluate_tasks, harness_version
 from evaluation.accuracy.paired import compare_accuracy, compare_tasks
 from evaluation.accuracy.perplexity import evaluate_perplexity
 from evaluation.accuracy.tasks import builtin_tasks_dir
@@ -25,6 +25,13 @@ def task_include_paths(cfg: Accuracy, workspace: Path, corpus: Path) -> list[Pat
     """Where lm-eval looks for the spec's tasks: the built-in tasks (written on first use) and
     `accuracy.task_paths`."""
     return [builtin_tasks_dir(workspace, corpus), *(Path(p).resolve() for p in cfg.task_paths)]
+
+
+def preflight_tasks(cfg: Accuracy, workspace: Path, corpus: Path) -> list[Path]:
+    """The include paths, after checking that every task of the spec can be found there."""
+    include = task_include_paths(cfg, workspace, corpus)
+    check_tasks(cfg.tasks, include, workspace / "cache" / "datasets")
+    return include
 
 
 def tasks_fingerprint(include_paths: list[Path]) -> str:

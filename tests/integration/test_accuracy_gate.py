@@ -111,3 +111,29 @@ def test_builtin_tasks_are_deterministic_and_well_formed(corpus: Path, tmp_path:
     stamp = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
     again = builtin.builtin_tasks_dir(tmp_path, corpus)
     assert again == first and {p.name: p.stat().st_mtime_ns for p in again.iterdir()} == stamp
+
+
+@pytest.mark.parametrize(("accuracy", "message"), [
+    ({"tasks": ["enginesweep_cloze", "no_such_task"]},
+     "accuracy.tasks: unknown task(s) no_such_task: neither in"),
+    ({"task_paths": ["/nonexistent/tasks"]},
+     "accuracy.task_paths: /nonexistent/tasks does not exist"),
+])
+def test_unknown_tasks_are_refused_before_any_trial_runs(tmp_path: Path, tiny_llama_dir: Path,
+                                                         accuracy: dict, message: str) -> None:
+    import yaml
+
+    spec = {"name": "bad-tasks", "model": {"path": str(tiny_llama_dir), "name": "tiny"},
+            "stack": "reference", "target": {"gpu": "cpu"},
+            "axes": {"quant": ["bf16"], "kv_cache": ["auto"], "max_batch_size": [2],
+                     "max_num_tokens": [128], "max_seq_len": [64]},
+            "workload": {"isl": {"mean": 8}, "osl": {"mean": 2}},
+            "accuracy": accuracy, "workspace": str(tmp_path / "ws")}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    script = Path(sys.executable).parent / "enginesweep"
+    done = subprocess.run([str(script), "trial", str(path), "--slug", "tiny__bf16__kv-auto__tp1"],
+                          capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert message in " ".join(done.stderr.split())
+    assert not (tmp_path / "ws" / "sweeps").exists()  # nothing started

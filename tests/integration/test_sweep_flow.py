@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,9 @@ def swept(tmp_path_factory, tiny_llama_dir):
     }
     path = root / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
+    start = time.perf_counter()
     done = cli("run", str(path), cwd=root)
+    (root / "cold_seconds").write_text(str(time.perf_counter() - start))
     return path, root, done
 
 
@@ -133,3 +136,28 @@ def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
         proc.wait(timeout=60)
     leftovers = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout
     assert leftovers == "", leftovers
+
+
+def test_an_unchanged_rerun_reuses_every_trial_and_runs_nothing(swept, client):
+    """Last in the module: it adds a second sweep run to the store. Nothing is quantized,
+    built, served, benchmarked or evaluated again: the trials' own records say so."""
+    path, root, first = swept
+    assert first.returncode == 0
+    records = {p.parent.name: p for p in (root / "ws" / "sweeps" / "tiny-sweep").glob("*/record.json")}
+    before = {slug: p.read_bytes() for slug, p in records.items()}
+    done = cli("run", str(path), cwd=root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[reuse]" in done.stdout + done.stderr
+    assert {slug: p.read_bytes() for slug, p in records.items()} == before  # untouched
+    parents = client.search_runs([client.get_experiment_by_name("enginesweep").experiment_id],
+                                 "tags.`enginesweep.kind` = 'sweep'", order_by=["start_time DESC"])
+    latest = parents[0].info.run_id
+    children = client.search_runs([parents[0].info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{latest}'")
+    assert sorted(c.info.run_name for c in children) == sorted(records)  # each trial once
+    assert {c.data.tags["enginesweep.executed_stages"] for c in children} == {"none (reused)"}
+    # The first run's records name what they did: every stage ran there.
+    for child in client.search_runs([parents[0].info.experiment_id],
+                                    f"tags.`mlflow.parentRunId` = '{parents[-1].info.run_id}'"):
+        assert child.data.tags["enginesweep.executed_stages"] == \
+            "quantize,build,serve+benchmark,accuracy"
