@@ -1,14 +1,21 @@
 """Stopping what we start: every long-lived child (tritonserver, aiperf) runs in a session of
 its own, is waited for until it answers (`wait_ready`), and is stopped as a whole process group,
-so its helpers (Python-backend stubs, aiperf's services) never outlive it."""
+so its helpers (Python-backend stubs, aiperf's services) never outlive it.
+
+When we cannot stop them (the sweep was SIGKILLed), two guards remain: the child is started with
+`kill_with_parent` (Linux PR_SET_PDEATHSIG: the kernel SIGKILLs it when its parent dies), and its
+session id is written to a pidfile that the next start reads (`reap_stale_session`) to kill any
+helper left of that session before it binds ports or writes the same folder again."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -50,3 +57,62 @@ def wait_ready(process: subprocess.Popen, ready: Callable[[], bool], *, timeout_
             return
         time.sleep(0.25)
     raise error(f"{what} was not ready after {timeout_s:.0f} s:\n{log_tail()}")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def kill_with_parent() -> None:
+    """`preexec_fn` for Popen: the child is SIGKILLed by the kernel when the thread that started
+    it exits (Linux prctl PR_SET_PDEATHSIG), so a SIGKILLed sweep leaves no server behind. A
+    no-op where prctl is missing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process whose session id is `sid` (from /proc): mpirun's ranks call
+    setpgid(), so a process group is not enough, but they stay in the launcher's session."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session ...
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def reap_stale_session(pidfile: Path, marker: str, grace_s: float = 10.0) -> list[int]:
+    """Kill what is left of the session recorded in `pidfile` by an earlier run that could not
+    clean up (SIGKILL, power loss), and remove the file. Returns the pids it signalled.
+
+    A pid that was reused is never touched: when the session's leader (pid == sid) is alive it
+    must be ours (`marker`, a path of this trial, in its command line); when it is dead, the
+    processes still in that session are its leftovers, because Linux does not hand out a pid
+    that is still some process's session id."""
+    try:
+        sid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return []
+    members = session_pids(sid)
+    leader_alive = sid in members
+    stale = [] if leader_alive and marker not in _cmdline(sid) else members
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for pid in stale:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(p in session_pids(sid) for p in stale):
+            time.sleep(0.2)
+    with contextlib.suppress(FileNotFoundError):
+        pidfile.unlink()
+    return stale

@@ -30,7 +30,7 @@ from typing import Any
 
 from build_configs.schema import Build
 from engines.manifest import write_manifest
-from engines.processes import http_ok
+from engines.processes import http_ok, session_pids
 from engines.quantize.modelopt_cpu import QuantizeResult
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
@@ -288,20 +288,6 @@ def _gpu_name() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "unknown"
-
-
-def session_pids(sid: int) -> list[int]:
-    """Every live process whose session id is `sid` (from /proc): mpirun's ranks call
-    setpgid(), so a process group is not enough, but they stay in the launcher's session."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session ...
-            pids.append(int(stat.parent.name))
-    return pids
 
 
 def _session_alive(process: subprocess.Popen) -> bool:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from importlib import util
 from pathlib import Path
 
-from engines.processes import STOP_GRACE_S, http_ok, stop_process_group, wait_ready
+from engines.processes import (STOP_GRACE_S, http_ok, kill_with_parent, reap_stale_session,
+                               stop_process_group, wait_ready)
 
 READY_TIMEOUT_S = 120.0
 
@@ -112,10 +113,13 @@ class TritonServer:
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> TritonServer:
         """Start the server and wait until it and every model in `models` are ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # A server (or its Python-backend stubs) left by a run that was SIGKILLed here.
+        reap_stale_session(self.workdir / "server.pid", str(self.model_repository))
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_environment(),
                 start_new_session=True,  # our Ctrl-C must not reach it before we stop it
+                preexec_fn=kill_with_parent,  # nor may it outlive us when we are SIGKILLed
             )
         (self.workdir / "server.pid").write_text(str(self.process.pid))
         try:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from build_configs.schema import Workload
-from engines.processes import stop_process_group
+from engines.processes import kill_with_parent, reap_stale_session, stop_process_group
 
 AIPERF_VERSION = "0.13.0"
 TEMPLATE_NAME = "payload_template.json"
@@ -162,8 +162,12 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
         log.flush()
         # A session of its own: aiperf spawns a dozen service processes, and a timeout or an
         # interrupt must stop all of them, not only the parent.
+        pidfile = log_path.with_name("aiperf.pid")
+        reap_stale_session(pidfile, str(log_path.parent))  # left by a SIGKILLed run
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=aiperf_environment(tmp_dir), start_new_session=True)
+                                   env=aiperf_environment(tmp_dir), start_new_session=True,
+                                   preexec_fn=kill_with_parent)
+        pidfile.write_text(str(process.pid))
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -126,3 +126,44 @@ def test_interrupted_trial_leaves_no_process_or_port(tmp_path, tiny_llama_dir, s
     assert leftovers == "", f"processes still running for this trial: {leftovers}"
     record = json.loads((trial_dir / "record.json").read_text())
     assert record["status"] == "failed"
+
+
+def _session_leftovers(sid: int) -> list[int]:
+    from engines.processes import session_pids
+
+    return session_pids(sid)
+
+
+def test_sigkill_mid_benchmark_leaves_no_server_and_the_rerun_completes(tmp_path, tiny_llama_dir):
+    """SIGKILL cannot be caught: the kernel stops the server (PR_SET_PDEATHSIG), the next run
+    reaps any helper left in the old sessions, and the trial completes on the same folder."""
+    spec = write_spec(tmp_path, tiny_llama_dir, request_count=400)
+    script = Path(sys.executable).parent / "enginesweep"
+    command = [str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
+    aiperf_log = trial_dir / "benchmark" / "aiperf.log"
+    deadline = time.monotonic() + 240
+    while not (aiperf_log.exists() and "profil" in aiperf_log.read_text(errors="replace").lower()):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the benchmark never started"
+        time.sleep(0.5)
+    server_sid = int((trial_dir / "server" / "server.pid").read_text())
+    aiperf_sid = int((trial_dir / "benchmark" / "aiperf.pid").read_text())
+    proc.kill()
+    proc.communicate(timeout=60)
+    # The leaders die with their parent; helpers may linger until the next run reaps them.
+    deadline = time.monotonic() + 30
+    while server_sid in _session_leftovers(server_sid) or aiperf_sid in _session_leftovers(aiperf_sid):
+        assert time.monotonic() < deadline, "tritonserver or aiperf outlived the SIGKILLed trial"
+        time.sleep(0.5)
+
+    done = subprocess.run([*command, "--set", "workload.request_count=8"], capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _session_leftovers(server_sid) == [] and _session_leftovers(aiperf_sid) == []
+    leftovers = subprocess.run(["pgrep", "-f", str(trial_dir)], capture_output=True, text=True).stdout
+    assert leftovers == "", f"processes still running for this trial: {leftovers}"
+    record = json.loads((trial_dir / "record.json").read_text())
+    assert record["status"] == "ok" and record["benchmark"]["levels"][0]["request_count"] == 8
+    assert not list(trial_dir.rglob("*.tmp")) and not list(trial_dir.rglob(".*.tmp"))

@@ -17,7 +17,8 @@ from build_configs.quant import KVCacheFormat, QuantFormat
 from build_configs.schema import Build
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks import BuildKnobs, StackUnavailable, get_stack
-from engines.stacks.trtllm_engine import StepFailed, TrtllmEngineStack, session_pids
+from engines.processes import session_pids
+from engines.stacks.trtllm_engine import StepFailed, TrtllmEngineStack
 from engines.triton.server import free_port
 from engines.trtllm.contract import UnsupportedVersion
 from engines.trtllm.outputs import kv_cache_blocks
