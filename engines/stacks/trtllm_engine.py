@@ -102,6 +102,10 @@ class EngineServer:
     metrics_url: str
     process: subprocess.Popen
 
+    def alive(self) -> bool:
+        """True while anything of the launcher's session runs (the launcher itself exits)."""
+        return _session_alive(self.process)
+
 
 class TrtllmEngineStack:
     """TensorRT engines served by Triton's `inflight_batcher_llm` (TensorRT-LLM 1.2.x)."""

@@ -135,6 +135,10 @@ class TritonServer:
         wait_ready(self.process, lambda: all(http_ok(self.url + path) for path in paths),
                    timeout_s=timeout_s, what="tritonserver", log_tail=self.log_tail, error=ServerError)
 
+    def alive(self) -> bool:
+        """True while the server process runs."""
+        return self.process is not None and self.process.poll() is None
+
     def log_tail(self, lines: int = 10) -> str:
         """The server's error lines and last lines (for error messages)."""
         if not self.log_path.exists():

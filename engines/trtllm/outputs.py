@@ -82,11 +82,14 @@ def engine_summary(config: dict[str, Any]) -> EngineSummary:
 
 # -- trtllm-build failures ---------------------------------------------------------------------
 
-_OOM = (re.compile(r"Error Code 2: OutOfMemory[^\n]*"),
-        re.compile(r"Requested amount of GPU memory \(\d+ bytes\) could not be allocated[^\n]*"),
+# Most specific first: the line that carries the byte count wins (real logs hold several).
+_OOM = (re.compile(r"Error Code 2: OutOfMemory \(Requested size was \d+ bytes\.\)"),
+        re.compile(r"Requested amount of GPU memory \(\d+ bytes\) could not be allocated"),
+        re.compile(r"requires \d+ bytes of scratch space, but only \d+ is available"),
+        re.compile(r"Error Code 2: OutOfMemory[^\n]*"),
         re.compile(r"CUDA out of memory[^\n]*"))
 _UNSUPPORTED = (re.compile(r"FP8 FMHA cannot be enabled except on [^\n(]*"),
-                re.compile(r"Networks with FP8 precision require hardware with FP8 support[^\n]*"),
+                re.compile(r"Networks with FP8 precision require hardware with FP8 support\."),
                 re.compile(r"[^\n]*(?:is|are) not supported on (?:this GPU|SM\s?(?:>=\s?)?\d+)[^\n]*"))
 
 

@@ -167,3 +167,55 @@ def test_sigkill_mid_benchmark_leaves_no_server_and_the_rerun_completes(tmp_path
     record = json.loads((trial_dir / "record.json").read_text())
     assert record["status"] == "ok" and record["benchmark"]["levels"][0]["request_count"] == 8
     assert not list(trial_dir.rglob("*.tmp")) and not list(trial_dir.rglob(".*.tmp"))
+
+
+def test_two_sweeps_on_one_workspace_quantize_a_shared_checkpoint_once(tmp_path, tiny_llama_dir):
+    """Two specs (two sweeps) on one workspace run the same FP8 recipe at the same time: the
+    quantized checkpoint is made by one and reused by the other (a per-key lock), both trials
+    complete, and nothing half-written is left."""
+    script = Path(sys.executable).parent / "enginesweep"
+    procs = []
+    for name in ("sweep-a", "sweep-b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        spec = write_spec(folder, tiny_llama_dir)
+        text = spec.read_text().replace("name: tiny-trial", f"name: {name}").replace(
+            str(folder / "ws"), str(tmp_path / "shared-ws"))
+        spec.write_text(text)
+        procs.append(subprocess.Popen(
+            [str(script), "trial", str(spec), "--slug", "tiny__fp8__kv-auto__tp1", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [proc.communicate(timeout=900) for proc in procs]
+    for proc, (stdout, stderr) in zip(procs, outputs):
+        assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    records = [json.loads(stdout) for stdout, _ in outputs]
+    assert sorted("quantize" in r["executed_stages"] for r in records) == [False, True]
+    assert any("reusing" in stderr for _, stderr in outputs)
+    quantized = [p for p in (tmp_path / "shared-ws" / "quantized").iterdir() if p.name != ".locks"]
+    assert len(quantized) == 1 and (quantized[0] / "quantize.json").exists()
+    assert not list((tmp_path / "shared-ws").rglob("*.tmp"))
+
+
+def test_a_server_killed_mid_benchmark_fails_the_trial_with_the_reason(tmp_path, tiny_llama_dir):
+    spec = write_spec(tmp_path, tiny_llama_dir, request_count=400)
+    script = Path(sys.executable).parent / "enginesweep"
+    proc = subprocess.Popen([str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
+    aiperf_log = trial_dir / "benchmark" / "aiperf.log"
+    deadline = time.monotonic() + 240
+    while not (aiperf_log.exists() and "profil" in aiperf_log.read_text(errors="replace").lower()):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the benchmark never started"
+        time.sleep(0.5)
+    os.kill(int((trial_dir / "server" / "server.pid").read_text()), signal.SIGKILL)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, output
+    record = json.loads((trial_dir / "record.json").read_text())
+    assert record["status"] == "failed" and record["benchmark"] is None
+    # Either aiperf reports the refused connections or the liveness check names the server.
+    assert ("ServerDied: the server died during the benchmark" in record["error"]
+            or "AiperfError" in record["error"]), record["error"]
+    assert "executed_stages" in record and "serve+benchmark" not in record["stage_seconds"]
+    leftovers = subprocess.run(["pgrep", "-f", str(trial_dir)], capture_output=True, text=True).stdout
+    assert leftovers == "", leftovers

@@ -4,6 +4,7 @@ on sqlite, selects and promotes; then a promotion by hand and a rollback move th
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,9 +18,14 @@ pytestmark = pytest.mark.integration
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 
 
+CANARY = "hf_canary_sweep_5d1e8a0c9b7f4e23"
+
+
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # Every run carries a canary token: it must never reach anything the sweep writes.
+    env = {**os.environ, "HF_TOKEN": CANARY}
     return subprocess.run([str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=900,
-                          check=False)
+                          check=False, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +67,17 @@ def test_sweep_completes_and_names_a_champion(swept):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "champion: tiny__" in done.stdout
     assert "measured on cpu" in done.stdout
+
+
+def test_the_token_never_reaches_anything_the_sweep_wrote(swept):
+    """HF_TOKEN was set for the sweep: no file under the workspace (MLflow's sqlite store and
+    artifacts, Prefect's database, records, logs, bundles) nor the CLI output contains it."""
+    _, root, done = swept
+    assert CANARY not in done.stdout + done.stderr
+    files = [p for p in (root / "ws").rglob("*") if p.is_file()]
+    assert len(files) > 50 and any(p.name == "mlflow.db" for p in files)
+    leaked = [str(p) for p in files if CANARY.encode() in p.read_bytes()]
+    assert leaked == []
 
 
 def test_parent_and_child_runs_with_stepped_metrics(client):

@@ -238,6 +238,66 @@ def test_trtllm_bench_report():
     assert report.output_tok_s_per_gpu == pytest.approx(report.output_tok_s / 2)
 
 
+# -- parsers on captured real outputs (tests/fixtures/trtllm/captured/PROVENANCE.md) ------------
+
+CAPTURED = FIXTURES / "trtllm" / "captured"
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("engine-config-qwen2-0.5b-spark-tts-0.17.0.post1-l4.json",
+     ("0.17.0.post1", "Qwen2ForCausalLM", "bfloat16", None, 1, 16, 1024, 32768, 32768, "paged")),
+    ("engine-config-vicuna-7b-medusa-0.13.0.dev-a100.json",
+     ("0.13.0.dev2024082700", "MedusaForCausalLM", "float16", None, 1, 4, 1024, 2111, 8192, "paged")),
+])
+def test_real_engine_configs_parse(name, expected):
+    s = engine_summary(json.loads((CAPTURED / name).read_text()))
+    assert (s.runtime_version, s.architecture, s.dtype, s.quant_algo, s.world_size, s.max_batch_size,
+            s.max_input_len, s.max_seq_len, s.max_num_tokens, s.kv_cache_type) == expected
+    assert s.plugins["gemm_plugin"] == expected[2] and s.plugins["paged_kv_cache"] is True
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("trtllm-build-oom-optimum-nvidia-issue146.log",
+     "out of GPU memory while building the engine: Error Code 2: OutOfMemory (Requested size was "
+     "16654532608 bytes.)"),
+    ("trtllm-build-oom-llama2-13b-a100-issue346.log",
+     "out of GPU memory while building the engine: Requested amount of GPU memory (24793579520 "
+     "bytes) could not be allocated"),
+    ("trtllm-build-scratch-space-1.0.0-b200-issue8308.log",
+     "out of GPU memory while building the engine: requires 1369927092251392 bytes of scratch "
+     "space, but only 191514542080 is available"),
+    ("trtllm-build-fp8-on-a100-issue1428.log",
+     "the quantization is not supported on this GPU: Networks with FP8 precision require hardware "
+     "with FP8 support."),
+    ("trtllm-build-fp8-fmha-on-rtx5090-issue2855.log",
+     "the quantization is not supported on this GPU: FP8 FMHA cannot be enabled except on Ada or "
+     "Hopper or Blackwell Arch."),
+])
+def test_real_build_failure_logs_become_reasons(name, reason):
+    assert build_failure_reason((CAPTURED / name).read_text()) == reason
+
+
+def test_real_trtllm_bench_reports_parse():
+    trt = bench_report(json.loads((CAPTURED / "trtllm-bench-latency-report-1.2.0-trt-fp8-rtxpro6000.json").read_text()))
+    assert (trt.gpu, trt.backend, trt.runtime_version, trt.tp_size) == (
+        "NVIDIA RTX PRO 6000 Blackwell Server Edition", "TRT", "1.2.0", 1)
+    assert trt.output_tok_s == pytest.approx(572.5212830958255)
+    assert trt.request_latency_p99_ms == pytest.approx(72.22116799999999)
+    assert (trt.avg_ttft_ms, trt.avg_tpot_ms) == pytest.approx((5.00862027, 1.6625218820512817))
+    # 0.20's PyTorch-backend report has no `machine` block and no streaming TTFT/TPOT.
+    torch_report = bench_report(json.loads((CAPTURED / "trtllm-bench-throughput-report-0.20.0-pytorch-fp8.json").read_text()))
+    assert (torch_report.gpu, torch_report.backend, torch_report.num_requests) == ("unknown GPU", "Pytorch", 30000)
+    assert torch_report.avg_ttft_ms is None and torch_report.output_tok_s == pytest.approx(27784.972849250127)
+
+
+def test_nvidias_published_metrics_sample_parses():
+    text = (CAPTURED / "triton-metrics-tensorrtllm_backend-readme-sample.txt").read_text()
+    assert kv_cache_blocks(text) == {"max": 6239, "free": 6239, "used": 1, "tokens_per": 64,
+                                     "fraction": 0.4875}
+    counts = request_counts(text)
+    assert (counts["waiting"], counts["context"], counts["scheduled"], counts["max"]) == (1, 1, 1, 512)
+
+
 # -- --emit-scripts ------------------------------------------------------------------------------
 
 def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_path):
