@@ -102,12 +102,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupted_trial_leaves_no_process_or_port(tmp_path, tiny_llama_dir, sig):
-    spec = write_spec(tmp_path, tiny_llama_dir, request_count=400, osl={"mean": 64})
+def _trial_in_benchmark(tmp_path: Path, model_dir: Path, **workload
+                        ) -> tuple[subprocess.Popen, Path, list[str]]:
+    """`enginesweep trial` on the bf16 tiny trial, returned once aiperf is profiling; with the
+    trial folder and the command (to run it again)."""
+    spec = write_spec(tmp_path, model_dir, request_count=400, **workload)
     script = Path(sys.executable).parent / "enginesweep"
-    proc = subprocess.Popen([str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
     aiperf_log = trial_dir / "benchmark" / "aiperf.log"
     deadline = time.monotonic() + 240
@@ -115,6 +117,12 @@ def test_interrupted_trial_leaves_no_process_or_port(tmp_path, tiny_llama_dir, s
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "the benchmark never started"
         time.sleep(0.5)
+    return proc, trial_dir, command
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_trial_leaves_no_process_or_port(tmp_path, tiny_llama_dir, sig):
+    proc, trial_dir, command = _trial_in_benchmark(tmp_path, tiny_llama_dir, osl={"mean": 64})
     server_pid = int((trial_dir / "server" / "server.pid").read_text())
     assert _alive(server_pid)
     proc.send_signal(sig)
@@ -137,17 +145,7 @@ def _session_leftovers(sid: int) -> list[int]:
 def test_sigkill_mid_benchmark_leaves_no_server_and_the_rerun_completes(tmp_path, tiny_llama_dir):
     """SIGKILL cannot be caught: the kernel stops the server (PR_SET_PDEATHSIG), the next run
     reaps any helper left in the old sessions, and the trial completes on the same folder."""
-    spec = write_spec(tmp_path, tiny_llama_dir, request_count=400)
-    script = Path(sys.executable).parent / "enginesweep"
-    command = [str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
-    aiperf_log = trial_dir / "benchmark" / "aiperf.log"
-    deadline = time.monotonic() + 240
-    while not (aiperf_log.exists() and "profil" in aiperf_log.read_text(errors="replace").lower()):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "the benchmark never started"
-        time.sleep(0.5)
+    proc, trial_dir, command = _trial_in_benchmark(tmp_path, tiny_llama_dir)
     server_sid = int((trial_dir / "server" / "server.pid").read_text())
     aiperf_sid = int((trial_dir / "benchmark" / "aiperf.pid").read_text())
     proc.kill()
@@ -197,17 +195,7 @@ def test_two_sweeps_on_one_workspace_quantize_a_shared_checkpoint_once(tmp_path,
 
 
 def test_a_server_killed_mid_benchmark_fails_the_trial_with_the_reason(tmp_path, tiny_llama_dir):
-    spec = write_spec(tmp_path, tiny_llama_dir, request_count=400)
-    script = Path(sys.executable).parent / "enginesweep"
-    proc = subprocess.Popen([str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
-    aiperf_log = trial_dir / "benchmark" / "aiperf.log"
-    deadline = time.monotonic() + 240
-    while not (aiperf_log.exists() and "profil" in aiperf_log.read_text(errors="replace").lower()):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "the benchmark never started"
-        time.sleep(0.5)
+    proc, trial_dir, command = _trial_in_benchmark(tmp_path, tiny_llama_dir)
     os.kill(int((trial_dir / "server" / "server.pid").read_text()), signal.SIGKILL)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 1, output
