@@ -61,10 +61,15 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
 
     from engines.stacks import StackUnavailable, get_stack
 
+    from flows.preflight import PreflightError, check_workspace
+
     try:
+        check_workspace(resolved.spec.workspace.resolve())
         _preflight_accuracy(resolved, get_stack(resolved.spec.stack.value, resolved.spec))
     except StackUnavailable as exc:
         raise _fail(f"stack: {exc}") from None
+    except PreflightError as exc:
+        raise _fail(str(exc)) from None
     handle_sigterm()  # a scheduler's or `kill`'s SIGTERM unwinds like Ctrl-C
     log = (lambda line: err.print(line, highlight=False, markup=False)) if json_ else \
         (lambda line: out.print(line, highlight=False, markup=False))
@@ -105,6 +110,12 @@ def run(config: ConfigArg, set_: SetOpt = None,
         stack = get_stack(resolved.spec.stack.value, resolved.spec)  # refuse before any trial starts
     except StackUnavailable as exc:
         raise _fail(f"stack: {exc}") from None
+    from flows.preflight import PreflightError, preflight
+
+    try:
+        preflight(resolved)
+    except PreflightError as exc:
+        raise _fail(str(exc)) from None
     _preflight_accuracy(resolved, stack)
     from flows.prefect_env import configure_prefect
 

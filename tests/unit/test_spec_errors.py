@@ -98,6 +98,16 @@ CASES = [
      ["axes.pp[0]: pp=64 exceeds the 32 layers of Llama-3.1-8B"]),
     ("bad-alias", _set("registry", {"alias": "my champion"}), ["registry.alias: 'my champion' is not a valid MLflow alias"]),
     ("bad-name", _set("name", "My Sweep"), ["name: 'My Sweep' must be lowercase letters, digits"]),
+    ("name-escaping-the-workspace", _set("name", "../../etc"),
+     ["name: '../../etc' must be lowercase letters, digits"]),
+    ("model-name-escaping-the-workspace", _set("model.name", "../x"),
+     ["model.name: '../x' must be lowercase letters, digits"]),
+    ("unknown-accuracy-gate", _set("sla.accuracy_gate", "loose"),
+     ["sla.accuracy_gate: Input should be 'strict' or 'lenient'"]),
+    ("task-limit-of-one", _set("accuracy.task_limit", 1),
+     ["accuracy.task_limit: Input should be greater than or equal to 2"]),
+    ("duplicate-task", _set("accuracy.tasks", ["enginesweep_cloze", "enginesweep_cloze"]),
+     ["accuracy.tasks: duplicate values ['enginesweep_cloze']"]),
     ("exclude-unknown-axis", _set("axes.exclude", [{"quantization": "fp8"}]),
      ["axes: exclude[0].quantization: not an axis (axes: quant, kv_cache"]),
     ("exclude-value-not-in-axis", _set("axes.exclude", [{"quant": "int4_awq"}]),
@@ -187,3 +197,30 @@ def test_size_bad_options_name_the_option(cli, args, expected):
     result = cli(*argv)
     assert result.exit_code == 2
     assert expected in result.output
+
+
+# --- bad input found before a sweep starts (flows/preflight.py) ------------------------------
+
+def test_an_unreachable_tracking_server_is_refused_before_any_trial(cli, tmp_path):
+    from engines.triton.server import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = cli("run", "smollm2-cpu-smoke", "--set", f"tracking.mlflow_uri={uri}",
+                 "--set", f"workspace={tmp_path / 'ws'}")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"tracking.mlflow_uri: {uri} cannot be reached" in message
+    assert "start the MLflow server, fix the address, or remove the field" in message
+    assert not (tmp_path / "ws" / "sweeps").exists()
+
+
+@pytest.mark.parametrize("verb", ["run", "trial"])
+def test_a_workspace_that_cannot_be_written_is_refused(cli, tmp_path, verb):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = ["--slug", "smollm2-135m-instruct__bf16__kv-auto__tp1"] if verb == "trial" else []
+    result = cli(verb, "smollm2-cpu-smoke", *args, "--set", f"workspace={blocker / 'ws'}")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"workspace: {blocker / 'ws'} is not writable" in message
+    assert "point `workspace` at a folder you can write" in message

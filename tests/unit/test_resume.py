@@ -1,0 +1,87 @@
+"""When a previous trial result may stand for a new run (`flows.trial._reusable`): only a
+successful record with the same key whose bundle still hashes to its manifest; anything else is
+run again, saying why. And records are written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engines.manifest import write_manifest
+from evaluation.records import TrialRecord
+from flows.trial import _executed, _reusable
+
+pytestmark = pytest.mark.unit
+
+KEY = "k" * 64
+
+
+def trial_folder(tmp_path: Path, **changes) -> Path:
+    bundle = tmp_path / "bundle"
+    (bundle / "model").mkdir(parents=True)
+    (bundle / "model" / "weights.bin").write_bytes(b"\0" * 64)
+    manifest = write_manifest(bundle, slug="t", stack="reference", inputs={"x": 1},
+                              versions={"stack": "reference"}, target={"gpu": "cpu"},
+                              trtllm_checkpoint={})
+    record = TrialRecord(slug="t", sweep="s", stack="reference", hardware="cpu", status="ok",
+                         config={}, predicted=None, bundle_dir=str(bundle),
+                         content_hash=manifest.content_hash, trial_key=KEY,
+                         executed_stages=["quantize", "build", "serve+benchmark", "accuracy"])
+    record.model_copy(update=changes).save(tmp_path / "record.json")
+    return tmp_path
+
+
+def test_an_unchanged_successful_trial_is_reused(tmp_path: Path) -> None:
+    lines: list[str] = []
+    previous = _reusable(trial_folder(tmp_path), KEY, lines.append)
+    assert previous is not None and previous.trial_key == KEY and lines == []
+
+
+@pytest.mark.parametrize(("setup", "why"), [
+    (lambda d: None, None),  # control: reusable
+    (lambda d: (d / "record.json").write_text("{ half a record"), "previous record unreadable"),
+    (lambda d: (d / "bundle" / "model" / "weights.bin").write_bytes(b"\1" * 64),
+     "previous bundle not reused"),
+    (lambda d: (d / "bundle" / "model" / "extra.bin").write_bytes(b"x"), "previous bundle not reused"),
+    (lambda d: (d / "bundle" / "model" / "weights.bin").unlink(), "previous bundle not reused"),
+])
+def test_a_damaged_previous_result_is_run_again(tmp_path: Path, setup, why) -> None:
+    folder = trial_folder(tmp_path)
+    setup(folder)
+    lines: list[str] = []
+    previous = _reusable(folder, KEY, lines.append)
+    if why is None:
+        assert previous is not None
+    else:
+        assert previous is None and any(why in line for line in lines), lines
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"status": "failed"}, "it failed"),
+    ({"trial_key": "other"}, "its inputs changed"),
+    ({"trial_key": None}, "its inputs changed"),
+])
+def test_a_failed_or_changed_trial_is_run_again(tmp_path: Path, changes, why) -> None:
+    lines: list[str] = []
+    assert _reusable(trial_folder(tmp_path, **changes), KEY, lines.append) is None
+    assert lines == [f"  previous result not reused: {why}"]
+
+
+def test_no_previous_record_means_a_first_run(tmp_path: Path) -> None:
+    assert _reusable(tmp_path, KEY, print) is None
+
+
+def test_executed_stages_leave_out_a_reused_checkpoint() -> None:
+    assert _executed({"checkpoint": 0.1, "quantize": 0.0, "build": 1.0, "accuracy": 2.0}) == [
+        "build", "accuracy"]
+    assert _executed({"checkpoint": 0.1, "quantize": 3.0}) == ["quantize"]
+
+
+def test_records_are_written_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "r" / "record.json"
+    record = TrialRecord(slug="t", sweep="s", stack="reference", hardware="cpu", status="ok",
+                         config={}, predicted=None)
+    record.save(path)
+    assert TrialRecord.load(path) == record
+    assert sorted(p.name for p in path.parent.iterdir()) == ["record.json"]  # no temp file left
