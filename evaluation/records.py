@@ -170,6 +170,9 @@ class TrialRecord(_Record):
     baseline_accuracy: AccuracyResult | None = None
     accuracy_deltas: list[PairedDelta] = []
     stage_seconds: dict[str, float] = {}
+    quantized_dir: str | None = Field(
+        default=None, description="The store entry of the quantized checkpoint the bundle was built "
+                                  "from (`enginesweep gc` keeps what a record names).")
     trial_key: str | None = Field(
         default=None, description="Content key of every input of the trial (flows.trial.trial_key).")
     executed_stages: list[str] = Field(

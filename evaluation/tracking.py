@@ -202,8 +202,8 @@ class SweepTracker:
         for export in sorted((trial_dir / "benchmark").glob("**/profile_export_aiperf.json")):
             folder = export.parent.relative_to(trial_dir / "benchmark").as_posix()
             self.client.log_artifact(run_id, str(export), f"aiperf/{folder}".rstrip("/."))
-        for log_file in ("error.log", "bundle-build.log", "triton_repo.log", "server/server.log",
-                         "benchmark/aiperf.log"):
+        for log_file in ("error.log", "quantize.log", "build.log", "repository.log", "serve.log",
+                         "triton_repo.log", "server/server.log", "benchmark/aiperf.log"):
             if (trial_dir / log_file).exists() and record.status != "ok":
                 self.client.log_artifact(run_id, str(trial_dir / log_file), "logs")
 

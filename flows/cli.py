@@ -5,7 +5,7 @@ loop, `flows.cli_run` the ones that run things; all register
 on the one Typer app of `flows.cli_common` (exit codes are documented there).
 """
 
-from flows import cli_calibrate, cli_plan, cli_run, cli_size  # noqa: F401 - importing registers the verbs
+from flows import cli_calibrate, cli_gc, cli_plan, cli_run, cli_size  # noqa: F401 - importing registers the verbs
 from flows.cli_common import app
 
 __all__ = ["app"]

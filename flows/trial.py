@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -192,10 +193,18 @@ def _reusable(trial_dir: Path, key: str, log: Callable[[str], None]) -> TrialRec
     return previous
 
 
+def _keep_step_log(exc: BaseException, trial_dir: Path) -> None:
+    """A failed step's log (written beside a shared store entry) copied into the trial folder as
+    `<step>.log`, where the trial's record and its MLflow run look for it."""
+    step, log_file = getattr(exc, "step", None), getattr(exc, "log", None)
+    if step and log_file and Path(log_file).is_file():
+        shutil.copyfile(log_file, trial_dir / f"{step}.log")
+
+
 def _executed(timings: dict[str, float]) -> list[str]:
-    """Stages that did work in this run (a reused quantized checkpoint is not one)."""
+    """Stages that did work in this run (a reused checkpoint or bundle is not one)."""
     return [name for name in timings if name != "checkpoint" and
-            not (name == "quantize" and timings[name] == 0.0)]
+            not (name in ("quantize", "build") and timings[name] == 0.0)]
 
 
 def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] = print,
@@ -260,22 +269,17 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
             record = record.model_copy(update={
                 k: getattr(previous, k) for k in ("bundle_dir", "content_hash", "engine_bytes",
                                                   "trtllm_checkpoint", "quantize_seconds",
-                                                  "build_seconds")})
+                                                  "build_seconds", "quantized_dir")})
         else:
-            quantized = _quantize(stack, resolved, planned, source_dir, identity, corpus,
-                                  workspace, timings, log)
-            with _stage("build", timings, log):
-                knobs = BuildKnobs(max_batch_size=cfg.max_batch_size,
-                                   max_num_tokens=cfg.max_num_tokens, max_seq_len=cfg.max_seq_len)
-                build = stack.build(quantized, knobs, trial_dir / "bundle", slug=slug,
-                                    checkpoint=identity,
-                                    target={"gpu": resolved.gpu.name, "sm": resolved.gpu.sm})
-                write_atomic(trial_dir / "build.json", build.model_dump_json(indent=2) + "\n")
-            record = record.model_copy(update={
+            build, quantized, store = _bundle(stack, resolved, planned, slug, source_dir,
+                                              identity, corpus, workspace, timings, log)
+            write_atomic(trial_dir / "build.json", build.model_dump_json(indent=2) + "\n")
+            record = record.model_copy(update={**store,
                 "bundle_dir": build.bundle_dir, "content_hash": build.manifest.content_hash,
                 "engine_bytes": build.manifest.total_bytes,
                 "trtllm_checkpoint": build.manifest.trtllm_checkpoint,
-                "quantize_seconds": quantized.quantize_seconds + quantized.export_seconds,
+                "quantize_seconds": (quantized.quantize_seconds + quantized.export_seconds
+                                     if quantized else None),
                 "build_seconds": build.build_seconds})
         load_before = os.getloadavg()[0]
         if load_before > (os.cpu_count() or 1) / 2:
@@ -330,6 +334,7 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
                                            "stage_seconds": timings,
                                            "executed_stages": _executed(timings)})
         (trial_dir / "error.log").write_text(traceback.format_exc())
+        _keep_step_log(exc, trial_dir)
         raise
     finally:
         if save:
@@ -337,10 +342,11 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
     return record
 
 
-def _quantize(stack, resolved: ResolvedSpec, planned: PlannedTrial, source_dir: Path,
-              checkpoint: dict, corpus: Path, workspace: Path, timings: dict[str, float],
-              log: Callable[[str], None]) -> QuantizeResult:
-    """The shared quantized checkpoint for this trial's recipe: reused if present, else made."""
+def _recipe(stack, resolved: ResolvedSpec, planned: PlannedTrial, checkpoint: dict,
+            corpus: Path, workspace: Path) -> tuple[QuantRecipe, str, Path, list[str]]:
+    """The trial's quantization recipe, its content key, its folder in the store and the
+    calibration texts. The key names every input of the checkpoint's bytes: the source, the
+    recipe (with its calibration set), the stack that quantizes and the libraries it uses."""
     build_cfg, cfg = resolved.spec.build, planned.config
     texts = textdata.calibration_texts(corpus, build_cfg.calib_size)
     calibration = CalibrationSpec(dataset=f"{CORPUS_NAME}: plays", sha256=textdata.text_sha256("\n".join(texts)),
@@ -349,16 +355,20 @@ def _quantize(stack, resolved: ResolvedSpec, planned: PlannedTrial, source_dir: 
                          awq_block_size=build_cfg.awq_block_size)
     if recipe.needs_calibration:
         recipe = recipe.model_copy(update={"calibration": calibration})
-    # The key names every input of the checkpoint's bytes: the source, the recipe (with its
-    # calibration set), the stack that quantizes and the libraries it quantizes with.
     versions = {k: v for k, v in _package_versions().items()
                 if k in ("torch", "transformers", "nvidia-modelopt", "tensorrt_llm")}
     key = recipe.key(inputs_hash({"checkpoint": checkpoint, "stack": stack.name,
                                   "versions": versions}))
-    out_dir = workspace / "quantized" / f"{recipe.slug}-{key}"
+    return recipe, key, workspace / "quantized" / f"{recipe.slug}-{key}", texts
+
+
+def _quantize(stack, recipe: QuantRecipe, key: str, out_dir: Path, texts: list[str],
+              source_dir: Path, timings: dict[str, float], log: Callable[[str], None]
+              ) -> QuantizeResult:
+    """The shared quantized checkpoint for this recipe: reused if present, else made."""
     record = out_dir / "quantize.json"
     # Two sweeps needing the same checkpoint: one quantizes, the other waits and reuses it.
-    with key_lock(workspace / "quantized" / ".locks" / f"{out_dir.name}.lock",
+    with key_lock(out_dir.parent / ".locks" / f"{out_dir.name}.lock",
                   f"the quantized checkpoint {out_dir.name}", log):
         if record.exists():
             log(f"[quantize] reusing {out_dir.name}")
@@ -367,3 +377,47 @@ def _quantize(stack, resolved: ResolvedSpec, planned: PlannedTrial, source_dir: 
         with _stage("quantize", timings, log):
             return stack.quantize(source_dir, recipe, out_dir, key=key, calibration_texts=texts,
                                   log=log)
+
+
+def _stored_bundle(bundle_dir: Path, log: Callable[[str], None]):
+    """The manifest of a bundle already in the store when it still verifies, else None."""
+    if not (bundle_dir / "manifest.json").exists():
+        return None
+    try:
+        return verify_bundle(bundle_dir)
+    except (ManifestError, OSError, ValueError) as exc:
+        log(f"  stored bundle damaged, building it again: {exc}")
+        return None
+
+
+def _bundle(stack, resolved: ResolvedSpec, planned: PlannedTrial, slug: str, source_dir: Path,
+            identity: dict, corpus: Path, workspace: Path, timings: dict[str, float],
+            log: Callable[[str], None]) -> tuple[BuildResult, QuantizeResult | None, dict]:
+    """The trial's engine bundle from the content-addressed store (`<workspace>/bundles/`):
+    reused when a bundle with the same key verifies, else quantized (or reused checkpoint) and
+    built into the store under a lock, so two sweeps needing it build it once. The key hashes
+    the quantized checkpoint's key, the build knobs, the stack, library versions and the
+    target GPU and SM."""
+    cfg = planned.config
+    recipe, qkey, qdir, texts = _recipe(stack, resolved, planned, identity, corpus, workspace)
+    knobs = BuildKnobs(max_batch_size=cfg.max_batch_size, max_num_tokens=cfg.max_num_tokens,
+                       max_seq_len=cfg.max_seq_len)
+    target = {"gpu": resolved.gpu.name, "sm": resolved.gpu.sm}
+    key = inputs_hash({"quantized": qkey, "knobs": knobs.model_dump(), "stack": stack.name,
+                       "versions": _package_versions(), "target": target})[:16]
+    bundle_dir = workspace / "bundles" / f"{recipe.slug}__b{cfg.max_batch_size}-{key}"
+    store = {"quantized_dir": str(qdir)}  # what the record names, built or reused
+    log(f"  store: {qdir.name} -> {bundle_dir.name}")
+    with key_lock(bundle_dir.parent / ".locks" / f"{bundle_dir.name}.lock",
+                  f"the engine bundle {bundle_dir.name}", log):
+        manifest = _stored_bundle(bundle_dir, log)
+        if manifest is not None:
+            log(f"[build] reusing the stored bundle {bundle_dir.name}")
+            timings["build"] = 0.0
+            return BuildResult(slug=slug, stack=stack.name, bundle_dir=str(bundle_dir), knobs=knobs,
+                               manifest=manifest, build_seconds=0.0), None, store
+        quantized = _quantize(stack, recipe, qkey, qdir, texts, source_dir, timings, log)
+        with _stage("build", timings, log):
+            build = stack.build(quantized, knobs, bundle_dir, slug=slug, checkpoint=identity,
+                                target=target)
+        return build, quantized, store

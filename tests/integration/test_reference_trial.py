@@ -167,10 +167,10 @@ def test_sigkill_mid_benchmark_leaves_no_server_and_the_rerun_completes(tmp_path
     assert not list(trial_dir.rglob("*.tmp")) and not list(trial_dir.rglob(".*.tmp"))
 
 
-def test_two_sweeps_on_one_workspace_quantize_a_shared_checkpoint_once(tmp_path, tiny_llama_dir):
-    """Two specs (two sweeps) on one workspace run the same FP8 recipe at the same time: the
-    quantized checkpoint is made by one and reused by the other (a per-key lock), both trials
-    complete, and nothing half-written is left."""
+def test_two_sweeps_on_one_workspace_build_a_shared_trial_once(tmp_path, tiny_llama_dir):
+    """Two specs (two sweeps) on one workspace run the same FP8 trial at the same time: its
+    quantized checkpoint and engine bundle are made by one and reused by the other (per-key
+    locks on the content-addressed store), both complete, nothing half-written is left."""
     script = Path(sys.executable).parent / "enginesweep"
     procs = []
     for name in ("sweep-a", "sweep-b"):
@@ -187,8 +187,12 @@ def test_two_sweeps_on_one_workspace_quantize_a_shared_checkpoint_once(tmp_path,
     for proc, (stdout, stderr) in zip(procs, outputs):
         assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
     records = [json.loads(stdout) for stdout, _ in outputs]
+    # One sweep quantized and built; the other waited on the lock and reused the stored bundle.
     assert sorted("quantize" in r["executed_stages"] for r in records) == [False, True]
-    assert any("reusing" in stderr for _, stderr in outputs)
+    assert sorted("build" in r["executed_stages"] for r in records) == [False, True]
+    assert records[0]["bundle_dir"] == records[1]["bundle_dir"]
+    assert records[0]["content_hash"] == records[1]["content_hash"]
+    assert any("reusing the stored bundle" in stderr for _, stderr in outputs)
     quantized = [p for p in (tmp_path / "shared-ws" / "quantized").iterdir() if p.name != ".locks"]
     assert len(quantized) == 1 and (quantized[0] / "quantize.json").exists()
     assert not list((tmp_path / "shared-ws").rglob("*.tmp"))

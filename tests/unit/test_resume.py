@@ -76,6 +76,7 @@ def test_executed_stages_leave_out_a_reused_checkpoint() -> None:
     assert _executed({"checkpoint": 0.1, "quantize": 0.0, "build": 1.0, "accuracy": 2.0}) == [
         "build", "accuracy"]
     assert _executed({"checkpoint": 0.1, "quantize": 3.0}) == ["quantize"]
+    assert _executed({"checkpoint": 0.1, "build": 0.0, "serve+benchmark": 9.0}) == ["serve+benchmark"]
 
 
 def test_records_are_written_atomically(tmp_path: Path) -> None:

@@ -1,0 +1,138 @@
+"""`enginesweep gc`: remove what nothing references from a workspace's content-addressed store.
+
+Kept: every engine bundle (`bundles/`) and quantized checkpoint (`quantized/`) that a trial
+record of any sweep in the workspace names, and every bundle whose content hash a registered
+model version carries (its `content_hash` tag), even when no record names it any more.
+Removed: the other store entries, and what crashed runs left (`*.tmp` entries). An entry whose
+lock another process holds is being built or read right now and is skipped. `dry_run` only
+reports. Bundles are hard links of their checkpoints' files on the reference stack, so the
+bytes freed are counted per inode.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluation.records import TrialRecord
+
+STORES = ("bundles", "quantized")
+
+
+@dataclass
+class GcReport:
+    """What gc removed (or would remove), what it kept and why it skipped anything."""
+
+    removed: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    freed_bytes: int = 0
+
+
+def referenced_by_records(workspace: Path) -> tuple[set[Path], list[str]]:
+    """Store entries named by the trial records of every sweep, and the records gc could not
+    read (it then keeps everything: a record it cannot read might name anything)."""
+    names: set[Path] = set()
+    unreadable: list[str] = []
+    for path in sorted((workspace / "sweeps").glob("*/*/record.json")):
+        try:
+            record = TrialRecord.load(path)
+        except (OSError, ValueError) as exc:
+            unreadable.append(f"{path}: {str(exc).splitlines()[0]}")
+            continue
+        for entry in (record.bundle_dir, record.quantized_dir):
+            if entry:
+                names.add(Path(entry).resolve())
+    return names, unreadable
+
+
+def registered_hashes(tracking_uri: str) -> set[str]:
+    """Content hashes of every registered model version in the tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return {v.tags["content_hash"] for v in client.search_model_versions()
+            if v.tags.get("content_hash")}
+
+
+def _bundle_hash(entry: Path) -> str | None:
+    from engines.manifest import Manifest
+
+    try:
+        return Manifest.load(entry).content_hash
+    except (OSError, ValueError):
+        return None
+
+
+def _lock_free(entry: Path) -> bool:
+    """True when no process holds the entry's key lock (taken and released at once)."""
+    lock = entry.parent / ".locks" / f"{entry.name.removesuffix('.tmp')}.lock"
+    if not lock.exists():
+        return True
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
+
+
+def _size(paths: Iterable[Path], seen: set[tuple[int, int]], linked_elsewhere: set[tuple[int, int]]
+          ) -> int:
+    total = 0
+    for path in paths:
+        for file in ([path] if path.is_file() else path.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                stat = file.stat()
+                inode = (stat.st_dev, stat.st_ino)
+                if inode not in seen and inode not in linked_elsewhere:
+                    seen.add(inode)
+                    total += stat.st_size
+    return total
+
+
+def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport:
+    """Remove (or with `dry_run`, list) the unreferenced store entries of `workspace`."""
+    report = GcReport()
+    referenced, unreadable = referenced_by_records(workspace)
+    if unreadable:
+        report.skipped.extend((Path(u.split(":")[0]), "unreadable record: gc keeps everything")
+                              for u in unreadable)
+        return report
+    doomed: list[Path] = []
+    for store in STORES:
+        root = workspace / store
+        if not root.is_dir():
+            continue
+        for entry in sorted(p for p in root.iterdir() if p.name != ".locks"):
+            crash_leftover = entry.name.endswith(".tmp")
+            keep = not crash_leftover and (
+                entry.resolve() in referenced
+                or (store == "bundles" and _bundle_hash(entry) in registered)
+                or entry.name.endswith(".log") and entry.with_name(
+                    entry.name.removesuffix("-build.log")).resolve() in referenced)
+            if keep:
+                report.kept.append(entry)
+            elif not _lock_free(entry):
+                report.skipped.append((entry, "in use by another run (its lock is held)"))
+            else:
+                doomed.append(entry)
+    kept_inodes: set[tuple[int, int]] = set()
+    for entry in report.kept:
+        for file in ([entry] if entry.is_file() else entry.rglob("*")):
+            if file.is_file():
+                stat = file.stat()
+                kept_inodes.add((stat.st_dev, stat.st_ino))
+    report.freed_bytes = _size(doomed, set(), kept_inodes)
+    for entry in doomed:
+        if not dry_run:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        report.removed.append(entry)
+    return report
