@@ -14,24 +14,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+GC_LOCK = ".gc.lock"
+"""Workspace lock: every running trial holds it shared, `enginesweep gc` exclusively."""
+
 
 @contextmanager
-def key_lock(path: Path, what: str, log: Callable[[str], None] = print) -> Iterator[None]:
-    """Hold the exclusive lock `path` (created if missing) for the block. When another process
-    holds it, say so (`what` names the guarded thing) and wait for it."""
+def key_lock(path: Path, what: str, log: Callable[[str], None] = print, *,
+             shared: bool = False) -> Iterator[None]:
+    """Hold the lock `path` (created if missing) for the block: exclusive, or `shared` with
+    other shared holders. When it is taken the other way, say so (`what` names the guarded
+    thing) and wait for it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with path.open("a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             log(f"  waiting for {what}: another run (pid {holder}) holds {path}")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+            fcntl.flock(handle, mode)
+        if not shared:  # the holder's pid, for the message above
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
         try:
             yield
         finally:

@@ -60,14 +60,26 @@ def wait_ready(process: subprocess.Popen, ready: Callable[[], bool], *, timeout_
 
 
 _PR_SET_PDEATHSIG = 1
+try:  # loaded here, in the parent: dlopen between fork and exec can deadlock a threaded parent
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
 
 
-def kill_with_parent() -> None:
-    """`preexec_fn` for Popen: the child is SIGKILLed by the kernel when the thread that started
-    it exits (Linux prctl PR_SET_PDEATHSIG), so a SIGKILLed sweep leaves no server behind. A
-    no-op where prctl is missing."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def kill_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` for Popen: the child is SIGKILLed by the kernel when the thread that
+    started it exits (Linux prctl PR_SET_PDEATHSIG), so a SIGKILLed sweep leaves no server
+    behind. A child whose parent died before the prctl took effect exits at once. A no-op where
+    prctl is missing."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 def session_pids(sid: int) -> list[int]:

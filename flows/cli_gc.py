@@ -20,7 +20,8 @@ def gc(config: ConfigArg, set_: SetOpt = None,
         resolved = load_spec(config, set_ or [])
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    from flows.gc import collect, registered_hashes
+    from engines.locks import GC_LOCK
+    from flows.gc import GcBusy, collect_exclusive, registered_hashes
     from flows.sweep_settings import tracking_uri
 
     workspace = resolved.spec.workspace.resolve()
@@ -32,7 +33,11 @@ def gc(config: ConfigArg, set_: SetOpt = None,
     except Exception as exc:  # noqa: BLE001 - without the registry, nothing is safe to remove
         raise _fail(f"tracking.mlflow_uri: cannot read the model registry at {uri} ({exc}); gc "
                     "never removes what a registered version points to, so it stops here") from None
-    report = collect(workspace, registered=registered, dry_run=dry_run)
+    try:
+        report = collect_exclusive(workspace, workspace / GC_LOCK, registered=registered,
+                                   dry_run=dry_run)
+    except GcBusy as exc:
+        raise _fail(str(exc), code=1) from None
     verb = "would remove" if dry_run else "removed"
     for entry in report.removed:
         out.print(f"{verb} {entry.relative_to(workspace)}", highlight=False)

@@ -5,7 +5,8 @@ record of any sweep in the workspace names, and every bundle whose content hash 
 model version carries (its `content_hash` tag), even when no record names it any more.
 Removed: the other store entries, and what crashed runs left (`*.tmp` entries). An entry whose
 lock another process holds is being built or read right now and is skipped. `dry_run` only
-reports. Bundles are hard links of their checkpoints' files on the reference stack, so the
+reports. It refuses to run while a trial runs on the workspace (trials hold its lock
+shared). Bundles are hard links of their checkpoints' files on the reference stack, so the
 bytes freed are counted per inode.
 """
 
@@ -13,13 +14,18 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.records import TrialRecord
 
 STORES = ("bundles", "quantized")
+
+
+class GcBusy(RuntimeError):
+    """A trial is running on the workspace: collecting now could remove what it just built."""
 
 
 @dataclass
@@ -67,18 +73,28 @@ def _bundle_hash(entry: Path) -> str | None:
         return None
 
 
-def _lock_free(entry: Path) -> bool:
-    """True when no process holds the entry's key lock (taken and released at once)."""
-    lock = entry.parent / ".locks" / f"{entry.name.removesuffix('.tmp')}.lock"
+def _entry_lock(entry: Path) -> Path:
+    """The key lock of a store entry: `x`, `x.tmp` (half-built) and `x-build.log` share `x`'s."""
+    name = entry.name.removesuffix(".tmp").removesuffix("-build.log")
+    return entry.parent / ".locks" / f"{name}.lock"
+
+
+@contextmanager
+def _held(lock: Path) -> Iterator[bool]:
+    """Try the lock without waiting; yield whether it was taken (and hold it for the block)."""
     if not lock.exists():
-        return True
+        yield True
+        return
     with lock.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return True
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _size(paths: Iterable[Path], seen: set[tuple[int, int]], linked_elsewhere: set[tuple[int, int]]
@@ -117,8 +133,6 @@ def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport
                     entry.name.removesuffix("-build.log")).resolve() in referenced)
             if keep:
                 report.kept.append(entry)
-            elif not _lock_free(entry):
-                report.skipped.append((entry, "in use by another run (its lock is held)"))
             else:
                 doomed.append(entry)
     kept_inodes: set[tuple[int, int]] = set()
@@ -127,12 +141,28 @@ def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport
             if file.is_file():
                 stat = file.stat()
                 kept_inodes.add((stat.st_dev, stat.st_ino))
-    report.freed_bytes = _size(doomed, set(), kept_inodes)
+    seen: set[tuple[int, int]] = set()
     for entry in doomed:
-        if not dry_run:
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        report.removed.append(entry)
+        # Held while deleting: a build that starts now waits, then finds nothing and rebuilds.
+        with _held(_entry_lock(entry)) as taken:
+            if not taken:
+                report.skipped.append((entry, "in use by another run (its lock is held)"))
+                continue
+            report.freed_bytes += _size([entry], seen, kept_inodes)
+            if not dry_run:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            report.removed.append(entry)
     return report
+
+
+def collect_exclusive(workspace: Path, gc_lock: Path, *, registered: set[str],
+                      dry_run: bool) -> GcReport:
+    """`collect` while no trial runs on the workspace: trials hold `gc_lock` shared (from before
+    they make a store entry until their record names it); GcBusy when one does."""
+    with _held(gc_lock) as taken:
+        if not taken:
+            raise GcBusy(f"a sweep or trial is running on {workspace}; run gc when it has ended")
+        return collect(workspace, registered=registered, dry_run=dry_run)

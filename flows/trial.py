@@ -30,7 +30,7 @@ from engines.quantize.recipes import CalibrationSpec, QuantRecipe
 from build_configs.schema import Stack
 from engines.stacks import BuildKnobs, get_stack
 from evaluation.benchmark.server_metrics import MetricsSampler
-from engines.locks import key_lock
+from engines.locks import GC_LOCK, key_lock
 from engines.manifest import ManifestError, verify_bundle
 from engines.stacks import BuildResult
 from evaluation.accuracy.variant import (compare_variant, describe_deltas, evaluate_model,
@@ -125,7 +125,8 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
     key = inputs_hash({"checkpoint": checkpoint,
                        "accuracy": resolved.spec.accuracy.model_dump(mode="json"),
                        "text": textdata.text_sha256(text),
-                       "tasks": tasks_fingerprint(include_paths)})[:16]
+                       "tasks": tasks_fingerprint(include_paths),
+                       "versions": _package_versions()})[:16]
     path = workspace / "accuracy" / f"baseline-{key}.json"
     with key_lock(path.with_suffix(".lock"), f"the baseline accuracy {path.name}"):
         if path.exists():
@@ -135,8 +136,8 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
         return result
 
 
-_KEY_PACKAGES = ("torch", "transformers", "nvidia-modelopt", "nvidia-pytriton", "tritonclient",
-                 "aiperf", "lm_eval", "tensorrt_llm")
+_KEY_PACKAGES = ("enginesweep", "torch", "transformers", "nvidia-modelopt", "nvidia-pytriton",
+                 "tritonclient", "aiperf", "lm_eval", "tensorrt_llm")
 
 
 def _package_versions() -> dict[str, str | None]:
@@ -151,12 +152,24 @@ def _package_versions() -> dict[str, str | None]:
     return found
 
 
+def _with_mtimes(identity: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A local checkpoint's identity (config hash, file sizes) plus its files' modification
+    times: retrained weights of the same shapes must not pass for the old ones. Hub snapshots
+    are named by their commit and need nothing more."""
+    if identity.get("source") != "path":
+        return identity
+    mtimes = {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns
+              for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {**identity, "mtimes_ns": mtimes}
+
+
 def trial_key(resolved: ResolvedSpec, planned: PlannedTrial, checkpoint: dict, stack: str,
               task_paths: list[Path]) -> str:
     """Content key of a trial's results: every input that changes what it builds or measures
     (checkpoint identity, the trial's point, build settings, workload, accuracy settings and task
     files, stack, target GPU, the versions of the libraries that do the work). The SLA and the
-    objective are not in it: they only change the selection."""
+    objective are not in it: they only change the selection (a reused record's goodput is
+    judged again under the current SLA)."""
     spec = resolved.spec
     return inputs_hash({
         "checkpoint": checkpoint, "config": planned.config.model_dump(mode="json"),
@@ -214,8 +227,12 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
     """Run one trial (see `_run_trial`) holding its folder's lock: a second run of the same
     trial on this workspace (another sweep of the same spec) waits instead of writing into
     the same folder, then finds the first one's result when it may reuse it."""
-    trial_dir = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / slug
-    with key_lock(trial_dir.parent / ".locks" / f"{slug}.lock", f"trial {slug}", log):
+    workspace = resolved.spec.workspace.resolve()
+    trial_dir = workspace / "sweeps" / resolved.spec.name / slug
+    # Shared: any number of trials run at once; `enginesweep gc` takes it exclusively, so it
+    # never removes a store entry a running trial has made but not yet named in its record.
+    with key_lock(workspace / GC_LOCK, "a garbage collection of this workspace", log, shared=True), \
+            key_lock(trial_dir.parent / ".locks" / f"{slug}.lock", f"trial {slug}", log):
         return _run_trial(resolved, slug, log=log, checkpoint=checkpoint, planned=planned,
                           reuse=reuse, rebenchmark=rebenchmark)
 
@@ -249,6 +266,7 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
     try:
         with _stage("checkpoint", timings, log):
             source_dir, identity = checkpoint or checkpoint_source(resolved, workspace, log)
+            identity = _with_mtimes(identity, source_dir)
             corpus = textdata.corpus_path(download=False)  # fetched by the set-up, never here
             eval_text = textdata.evaluation_text(corpus)
             include = (task_include_paths(spec.accuracy, workspace, corpus)
@@ -262,10 +280,20 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
             log(f"[reuse] {slug}: inputs unchanged (key {key[:12]}) and the bundle verifies; "
                 "nothing runs (enginesweep run --rebenchmark serves and measures it again)")
             save = False
-            return previous.model_copy(update={"executed_stages": []})
+            # The SLA is not in the key: goodput and attainment are judged again under this
+            # spec's SLA from the kept aiperf exports.
+            benchmark = parse_benchmark(trial_dir / "benchmark", spec.workload, spec.sla,
+                                        hardware=hardware, gpus=cfg.world_size)
+            return previous.model_copy(update={"executed_stages": [], "benchmark": benchmark})
         if previous is not None:
             log(f"[reuse] {slug}: bundle and accuracy kept (key {key[:12]}); benchmarking again")
-            build = BuildResult.model_validate_json((trial_dir / "build.json").read_text())
+            bundle_dir = Path(previous.bundle_dir or "")
+            build = BuildResult(slug=slug, stack=stack.name, bundle_dir=str(bundle_dir),
+                                knobs=BuildKnobs(max_batch_size=cfg.max_batch_size,
+                                                 max_num_tokens=cfg.max_num_tokens,
+                                                 max_seq_len=cfg.max_seq_len),
+                                manifest=verify_bundle(bundle_dir),
+                                build_seconds=previous.build_seconds or 0.0)
             record = record.model_copy(update={
                 k: getattr(previous, k) for k in ("bundle_dir", "content_hash", "engine_bytes",
                                                   "trtllm_checkpoint", "quantize_seconds",

@@ -30,7 +30,7 @@ from typing import Any
 
 from build_configs.schema import Build
 from engines.manifest import write_manifest
-from engines.processes import http_ok, session_pids
+from engines.processes import http_ok, reap_stale_session, session_pids
 from engines.quantize.modelopt_cpu import QuantizeResult
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
@@ -47,6 +47,7 @@ from engines.trtllm.contract import VersionContract, contract_for
 from engines.trtllm.outputs import build_failure_reason, engine_summary
 from engines.trtllm.templates import TemplateError, fill, parse_config, required_placeholders
 from evaluation.planning.records import TrialConfig
+from evaluation.records import write_atomic
 
 DEFAULT_ROOT = "/app/tensorrt_llm"
 READY_TIMEOUT_S = 1800.0  # large engines load for minutes
@@ -168,7 +169,8 @@ class TrtllmEngineStack:
             trtllm_config=json.loads((final / "config.json").read_text()),
             quantize_seconds=time.perf_counter() - start, export_seconds=0.0,
             versions={"tensorrt_llm": self.version})
-        (out_dir / "quantize.json").write_text(result.model_dump_json(indent=2) + "\n")
+        # Last and atomic: its presence is what marks the checkpoint as whole for later runs.
+        write_atomic(out_dir / "quantize.json", result.model_dump_json(indent=2) + "\n")
         return result
 
     def build(self, quantized: QuantizeResult, knobs: BuildKnobs, bundle_dir: Path, *, slug: str,
@@ -242,6 +244,8 @@ class TrtllmEngineStack:
             hf_checkpoint=repo_dir, checkpoint_dir=repo_dir / "unused", repo_dir=repo_dir),
             http_port=self.http_port, grpc_port=self.grpc_port, metrics_port=self.metrics_port)
         url = f"http://127.0.0.1:{self.http_port}"
+        # What a SIGKILLed run left of its server session (mpirun and the ranks) goes first.
+        reap_stale_session(workdir / "server.pid", str(repo_dir), grace_s=40.0)
         if http_ok(f"{url}/v2/health/ready"):  # a leftover server would be benchmarked instead
             raise StepFailed("serve", f"a server already answers at {url}: stop it before this "
                                       "trial", workdir / "server.log")
@@ -252,6 +256,7 @@ class TrtllmEngineStack:
         sink.flush()
         process = subprocess.Popen(command.argv, stdout=sink, stderr=subprocess.STDOUT,
                                    start_new_session=True)
+        (workdir / "server.pid").write_text(str(process.pid))  # the session id, for the reaper
         try:
             _wait_group_ready(process, f"{url}/v2/health/ready", log_path)
             yield EngineServer(url=url, metrics_url=f"http://127.0.0.1:{self.metrics_port}/metrics",

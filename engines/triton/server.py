@@ -119,7 +119,7 @@ class TritonServer:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_environment(),
                 start_new_session=True,  # our Ctrl-C must not reach it before we stop it
-                preexec_fn=kill_with_parent,  # nor may it outlive us when we are SIGKILLed
+                preexec_fn=kill_with_parent(),  # nor may it outlive us when we are SIGKILLed
             )
         (self.workdir / "server.pid").write_text(str(self.process.pid))
         try:

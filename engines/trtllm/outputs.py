@@ -96,14 +96,16 @@ _UNSUPPORTED = (re.compile(r"FP8 FMHA cannot be enabled except on [^\n(]*"),
 def build_failure_reason(log: str) -> str:
     """One line saying why `trtllm-build` failed, from its log: out of memory, a quantization the
     GPU cannot run, or else the last error line."""
-    for pattern in _OOM:
-        found = pattern.search(log)
-        if found:
-            return f"out of GPU memory while building the engine: {found.group(0).strip()}"
+    # Unsupported first: TensorRT's "Requested amount of GPU memory" is a warning that also
+    # appears in builds that fail for another reason (or succeed).
     for pattern in _UNSUPPORTED:
         found = pattern.search(log)
         if found:
             return f"the quantization is not supported on this GPU: {found.group(0).strip()}"
+    for pattern in _OOM:
+        found = pattern.search(log)
+        if found:
+            return f"out of GPU memory while building the engine: {found.group(0).strip()}"
     errors = [line.strip() for line in log.splitlines()
               if re.search(r"\[E\]|ERROR|Error|Exception|Assertion", line)]
     return f"trtllm-build failed: {errors[-1]}" if errors else "trtllm-build failed (no error line in its log)"

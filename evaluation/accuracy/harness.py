@@ -33,26 +33,31 @@ class TaskError(ValueError):
 @contextmanager
 def offline_harness(cache_dir: Path) -> Iterator[None]:
     """Environment for one evaluation: hub and datasets offline, the datasets cache under
-    `cache_dir`, no progress bars. Restored afterwards. Libraries that read these settings at
-    import time and were already imported get their module constants set too."""
+    `cache_dir`, no progress bars; everything restored afterwards. The libraries that read these
+    settings once, at import, are imported first and get their module constants set (and reset)
+    too, so the rest of the process (a checkpoint download after the preflight) is online again."""
+    import datasets.config
+    import huggingface_hub.constants
+
     names = (*_OFFLINE_ENV, "HF_DATASETS_CACHE", "TQDM_DISABLE")
     saved = {name: os.environ.get(name) for name in names}
+    constants = ((datasets.config, "HF_DATASETS_OFFLINE", True),
+                 (datasets.config, "HF_HUB_OFFLINE", True),
+                 (datasets.config, "HF_DATASETS_CACHE", Path(cache_dir)),
+                 (huggingface_hub.constants, "HF_HUB_OFFLINE", True))
     patched: list[tuple[Any, str, Any]] = []
     try:
         os.environ.update({name: "1" for name in _OFFLINE_ENV})
         os.environ["HF_DATASETS_CACHE"] = str(cache_dir)
         os.environ["TQDM_DISABLE"] = "1"
-        for module, attr, value in (("datasets.config", "HF_DATASETS_OFFLINE", True),
-                                    ("datasets.config", "HF_HUB_OFFLINE", True),
-                                    ("huggingface_hub.constants", "HF_HUB_OFFLINE", True)):
-            loaded = sys.modules.get(module)
-            if loaded is not None and hasattr(loaded, attr):
-                patched.append((loaded, attr, getattr(loaded, attr)))
-                setattr(loaded, attr, value)
+        for module, attr, value in constants:
+            if hasattr(module, attr):
+                patched.append((module, attr, getattr(module, attr)))
+                setattr(module, attr, value)
         yield
     finally:
-        for loaded, attr, value in reversed(patched):
-            setattr(loaded, attr, value)
+        for module, attr, value in reversed(patched):
+            setattr(module, attr, value)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -126,27 +131,75 @@ def evaluate_tasks(model: Any, tokenizer: Any, *, tasks: list[str], include_path
     return task_results(results, hardware=hardware, tool=harness_version())
 
 
-def task_results(results: dict, *, hardware: str, tool: str) -> list[TaskResult]:
-    """TaskResults from `simple_evaluate`'s output (its `samples` and `higher_is_better`).
+def _leaves(name: str, groups: dict[str, list[str]]) -> list[str]:
+    children = groups.get(name) or []
+    return [leaf for child in children for leaf in _leaves(child, groups)] if children else [name]
 
-    Each task's metric is the first one its items were scored by; items are ordered by doc id
-    and hashed with their document hashes, so pairing is exact."""
+
+def _first_filter(task: str, samples: list[dict]) -> list[dict]:
+    """lm-eval logs one sample per (filter, document): keep the first filter's (GSM8K has
+    `strict-match` and `flexible-extract`); a document twice under one filter is an error."""
+    chosen = samples[0].get("filter", "none")
+    kept = [s for s in samples if s.get("filter", "none") == chosen]
+    ids = [s["doc_id"] for s in kept]
+    if len(set(ids)) != len(ids):
+        raise TaskError(f"task {task}: lm-eval logged some documents twice under filter "
+                        f"{chosen!r}; its items cannot be paired")
+    return kept
+
+
+def task_results(results: dict, *, hardware: str, tool: str) -> list[TaskResult]:
+    """TaskResults from `simple_evaluate`'s output (its `samples`, `group_subtasks` and
+    `higher_is_better`): one per standalone task and one per top-level group, whose subtasks'
+    items are pooled (MMLU is one metric over all its questions, not 57 separately gated ones,
+    which would reject a lossless engine by chance alone).
+
+    The metric is the first one the items were scored by (with its filter when not `none`);
+    items are ordered by subtask and doc id and hashed with their document hashes, so pairing is
+    exact; pooled items are numbered in that order."""
+    samples_by_task = results.get("samples", {})
+    groups = {g: list(subs or []) for g, subs in results.get("group_subtasks", {}).items()}
+    inner = {child for subs in groups.values() for child in subs}
+    tops = sorted(name for name in set(groups) | set(samples_by_task) if name not in inner)
     out = []
-    for task, samples in sorted(results.get("samples", {}).items()):
-        if not samples:
-            raise TaskError(f"task {task} produced no items (empty test split or limit 0)")
-        metric = samples[0]["metrics"][0]
-        ordered = sorted(samples, key=lambda s: s["doc_id"])
+    for top in tops:
+        leaves = [leaf for leaf in _leaves(top, groups) if leaf in samples_by_task]
+        if not leaves:
+            continue
+        rows: list[tuple[str, dict]] = []
+        metric = filter_name = None
+        for leaf in sorted(leaves):
+            samples = samples_by_task[leaf]
+            if not samples:
+                raise TaskError(f"task {leaf} produced no items (empty test split or limit 0)")
+            kept = _first_filter(leaf, samples)
+            leaf_metric = kept[0]["metrics"][0]
+            if metric is None:
+                metric, filter_name = leaf_metric, kept[0].get("filter", "none")
+            elif leaf_metric != metric:
+                raise TaskError(f"group {top}: subtasks score by {metric} and {leaf_metric}; "
+                                "list the subtasks in accuracy.tasks instead of the group")
+            rows.extend((leaf, sample) for sample in sorted(kept, key=lambda s: int(s["doc_id"])))
         digest = hashlib.sha256()
-        for sample in ordered:
-            digest.update(f"{sample['doc_id']}:{sample['doc_hash']}\n".encode())
-        values = [float(sample[metric]) for sample in ordered]
-        higher = results.get("higher_is_better", {}).get(task, {}).get(metric, True)
+        values = []
+        for leaf, sample in rows:
+            digest.update(f"{leaf}:{sample['doc_id']}:{sample['doc_hash']}\n".encode())
+            value = sample[metric]
+            if not isinstance(value, (int, float)):
+                raise TaskError(f"task {leaf}: metric {metric} gives {type(value).__name__} per "
+                                "item, not a number (corpus-level metrics such as BLEU cannot "
+                                "be paired item by item); choose a task scored per item")
+            values.append(float(value))
+        higher = results.get("higher_is_better", {}).get(leaves[0], {}).get(metric, True)
+        pooled = len(leaves) > 1 or leaves[0] != top
         out.append(TaskResult(
-            hardware=hardware, task=task, metric=metric, higher_is_better=bool(higher),
-            num_fewshot=int(results.get("n-shot", {}).get(task, 0) or 0), tool=tool,
+            hardware=hardware, task=top,
+            metric=metric if filter_name in (None, "none") else f"{metric},{filter_name}",
+            higher_is_better=bool(higher),
+            num_fewshot=int(results.get("n-shot", {}).get(leaves[0], 0) or 0), tool=tool,
             items_sha256=digest.hexdigest(), score=sum(values) / len(values),
-            item_ids=[int(sample["doc_id"]) for sample in ordered], item_values=values))
+            item_ids=(list(range(len(rows))) if pooled else [int(s["doc_id"]) for _, s in rows]),
+            item_values=values))
     return out
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -140,6 +141,6 @@ def builtin_tasks_dir(workspace: Path, corpus: Path) -> Path:
 def _write_if_changed(path: Path, content: str) -> None:
     if path.exists() and path.read_text() == content:
         return
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two sweeps may write at once
     tmp.write_text(content)
     tmp.replace(path)

@@ -13,6 +13,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from build_configs.schema import Accuracy
 from evaluation.accuracy.harness import check_tasks, evaluate_tasks, harness_version
 from evaluation.accuracy.paired import compare_accuracy, compare_tasks
@@ -35,14 +37,49 @@ def preflight_tasks(cfg: Accuracy, workspace: Path, corpus: Path) -> list[Path]:
 
 
 def tasks_fingerprint(include_paths: list[Path]) -> str:
-    """sha256 over every file under the include paths (names and bytes) and the harness version."""
+    """sha256 over the task files under the include paths (names and bytes; Python caches
+    aside, which lm-eval's `!function` loader writes there), every local data file their YAMLs
+    name, and the harness version: what decides the task items and how they are scored."""
     digest = hashlib.sha256(harness_version().encode())
     for root in include_paths:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        files = [root] if root.is_file() else sorted(
+            p for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
         for path in files:
             digest.update(f"\0{path.name}\0".encode())
             digest.update(path.read_bytes())
+            if path.suffix in (".yaml", ".yml"):
+                for data in _data_files(path):
+                    digest.update(f"\0{data}\0".encode())
+                    digest.update(data.read_bytes())
     return digest.hexdigest()
+
+
+class _AnyTagLoader(yaml.SafeLoader):
+    """Reads lm-eval task YAMLs, whose `!function module.name` tags SafeLoader refuses."""
+
+
+_AnyTagLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def _data_files(yaml_path: Path) -> list[Path]:
+    """Local files a task YAML names under `dataset_kwargs.data_files` (outside the folder
+    too), resolved against the YAML's folder when relative."""
+    try:
+        config = yaml.load(yaml_path.read_text(), Loader=_AnyTagLoader) or {}
+    except yaml.YAMLError:
+        return []
+    found = ((config.get("dataset_kwargs") or {}).get("data_files")
+             if isinstance(config, dict) else None)
+    values = (list(found.values()) if isinstance(found, dict) else
+              [found] if isinstance(found, str) else list(found or []))
+    paths = []
+    for value in values:
+        for item in ([value] if isinstance(value, str) else value or []):
+            path = Path(item) if Path(item).is_absolute() else yaml_path.parent / item
+            if path.is_file():
+                paths.append(path)
+    return paths
 
 
 def evaluate_model(model: Any, tokenizer: Any, *, text: str, dataset_name: str, cfg: Accuracy,

@@ -166,7 +166,7 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
         reap_stale_session(pidfile, str(log_path.parent))  # left by a SIGKILLed run
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env=aiperf_environment(tmp_dir), start_new_session=True,
-                                   preexec_fn=kill_with_parent)
+                                   preexec_fn=kill_with_parent())
         pidfile.write_text(str(process.pid))
         try:
             returncode = process.wait(timeout=timeout_s)

@@ -14,7 +14,8 @@ lies wholly on the "worse" side. With A = sla.max_accuracy_drop, a quantized tri
   not promoted on the strength of an evaluation that could not have caught it.
 `lenient` mode keeps a variant whose point drop exceeds A without significance: the choice for
 small evaluations where strict would reject every variant. The unquantized baseline (bf16/fp16
-weights, auto KV cache) always passes. Every metric is judged on its own; one failure rejects.
+weights, auto KV cache) always passes. Every metric is judged on its own; one failure rejects
+(a task group is one metric over its pooled items: `evaluation.accuracy.harness.task_results`).
 """
 
 from __future__ import annotations

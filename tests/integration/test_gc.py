@@ -102,3 +102,13 @@ def test_gc_keeps_everything_when_a_record_cannot_be_read(workspace) -> None:
     assert done.returncode == 0, done.stderr
     assert "removed 0 entries" in done.stdout and "unreadable record" in done.stderr
     assert (ws / "bundles" / "orphan").exists()
+
+
+def test_gc_refuses_while_a_trial_runs_on_the_workspace(workspace) -> None:
+    ws, spec = workspace
+    with (ws / ".gc.lock").open("a+") as running:  # what run_trial holds, shared
+        fcntl.flock(running, fcntl.LOCK_SH)
+        done = gc(spec)
+    assert done.returncode == 1
+    assert "a sweep or trial is running on" in " ".join(done.stderr.split())
+    assert (ws / "bundles" / "orphan").exists()

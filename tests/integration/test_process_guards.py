@@ -72,7 +72,7 @@ def test_a_child_started_with_kill_with_parent_dies_with_its_sigkilled_parent(tm
     parent_code = f"""
 import subprocess, sys, time
 from engines.processes import kill_with_parent
-child = subprocess.Popen(["sleep", "300"], start_new_session=True, preexec_fn=kill_with_parent)
+child = subprocess.Popen(["sleep", "300"], start_new_session=True, preexec_fn=kill_with_parent())
 open({str(pidfile)!r}, "w").write(str(child.pid))
 time.sleep(300)
 """
