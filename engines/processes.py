@@ -25,7 +25,9 @@ STOP_GRACE_S = 10.0
 
 def stop_process_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM the process group led by `process`, SIGKILL it if the leader has not exited after
-    `grace_s`. Safe to call on a group whose leader already exited (its members still get it)."""
+    `grace_s`; then wait for the members that outlive their leader (aiperf's services), SIGKILLing
+    what is left of its session after another `grace_s`. Returns when none of it runs. Safe to
+    call on a group whose leader already exited (its members still get it)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
@@ -34,6 +36,16 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=grace_s)
+    deadline = time.monotonic() + grace_s
+    while session_pids(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = session_pids(process.pid)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + 5.0
+    while left and session_pids(process.pid) and time.monotonic() < end:
+        time.sleep(0.1)
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:

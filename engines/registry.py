@@ -42,13 +42,21 @@ def _alias_version(client, name: str, alias: str) -> str | None:
 
 def promote(client, *, model_name: str, run_id: str, bundle_dir: Path, alias: str = "champion",
             tags: dict[str, str] | None = None) -> Promotion:
-    """Register the bundle of `run_id` as a new version of `model_name` and move `alias` to it."""
+    """Register the bundle of `run_id` as a new version of `model_name` and move `alias` to it.
+    A bundle with the content hash of the version `alias` already points to is not registered
+    again: that version is returned unchanged."""
     from mlflow.exceptions import MlflowException
 
     manifest = verify_bundle(bundle_dir)  # refuse a bundle that no longer matches its manifest
     run = client.get_run(run_id)
     if run.info.status != "FINISHED":
         raise PromotionError(f"run {run_id} is {run.info.status}: only a finished trial can be promoted")
+    current = _alias_version(client, model_name, alias)
+    if current is not None and client.get_model_version(model_name, current).tags.get(
+            "content_hash") == manifest.content_hash:
+        # The same engine again (an unchanged re-run): no new version, the aliases stay.
+        return Promotion(model_name=model_name, version=current, alias=alias,
+                         previous_version=_alias_version(client, model_name, PREVIOUS))
     client.log_artifacts(run_id, str(bundle_dir), "engine")
     try:
         client.get_registered_model(model_name)

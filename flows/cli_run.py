@@ -4,6 +4,7 @@ they read at import time has been set."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -73,8 +74,12 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
     handle_sigterm()  # a scheduler's or `kill`'s SIGTERM unwinds like Ctrl-C
     log = (lambda line: err.print(line, highlight=False, markup=False)) if json_ else \
         (lambda line: out.print(line, highlight=False, markup=False))
+    # With --json, stdout carries the record alone: what libraries print while the trial runs
+    # (ModelOpt announces its quantizers there) goes to stderr with the log.
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if json_ else contextlib.nullcontext()
     try:
-        record = run_trial(resolved, slug, log=log)
+        with quiet_stdout:
+            record = run_trial(resolved, slug, log=log)
     except TrialError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:

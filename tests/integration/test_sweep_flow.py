@@ -173,6 +173,9 @@ def test_an_unchanged_rerun_reuses_every_trial_and_runs_nothing(swept, client):
                                   f"tags.`mlflow.parentRunId` = '{latest}'")
     assert sorted(c.info.run_name for c in children) == sorted(records)  # each trial once
     assert {c.data.tags["enginesweep.executed_stages"] for c in children} == {"none (reused)"}
+    # The same champion engine is not registered again (versions 1 and 2 are the earlier test's).
+    assert len(client.search_model_versions("name='tiny-engine'")) == 2
+    assert str(client.get_model_version_by_alias("tiny-engine", "champion").version) == "1"
     # The first run's records name what they did: every stage ran there.
     for child in client.search_runs([parents[0].info.experiment_id],
                                     f"tags.`mlflow.parentRunId` = '{parents[-1].info.run_id}'"):
