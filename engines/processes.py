@@ -140,3 +140,25 @@ def reap_stale_session(pidfile: Path, marker: str, grace_s: float = 10.0) -> lis
     with contextlib.suppress(FileNotFoundError):
         pidfile.unlink()
     return stale
+
+
+def kill_marked(marker: str, grace_s: float = STOP_GRACE_S) -> list[int]:
+    """SIGTERM, then after `grace_s` SIGKILL, every process (but this one) whose command line
+    contains `marker` (a folder of this trial): helpers that left their parent's session, such
+    as aiperf's subprocess runners, which neither a process-group kill nor the session reaches.
+    Returns the pids signalled."""
+    me = os.getpid()
+
+    def marked() -> list[int]:
+        return [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
+                if int(p.parent.name) != me and marker in _cmdline(int(p.parent.name))]
+
+    found = marked()
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for pid in marked():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while marked() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return found

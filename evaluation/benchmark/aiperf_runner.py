@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 
 from build_configs.schema import Workload
-from engines.processes import kill_with_parent, reap_stale_session, stop_process_group
+from engines.processes import (kill_marked, kill_with_parent, reap_stale_session,
+                               stop_process_group)
 
 AIPERF_VERSION = "0.13.0"
 TEMPLATE_NAME = "payload_template.json"
@@ -171,12 +172,19 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
         try:
             returncode = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            stop_process_group(process)
+            _stop(process, log_path)
             raise AiperfError(f"aiperf did not finish within {timeout_s:.0f} s (log: {log_path}):"
                               f"\n{log_tail(log_path)}") from None
         except BaseException:
-            stop_process_group(process)
+            _stop(process, log_path)
             raise
-    stop_process_group(process)  # services that outlived a finished parent
+    _stop(process, log_path)  # services that outlived a finished parent
     return returncode
+
+
+def _stop(process: subprocess.Popen, log_path: Path) -> None:
+    """aiperf's process group, then its runners that left it (their command lines name the
+    artifact folder)."""
+    stop_process_group(process)
+    kill_marked(str(log_path.parent))
 

@@ -109,7 +109,10 @@ def _trial_in_benchmark(tmp_path: Path, model_dir: Path, **workload
     spec = write_spec(tmp_path, model_dir, request_count=400, **workload)
     script = Path(sys.executable).parent / "enginesweep"
     command = [str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT back to its default in the child: a suite started in the background (`cmd &`)
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
     aiperf_log = trial_dir / "benchmark" / "aiperf.log"
     deadline = time.monotonic() + 240
