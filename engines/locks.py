@@ -43,3 +43,22 @@ def key_lock(path: Path, what: str, log: Callable[[str], None] = print, *,
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def try_lock(path: Path) -> Iterator[bool]:
+    """Take the exclusive lock `path` without waiting; yield whether it was taken (and hold it
+    for the block). A lock file that does not exist is free."""
+    if not path.exists():
+        yield True
+        return
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,13 +12,12 @@ bytes freed are counted per inode.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engines.locks import try_lock
 from evaluation.records import TrialRecord
 
 STORES = ("bundles", "quantized")
@@ -79,24 +78,6 @@ def _entry_lock(entry: Path) -> Path:
     return entry.parent / ".locks" / f"{name}.lock"
 
 
-@contextmanager
-def _held(lock: Path) -> Iterator[bool]:
-    """Try the lock without waiting; yield whether it was taken (and hold it for the block)."""
-    if not lock.exists():
-        yield True
-        return
-    with lock.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _size(paths: Iterable[Path], seen: set[tuple[int, int]], linked_elsewhere: set[tuple[int, int]]
           ) -> int:
     total = 0
@@ -144,7 +125,7 @@ def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport
     seen: set[tuple[int, int]] = set()
     for entry in doomed:
         # Held while deleting: a build that starts now waits, then finds nothing and rebuilds.
-        with _held(_entry_lock(entry)) as taken:
+        with try_lock(_entry_lock(entry)) as taken:
             if not taken:
                 report.skipped.append((entry, "in use by another run (its lock is held)"))
                 continue
@@ -162,7 +143,7 @@ def collect_exclusive(workspace: Path, gc_lock: Path, *, registered: set[str],
                       dry_run: bool) -> GcReport:
     """`collect` while no trial runs on the workspace: trials hold `gc_lock` shared (from before
     they make a store entry until their record names it); GcBusy when one does."""
-    with _held(gc_lock) as taken:
+    with try_lock(gc_lock) as taken:
         if not taken:
             raise GcBusy(f"a sweep or trial is running on {workspace}; run gc when it has ended")
         return collect(workspace, registered=registered, dry_run=dry_run)

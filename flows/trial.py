@@ -140,6 +140,7 @@ _KEY_PACKAGES = ("enginesweep", "torch", "transformers", "nvidia-modelopt", "nvi
                  "tritonclient", "aiperf", "lm_eval", "tensorrt_llm")
 
 
+@lru_cache(maxsize=1)  # asked several times per trial; installed versions do not change
 def _package_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
