@@ -39,6 +39,7 @@ import json
 import math
 import os
 import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -179,9 +180,13 @@ def predict_batch(requests: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
     """Run the worker once for every request: slug -> its answer, or the reason it failed."""
     python = python_path()
     payload = json.dumps({"trials": list(requests)})
+    # matplotlib (imported by aiconfigurator) writes a config cache: a folder that goes with
+    # the call, not one left in /tmp per plan.
     try:
-        done = subprocess.run([str(python), str(WORKER)], input=payload, capture_output=True,
-                              text=True, timeout=TIMEOUT_S, env={**os.environ, "PYTHONNOUSERSITE": "1"})
+        with tempfile.TemporaryDirectory(prefix="enginesweep-aic-mpl-") as mpl_dir:
+            done = subprocess.run([str(python), str(WORKER)], input=payload, capture_output=True,
+                                  text=True, timeout=TIMEOUT_S,
+                                  env={**os.environ, "PYTHONNOUSERSITE": "1", "MPLCONFIGDIR": mpl_dir})
     except subprocess.TimeoutExpired:
         raise AiconfiguratorError(f"aiconfigurator took over {TIMEOUT_S} s for {len(requests)} trial(s)") from None
     except OSError as exc:

@@ -28,8 +28,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-os.environ.setdefault("MPLBACKEND", "Agg")  # aiconfigurator imports matplotlib: no display, no ~/.config
-os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="enginesweep-aic-mpl-"))
+os.environ.setdefault("MPLBACKEND", "Agg")  # aiconfigurator imports matplotlib: no display
+# MPLCONFIGDIR comes from the caller (a temporary folder it removes), not ~/.config.
 logging.disable(logging.WARNING)  # its warnings would go to stderr; the answer carries what matters
 
 DATABASE_MODE = "SILICON"  # measured kernels only: no formula-based (HYBRID/EMPIRICAL) numbers
