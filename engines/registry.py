@@ -41,15 +41,16 @@ def _alias_version(client, name: str, alias: str) -> str | None:
 
 
 def promote(client, *, model_name: str, run_id: str, bundle_dir: Path, alias: str = "champion",
-            tags: dict[str, str] | None = None) -> Promotion:
+            tags: dict[str, str] | None = None, allow_unfinished: bool = False) -> Promotion:
     """Register the bundle of `run_id` as a new version of `model_name` and move `alias` to it.
     A bundle with the content hash of the version `alias` already points to is not registered
-    again: that version is returned unchanged."""
+    again: that version is returned unchanged. A run that did not finish (a failed trial) is
+    refused unless `allow_unfinished` (`enginesweep promote --force`)."""
     from mlflow.exceptions import MlflowException
 
     manifest = verify_bundle(bundle_dir)  # refuse a bundle that no longer matches its manifest
     run = client.get_run(run_id)
-    if run.info.status != "FINISHED":
+    if run.info.status != "FINISHED" and not allow_unfinished:
         raise PromotionError(f"run {run_id} is {run.info.status}: only a finished trial can be promoted")
     current = _alias_version(client, model_name, alias)
     if current is not None and client.get_model_version(model_name, current).tags.get(

@@ -160,8 +160,12 @@ def _registry_client(config: str, set_: list[str] | None):
 
 @app.command()
 def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The trial's MLflow run id.")],
+            force: Annotated[bool, typer.Option(
+                "--force", help="Promote a failed or SLA-violating trial anyway; the version and the "
+                                "run are tagged with what was overridden.")] = False,
             set_: SetOpt = None) -> None:
-    """Promote one trial's engine by hand: register it and point the spec's alias at it."""
+    """Promote one trial's engine by hand: register it and point the spec's alias at it. A trial
+    that failed, or misses the spec's SLA or accuracy gate, is refused unless --force."""
     from flows.prefect_env import configure_prefect
 
     try:
@@ -169,18 +173,56 @@ def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The t
     except SpecError as exc:
         raise _fail(str(exc)) from None
     configure_prefect(resolved.spec.workspace)
+    from mlflow.exceptions import MlflowException
+
+    from engines.manifest import ManifestError
     from engines.registry import PromotionError, promote as promote_bundle
 
-    run = client.get_run(run_id)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise _fail(f"run {run_id}: not found in {resolved.spec.tracking.experiment!r} "
+                    f"({exc.message.splitlines()[0]}); `enginesweep ui` lists the runs") from None
     bundle = run.data.params.get("bundle_dir")
     if not bundle:
         raise _fail(f"run {run_id} has no bundle_dir param: is it an enginesweep trial run?")
+    objections = _promotion_objections(client, run_id, resolved)
+    tags = {"promoted_by": "hand"}
+    if objections and not force:
+        raise _fail(f"run {run_id} is not fit to promote: " + "; ".join(objections)
+                    + ". Pass --force to promote it anyway (recorded on the model version).")
+    if objections:
+        tags.update({"forced": "true", "forced_over": "; ".join(objections)[:5000]})
+        client.set_tag(run_id, "enginesweep.forced_promotion", "; ".join(objections)[:5000])
     try:
         done = promote_bundle(client, model_name=name, run_id=run_id, bundle_dir=Path(bundle),
-                              alias=resolved.spec.registry.alias, tags={"promoted_by": "hand"})
-    except PromotionError as exc:
+                              alias=resolved.spec.registry.alias, tags=tags, allow_unfinished=force)
+    except (PromotionError, ManifestError) as exc:
         raise _fail(str(exc), code=1) from None
-    out.print(f"{name} version {done.version} is now '{done.alias}' (previous: {done.previous_version})")
+    forced = " (forced: " + "; ".join(objections) + ")" if objections else ""
+    out.print(f"{name} version {done.version} is now '{done.alias}' (previous: {done.previous_version})"
+              + forced, highlight=False)
+
+
+def _promotion_objections(client, run_id: str, resolved) -> list[str]:
+    """Why the trial of `run_id` should not be promoted under the spec's SLA (empty when it may):
+    it failed, was never benchmarked, misses the latency SLA or the accuracy gate."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    from evaluation.records import TrialRecord
+    from evaluation.selection.choose import judge_trial
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
+    with tempfile.TemporaryDirectory(prefix="enginesweep-promote-") as scratch:
+        try:
+            path = client.download_artifacts(run_id, "record.json", scratch)
+        except (MlflowException, OSError) as exc:
+            return [f"its record.json cannot be read ({exc}), so it cannot be judged"]
+        record = TrialRecord.load(Path(path))
+    row = judge_trial(record, resolved.spec.sla, resolved.usd_per_gpu_hour)
+    return list(row.reasons)
 
 
 @app.command()
@@ -212,6 +254,7 @@ def ui(config: ConfigArg, port: Annotated[int, typer.Option(help="Port on 127.0.
         raise _fail(str(exc)) from None
     from flows.sweep_settings import tracking_uri
 
+    _check_port_free(port)
     uri = tracking_uri(resolved)
     out.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
     # Job execution off: with it on, `mlflow server` can leave orphaned consumer processes.
@@ -228,6 +271,18 @@ def ui(config: ConfigArg, port: Annotated[int, typer.Option(help="Port on 127.0.
     finally:
         stop_process_group(server)  # its gunicorn/uvicorn workers too
     raise typer.Exit(code)
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port something already listens on (the server would die with a less clear error)."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise _fail(f"--port: {port} on 127.0.0.1 cannot be used ({exc.strerror}); "
+                        "pick another with --port") from None
 
 
 def _quiet_libraries() -> None:

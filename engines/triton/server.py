@@ -18,6 +18,7 @@ Python backend). Facts this module handles (see shared/reference/cpu-stack-notes
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,6 +31,8 @@ from engines.processes import (STOP_GRACE_S, http_ok, kill_with_parent, reap_sta
                                stop_process_group, wait_ready)
 
 READY_TIMEOUT_S = 120.0
+PORT_ATTEMPTS = 3  # a port found free can be taken by another process before tritonserver binds it
+_BUSY = re.compile(r"Socket '[^']*:(\d+)' already in use")
 
 
 class ServerError(RuntimeError):
@@ -111,10 +114,44 @@ class TritonServer:
         ]
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> TritonServer:
-        """Start the server and wait until it and every model in `models` are ready."""
+        """Start the server and wait until it and every model in `models` are ready. When one of
+        its ports turns out to be taken (another process bound it after it was picked), start
+        again on fresh ports, up to PORT_ATTEMPTS times."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         # A server (or its Python-backend stubs) left by a run that was SIGKILLed here.
         reap_stale_session(self.workdir / "server.pid", str(self.model_repository))
+        attempt = 1
+        while True:
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                self._launch()
+                self._wait_ready(timeout_s)
+                return self
+            except ServerError as exc:
+                self.stop()
+                busy = self._busy_port(offset)
+                if busy is None:
+                    raise
+                if attempt == PORT_ATTEMPTS:
+                    raise ServerError(f"port {busy} on 127.0.0.1 was in use by another process on each "
+                                      f"of {PORT_ATTEMPTS} tries; free ports or stop what holds them "
+                                      f"(`ss -ltnp`): {exc}") from None
+                with self.log_path.open("a") as log:
+                    log.write(f"[enginesweep] port {busy} is in use: starting again on fresh ports\n")
+                self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+                attempt += 1
+            except BaseException:
+                self.stop()
+                raise
+
+    def _busy_port(self, offset: int) -> int | None:
+        """The port this attempt's log says was already in use, if any."""
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            found = _BUSY.search(log.read().decode(errors="replace"))
+        return int(found.group(1)) if found else None
+
+    def _launch(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_environment(),
@@ -122,12 +159,6 @@ class TritonServer:
                 preexec_fn=kill_with_parent(),  # nor may it outlive us when we are SIGKILLed
             )
         (self.workdir / "server.pid").write_text(str(self.process.pid))
-        try:
-            self._wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _wait_ready(self, timeout_s: float) -> None:
         paths = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]

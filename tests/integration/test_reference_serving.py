@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 
@@ -13,6 +15,8 @@ from engines import textdata
 from engines.quantize.modelopt_cpu import quantize_checkpoint
 from engines.quantize.recipes import CalibrationSpec, QuantRecipe
 from engines.triton.repository import SERVED_MODEL, write_reference_repository
+from engines import processes
+from engines.triton import server as server_module
 from engines.triton.server import ServerError, TritonServer
 
 pytestmark = pytest.mark.integration
@@ -95,3 +99,38 @@ def test_a_model_that_cannot_load_fails_start_with_its_error(tmp_path):
     pid = int((tmp_path / "work" / "server.pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_a_busy_port_moves_the_server_to_fresh_ports(tmp_path):
+    (tmp_path / "repo").mkdir()
+    with contextlib.closing(_listening()) as held:
+        busy = held.getsockname()[1]
+        with TritonServer(tmp_path / "repo", tmp_path / "work", http_port=busy) as running:
+            assert running.http_port != busy
+            assert processes.http_ok(running.url + "/v2/health/ready")
+    log = (tmp_path / "work" / "server.log").read_text()
+    assert f"port {busy} is in use: starting again on fresh ports" in log
+
+
+def test_ports_busy_on_every_try_fail_naming_the_port(tmp_path, monkeypatch):
+    (tmp_path / "repo").mkdir()
+    held = [_listening() for _ in range(3 * server_module.PORT_ATTEMPTS)]
+    ports = iter(sock.getsockname()[1] for sock in held)
+    monkeypatch.setattr(server_module, "free_port", lambda: next(ports))
+    try:
+        server = TritonServer(tmp_path / "repo", tmp_path / "work", http_port=next(ports),
+                              grpc_port=next(ports), metrics_port=next(ports))
+        with pytest.raises(ServerError, match=r"port \d+ on 127.0.0.1 was in use by another process on "
+                                              rf"each of {server_module.PORT_ATTEMPTS} tries"):
+            server.start(timeout_s=60)
+        assert server.process is None
+    finally:
+        for sock in held:
+            sock.close()

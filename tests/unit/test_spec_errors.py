@@ -224,3 +224,16 @@ def test_a_workspace_that_cannot_be_written_is_refused(cli, tmp_path, verb):
     message = " ".join(result.stderr.split())
     assert f"workspace: {blocker / 'ws'} is not writable" in message
     assert "point `workspace` at a folder you can write" in message
+
+
+def test_a_busy_ui_port_is_refused_naming_the_option(cli, tmp_path):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = cli("ui", "smollm2-cpu-smoke", "--port", str(port), "--set", f"workspace={tmp_path}")
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.stderr.split())
+    assert f"--port: {port} on 127.0.0.1 cannot be used (Address already in use); pick another" in message
