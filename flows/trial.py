@@ -31,6 +31,7 @@ from build_configs.schema import Stack
 from engines.stacks import BuildKnobs, get_stack
 from evaluation.benchmark.server_metrics import MetricsSampler
 from engines.locks import GC_LOCK, key_lock
+from engines.compat import refuse_mismatch
 from engines.manifest import ManifestError, verify_bundle
 from engines.stacks import BuildResult
 from evaluation.accuracy.variant import (compare_variant, describe_deltas, evaluate_model,
@@ -315,6 +316,7 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
             log(f"  warning: the host's load average is {load_before:.1f} before the benchmark; "
                 "other work on this machine makes these CPU measurements noisy")
         with _stage("serve+benchmark", timings, log):
+            refuse_mismatch(build.bundle_dir, stack.host_mismatches(build.manifest))
             repo = stack.write_model_repository(build, trial_dir / "triton_repo")
             with stack.server(repo, trial_dir / "server") as server:
                 log(f"  serving {stack.served_model} at {server.url}; aiperf at concurrency "

@@ -83,6 +83,11 @@ class Stack(Protocol):
         """The tokenizer the load generator counts tokens with."""
         ...
 
+    def host_mismatches(self, manifest: Manifest) -> list[str]:
+        """Why this host must not serve the bundle of `manifest` (runtime versions, CPU
+        architecture or GPU SM other than those it was built with); empty when it may."""
+        ...
+
     def server(self, repo_dir: Path, workdir: Path) -> AbstractContextManager[Any]:
         """A context manager that starts a health-checked server and always stops it; it yields
         an object with a `url` attribute, an `alive()` method (False once the server died) and

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines.manifest import host_hardware, write_manifest
-from engines.quantize.modelopt_cpu import QuantizeResult, quantize_checkpoint
+from engines.compat import version_mismatches
+from engines.manifest import Manifest, host_hardware, write_manifest
+from engines.quantize.modelopt_cpu import QuantizeResult, library_versions, quantize_checkpoint
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
 from engines.triton.repository import SERVED_MODEL, write_reference_repository
@@ -89,6 +91,16 @@ class ReferenceStack:
         return write_reference_repository(repo_dir, Path(build.bundle_dir) / "model",
                                           max_batch_size=knobs.max_batch_size,
                                           max_seq_len=knobs.max_seq_len)
+
+    def host_mismatches(self, manifest: Manifest) -> list[str]:
+        """The libraries that load and run the model (torch, transformers, ModelOpt's fake
+        quantization, the Triton server) must be those that built the bundle, on the same CPU
+        architecture."""
+        problems = version_mismatches(manifest.versions, {**library_versions(), **_triton_version()})
+        built_on = manifest.target.get("host", {}).get("machine")
+        if built_on and built_on != platform.machine():
+            problems.append(f"built on {built_on}, this host is {platform.machine()}")
+        return problems
 
     def server(self, repo_dir: Path, workdir: Path) -> TritonServer:
         return TritonServer(repo_dir, workdir, models=(self.served_model,))

@@ -29,7 +29,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from build_configs.schema import Build
-from engines.manifest import write_manifest
+from engines.compat import host_gpu, host_gpu_sm, version_mismatches
+from engines.manifest import Manifest, write_manifest
 from engines.processes import http_ok, reap_stale_session, session_pids
 from engines.quantize.modelopt_cpu import QuantizeResult
 from engines.quantize.recipes import QuantRecipe
@@ -234,6 +235,19 @@ class TrtllmEngineStack:
     def tokenizer_dir(self, build: BuildResult) -> Path:
         return Path(json.loads((Path(build.bundle_dir) / TRIAL_FACTS).read_text())["tokenizer_dir"])
 
+    def host_mismatches(self, manifest: Manifest) -> list[str]:
+        """A TensorRT engine runs only under the TensorRT-LLM version that built it and on GPUs
+        of the SM it was built for."""
+        problems = version_mismatches({k: v for k, v in manifest.versions.items() if k == "tensorrt_llm"},
+                                      {"tensorrt_llm": self.version})
+        built_for, here = manifest.target.get("sm"), host_gpu_sm()
+        if here is None:
+            problems.append("no NVIDIA GPU is visible here (nvidia-smi)")
+        elif built_for is not None and int(built_for) != here:
+            problems.append(f"built for SM{built_for} ({manifest.target.get('gpu')}), this host's GPU "
+                            f"is SM{here}")
+        return problems
+
     @contextlib.contextmanager
     def server(self, repo_dir: Path, workdir: Path) -> Iterator[EngineServer]:
         """launch_triton_server.py in a session of its own (it returns at once; mpirun and the
@@ -290,13 +304,8 @@ def _tail_reason(log: Path, fallback: str) -> str:
 
 
 def _gpu_name() -> str:
-    """The first GPU's name from nvidia-smi, or 'unknown' (recorded beside the target)."""
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "unknown"
+    """The first GPU's name and SM from nvidia-smi, or 'unknown' (recorded beside the target)."""
+    return host_gpu() or "unknown"
 
 
 def _session_alive(process: subprocess.Popen) -> bool:

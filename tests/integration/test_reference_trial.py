@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 from build_configs.loading import load_spec
+from engines.compat import BundleMismatch
 from engines.manifest import verify_bundle
+from evaluation.records import TrialRecord
 from flows.trial import run_trial
 
 pytestmark = pytest.mark.integration
@@ -88,6 +90,21 @@ def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
                                 ["axes.max_batch_size=[2]"]), "tiny__fp8__kv-int8__tp1", log=lines.append)
     assert again.stage_seconds["quantize"] == 0.0
     assert any("reusing" in line for line in lines)
+
+    # a bundle built under other runtime versions is refused before any server starts
+    manifest_path = Path(record.bundle_dir) / "manifest.json"
+    built = json.loads(manifest_path.read_text())
+    built["versions"]["torch"] = "0.0.1"
+    manifest_path.write_text(json.dumps(built))
+    server_log = trial_dir / "server" / "server.log"
+    log_size = server_log.stat().st_size
+    with pytest.raises(BundleMismatch):
+        run_trial(resolved, "tiny__fp8__kv-int8__tp1", log=lines.append, reuse=True, rebenchmark=True)
+    refused = TrialRecord.load(trial_dir / "record.json")
+    assert refused.status == "failed"
+    assert f"refusing to serve {record.bundle_dir}: built with torch 0.0.1, this host has" in refused.error
+    assert "enginesweep run SPEC --rerun" in refused.error
+    assert server_log.stat().st_size == log_size  # no server was started
 
 
 def trial_dir_of(tmp_path: Path) -> Path:
