@@ -22,6 +22,7 @@ the parent. A failed trial is a FAILED child run with the reason in a tag and it
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,32 +50,71 @@ _LEVEL_METRICS = {
 }
 
 
+def store_init_lock(tracking_uri: str) -> AbstractContextManager[None]:
+    """An exclusive lock beside a sqlite store (`<db>.lock`) for the first use of it, which
+    creates or migrates its schema; nothing for a tracking server (it serializes itself)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return nullcontext()
+    from engines.locks import key_lock
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return key_lock(db.with_name(db.name + ".lock"), f"the MLflow store {db}", log=lambda _: None)
+
+
+def open_client(tracking_uri: str):
+    """An MlflowClient for `tracking_uri` (tracking and registry). Its construction creates or
+    migrates a sqlite store's schema: done under `store_init_lock`, because two processes
+    doing it at once on a new store fail half-way (two sweeps started together)."""
+    from mlflow.tracking import MlflowClient  # heavy; only when tracking
+
+    with store_init_lock(tracking_uri):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
 class SweepTracker:
     """Writes one sweep into an MLflow experiment."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
-        from mlflow.tracking import MlflowClient  # heavy; only when tracking
-
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = artifact_root.resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        self.client = open_client(tracking_uri)
+        # Two sweeps starting at once would both create the experiment.
+        with store_init_lock(tracking_uri):
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                self.experiment_id = found.experiment_id
+            else:
+                location = artifact_root.resolve().as_uri() if artifact_root else None
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
 
     # -- parent run --------------------------------------------------------------------------
-    def start_sweep(self, sweep: str, *, spec_yaml: str, plan_json: str, params: dict[str, Any]) -> str:
+    def start_sweep(self, sweep: str, *, spec_yaml: str, plan_json: str, params: dict[str, Any],
+                    tags: dict[str, str] | None = None) -> str:
         """Create the parent run with the spec and the plan as artifacts; returns its id."""
         run = self.client.create_run(self.experiment_id, run_name=sweep,
-                                     tags={"enginesweep.kind": "sweep", "enginesweep.sweep": sweep})
+                                     tags={"enginesweep.kind": "sweep", "enginesweep.sweep": sweep,
+                                           **(tags or {})})
         run_id = run.info.run_id
         for key, value in params.items():
             self.client.log_param(run_id, key, str(value))
         self.client.log_text(run_id, spec_yaml, "spec.yaml")
         self.client.log_text(run_id, plan_json, "plan.json")
         return run_id
+
+    def unfinished_sweeps(self, sweep: str) -> list[Any]:
+        """Parent runs of `sweep` still marked RUNNING (live, or left by a killed process),
+        newest first."""
+        return self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`enginesweep.kind` = 'sweep' AND tags.`enginesweep.sweep` = '{sweep}' "
+            "AND attributes.status = 'RUNNING'", order_by=["attributes.start_time DESC"])
+
+    def trial_runs_of(self, parent_id: str) -> dict[str, list[Any]]:
+        """slug -> the child runs a parent run already holds (a resumed sweep's)."""
+        found: dict[str, list[Any]] = {}
+        for run in self.client.search_runs([self.experiment_id],
+                                           f"tags.`mlflow.parentRunId` = '{parent_id}'"):
+            found.setdefault(run.data.tags.get("enginesweep.slug", run.info.run_name), []).append(run)
+        return found
 
     def finish_sweep(self, run_id: str, *, status: str, tables: dict[str, str],
                      tags: dict[str, str]) -> None:
@@ -122,6 +162,19 @@ class SweepTracker:
             self.client.set_tag(run_id, "enginesweep.error", (record.error or "")[:5000])
         self.client.set_terminated(run_id, status="FINISHED" if record.status == "ok" else "FAILED")
         return run_id
+
+    def log_trial_once(self, parent_id: str, record: TrialRecord, trial_dir: Path,
+                       existing: list[Any]) -> str:
+        """`log_trial`, for a parent run that may already hold runs of this trial (a sweep
+        resumed after its process was killed): a finished run of a trial that was reused
+        unchanged is kept; any other (failed, or cut off while it was being written) is deleted
+        and the trial logged again, so the parent holds each trial exactly once."""
+        if (record.status == "ok" and not record.executed_stages and len(existing) == 1
+                and existing[0].info.status == "FINISHED"):
+            return existing[0].info.run_id
+        for run in existing:
+            self.client.delete_run(run.info.run_id)
+        return self.log_trial(parent_id, record, trial_dir)
 
     def _params(self, run_id: str, record: TrialRecord) -> None:
         params = {**record.config, "stack": record.stack, "hardware": record.hardware}

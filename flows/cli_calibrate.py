@@ -52,14 +52,13 @@ def calibrate(config: ConfigArg, set_: SetOpt = None) -> None:
         resolved = load_spec(config, set_ or [])
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    from mlflow.tracking import MlflowClient  # heavy: only here
-
+    from evaluation.tracking import open_client  # heavy (MLflow): only here
     from evaluation.tracking_pairs import read_pairs
     from flows.sweep_settings import tracking_uri
 
     spec = resolved.spec
     uri = tracking_uri(resolved)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     try:
         pairs = read_pairs(client, spec.tracking.experiment)
     except LookupError as exc:

@@ -122,11 +122,12 @@ def run(config: ConfigArg, set_: SetOpt = None,
     except PreflightError as exc:
         raise _fail(str(exc)) from None
     _preflight_accuracy(resolved, stack)
-    from flows.prefect_env import configure_prefect
+    from flows.prefect_env import configure_prefect, start_ephemeral_api
 
     configure_prefect(resolved.spec.workspace)
     _quiet_libraries()
     handle_sigterm()
+    start_ephemeral_api(resolved.spec.workspace)
     from evaluation.selection.render import selection_table
     from flows.sweep import sweep_flow
 
@@ -150,12 +151,10 @@ def run(config: ConfigArg, set_: SetOpt = None,
 
 def _registry_client(config: str, set_: list[str] | None):
     resolved = load_spec(config, set_ or [])
-    from mlflow.tracking import MlflowClient
-
+    from evaluation.tracking import open_client
     from flows.sweep_settings import registered_model_name, tracking_uri
 
-    uri = tracking_uri(resolved)
-    return resolved, MlflowClient(tracking_uri=uri, registry_uri=uri), registered_model_name(resolved)
+    return resolved, open_client(tracking_uri(resolved)), registered_model_name(resolved)
 
 
 @app.command()

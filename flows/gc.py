@@ -56,9 +56,9 @@ def referenced_by_records(workspace: Path) -> tuple[set[Path], list[str]]:
 
 def registered_hashes(tracking_uri: str) -> set[str]:
     """Content hashes of every registered model version in the tracking store."""
-    from mlflow.tracking import MlflowClient
+    from evaluation.tracking import open_client
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = open_client(tracking_uri)
     return {v.tags["content_hash"] for v in client.search_model_versions()
             if v.tags.get("content_hash")}
 

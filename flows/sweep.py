@@ -10,6 +10,7 @@ the sweep goes on; the outcome says `partial` then. Call `configure_prefect` bef
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
@@ -25,6 +26,7 @@ from evaluation.reports.plan_tables import plan_report_text
 from evaluation.selection import Selection, select
 from evaluation.selection.render import selection_table_text
 from evaluation.tracking import SweepTracker
+from flows.sweep_owner import FINGERPRINT_TAG, own_parent_run, spec_fingerprint
 from flows.sweep_settings import registered_model_name, tracking_uri
 from flows.trial import checkpoint_source, hardware_of, run_trial
 
@@ -76,9 +78,9 @@ def trial_task(resolved: ResolvedSpec, slug: str, checkpoint: tuple[Path, dict],
 
 @_task
 def track_trial_task(tracker: SweepTracker, parent_id: str, record: TrialRecord,
-                     resolved: ResolvedSpec) -> str:
+                     resolved: ResolvedSpec, existing: list) -> str:
     trial_dir = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / record.slug
-    return tracker.log_trial(parent_id, record, trial_dir)
+    return tracker.log_trial_once(parent_id, record, trial_dir, existing)
 
 
 @_task
@@ -115,13 +117,28 @@ def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = Fa
     workspace.mkdir(parents=True, exist_ok=True)
     plan = plan_task(resolved)
     tracker = SweepTracker(tracking_uri(resolved), spec.tracking.experiment, artifact_root=workspace / "mlruns")
-    parent_id = tracker.start_sweep(
-        spec.name, spec_yaml=yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False),
-        plan_json=plan.model_dump_json(indent=2),
-        params={"stack": spec.stack.value, "gpu": resolved.gpu.name, "model": resolved.architecture.name,
-                "trials": len(plan.trials), "feasible_trials": len(plan.feasible),
-                "pruned_trials": len(plan.pruned), "trials_to_run": len(plan.to_run),
-                "top_k": plan.top_k, "planned_gpus": ",".join(plan.gpus)})
+    spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    fingerprint = spec_fingerprint(spec_yaml, rerun=rerun, rebenchmark=rebenchmark)
+    with ExitStack() as held:  # the lock that says this process owns its parent run
+        parent_id, logged = own_parent_run(
+            tracker, spec.name, workspace / "sweeps" / spec.name / ".owners", fingerprint,
+            lambda: tracker.start_sweep(
+                spec.name, spec_yaml=spec_yaml, plan_json=plan.model_dump_json(indent=2),
+                params={"stack": spec.stack.value, "gpu": resolved.gpu.name,
+                        "model": resolved.architecture.name, "trials": len(plan.trials),
+                        "feasible_trials": len(plan.feasible), "pruned_trials": len(plan.pruned),
+                        "trials_to_run": len(plan.to_run), "top_k": plan.top_k,
+                        "planned_gpus": ",".join(plan.gpus)},
+                tags={FINGERPRINT_TAG: fingerprint}),
+            held, get_run_logger().info)
+        return _sweep(resolved, plan, tracker, parent_id, logged, rerun=rerun, rebenchmark=rebenchmark)
+
+
+def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id: str,
+           logged: dict[str, list], *, rerun: bool, rebenchmark: bool) -> SweepOutcome:
+    """The trials, selection and promotion of a sweep whose parent run is `parent_id` (`logged`:
+    the child runs it already holds, when resumed)."""
+    spec = resolved.spec
     try:
         checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
         records, runs = [], {}
@@ -129,7 +146,8 @@ def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = Fa
             record = trial_task(resolved, planned.slug, checkpoint, planned, reuse=not rerun,
                                 rebenchmark=rebenchmark)
             records.append(record)
-            runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved)
+            runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved,
+                                                 logged.pop(record.slug, []))
         selection = select_task(records, resolved)
         tracker.log_accuracy_gate(runs, selection.rows)
         promotion = promote_task(tracker, resolved, selection, runs, records) if selection.champion else None

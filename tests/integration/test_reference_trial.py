@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_sweep import write_tiny_sweep
 
 from build_configs.loading import load_spec
 from engines.compat import BundleMismatch
@@ -188,35 +189,45 @@ def test_sigkill_mid_benchmark_leaves_no_server_and_the_rerun_completes(tmp_path
 
 
 def test_two_sweeps_on_one_workspace_build_a_shared_trial_once(tmp_path, tiny_llama_dir):
-    """Two specs (two sweeps) on one workspace run the same FP8 trial at the same time: its
-    quantized checkpoint and engine bundle are made by one and reused by the other (per-key
-    locks on the content-addressed store), both complete, nothing half-written is left."""
+    """Two sweeps (`enginesweep run` of two specs) on one workspace at the same time, both with
+    the same FP8 trial: its quantized checkpoint and engine bundle are made by one and reused
+    by the other (per-key locks on the content-addressed store), both sweeps finish with their
+    MLflow runs in the one sqlite store (and Prefect's under the workspace), nothing
+    half-written is left."""
     script = Path(sys.executable).parent / "enginesweep"
+    shared = tmp_path / "shared-ws"
     procs = []
     for name in ("sweep-a", "sweep-b"):
         folder = tmp_path / name
         folder.mkdir()
-        spec = write_spec(folder, tiny_llama_dir)
-        text = spec.read_text().replace("name: tiny-trial", f"name: {name}").replace(
-            str(folder / "ws"), str(tmp_path / "shared-ws"))
-        spec.write_text(text)
-        procs.append(subprocess.Popen(
-            [str(script), "trial", str(spec), "--slug", "tiny__fp8__kv-auto__tp1", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [proc.communicate(timeout=900) for proc in procs]
-    for proc, (stdout, stderr) in zip(procs, outputs):
-        assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
-    records = [json.loads(stdout) for stdout, _ in outputs]
+        spec_path = write_tiny_sweep(folder, tiny_llama_dir, name=name)
+        spec = yaml.safe_load(spec_path.read_text())
+        spec["axes"]["quant"], spec["workspace"] = ["fp8"], str(shared)
+        spec_path.write_text(yaml.safe_dump(spec))
+        procs.append(subprocess.Popen([str(script), "run", str(spec_path)], cwd=folder,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [proc.communicate(timeout=900)[0] for proc in procs]
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output[-4000:]
+    records = [json.loads((shared / "sweeps" / name / "tiny__fp8__kv-auto__tp1" / "record.json").read_text())
+               for name in ("sweep-a", "sweep-b")]
     # One sweep quantized and built; the other waited on the lock and reused the stored bundle.
     assert sorted("quantize" in r["executed_stages"] for r in records) == [False, True]
     assert sorted("build" in r["executed_stages"] for r in records) == [False, True]
     assert records[0]["bundle_dir"] == records[1]["bundle_dir"]
     assert records[0]["content_hash"] == records[1]["content_hash"]
     # (the console wraps long lines: compare with whitespace collapsed)
-    assert any("reusing the stored bundle" in " ".join(stderr.split()) for _, stderr in outputs)
-    quantized = [p for p in (tmp_path / "shared-ws" / "quantized").iterdir() if p.name != ".locks"]
+    assert any("reusing the stored bundle" in " ".join(output.split()) for output in outputs)
+    quantized = [p for p in (shared / "quantized").iterdir() if p.name != ".locks"]
     assert len(quantized) == 1 and (quantized[0] / "quantize.json").exists()
-    assert not list((tmp_path / "shared-ws").rglob("*.tmp"))
+    assert not list(shared.rglob("*.tmp"))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{shared / 'mlflow.db'}")
+    parents = client.search_runs([client.get_experiment_by_name("enginesweep").experiment_id],
+                                 "tags.`enginesweep.kind` = 'sweep'")
+    assert sorted((p.info.run_name, p.info.status) for p in parents) == [
+        ("sweep-a", "FINISHED"), ("sweep-b", "FINISHED")]
 
 
 def test_a_server_killed_mid_benchmark_fails_the_trial_with_the_reason(tmp_path, tiny_llama_dir):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from tiny_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -31,23 +31,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, tiny_llama_dir):
     root = tmp_path_factory.mktemp("sweep")
-    spec = {
-        "name": "tiny-sweep",
-        "model": {"path": str(tiny_llama_dir), "name": "tiny"},
-        "stack": "reference",
-        "target": {"gpu": "cpu"},
-        "axes": {"quant": ["bf16", "fp8"], "kv_cache": ["auto"], "max_batch_size": [4],
-                 "max_num_tokens": [256], "max_seq_len": [128]},
-        "build": {"calib_size": 2, "calib_max_seq_length": 32},
-        "workload": {"isl": {"mean": 16}, "osl": {"mean": 4}, "concurrency": [1, 2],
-                     "request_count": 4, "warmup_request_count": 1},
-        "sla": {"ttft_p99_ms": 60000, "itl_p99_ms": 10000, "max_accuracy_drop": 0.5},
-        "accuracy": {"window_tokens": 32, "max_windows": 4, "task_limit": 10},
-        "registry": {"model_name": "tiny-engine"},
-        "workspace": str(root / "ws"),
-    }
-    path = root / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = write_tiny_sweep(root, tiny_llama_dir)
     start = time.perf_counter()
     done = cli("run", str(path), cwd=root)
     (root / "cold_seconds").write_text(str(time.perf_counter() - start))
