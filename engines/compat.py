@@ -34,13 +34,17 @@ def host_gpu() -> str | None:
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else None
 
 
-def host_gpu_sm() -> int | None:
-    """The first GPU's SM (compute capability 9.0 -> 90); None without a GPU."""
-    line = host_gpu()
+def sm_of(line: str | None) -> int | None:
+    """The SM in nvidia-smi's `name, compute_cap` line (9.0 -> 90); None if there is none."""
     try:
         return round(float(line.rsplit(",", 1)[-1]) * 10) if line else None
     except ValueError:
         return None
+
+
+def host_gpu_sm() -> int | None:
+    """The first GPU's SM (compute capability 9.0 -> 90); None without a GPU."""
+    return sm_of(host_gpu())
 
 
 def refuse_mismatch(bundle: str, problems: list[str]) -> None:

@@ -55,14 +55,18 @@ def watch_children(marker: str) -> list[int]:
     if not pids:
         return []
     if _janitor is None or _janitor.poll() is not None:
+        # Its own output goes nowhere: a reader of the sweep's output (`| tee`) must not wait
+        # for the janitor's end too.
         _janitor = subprocess.Popen([sys.executable, "-m", "engines.janitor"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     text=True, start_new_session=True)
     assert _janitor.stdin is not None
-    for pid in pids:
-        started = start_time(pid)
-        if started is not None:
-            _janitor.stdin.write(f"{pid} {started}\n")
-    _janitor.stdin.flush()
+    lines = "".join(f"{pid} {started}\n" for pid in pids if (started := start_time(pid)) is not None)
+    try:
+        _janitor.stdin.write(lines)
+        _janitor.stdin.flush()
+    except BrokenPipeError:  # it died at start: Prefect still stops its server at a normal exit
+        return []
     return pids
 
 

@@ -29,6 +29,8 @@ class Promotion:
     version: str
     alias: str
     previous_version: str | None
+    registered: bool = True
+    """False when the alias already pointed at this very engine and nothing changed."""
 
 
 def _alias_version(client, name: str, alias: str) -> str | None:
@@ -57,7 +59,8 @@ def promote(client, *, model_name: str, run_id: str, bundle_dir: Path, alias: st
             "content_hash") == manifest.content_hash:
         # The same engine again (an unchanged re-run): no new version, the aliases stay.
         return Promotion(model_name=model_name, version=current, alias=alias,
-                         previous_version=_alias_version(client, model_name, PREVIOUS))
+                         previous_version=_alias_version(client, model_name, PREVIOUS),
+                         registered=False)
     client.log_artifacts(run_id, str(bundle_dir), "engine")
     try:
         client.get_registered_model(model_name)

@@ -22,6 +22,7 @@ the parent. A failed trial is a FAILED child run with the reason in a tag and it
 from __future__ import annotations
 
 import json
+import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,7 +59,10 @@ def store_init_lock(tracking_uri: str) -> AbstractContextManager[None]:
     from engines.locks import key_lock
 
     db = Path(tracking_uri.removeprefix("sqlite:///"))
-    return key_lock(db.with_name(db.name + ".lock"), f"the MLflow store {db}", log=lambda _: None)
+    lock = db.with_name(db.name + ".lock")
+    if not os.access(lock.parent if lock.parent.exists() else lock.parent.parent, os.W_OK):
+        return nullcontext()  # a read-only store (reading someone's results): nothing to migrate
+    return key_lock(lock, f"the MLflow store {db}", log=lambda _: None)
 
 
 def open_client(tracking_uri: str):

@@ -180,8 +180,10 @@ def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The t
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        raise _fail(f"run {run_id}: not found in {resolved.spec.tracking.experiment!r} "
-                    f"({exc.message.splitlines()[0]}); `enginesweep ui` lists the runs") from None
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise _fail(f"run {run_id}: the tracking store cannot be read: {exc}", code=1) from None
+        raise _fail(f"run {run_id}: not found in the spec's tracking store; `enginesweep ui` "
+                    "lists the runs") from None
     bundle = run.data.params.get("bundle_dir")
     if not bundle:
         raise _fail(f"run {run_id} has no bundle_dir param: is it an enginesweep trial run?")
@@ -190,15 +192,21 @@ def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The t
     if objections and not force:
         raise _fail(f"run {run_id} is not fit to promote: " + "; ".join(objections)
                     + ". Pass --force to promote it anyway (recorded on the model version).")
+    overridden = "; ".join(objections)[:5000]
     if objections:
-        tags.update({"forced": "true", "forced_over": "; ".join(objections)[:5000]})
-        client.set_tag(run_id, "enginesweep.forced_promotion", "; ".join(objections)[:5000])
+        tags.update({"forced": "true", "forced_over": overridden})
     try:
         done = promote_bundle(client, model_name=name, run_id=run_id, bundle_dir=Path(bundle),
                               alias=resolved.spec.registry.alias, tags=tags, allow_unfinished=force)
     except (PromotionError, ManifestError) as exc:
         raise _fail(str(exc), code=1) from None
-    forced = " (forced: " + "; ".join(objections) + ")" if objections else ""
+    if not done.registered:
+        out.print(f"{name} version {done.version} is already '{done.alias}' (the same engine): "
+                  "nothing changed", highlight=False)
+        return
+    if objections:  # recorded on the run only once the promotion happened
+        client.set_tag(run_id, "enginesweep.forced_promotion", overridden)
+    forced = f" (forced over: {overridden})" if objections else ""
     out.print(f"{name} version {done.version} is now '{done.alias}' (previous: {done.previous_version})"
               + forced, highlight=False)
 
@@ -216,10 +224,9 @@ def _promotion_objections(client, run_id: str, resolved) -> list[str]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
     with tempfile.TemporaryDirectory(prefix="enginesweep-promote-") as scratch:
         try:
-            path = client.download_artifacts(run_id, "record.json", scratch)
-        except (MlflowException, OSError) as exc:
-            return [f"its record.json cannot be read ({exc}), so it cannot be judged"]
-        record = TrialRecord.load(Path(path))
+            record = TrialRecord.load(Path(client.download_artifacts(run_id, "record.json", scratch)))
+        except (MlflowException, OSError, ValueError) as exc:  # ValueError: pydantic's too
+            return [f"its record.json cannot be read ({str(exc)[:300]}), so it cannot be judged"]
     row = judge_trial(record, resolved.spec.sla, resolved.usd_per_gpu_hour)
     return list(row.reasons)
 
@@ -277,6 +284,8 @@ def _check_port_free(port: int) -> None:
     import socket
 
     with socket.socket() as sock:
+        # As the server will: old connections in TIME_WAIT must not count as "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

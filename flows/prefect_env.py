@@ -39,5 +39,6 @@ def start_ephemeral_api(workspace: Path) -> None:
     home = Path(os.environ["PREFECT_HOME"])
     with key_lock(home / ".ephemeral-start.lock", "another sweep starting Prefect's API here",
                   log=lambda _: None):
-        get_client(sync_client=True)  # starts the server and waits for its health check
+        with get_client(sync_client=True):  # starts the server and waits for its health check
+            pass
     watch_children(PREFECT_SERVER)

@@ -26,7 +26,7 @@ from evaluation.reports.plan_tables import plan_report_text
 from evaluation.selection import Selection, select
 from evaluation.selection.render import selection_table_text
 from evaluation.tracking import SweepTracker
-from flows.sweep_owner import FINGERPRINT_TAG, own_parent_run, spec_fingerprint
+from flows.sweep_owner import FINGERPRINT_TAG, OWNER_TAG, own_parent_run, owner_label, spec_fingerprint
 from flows.sweep_settings import registered_model_name, tracking_uri
 from flows.trial import checkpoint_source, hardware_of, run_trial
 
@@ -120,8 +120,9 @@ def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = Fa
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     fingerprint = spec_fingerprint(spec_yaml, rerun=rerun, rebenchmark=rebenchmark)
     with ExitStack() as held:  # the lock that says this process owns its parent run
+        owners = workspace / "sweeps" / spec.name / ".owners"
         parent_id, logged = own_parent_run(
-            tracker, spec.name, workspace / "sweeps" / spec.name / ".owners", fingerprint,
+            tracker, spec.name, owners, fingerprint,
             lambda: tracker.start_sweep(
                 spec.name, spec_yaml=spec_yaml, plan_json=plan.model_dump_json(indent=2),
                 params={"stack": spec.stack.value, "gpu": resolved.gpu.name,
@@ -129,7 +130,7 @@ def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = Fa
                         "feasible_trials": len(plan.feasible), "pruned_trials": len(plan.pruned),
                         "trials_to_run": len(plan.to_run), "top_k": plan.top_k,
                         "planned_gpus": ",".join(plan.gpus)},
-                tags={FINGERPRINT_TAG: fingerprint}),
+                tags={FINGERPRINT_TAG: fingerprint, OWNER_TAG: owner_label(owners)}),
             held, get_run_logger().info)
         return _sweep(resolved, plan, tracker, parent_id, logged, rerun=rerun, rebenchmark=rebenchmark)
 

@@ -55,22 +55,22 @@ class WorkspaceFull(RuntimeError):
     """The workspace's disk filled up during a trial (what was half-written is removed)."""
 
 
-_FULL_BYTES = 1 << 20  # under this much free space, a failed write is a full disk
-
-
 def _disk_full(exc: BaseException, workspace: Path) -> WorkspaceFull | None:
-    """A WorkspaceFull naming the disk and the fix when `exc` comes from a full disk: ENOSPC, or
-    a library's own error for a short write (torch.save raises RuntimeError "unexpected pos")
-    while the workspace's disk has next to nothing free."""
-    enospc = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-    try:
-        free = shutil.disk_usage(workspace).free
-    except OSError:
-        free = None
-    if not enospc and (free is None or free >= _FULL_BYTES or isinstance(exc, KeyboardInterrupt)):
+    """A WorkspaceFull naming the disk and the fix when `exc` comes from a full disk: ENOSPC
+    anywhere in its chain, or torch.save's own error for a short write ("unexpected pos")."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    if not any((isinstance(e, OSError) and e.errno == errno.ENOSPC)
+               or (isinstance(e, RuntimeError) and "unexpected pos" in str(e)) for e in chain):
         return None
-    free_text = f"{free / 2**20:.1f} MiB free" if free is not None else "free space unknown"
-    return WorkspaceFull(f"no space left on the disk of the workspace {workspace} ({free_text} when "
+    try:
+        free = f"{shutil.disk_usage(workspace).free / 2**20:.1f} MiB free now"
+    except OSError:
+        free = "free space unknown"
+    return WorkspaceFull(f"no space left on the disk of the workspace {workspace} ({free}; "
                          f"{type(exc).__name__}: {str(exc)[:200]}): free space there (`enginesweep gc "
                          "SPEC` removes store entries nothing uses) or point `workspace` at a larger disk")
 
@@ -403,16 +403,21 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
             "stage_seconds": timings, "executed_stages": _executed(timings), **accuracy})
     except BaseException as exc:  # interrupts too: the record says why the trial stopped
         full = _disk_full(exc, workspace)
+        trace = traceback.format_exc()
+        if full:
+            # The failed writer's open file lives on in the traceback's frames and holds the
+            # space its removed file had: let it go, so that the logs and record can be written.
+            _release_frames(exc)
         record = record.model_copy(update={"error": str(full) if full else f"{type(exc).__name__}: {exc}",
                                            "stage_seconds": timings,
                                            "executed_stages": _executed(timings)})
-        with suppress(OSError):  # the disk may be full
-            (trial_dir / "error.log").write_text(traceback.format_exc())
+        save = False
+        with suppress(OSError):  # a full disk may refuse even these: the error still propagates
+            (trial_dir / "error.log").write_text(trace)
             _keep_step_log(exc, trial_dir)
+        with suppress(OSError):
+            record.save(trial_dir / "record.json")
         if full:
-            # The failed writer's open file lives on in the traceback's frames and holds the
-            # space its removed file had: let it go, so that the record can be written.
-            _release_frames(exc)
             raise full from None
         raise
     finally:

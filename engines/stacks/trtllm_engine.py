@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from build_configs.schema import Build
-from engines.compat import host_gpu, host_gpu_sm, version_mismatches
+from engines.compat import host_gpu, host_gpu_sm, sm_of, version_mismatches
 from engines.manifest import Manifest, write_manifest
 from engines.processes import http_ok, reap_stale_session, session_pids
 from engines.quantize.modelopt_cpu import QuantizeResult
@@ -240,12 +240,16 @@ class TrtllmEngineStack:
         of the SM it was built for."""
         problems = version_mismatches({k: v for k, v in manifest.versions.items() if k == "tensorrt_llm"},
                                       {"tensorrt_llm": self.version})
-        built_for, here = manifest.target.get("sm"), host_gpu_sm()
+        # trtllm-build compiles for the GPU it runs on: the one detected at build time decides,
+        # the spec's target only where none was recorded.
+        detected = manifest.target.get("gpu_detected")
+        built_for = sm_of(detected) or manifest.target.get("sm")
+        here = host_gpu_sm()
         if here is None:
             problems.append("no NVIDIA GPU is visible here (nvidia-smi)")
         elif built_for is not None and int(built_for) != here:
-            problems.append(f"built for SM{built_for} ({manifest.target.get('gpu')}), this host's GPU "
-                            f"is SM{here}")
+            on = detected if sm_of(detected) else manifest.target.get("gpu")
+            problems.append(f"built for SM{built_for} ({on}), this host's GPU is SM{here}")
         return problems
 
     @contextlib.contextmanager

@@ -41,9 +41,11 @@ def test_a_full_workspace_fails_the_trial_cleanly(tmp_path, tiny_llama_dir):
               + REPORT.format(slug=SLUG))
     done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
                           timeout=600, check=False)
+    if done.returncode == 90:
+        pytest.skip(f"no tmpfs in a user namespace here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stdout + done.stderr
     sections = dict(part.split("\n", 1) for part in done.stdout.split("---")[1:])
-    assert "rc=1" in done.stdout.split("---")[0]
+    assert done.stdout.split("---")[0].splitlines()[-1] == "rc=1"
     message = " ".join((tmp_path / "stderr.txt").read_text().split())
     assert f"no space left on the disk of the workspace {workspace}" in message
     assert "`enginesweep gc SPEC` removes store entries nothing uses" in message

@@ -80,6 +80,7 @@ def test_an_sla_violating_trial_is_refused_then_forced_and_recorded(cli, store):
 
     forced = promote(cli, ws, run_id, "--set", "sla.ttft_p99_ms=1", "--force")
     assert forced.exit_code == 0, forced.output
+    assert "(forced over: latency SLA unmet" in " ".join(forced.stdout.split())
     [version] = versions(client)
     assert version.tags["forced"] == "true"
     assert version.tags["forced_over"].startswith("latency SLA unmet")
@@ -105,6 +106,7 @@ def test_a_tampered_bundle_is_refused_even_when_forced(cli, store):
     assert result.exit_code == 1, result.output
     assert "content hash" in result.stderr and "does not match the manifest" in result.stderr
     assert versions(client) == []
+    assert "enginesweep.forced_promotion" not in client.get_run(run_id).data.tags  # nothing forced
 
 
 def test_an_unknown_run_is_named(cli, store):

@@ -8,6 +8,7 @@ evaluating accuracy, finished), plus a random delay; ENGINESWEEP_FAULT_SEED repl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -56,6 +57,11 @@ def _survivors(session: int, workspace: Path) -> list[str]:
     return found
 
 
+def _janitors() -> list[str]:
+    done = subprocess.run(["pgrep", "-af", "-m engines.janitor"], capture_output=True, text=True)
+    return [line for line in done.stdout.splitlines() if "pgrep" not in line]
+
+
 def test_a_sweep_killed_at_a_random_point_resumes_and_holds_each_trial_once(tmp_path, tiny_llama_dir):
     seed = int(os.environ.get("ENGINESWEEP_FAULT_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
@@ -84,7 +90,8 @@ def test_a_sweep_killed_at_a_random_point_resumes_and_holds_each_trial_once(tmp_
         assert _survivors(proc.pid, workspace) == []
     finally:
         for pid in session_pids(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.stdout.close()
 
     again = subprocess.run([str(SCRIPT), "run", str(spec)], cwd=tmp_path, capture_output=True,
@@ -106,3 +113,8 @@ def test_a_sweep_killed_at_a_random_point_resumes_and_holds_each_trial_once(tmp_
     leftovers = list(workspace.rglob("*.tmp"))
     assert leftovers == []
     assert _survivors(proc.pid, workspace) == []
+    # ...and the janitors of both runs ended once their sweep did.
+    deadline = time.monotonic() + 20
+    while _janitors() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _janitors() == []

@@ -86,3 +86,18 @@ def test_engine_stack_refuses_another_sm_or_no_gpu(tmp_path, monkeypatch, line, 
     assert stack.host_mismatches(built) == expected
     newer = built.model_copy(update={"versions": {"tensorrt_llm": "1.1.0"}})
     assert stack.host_mismatches(newer)[0] == "built with tensorrt_llm 1.1.0, this host has 1.2.0"
+
+
+def test_engine_stack_judges_by_the_gpu_the_engine_was_built_on(tmp_path, monkeypatch):
+    """An H100 spec built on an A100 made an SM80 engine: fine on an A100, refused on an H100."""
+    from engines.stacks.trtllm_engine import TrtllmEngineStack
+
+    fake_nvidia_smi(tmp_path, monkeypatch, "NVIDIA A100-SXM4-80GB, 8.0")
+    built = manifest(tmp_path, {"tensorrt_llm": "1.2.0"},
+                     {"gpu": "H100-SXM-80GB", "sm": 90, "gpu_detected": "NVIDIA A100-SXM4-80GB, 8.0"})
+    assert TrtllmEngineStack(version="1.2.0").host_mismatches(built) == []
+    h100 = tmp_path / "h100"
+    h100.mkdir()
+    fake_nvidia_smi(h100, monkeypatch, "NVIDIA H100 80GB HBM3, 9.0")
+    assert TrtllmEngineStack(version="1.2.0").host_mismatches(built) == [
+        "built for SM80 (NVIDIA A100-SXM4-80GB, 8.0), this host's GPU is SM90"]
