@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from engines.processes import command_line
+
 _GRACE_S = 5.0
 _janitor: subprocess.Popen | None = None
 
@@ -39,10 +41,9 @@ def children_with(marker: str) -> list[int]:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError):
             continue
-        if fields[1] == me and marker in cmdline:
+        if fields[1] == me and marker in command_line(int(stat.parent.name)):
             found.append(int(stat.parent.name))
     return found
 

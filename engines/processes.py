@@ -108,7 +108,8 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
-def _cmdline(pid: int) -> str:
+def command_line(pid: int) -> str:
+    """The process's command line, arguments joined by spaces ('' once it is gone)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -129,7 +130,7 @@ def reap_stale_session(pidfile: Path, marker: str, grace_s: float = 10.0) -> lis
         return []
     members = session_pids(sid)
     leader_alive = sid in members
-    stale = [] if leader_alive and marker not in _cmdline(sid) else members
+    stale = [] if leader_alive and marker not in command_line(sid) else members
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         for pid in stale:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -151,7 +152,7 @@ def kill_marked(marker: str, grace_s: float = STOP_GRACE_S) -> list[int]:
 
     def marked() -> list[int]:
         return [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
-                if int(p.parent.name) != me and marker in _cmdline(int(p.parent.name))]
+                if int(p.parent.name) != me and marker in command_line(int(p.parent.name))]
 
     found = marked()
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):

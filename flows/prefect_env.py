@@ -39,6 +39,7 @@ def start_ephemeral_api(workspace: Path) -> None:
     home = Path(os.environ["PREFECT_HOME"])
     with key_lock(home / ".ephemeral-start.lock", "another sweep starting Prefect's API here",
                   log=lambda _: None):
-        with get_client(sync_client=True):  # starts the server and waits for its health check
-            pass
+        # Starts the server (and waits for its health check); `hello` proves it answers.
+        with get_client(sync_client=True) as client:
+            client.hello()
     watch_children(PREFECT_SERVER)
