@@ -24,7 +24,7 @@ from build_configs.architectures import (
     shipped_architecture,
 )
 from build_configs.gpus import GPU, get_gpu
-from build_configs.schema import SweepSpec
+from build_configs.schema import Stack, SweepSpec
 
 
 @dataclass(frozen=True)
@@ -200,24 +200,34 @@ def _gpu_rule(rule: Callable[[GPU], str | None], gpus: Sequence[GPU]) -> str | N
     return "; ".join(r for r in reasons if r) if all(reasons) else None
 
 
+def _target_rule(rule: Callable[[GPU, Stack], str | None], gpus: Sequence[GPU],
+                 stacks: Sequence[Stack]) -> str | None:
+    """A rule of GPU and stack is a spec error only when it rejects the value on every listed GPU
+    with every listed stack (elsewhere the planner rejects the single trials, with the reason)."""
+    reasons = [rule(gpu, stack) for gpu in gpus for stack in stacks]
+    return "; ".join(dict.fromkeys(r for r in reasons if r)) if all(reasons) else None
+
+
 def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
     """Axis values that no combination of the other axes (and no listed GPU) can make feasible."""
     spec, arch, gpus = resolved.spec, resolved.architecture, resolved.gpus
-    axes, available = spec.axes, spec.target.gpus_available
+    axes, available, stacks = spec.axes, spec.target.gpus_available, spec.stack
     errors: list[FieldError] = []
 
     def add(path: str, reason: str | None) -> None:
         if reason:
             errors.append(FieldError(path, reason))
 
-    add("stack", _gpu_rule(lambda g: rules.stack_target(spec.stack, g), gpus))
+    for i, stack in enumerate(stacks):
+        add("stack" if len(stacks) == 1 else f"stack[{i}]",
+            _gpu_rule(lambda g: rules.stack_target(stack, g), gpus))
     for i, quant in enumerate(axes.quant):
-        add(f"axes.quant[{i}]", _gpu_rule(lambda g: rules.quant_supported(quant, g, spec.stack), gpus))
+        add(f"axes.quant[{i}]", _target_rule(lambda g, s: rules.quant_supported(quant, g, s), gpus, stacks))
         awq = [rules.awq_divisible(arch, quant, tp, spec.build.awq_block_size) for tp in axes.tp]
         if all(awq):
             add(f"axes.quant[{i}]", f"no tp in axes.tp works: {'; '.join(r for r in awq if r)}")
     for i, kv in enumerate(axes.kv_cache):
-        add(f"axes.kv_cache[{i}]", _gpu_rule(lambda g: rules.kv_supported(kv, g, spec.stack), gpus))
+        add(f"axes.kv_cache[{i}]", _target_rule(lambda g, s: rules.kv_supported(kv, g, s), gpus, stacks))
     for i, tp in enumerate(axes.tp):
         add(f"axes.tp[{i}]", rules.tp_divides_heads(arch, tp))
         if all(rules.world_size_fits(tp, pp, available) for pp in axes.pp):

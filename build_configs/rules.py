@@ -33,6 +33,25 @@ def quant_supported(quant: QuantFormat, gpu: GPU, stack: Stack) -> str | None:
     if stack is Stack.TRTLLM_ENGINE and gpu.sm >= 100 and quant in _INT_WEIGHTS:
         return (f"{quant.value} on {gpu.name}: TensorRT-LLM's engine builder refuses INT8/INT4 "
                 "quantization on SM>=100 (use fp8 or nvfp4 there)")
+    if stack is Stack.TRTLLM_PYTORCH and quant in _NOT_UNIFIED_HF:
+        return f"{quant.value} on the trtllm-pytorch stack: {_NOT_UNIFIED_HF[quant]}"
+    return None
+
+
+# Weight formats ModelOpt's hf_ptq.py (0.37, as TensorRT-LLM 1.2 pins) cannot export as a unified
+# HF checkpoint; engines/trtllm/flags lists the ones it can, and a test keeps the two in step.
+_NOT_UNIFIED_HF = {
+    QuantFormat.INT8_SQ: "hf_ptq.py exports int8_sq as a TensorRT-LLM checkpoint, not a unified HF "
+                         "one (use the trtllm-engine stack, or fp8)",
+    QuantFormat.INT8_WO: "int8_wo is not an hf_ptq.py format in ModelOpt 0.37 (use int4_awq or fp8)",
+}
+
+
+def quant_kv_combination(quant: QuantFormat, kv: KVCacheFormat, stack: Stack) -> str | None:
+    """hf_ptq.py quantizes the KV cache only together with the weights."""
+    if stack is Stack.TRTLLM_PYTORCH and not quant.is_quantized and kv is not KVCacheFormat.AUTO:
+        return (f"{quant.value} weights with a {kv.value} KV cache on the trtllm-pytorch stack: "
+                "hf_ptq.py has no format that leaves the weights unquantized (use fp8 weights)")
     return None
 
 

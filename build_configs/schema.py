@@ -227,6 +227,16 @@ class Build(_Strict):
     calib_dataset: str | None = Field(
         default=None, description="GPU stacks: quantize.py --calib_dataset, a local dataset folder "
                                   "(split `train`, column `text`) or a dataset name; default: its own.")
+    enable_block_reuse: bool = Field(
+        default=True, description="trtllm-pytorch: kv_cache_config.enable_block_reuse (prefix reuse).")
+    cuda_graph_batch_sizes: list[PositiveInt] | None = Field(
+        default=None, description="trtllm-pytorch: cuda_graph_config.batch_sizes; None captures "
+                                  "padded sizes up to each trial's max_batch_size.")
+
+    @field_validator("cuda_graph_batch_sizes")
+    @classmethod
+    def _sorted_sizes(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else sorted(_unique(value))
 
 
 class Accuracy(_Strict):
@@ -350,6 +360,10 @@ class Execution(_Strict):
     """How trials run; only the local runner exists today."""
 
     runner: Literal["local"] = "local"
+    pytorch_server: Literal["triton", "trtllm-serve"] = Field(
+        default="triton",
+        description="trtllm-pytorch stack: serve through Triton's `llmapi` Python model "
+                    "(launch_triton_server.py) or TensorRT-LLM's OpenAI-compatible `trtllm-serve`.")
     trtllm_root: str = Field(
         default="/app/tensorrt_llm",
         description="GPU stacks: the TensorRT-LLM source tree (examples/, triton_backend/) in the "
@@ -362,7 +376,9 @@ class SweepSpec(_Strict):
     name: str
     description: str | None = None
     model: ModelSource
-    stack: Stack
+    stack: list[Stack] = Field(
+        min_length=1, description="One stack, or a list to compare stacks on the same GPU (every "
+                                  "trial is planned once per stack; slugs then name the stack).")
     target: Target
     axes: Axes
     build: Build = Build()
@@ -379,3 +395,17 @@ class SweepSpec(_Strict):
     @classmethod
     def _name_is_slug_safe(cls, value: str) -> str:
         return _slug_safe(value)
+
+    @field_validator("stack", mode="before")
+    @classmethod
+    def _one_or_many_stacks(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("stack")
+    @classmethod
+    def _stacks_run_together(cls, value: list[Stack]) -> list[Stack]:
+        _unique(value)
+        if Stack.REFERENCE in value and len(value) > 1:
+            raise ValueError("the reference stack runs on the CPU and the TensorRT-LLM stacks on a "
+                             "GPU: one sweep cannot compare them (list GPU stacks only)")
+        return value

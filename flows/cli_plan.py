@@ -128,24 +128,32 @@ def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: Gp
 
 
 def _emit_scripts(resolved: ResolvedSpec, result: Plan, folder: Path) -> None:
+    from engines.llmapi import scripts as pytorch_scripts
+    from engines.trtllm import scripts as engine_scripts
     from engines.trtllm.contract import ContractError, contracts
-    from engines.trtllm.scripts import readme, trial_script
 
-    if resolved.spec.stack is not Stack.TRTLLM_ENGINE:
-        raise _fail(f"--emit-scripts: scripts exist for the trtllm-engine stack only, not {resolved.spec.stack.value}")
+    writers = {Stack.TRTLLM_ENGINE.value: engine_scripts.trial_script,
+               Stack.TRTLLM_PYTORCH.value: pytorch_scripts.trial_script}
+    if Stack.REFERENCE in resolved.spec.stack:
+        raise _fail("--emit-scripts: scripts are for the GPU stacks (trtllm-engine, trtllm-pytorch);"
+                    " the reference stack runs here: enginesweep run " + resolved.spec.name)
     contract = contracts()[max(contracts())]
     kept = [t for t in result.feasible if t.pruned is None]
     name = resolved.spec.name
     try:
-        scripts = {t.slug: trial_script(resolved, t, contract, name) for t in kept}
+        scripts = {t.slug: (t.stack, writers[t.stack](resolved, t, contract, name)) for t in kept}
     except ContractError as exc:
         raise _fail(f"--emit-scripts: {exc}") from None
     folder.mkdir(parents=True, exist_ok=True)
-    for slug, text in scripts.items():
+    for slug, (_, text) in scripts.items():
         path = folder / f"{slug}.sh"
         path.write_text(text)
         path.chmod(0o755)
-    (folder / "README.md").write_text(readme(name, contract, list(scripts)))
+    by_stack = {stack: [slug for slug, (s, _) in scripts.items() if s == stack] for stack in writers}
+    readme = engine_scripts.readme(name, contract, by_stack[Stack.TRTLLM_ENGINE.value])
+    if by_stack[Stack.TRTLLM_PYTORCH.value]:
+        readme += "\n" + pytorch_scripts.readme_section(contract, by_stack[Stack.TRTLLM_PYTORCH.value])
+    (folder / "README.md").write_text(readme)
     err.print(f"wrote {len(scripts)} script(s) and README.md to {folder}", highlight=False)
 
 

@@ -32,9 +32,9 @@ def setup() -> None:
         raise _fail("the reference stack is incomplete (see the table)", code=1)
 
 
-def _preflight_accuracy(resolved, stack) -> None:
+def _preflight_accuracy(resolved, stacks) -> None:
     """Unknown accuracy tasks or task paths are bad input: refused before any trial runs."""
-    if not stack.measures_accuracy or not resolved.spec.accuracy.tasks:
+    if not any(stack.measures_accuracy for stack in stacks) or not resolved.spec.accuracy.tasks:
         return
     from engines import textdata
     from evaluation.accuracy.harness import TaskError
@@ -66,7 +66,7 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
 
     try:
         check_workspace(resolved.spec.workspace.resolve())
-        _preflight_accuracy(resolved, get_stack(resolved.spec.stack.value, resolved.spec))
+        _preflight_accuracy(resolved, [get_stack(s.value, resolved.spec) for s in resolved.spec.stack])
     except StackUnavailable as exc:
         raise _fail(f"stack: {exc}") from None
     except PreflightError as exc:
@@ -112,7 +112,8 @@ def run(config: ConfigArg, set_: SetOpt = None,
     from engines.stacks import StackUnavailable, get_stack
 
     try:
-        stack = get_stack(resolved.spec.stack.value, resolved.spec)  # refuse before any trial starts
+        # Refuse before any trial starts.
+        stacks = [get_stack(s.value, resolved.spec) for s in resolved.spec.stack]
     except StackUnavailable as exc:
         raise _fail(f"stack: {exc}") from None
     from flows.preflight import PreflightError, preflight
@@ -121,7 +122,7 @@ def run(config: ConfigArg, set_: SetOpt = None,
         preflight(resolved)
     except PreflightError as exc:
         raise _fail(str(exc)) from None
-    _preflight_accuracy(resolved, stack)
+    _preflight_accuracy(resolved, stacks)
     from flows.prefect_env import configure_prefect, start_ephemeral_api
 
     configure_prefect(resolved.spec.workspace)

@@ -125,7 +125,7 @@ def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = Fa
             tracker, spec.name, owners, fingerprint,
             lambda: tracker.start_sweep(
                 spec.name, spec_yaml=spec_yaml, plan_json=plan.model_dump_json(indent=2),
-                params={"stack": spec.stack.value, "gpu": resolved.gpu.name,
+                params={"stack": ",".join(s.value for s in spec.stack), "gpu": resolved.gpu.name,
                         "model": resolved.architecture.name, "trials": len(plan.trials),
                         "feasible_trials": len(plan.feasible), "pruned_trials": len(plan.pruned),
                         "trials_to_run": len(plan.to_run), "top_k": plan.top_k,

@@ -147,7 +147,7 @@ def _stage(name: str, timings: dict[str, float], log: Callable[[str], None]):
 def hardware_of(resolved: ResolvedSpec) -> str:
     """What a trial's numbers are measured on: `cpu` for the reference stack, else the GPU the
     sweep runs on (`target.run_on`)."""
-    return HARDWARE if resolved.spec.stack is Stack.REFERENCE else resolved.gpu.name
+    return HARDWARE if Stack.REFERENCE in resolved.spec.stack else resolved.gpu.name
 
 
 def _accuracy(model_dir: Path, text: str, resolved: ResolvedSpec, include_paths: list[Path],
@@ -294,7 +294,7 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
     spec = resolved.spec
     if planned is None or planned.slug != slug:
         planned = find_trial(resolved, slug)
-    stack = get_stack(spec.stack.value, spec)
+    stack = get_stack(planned.stack, spec)
     hardware = hardware_of(resolved)
     workspace = spec.workspace.resolve()
     trial_dir = workspace / "sweeps" / spec.name / slug
@@ -360,13 +360,16 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
             refuse_mismatch(build.bundle_dir, stack.host_mismatches(build.manifest))
             repo = stack.write_model_repository(build, trial_dir / "triton_repo")
             with stack.server(repo, trial_dir / "server") as server:
-                log(f"  serving {stack.served_model} at {server.url}; aiperf at concurrency "
+                # A server may name its own model and route (trtllm-serve: OpenAI completions).
+                served = getattr(server, "model", None) or stack.served_model
+                log(f"  serving {served} at {server.url}; aiperf at concurrency "
                     f"{spec.workload.concurrency} (progress: {trial_dir / 'benchmark' / 'aiperf.log'})")
                 with MetricsSampler(getattr(server, "metrics_url", None),
                                     trial_dir / "benchmark" / "metrics") as sampler:
                     artifacts = run_aiperf(
-                        url=server.url, model=stack.served_model, workload=spec.workload,
-                        tokenizer=stack.tokenizer_dir(build), artifact_dir=trial_dir / "benchmark")
+                        url=server.url, model=served, workload=spec.workload,
+                        tokenizer=stack.tokenizer_dir(build), artifact_dir=trial_dir / "benchmark",
+                        endpoint=getattr(server, "endpoint", None))
                 if not server.alive():
                     # Its failed requests would otherwise pass for a slow engine's numbers.
                     raise ServerDied(f"the server died during the benchmark; its log: "

@@ -21,15 +21,17 @@ from engines.quantize.recipes import QuantRecipe
 
 # name -> "module:Class"; a stack listed in _PLANNED is known but not implemented yet.
 _REGISTRY = {"reference": "engines.stacks.reference:ReferenceStack",
-             "trtllm-engine": "engines.stacks.trtllm_engine:TrtllmEngineStack"}
-_PLANNED = {
-    "trtllm-pytorch": "the TensorRT-LLM PyTorch stack is not implemented yet (planning and sizing work)",
-}
+             "trtllm-engine": "engines.stacks.trtllm_engine:TrtllmEngineStack",
+             "trtllm-pytorch": "engines.stacks.trtllm_pytorch:TrtllmPytorchStack"}
+_PLANNED: dict[str, str] = {}
 _NEEDS = {
     "reference": "install the project with its reference extra: pip install -e '.[reference]'",
     "trtllm-engine": ("it runs on a GPU machine with TensorRT-LLM 1.2 installed (NVIDIA's Triton + "
                       "TensorRT-LLM container); here, `enginesweep plan SPEC --emit-scripts DIR` "
                       "writes its commands as scripts"),
+    "trtllm-pytorch": ("it runs on a GPU machine with TensorRT-LLM 1.2 installed (NVIDIA's Triton + "
+                       "TensorRT-LLM container); here, `enginesweep plan SPEC --emit-scripts DIR` "
+                       "writes its commands as scripts"),
 }
 
 

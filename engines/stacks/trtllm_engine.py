@@ -106,7 +106,7 @@ class EngineServer:
 
     def alive(self) -> bool:
         """True while anything of the launcher's session runs (the launcher itself exits)."""
-        return _session_alive(self.process)
+        return session_alive(self.process)
 
 
 class TrtllmEngineStack:
@@ -160,7 +160,7 @@ class TrtllmEngineStack:
         log_path = out_dir / "quantize.log"
         if run_logged(command, log_path) != 0:
             shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
-            raise StepFailed("quantize", _tail_reason(log_path, "the checkpoint step failed"), log_path)
+            raise StepFailed("quantize", tail_reason(log_path, "the checkpoint step failed"), log_path)
         final = out_dir / "checkpoint"
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -227,7 +227,7 @@ class TrtllmEngineStack:
             fill(template.read_text(), model_values, model=model)
         for command in repository_commands(self.contract, values, paths):
             if run_logged(command, log_path) != 0:
-                raise StepFailed("repository", _tail_reason(log_path, "filling the templates failed"), log_path)
+                raise StepFailed("repository", tail_reason(log_path, "filling the templates failed"), log_path)
         verify_repository(repo_dir)
         _facts_path(repo_dir).write_text(json.dumps(facts, indent=2) + "\n")  # for server()
         return repo_dir
@@ -276,11 +276,11 @@ class TrtllmEngineStack:
                                    start_new_session=True)
         (workdir / "server.pid").write_text(str(process.pid))  # the session id, for the reaper
         try:
-            _wait_group_ready(process, f"{url}/v2/health/ready", log_path)
+            wait_group_ready(process, f"{url}/v2/health/ready", log_path)
             yield EngineServer(url=url, metrics_url=f"http://127.0.0.1:{self.metrics_port}/metrics",
                                process=process)
         finally:
-            _kill_session(process)
+            kill_session(process)
             sink.close()
 
 
@@ -301,7 +301,7 @@ def _facts_path(repo_dir: Path) -> Path:
     return repo_dir.with_name(repo_dir.name + "." + TRIAL_FACTS)
 
 
-def _tail_reason(log: Path, fallback: str) -> str:
+def tail_reason(log: Path, fallback: str) -> str:
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if "rror" in line or "Exception" in line or "assert" in line.lower()]
     return (errors or lines or [fallback])[-1][:500]
@@ -312,12 +312,12 @@ def _gpu_name() -> str:
     return host_gpu() or "unknown"
 
 
-def _session_alive(process: subprocess.Popen) -> bool:
+def session_alive(process: subprocess.Popen) -> bool:
     process.poll()
     return bool(session_pids(process.pid))
 
 
-def _wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
+def wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
                       timeout_s: float = READY_TIMEOUT_S) -> None:
     """Poll readiness while anything of the launcher's session lives (the launcher itself exits
     at once); raise with the log tail when the session dies or time runs out."""
@@ -325,14 +325,14 @@ def _wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
     while time.monotonic() < deadline:
         if http_ok(ready_url):
             return
-        if not _session_alive(process) or process.returncode not in (None, 0):
+        if not session_alive(process) or process.returncode not in (None, 0):
             break
         time.sleep(0.5)
     raise StepFailed("serve", f"Triton did not become ready at {ready_url}: "
-                     + _tail_reason(log_path, "no output"), log_path)
+                     + tail_reason(log_path, "no output"), log_path)
 
 
-def _kill_session(process: subprocess.Popen, grace_s: float = 40.0) -> None:
+def kill_session(process: subprocess.Popen, grace_s: float = 40.0) -> None:
     """SIGTERM every process of the launcher's session (tritonserver takes up to 30 s to exit),
     SIGKILL what is left after `grace_s`, and wait until none is left."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
@@ -340,9 +340,9 @@ def _kill_session(process: subprocess.Popen, grace_s: float = 40.0) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and _session_alive(process):
+        while time.monotonic() < deadline and session_alive(process):
             time.sleep(0.2)
-        if not _session_alive(process):
+        if not session_alive(process):
             break
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=1)

@@ -2,7 +2,8 @@
 generated command keeps it.
 
 `flags/trtllm-<line>.json` lists, per tool (`quantize.py`, `convert_checkpoint.py`,
-`trtllm-build`, `launch_triton_server.py`, `trtllm-bench throughput`), every option that version
+`trtllm-build`, `launch_triton_server.py`, `trtllm-bench throughput`, `trtllm-serve serve`, and
+ModelOpt's `hf_ptq.py` at the version the release pins), every option that version
 accepts (derived from its argparse/click sources; the file records the repository, commit and
 path it was read from), whether it takes a value, and its choices. Every command the
 `trtllm-engine` stack runs or writes into a script passes `check_command` first, so a flag that
@@ -57,6 +58,13 @@ class VersionContract:
     """Per Triton model: its documented `structural`, `parameters` and `runtime_required` placeholders."""
     template_source: str
     container: dict[str, str]
+    llm_api: dict[str, Any] | None = None
+    """The LLM-API options (TorchLlmArgs) keys this version accepts: `keys` (top level),
+    `sections` (keys of the nested configs enginesweep writes), `values` and `source`."""
+    triton_llmapi: dict[str, Any] | None = None
+    """Triton's `llmapi` Python model of this version: model name, model.yaml keys, inputs."""
+    modelopt: dict[str, Any] | None = None
+    """hf_ptq.py's `--qformat`/`--kv_cache_qformat` -> ModelOpt config names (unified HF export)."""
 
     def tool(self, name: str) -> ToolContract:
         if name not in self.tools:
@@ -72,10 +80,12 @@ def _load(text: str) -> VersionContract:
         options = {flag: Option(flag, bool(spec["takes_value"]),
                                 tuple(str(c) for c in spec["choices"]) if spec.get("choices") else None)
                    for flag, spec in tool["options"].items()}
-        tools[name] = ToolContract(name, f"{raw['repo']} {tool['path']} @ {tool['commit']}", options)
+        repo = tool.get("repo", raw["repo"])
+        tools[name] = ToolContract(name, f"{repo} {tool['path']} @ {tool['commit']}", options)
     templates = raw["triton_templates"]
     return VersionContract(raw["line"], tuple(raw["versions"]), raw["repo"], tools,
-                           templates["models"], templates["source"], raw["container"])
+                           templates["models"], templates["source"], raw["container"],
+                           raw.get("llm_api"), raw.get("triton_llmapi"), raw.get("modelopt"))
 
 
 @lru_cache(maxsize=1)

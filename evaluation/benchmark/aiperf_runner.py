@@ -17,7 +17,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from build_configs.schema import Workload
 from engines.processes import (kill_marked, kill_with_parent, reap_stale_session,
@@ -54,6 +56,30 @@ def generate_stream_path(model: str) -> str:
     return f"/v2/models/{model}/generate_stream"
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """How aiperf talks to one server: Triton's generate_stream through a payload template, or
+    an OpenAI-compatible completions route (trtllm-serve)."""
+
+    kind: Literal["template", "completions"]
+    path: str | None = None
+    """The route for `template` (`--custom-endpoint`); None uses aiperf's default route."""
+    payload: str | None = None
+    """The Jinja2 payload template for `template`, written beside the results."""
+    extra_inputs: tuple[str, ...] = ()
+    """More `--extra-inputs` `key:value` pairs, sent in every request."""
+
+
+def triton_endpoint(model: str, payload: str = PAYLOAD_TEMPLATE) -> Endpoint:
+    """Triton's `generate_stream` of `model`, requests rendered from `payload`."""
+    return Endpoint("template", generate_stream_path(model), payload)
+
+
+OPENAI_COMPLETIONS = Endpoint("completions", extra_inputs=("ignore_eos:true",))
+"""`/v1/completions`, streamed; `ignore_eos` so that every request decodes the whole OSL (an
+extension field of vLLM-style servers, trtllm-serve's included)."""
+
+
 def aiperf_executable() -> Path:
     """The `aiperf` console script of the running environment (not whatever is on PATH)."""
     return Path(sys.executable).parent / "aiperf"
@@ -61,26 +87,32 @@ def aiperf_executable() -> Path:
 
 def aiperf_command(*, url: str, model: str, workload: Workload, tokenizer: Path,
                    artifact_dir: Path, ipc_dir: Path | None = None,
-                   executable: Path | None = None) -> list[str]:
+                   executable: Path | None = None, endpoint: Endpoint | None = None) -> list[str]:
     """The argv of one `aiperf profile` run covering every concurrency level of `workload`.
 
-    The payload template is expected at `artifact_dir / TEMPLATE_NAME` (`run_aiperf` writes it).
+    `endpoint` defaults to Triton's `generate_stream` of `model`. A template endpoint's payload
+    is expected at `artifact_dir / TEMPLATE_NAME` (`run_aiperf` writes it).
     `artifact_dir` should be absolute and free of symlinks: aiperf silently treats a template
     path with a symlinked component as an inline template string. `ipc_dir` holds aiperf's
     internal Unix sockets (default: a folder under TMPDIR).
     """
-    template = artifact_dir / TEMPLATE_NAME
-    if "," in str(template):
-        # aiperf splits every --extra-inputs value on commas before it splits key:value.
-        raise ValueError(f"aiperf cannot take a template path containing ',': {template}")
+    endpoint = endpoint or triton_endpoint(model)
+    route: list[str] = ["--custom-endpoint", endpoint.path] if endpoint.path else []
+    extra = list(endpoint.extra_inputs)
+    if endpoint.kind == "template":
+        template = artifact_dir / TEMPLATE_NAME
+        if "," in str(template):
+            # aiperf splits every --extra-inputs value on commas before it splits key:value.
+            raise ValueError(f"aiperf cannot take a template path containing ',': {template}")
+        extra = [f"payload_template:{template}", f"response_field:{RESPONSE_FIELD}", *extra]
     command = [
         str(executable or aiperf_executable()), "profile",
         "--model", model,
         "--url", url,
-        "--endpoint-type", "template",
-        "--custom-endpoint", generate_stream_path(model),
+        "--endpoint-type", endpoint.kind,
+        *route,
         "--streaming",
-        "--extra-inputs", f"payload_template:{template}", f"response_field:{RESPONSE_FIELD}",
+        *(["--extra-inputs", *extra] if extra else []),
         "--synthetic-input-tokens-mean", str(workload.isl.mean),
         "--synthetic-input-tokens-stddev", str(workload.isl.stddev),
         "--output-tokens-mean", str(workload.osl.mean),
@@ -118,7 +150,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 def run_aiperf(*, url: str, model: str, workload: Workload, tokenizer: Path, artifact_dir: Path,
-               timeout_s: float = DEFAULT_TIMEOUT_S) -> Path:
+               timeout_s: float = DEFAULT_TIMEOUT_S, endpoint: Endpoint | None = None) -> Path:
     """Benchmark `model` at `url` with aiperf; returns the artifact folder (absolute).
 
     Writes the payload template, `aiperf.log` (stdout and stderr) and aiperf's outputs into
@@ -135,7 +167,9 @@ def run_aiperf(*, url: str, model: str, workload: Workload, tokenizer: Path, art
         raise AiperfError(f"the tokenizer must be a local directory, got {tokenizer!s}")
     artifact_dir = Path(artifact_dir).resolve()
     artifact_dir.mkdir(parents=True, exist_ok=True)
-    (artifact_dir / TEMPLATE_NAME).write_text(PAYLOAD_TEMPLATE)
+    endpoint = endpoint or triton_endpoint(model)
+    if endpoint.payload is not None:
+        (artifact_dir / TEMPLATE_NAME).write_text(endpoint.payload)
     tmp_dir = artifact_dir / TMP_NAME
     tmp_dir.mkdir(exist_ok=True)
     # aiperf's ZMQ sockets are Unix sockets, whose paths may not exceed 107 bytes: under a deep
@@ -143,7 +177,7 @@ def run_aiperf(*, url: str, model: str, workload: Workload, tokenizer: Path, art
     ipc_dir = Path(tempfile.mkdtemp(prefix="aiperf-ipc-"))
     command = aiperf_command(url=url, model=model, workload=workload,
                              tokenizer=Path(tokenizer).resolve(), artifact_dir=artifact_dir,
-                             ipc_dir=ipc_dir, executable=executable)
+                             ipc_dir=ipc_dir, executable=executable, endpoint=endpoint)
     try:
         returncode = _run(command, artifact_dir / LOG_NAME, tmp_dir, timeout_s)
     finally:

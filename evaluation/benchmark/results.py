@@ -192,10 +192,15 @@ def summary_concurrency(summary: dict[str, Any]) -> int:
     return int(phases[0]["concurrency"])
 
 
+# aiperf records no `path` when an endpoint type's default route was used.
+_DEFAULT_ROUTES = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
 def summary_endpoint(summary: dict[str, Any]) -> str:
     """The URL and route that were benchmarked."""
     endpoint = summary["input_config"]["endpoint"]
-    return ",".join(endpoint["urls"]) + endpoint.get("path", "")
+    route = endpoint.get("path") or _DEFAULT_ROUTES.get(endpoint.get("type", ""), "")
+    return ",".join(endpoint["urls"]) + route
 
 
 def parse_level(folder: Path, concurrency: int, sla: SLA, gpus: int) -> ConcurrencyResult:

@@ -3,7 +3,8 @@ either feasible or rejected with its reasons (a rejected trial is kept, never si
 
 Slugs are deterministic: `<model>__<quant>__kv-<kv>__tp<N>`, then `__pp<N>` when PP > 1, then one
 `__bs<N>` / `__nt<N>` / `__sl<N>` part for each build knob the spec sweeps over more than one
-value, then `__<gpu>` when the spec lists several GPUs. The slug names the trial's folder and its
+value, then `__<stack>` when the spec lists several stacks, then `__<gpu>` when it lists several
+GPUs. The slug names the trial's folder and its
 MLflow run.
 """
 
@@ -67,7 +68,7 @@ def gpu_tag(gpu: str) -> str:
 
 
 def trial_slug(model: str, cfg: TrialConfig, varied_knobs: frozenset[str] = frozenset(),
-               gpu: str | None = None) -> str:
+               gpu: str | None = None, stack: str | None = None) -> str:
     """The deterministic name of one trial (see the module docstring)."""
     parts = [model, cfg.quant.value, f"kv-{cfg.kv_cache.value}", f"tp{cfg.tp}"]
     if cfg.pp > 1:
@@ -75,6 +76,8 @@ def trial_slug(model: str, cfg: TrialConfig, varied_knobs: frozenset[str] = froz
     for knob, tag in (("max_batch_size", "bs"), ("max_num_tokens", "nt"), ("max_seq_len", "sl")):
         if knob in varied_knobs:
             parts.append(f"{tag}{getattr(cfg, knob)}")
+    if stack is not None:
+        parts.append(stack)
     if gpu is not None:
         parts.append(gpu_tag(gpu))
     return "__".join(parts)
@@ -96,7 +99,8 @@ def _warnings(trial_cfg: TrialConfig, max_sequences: int, kv_tokens: int, worklo
 def plan_trial(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *, workload: Workload,
                sla: SLA, gpus_available: int, usd_per_gpu_hour: float, stack: Stack | None = None,
                model: str | None = None, awq_block_size: int = 128, kv_free_fraction: float = 0.9,
-               varied_knobs: frozenset[str] = frozenset(), gpu_in_slug: bool = False) -> PlannedTrial:
+               varied_knobs: frozenset[str] = frozenset(), gpu_in_slug: bool = False,
+               stack_in_slug: bool = False) -> PlannedTrial:
     """Apply the hard rules, size memory and predict one trial. `stack=None` skips the
     stack-specific rules (ad-hoc sizing)."""
     reasons = [
@@ -104,6 +108,7 @@ def plan_trial(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *, workload:
             rules.stack_target(stack, gpu) if stack else None,
             rules.quant_supported(cfg.quant, gpu, stack or Stack.TRTLLM_ENGINE),
             rules.kv_supported(cfg.kv_cache, gpu, stack or Stack.TRTLLM_ENGINE),
+            rules.quant_kv_combination(cfg.quant, cfg.kv_cache, stack or Stack.TRTLLM_ENGINE),
             rules.tp_divides_heads(arch, cfg.tp),
             rules.awq_divisible(arch, cfg.quant, cfg.tp, awq_block_size),
             rules.world_size_fits(cfg.tp, cfg.pp, gpus_available),
@@ -121,7 +126,8 @@ def plan_trial(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *, workload:
                              usd_per_gpu_hour)
     name = model or arch.name.lower()
     return PlannedTrial(
-        slug=trial_slug(name, cfg, varied_knobs, gpu.name if gpu_in_slug else None),
+        slug=trial_slug(name, cfg, varied_knobs, gpu.name if gpu_in_slug else None,
+                        stack.value if stack and stack_in_slug else None),
         model=arch.name,
         stack=stack.value if stack else "any",
         gpu=gpu.name,
@@ -138,7 +144,8 @@ def plan_trial(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *, workload:
 def expand(resolved: ResolvedSpec, *, top_k: int | None = None,
            target_request_rate: float | None = None, predictor: Predictor | None = None,
            calibrated: bool | None = None) -> Plan:
-    """Every trial of the spec's sweep space on every listed GPU (GPU outermost, then quant), each
+    """Every trial of the spec's sweep space on every listed GPU and stack (GPU outermost, then
+    stack, then quant), each
     sized and predicted; then the capacity plan and `top_k` pruning. Arguments left as None take
     the spec's `planner` section. Calibration factors come from `<workspace>/calibration.json`
     (written by `enginesweep calibrate`), when there is one."""
@@ -153,7 +160,7 @@ def expand(resolved: ResolvedSpec, *, top_k: int | None = None,
     )
     several = len(resolved.gpus) > 1
     trials = []
-    for gpu in resolved.gpus:
+    for gpu, stack in itertools.product(resolved.gpus, spec.stack):
         for quant, kv, tp, pp, batch, tokens, seq in itertools.product(
                 axes.quant, axes.kv_cache, axes.tp, axes.pp, axes.max_batch_size,
                 axes.max_num_tokens, axes.max_seq_len):
@@ -164,9 +171,9 @@ def expand(resolved: ResolvedSpec, *, top_k: int | None = None,
             trials.append(plan_trial(
                 resolved.architecture, gpu, cfg, workload=spec.workload, sla=spec.sla,
                 gpus_available=spec.target.gpus_available, usd_per_gpu_hour=resolved.price(gpu),
-                stack=spec.stack, model=spec.model.slug, awq_block_size=spec.build.awq_block_size,
+                stack=stack, model=spec.model.slug, awq_block_size=spec.build.awq_block_size,
                 kv_free_fraction=spec.build.kv_cache_free_gpu_mem_fraction, varied_knobs=varied,
-                gpu_in_slug=several,
+                gpu_in_slug=several, stack_in_slug=len(spec.stack) > 1,
             ))
     use_calibration = planner.calibrated if calibrated is None else calibrated
     store = CalibrationStore.load(spec.workspace / STORE_NAME) if use_calibration else None

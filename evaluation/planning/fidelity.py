@@ -22,7 +22,7 @@ from build_configs.architectures import shipped_architecture
 from build_configs.gpus import get_gpu
 from build_configs.loading import ResolvedSpec
 from evaluation.planning.adhoc import adhoc_spec
-from build_configs.schema import Predictor
+from build_configs.schema import Predictor, Stack
 from evaluation.planning.expand import expand
 from evaluation.planning.records import PlannedTrial
 
@@ -101,7 +101,7 @@ def compare(rows: Sequence[PublishedRow], *, predictor: str, max_batch_size: int
     requests, gaps = [], {}
     for row, (resolved, trial) in zip(rows, planned):
         gap = (aic.coverage_gap(resolved.architecture, get_gpu(row.gpu), trial.config,
-                                resolved.spec.stack, row.osl) if trial.feasible
+                                Stack(trial.stack), row.osl) if trial.feasible
                else "; ".join(trial.reasons))
         if gap:
             gaps[trial.slug] = gap

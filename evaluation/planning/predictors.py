@@ -14,7 +14,7 @@ from typing import Sequence
 
 from build_configs.gpus import get_gpu
 from build_configs.loading import ResolvedSpec
-from build_configs.schema import Predictor
+from build_configs.schema import Predictor, Stack
 import evaluation.planning.aiconfigurator as aic
 from evaluation.planning.calibration import CalibrationStore
 from evaluation.planning.prediction import rescale
@@ -50,7 +50,7 @@ def _aiconfigurator(trials: list[PlannedTrial], resolved: ResolvedSpec, *, requi
         return [_note(t, f"roofline: {unavailable}") for t in trials], [f"roofline only: {unavailable}"]
     requests, uncovered = [], {}
     for trial in feasible:
-        why = aic.coverage_gap(resolved.architecture, get_gpu(trial.gpu), trial.config, spec.stack,
+        why = aic.coverage_gap(resolved.architecture, get_gpu(trial.gpu), trial.config, Stack(trial.stack),
                                spec.workload.osl.mean)
         if why:
             uncovered[trial.slug] = why
@@ -104,7 +104,7 @@ def _calibrated(trial: PlannedTrial, resolved: ResolvedSpec, store: CalibrationS
     pred = trial.predicted
     if pred is None:
         return trial
-    found = store.lookup(trial.gpu, resolved.spec.stack.value, pred.source, resolved.architecture.name)
+    found = store.lookup(trial.gpu, trial.stack, pred.source, resolved.architecture.name)
     if found is None:
         return trial
     gpu = get_gpu(trial.gpu)

@@ -31,7 +31,7 @@ def test_config_loads_and_plans(name):
     plan = expand(resolved)
     axes = resolved.spec.axes
     product = len(axes.quant) * len(axes.kv_cache) * len(axes.tp) * len(axes.pp)
-    assert len(plan.trials) == (product - len(axes.exclude)) * len(resolved.gpus)
+    assert len(plan.trials) == (product - len(axes.exclude)) * len(resolved.gpus) * len(resolved.spec.stack)
     assert plan.feasible, f"{name}: no feasible trial"
     for trial in plan.feasible:
         assert trial.predicted is not None and trial.predicted.output_tok_s > 0

@@ -340,7 +340,7 @@ def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_
 def test_emit_scripts_is_for_the_engine_stack_only(cli, tmp_path):
     result = cli("plan", "smollm2-cpu-smoke", "--emit-scripts", tmp_path / "s")
     assert result.exit_code == 2
-    assert "--emit-scripts: scripts exist for the trtllm-engine stack only, not reference" in result.stderr
+    assert "--emit-scripts: scripts are for the GPU stacks" in result.stderr
 
 
 def test_importing_the_stack_modules_never_imports_tensorrt_llm():

@@ -223,7 +223,7 @@ def to_prediction(answer: dict[str, Any], trial: PlannedTrial, resolved: Resolve
     saturated = level(concurrency=sat["batch"], in_flight=sat["batch"], ttft_ms=sat["ttft_ms"],
                       itl_ms=sat["tpot_ms"], output_tok_s=sat["tok_s"] * first_token, osl=osl, sla=sla)
     notes = ["aiconfigurator database measured on TRT-LLM's PyTorch flow"
-             + (": an approximation of the TensorRT engine path" if spec.stack is Stack.TRTLLM_ENGINE else "")]
+             + (": an approximation of the TensorRT engine path" if trial.stack == Stack.TRTLLM_ENGINE.value else "")]
     wanted = max(1, trial.memory.max_concurrent_sequences)
     if sat["batch"] < wanted:
         notes.append(f"aiconfigurator's memory model fits {sat['batch']} sequences, not the planner's "

@@ -1,0 +1,198 @@
+"""The trtllm-pytorch stack for real on this CPU where it can be: ModelOpt's unified HF export of
+a real (tiny) Llama, the bundle and its checked LLM-API options, Triton's llmapi repository
+parsed with Triton's schema, and both servers' process handling with stand-ins for
+`trtllm-serve` and `launch_triton_server.py` (tests/fixtures/trtllm_standins: NOT NVIDIA's code),
+benchmarked by the real aiperf on the OpenAI completions route. The real servers run only on a
+GPU machine (tests/gpu)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from build_configs.quant import KVCacheFormat, QuantFormat
+from build_configs.schema import SLA, Build, Workload
+from engines.manifest import verify_bundle
+from engines.processes import session_pids
+from engines.quantize.hf_export import quant_config_problems
+from engines.quantize.recipes import CalibrationSpec, QuantRecipe
+from engines.stacks import BuildKnobs
+from engines.stacks.trtllm_engine import StepFailed
+from engines.stacks.trtllm_pytorch import TrtllmPytorchStack
+from engines.triton.server import free_port
+from engines.trtllm.contract import ContractError
+from engines.trtllm.templates import parse_config
+from evaluation.benchmark.aiperf_runner import run_aiperf
+from evaluation.benchmark.results import parse_benchmark
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+STANDINS = FIXTURES / "trtllm_standins"
+CALIBRATION = CalibrationSpec(dataset="test", sha256="0" * 64, samples=2, seq_len=32)
+KNOBS = BuildKnobs(max_batch_size=8, max_num_tokens=512, max_seq_len=256)
+TEXTS = ["The quick brown fox jumps over the lazy dog. " * 4, "To be, or not to be: that is the question. " * 4]
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch) -> Path:
+    """A TensorRT-LLM tree of stand-ins (launcher, llmapi model folder), `trtllm-serve` on PATH."""
+    tree = tmp_path / "trtllm"
+    scripts = tree / "triton_backend" / "scripts"
+    scripts.mkdir(parents=True)
+    for name in ("launch_triton_server.py", "fake_triton.py"):
+        shutil.copy(STANDINS / name, scripts / name)
+    shutil.copytree(STANDINS / "llmapi", tree / "triton_backend" / "all_models" / "llmapi")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "trtllm-serve"
+    wrapper.write_text(f"#!/bin/sh\nexec python3 {STANDINS / 'trtllm_serve.py'} \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("STANDIN_FIXTURES", str(FIXTURES / "trtllm"))
+    monkeypatch.delenv("STANDIN_FAIL", raising=False)
+    return tree
+
+
+def _stack(root: Path, server_kind: str, build: Build | None = None) -> TrtllmPytorchStack:
+    return TrtllmPytorchStack(version="1.2.0", trtllm_root=str(root), server_kind=server_kind,
+                              build=build or Build(awq_block_size=64, calib_max_seq_length=32),
+                              ports=(free_port(), free_port(), free_port()))
+
+
+def _recipe(quant: QuantFormat, kv: KVCacheFormat, tp: int = 1) -> QuantRecipe:
+    return QuantRecipe(quant=quant, kv_cache=kv, tp=tp, awq_block_size=64, calibration=CALIBRATION)
+
+
+def _bundle(stack, tiny_llama_dir, tmp_path, recipe):
+    quantized = stack.quantize(tiny_llama_dir, recipe, tmp_path / "quantized", key="k1",
+                               calibration_texts=TEXTS, log=lambda _: None)
+    build = stack.build(quantized, KNOBS, tmp_path / "trial" / "bundle", slug="t1",
+                        checkpoint={"repo_id": "x/y", "sha": "0" * 40},
+                        target={"gpu": "H100-SXM-80GB", "sm": 90})
+    return quantized, build
+
+
+@pytest.mark.parametrize(("quant", "kv"), [(QuantFormat.FP8, KVCacheFormat.FP8),
+                                           (QuantFormat.INT4_AWQ, KVCacheFormat.AUTO)])
+def test_a_real_unified_hf_export_is_recorded_in_the_bundle(root, tiny_llama_dir, tmp_path, quant, kv):
+    stack = _stack(root, "triton")
+    recipe = _recipe(quant, kv, tp=2)
+    quantized, build = _bundle(stack, tiny_llama_dir, tmp_path, recipe)
+    export = Path(quantized.trtllm_checkpoint_dir)
+    written = json.loads((export / "hf_quant_config.json").read_text())
+    assert quant_config_problems(written, recipe) == []
+    assert written["quantization"]["quant_algo"] == quant.spec.trtllm_quant_algo
+    assert json.loads((export / "config.json").read_text())["quantization_config"]["quant_method"] == "modelopt"
+    assert (export / "tokenizer.json").is_file() and not (tmp_path / "quantized" / "checkpoint.tmp").exists()
+
+    bundle = Path(build.bundle_dir)
+    manifest = verify_bundle(bundle)  # content hash over the hard-linked checkpoint and options
+    assert manifest.trtllm_checkpoint["hf_quant_config.json"] == written
+    assert manifest.versions["llm_api_contract"] == "1.2" and "modelopt" in manifest.versions
+    options = yaml.safe_load((bundle / "llm_api_options.yaml").read_text())
+    assert options["tensor_parallel_size"] == 2 and options["max_batch_size"] == 8
+    assert options["kv_cache_config"]["dtype"] == ("fp8" if kv is KVCacheFormat.FP8 else "auto")
+    assert (bundle / "checkpoint" / "model.safetensors").stat().st_ino == \
+        (export / "model.safetensors").stat().st_ino  # linked, not copied
+
+
+def test_the_unquantized_baseline_serves_the_source_checkpoint(root, tiny_llama_dir, tmp_path):
+    stack = _stack(root, "trtllm-serve")
+    quantized, build = _bundle(stack, tiny_llama_dir, tmp_path, _recipe(QuantFormat.BF16, KVCacheFormat.AUTO))
+    assert quantized.model_dir == str(tiny_llama_dir) and quantized.trtllm_config == {}
+    assert build.manifest.trtllm_checkpoint["format"] == "Hugging Face (unquantized)"
+    with pytest.raises(ContractError, match="int8_sq: not a unified-HF format"):
+        stack.quantize(tiny_llama_dir, _recipe(QuantFormat.INT8_SQ, KVCacheFormat.AUTO),
+                       tmp_path / "q2", key="k2", calibration_texts=TEXTS, log=lambda _: None)
+
+
+def test_triton_llmapi_repository_is_decoupled_parsed_and_served(root, tiny_llama_dir, tmp_path):
+    stack = _stack(root, "triton")
+    _, build = _bundle(stack, tiny_llama_dir, tmp_path, _recipe(QuantFormat.FP8, KVCacheFormat.AUTO))
+    repo = stack.write_model_repository(build, tmp_path / "trial" / "triton_repo")
+    config = parse_config((repo / "tensorrt_llm" / "config.pbtxt").read_text(), model="tensorrt_llm")
+    assert config.model_transaction_policy.decoupled and config.backend == "python"
+    body = yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    assert body["model"] == str(Path(build.bundle_dir) / "checkpoint") and body["backend"] == "pytorch"
+    assert body["triton_config"] == {"max_batch_size": 0, "decoupled": True}
+    assert body["kv_cache_config"]["free_gpu_memory_fraction"] == 0.9
+    with stack.server(repo, tmp_path / "trial" / "server") as server:
+        assert urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=5).status == 200
+        assert server.model == "tensorrt_llm" and server.endpoint.path == "/v2/models/tensorrt_llm/generate_stream"
+        assert "sampling_param_max_tokens" in server.endpoint.payload
+        pid = server.process.pid
+    assert session_pids(pid) == []
+
+
+def test_trtllm_serve_is_benchmarked_by_aiperf_on_the_completions_route(root, tiny_llama_dir, tmp_path):
+    stack = _stack(root, "trtllm-serve")
+    _, build = _bundle(stack, tiny_llama_dir, tmp_path, _recipe(QuantFormat.FP8, KVCacheFormat.FP8))
+    repo = stack.write_model_repository(build, tmp_path / "trial" / "repo")
+    facts = json.loads((repo / "serve.json").read_text())
+    assert facts["argv"][:3] == ["trtllm-serve", "serve", str(Path(build.bundle_dir) / "checkpoint")]
+    workload = Workload(isl={"mean": 32}, osl={"mean": 8}, concurrency=[1, 2], request_count=6)
+    with stack.server(repo, tmp_path / "trial" / "server") as server:
+        assert server.metrics_url is None  # its /metrics is JSON iteration stats, not Prometheus
+        artifacts = run_aiperf(url=server.url, model=server.model, workload=workload,
+                               tokenizer=stack.tokenizer_dir(build), artifact_dir=tmp_path / "bench",
+                               endpoint=server.endpoint, timeout_s=600)
+        pid = server.process.pid
+    assert session_pids(pid) == []
+    result = parse_benchmark(artifacts, workload, SLA(), hardware="cpu", gpus=1)
+    assert [level.concurrency for level in result.levels] == [1, 2]
+    assert all(level.request_count == 6 and level.error_count == 0 and level.output_tok_s > 0
+               for level in result.levels)
+    assert result.endpoint.endswith("/v1/completions")
+
+
+def test_a_server_that_dies_at_start_is_a_reason_with_its_log(root, tiny_llama_dir, tmp_path, monkeypatch):
+    stack = _stack(root, "trtllm-serve")
+    _, build = _bundle(stack, tiny_llama_dir, tmp_path, _recipe(QuantFormat.BF16, KVCacheFormat.AUTO))
+    repo = stack.write_model_repository(build, tmp_path / "trial" / "repo")
+    monkeypatch.setenv("STANDIN_FAIL", "serve")
+    with pytest.raises(StepFailed, match="CUDA out of memory"):
+        with stack.server(repo, tmp_path / "trial" / "server"):
+            pass
+
+
+def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, tmp_path, monkeypatch):
+    """run_trial drives the stack like the others: a real FP8 export, the bundle, the stand-in
+    trtllm-serve benchmarked by the real aiperf, a record measured on the sweep's GPU (a fake
+    nvidia-smi says H100), the options and hf_quant_config in the manifest."""
+    import engines.stacks.trtllm_pytorch as pytorch_module
+    from build_configs.loading import load_spec
+    from evaluation.planning import expand
+    from evaluation.records import TrialRecord
+    from flows.trial import run_trial
+
+    monkeypatch.setattr(pytorch_module, "installed_version", lambda: "1.2.0")
+    monkeypatch.setenv("TRTLLM_ROOT", str(root))
+    smi = Path(os.environ["PATH"].split(os.pathsep)[0]) / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 9.0'\n")
+    smi.chmod(0o755)
+    spec = {"name": "pytorch-e2e", "model": {"path": str(tiny_llama_dir)}, "stack": "trtllm-pytorch",
+            "target": {"gpu": "H100-SXM-80GB"},
+            "axes": {"quant": ["fp8"], "kv_cache": ["fp8"], "tp": [1], "max_batch_size": [4],
+                     "max_num_tokens": [512], "max_seq_len": [256]},
+            "build": {"calib_size": 2, "calib_max_seq_length": 32},
+            "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [2], "request_count": 4},
+            "execution": {"pytorch_server": "trtllm-serve"}, "workspace": str(tmp_path / "ws")}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    resolved = load_spec(path)
+    (trial,) = expand(resolved).to_run
+    record = run_trial(resolved, trial.slug, log=lambda _: None)
+    assert record.status == "ok" and record.stack == "trtllm-pytorch" and record.hardware == "H100-SXM-80GB"
+    (level,) = record.benchmark.levels
+    assert level.request_count == 4 and level.error_count == 0
+    assert record.benchmark.endpoint.endswith("/v1/completions")
+    saved = TrialRecord.load(tmp_path / "ws" / "sweeps" / "pytorch-e2e" / trial.slug / "record.json")
+    assert saved.benchmark == record.benchmark
