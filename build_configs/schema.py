@@ -225,8 +225,10 @@ class Build(_Strict):
     calib_size: PositiveInt = Field(default=16, description="Calibration samples.")
     calib_max_seq_length: PositiveInt = Field(default=256, description="Tokens per calibration sample.")
     calib_dataset: str | None = Field(
-        default=None, description="GPU stacks: quantize.py --calib_dataset, a local dataset folder "
-                                  "(split `train`, column `text`) or a dataset name; default: its own.")
+        default=None, description="GPU stacks: quantize.py / hf_ptq.py's calibration dataset, a "
+                                  "local dataset folder (split `train`, column `text`) or a dataset "
+                                  "name; trtllm-pytorch calibrates in-process on local folders "
+                                  "only. Default: the sweep's own text (the scripts: the tool's own).")
     enable_block_reuse: bool = Field(
         default=True, description="trtllm-pytorch: kv_cache_config.enable_block_reuse (prefix reuse).")
     cuda_graph_batch_sizes: list[PositiveInt] | None = Field(

@@ -119,11 +119,12 @@ class AccuracyResult(_Record):
     hardware: str
     dataset: str
     dataset_sha256: str
-    window_tokens: int
-    perplexity: float
-    top1_accuracy: float
-    window_nll: list[float] = Field(description="Mean negative log-likelihood per window.")
-    window_top1: list[float] = Field(description="Next-token top-1 accuracy per window.")
+    window_tokens: int = Field(description="0 when no perplexity was measured.")
+    perplexity: float | None = Field(
+        description="None where the evaluator measures tasks only (the GPU stacks' lm-eval run).")
+    top1_accuracy: float | None
+    window_nll: list[float] = Field(default=[], description="Mean negative log-likelihood per window.")
+    window_top1: list[float] = Field(default=[], description="Next-token top-1 accuracy per window.")
     tasks: list[TaskResult] = Field(default=[], description="Task evaluations (lm-eval), per item.")
 
 

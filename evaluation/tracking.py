@@ -227,8 +227,9 @@ class SweepTracker:
             log(run_id, "pred_saturated_output_tok_s", predicted["output_tok_s"])
             log(run_id, "pred_usd_per_1m_output_tokens", predicted["usd_per_1m_output_tokens"])
         if record.accuracy:
-            log(run_id, "perplexity", record.accuracy.perplexity)
-            log(run_id, "top1_accuracy", record.accuracy.top1_accuracy)
+            if record.accuracy.perplexity is not None:
+                log(run_id, "perplexity", record.accuracy.perplexity)
+                log(run_id, "top1_accuracy", record.accuracy.top1_accuracy)
             for task in record.accuracy.tasks:
                 log(run_id, f"{task.task}.{task.metric}", task.score)
         for delta in record.accuracy_deltas:

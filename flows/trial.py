@@ -41,6 +41,8 @@ from evaluation.accuracy.variant import (compare_variant, describe_deltas, evalu
 from evaluation.benchmark.aiperf_runner import run_aiperf
 from evaluation.benchmark.results import parse_benchmark
 from evaluation.planning import PlannedTrial, expand
+from evaluation.planning.records import TrialConfig
+from evaluation.accuracy.external import cached, evaluate_external, merged_include
 from evaluation.records import AccuracyResult, TrialRecord, write_atomic
 
 HARDWARE = "cpu"
@@ -178,6 +180,45 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
         return result
 
 
+def _paired(baseline: AccuracyResult, variant: AccuracyResult, trial_dir: Path, confidence: float,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    """The variant saved beside the trial, its paired deltas against the baseline logged; the
+    record's accuracy fields."""
+    variant.save(trial_dir / "accuracy.json")
+    deltas = compare_variant(baseline, variant, confidence=confidence)
+    for line in describe_deltas(deltas):
+        log(f"  {line}")
+    return {"accuracy": variant, "baseline_accuracy": baseline, "accuracy_deltas": deltas}
+
+
+def _external_accuracy(stack: Any, build: BuildResult, cfg: TrialConfig, source_dir: Path, identity: dict,
+                       resolved: ResolvedSpec, workspace: Path, include_paths: list[Path],
+                       trial_dir: Path, hardware: str) -> tuple[AccuracyResult, AccuracyResult]:
+    """The baseline (the unquantized checkpoint, once per checkpoint, settings, tasks and TP/PP)
+    and the variant (the bundle's checkpoint), each by the stack's lm-eval command."""
+    spec = resolved.spec
+    include = merged_include(include_paths, workspace / "tasks")
+    fingerprint = tasks_fingerprint(include_paths)
+    log_file = trial_dir / "accuracy" / "lm_eval.log"
+    tool = f"lm-eval {_package_versions().get('lm_eval')} ({stack.name})"
+    common = {"hardware": hardware, "tool": tool, "tasks_sha256": fingerprint,
+              "cache_dir": workspace / "cache" / "datasets", "log_file": log_file}
+    key = inputs_hash({"checkpoint": identity, "accuracy": spec.accuracy.model_dump(mode="json"),
+                       "tasks": fingerprint, "stack": stack.name, "tp": cfg.tp, "pp": cfg.pp,
+                       "hardware": hardware, "versions": _package_versions()})[:16]
+    path = workspace / "accuracy" / f"baseline-{key}.json"
+    out = workspace / "accuracy" / f"baseline-{key}-lm_eval"
+    with key_lock(path.with_suffix(".lock"), f"the baseline accuracy {path.name}"):
+        baseline = cached(path, lambda: evaluate_external(
+            stack.accuracy_command(source_dir, cfg, spec.accuracy, include_path=include, output_path=out),
+            out, **common))
+    out = trial_dir / "accuracy" / "lm_eval"
+    variant = evaluate_external(
+        stack.accuracy_command(Path(stack.tokenizer_dir(build)), cfg, spec.accuracy,
+                               include_path=include, output_path=out), out, **common)
+    return baseline, variant
+
+
 _KEY_PACKAGES = ("enginesweep", "torch", "transformers", "nvidia-modelopt", "nvidia-pytriton",
                  "tritonclient", "aiperf", "lm_eval", "tensorrt_llm")
 
@@ -312,8 +353,9 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
             identity = _with_mtimes(identity, source_dir)
             corpus = textdata.corpus_path(download=False)  # fetched by the set-up, never here
             eval_text = textdata.evaluation_text(corpus)
+            external = getattr(stack, "accuracy_command", None)  # out of process (GPU stacks)
             include = (task_include_paths(spec.accuracy, workspace, corpus)
-                       if stack.measures_accuracy else [])
+                       if stack.measures_accuracy or (external and spec.accuracy.tasks) else [])
             key = trial_key(resolved, planned, identity, stack.name, include)
             record = record.model_copy(update={"trial_key": key})
         cfg = planned.config
@@ -391,14 +433,16 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
                                               include, tasks_log)
                 variant = _accuracy(Path(build.bundle_dir) / "model", eval_text, resolved,
                                     include, tasks_log)
-                variant.save(trial_dir / "accuracy.json")
-                deltas = compare_variant(baseline, variant, confidence=spec.accuracy.confidence)
-                for line in describe_deltas(deltas):
-                    log(f"  {line}")
-                accuracy = {"accuracy": variant, "baseline_accuracy": baseline,
-                            "accuracy_deltas": deltas}
+                accuracy = _paired(baseline, variant, trial_dir, spec.accuracy.confidence, log)
+        elif external is not None and spec.accuracy.tasks:
+            with _stage("accuracy", timings, log):
+                log(f"  tasks {', '.join(spec.accuracy.tasks)} (limit {spec.accuracy.task_limit}) with "
+                    f"lm-eval, out of process (log: {trial_dir / 'accuracy' / 'lm_eval.log'})")
+                baseline, variant = _external_accuracy(stack, build, cfg, source_dir, identity,
+                                                       resolved, workspace, include, trial_dir, hardware)
+                accuracy = _paired(baseline, variant, trial_dir, spec.accuracy.confidence, log)
         else:
-            log(f"  accuracy: not measured on the {stack.name} stack yet (the selection rejects a "
+            log(f"  accuracy: not measured on the {stack.name} stack (the selection rejects a "
                 "quantized trial without it when the spec sets sla.max_accuracy_drop)")
         record = record.model_copy(update={
             "host_load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -444,8 +488,9 @@ def _recipe(stack, resolved: ResolvedSpec, planned: PlannedTrial, checkpoint: di
         recipe = recipe.model_copy(update={"calibration": calibration})
     versions = {k: v for k, v in _package_versions().items()
                 if k in ("torch", "transformers", "nvidia-modelopt", "tensorrt_llm")}
+    # A GPU stack calibrates on build.calib_dataset when it is set, not on these texts.
     key = recipe.key(inputs_hash({"checkpoint": checkpoint, "stack": stack.name,
-                                  "versions": versions}))
+                                  "versions": versions, "calib_dataset": build_cfg.calib_dataset}))
     return recipe, key, workspace / "quantized" / f"{recipe.slug}-{key}", texts
 
 
@@ -477,6 +522,16 @@ def _stored_bundle(bundle_dir: Path, log: Callable[[str], None]):
         return None
 
 
+def bundle_key(stack: Any, quantized_key: str, knobs: BuildKnobs, target: dict[str, Any]) -> str:
+    """The store key of a bundle: its quantized checkpoint, build knobs, stack, library versions,
+    target, and the spec settings a stack writes into its bundles (trtllm-pytorch: the LLM-API
+    options' KV and CUDA-graph settings)."""
+    settings = stack.bundle_settings() if hasattr(stack, "bundle_settings") else {}
+    return inputs_hash({"quantized": quantized_key, "knobs": knobs.model_dump(), "stack": stack.name,
+                        "versions": _package_versions(), "target": target,
+                        **({"settings": settings} if settings else {})})[:16]
+
+
 def _bundle(stack, resolved: ResolvedSpec, planned: PlannedTrial, slug: str, source_dir: Path,
             identity: dict, corpus: Path, workspace: Path, timings: dict[str, float],
             log: Callable[[str], None]) -> tuple[BuildResult, QuantizeResult | None, dict]:
@@ -490,8 +545,7 @@ def _bundle(stack, resolved: ResolvedSpec, planned: PlannedTrial, slug: str, sou
     knobs = BuildKnobs(max_batch_size=cfg.max_batch_size, max_num_tokens=cfg.max_num_tokens,
                        max_seq_len=cfg.max_seq_len)
     target = {"gpu": resolved.gpu.name, "sm": resolved.gpu.sm}
-    key = inputs_hash({"quantized": qkey, "knobs": knobs.model_dump(), "stack": stack.name,
-                       "versions": _package_versions(), "target": target})[:16]
+    key = bundle_key(stack, qkey, knobs, target)
     bundle_dir = workspace / "bundles" / f"{recipe.slug}__b{cfg.max_batch_size}-{key}"
     store = {"quantized_dir": str(qdir)}  # what the record names, built or reused
     log(f"  store: {qdir.name} -> {bundle_dir.name}")

@@ -36,6 +36,16 @@ PAYLOAD_INPUTS = ("text_input", "sampling_param_max_tokens",
                   "sampling_param_exclude_input_from_output", "streaming")
 
 
+def decouple_shell(config: str) -> str:
+    """Shell lines that make the model in `config` (a path, may use variables) decoupled, as
+    `write_llmapi_repository` does with Triton's schema: a `decoupled: false` outside comments
+    becomes true, and without an uncommented `decoupled: true` the policy block is appended
+    (the shipped file has the block commented out)."""
+    return (f"sed -i '/^[[:space:]]*#/!s/decoupled: *[Ff]alse/decoupled: true/' \"{config}\"\n"
+            f"grep -q '^[^#]*decoupled: *[Tt]rue' \"{config}\" || "
+            f"printf 'model_transaction_policy {{\\n  decoupled: true\\n}}\\n' >> \"{config}\"")
+
+
 def write_llmapi_repository(contract: VersionContract, installed: Path, repo_dir: Path,
                             body: Mapping[str, Any]) -> Path:
     """Copy the installed `llmapi` folder into `repo_dir` (replaced whole), write `model.yaml`
@@ -47,14 +57,18 @@ def write_llmapi_repository(contract: VersionContract, installed: Path, repo_dir
                             f"TensorRT-LLM tree of a release with the llmapi model?")
     tmp = repo_dir.with_name(repo_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(installed, tmp)
-    (tmp / llmapi.get("model_yaml", f"{model}/1/model.yaml")).write_text(
-        yaml.safe_dump(dict(body), sort_keys=False))
-    config_path = tmp / model / "config.pbtxt"
-    config = parse_config(config_path.read_text(), model=model)
-    config.model_transaction_policy.decoupled = True
-    config_path.write_text(text_format.MessageToString(config))
-    verify_llmapi_repository(tmp, model)
+    try:
+        shutil.copytree(installed, tmp)
+        (tmp / llmapi.get("model_yaml", f"{model}/1/model.yaml")).write_text(
+            yaml.safe_dump(dict(body), sort_keys=False))
+        config_path = tmp / model / "config.pbtxt"
+        config = parse_config(config_path.read_text(), model=model)
+        config.model_transaction_policy.decoupled = True
+        config_path.write_text(text_format.MessageToString(config))
+        verify_llmapi_repository(tmp, model)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+        raise
     shutil.rmtree(repo_dir, ignore_errors=True)
     tmp.rename(repo_dir)
     return repo_dir

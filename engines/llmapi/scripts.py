@@ -19,7 +19,7 @@ from build_configs.loading import ResolvedSpec
 from engines.llmapi.commands import lm_eval_command, ptq_command, serve_command
 from engines.llmapi.options import llm_api_options, check_options, model_yaml
 from engines.llmapi.repository import PAYLOAD_TEMPLATE as LLMAPI_PAYLOAD
-from engines.llmapi.repository import TEMPLATE_DIR
+from engines.llmapi.repository import TEMPLATE_DIR, decouple_shell
 from engines.trtllm.commands import Command, TrialPaths, launch_command
 from engines.trtllm.contract import ContractError, VersionContract
 from engines.trtllm.scripts import GRPC_PORT, HTTP_PORT, METRICS_PORT, serve_block, shell_line
@@ -91,8 +91,7 @@ cp -R "$TRTLLM_ROOT/{TEMPLATE_DIR}" "{paths.repo_dir}"
 cat > "{paths.repo_dir}/{TRITON_MODEL}/1/model.yaml" <<YAML
 {body}
 YAML
-sed -i 's/decoupled: *[Ff]alse/decoupled: true/' "{config}"
-grep -q 'decoupled: *[Tt]rue' "{config}" || printf 'model_transaction_policy {{\\n  decoupled: true\\n}}\\n' >> "{config}"
+{decouple_shell(config)}
 SERVE=({shell_line(launch).replace(chr(92) + chr(10) + "    ", "")})""")
         endpoint = triton_endpoint(TRITON_MODEL, LLMAPI_PAYLOAD)
         model_name = TRITON_MODEL

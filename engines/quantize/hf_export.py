@@ -41,9 +41,13 @@ def export_unified_hf(source_dir: Path, recipe: QuantRecipe, export_dir: Path, *
         raise ExportError(f"{recipe.slug} quantizes nothing: serve the source checkpoint as it is")
     if not calibration_texts:
         raise ExportError(f"{recipe.slug} needs calibration text")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(source_dir)
-    model = AutoModelForCausalLM.from_pretrained(source_dir, dtype="auto").to(device).eval()
+    # On GPUs the layers are spread over every visible one (as hf_ptq.py does): a model that
+    # is served with TP 2 may not fit one GPU for calibration either.
+    model = AutoModelForCausalLM.from_pretrained(
+        source_dir, dtype="auto", **({"device_map": "auto"} if gpu else {})).eval()
+    device = next(model.parameters()).device
     batches = [tokenizer(text, return_tensors="pt", truncation=True, max_length=seq_len)["input_ids"]
                for text in calibration_texts]
 
@@ -64,6 +68,23 @@ def export_unified_hf(source_dir: Path, recipe: QuantRecipe, export_dir: Path, *
         raise ExportError(f"{export_dir / HF_QUANT_CONFIG} disagrees with {recipe.slug}: "
                           + "; ".join(problems))
     return written
+
+
+def local_texts(folder: Path, count: int) -> list[str]:
+    """The first `count` texts of a local calibration dataset: JSON lines files (`*.jsonl`,
+    split `train` first) with a `text` column, as the engine stack writes them."""
+    if not folder.is_dir():
+        raise ExportError(f"build.calib_dataset {folder}: the trtllm-pytorch stack calibrates "
+                          "in-process on a local folder of JSON lines with a `text` column "
+                          "(hf_ptq.py's dataset names are for the emitted scripts)")
+    texts: list[str] = []
+    for path in sorted(folder.glob("*.jsonl"), key=lambda p: (not p.name.startswith("train"), p.name)):
+        for line in path.read_text().splitlines():
+            if line.strip() and len(texts) < count:
+                texts.append(str(json.loads(line)["text"]))
+    if not texts:
+        raise ExportError(f"build.calib_dataset {folder} holds no `text` rows in *.jsonl files")
+    return texts
 
 
 def quant_config_problems(hf_quant_config: dict[str, Any], recipe: QuantRecipe) -> list[str]:

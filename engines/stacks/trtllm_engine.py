@@ -318,7 +318,7 @@ def session_alive(process: subprocess.Popen) -> bool:
 
 
 def wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
-                      timeout_s: float = READY_TIMEOUT_S) -> None:
+                     timeout_s: float = READY_TIMEOUT_S, server: str = "Triton") -> None:
     """Poll readiness while anything of the launcher's session lives (the launcher itself exits
     at once); raise with the log tail when the session dies or time runs out."""
     deadline = time.monotonic() + timeout_s
@@ -328,7 +328,7 @@ def wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
         if not session_alive(process) or process.returncode not in (None, 0):
             break
         time.sleep(0.5)
-    raise StepFailed("serve", f"Triton did not become ready at {ready_url}: "
+    raise StepFailed("serve", f"{server} did not become ready at {ready_url}: "
                      + tail_reason(log_path, "no output"), log_path)
 
 

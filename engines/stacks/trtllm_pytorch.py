@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,14 +34,14 @@ from typing import Any
 import yaml
 
 from build_configs.quant import QuantFormat
-from build_configs.schema import Build
+from build_configs.schema import Accuracy, Build
 from engines.compat import host_gpu, host_gpu_sm
-from engines.llmapi.commands import ptq_formats, serve_command
+from engines.llmapi.commands import lm_eval_command, ptq_formats, serve_command
 from engines.llmapi.options import check_options, llm_api_options, model_yaml
 from engines.llmapi.repository import TEMPLATE_DIR, PAYLOAD_TEMPLATE, write_llmapi_repository
 from engines.manifest import Manifest, write_manifest
 from engines.processes import http_ok, reap_stale_session
-from engines.quantize.hf_export import HF_QUANT_CONFIG, export_unified_hf
+from engines.quantize.hf_export import HF_QUANT_CONFIG, export_unified_hf, local_texts
 from engines.quantize.modelopt_cpu import QuantizeResult, library_versions
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
@@ -86,8 +87,7 @@ class TrtllmPytorchStack:
     name = "trtllm-pytorch"
     served_model = "tensorrt_llm"
     measures_accuracy = False
-    """Not in-process: on the GPU the accuracy step is lm-eval's `trtllm` model
-    (`engines.llmapi.commands.lm_eval_command`, written by `plan --emit-scripts`)."""
+    """Not in-process: its accuracy is `accuracy_command`, run out of process by the trial."""
 
     def __init__(self, *, spec: Any = None, version: str | None = None, trtllm_root: str | None = None,
                  build: Build | None = None, server_kind: str | None = None,
@@ -121,6 +121,9 @@ class TrtllmPytorchStack:
             if not recipe.quant.is_quantized:
                 raise StepFailed("quantize", f"{recipe.slug}: hf_ptq.py has no format that leaves the "
                                  "weights unquantized", out_dir / "quantize.log")
+            if self.build_settings.calib_dataset is not None:
+                calibration_texts = local_texts(Path(self.build_settings.calib_dataset),
+                                                self.build_settings.calib_size)
             tmp = out_dir / "checkpoint.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
@@ -183,17 +186,34 @@ class TrtllmPytorchStack:
         if self.server_kind == "triton":
             body = model_yaml(self.contract, options, model=str(bundle / "checkpoint"))
             write_llmapi_repository(self.contract, Path(str(self.root / TEMPLATE_DIR)), repo_dir, body)
-        else:
+        else:  # the options beside the facts: the server's command line names this folder
             shutil.rmtree(repo_dir, ignore_errors=True)
             repo_dir.mkdir(parents=True)
+            shutil.copy(bundle / OPTIONS_FILE, repo_dir / OPTIONS_FILE)
         command = self._server_command(bundle, repo_dir, TrialConfig.model_validate(facts["config"]))
         write_atomic(repo_dir / SERVE_FACTS, json.dumps(
             {"argv": command.argv, "kind": self.server_kind, "model": str(bundle / "checkpoint"),
              "world_size": TrialConfig.model_validate(facts["config"]).world_size}, indent=2) + "\n")
         return repo_dir
 
+    def bundle_settings(self) -> dict[str, Any]:
+        """The spec's settings that go into a bundle's LLM-API options (part of its store key)."""
+        return self.build_settings.model_dump(
+            mode="json", include={"kv_cache_free_gpu_mem_fraction", "enable_block_reuse",
+                                  "cuda_graph_batch_sizes"})
+
     def tokenizer_dir(self, build: BuildResult) -> Path:
         return Path(build.bundle_dir) / "checkpoint"
+
+    def accuracy_command(self, model_dir: Path, cfg: TrialConfig, accuracy: Accuracy, *,
+                         include_path: Path, output_path: Path) -> Command:
+        """lm-eval's `trtllm` model (the LLM API over `model_dir`, the trial's TP and PP) on the
+        spec's tasks, every item logged; the same command `plan --emit-scripts` writes.
+        `ENGINESWEEP_LM_EVAL` names another lm-eval executable (default: this environment's)."""
+        executable = os.environ.get("ENGINESWEEP_LM_EVAL") or str(Path(sys.executable).with_name("lm-eval"))
+        return lm_eval_command(cfg, accuracy, model_dir=str(model_dir), tokenizer_dir=str(model_dir),
+                               tasks=accuracy.tasks, include_path=str(include_path),
+                               output_path=str(output_path), executable=executable)
 
     def host_mismatches(self, manifest: Manifest) -> list[str]:
         """The options were checked against one release line's keys, and the weight format
@@ -226,14 +246,18 @@ class TrtllmPytorchStack:
                                       "trial", workdir / "server.log")
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / "server.log"
-        sink = log_path.open("a")
-        sink.write(f"$ {Command('serve', facts['argv']).shell()}  (world size {facts['world_size']})\n")
-        sink.flush()
-        process = subprocess.Popen(facts["argv"], stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        with log_path.open("a") as sink:
+            sink.write(f"$ {Command('serve', facts['argv']).shell()}  (world size {facts['world_size']})\n")
+            sink.flush()
+            try:
+                process = subprocess.Popen(facts["argv"], stdout=sink, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            except OSError as exc:  # the server program is not installed here
+                raise StepFailed("serve", f"cannot start {facts['argv'][0]}: {exc}", log_path) from None
         (workdir / "server.pid").write_text(str(process.pid))
         try:
-            wait_group_ready(process, ready, log_path, timeout_s=READY_TIMEOUT_S)
+            wait_group_ready(process, ready, log_path, timeout_s=READY_TIMEOUT_S,
+                             server="Triton" if triton else "trtllm-serve")
             if triton:
                 yield PytorchServer(url, f"http://127.0.0.1:{self.metrics_port}/metrics", process,
                                     model=self.served_model,
@@ -242,7 +266,6 @@ class TrtllmPytorchStack:
                 yield PytorchServer(url, None, process, model=facts["model"])
         finally:
             kill_session(process)
-            sink.close()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _server_command(self, bundle: Path, repo_dir: Path, cfg: TrialConfig) -> Command:
@@ -254,7 +277,7 @@ class TrtllmPytorchStack:
             return launch_command(self.contract, cfg, paths, http_port=self.http_port,
                                   grpc_port=self.grpc_port, metrics_port=self.metrics_port)
         return serve_command(self.contract, model_dir=str(bundle / "checkpoint"),
-                             options_file=str(bundle / OPTIONS_FILE), port=self.http_port)
+                             options_file=str(repo_dir / OPTIONS_FILE), port=self.http_port)
 
 
 def _config(recipe: QuantRecipe, knobs: BuildKnobs | None = None) -> TrialConfig:

@@ -123,7 +123,10 @@ def compare_accuracy(baseline: AccuracyResult, variant: AccuracyResult, *,
     """Perplexity and top-1 deltas of two results measured on the same text and windows.
 
     Refuses results whose text (sha256) or window size differ: their windows are not paired.
+    None when either side measured no perplexity (tasks only).
     """
+    if baseline.perplexity is None or variant.perplexity is None:
+        return []
     if (baseline.dataset_sha256, baseline.window_tokens) != (variant.dataset_sha256,
                                                               variant.window_tokens):
         raise ValueError(

@@ -32,9 +32,12 @@ def trial_table(record: TrialRecord) -> Table:
         pred = record.predicted
         rows.append(("pred (cpu roofline)", f"TTFT {pred['ttft_ms']:.0f} ms, ITL {pred['itl_ms']:.1f} ms, "
                                             f"{pred['output_tok_s']:.1f} tok/s saturated"))
-    if record.accuracy:
+    if record.accuracy and record.accuracy.perplexity is not None:
         rows.append(("accuracy", f"perplexity {record.accuracy.perplexity:.2f}, top-1 "
                                  f"{record.accuracy.top1_accuracy:.3f} on {record.accuracy.dataset}"))
+    if record.accuracy:
+        for task in record.accuracy.tasks:
+            rows.append((f"task {task.task}", f"{task.metric} {task.score:.3f} ({len(task.item_values)} items, {task.tool})"))
     for delta in record.accuracy_deltas:
         rows.append((f"vs baseline: {delta.metric}",
                      f"{delta.delta:+.4f} ({delta.confidence:.0%} CI {delta.ci_low:+.4f} .. {delta.ci_high:+.4f})"))

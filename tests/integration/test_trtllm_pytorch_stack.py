@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -175,6 +176,11 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
 
     monkeypatch.setattr(pytorch_module, "installed_version", lambda: "1.2.0")
     monkeypatch.setenv("TRTLLM_ROOT", str(root))
+    lm_eval = tmp_path / "bin" / "lm-eval-trtllm"
+    lm_eval.write_text(f"#!/bin/sh\nexec {sys.executable} {STANDINS / 'lm_eval_trtllm.py'} \"$@\"\n")
+    lm_eval.chmod(0o755)
+    monkeypatch.setenv("ENGINESWEEP_LM_EVAL", str(lm_eval))
+    monkeypatch.setenv("STANDIN_HF_MODEL", str(tiny_llama_dir))
     smi = Path(os.environ["PATH"].split(os.pathsep)[0]) / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 9.0'\n")
     smi.chmod(0o755)
@@ -184,6 +190,7 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
                      "max_num_tokens": [512], "max_seq_len": [256]},
             "build": {"calib_size": 2, "calib_max_seq_length": 32},
             "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [2], "request_count": 4},
+            "accuracy": {"task_limit": 12, "batch_size": 4},
             "execution": {"pytorch_server": "trtllm-serve"}, "workspace": str(tmp_path / "ws")}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -196,3 +203,39 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
     assert record.benchmark.endpoint.endswith("/v1/completions")
     saved = TrialRecord.load(tmp_path / "ws" / "sweeps" / "pytorch-e2e" / trial.slug / "record.json")
     assert saved.benchmark == record.benchmark
+    # Accuracy out of process: lm-eval's commands for the baseline and the variant, their files
+    # read back item by item and paired (the stand-in scores the same model twice: zero deltas).
+    assert record.accuracy.perplexity is None and record.baseline_accuracy.perplexity is None
+    assert [t.task for t in record.accuracy.tasks] == ["enginesweep_cloze", "enginesweep_recall"]
+    assert all(len(t.item_values) == 12 for t in record.accuracy.tasks)
+    assert [d.metric for d in record.accuracy_deltas] == ["enginesweep_cloze.acc",
+                                                          "enginesweep_recall.exact_match"]
+    assert all(d.delta == 0 and d.n == 12 for d in record.accuracy_deltas)
+    log = (tmp_path / "ws" / "sweeps" / "pytorch-e2e" / trial.slug / "accuracy" / "lm_eval.log").read_text()
+    assert log.count("--model trtllm") == 2 and "tensor_parallel_size=1" in log
+
+
+def test_a_server_left_by_a_killed_run_is_reaped_before_the_next_start(root, tiny_llama_dir, tmp_path):
+    """SIGKILL of the flow leaves trtllm-serve running in its own session; its pidfile and its
+    command line (which names the trial's repository folder) let the next start stop it."""
+    import subprocess
+
+    stack = _stack(root, "trtllm-serve")
+    _, build = _bundle(stack, tiny_llama_dir, tmp_path, _recipe(QuantFormat.BF16, KVCacheFormat.AUTO))
+    repo = stack.write_model_repository(build, tmp_path / "trial" / "repo")
+    argv = json.loads((repo / "serve.json").read_text())["argv"]
+    assert str(repo) in " ".join(argv)
+    workdir = tmp_path / "trial" / "server"
+    workdir.mkdir(parents=True)
+    orphan = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL)
+    (workdir / "server.pid").write_text(str(orphan.pid))
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{stack.http_port}/health", timeout=1)
+            break
+        except OSError:
+            import time
+            time.sleep(0.1)
+    with stack.server(repo, workdir) as server:  # not "a server already answers": it was reaped
+        assert server.process.pid != orphan.pid
+    assert orphan.wait(timeout=30) is not None

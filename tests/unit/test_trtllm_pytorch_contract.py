@@ -101,7 +101,8 @@ def test_hf_ptq_command_per_format_and_its_refusals():
 
 def test_the_stacks_modelopt_configs_are_the_ones_hf_ptq_picks():
     """The stack quantizes in-process with the configs hf_ptq.py's --qformat names (per the
-    contract), so the emitted scripts and the stack make the same checkpoint."""
+    contract): the emitted scripts and the stack apply the same quantization (their calibration
+    text may differ: hf_ptq.py's default dataset unless build.calib_dataset is set)."""
     import modelopt.torch.quantization as mtq
 
     modelopt = CONTRACT.modelopt
@@ -208,7 +209,10 @@ def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp
     assert "--qformat fp8" in text and "--kv_cache_qformat fp8" in text and "dtype: fp8" in text
     assert "lm-eval run --model trtllm" in text
     if server == "triton":
+        from engines.llmapi.repository import decouple_shell
+
         assert 'cp -R "$TRTLLM_ROOT/triton_backend/all_models/llmapi"' in text
+        assert decouple_shell(f"$WORK/trials/{trial.slug}/triton_repo/tensorrt_llm/config.pbtxt") in text
         assert "launch_triton_server.py\" --world_size 2" in text and "decoupled: true" in text
         assert "sampling_param_max_tokens" in text
     else:
@@ -222,3 +226,41 @@ def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp
                            capture_output=True, text=True)
     assert gated.returncode != 0 and "No module named 'tensorrt_llm'" in gated.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("policy", ["# model_transaction_policy {\n#   decoupled: False\n# }\n",
+                                    "model_transaction_policy {\n  decoupled: False\n}\n", ""])
+def test_the_scripts_decoupling_lines_make_a_decoupled_model(tmp_path, policy):
+    """The very lines the scripts run, on the shipped layout (block commented out), an explicit
+    `decoupled: False` and no block at all; the result parsed with Triton's schema."""
+    from engines.llmapi.repository import decouple_shell
+    from engines.trtllm.templates import parse_config
+
+    config = tmp_path / "config.pbtxt"
+    config.write_text(f'name: "tensorrt_llm"\nbackend: "python"\nmax_batch_size: 0\n{policy}'
+                      'input [ { name: "text_input" data_type: TYPE_STRING dims: [ -1 ] } ]\n')
+    done = subprocess.run(["bash", "-c", decouple_shell(str(config))], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    parsed = parse_config(config.read_text(), model="tensorrt_llm")
+    assert parsed.model_transaction_policy.decoupled
+    uncommented = [line for line in config.read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert sum("model_transaction_policy {" in line for line in uncommented) == 1
+
+
+def test_a_bundles_store_key_names_the_options_it_holds():
+    """Changing an LLM-API setting of the spec makes another bundle, not a reuse of the old one
+    with stale options; the other stacks' keys do not depend on those settings."""
+    from engines.stacks import BuildKnobs
+    from engines.stacks.trtllm_pytorch import TrtllmPytorchStack
+    from flows.trial import bundle_key
+
+    knobs = BuildKnobs(max_batch_size=8, max_num_tokens=512, max_seq_len=256)
+    target = {"gpu": "H100-SXM-80GB", "sm": 90}
+
+    def key(build: Build) -> str:
+        return bundle_key(TrtllmPytorchStack(version="1.2.0", build=build, ports=(1, 2, 3)), "q", knobs, target)
+
+    assert key(Build()) == key(Build(calib_size=99))  # calibration is the quantized key's business
+    assert key(Build()) != key(Build(enable_block_reuse=False))
+    assert key(Build()) != key(Build(cuda_graph_batch_sizes=[1, 8]))
+    assert key(Build()) != key(Build(kv_cache_free_gpu_mem_fraction=0.8))
