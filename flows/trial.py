@@ -34,6 +34,7 @@ from engines.stacks import BuildKnobs, get_stack
 from evaluation.benchmark.server_metrics import MetricsSampler
 from engines.locks import GC_LOCK, key_lock
 from engines.compat import refuse_mismatch
+from engines.interrupts import raise_if_stopped
 from engines.manifest import ManifestError, verify_bundle
 from engines.stacks import BuildResult
 from evaluation.accuracy.variant import (compare_variant, describe_deltas, evaluate_model,
@@ -138,9 +139,11 @@ def _demo_gguf_sha256() -> str:
 
 @contextmanager
 def _stage(name: str, timings: dict[str, float], log: Callable[[str], None]):
+    raise_if_stopped()  # a stop request a library swallowed ends the trial here at the latest
     log(f"[{name}] ...")
     start = time.perf_counter()
     yield
+    raise_if_stopped()
     # Insertion order of `timings` is the order the stages ran: `executed_stages` reads it.
     timings[name] = round(time.perf_counter() - start, 3)
     log(f"[{name}] done in {timings[name]:.1f} s")

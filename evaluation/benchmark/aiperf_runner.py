@@ -17,11 +17,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from build_configs.schema import Workload
+from engines.interrupts import raise_if_stopped
 from engines.processes import (kill_marked, kill_with_parent, reap_stale_session,
                                stop_process_group)
 
@@ -204,7 +206,7 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
                                    preexec_fn=kill_with_parent())
         pidfile.write_text(str(process.pid))
         try:
-            returncode = process.wait(timeout=timeout_s)
+            returncode = _wait(process, timeout_s)
         except subprocess.TimeoutExpired:
             _stop(process, log_path)
             raise AiperfError(f"aiperf did not finish within {timeout_s:.0f} s (log: {log_path}):"
@@ -214,6 +216,19 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
             raise
     _stop(process, log_path)  # services that outlived a finished parent
     return returncode
+
+
+def _wait(process: subprocess.Popen, timeout_s: float) -> int:
+    """`process.wait(timeout_s)` in one-second steps, raising a recorded stop request again (a
+    swallowed SIGTERM must not leave the benchmark running to its end)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return process.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            raise_if_stopped()
+            if time.monotonic() >= deadline:
+                raise
 
 
 def _stop(process: subprocess.Popen, log_path: Path) -> None:
