@@ -401,7 +401,13 @@ class SweepSpec(_Strict):
     @field_validator("stack", mode="before")
     @classmethod
     def _one_or_many_stacks(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            known = [s.value for s in Stack]
+            if value not in known:  # named at `stack`, not at `stack[0]` of a list never written
+                choices = ", ".join(f"'{k}'" for k in known[:-1]) + f" or '{known[-1]}'"
+                raise ValueError(f"Input should be {choices}")
+            return [value]
+        return value
 
     @field_validator("stack")
     @classmethod

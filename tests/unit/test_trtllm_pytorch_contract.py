@@ -264,3 +264,12 @@ def test_a_bundles_store_key_names_the_options_it_holds():
     assert key(Build()) != key(Build(enable_block_reuse=False))
     assert key(Build()) != key(Build(cuda_graph_batch_sizes=[1, 8]))
     assert key(Build()) != key(Build(kv_cache_free_gpu_mem_fraction=0.8))
+
+
+def test_a_bad_stack_is_named_where_it_was_written(cli):
+    single = cli("plan", "smollm2-cpu-smoke", "--set", "stack=trtlm")
+    assert single.exit_code == 2 and "  stack: Input should be 'reference'" in single.stderr
+    listed = cli("plan", "smollm2-cpu-smoke", "--set", "stack=[trtllm-engine,foo]")
+    assert listed.exit_code == 2 and "  stack[1]: Input should be 'reference'" in listed.stderr
+    twice = cli("plan", "smollm2-cpu-smoke", "--set", "stack=[trtllm-engine,trtllm-engine]")
+    assert twice.exit_code == 2 and "duplicate values" in twice.stderr
