@@ -34,7 +34,8 @@ def setup() -> None:
 
 def _preflight_accuracy(resolved, stacks) -> None:
     """Unknown accuracy tasks or task paths are bad input: refused before any trial runs."""
-    if not any(stack.measures_accuracy for stack in stacks) or not resolved.spec.accuracy.tasks:
+    evaluates = [s for s in stacks if s.measures_accuracy or hasattr(s, "accuracy_command")]
+    if not evaluates or not resolved.spec.accuracy.tasks:
         return
     from engines import textdata
     from evaluation.accuracy.harness import TaskError

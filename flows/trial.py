@@ -11,6 +11,7 @@ before it is raised; the server is stopped on success, failure and interrupt ali
 from __future__ import annotations
 
 import errno
+import hashlib
 import gc
 import json
 import os
@@ -206,9 +207,12 @@ def _external_accuracy(stack: Any, build: BuildResult, cfg: TrialConfig, source_
     tool = f"lm-eval {_package_versions().get('lm_eval')} ({stack.name})"
     common = {"hardware": hardware, "tool": tool, "tasks_sha256": fingerprint,
               "cache_dir": workspace / "cache" / "datasets", "log_file": log_file}
-    key = inputs_hash({"checkpoint": identity, "accuracy": spec.accuracy.model_dump(mode="json"),
-                       "tasks": fingerprint, "stack": stack.name, "tp": cfg.tp, "pp": cfg.pp,
-                       "hardware": hardware, "versions": _package_versions()})[:16]
+    evaluated = spec.accuracy.model_dump(mode="json", include={"tasks", "task_limit", "batch_size"})
+    key = inputs_hash({"checkpoint": identity, "accuracy": evaluated, "tasks": fingerprint,
+                       "stack": stack.name, "tp": cfg.tp, "pp": cfg.pp, "hardware": hardware,
+                       "evaluator": os.environ.get("ENGINESWEEP_LM_EVAL", "lm-eval"),
+                       "versions": {k: v for k, v in _package_versions().items()
+                                    if k in ("lm_eval", "tensorrt_llm", "transformers", "torch")}})[:16]
     path = workspace / "accuracy" / f"baseline-{key}.json"
     out = workspace / "accuracy" / f"baseline-{key}-lm_eval"
     with key_lock(path.with_suffix(".lock"), f"the baseline accuracy {path.name}"):
@@ -485,16 +489,34 @@ def _recipe(stack, resolved: ResolvedSpec, planned: PlannedTrial, checkpoint: di
     texts = textdata.calibration_texts(corpus, build_cfg.calib_size)
     calibration = CalibrationSpec(dataset=f"{CORPUS_NAME}: plays", sha256=textdata.text_sha256("\n".join(texts)),
                                   samples=len(texts), seq_len=build_cfg.calib_max_seq_length)
+    if build_cfg.calib_dataset is not None and stack.name != Stack.REFERENCE.value:
+        # The GPU stacks calibrate on it instead of the corpus texts.
+        calibration = _named_calibration(build_cfg.calib_dataset, build_cfg.calib_size,
+                                         build_cfg.calib_max_seq_length)
     recipe = QuantRecipe(quant=cfg.quant, kv_cache=cfg.kv_cache, tp=cfg.tp, pp=cfg.pp,
                          awq_block_size=build_cfg.awq_block_size)
     if recipe.needs_calibration:
         recipe = recipe.model_copy(update={"calibration": calibration})
     versions = {k: v for k, v in _package_versions().items()
                 if k in ("torch", "transformers", "nvidia-modelopt", "tensorrt_llm")}
-    # A GPU stack calibrates on build.calib_dataset when it is set, not on these texts.
     key = recipe.key(inputs_hash({"checkpoint": checkpoint, "stack": stack.name,
-                                  "versions": versions, "calib_dataset": build_cfg.calib_dataset}))
+                                  "versions": versions}))
     return recipe, key, workspace / "quantized" / f"{recipe.slug}-{key}", texts
+
+
+def _named_calibration(dataset: str, samples: int, seq_len: int) -> CalibrationSpec:
+    """The calibration set named by `build.calib_dataset`: a local folder is hashed by content
+    (its JSON lines files), so an edited folder makes another checkpoint; a dataset name stands
+    for itself."""
+    folder = Path(dataset)
+    if folder.is_dir():
+        digest = hashlib.sha256()
+        for path in sorted([*folder.glob("*.jsonl"), *folder.glob("*.json")]):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return CalibrationSpec(dataset=str(folder.resolve()), sha256=digest.hexdigest(),
+                               samples=samples, seq_len=seq_len)
+    return CalibrationSpec(dataset=dataset, sha256=hashlib.sha256(dataset.encode()).hexdigest(),
+                           samples=samples, seq_len=seq_len)
 
 
 def _quantize(stack, recipe: QuantRecipe, key: str, out_dir: Path, texts: list[str],

@@ -18,7 +18,8 @@ from evaluation.records import TaskResult
 
 def read_cli_output(output_path: Path, *, hardware: str, tool: str) -> list[TaskResult]:
     """The TaskResults of the newest lm-eval run written under `output_path`."""
-    found = sorted(output_path.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+    # The stamp in the name (results_<ISO time>.json), not the file's time, orders the runs.
+    found = sorted(output_path.rglob("results_*.json"), key=lambda p: p.name)
     if not found:
         raise TaskError(f"lm-eval wrote no results_*.json under {output_path}")
     latest = found[-1]

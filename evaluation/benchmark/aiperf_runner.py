@@ -206,7 +206,7 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
                                    preexec_fn=kill_with_parent())
         pidfile.write_text(str(process.pid))
         try:
-            returncode = _wait(process, timeout_s)
+            returncode = wait_stoppable(process, timeout_s)
         except subprocess.TimeoutExpired:
             _stop(process, log_path)
             raise AiperfError(f"aiperf did not finish within {timeout_s:.0f} s (log: {log_path}):"
@@ -218,7 +218,7 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
     return returncode
 
 
-def _wait(process: subprocess.Popen, timeout_s: float) -> int:
+def wait_stoppable(process: subprocess.Popen, timeout_s: float) -> int:
     """`process.wait(timeout_s)` in one-second steps, raising a recorded stop request again (a
     swallowed SIGTERM must not leave the benchmark running to its end)."""
     deadline = time.monotonic() + timeout_s

@@ -23,7 +23,8 @@ TASKS = ["enginesweep_cloze", "enginesweep_recall"]
 def test_cli_results_equal_the_in_process_ones_item_by_item(tiny_llama_dir, tmp_path):
     tasks = write_builtin_tasks(textdata.corpus_path(download=False), tmp_path / "tasks")
     include = merged_include([tasks], tmp_path / "merged")
-    assert sorted(p.name for p in include.iterdir()) == ["0-enginesweep_cloze.yaml", "0-enginesweep_recall.yaml"]
+    assert sorted(str(p.relative_to(include)) for p in include.rglob("*.yaml")) == \
+        ["0/enginesweep_cloze.yaml", "0/enginesweep_recall.yaml"]
     command = Command("lm-eval run", [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
                                       "--model_args", f"pretrained={tiny_llama_dir}",
                                       "--tasks", ",".join(TASKS), "--include_path", str(include),
@@ -51,3 +52,16 @@ def test_a_failed_or_silent_run_is_an_error_with_its_log(tmp_path):
                           cache_dir=tmp_path, log_file=tmp_path / "log")
     with pytest.raises(TaskError, match="wrote no results"):
         read_cli_output(tmp_path / "out", hardware="cpu", tool="x")
+
+
+def test_the_merged_include_keeps_each_trees_layout(tmp_path):
+    """Exported task trees reuse file names in subfolders: every file gets its own link."""
+    for tree in ("a", "b"):
+        for sub in ("default", "flan"):
+            (tmp_path / tree / sub).mkdir(parents=True)
+            (tmp_path / tree / sub / "x.yaml").write_text(f"task: {tree}_{sub}\n")
+    folder = merged_include([tmp_path / "a", tmp_path / "b"], tmp_path / "merged")
+    links = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.yaml"))
+    assert links == ["0/default/x.yaml", "0/flan/x.yaml", "1/default/x.yaml", "1/flan/x.yaml"]
+    assert (folder / "1" / "flan" / "x.yaml").read_text() == "task: b_flan\n"
+    assert merged_include([tmp_path / "a", tmp_path / "b"], tmp_path / "merged") == folder  # shared

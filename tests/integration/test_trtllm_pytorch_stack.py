@@ -212,7 +212,10 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
                                                           "enginesweep_recall.exact_match"]
     assert all(d.delta == 0 and d.n == 12 for d in record.accuracy_deltas)
     log = (tmp_path / "ws" / "sweeps" / "pytorch-e2e" / trial.slug / "accuracy" / "lm_eval.log").read_text()
-    assert log.count("--model trtllm") == 2 and "tensor_parallel_size=1" in log
+    commands = [line for line in log.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2 and all("--model trtllm" in c and "tensor_parallel_size=1" in c for c in commands)
+    assert f"model={tiny_llama_dir}," in commands[0]  # the baseline: the unquantized source
+    assert f"model={record.bundle_dir}/checkpoint," in commands[1]  # the variant: the bundle
 
 
 def test_a_server_left_by_a_killed_run_is_reaped_before_the_next_start(root, tiny_llama_dir, tmp_path):

@@ -18,11 +18,11 @@ def test_a_recorded_stop_ends_a_wait_within_a_second(monkeypatch):
     monkeypatch.setattr(interrupts, "_requested", [])
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        assert aiperf_runner._wait(subprocess.Popen([sys.executable, "-c", "pass"]), 10) == 0
+        assert aiperf_runner.wait_stoppable(subprocess.Popen([sys.executable, "-c", "pass"]), 10) == 0
         interrupts.request_stop("signal 15")
         start = time.monotonic()
         with pytest.raises(KeyboardInterrupt, match="signal 15"):
-            aiperf_runner._wait(process, 60)
+            aiperf_runner.wait_stoppable(process, 60)
         assert time.monotonic() - start < 3
     finally:
         process.kill()
@@ -34,7 +34,7 @@ def test_the_timeout_still_applies_without_a_request(monkeypatch):
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         with pytest.raises(subprocess.TimeoutExpired):
-            aiperf_runner._wait(process, 1.5)
+            aiperf_runner.wait_stoppable(process, 1.5)
     finally:
         process.kill()
         process.wait()

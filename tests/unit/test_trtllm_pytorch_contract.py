@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 import pytest
 
@@ -264,6 +265,9 @@ def test_a_bundles_store_key_names_the_options_it_holds():
     assert key(Build()) != key(Build(enable_block_reuse=False))
     assert key(Build()) != key(Build(cuda_graph_batch_sizes=[1, 8]))
     assert key(Build()) != key(Build(kv_cache_free_gpu_mem_fraction=0.8))
+    engine = SimpleNamespace(name="trtllm-engine")  # a stack without bundle settings
+    assert bundle_key(engine, "q", knobs, target) == bundle_key(engine, "q", knobs, target)
+    assert bundle_key(engine, "q", knobs, target) != key(Build())
 
 
 def test_a_bad_stack_is_named_where_it_was_written(cli):
