@@ -133,10 +133,20 @@ def _trial_in_benchmark(tmp_path: Path, model_dir: Path, **workload
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
     aiperf_log = trial_dir / "benchmark" / "aiperf.log"
+    aiperf_pid = trial_dir / "benchmark" / "aiperf.pid"
+
+    def profiling() -> bool:
+        # aiperf's own output, past the command line the runner writes first (which says
+        # `profile` before aiperf even starts), and its pidfile, written once it was started.
+        if not (aiperf_log.exists() and aiperf_pid.exists()):
+            return False
+        _, _, output = aiperf_log.read_text(errors="replace").partition("\n")
+        return "profil" in output.lower()
+
     # A bound, not a timing assert: on a loaded machine aiperf's dozen services start slowly.
     deadline = time.monotonic() + 600
     try:
-        while not (aiperf_log.exists() and "profil" in aiperf_log.read_text(errors="replace").lower()):
+        while not profiling():
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "the benchmark never started"
             time.sleep(0.5)
