@@ -22,7 +22,7 @@ from engines.llmapi.repository import PAYLOAD_TEMPLATE as LLMAPI_PAYLOAD
 from engines.llmapi.repository import TEMPLATE_DIR, decouple_shell
 from engines.trtllm.commands import Command, TrialPaths, launch_command
 from engines.trtllm.contract import ContractError, VersionContract
-from engines.trtllm.scripts import GRPC_PORT, HTTP_PORT, METRICS_PORT, serve_block, shell_line
+from engines.trtllm.scripts import GRPC_PORT, HTTP_PORT, METRICS_PORT, serve_block, shell_line, version_gate
 from evaluation.benchmark.aiperf_runner import (
     OPENAI_COMPLETIONS,
     TEMPLATE_NAME,
@@ -136,7 +136,6 @@ if [ -n "${{TASKS_DIR:-}}" ]; then
 else
     echo "TASKS_DIR is not set: accuracy skipped" >&2
 fi""")
-    versions = " | ".join(contract.versions)
     repo_id = spec.model.repo_id or "the model"
     body = "\n\n".join(steps)
     return f"""#!/usr/bin/env bash
@@ -155,13 +154,7 @@ case "$MODEL_DIR$WORK$TRTLLM_ROOT${{TASKS_DIR:-}}" in
         exit 2 ;;
 esac
 
-python3 - <<'PY'
-import fnmatch, sys
-import tensorrt_llm
-version = tensorrt_llm.__version__
-if not any(fnmatch.fnmatchcase(version, p) for p in "{versions}".split(" | ")):
-    sys.exit(f"TensorRT-LLM {{version}} is installed; these commands are for {contract.line} ({versions})")
-PY
+{version_gate(contract)}
 
 {body}
 """

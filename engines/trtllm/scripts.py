@@ -83,7 +83,6 @@ def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionC
     bench = Command("aiperf", aiperf_command(
         url=f"http://127.0.0.1:{HTTP_PORT}", model=SERVED_MODEL, workload=spec.workload,
         tokenizer=Path("$MODEL_DIR"), artifact_dir=Path(str(bench_dir)), executable=Path("aiperf")))
-    versions = " | ".join(contract.versions)
     repo_id = spec.model.repo_id or "the model"
     serve = serve_block(shell_line(launch), f"http://127.0.0.1:{HTTP_PORT}/v2/health/ready", HTTP_PORT)
     return f"""#!/usr/bin/env bash
@@ -102,13 +101,7 @@ case "$MODEL_DIR$WORK$TRTLLM_ROOT" in
 esac
 
 # The commands below are checked against TensorRT-LLM {contract.line}'s options: refuse another version.
-python3 - <<'PY'
-import fnmatch, sys
-import tensorrt_llm
-version = tensorrt_llm.__version__
-if not any(fnmatch.fnmatchcase(version, p) for p in "{versions}".split(" | ")):
-    sys.exit(f"TensorRT-LLM {{version}} is installed; these commands are for {contract.line} ({versions})")
-PY
+{version_gate(contract)}
 
 # 1. Checkpoint, shared by every trial with the same quant, KV cache, TP and PP: written aside,
 #    moved into place only when complete.
@@ -136,6 +129,18 @@ JSON
 {shell_line(bench)}
 curl -sf "http://127.0.0.1:{METRICS_PORT}/metrics" > "{bench_dir}/metrics.txt"
 """
+
+
+def version_gate(contract: VersionContract) -> str:
+    """Shell that stops the script unless the installed TensorRT-LLM is of `contract`'s line."""
+    versions = " | ".join(contract.versions)
+    return f"""python3 - <<'PY'
+import fnmatch, sys
+import tensorrt_llm
+version = tensorrt_llm.__version__
+if not any(fnmatch.fnmatchcase(version, p) for p in "{versions}".split(" | ")):
+    sys.exit(f"TensorRT-LLM {{version}} is installed; these commands are for {contract.line} ({versions})")
+PY"""
 
 
 def serve_block(command_line: str, ready_url: str, port: int) -> str:

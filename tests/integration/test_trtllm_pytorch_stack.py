@@ -161,7 +161,7 @@ def test_a_server_that_dies_at_start_is_a_reason_with_its_log(root, tiny_llama_d
     monkeypatch.setenv("STANDIN_FAIL", "serve")
     with pytest.raises(StepFailed, match="CUDA out of memory"):
         with stack.server(repo, tmp_path / "trial" / "server"):
-            pass
+            pytest.fail("a server whose process died at start was reported ready")
 
 
 def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, tmp_path, monkeypatch):
