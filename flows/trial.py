@@ -177,11 +177,7 @@ def _baseline_accuracy(source_dir: Path, checkpoint: dict, text: str, resolved: 
                        "versions": _package_versions()})[:16]
     path = workspace / "accuracy" / f"baseline-{key}.json"
     with key_lock(path.with_suffix(".lock"), f"the baseline accuracy {path.name}"):
-        if path.exists():
-            return AccuracyResult.load(path)
-        result = _accuracy(source_dir, text, resolved, include_paths, log_file)
-        result.save(path)
-        return result
+        return cached(path, lambda: _accuracy(source_dir, text, resolved, include_paths, log_file))
 
 
 def _paired(baseline: AccuracyResult, variant: AccuracyResult, trial_dir: Path, confidence: float,
