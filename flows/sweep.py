@@ -105,12 +105,15 @@ def promote_task(tracker: SweepTracker, resolved: ResolvedSpec, selection: Selec
 
 @flow(name="enginesweep", flow_run_name="{config}", log_prints=True)
 def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = False,
-               rebenchmark: bool = False) -> SweepOutcome:
+               rebenchmark: bool = False, only: list[str] | None = None,
+               promote: bool = True) -> SweepOutcome:
     """Run every feasible trial of a spec, track them in MLflow, select and promote.
 
     A trial whose inputs are unchanged since a successful run (same `trial_key`, bundle still
     verifying) is not run again: its record is reused (`rebenchmark`: its bundle and accuracy
-    are, the benchmark runs again; `rerun`: nothing is reused)."""
+    are, the benchmark runs again; `rerun`: nothing is reused). `only` restricts the sweep to
+    these slugs (a drift check re-benchmarks the champion alone); `promote=False` selects without
+    promoting."""
     resolved = load_spec(config, overrides or [])
     spec = resolved.spec
     workspace = spec.workspace.resolve()
@@ -132,18 +135,26 @@ def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = Fa
                         "planned_gpus": ",".join(plan.gpus)},
                 tags={FINGERPRINT_TAG: fingerprint, OWNER_TAG: owner_label(owners)}),
             held, get_run_logger().info)
-        return _sweep(resolved, plan, tracker, parent_id, logged, rerun=rerun, rebenchmark=rebenchmark)
+        return _sweep(resolved, plan, tracker, parent_id, logged, rerun=rerun, rebenchmark=rebenchmark,
+                      only=only, promote=promote)
 
 
 def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id: str,
-           logged: dict[str, list], *, rerun: bool, rebenchmark: bool) -> SweepOutcome:
+           logged: dict[str, list], *, rerun: bool, rebenchmark: bool,
+           only: list[str] | None = None, promote: bool = True) -> SweepOutcome:
     """The trials, selection and promotion of a sweep whose parent run is `parent_id` (`logged`:
     the child runs it already holds, when resumed)."""
     spec = resolved.spec
     try:
+        to_run = plan.to_run
+        if only is not None:
+            unknown = sorted(set(only) - {p.slug for p in to_run})
+            if unknown:
+                raise ValueError(f"only: {', '.join(unknown)} not among the trials this sweep runs")
+            to_run = [p for p in to_run if p.slug in set(only)]
         checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
         records, runs = [], {}
-        for planned in plan.to_run:  # feasible, not pruned, on the GPU this sweep runs on
+        for planned in to_run:  # feasible, not pruned, on the GPU this sweep runs on
             record = trial_task(resolved, planned.slug, checkpoint, planned, reuse=not rerun,
                                 rebenchmark=rebenchmark)
             records.append(record)
@@ -151,7 +162,8 @@ def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id:
                                                  logged.pop(record.slug, []))
         selection = select_task(records, resolved)
         tracker.log_accuracy_gate(runs, selection.rows)
-        promotion = promote_task(tracker, resolved, selection, runs, records) if selection.champion else None
+        promotion = (promote_task(tracker, resolved, selection, runs, records)
+                     if selection.champion and promote else None)
     except BaseException:
         tracker.finish_sweep(parent_id, status="FAILED", tables={}, tags={"enginesweep.status": "failed"})
         raise
