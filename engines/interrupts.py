@@ -19,3 +19,8 @@ def raise_if_stopped() -> None:
     """Raise KeyboardInterrupt again when a stop was requested."""
     if _requested:
         raise KeyboardInterrupt(_requested[0])
+
+
+def stop_requested() -> bool:
+    """Whether a stop was requested (for waits that must pass it on, not raise it)."""
+    return bool(_requested)
