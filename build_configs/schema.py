@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -359,9 +360,23 @@ class Registry(_Strict):
 
 
 class Execution(_Strict):
-    """How trials run; only the local runner exists today."""
+    """How and where trials run. GPU trials run concurrently, each on its own GPUs (TP*PP of
+    them, lent by a GPU-slot allocator as CUDA_VISIBLE_DEVICES); `reference` trials run one at a
+    time on the CPU."""
 
-    runner: Literal["local"] = "local"
+    runner: Literal["local", "dask"] = Field(
+        default="local",
+        description="`local`: trials on this machine, as many at once as its GPUs allow. `dask`: "
+                    "trials on a Dask cluster's workers (prefect-dask), each asking for TP*PP of "
+                    "the workers' `GPU` resource; on each worker the allocator picks the GPUs.")
+    gpus: list[NonNegativeInt] | None = Field(
+        default=None, min_length=1,
+        description="The GPU indices trials may use on each machine; default: detected "
+                    "(CUDA_VISIBLE_DEVICES if set, else NVML, else `nvidia-smi -L`).")
+    dask_address: str | None = Field(
+        default=None,
+        description="runner dask: the scheduler's address (tcp://host:8786); unset starts a "
+                    "local Dask cluster of one worker holding this machine's GPUs.")
     pytorch_server: Literal["triton", "trtllm-serve"] = Field(
         default="triton",
         description="trtllm-pytorch stack: serve through Triton's `llmapi` Python model "
@@ -370,6 +385,44 @@ class Execution(_Strict):
         default="/app/tensorrt_llm",
         description="GPU stacks: the TensorRT-LLM source tree (examples/, triton_backend/) in the "
                     "container the trials run in.")
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> Execution:
+        if self.dask_address is not None and self.runner != "dask":
+            raise ValueError("dask_address is set but runner is 'local': set execution.runner: dask, "
+                             "or remove dask_address")
+        if self.gpus is not None and len(set(self.gpus)) != len(self.gpus):
+            raise ValueError(f"gpus lists a GPU twice: {self.gpus}")
+        return self
+
+
+class Watch(_Strict):
+    """The champion watch of scheduled sweeps (`enginesweep schedule`): after each scheduled run
+    the champion is compared with what was measured, with thresholds set by the measurement
+    noise (flows.scheduled, evaluation/selection/watch.py)."""
+
+    policy: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="manual: flag a regressed or dominated champion (MLflow tags) and change "
+                    "nothing; auto: also promote a new trial that dominates it, recording why.")
+    repeats: PositiveInt = Field(
+        default=3, le=20,
+        description="Benchmarks of the champion in a drift check (nothing changed since the last "
+                    "scheduled run); their spread is the noise the thresholds are set from. 1 "
+                    "gives no noise estimate: only the floors apply then.")
+    noise_k: PositiveFloat = Field(
+        default=3.0,
+        description="A change counts when it exceeds noise_k standard errors of the difference "
+                    "of the means (pooled spread of the repeats) and the floor.")
+    min_relative_change: float = Field(
+        default=0.05, ge=0, lt=1,
+        description="Floor for latency, throughput, goodput and cost: a change smaller than this "
+                    "share of the champion's value never counts, however quiet the machine.")
+    accuracy_min_change: float = Field(
+        default=0.01, ge=0, lt=1,
+        description="Floor for accuracy metrics (perplexity, top-1, task scores), as a share "
+                    "of the champion's value; they are measured once per engine, so no spread is "
+                    "known for them and the floor alone applies.")
 
 
 class SweepSpec(_Strict):
@@ -391,6 +444,7 @@ class SweepSpec(_Strict):
     tracking: Tracking = Tracking()
     registry: Registry = Registry()
     execution: Execution = Execution()
+    watch: Watch = Watch()
     workspace: Path = Path("enginesweep-workspace")
 
     @field_validator("name")

@@ -5,8 +5,10 @@ never pickled `*.bin`/`*.pth` or GGUF unless asked) into the Hugging Face cache 
 `HF_HUB_CACHE`, or `cache_dir`) with `huggingface_hub.snapshot_download`, resolves the revision
 (branch, tag or sha) to its full commit sha and returns a `FetchedCheckpoint` record, the identity
 later stages hash. A commit already in the cache is served without the network. `local_checkpoint`
-gives the same record for a folder on disk. The hub token comes from one environment variable and
-is never logged, stored or put in a message. Needs huggingface_hub >= 1.0 (httpx transport).
+gives the same record for a folder on disk; `resolve_revision` only asks the hub which commit a
+revision names now (a scheduled sweep's "did it move?"). The hub token comes from one environment
+variable and is never logged, stored or put in a message. Needs huggingface_hub >= 1.0 (httpx
+transport).
 """
 
 from __future__ import annotations
@@ -91,6 +93,31 @@ def fetch_checkpoint(repo_id: str, revision: str, *, cache_dir: Path | None = No
     except (HfHubHTTPError, EntryNotFoundError) as error:
         raise _explain(api, repo_id, revision, token_env, token, error) from error
     return _record(repo_id, revision, folder, allow_patterns)
+
+
+def resolve_revision(repo_id: str, revision: str, *, token_env: str = "HF_TOKEN") -> str:
+    """The full commit sha that `revision` (branch, tag or sha) of `repo_id` names on the hub
+    now, asked without downloading anything; a full sha is returned as it is. A scheduled sweep
+    compares it with the last run's. Raises `CheckpointError` as `fetch_checkpoint` does, and also
+    when the hub gives no answer: a cached ref could be stale, which is the very thing asked."""
+    if _SHA.fullmatch(revision):
+        return revision
+    token = os.environ.get(token_env) or None
+    api = HfApi(token=token or False)
+    try:
+        sha = api.model_info(repo_id, revision=revision).sha
+    except _UNREACHABLE as error:
+        reason = _redact(f"{error.__class__.__name__}: {error}".splitlines()[0], token)
+        raise CheckpointError(
+            f"{repo_id}@{revision}: no answer from the hub at {constants.ENDPOINT} ({reason}), so "
+            "whether the revision moved is unknown: connect to the hub (or point HF_ENDPOINT at a "
+            "mirror), or pin model.revision to a full commit sha") from error
+    except (HfHubHTTPError, EntryNotFoundError) as error:
+        raise _explain(api, repo_id, revision, token_env, token, error) from error
+    if not sha or not _SHA.fullmatch(sha):
+        raise CheckpointError(f"{repo_id}@{revision}: the hub at {constants.ENDPOINT} answered "
+                              f"no commit sha ({sha!r}); pin model.revision to a full commit sha")
+    return sha
 
 
 def local_checkpoint(path: Path) -> FetchedCheckpoint:

@@ -78,34 +78,44 @@ except (OSError, AttributeError):
     _PRCTL = None
 
 
-def kill_with_parent() -> Callable[[], None]:
-    """A `preexec_fn` for Popen: the child is SIGKILLed by the kernel when the thread that
-    started it exits (Linux prctl PR_SET_PDEATHSIG), so a SIGKILLed sweep leaves no server
-    behind. A child whose parent died before the prctl took effect exits at once. A no-op where
-    prctl is missing."""
+def kill_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A `preexec_fn` for Popen: the child gets `sig` (SIGKILL; SIGTERM for a child that must
+    clean up) from the kernel when the thread that started it exits (Linux prctl
+    PR_SET_PDEATHSIG), so a SIGKILLed sweep leaves no server behind. A child whose parent died
+    before the prctl took effect exits at once. A no-op where prctl is missing."""
     parent = os.getpid()
 
     def preexec() -> None:
         if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            _PRCTL(_PR_SET_PDEATHSIG, sig)
         if os.getppid() != parent:
             os._exit(1)
 
     return preexec
 
 
-def session_pids(sid: int) -> list[int]:
-    """Every live process whose session id is `sid` (from /proc): mpirun's ranks call
-    setpgid(), so a process group is not enough, but they stay in the launcher's session."""
+STAT_PPID, STAT_SESSION = 1, 3
+"""Fields of /proc/PID/stat after the command name: state ppid pgrp session ..."""
+
+
+def pids_where(field: int, value: int) -> list[int]:
+    """Every live (not zombie) process whose /proc stat `field` (STAT_PPID, STAT_SESSION) is
+    `value`."""
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # gone meanwhile
-        if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session ...
+        if int(fields[field]) == value and fields[0] != "Z":
             pids.append(int(stat.parent.name))
     return pids
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process whose session id is `sid` (from /proc): mpirun's ranks call
+    setpgid(), so a process group is not enough, but they stay in the launcher's session."""
+    return pids_where(STAT_SESSION, sid)
 
 
 def command_line(pid: int) -> str:

@@ -180,6 +180,9 @@ class TrialRecord(_Record):
                                   "from (`enginesweep gc` keeps what a record names).")
     trial_key: str | None = Field(
         default=None, description="Content key of every input of the trial (flows.trial.trial_key).")
+    gpu_devices: list[int] | None = Field(
+        default=None, description="The GPUs (indices on its machine) the trial ran on, lent by the "
+                                  "GPU-slot allocator; None for a CPU trial.")
     executed_stages: list[str] = Field(
         default=[], description="Stages that did work in this run: quantize, build, serve+benchmark, "
                                 "accuracy; empty when a previous result was reused.")

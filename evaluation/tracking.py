@@ -12,11 +12,17 @@ thread-local stack), so trials may run in Prefect worker threads. Names keep pro
   `pred_error_output_tok_s_pct` = (predicted - measured) / measured * 100 (TTFT and ITL against
   the measured p50);
 * a calibrated prediction says so: tag and param `predicted_by` end in `+calibrated`, and params
-  `calibration.factor.<metric>` hold the factors applied (`enginesweep calibrate` divides them out).
+  `calibration.factor.<metric>` hold the factors applied (`enginesweep calibrate` divides them out);
+* the headline metrics of `evaluation.selection.headline` (`goodput_rps_at_sla`, `ttft_p99_ms`,
+  `itl_p99_ms`, `output_tok_s_per_gpu`, `usd_per_1m_tokens`, `accuracy_delta`, `engine_size_gb`):
+  the size with the trial, the numbers at the SLA once selection has judged every trial
+  (`log_headline_metrics`); tags `provenance` (`cpu-measured` / `gpu-measured`), `stack`,
+  `hardware` and `status` on every trial run.
 
 Params are flat strings (quant, kv_cache, tp, pp, knobs, stack, versions, hardware). Artifacts:
 the manifest, the trial record, aiperf's per-level exports; the spec, plan and selection tables on
-the parent. A failed trial is a FAILED child run with the reason in a tag and its error log.
+the parent, and the sweep report under `report/` (`evaluation.reports.sweep_report`). A failed
+trial is a FAILED child run with the reason in a tag and its error log.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evaluation.provenance import provenance_tag
 from evaluation.records import TrialRecord
+from evaluation.selection.headline import engine_size_gb, selection_headlines
 
 if TYPE_CHECKING:
     from build_configs.loading import ResolvedSpec
@@ -75,8 +83,18 @@ def open_client(tracking_uri: str):
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def is_tracking_server(tracking_uri: str) -> bool:
+    """True for an MLflow tracking server (http/https), False for a store the client opens
+    itself (sqlite, PostgreSQL and other databases, file)."""
+    return tracking_uri.split(":", 1)[0].lower() in ("http", "https")
+
+
 class SweepTracker:
-    """Writes one sweep into an MLflow experiment."""
+    """Writes one sweep into an MLflow experiment.
+
+    `artifact_root` is where a new experiment keeps its artifacts when the client opens the
+    store itself (sqlite or a database: `<workspace>/mlruns`). A tracking server chooses for
+    itself (`mlflow server --artifacts-destination s3://...`): there `artifact_root` is not used."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
         self.tracking_uri = tracking_uri
@@ -87,7 +105,10 @@ class SweepTracker:
             if found is not None:
                 self.experiment_id = found.experiment_id
             else:
-                location = artifact_root.resolve().as_uri() if artifact_root else None
+                # A file:// location on a server's experiment would have every client write
+                # into a folder of its own machine, bypassing the server's shared store.
+                local = artifact_root is not None and not is_tracking_server(tracking_uri)
+                location = artifact_root.resolve().as_uri() if local else None
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
 
     # -- parent run --------------------------------------------------------------------------
@@ -147,6 +168,17 @@ class SweepTracker:
                 self.client.set_tag(run_id, f"accuracy.verdict.{check.metric}",
                                     check.verdict[:5000])
 
+    def log_headline_metrics(self, trial_runs: dict[str, str], rows: list) -> None:
+        """The headline numbers selection derives (`evaluation.selection.headline`) on each
+        trial's run: `goodput_rps_at_sla`, `usd_per_1m_tokens`, `accuracy_delta` and the
+        `operating_concurrency` they were taken at, where the trial has them."""
+        for row in rows:
+            run_id = trial_runs.get(row.slug)
+            if run_id is None:
+                continue
+            for name, value in selection_headlines(row).items():
+                self.client.log_metric(run_id, name, value)
+
     # -- child runs --------------------------------------------------------------------------
     def log_trial(self, parent_id: str, record: TrialRecord, trial_dir: Path) -> str:
         """One nested run for one trial (FINISHED or FAILED); returns its id."""
@@ -157,6 +189,9 @@ class SweepTracker:
             "provenance.measured_on": record.hardware,
             "provenance.predicted_by": (record.predicted or {}).get("source", "none"),
             "enginesweep.executed_stages": ",".join(record.executed_stages) or "none (reused)",
+            # Short names the runs table filters on (the dotted ones above stay for readers).
+            "provenance": provenance_tag(record.hardware), "stack": record.stack,
+            "hardware": record.hardware, "status": record.status,
         })
         run_id = run.info.run_id
         self._params(run_id, record)
@@ -238,6 +273,9 @@ class SweepTracker:
             log(run_id, f"{delta.metric}_delta_ci_high", delta.ci_high)
             if delta.p_value is not None:
                 log(run_id, f"{delta.metric}_mcnemar_p", delta.p_value)
+        size = engine_size_gb(record)
+        if size is not None:  # a headline metric (evaluation.selection.headline)
+            log(run_id, "engine_size_gb", size)
         for name, value in (("engine_bytes", record.engine_bytes), ("build_seconds", record.build_seconds),
                             ("quantize_seconds", record.quantize_seconds)):
             if value is not None:

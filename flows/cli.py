@@ -1,11 +1,13 @@
 """The `enginesweep` command line: thin verbs over `build_configs`, `engines` and `evaluation`.
 
 `flows.cli_plan` and `flows.cli_size` hold the planning verbs, `flows.cli_calibrate` the closed
-loop, `flows.cli_run` the ones that run things; all register
+loop, `flows.cli_run` the ones that run things, `flows.cli_schedule` the schedules,
+`flows.cli_report` the sweep report; all register
 on the one Typer app of `flows.cli_common` (exit codes are documented there).
 """
 
-from flows import cli_calibrate, cli_gc, cli_plan, cli_run, cli_size  # noqa: F401 - importing registers the verbs
+from flows import (cli_calibrate, cli_gc, cli_plan, cli_report, cli_run,  # noqa: F401 - importing
+                   cli_schedule, cli_size)  # registers the verbs
 from flows.cli_common import app
 
 __all__ = ["app"]

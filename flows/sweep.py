@@ -2,15 +2,22 @@
 
 plan -> fetch -> every trial to run (feasible, not pruned by `planner.top_k`, on the GPU the
 sweep runs on) (quantize -> build -> serve + benchmark -> accuracy) ->
-select -> promote. Each task is a few lines around a library function (`flows.trial`,
-`evaluation.selection`, `evaluation.tracking`, `engines.registry`); trials run one at a time here
-and share quantized checkpoints. A failing trial is recorded (FAILED child run, reason, logs) and
+select -> promote -> report (headline metrics on each trial's run, the sweep report on the parent
+run). Each task is a few lines around a library function (`flows.trial`,
+`evaluation.selection`, `evaluation.tracking`, `engines.registry`). `reference` trials run one at
+a time in this process (on the CPU); GPU trials run concurrently, each in its own process on GPUs
+lent by the allocator (`flows.gpu_trials`), on this machine or a Dask cluster. Trials share
+quantized checkpoints. A failing trial is recorded (FAILED child run, reason, logs) and
 the sweep goes on; the outcome says `partial` then. Call `configure_prefect` before importing.
 """
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -19,6 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from build_configs.loading import ResolvedSpec, load_spec
+from build_configs.schema import Stack
+from engines.interrupts import raise_if_stopped, request_stop
 from engines.registry import Promotion, promote
 from evaluation.planning import Plan, PlannedTrial, expand
 from evaluation.records import TrialRecord
@@ -27,7 +36,16 @@ from evaluation.selection import Selection, select
 from evaluation.selection.render import selection_table_text
 from evaluation.tracking import SweepTracker
 from flows.sweep_owner import FINGERPRINT_TAG, OWNER_TAG, own_parent_run, owner_label, spec_fingerprint
+from flows.sweep_reporting import report_sweep
 from flows.sweep_settings import registered_model_name, tracking_uri
+from flows.gpu_trials import (
+    check_cluster,
+    check_gpus,
+    failed_record,
+    gpu_request,
+    run_on_gpus,
+    task_runner,
+)
 from flows.trial import checkpoint_source, hardware_of, run_trial
 
 # Inputs are specs and records, not hashable data: no task caching until the content-addressed
@@ -65,15 +83,25 @@ def fetch_task(resolved: ResolvedSpec) -> tuple[Path, dict]:
 
 @_task(task_run_name="trial-{slug}")
 def trial_task(resolved: ResolvedSpec, slug: str, checkpoint: tuple[Path, dict],
-               planned: PlannedTrial, reuse: bool = True, rebenchmark: bool = False) -> TrialRecord:
+               planned: PlannedTrial, reuse: bool = True, rebenchmark: bool = False,
+               cwd: str = ".", stop_file: str = "") -> TrialRecord:
     logger = get_run_logger()
+    started = time.time()
     try:
-        return run_trial(resolved, slug, log=logger.info, checkpoint=checkpoint, planned=planned,
-                         reuse=reuse, rebenchmark=rebenchmark)
+        if planned.stack == Stack.REFERENCE.value:  # on the CPU, in this process
+            return run_trial(resolved, slug, log=logger.info, checkpoint=checkpoint, planned=planned,
+                             reuse=reuse, rebenchmark=rebenchmark)
+        return run_on_gpus(resolved, planned, checkpoint, reuse=reuse, rebenchmark=rebenchmark,
+                           cwd=cwd, stop_file=stop_file, log=logger.info)
     except Exception as exc:  # noqa: BLE001 - recorded in record.json by run_trial; the sweep goes on
         logger.error(f"trial {slug} failed: {type(exc).__name__}: {exc}")
         path = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / slug / "record.json"
-        return TrialRecord.load(path)
+        if path.is_file() and path.stat().st_mtime >= started:
+            return TrialRecord.load(path)
+        # It failed before recording anything: an older record is not this run's answer.
+        record = failed_record(resolved, planned, f"{type(exc).__name__}: {exc}")
+        record.save(path)
+        return record
 
 
 @_task
@@ -152,14 +180,23 @@ def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id:
             if unknown:
                 raise ValueError(f"only: {', '.join(unknown)} not among the trials this sweep runs")
             to_run = [p for p in to_run if p.slug in set(only)]
+        check_gpus(resolved, [p for p in to_run if p.stack != Stack.REFERENCE.value])
         checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
-        records, runs = [], {}
-        for planned in to_run:  # feasible, not pruned, on the GPU this sweep runs on
-            record = trial_task(resolved, planned.slug, checkpoint, planned, reuse=not rerun,
-                                rebenchmark=rebenchmark)
-            records.append(record)
+        runs: dict[str, str] = {}
+
+        def track(record: TrialRecord) -> None:
             runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved,
                                                  logged.pop(record.slug, []))
+
+        if all(p.stack == Stack.REFERENCE.value for p in to_run):
+            records = []
+            for planned in to_run:  # feasible, not pruned, on the GPU this sweep runs on
+                records.append(trial_task(resolved, planned.slug, checkpoint, planned,
+                                          reuse=not rerun, rebenchmark=rebenchmark))
+                track(records[-1])
+        else:
+            records = _gpu_trials(resolved, to_run, checkpoint, track, reuse=not rerun,
+                                  rebenchmark=rebenchmark)
         selection = select_task(records, resolved)
         tracker.log_accuracy_gate(runs, selection.rows)
         promotion = (promote_task(tracker, resolved, selection, runs, records)
@@ -174,6 +211,7 @@ def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id:
                                                                  "selection.json": selection.model_dump_json(indent=2)},
                          tags={"enginesweep.status": status, "enginesweep.champion": selection.champion or "none",
                                "enginesweep.failed_trials": ",".join(failed) or "none"})
+    report_sweep(tracker, parent_id, runs, selection, spec.workspace.resolve(), get_run_logger())  # never raises
     reused = sum(1 for r in records if r.status == "ok" and not r.executed_stages)
     get_run_logger().info(f"{len(records)} trials: {reused} reused unchanged, "
                           f"{len(records) - reused} run")
@@ -182,3 +220,52 @@ def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id:
                         records=records, selection=selection,
                         promoted_version=promotion.version if promotion else None,
                         registered_model=promotion.model_name if promotion else None)
+
+
+def _gpu_trials(resolved: ResolvedSpec, to_run: list[PlannedTrial], checkpoint: tuple[Path, dict],
+                track, *, reuse: bool, rebenchmark: bool) -> list[TrialRecord]:
+    """Every GPU trial submitted at once to the spec's runner; each waits for its GPUs and is
+    tracked as soon as it ends. The records come back in plan order."""
+    execution = resolved.spec.execution
+    # Trials may run in other processes and machines (Dask workers, whose working directory is
+    # their own): the workspace goes with them as an absolute path.
+    workspace = resolved.spec.workspace.resolve()
+    resolved = replace(resolved, spec=resolved.spec.model_copy(update={"workspace": workspace}))
+    # How a stop reaches every trial, wherever it runs: a file in the (shared) sweep folder, one
+    # per sweep run so a later run does not read an old one.
+    stop_file = workspace / "sweeps" / resolved.spec.name / f".stop-{uuid.uuid4().hex}"
+    done: dict[str, TrialRecord] = {}
+    with task_runner(execution, len(to_run)) as runner:
+        try:
+            check_cluster(runner, to_run)
+            futures = {}
+            for planned in to_run:
+                with gpu_request(execution, planned):
+                    futures[runner.submit(trial_task, parameters={
+                        "resolved": resolved, "slug": planned.slug, "checkpoint": checkpoint,
+                        "planned": planned, "reuse": reuse, "rebenchmark": rebenchmark,
+                        "cwd": os.getcwd(), "stop_file": str(stop_file)})] = planned
+            while futures:
+                # Short waits, not one long one: a signal's handler runs in this thread only
+                # between them (Prefect's raises TerminationSignal here on SIGTERM).
+                next(iter(futures)).wait(timeout=0.5)
+                raise_if_stopped()
+                for future in [f for f in futures if f.wrapped_future.done()]:
+                    planned = futures.pop(future)
+                    try:
+                        record = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a crashed task (a lost Dask worker)
+                        record = failed_record(resolved, planned, f"{type(exc).__name__}: {exc}")
+                        record.save(workspace / "sweeps" / resolved.spec.name / planned.slug / "record.json")
+                    done[record.slug] = record
+                    track(record)
+        except BaseException as exc:
+            # Before the runner's exit, which waits for its running tasks: tell them to stop
+            # (trials waiting for GPUs give up, running ones stop their process, which saves
+            # its record), here and on every Dask worker.
+            request_stop(f"the sweep stopped: {type(exc).__name__}")
+            stop_file.parent.mkdir(parents=True, exist_ok=True)
+            stop_file.touch()
+            raise
+    stop_file.unlink(missing_ok=True)  # only after the runner waited for every task
+    return [done[p.slug] for p in to_run]

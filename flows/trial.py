@@ -239,6 +239,12 @@ def _package_versions() -> dict[str, str | None]:
     return found
 
 
+def key_versions() -> dict[str, str | None]:
+    """The library versions every trial key holds: a change of any re-runs every trial (a
+    scheduled sweep calls this its runtime version)."""
+    return dict(_package_versions())
+
+
 def _with_mtimes(identity: dict[str, Any], folder: Path) -> dict[str, Any]:
     """A local checkpoint's identity (config hash, file sizes) plus its files' modification
     times: retrained weights of the same shapes must not pass for the old ones. Hub snapshots

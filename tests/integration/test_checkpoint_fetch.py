@@ -215,3 +215,36 @@ def test_token_never_appears_in_records_logs_or_errors(hub, mirror, tmp_path):
         assert canary not in run.stdout and canary not in run.stderr
     cache = [p for p in (tmp_path / "hf").rglob("*") if p.is_file()]
     assert cache and not [p for p in cache if canary.encode() in p.read_bytes()]
+
+
+_RESOLVE = """
+import json, sys
+from engines.checkpoints import CheckpointError, resolve_revision
+try:
+    print(json.dumps({"sha": resolve_revision(*sys.argv[1:3])}))
+except CheckpointError as error:
+    print(json.dumps({"error": str(error)}))
+"""
+
+
+def resolve(endpoint: str, hf_home: Path, repo_id: str, revision: str) -> dict:
+    """`resolve_revision` in a fresh interpreter pointed at `endpoint` (as `fetch` does)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home))
+    done = subprocess.run([sys.executable, "-c", _RESOLVE, repo_id, revision], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_resolve_revision_names_the_commit_without_downloading(hub, mirror, tmp_path):
+    hf_home = tmp_path / "hf"
+    for revision, expected in (("v1.0", "v1"), ("main", "main"), ("dev", "dev")):
+        assert resolve(hub, hf_home, REPO, revision) == {"sha": mirror.shas[expected]}
+    assert not list(hf_home.rglob("*.safetensors"))  # asked, not fetched
+    assert resolve(hub, hf_home, REPO, "no-such-branch")["error"].startswith(
+        f"{REPO} has no revision 'no-such-branch' (branches: dev, main; tags: v1.0)")
+    # No answer: whether the branch moved is unknown, and no cached ref may stand in for it.
+    gone = resolve("http://127.0.0.1:9", hf_home, REPO, "main")["error"]
+    assert gone.startswith(f"{REPO}@main: no answer from the hub at http://127.0.0.1:9 (ConnectError")
+    assert "pin model.revision to a full commit sha" in gone

@@ -139,6 +139,94 @@ def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
     assert leftovers == "", leftovers
 
 
+def _first_sweep(client):
+    """The module's first sweep run and its trial runs (the re-run test adds a second, last)."""
+    experiment = client.get_experiment_by_name("enginesweep").experiment_id
+    parent = client.search_runs([experiment], "tags.`enginesweep.kind` = 'sweep'",
+                                order_by=["start_time ASC"])[0]
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return parent, children
+
+
+def test_trial_runs_carry_the_headline_metrics_and_tags(swept, client):
+    """The same headline set on every trial run, equal to what selection judged (selection.json
+    on the parent) and to the record's engine size; tags for provenance, stack, hardware, status."""
+    from evaluation.records import TrialRecord
+    from evaluation.selection import Selection
+    from evaluation.selection.headline import HEADLINE_METRICS, accuracy_delta
+
+    _, root, _ = swept
+    parent, children = _first_sweep(client)
+    selection = Selection.model_validate_json(
+        Path(client.download_artifacts(parent.info.run_id, "selection.json", str(root))).read_text())
+    assert len(children) == len(selection.rows) == 2
+    for child in children:
+        tags, metrics = child.data.tags, child.data.metrics
+        assert {k: tags[k] for k in ("provenance", "stack", "hardware", "status")} == {
+            "provenance": "cpu-measured", "stack": "reference", "hardware": "cpu", "status": "ok"}
+        assert set(HEADLINE_METRICS) <= set(metrics), sorted(set(HEADLINE_METRICS) - set(metrics))
+        row = selection.row(child.info.run_name)
+        assert metrics["goodput_rps_at_sla"] == pytest.approx(row.goodput)
+        assert metrics["usd_per_1m_tokens"] == pytest.approx(row.usd_per_1m_output_tokens)
+        assert metrics["accuracy_delta"] == pytest.approx(accuracy_delta(row))
+        assert metrics["operating_concurrency"] == row.operating_concurrency
+        trial_dir = root / "ws" / "sweeps" / "tiny-sweep" / child.info.run_name
+        record = TrialRecord.load(trial_dir / "record.json")
+        assert metrics["engine_size_gb"] == pytest.approx(record.engine_bytes / 1e9)
+
+
+def test_the_sweep_writes_its_report_with_each_successful_trial_in_every_plot(swept, client):
+    """The flow's last step: report.html/.md and PNGs in the workspace and on the parent run;
+    the HTML parsed: every section, and each figure's data has the successful trials' points.
+    Then `enginesweep report SPEC latest` rebuilds it from MLflow into another folder."""
+    from evaluation.records import TrialRecord
+    from report_page import ONE_POINT_PER_TRIAL, SECTIONS, parse, points_by_trial
+
+    path, root, done = swept
+    assert "sweep report not written" not in done.stdout + done.stderr
+    parent, _ = _first_sweep(client)
+    run_id = parent.info.run_id
+    folder = root / "ws" / "reports" / "tiny-sweep" / run_id
+    sweep_dir = root / "ws" / "sweeps" / "tiny-sweep"
+    records = [TrialRecord.load(p) for p in sweep_dir.glob("*/record.json")]
+    ok = {r.slug: r for r in records if r.status == "ok"}
+    assert len(ok) == 2
+
+    logged = {a.path for a in client.list_artifacts(run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/figures"} <= logged
+    pngs = {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(run_id, "report/figures")}
+    assert pngs == {p.name for p in (folder / "figures").glob("*.png")}
+    assert {f"{figure}.png" for figure in ONE_POINT_PER_TRIAL} <= pngs
+
+    downloaded = Path(client.download_artifacts(run_id, "report/report.html", str(root)))
+    for page_path in (folder / "report.html", downloaded):
+        page = parse(page_path.read_text())
+        assert page.sections == SECTIONS and page.external == []
+        for figure in ONE_POINT_PER_TRIAL:
+            assert points_by_trial(page.figures[figure]) == {slug: 1 for slug in ok}, figure
+            title = page.figures[figure]["layout"]["title"]["text"]
+            assert "measured on cpu (CPU reference stack" in title
+        for figure in ("latency-ttft", "latency-itl"):
+            assert {t["name"]: len(t["x"]) for t in page.figures[figure]["data"]} == \
+                {slug: len(r.benchmark.levels) for slug, r in ok.items()}
+        assert points_by_trial(page.figures["predicted-vs-measured"]) == {
+            slug: 3 * len({p["concurrency"] for p in r.predicted["per_concurrency"]}
+                          & {lv.concurrency for lv in r.benchmark.levels}) for slug, r in ok.items()}
+        assert "predicted:roofline" in \
+            page.figures["predicted-vs-measured"]["layout"]["title"]["text"]
+        memory = page.figures["memory-breakdown"]["data"]
+        assert {slug for trace in memory for slug in trace["customdata"]} == set(ok)
+        assert "planner.target_request_rate is not set" in " ".join(page.text)
+
+    again = cli("report", str(path), "latest", "--out", str(root / "again"), "--no-log", cwd=root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rebuilt = parse((root / "again" / "report.html").read_text())
+    assert rebuilt.sections == SECTIONS
+    assert {f: points_by_trial(rebuilt.figures[f]) for f in ONE_POINT_PER_TRIAL} == \
+        {f: {slug: 1 for slug in ok} for f in ONE_POINT_PER_TRIAL}
+    assert run_id in again.stdout
+
+
 def test_an_unchanged_rerun_reuses_every_trial_and_runs_nothing(swept, client):
     """Last in the module: it adds a second sweep run to the store. Nothing is quantized,
     built, served, benchmarked or evaluated again: the trials' own records say so."""
