@@ -3,9 +3,10 @@
 Everything goes through `MlflowClient` with explicit run ids (not `mlflow.start_run`'s
 thread-local stack), so trials may run in Prefect worker threads. Names keep provenance apart:
 
-* measured metrics carry no prefix (`ttft_p99_ms`, `output_tok_s`, `goodput_req_s`, ...), logged
-  with `step=concurrency` so MLflow's comparison charts draw latency/throughput curves; the run's
-  `provenance.measured_on` tag says on what hardware (`cpu` on the reference stack);
+* measured per-level metrics are `by_concurrency/<name>` (`by_concurrency/ttft_p99_ms`,
+  `.../output_tok_s`, `.../goodput_req_s`, ...), logged with `step=concurrency` so MLflow's
+  charts draw latency/throughput curves; the run's `provenance.measured_on` tag says on what
+  hardware (`cpu` on the reference stack);
 * predictions carry `pred_` (`pred_ttft_ms`, `pred_itl_ms`, ...) and the tag
   `provenance.predicted_by` (`predicted:roofline`);
 * where both exist for a concurrency level, `pred_error_itl_pct` / `pred_error_ttft_pct` /
@@ -15,8 +16,8 @@ thread-local stack), so trials may run in Prefect worker threads. Names keep pro
   `calibration.factor.<metric>` hold the factors applied (`enginesweep calibrate` divides them out);
 * the headline metrics of `evaluation.selection.headline` (`goodput_rps_at_sla`, `ttft_p99_ms`,
   `itl_p99_ms`, `output_tok_s_per_gpu`, `usd_per_1m_tokens`, `accuracy_delta`, `engine_size_gb`):
-  the size with the trial, the numbers at the SLA once selection has judged every trial
-  (`log_headline_metrics`); tags `provenance` (`cpu-measured` / `gpu-measured`), `stack`,
+  one value each, at the operating point: the size with the trial, the rest once selection has
+  judged every trial (`log_headline_metrics`); tags `provenance` (`cpu-measured` / `gpu-measured`), `stack`,
   `hardware` and `status` on every trial run.
 
 Params are flat strings (quant, kv_cache, tp, pp, knobs, stack, versions, hardware). Artifacts:
@@ -40,6 +41,11 @@ from evaluation.selection.headline import engine_size_gb, selection_headlines
 if TYPE_CHECKING:
     from build_configs.loading import ResolvedSpec
     from evaluation.planning import Plan
+
+CURVE = "by_concurrency/"
+"""Prefix of the metrics logged once per concurrency level (step = concurrency): MLflow's charts
+draw them as curves, grouped under this name. The unprefixed headline names hold one value, at
+the operating point, so the runs table and compare view line up numbers taken at the same point."""
 
 _LEVEL_METRICS = {
     "ttft_p50_ms": lambda level: level.ttft_ms.p50,
@@ -244,7 +250,7 @@ class SweepTracker:
                 for name, read in _LEVEL_METRICS.items():
                     value = read(level)
                     if value is not None:
-                        log(run_id, name, float(value), step=level.concurrency)
+                        log(run_id, CURVE + name, float(value), step=level.concurrency)
         predicted = record.predicted or {}
         measured = {lvl.concurrency: lvl for lvl in (record.benchmark.levels if record.benchmark else [])}
         for level in predicted.get("per_concurrency", []):

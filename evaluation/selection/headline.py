@@ -4,15 +4,16 @@ report's Pareto plots use, all measured (never predicted).
 | name | what | where from |
 |---|---|---|
 | `goodput_rps_at_sla` | requests/s meeting the SLA at the operating point | selection row |
-| `ttft_p99_ms` | TTFT p99, stepped by concurrency | benchmark levels |
-| `itl_p99_ms` | ITL p99, stepped by concurrency | benchmark levels |
-| `output_tok_s_per_gpu` | output tok/s per GPU, stepped by concurrency | benchmark levels |
+| `ttft_p99_ms` | TTFT p99 at the operating point | selection row |
+| `itl_p99_ms` | ITL p99 at the operating point | selection row |
+| `output_tok_s_per_gpu` | output tok/s per GPU at the operating point | selection row |
 | `usd_per_1m_tokens` | $ per 1M good output tokens at the operating point | selection row |
 | `accuracy_delta` | worst accuracy change vs the unquantized baseline (< 0: worse) | selection row |
 | `engine_size_gb` | the engine bundle on disk, 1e9 bytes | trial record |
 
-The three stepped ones were logged per concurrency level before this set existed (the calibration
-loop reads their history); MLflow's run table shows their value at the highest concurrency.
+Every level's numbers are also logged as curves (`by_concurrency/<name>`, step = concurrency;
+the calibration loop reads those); the headline names hold the operating point's alone, so a
+runs-table row never pairs goodput at one concurrency with latency at another.
 `accuracy_delta` is `-accuracy_drop` in the SLA's mode (absolute units, or a fraction of the
 baseline in `relative` mode): one sign for every metric, where a drop is "how much worse" (a rise
 in perplexity, a fall in accuracy). A trial without an operating point (failed, or no level met
@@ -42,7 +43,11 @@ def engine_size_gb(record: TrialRecord) -> float | None:
 def selection_headlines(row: TrialSelection) -> dict[str, float]:
     """The headline numbers selection derives for one trial (at its operating point, and its
     accuracy delta), plus the operating concurrency they were taken at; only those it has."""
+    at_point = row.operating_concurrency is not None  # else the row's latencies met no SLA
     values = {"goodput_rps_at_sla": row.goodput, "usd_per_1m_tokens": row.usd_per_1m_output_tokens,
+              "ttft_p99_ms": row.ttft_p99_ms if at_point else None,
+              "itl_p99_ms": row.itl_p99_ms if at_point else None,
+              "output_tok_s_per_gpu": row.tok_s_per_gpu if at_point else None,
               "accuracy_delta": accuracy_delta(row),
               "operating_concurrency": row.operating_concurrency}
     return {name: float(value) for name, value in values.items() if value is not None}

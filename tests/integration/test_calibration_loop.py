@@ -95,7 +95,7 @@ def test_calibrate_reports_the_error_fits_factors_and_the_next_plan_uses_them(cl
         runs["calibration"].data.metrics
     trial_run = next(r for r in client.search_runs([tracker.experiment_id])
                      if r.data.tags.get("enginesweep.slug") == records[0].slug)
-    itl = {m.step: m.value for m in client.get_metric_history(trial_run.info.run_id, "itl_p50_ms")}
+    itl = {m.step: m.value for m in client.get_metric_history(trial_run.info.run_id, "by_concurrency/itl_p50_ms")}
     assert itl == {lvl.concurrency: pytest.approx(lvl.itl_ms.p50) for lvl in records[0].benchmark.levels}
     assert "pred_error_output_tok_s_pct" in trial_run.data.metrics
     names = set(trial_run.data.metrics)

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.integration
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 SLUG = "tiny__bf16__kv-auto__tp1"
 MODEL = "tiny-engine"  # the registry name write_tiny_sweep's spec sets
-HEADLINE = ("ttft_p99_ms", "itl_p99_ms", "output_tok_s", "goodput_req_s")
+HEADLINE = ("ttft_p99_ms", "itl_p99_ms", "output_tok_s_per_gpu", "goodput_rps_at_sla",
+            "by_concurrency/output_tok_s", "by_concurrency/goodput_req_s")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_runs_and_metrics_through_mlflow(swept, client):
     assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     assert set(HEADLINE) <= set(child.data.metrics)
     # metrics are stepped by concurrency (the one level this sweep measured)
-    assert [m.step for m in client.get_metric_history(child.info.run_id, "ttft_p99_ms")] == [1]
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "by_concurrency/ttft_p99_ms")] == [1]
 
 
 def test_the_rows_are_in_the_postgres_database(swept, postgres_server):  # noqa: F811
@@ -99,7 +100,7 @@ def test_the_rows_are_in_the_postgres_database(swept, postgres_server):  # noqa:
     trial_run = rows[1][0]
     metrics = dict(postgres_server.query(
         "SELECT key, value FROM latest_metrics WHERE run_uuid = %s", (trial_run,)))
-    assert set(HEADLINE) <= set(metrics) and metrics["output_tok_s"] > 0
+    assert set(HEADLINE) <= set(metrics) and metrics["by_concurrency/output_tok_s"] > 0
     aliases = postgres_server.query(
         "SELECT a.alias, v.version, v.run_id FROM registered_model_aliases a "
         "JOIN model_versions v ON v.name = a.name AND v.version = a.version WHERE a.name = %s",

@@ -76,7 +76,7 @@ def test_parent_and_child_runs_with_stepped_metrics(client):
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert child.data.tags["provenance.measured_on"] == "cpu"
         assert child.data.params["quant"] in ("bf16", "fp8") and child.data.params["tp"] == "1"
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "ttft_p99_ms")]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "by_concurrency/ttft_p99_ms")]
         assert sorted(steps) == [1, 2]
         assert [m.step for m in client.get_metric_history(child.info.run_id, "pred_itl_ms")] == [1, 2]
         assert "perplexity_delta" in child.data.metrics and "perplexity_delta_ci_high" in child.data.metrics
@@ -170,6 +170,11 @@ def test_trial_runs_carry_the_headline_metrics_and_tags(swept, client):
         assert metrics["usd_per_1m_tokens"] == pytest.approx(row.usd_per_1m_output_tokens)
         assert metrics["accuracy_delta"] == pytest.approx(accuracy_delta(row))
         assert metrics["operating_concurrency"] == row.operating_concurrency
+        # one value, at that operating point (the curves are under by_concurrency/)
+        history = client.get_metric_history(child.info.run_id, "ttft_p99_ms")
+        assert [m.value for m in history] == [pytest.approx(row.ttft_p99_ms)]
+        assert metrics["itl_p99_ms"] == pytest.approx(row.itl_p99_ms)
+        assert metrics["output_tok_s_per_gpu"] == pytest.approx(row.tok_s_per_gpu)
         trial_dir = root / "ws" / "sweeps" / "tiny-sweep" / child.info.run_name
         record = TrialRecord.load(trial_dir / "record.json")
         assert metrics["engine_size_gb"] == pytest.approx(record.engine_bytes / 1e9)

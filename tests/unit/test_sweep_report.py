@@ -210,11 +210,17 @@ def test_headline_accuracy_delta_is_the_negative_drop_and_zero_for_the_baseline(
             assert "accuracy_delta" not in headlines
         else:
             assert headlines["accuracy_delta"] == accuracy_delta(row) == 0.0 - row.accuracy_drop
+        at_point = {"goodput_rps_at_sla", "usd_per_1m_tokens", "ttft_p99_ms", "itl_p99_ms",
+                    "output_tok_s_per_gpu"}
         if row.operating_concurrency is None:  # no made-up numbers at an SLA never met
-            assert not {"goodput_rps_at_sla", "usd_per_1m_tokens"} & set(headlines)
+            assert not at_point & set(headlines)
         else:
             assert headlines["goodput_rps_at_sla"] == row.goodput
             assert headlines["usd_per_1m_tokens"] == row.usd_per_1m_output_tokens
+            # the latency and throughput of that same operating point, not another level's
+            assert (headlines["ttft_p99_ms"], headlines["itl_p99_ms"],
+                    headlines["output_tok_s_per_gpu"]) == (row.ttft_p99_ms, row.itl_p99_ms,
+                                                           row.tok_s_per_gpu)
     baseline = next(row for row in rows.values() if row.is_baseline and row.status == "ok")
     assert str(selection_headlines(baseline)["accuracy_delta"]) == "0.0"  # not -0.0
 
