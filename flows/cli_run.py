@@ -131,10 +131,13 @@ def run(config: ConfigArg, set_: SetOpt = None,
     handle_sigterm()
     start_ephemeral_api(resolved.spec.workspace)
     from evaluation.selection.render import selection_table
+    from flows.progress_view import SweepProgress
     from flows.sweep import sweep_flow
 
     try:
-        outcome = sweep_flow(config, set_ or [], rerun=rerun, rebenchmark=rebenchmark)
+        # Live table on a terminal, one plain line per event in a log.
+        with SweepProgress(out, warn=lambda message: err.print(message, markup=False, highlight=False)):
+            outcome = sweep_flow(config, set_ or [], rerun=rerun, rebenchmark=rebenchmark)
     except KeyboardInterrupt:
         err.print("interrupted: every server and load generator was stopped")
         raise typer.Exit(130) from None

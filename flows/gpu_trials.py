@@ -163,3 +163,14 @@ def gpu_request(execution: Execution, planned: PlannedTrial):
     import dask
 
     return dask.annotate(resources={"GPU": planned.config.world_size})
+
+
+def trials_at_once(execution: Execution, on_gpus: list[PlannedTrial]) -> int:
+    """About how many of these trials run at once (the progress view's ETA divides by it): 1
+    with none on GPUs (`reference` trials run one at a time); else this machine's GPUs over
+    the narrowest trial's TP*PP. A remote Dask cluster's GPUs are not known here: 1, so its ETA
+    errs long."""
+    if not on_gpus or execution.dask_address:
+        return 1
+    narrowest = min(p.config.world_size for p in on_gpus)
+    return max(1, min(len(on_gpus), len(machine_gpus(execution)) // narrowest))

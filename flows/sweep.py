@@ -27,7 +27,9 @@ from pydantic import BaseModel, ConfigDict
 
 from build_configs.loading import ResolvedSpec, load_spec
 from build_configs.schema import Stack
+from engines import progress
 from engines.interrupts import raise_if_stopped, request_stop
+from engines.progress import ProgressEvent
 from engines.registry import Promotion, promote
 from evaluation.planning import Plan, PlannedTrial, expand
 from evaluation.records import TrialRecord
@@ -45,6 +47,7 @@ from flows.gpu_trials import (
     gpu_request,
     run_on_gpus,
     task_runner,
+    trials_at_once,
 )
 from flows.trial import checkpoint_source, hardware_of, run_trial
 
@@ -180,11 +183,17 @@ def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id:
             if unknown:
                 raise ValueError(f"only: {', '.join(unknown)} not among the trials this sweep runs")
             to_run = [p for p in to_run if p.slug in set(only)]
-        check_gpus(resolved, [p for p in to_run if p.stack != Stack.REFERENCE.value])
+        on_gpus = [p for p in to_run if p.stack != Stack.REFERENCE.value]
+        check_gpus(resolved, on_gpus)
+        progress.emit(ProgressEvent(kind="planned", slugs=tuple(p.slug for p in to_run),
+                                    concurrency=trials_at_once(spec.execution, on_gpus)))
         checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
         runs: dict[str, str] = {}
 
         def track(record: TrialRecord) -> None:
+            status = "reused" if record.status == "ok" and not record.executed_stages else record.status
+            progress.emit(ProgressEvent(kind="finished", slug=record.slug, status=status,
+                                        error=record.error or ""))
             runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved,
                                                  logged.pop(record.slug, []))
 

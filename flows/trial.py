@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from build_configs.loading import ResolvedSpec
-from engines import textdata
+from engines import progress, textdata
 from engines.demo_model import DEMO_REPO_ID, GGUF_FILE, prepare_smollm2, smollm2_package_dir
 from engines.manifest import file_sha256, inputs_hash
 from engines.quantize.modelopt_cpu import QuantizeResult, load_quantized_model
@@ -114,7 +114,9 @@ def checkpoint_source(resolved: ResolvedSpec, workspace: Path, log: Callable[[st
                       ) -> tuple[Path, dict[str, Any]]:
     """The local checkpoint folder of the spec's model and its identity (for hashes): a local
     path, the demo model (converted from the GGUF its package ships), or a hub repo pinned to
-    the commit its revision resolves to."""
+    the commit its revision resolves to. A hub checkpoint's identity is that commit, not the
+    revision as named: `main` and the sha it resolves to (a scheduled run pins it) are the same
+    checkpoint and must key the same trials, bundles and baselines."""
     from engines.checkpoints import CheckpointError, fetch_checkpoint, local_checkpoint
 
     model = resolved.spec.model
@@ -129,7 +131,9 @@ def checkpoint_source(resolved: ResolvedSpec, workspace: Path, log: Callable[[st
         found = fetch_checkpoint(model.repo_id or "", model.revision, log=log)
     except CheckpointError as exc:
         raise TrialError(f"model.repo_id: {exc}") from None
-    return found.local_dir, {"source": "hub", **found.model_dump(mode="json", exclude={"local_dir"})}
+    # `model.revision` as named stays in the spec (logged with the sweep); the key holds the commit.
+    return found.local_dir, {"source": "hub", **found.model_dump(mode="json",
+                                                                 exclude={"local_dir", "revision"})}
 
 
 @lru_cache(maxsize=1)
@@ -142,6 +146,7 @@ def _demo_gguf_sha256() -> str:
 def _stage(name: str, timings: dict[str, float], log: Callable[[str], None]):
     raise_if_stopped()  # a stop request a library swallowed ends the trial here at the latest
     log(f"[{name}] ...")
+    progress.stage_started(name)  # the live view of `enginesweep run`, when one listens
     start = time.perf_counter()
     yield
     raise_if_stopped()
@@ -325,7 +330,8 @@ def run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None] =
     # Shared: any number of trials run at once; `enginesweep gc` takes it exclusively, so it
     # never removes a store entry a running trial has made but not yet named in its record.
     with key_lock(workspace / GC_LOCK, "a garbage collection of this workspace", log, shared=True), \
-            key_lock(trial_dir.parent / ".locks" / f"{slug}.lock", f"trial {slug}", log):
+            key_lock(trial_dir.parent / ".locks" / f"{slug}.lock", f"trial {slug}", log), \
+            progress.trial(slug):
         return _run_trial(resolved, slug, log=log, checkpoint=checkpoint, planned=planned,
                           reuse=reuse, rebenchmark=rebenchmark)
 

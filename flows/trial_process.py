@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from engines import progress
 from engines.gpu_slots import Lease
 from engines.interrupts import stop_requested
 from engines.processes import kill_with_parent
@@ -108,7 +109,12 @@ def run_trial_process(job: TrialJob, lease: Lease | None, log: Callable[[str], N
 
 def _forward(process: subprocess.Popen, log: Callable[[str], None]) -> None:
     for line in process.stdout:
-        log(line.rstrip("\n"))
+        line = line.rstrip("\n")
+        event = progress.from_line(line)
+        if event is None:
+            log(line)
+        else:  # the child's progress: to this process's listener (if any), not into the log
+            progress.emit(event)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -145,6 +151,8 @@ def main() -> int:
         except BrokenPipeError:  # the sweep is gone: the trial still stops cleanly and records
             pass
 
+    # Progress events travel to the parent on the same stdout, one marked line each.
+    progress.use_sink(lambda event: log(progress.to_line(event)))
     started = time.time()
     resolved = validate_data(job.spec, job.source)
     trial_dir = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / job.slug

@@ -53,6 +53,22 @@ def test_sweep_completes_and_names_a_champion(swept):
     assert "measured on cpu" in done.stdout
 
 
+def test_a_log_reads_the_sweeps_progress_line_by_line(swept):
+    """stdout is a pipe here, as in CI: no live table, one plain `[progress` line per stage of
+    each trial and per finished trial, no carriage return or ANSI code, no endless line."""
+    _, root, done = swept
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[progress ")]
+    slugs = sorted(p.parent.name for p in (root / "ws" / "sweeps" / "tiny-sweep").glob("*/record.json"))
+    assert len(slugs) == 2 and lines[0] == "[progress 0/2] sweep: 2 trials to run, 1 at a time"
+    for slug in slugs:
+        for stage in ("checkpoint", "quantize", "build", "serve+benchmark", "accuracy"):
+            assert any(f"] {slug}: {stage} (elapsed " in line for line in lines), (slug, stage, lines)
+        assert any(f"] {slug}: ok after " in line for line in lines), lines
+    assert lines[-1].endswith("| done 2, failed 0, ETA 0:00"), lines
+    assert "\r" not in done.stdout and "\x1b[" not in done.stdout
+    assert max(len(line) for line in done.stdout.splitlines()) < 400
+
+
 def test_the_token_never_reaches_anything_the_sweep_wrote(swept):
     """HF_TOKEN was set for the sweep: no file under the workspace (MLflow's sqlite store and
     artifacts, Prefect's database, records, logs, bundles) nor the CLI output contains it."""
