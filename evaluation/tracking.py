@@ -295,9 +295,9 @@ class SweepTracker:
             log(run_id, f"stage_seconds.{stage.replace('+', '_')}", seconds)
 
     def _artifacts(self, run_id: str, record: TrialRecord, trial_dir: Path) -> None:
-        record_path = trial_dir / "record.json"
-        if record_path.exists():
-            self.client.log_artifact(run_id, str(record_path))
+        # The record in memory, not trial_dir/record.json: a reused trial's file is not
+        # rewritten, while its record here was judged again under this sweep's SLA.
+        self.client.log_text(run_id, record.model_dump_json(indent=2) + "\n", "record.json")
         manifest_path = Path(record.bundle_dir or trial_dir / "missing") / "manifest.json"
         if manifest_path.exists():
             self.client.log_artifact(run_id, str(manifest_path))

@@ -78,3 +78,11 @@ def points_by_trial(figure: dict) -> dict[str, int]:
         for slug in trace["customdata"]:
             counts[slug] = counts.get(slug, 0) + 1
     return counts
+
+
+def point_of(figure: dict, slug: str) -> tuple:
+    """The (x, y) of trial `slug`'s one point in the figure."""
+    found = [(trace["x"][i], trace["y"][i]) for trace in figure["data"]
+             for i, name in enumerate(trace["customdata"]) if name == slug]
+    assert len(found) == 1, (slug, found)
+    return found[0]

@@ -1,7 +1,9 @@
 """The report's figures as data (`report_model.Figure`), one function per plot.
 
-Measured figures place every successful trial (status ok, benchmarked); a trial that cannot be
-placed (no accuracy measured, no engine size) is named in the figure's notes with the reason.
+Measured figures place every successful trial (status ok, benchmarked) that has the numbers: the
+Pareto plots take them at its operating point, so a trial with none (no concurrency level met the
+latency SLA) is left off them and named in its section; a trial missing one number (no accuracy
+measured, no engine size) is named in the figure's notes with the reason.
 Predicted numbers get figures of their own, titled with their source: a figure never mixes
 measured and predicted points under one unlabelled axis.
 """
@@ -13,11 +15,18 @@ from collections.abc import Callable
 from build_configs.schema import SLA
 from evaluation.provenance import predicted_label
 from evaluation.reports.report_model import Figure, ReferenceLine, Series
-from evaluation.reports.report_trials import MISSES, UNJUDGED, MeasuredPoint, TrialView, measured_point
+from evaluation.reports.report_trials import (
+    NO_OPERATING_POINT,
+    UNJUDGED,
+    MeasuredPoint,
+    TrialView,
+    measured_point,
+    without_operating_point,
+)
 from evaluation.selection.headline import engine_size_gb
 
 GROUP_SYMBOLS = {"champion": "star", "feasible, Pareto front": "diamond", "feasible": "circle",
-                 "rejected: accuracy gate": "x", MISSES: "square", UNJUDGED: "circle"}
+                 "rejected: accuracy gate": "x", UNJUDGED: "circle"}
 
 
 def _grouped(points: list[tuple[TrialView, MeasuredPoint, float, float, str]]) -> list[Series]:
@@ -35,39 +44,34 @@ def _grouped(points: list[tuple[TrialView, MeasuredPoint, float, float, str]]) -
 def _where(point: MeasuredPoint) -> str:
     if point.at_sla:
         return f"at c={point.concurrency} (operating point)"
-    if point.group == UNJUDGED:
-        return f"at c={point.concurrency}: not judged (no selection)"
-    return f"at c={point.concurrency}: no level meets the latency SLA"
+    return f"at c={point.concurrency}: not judged (no selection)"
 
 
 def _pareto(views: list[TrialView], *, figure_id: str, title: str, measured: str, x_title: str,
             y_title: str, usd_per_gpu_hour: float | None, champion: str | None,
             values: Callable[[TrialView, MeasuredPoint], tuple[float | None, float | None, str]],
-            lines: list[ReferenceLine] | None = None, at_point: bool = True) -> Figure:
-    """One point per successful trial: `values` reads (x, y, why-missing) at its measured point;
-    `at_point` False for numbers that are not taken at that point (peak throughput)."""
+            lines: list[ReferenceLine] | None = None) -> Figure:
+    """One point per successful trial with an operating point: `values` reads (x, y,
+    why-missing) at it. Trials without one are named by `pareto_section`, once for all plots."""
     points, notes = [], []
     for view in views:
         point = measured_point(view, view.config.world_size, usd_per_gpu_hour, champion)
-        if point is None:  # not benchmarked: the trial table says why
+        if point is None:  # not benchmarked, or no operating point: said in the section
             continue
         x, y, missing = values(view, point)
         if x is None or y is None:
             notes.append(f"{view.slug} not plotted: {missing}")
             continue
-        where = _where(point) if at_point else "over every measured concurrency"
-        points.append((view, point, x, y, f"{view.slug}<br>{where}"))
+        points.append((view, point, x, y, f"{view.slug}<br>{_where(point)}"))
     if not any(view.ok for view in views):
         empty = "no trial of this sweep run was benchmarked successfully"
+    elif not points and len(without_operating_point(views)) == sum(view.ok for view in views):
+        empty = f"no successful trial has an operating point ({NO_OPERATING_POINT})"
     elif not points:
         empty = "no successful trial has both numbers (see the notes)"
     else:
         empty = None
-    groups = {p[1].group for p in points} if at_point else set()
-    if MISSES in groups:
-        notes.append("a trial meeting the latency SLA at no level is shown at its lowest "
-                     "concurrency (square markers), not at an operating point")
-    if UNJUDGED in groups:
+    if UNJUDGED in {p[1].group for p in points}:
         notes.append("without a selection no operating point is known: trials are shown at "
                      "their lowest concurrency")
     series = _grouped(points)
@@ -118,12 +122,11 @@ def pareto_figures(views: list[TrialView], *, measured: str, sla: SLA | None,
                                      if p.accuracy_delta is None else
                                      "no request met the SLA, so no cost per good token"),
                 lines=accuracy_line, **common),
-        _pareto(views, figure_id="pareto-size-throughput", title="Engine size vs peak throughput",
+        _pareto(views, figure_id="pareto-size-throughput", title="Engine size vs throughput",
                 x_title="engine size (GB, 1e9 bytes)",
-                y_title="peak output tok/s per GPU over the measured concurrencies",
-                values=lambda v, p: (engine_size_gb(v.record),
-                                     max(level.output_tok_s_per_gpu for level in v.levels),
-                                     "no engine size recorded"), at_point=False, **common),
+                y_title="output tok/s per GPU at the operating point",
+                values=lambda v, p: (engine_size_gb(v.record), p.tok_s_per_gpu,
+                                     "no engine size recorded"), **common),
     ]
 
 

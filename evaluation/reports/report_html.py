@@ -26,11 +26,17 @@ figcaption { font-size: 0.85em; color: #555; }
 nav a { margin-right: 1em; }
 """
 
+# One figure that fails to draw says so in its place and leaves the others drawn.
 _DRAW = """
 document.querySelectorAll('script.figure-json').forEach(function (element) {
-  var figure = JSON.parse(element.textContent);
-  Plotly.newPlot('plot-' + element.dataset.figure, figure.data, figure.layout,
-                 {responsive: true, displaylogo: false});
+  var target = 'plot-' + element.dataset.figure;
+  try {
+    var figure = JSON.parse(element.textContent);
+    Plotly.newPlot(target, figure.data, figure.layout, {responsive: true, displaylogo: false});
+  } catch (error) {
+    var place = document.getElementById(target);
+    if (place) { place.textContent = 'This figure could not be drawn: ' + error; }
+  }
 });
 """
 

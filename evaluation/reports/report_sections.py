@@ -14,7 +14,14 @@ from evaluation.reports.report_figures import (
     prediction_rows,
 )
 from evaluation.reports.report_model import Section, Table
-from evaluation.reports.report_trials import OUTCOMES, TrialView, sla_of
+from evaluation.reports.report_trials import (
+    NO_OPERATING_POINT,
+    OUTCOMES,
+    TrialView,
+    prediction_source,
+    sla_of,
+    without_operating_point,
+)
 from evaluation.reports.sweep_source import SweepSource
 from evaluation.selection.accuracy_gate import format_drop
 from evaluation.selection.headline import accuracy_delta, engine_size_gb
@@ -114,12 +121,13 @@ def trials_section(source: SweepSource, views: list[TrialView], measured: str) -
             _num(row.itl_p99_ms if row else None, ".4g"),
             "-" if row is None or row.accuracy_drop is None else format_drop(accuracy_delta(row), mode),
             _num(engine_size_gb(record) if record else None, ".3g"),
-            view.planned.predicted.source if view.planned and view.planned.predicted else "-",
+            prediction_source(view) or "-",
         ])
     caption = (f"Numbers {measured}, at the operating point c (the highest concurrency meeting the "
                "latency SLA); '-' where the trial has none. $/1M is charged to good output tokens; "
                "acc delta is the worst accuracy change vs the unquantized baseline (negative = "
-               "worse). 'predicted by' names the plan's predictor; its numbers are in 'Predicted "
+               "worse). 'predicted by' names the predictor of the prediction the trial ran with (its "
+               "record's; the plan's for a trial that did not run); its numbers are in 'Predicted "
                "vs measured'.")
     paragraphs = [] if views else ["The sweep run holds no trials (no plan.json and no trial run)."]
     return Section(id="trials", heading="Trials", paragraphs=paragraphs,
@@ -132,9 +140,15 @@ def pareto_section(source: SweepSource, views: list[TrialView], measured: str) -
     figures = pareto_figures(views, measured=measured, sla=sla_of(source),
                              usd_per_gpu_hour=selection.usd_per_gpu_hour if selection else None,
                              champion=selection.champion if selection else None)
-    return Section(id="pareto", heading="Pareto plots", paragraphs=[
+    paragraphs = [
         "Each successful trial at its operating point; markers say how selection judged it (the "
-        "Pareto front is selection's, over cost, accuracy drop and TTFT p99)."], figures=figures)
+        "Pareto front is selection's, over cost, accuracy drop and TTFT p99)."]
+    left_off = without_operating_point(views)
+    if left_off:
+        paragraphs.append(f"Not plotted: {', '.join(left_off)}: {NO_OPERATING_POINT}, so "
+                          "selection gave no operating point and no at-SLA numbers (the trial "
+                          "table shows '-').")
+    return Section(id="pareto", heading="Pareto plots", paragraphs=paragraphs, figures=figures)
 
 
 def latency_section(source: SweepSource, views: list[TrialView], measured: str) -> Section:
@@ -177,11 +191,25 @@ def memory_section(views: list[TrialView]) -> Section:
                    tables=[table] if rows else [], figures=[memory_figure(views)])
 
 
+def _target_rate(source: SweepSource) -> float | None:
+    """The requests/s to size for: the plan's, else the selection's capacity plan's, else the
+    spec's (a run whose plan.json is missing still has the other two)."""
+    capacity = source.selection.capacity if source.selection is not None else None
+    rates = (source.plan.target_request_rate if source.plan is not None else None,
+             capacity.target_request_rate if capacity is not None else None,
+             source.spec.planner.target_request_rate if source.spec is not None else None)
+    return next((rate for rate in rates if rate is not None), None)
+
+
 def capacity_section(source: SweepSource, views: list[TrialView], measured: str) -> Section:
     """Replicas for the target request rate: from the champion's measurements, and per trial as
     the plan predicted them."""
     plan, selection = source.plan, source.selection
-    rate = plan.target_request_rate if plan else None
+    rate = _target_rate(source)
+    if rate is None and plan is None and source.spec is None:
+        return Section(id="capacity", heading="Capacity plan", paragraphs=[
+            "No capacity plan: the target request rate is unknown (the sweep run logged neither "
+            "plan.json nor spec.yaml, and its selection has no capacity plan)."])
     if rate is None:
         return Section(id="capacity", heading="Capacity plan", paragraphs=[
             "No capacity plan: planner.target_request_rate is not set in the spec (set it to the "
@@ -202,16 +230,22 @@ def capacity_section(source: SweepSource, views: list[TrialView], measured: str)
                           + ("the sweep has no champion." if selection else
                              "the sweep run logged no selection."))
     predicted = [view for view in views if view.planned and view.planned.capacity]
+    # The plan's sizing comes from the plan's prediction, so each row names that one; a reused
+    # trial may have run with another (its record's, named in the trial table).
     sources = {view.planned.predicted.source for view in predicted if view.planned.predicted}
     if predicted:
         tables.append(Table(
             headers=["trial", "target req/s", "goodput/replica req/s", "c", "replicas", "GPUs",
-                     "$/hour", "$/1M tok"],
+                     "$/hour", "$/1M tok", "sized from"],
             rows=[[view.slug, f"{c.target_request_rate:g}", f"{c.goodput_req_s_per_replica:.4g}",
                    str(c.max_concurrency_meeting_sla), str(c.replicas), str(c.total_gpus),
-                   f"{c.usd_per_hour:,.2f}", f"{c.usd_per_1m_output_tokens:.4g}"]
+                   f"{c.usd_per_hour:,.2f}", f"{c.usd_per_1m_output_tokens:.4g}",
+                   view.planned.predicted.source if view.planned.predicted else "-"]
                   for view in predicted for c in [view.planned.capacity]],
-            caption=f"{predicted_label(sources)}: the plan's sizing of each trial, not measured"))
+            caption=f"{predicted_label(sources)}: the plan's sizing of each trial, from this "
+                    "plan's prediction ('sized from'), not measured"))
+    elif plan is None:
+        paragraphs.append("No predicted capacity plan: the sweep run has no plan.json.")
     else:
         paragraphs.append("No predicted capacity plan: no planned trial was predicted to meet "
                           "the latency SLA.")

@@ -97,20 +97,21 @@ def trial_views(source: SweepSource) -> list[TrialView]:
 @dataclass(frozen=True)
 class MeasuredPoint:
     """Where the Pareto plots place one successful trial: at its operating point (the highest
-    concurrency meeting the latency SLA), or, when no level meets it, at its lowest concurrency,
-    which says so (`at_sla` False)."""
+    concurrency meeting the latency SLA, selection's numbers), or, without a selection, at its
+    lowest concurrency, which says so (`at_sla` False)."""
 
     concurrency: int
     at_sla: bool
     goodput_per_gpu: float
     ttft_p99_ms: float
+    tok_s_per_gpu: float
     usd_per_1m_tokens: float | None
     accuracy_delta: float | None
     group: str
 
 
-MISSES = "misses the latency SLA"
 UNJUDGED = "not judged (no selection)"
+NO_OPERATING_POINT = "no concurrency level met the latency SLA"
 
 
 def _group(view: TrialView, champion: str | None) -> str:
@@ -121,33 +122,51 @@ def _group(view: TrialView, champion: str | None) -> str:
         return "champion"
     if row.feasible:
         return "feasible, Pareto front" if row.on_pareto_front else "feasible"
-    if row.operating_concurrency is not None:
-        return "rejected: accuracy gate"
-    return MISSES
+    return "rejected: accuracy gate"
+
+
+def without_operating_point(views: list[TrialView]) -> list[str]:
+    """Successful trials selection judged and found no operating point for (no concurrency
+    level met the latency SLA): they have no at-SLA numbers, so the at-SLA plots leave them off."""
+    return [view.slug for view in views
+            if view.ok and view.row is not None and view.row.operating_concurrency is None]
 
 
 def measured_point(view: TrialView, gpus: int, usd_per_gpu_hour: float | None,
                    champion: str | None) -> MeasuredPoint | None:
-    """The trial's point for the Pareto plots; None for a trial that was not benchmarked."""
+    """The trial's point for the Pareto plots; None for a trial that was not benchmarked, or that
+    has no operating point (`without_operating_point`: selection refused it any at-SLA number)."""
     if not view.ok:
         return None
     row = view.row
     group = _group(view, champion)
     delta = accuracy_delta(row) if row is not None else None
-    if row is not None and row.operating_concurrency is not None:
-        level = next(lv for lv in view.levels if lv.concurrency == row.operating_concurrency)
-        return MeasuredPoint(concurrency=level.concurrency, at_sla=True,
-                             goodput_per_gpu=row.goodput_per_gpu, ttft_p99_ms=level.ttft_ms.p99,
+    if row is not None:
+        if row.operating_concurrency is None:
+            return None
+        return MeasuredPoint(concurrency=row.operating_concurrency, at_sla=True,
+                             goodput_per_gpu=row.goodput_per_gpu, ttft_p99_ms=row.ttft_p99_ms,
+                             tok_s_per_gpu=row.tok_s_per_gpu,
                              usd_per_1m_tokens=row.usd_per_1m_output_tokens,
                              accuracy_delta=delta, group=group)
+    # No selection: no operating point is known; the figures say these are lowest-level numbers.
     level = view.levels[0]
     goodput = level.goodput if level.goodput is not None else level.request_rate
     cost = None
     if usd_per_gpu_hour is not None and goodput > 0 and level.output_tok_s > 0:
         cost = point_metrics(level, gpus, usd_per_gpu_hour).usd_per_1m_output_tokens
     return MeasuredPoint(concurrency=level.concurrency, at_sla=False, goodput_per_gpu=goodput / gpus,
-                         ttft_p99_ms=level.ttft_ms.p99, usd_per_1m_tokens=cost,
-                         accuracy_delta=delta, group=group)
+                         ttft_p99_ms=level.ttft_ms.p99, tok_s_per_gpu=level.output_tok_s_per_gpu,
+                         usd_per_1m_tokens=cost, accuracy_delta=delta, group=group)
+
+
+def prediction_source(view: TrialView) -> str | None:
+    """The predictor of the prediction a trial ran with (its record's: a reused trial keeps the
+    one of the run that measured it); the plan's only for a trial that did not run."""
+    if view.record is not None:
+        return (view.record.predicted or {}).get("source")
+    planned = view.planned
+    return planned.predicted.source if planned is not None and planned.predicted else None
 
 
 def sla_of(source: SweepSource) -> SLA | None:

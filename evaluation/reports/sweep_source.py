@@ -48,6 +48,8 @@ class SweepSource(BaseModel):
 def latest_sweep_run(client: Any, experiment: str, sweep: str) -> str:
     """The id of the newest parent run of `sweep` in `experiment` (running or not); LookupError
     when there is none."""
+    if "'" in sweep or "\\" in sweep:  # spec names are slug-safe; this one would break the filter
+        raise LookupError(f"sweep name {sweep!r} holds a quote or backslash: not a sweep name")
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise LookupError(f"no MLflow experiment named '{experiment}': run the sweep first")

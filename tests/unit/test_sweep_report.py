@@ -5,6 +5,8 @@ and each section, table row and plotly figure's data checked, trial by trial."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from build_configs.loading import load_spec
@@ -15,7 +17,7 @@ from evaluation.reports.sweep_report import build_sweep_report, write_sweep_repo
 from evaluation.reports.sweep_source import SweepSource
 from evaluation.selection import select
 from evaluation.selection.headline import accuracy_delta, selection_headlines
-from report_page import ONE_POINT_PER_TRIAL, SECTIONS, parse, points_by_trial
+from report_page import ONE_POINT_PER_TRIAL, SECTIONS, parse, point_of, points_by_trial
 
 pytestmark = pytest.mark.unit
 
@@ -100,8 +102,15 @@ def test_the_html_report_has_every_section_and_a_point_for_every_successful_tria
     ok = {r.slug for r in gpu_source.records if r.status == "ok"}
     levels = {r.slug: len(r.benchmark.levels) for r in gpu_source.records if r.status == "ok"}
     assert len(ok) == 3
+    # fp8 TP2 meets the latency SLA at no level: selection gives it no operating point, so the
+    # at-SLA plots leave it off and the section says so, instead of plotting another level.
+    missed = "llama-3.1-8b-instruct__fp8__kv-auto__tp2"
+    assert gpu_source.selection.row(missed).operating_concurrency is None
     for figure_id in ONE_POINT_PER_TRIAL:
-        assert points_by_trial(page.figures[figure_id]) == {slug: 1 for slug in ok}, figure_id
+        assert points_by_trial(page.figures[figure_id]) == {slug: 1 for slug in ok - {missed}}, \
+            figure_id
+    assert (f"Not plotted: {missed}: no concurrency level met the latency SLA, so selection gave "
+            "no operating point and no at-SLA numbers (the trial table shows '-').") in page.text
     for figure_id in ("latency-ttft", "latency-itl"):
         traces = page.figures[figure_id]["data"]
         assert {t["name"]: len(t["x"]) for t in traces} == levels
@@ -116,6 +125,84 @@ def test_the_html_report_has_every_section_and_a_point_for_every_successful_tria
     planned = [t.slug for t in gpu_source.plan.trials]
     for trace in page.figures["memory-breakdown"]["data"]:
         assert trace["x"] == planned and trace["customdata"] == planned
+
+
+def test_the_plots_show_selection_numbers_and_the_curves_the_records_levels(gpu_source, tmp_path):
+    """Each Pareto point is the trial's operating point as selection judged it; each latency
+    curve point is a measured level of its record."""
+    files = write_sweep_report(build_sweep_report(gpu_source), tmp_path / "report")
+    page = parse(files.html.read_text())
+    selection = gpu_source.selection
+    for row in selection.rows:
+        if row.operating_concurrency is None:
+            continue
+        assert point_of(page.figures["pareto-goodput-ttft"], row.slug) == \
+            (row.ttft_p99_ms, row.goodput_per_gpu)
+        assert point_of(page.figures["pareto-size-throughput"], row.slug)[1] == row.tok_s_per_gpu
+        assert point_of(page.figures["pareto-cost-accuracy"], row.slug) == \
+            (accuracy_delta(row), row.usd_per_1m_output_tokens)
+    champion = selection.row(selection.champion)
+    assert point_of(page.figures["pareto-goodput-ttft"], champion.slug) == \
+        (champion.ttft_p99_ms, champion.goodput_per_gpu)
+    record = next(r for r in gpu_source.records if r.slug == champion.slug)
+    level = record.benchmark.levels[1]
+    for figure_id, value in (("latency-ttft", level.ttft_ms.p99), ("latency-itl", level.itl_ms.p99)):
+        trace = next(t for t in page.figures[figure_id]["data"] if t["name"] == record.slug)
+        assert (trace["x"][1], trace["y"][1]) == (level.output_tok_s_per_gpu, value)
+        assert trace["hovertext"][1].endswith(f"c={level.concurrency}")
+
+
+def test_hostile_error_text_and_a_trial_without_prediction(gpu_source, tmp_path):
+    """An error that looks like markup is shown as text; a successful trial run without a
+    prediction is in every at-SLA plot and its 'predicted by' says '-'."""
+    error = "BuildError: </script><b>bold</b> & more"
+    records = [r.model_copy(update={"error": error}) if r.status == "failed" else
+               r.model_copy(update={"predicted": None}) if r.slug == gpu_source.selection.champion
+               else r for r in gpu_source.records]
+    source = gpu_source.model_copy(update={"records": records})
+    files = write_sweep_report(build_sweep_report(source), tmp_path / "report")
+    text = files.html.read_text()
+    assert "<b>bold</b>" not in text and "</script><b>" not in text
+    page = parse(text)
+    assert page.sections == SECTIONS
+    failed = next(r.slug for r in records if r.status == "failed")
+    rows = {cells[0]: cells for section, cells in page.rows if section == "trials" and cells}
+    assert rows[failed][1:3] == ["failed", error]
+    champion = gpu_source.selection.champion
+    assert rows[champion][-1] == "-"
+    for figure_id in ONE_POINT_PER_TRIAL:
+        assert points_by_trial(page.figures[figure_id])[champion] == 1, figure_id
+    assert f"{champion}: no prediction recorded" in " ".join(page.text)
+
+
+def test_reused_trials_are_labelled_with_the_prediction_they_ran_with(gpu_source, tmp_path):
+    """A trial that ran is labelled with its record's predictor everywhere; the plan's only
+    labels the trials that did not run."""
+    champion = gpu_source.selection.champion
+    failed = next(r.slug for r in gpu_source.records if r.status == "failed")
+    records = [r.model_copy(update={"predicted": {**r.predicted, "source": "predicted:aiconfigurator"}})
+               if r.slug == champion else r for r in gpu_source.records if r.slug != failed]
+    source = gpu_source.model_copy(update={"records": records})
+    page = parse(write_sweep_report(build_sweep_report(source), tmp_path / "r").html.read_text())
+    rows = {cells[0]: cells for section, cells in page.rows if section == "trials" and cells}
+    assert rows[champion][-1] == "predicted:aiconfigurator"
+    predictions = {cells[4] for section, cells in page.rows
+                   if section == "predicted-vs-measured" and cells and cells[0] == champion}
+    assert predictions == {"predicted:aiconfigurator"}
+    not_run = next(t for t in gpu_source.plan.trials if t.slug == failed)  # its record left out
+    assert rows[failed][1] == "not run"
+    assert rows[failed][-1] == not_run.predicted.source == "predicted:roofline"
+
+
+def test_the_capacity_plan_without_plan_json_uses_the_selections_rate(gpu_source, tmp_path):
+    source = gpu_source.model_copy(update={"plan": None, "problems": ["plan.json was not logged"]})
+    page = parse(write_sweep_report(build_sweep_report(source), tmp_path / "r").html.read_text())
+    text = " ".join(page.text)
+    assert "planner.target_request_rate is not set" not in text
+    assert "No predicted capacity plan: the sweep run has no plan.json." in text
+    capacity = gpu_source.selection.capacity
+    assert [capacity.slug, "10"] == next(cells[:2] for section, cells in page.rows
+                                         if section == "capacity" and cells)
 
 
 def test_every_figure_names_its_provenance(gpu_source, tmp_path):
@@ -173,7 +260,8 @@ def test_markdown_and_pngs_match_the_figures(gpu_source, tmp_path):
     # The capacity plan: measured (the champion's, from selection) and the plan's predictions.
     capacity = gpu_source.selection.capacity
     assert f"| {capacity.slug} | 10 | {capacity.goodput_per_replica:.4g} |" in markdown
-    assert "predicted:roofline: the plan's sizing of each trial, not measured" in markdown
+    assert ("predicted:roofline: the plan's sizing of each trial, from this plan's prediction "
+            "('sized from'), not measured") in markdown
 
 
 def test_sections_without_data_say_why(tmp_path):
@@ -243,3 +331,21 @@ def test_report_without_a_tracking_store_asks_for_the_sweep_first(cli, tmp_path)
     assert result.exit_code == 1
     assert "no MLflow store at" in result.stderr and "enginesweep run smollm2-cpu-smoke" in result.stderr
     assert not (tmp_path / "ws" / "mlflow.db").exists()  # not created empty by looking
+
+
+def test_the_trial_run_holds_the_record_in_memory_not_a_stale_file(gpu_source, tmp_path):
+    """A reused trial's record.json in its folder is the old run's (judged under the old SLA);
+    the run gets the record the sweep holds, which the report reads back."""
+    from evaluation.records import TrialRecord
+    from evaluation.tracking import SweepTracker
+
+    current = gpu_source.records[0]
+    trial_dir = tmp_path / "trial"
+    current.model_copy(update={"executed_stages": ["build", "benchmark"]}).save(
+        trial_dir / "record.json")  # stale
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "report-test",
+                           artifact_root=tmp_path / "mlruns")
+    parent = tracker.start_sweep("test-sweep", spec_yaml="", plan_json="{}", params={})
+    run_id = tracker.log_trial(parent, current, trial_dir)
+    logged = tracker.client.download_artifacts(run_id, "record.json", str(tmp_path / "down"))
+    assert TrialRecord.load(Path(logged)) == current
