@@ -1,17 +1,20 @@
 """The champion watch around a scheduled run: who the champion is, what this run measured of it
 and of new trials, the verdict, and where it is recorded.
 
-The champion is the registered version the spec's alias points to. Its reference measurements
-are the `record.json` logged on that version's run (the trial folder's copy is overwritten by
-later benchmarks) and those of its earlier re-measurements (trial runs of the same slug and
-content hash that benchmarked), oldest first, at most `HISTORY`: measurements taken on other days
-carry the noise between runs, which the repeats of one check cannot show; the oldest ones, so
-that a slow drift is not absorbed into the baseline. A record of this run counts as a new
-measurement only when it benchmarked (`serve+benchmark` among its executed stages): of the
-champion when it is the champion's engine (same slug and content hash), else of a candidate.
-The verdict goes on the scheduled run's MLflow parent run (tags `enginesweep.watch.*` and
-`verdict.json`) and on the champion's registered version (tags); under `watch.policy: auto` a
-dominating candidate is promoted, tagged with why.
+The champion is the registered version the spec's alias points to. Its reference is the
+`record.json` logged on that version's run (the trial folder's copy is overwritten by later
+benchmarks): the promotion-time measurement alone sets the reference values. Its earlier
+re-measurements (trial runs of the same slug and content hash that benchmarked, oldest first, at
+most `HISTORY`) only widen the noise estimate: measurements taken on other days carry the noise
+between runs, which the repeats of one check cannot show, but a regression they measured must not
+become the baseline (it would clear itself one run later). A record of this run counts as a new
+measurement only when it benchmarked (`serve+benchmark` among its executed stages) on the
+hardware the sweep runs on: of the champion when it is the champion's engine (same slug and
+content hash), else of a candidate. The verdict goes on the scheduled run's MLflow parent run
+(tags `enginesweep.watch.*` and `verdict.json`) and, unless the champion went unchecked, on the
+champion's registered version (tags; an unchecked run only adds `enginesweep.watch.unchecked_*`
+there, so the last real verdict stays); under `watch.policy: auto` a dominating candidate is
+promoted, tagged with why.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from build_configs.loading import ResolvedSpec
 from engines.registry import promote
 from evaluation.records import TrialRecord
+from evaluation.selection.choose import MixedHardwareError, common_hardware
 from evaluation.selection.watch import Verdict, watch_verdict
 from evaluation.selection.watch_metrics import candidate_samples, champion_samples
 from flows.schedule_state import ScheduleInputs
@@ -47,10 +51,12 @@ class Champion(BaseModel):
     content_hash: str
     record: TrialRecord
     history: list[TrialRecord] = []
-    """Earlier re-measurements of this engine, oldest first (see the module docstring)."""
+    """Earlier re-measurements of this engine, oldest first: the noise only (see the module
+    docstring)."""
 
     @property
     def reference(self) -> list[TrialRecord]:
+        """The registered measurement (the reference values), then the history (the spread)."""
         return [self.record, *self.history]
 
 
@@ -127,28 +133,71 @@ def _measured(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return [r for r in records if r.status == "ok" and "serve+benchmark" in r.executed_stages]
 
 
+def _measured_on(record: TrialRecord, hardware: str) -> bool:
+    """Whether the record and its benchmark and accuracy results were all measured on `hardware`."""
+    try:
+        common_hardware([record], expected=hardware)
+    except MixedHardwareError:
+        return False
+    return True
+
+
+def _not_measured(champion: Champion, records: Sequence[TrialRecord]) -> str:
+    """Why this run has no measurement of the champion's engine (a drift check's reason)."""
+    failed = [r for r in records if r.slug == champion.slug and r.status != "ok"]
+    if failed:
+        return (f"the re-benchmark of the champion {champion.slug} failed: "
+                + "; ".join((r.error or "no reason recorded")[:300] for r in failed))
+    return (f"no record of this run measured the champion's engine ({champion.slug}, content hash "
+            f"{champion.content_hash[:12]})")
+
+
 def judge(champion: Champion, records: Sequence[TrialRecord], ranking: Sequence[str],
-          resolved: ResolvedSpec) -> Verdict:
+          resolved: ResolvedSpec, *, drift_check: bool = False) -> Verdict:
     """The verdict on `champion` from this run's `records` (every sweep of the run, in order);
-    `ranking`: the slugs in the selection's order, so the best-ranked dominating trial is named."""
+    `ranking`: the slugs in the selection's order, so the best-ranked dominating trial is named.
+    `drift_check`: the run was meant to re-measure the champion, so a run that did not (a failed
+    re-benchmark, another engine built) is `unchecked`, never `ok`. Only numbers of this spec's
+    workload (ISL/OSL) and of the hardware the sweep runs on are compared: others are left out,
+    and the verdict's notes say which."""
+    from flows.trial import hardware_of
+
     spec = resolved.spec
     usd = resolved.usd_per_gpu_hour
+    hardware = hardware_of(resolved)
     workload = (spec.workload.isl.mean, spec.workload.osl.mean)
-    reference = [r for r in champion.reference
-                 if r.benchmark is not None and (r.benchmark.isl, r.benchmark.osl) == workload]
-    if not reference:  # numbers of another workload are not comparable (as `select` refuses)
+    notes: list[str] = []
+
+    def comparable(record: TrialRecord) -> bool:
+        return (record.benchmark is not None and (record.benchmark.isl, record.benchmark.osl) == workload
+                and _measured_on(record, hardware))
+
+    if not comparable(champion.record):
+        measured = (champion.record.benchmark.isl, champion.record.benchmark.osl) \
+            if champion.record.benchmark else None
+        why = (f"the champion was measured on {champion.record.hardware}, this sweep runs on "
+               f"{hardware}" if measured == workload else
+               f"the champion was measured under another workload than ISL/OSL {workload[0]}/"
+               f"{workload[1]}")
         return watch_verdict(champion.slug, [], [], noise_k=spec.watch.noise_k, notes=[
-            f"the champion was measured under another workload than ISL/OSL {workload[0]}/"
-            f"{workload[1]}: nothing compared; promote a trial of this workload to watch it"])
-    champion = champion.model_copy(update={"record": reference[0], "history": reference[1:]})
+            f"{why}: nothing compared; promote a trial of this workload and hardware to watch it"],
+            unchecked=f"{why}: its numbers are not comparable")
+    history = [r for r in champion.history if comparable(r)]
+    if len(history) < len(champion.history):
+        notes.append(f"{len(champion.history) - len(history)} earlier re-measurement(s) of the "
+                     "champion left out: another workload or hardware")
+    champion = champion.model_copy(update={"history": history})
     measured = _measured(records)
+    elsewhere = sorted({f"{r.slug} ({r.hardware})" for r in measured if not _measured_on(r, hardware)})
+    if elsewhere:
+        notes.append(f"left out, not measured on {hardware}: {', '.join(elsewhere)}")
+    measured = [r for r in measured if _measured_on(r, hardware)]
     same = [r for r in measured if r.slug == champion.slug and r.content_hash == champion.content_hash]
     others: dict[str, list[TrialRecord]] = {}
     rank = {slug: i for i, slug in enumerate(ranking)}
     for record in sorted((r for r in measured if r not in same),
                          key=lambda r: (rank.get(r.slug, len(ranking)), r.slug)):
         others.setdefault(record.slug, []).append(record)
-    notes = []
     if champion.slug in others:
         built = (others[champion.slug][0].content_hash or "?")[:12]
         notes.append(f"{champion.slug} now builds another engine than the champion's (content hash "
@@ -158,7 +207,7 @@ def judge(champion: Champion, records: Sequence[TrialRecord], ranking: Sequence[
                              if same else ([], [], []))
     if same and not champion.history:
         notes.append("the reference is the champion's one measurement at its sweep: the noise "
-                     "between runs is not known yet (later checks pool the earlier ones)")
+                     "between runs is not known yet (later checks add theirs to the spread)")
     candidates = []
     for slug, group in others.items():
         found = candidate_samples(champion.reference, group, spec.sla, usd, spec.watch)
@@ -166,8 +215,9 @@ def judge(champion: Champion, records: Sequence[TrialRecord], ranking: Sequence[
             candidates.append((slug, found))
         else:
             notes.append(f"{slug}: does not meet the SLA, so it cannot dominate")
+    unchecked = _not_measured(champion, records) if drift_check and not same else None
     return watch_verdict(champion.slug, samples, candidates, noise_k=spec.watch.noise_k,
-                         sla_misses=misses, notes=[*notes, *more])
+                         sla_misses=misses, notes=[*notes, *more], unchecked=unchecked)
 
 
 def promote_dominating(client, resolved: ResolvedSpec, champion: Champion, verdict: Verdict,
@@ -194,15 +244,23 @@ def record_report(client, report: WatchReport, champion: Champion | None) -> Non
             TAG + "summary": verdict.summary if verdict else report.action,
             TAG + "dominated_by": (verdict.dominated_by if verdict else None) or "none",
             TAG + "regressed": str(bool(verdict and verdict.regressed)).lower()}
+    if verdict is not None and verdict.unchecked_reason:
+        tags[TAG + "unchecked_reason"] = verdict.unchecked_reason
     for key, value in tags.items():
         client.set_tag(run_id, key, value[:5000])
     client.log_text(run_id, report.model_dump_json(indent=2), "verdict.json")
     if champion is None or verdict is None:
         return
-    for key, value in {TAG + "verdict": verdict.status, TAG + "summary": verdict.summary,
-                       TAG + "regressed": str(verdict.regressed).lower(),
-                       TAG + "dominated_by": verdict.dominated_by or "none",
-                       TAG + "checked_run": run_id, TAG + "checked_at": report.checked_at}.items():
+    if verdict.status == "unchecked":
+        # Nothing was measured of the champion: its last real verdict (maybe a regression) stays.
+        version_tags = {TAG + "unchecked_run": run_id, TAG + "unchecked_at": report.checked_at,
+                        TAG + "unchecked_reason": verdict.unchecked_reason or ""}
+    else:
+        version_tags = {TAG + "verdict": verdict.status, TAG + "summary": verdict.summary,
+                        TAG + "regressed": str(verdict.regressed).lower(),
+                        TAG + "dominated_by": verdict.dominated_by or "none",
+                        TAG + "checked_run": run_id, TAG + "checked_at": report.checked_at}
+    for key, value in version_tags.items():
         client.set_model_version_tag(champion.model_name, champion.version, key, value[:5000])
 
 

@@ -7,7 +7,9 @@ Prefect is imported only after PREFECT_HOME and PREFECT_API_URL are set: it read
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -73,15 +75,24 @@ def _config_for_runs(config: str) -> str:
     return str(path.resolve()) if path.exists() else config
 
 
+def _absolute_workspace(resolved) -> str:
+    """A `--set` override naming the spec's workspace as an absolute path, resolved here: a
+    process worker runs each flow run in a temporary folder it deletes afterwards, so a relative
+    workspace (the default) would be made, and lost, there on every run."""
+    return f"workspace={json.dumps(str(resolved.spec.workspace.resolve()))}"  # quoted: any path
+
+
 def _deployment_kwargs(resolved, config: str, set_: list[str] | None, cron: str | None,
-                       interval: float | None) -> dict:
-    """What `serve` and `to_deployment` share: name, schedule, parameters, one run at a time
-    (a run due while another is running is cancelled, not queued: the next one catches up)."""
+                       interval: float | None, extra: Sequence[str] = ()) -> dict:
+    """What `serve` and `to_deployment` share: name, schedule, parameters (`extra`: overrides
+    after the user's), one run at a time (a run due while another is running is cancelled, not
+    queued: the next one catches up)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.flows import EntrypointType
 
     return dict(name=resolved.spec.name, cron=cron, interval=interval,
-                parameters={"config": _config_for_runs(config), "overrides": list(set_ or [])},
+                parameters={"config": _config_for_runs(config),
+                            "overrides": [*(set_ or []), *extra]},
                 description=f"enginesweep scheduled sweep of {resolved.spec.name}",
                 tags=["enginesweep"], entrypoint_type=EntrypointType.MODULE_PATH,
                 limit_config=ConcurrencyLimitConfig(
@@ -151,8 +162,9 @@ def deploy(config: ConfigArg,
     """Register the scheduled sweep on a Prefect server (PREFECT_API_URL) for a work pool.
 
     The pool's workers (`prefect worker start --pool POOL`) need enginesweep installed and the
-    spec's workspace at the same path. prefect.yaml at the repository root is the same
-    deployment for `prefect deploy`."""
+    spec's workspace at the same path: the deployment names it as an absolute path, resolved
+    here (a worker runs each flow run in a temporary folder). prefect.yaml at the repository root
+    is the same deployment for `prefect deploy`."""
     _one_schedule(cron, interval)
     if not os.environ.get("PREFECT_API_URL"):
         raise _fail("deploy needs a Prefect server: export PREFECT_API_URL=http://HOST:4200/api "
@@ -167,7 +179,8 @@ def deploy(config: ConfigArg,
     # from a machine without one); a run where they do not fails its trials with the reason.
     from flows.scheduled import scheduled_sweep_flow
 
-    kwargs = _deployment_kwargs(resolved, config, set_, cron, interval)
+    kwargs = _deployment_kwargs(resolved, config, set_, cron, interval,
+                                extra=[_absolute_workspace(resolved)])
     deployment = scheduled_sweep_flow.to_deployment(concurrency_limit=kwargs.pop("limit_config"),
                                                     work_pool_name=pool, **kwargs)
     api = os.environ["PREFECT_API_URL"]

@@ -101,11 +101,14 @@ def _watch(resolved: ResolvedSpec, tracker: SweepTracker, champion: Champion | N
     runs = {slug: run for outcome in outcomes for slug, run in outcome.trial_runs.items()}
     this_run = {run for outcome in outcomes for run in outcome.trial_runs.values()}
     champion = with_history(tracker.client, tracker.experiment_id, champion, exclude=this_run)
-    verdict = judge(champion, records, [row.slug for row in last.selection.rows], resolved)
+    verdict = judge(champion, records, [row.slug for row in last.selection.rows], resolved,
+                    drift_check=mode == "drift-check")
     promoted = None
     if verdict.dominated_by and spec.watch.policy == "auto":
         promoted = promote_dominating(tracker.client, resolved, champion, verdict, records, runs)
         action = f"promoted {verdict.dominated_by} as version {promoted} (policy auto)"
+    elif verdict.status == "unchecked":
+        action = f"none: the champion was not checked ({verdict.unchecked_reason})"
     elif verdict.status != "ok":
         action = f"flagged only (policy {spec.watch.policy}): {verdict.status}"
     else:

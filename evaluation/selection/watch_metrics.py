@@ -13,7 +13,9 @@ Two views of a record, both judged under the spec's SLA with `judge_trial`:
 
 Both add the accuracy metrics the records share: `perplexity` (lower), `top1_accuracy` and task
 scores `<task>.<metric>` (their own direction). Latency/throughput/cost get the floor
-`watch.min_relative_change`, accuracy `watch.accuracy_min_change`.
+`watch.min_relative_change`, accuracy `watch.accuracy_min_change`. The champion's reference
+records are its registered measurement first, then its later re-measurements: the first sets the
+reference values, the others only the spread (`Samples.history`).
 """
 
 from __future__ import annotations
@@ -99,18 +101,20 @@ def operating_values(row: TrialSelection) -> Values:
 
 def _samples(reference: Sequence[Values], current: Sequence[Values], watch: Watch,
              notes: list[str]) -> list[Samples]:
-    """One Samples per metric present in every reference and every current measurement; a
-    metric missing on either side is named in `notes` rather than compared."""
-    names = [set(values) for values in (*reference, *current)]
-    common = set.intersection(*names) if names else set()
-    missing = sorted(set.union(*names) - common) if names else []
+    """One Samples per metric present in the registered measurement (`reference[0]`) and every
+    current one; a metric missing on either side is named in `notes` rather than compared. The
+    later re-measurements (`reference[1:]`) that have a metric add to its spread only."""
+    registered, later = reference[0], reference[1:]
+    names = [set(values) for values in (registered, *current)]
+    common = set.intersection(*names)
+    missing = sorted(set.union(*names) - common)
     if missing:
         notes.append("not compared (not measured on both sides): " + ", ".join(missing))
     out = []
     for name in sorted(common):
-        first = reference[0][name]
-        out.append(Samples(metric=name, direction=first.direction,
-                           reference=[values[name].value for values in reference],
+        first = registered[name]
+        out.append(Samples(metric=name, direction=first.direction, reference=[first.value],
+                           history=[values[name].value for values in later if name in values],
                            current=[values[name].value for values in current],
                            floor=watch.accuracy_min_change if first.accuracy else watch.min_relative_change))
     return out
@@ -119,8 +123,9 @@ def _samples(reference: Sequence[Values], current: Sequence[Values], watch: Watc
 def champion_samples(reference: Sequence[TrialRecord], current: Sequence[TrialRecord], sla: SLA,
                      usd_per_gpu_hour: float, watch: Watch
                      ) -> tuple[list[Samples], list[str], list[str]]:
-    """The champion's re-measurements against its reference records: (samples, SLA misses,
-    notes). SLA misses are returned only when NO current measurement meets the SLA (a single
+    """The champion's re-measurements against its reference records (registered measurement
+    first, then later re-measurements: see the module docstring): (samples, SLA misses, notes).
+    SLA misses are returned only when NO current measurement meets the SLA (a single
     noisy repeat is not a regression by itself); they name what each one missed."""
     notes: list[str] = []
     concurrency = operating_concurrency(reference[0], sla, usd_per_gpu_hour)
@@ -145,9 +150,9 @@ def champion_samples(reference: Sequence[TrialRecord], current: Sequence[TrialRe
 
 def candidate_samples(reference: Sequence[TrialRecord], candidate: Sequence[TrialRecord],
                       sla: SLA, usd_per_gpu_hour: float, watch: Watch) -> list[Samples]:
-    """A new trial (its records, all of one engine) against the champion's reference records,
-    each at its own operating point. A candidate that does not meet the SLA gives no samples: it
-    cannot dominate."""
+    """A new trial (its records, all of one engine) against the champion's reference records
+    (registered measurement first), each at its own operating point. A candidate that does not
+    meet the SLA gives no samples: it cannot dominate."""
     rows = [judge_trial(r, sla, usd_per_gpu_hour) for r in candidate]
     if not all(row.feasible for row in rows):
         return []

@@ -86,3 +86,29 @@ def test_records_are_written_atomically(tmp_path: Path) -> None:
     record.save(path)
     assert TrialRecord.load(path) == record
     assert sorted(p.name for p in path.parent.iterdir()) == ["record.json"]  # no temp file left
+
+
+def test_a_pinned_commit_keys_the_same_trials_as_the_branch_it_resolves_to(
+        spec_file, tmp_path: Path, monkeypatch) -> None:
+    """A scheduled run pins `model.revision=<sha>`; `enginesweep run` names `main`: one commit,
+    one checkpoint identity, so one trial key (else the pinned run rebuilds everything)."""
+    from build_configs.loading import load_spec
+    from engines import checkpoints
+    from evaluation.planning import expand
+    from flows.trial import checkpoint_source, trial_key
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+
+    def fetch(repo_id, revision, **_):
+        return checkpoints.FetchedCheckpoint(repo_id=repo_id, revision=revision, commit_sha=sha,
+                                             local_dir=tmp_path, files={"model.safetensors": 8},
+                                             config_sha256="c" * 64)
+
+    monkeypatch.setattr(checkpoints, "fetch_checkpoint", fetch)
+    keys = set()
+    for revision in ("main", sha):
+        resolved = load_spec(spec_file(), [f"model.revision={revision}"])
+        _, identity = checkpoint_source(resolved, tmp_path, print)
+        assert identity["commit_sha"] == sha and "revision" not in identity
+        keys.add(trial_key(resolved, expand(resolved).to_run[0], identity, "trtllm-engine", []))
+    assert len(keys) == 1

@@ -231,5 +231,141 @@ def test_judge_compares_nothing_across_workloads(spec_file):
     base = record("fp8__kv-auto__tp1")
     again = base.model_copy(update={"executed_stages": ["serve+benchmark"]})
     verdict = judge(champion_of(base), [again], [], gpu_spec(spec_file, "workload.isl.mean=2048"))
-    assert verdict.checks == [] and verdict.candidates == [] and verdict.status == "ok"
+    assert verdict.checks == [] and verdict.candidates == [] and verdict.status == "unchecked"
     assert "another workload than ISL/OSL 2048/256" in verdict.notes[0]
+    assert "not comparable" in verdict.unchecked_reason
+
+
+# -- a check that measured nothing of the champion is never ok ------------------------------------
+
+def test_a_verdict_with_nothing_compared_is_unchecked_not_ok():
+    verdict = watch_verdict("champ", [], [], noise_k=3)
+    assert verdict.status == "unchecked" and not verdict.regressed
+    assert verdict.unchecked_reason == "nothing new was measured to compare"
+    assert "not checked: nothing new was measured" in verdict.summary
+
+
+def test_a_drift_check_whose_rebenchmark_failed_is_unchecked(spec_file):
+    from flows.champion_watch import judge
+
+    base = record("fp8__kv-auto__tp1")
+    failed = base.model_copy(update={"status": "failed", "error": "ServerDied: the server died",
+                                     "executed_stages": ["serve+benchmark"]})
+    verdict = judge(champion_of(base), [failed], [base.slug], gpu_spec(spec_file), drift_check=True)
+    assert verdict.status == "unchecked" and verdict.checks == []
+    assert "re-benchmark of the champion" in verdict.unchecked_reason
+    assert "ServerDied: the server died" in verdict.unchecked_reason
+    # A record of the slug that is another engine (or no record at all) is no measurement either.
+    other = base.model_copy(update={"content_hash": "cd" * 32, "executed_stages": ["serve+benchmark"]})
+    for records in ([other], []):
+        verdict = judge(champion_of(base), records, [base.slug], gpu_spec(spec_file), drift_check=True)
+        assert verdict.status == "unchecked", verdict.summary
+        assert "no record of this run measured the champion's engine" in verdict.unchecked_reason
+    # The same records in a sweep: the champion was reused, the candidate compared: not unchecked.
+    verdict = judge(champion_of(base), [other], [base.slug], gpu_spec(spec_file))
+    assert verdict.status == "ok" and verdict.unchecked_reason is None
+
+
+class _Client:
+    """Records the tags an MLflow client would set (record_report's calls)."""
+
+    def __init__(self):
+        self.run_tags: dict[str, str] = {}
+        self.version_tags: dict[str, str] = {"enginesweep.watch.verdict": "regressed"}
+
+    def set_tag(self, run_id, key, value):
+        self.run_tags[key] = value
+
+    def log_text(self, run_id, text, path):
+        pass
+
+    def set_model_version_tag(self, name, version, key, value):
+        self.version_tags[key] = value
+
+
+def test_an_unchecked_verdict_is_recorded_on_the_run_and_leaves_the_versions_verdict(spec_file):
+    from flows.champion_watch import WatchReport, judge, record_report
+    from flows.schedule_state import ScheduleInputs
+
+    base = record("fp8__kv-auto__tp1")
+    verdict = judge(champion_of(base), [], [base.slug], gpu_spec(spec_file), drift_check=True)
+    inputs = ScheduleInputs(revision="r@main", revision_sha="a" * 40, runtime_version="x=1",
+                            spec_hash="h")
+    report = WatchReport(sweep="s", mode="drift-check", inputs=inputs, changes=[],
+                         parent_run_ids=["run-1"], policy="manual", champion=base.slug,
+                         champion_version="1", verdict=verdict, action="none", checked_at="now")
+    client = _Client()
+    record_report(client, report, champion_of(base))
+    assert client.run_tags["enginesweep.watch.verdict"] == "unchecked"
+    assert "measured the champion's engine" in client.run_tags["enginesweep.watch.unchecked_reason"]
+    # The version keeps its last real verdict (here a regression), and says it went unchecked.
+    assert client.version_tags["enginesweep.watch.verdict"] == "regressed"
+    assert client.version_tags["enginesweep.watch.unchecked_run"] == "run-1"
+
+
+# -- numbers of another GPU are never compared --------------------------------------------------------
+
+def on_hardware(base: TrialRecord, hardware: str) -> TrialRecord:
+    """`base` as if measured on `hardware` (the record and its benchmark and accuracy results)."""
+    parts = {name: getattr(base, name).model_copy(update={"hardware": hardware})
+             for name in ("benchmark", "accuracy", "baseline_accuracy") if getattr(base, name)}
+    return base.model_copy(update={"hardware": hardware, **parts})
+
+
+def test_a_candidate_measured_on_another_gpu_cannot_dominate(spec_file):
+    from flows.champion_watch import judge
+
+    base = record("fp8__kv-auto__tp1")  # H100-SXM-80GB, as the spec's target
+    faster = with_level(base, 32, ttft_p99=400.0, output_tok_s=900.0).model_copy(
+        update={"slug": "other", "content_hash": "cd" * 32, "executed_stages": ["serve+benchmark"]})
+    assert judge(champion_of(base), [faster], ["other"], gpu_spec(spec_file)).dominated_by == "other"
+    verdict = judge(champion_of(base), [on_hardware(faster, "H200-SXM-141GB")], ["other"],
+                    gpu_spec(spec_file))
+    assert verdict.dominated_by is None and verdict.candidates == []
+    assert verdict.status == "unchecked"
+    assert any("left out, not measured on H100-SXM-80GB: other (H200-SXM-141GB)" in note
+               for note in verdict.notes)
+
+
+def test_a_champion_measured_on_another_gpu_is_compared_with_nothing(spec_file):
+    from flows.champion_watch import judge
+
+    base = record("fp8__kv-auto__tp1")
+    faster = with_level(base, 32, ttft_p99=400.0, output_tok_s=900.0).model_copy(
+        update={"slug": "other", "content_hash": "cd" * 32, "executed_stages": ["serve+benchmark"]})
+    sweep = gpu_spec(spec_file, "target.gpu=H200-SXM-141GB")
+    verdict = judge(champion_of(base), [on_hardware(faster, "H200-SXM-141GB")], ["other"], sweep)
+    assert verdict.status == "unchecked" and verdict.dominated_by is None
+    assert "measured on H100-SXM-80GB, this sweep runs on H200-SXM-141GB" in verdict.unchecked_reason
+
+
+# -- the reference is the registered measurement; re-measurements set the noise only -------------
+
+def test_history_widens_the_noise_but_never_moves_the_reference_mean():
+    # s_p pools [100, 110] (SS 50) and [100, 100] (SS 0) over 1 + 1 dof: 5; n stays 1.
+    check = compare(Samples(metric="m", direction=UP, reference=[100], history=[100, 110],
+                            current=[100, 100], floor=0.0), noise_k=3)
+    assert check.reference_mean == 100 and check.n_reference == 1 and check.n_history == 2
+    assert check.pooled_std == pytest.approx(5.0)
+    assert check.threshold == pytest.approx(3 * 5 * math.sqrt(1 + 1 / 2))
+
+
+def test_a_regression_is_not_absorbed_into_the_reference(spec_file):
+    """The reviewer's numbers: registered 100 tok/s at c=32; day 2 measures 80, 80, 80
+    (regressed); day 3 measures 80, 80, 80 again with day 2 in the history: still regressed,
+    against the registered 100 and not the mean of [100, 80, 80, 80]."""
+    from flows.champion_watch import judge
+
+    base = record("fp8__kv-auto__tp1")
+    registered = with_level(base, 32, output_tok_s=100.0)
+    champion = champion_of(registered)
+    day = [with_level(base, 32, output_tok_s=80.0).model_copy(
+        update={"executed_stages": ["serve+benchmark"]}) for _ in range(3)]
+    day2 = judge(champion, day, [base.slug], gpu_spec(spec_file), drift_check=True)
+    day3 = judge(champion.model_copy(update={"history": day}), day, [base.slug],
+                 gpu_spec(spec_file), drift_check=True)
+    for verdict in (day2, day3):
+        check = next(c for c in verdict.checks if c.metric == "output_tok_s@c32")
+        assert check.reference_mean == 100 and check.current_mean == 80 and check.worse
+        assert verdict.status == "regressed" and verdict.regressed
+    assert next(c for c in day3.checks if c.metric == "output_tok_s@c32").n_history == 3
