@@ -132,7 +132,7 @@ def schedule(config: ConfigArg, cron: CronOpt = None, interval: IntervalOpt = No
     except PrefectServerError as exc:
         raise _fail(str(exc), code=1) from None
     except KeyboardInterrupt:
-        pass
+        pass  # a stop asked for (SIGTERM, Ctrl-C) is how serving ends: exit 0 once cleaned up
     finally:
         if server is not None:
             server.stop()

@@ -10,6 +10,7 @@ one machine, or a Dask worker declared with more GPUs than it has, still cannot 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -156,8 +157,6 @@ def _loopback(address: str) -> bool:
 
 def gpu_request(execution: Execution, planned: PlannedTrial):
     """The Dask annotation a trial's task is submitted under (none for the local runner)."""
-    import contextlib
-
     if execution.runner != "dask":
         return contextlib.nullcontext()
     import dask

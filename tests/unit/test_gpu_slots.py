@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 
 
 class TrialFailed(RuntimeError):
-    pass
+    """A trial's own failure inside its lease (the test's random faults)."""
 
 
 def test_no_oversubscription_under_random_trial_failures(tmp_path):
