@@ -7,8 +7,9 @@ never pickled `*.bin`/`*.pth` or GGUF unless asked) into the Hugging Face cache 
 later stages hash. A commit already in the cache is served without the network. `local_checkpoint`
 gives the same record for a folder on disk; `resolve_revision` only asks the hub which commit a
 revision names now (a scheduled sweep's "did it move?"). The hub token comes from one environment
-variable and is never logged, stored or put in a message. Needs huggingface_hub >= 1.0 (httpx
-transport).
+variable and is never logged, stored or put in a message. Works with both huggingface_hub lines:
+1.x (httpx transport) and 0.34-0.x (requests transport, the one transformers 4.57 in TensorRT-LLM
+1.2's images needs); only the transport's "no answer" errors differ.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import httpx
+import huggingface_hub
 from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
                                     LocalEntryNotFoundError, OfflineModeIsEnabled)
@@ -36,10 +37,24 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 """What a build reads. No `*.bin`/`*.pth` (pickles run code when loaded) and no `*.gguf`."""
 
 _SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The no-connection and timeout errors of the HTTP library the installed hub client uses:
+    httpx for huggingface_hub >= 1.0, requests before (each a dependency of its own hub line).
+    Both count TLS and proxy failures as connection errors."""
+    if int(huggingface_hub.__version__.split(".")[0]) >= 1:
+        import httpx
+
+        return httpx.ConnectError, httpx.TimeoutException
+    import requests
+
+    return requests.ConnectionError, requests.Timeout
+
+
 # The hub gave no answer: no connection, a timeout, HF_HUB_OFFLINE=1, or a file whose metadata
 # could not be read (LocalEntryNotFoundError: those, or a 5xx). Only these may use the cache.
-_UNREACHABLE = (httpx.ConnectError, httpx.TimeoutException, OfflineModeIsEnabled,
-                LocalEntryNotFoundError)
+_UNREACHABLE = (*_transport_errors(), OfflineModeIsEnabled, LocalEntryNotFoundError)
 
 
 class CheckpointError(RuntimeError):
@@ -84,6 +99,8 @@ def fetch_checkpoint(repo_id: str, revision: str, *, cache_dir: Path | None = No
             api.model_info(repo_id, revision=revision)
         folder = Path(snapshot_download(**download))
     except _UNREACHABLE as error:
+        if (answer := _refusal(error)) is not None:
+            raise _explain(api, repo_id, revision, token_env, token, answer) from error
         # The cache stands in only when the hub gives no answer, never after it answered "no"
         # (401, 403, 404). A full sha names immutable content, so its cached snapshot is exactly
         # what the hub would serve; a branch or tag resolves through the ref cached with it,
@@ -150,6 +167,17 @@ def _cached_snapshot(download: dict, error: Exception, token: str | None,
     log(f"no answer from the hub ({reason}): using the cached snapshot {folder.name} of "
         f"{where}{moved}")
     return folder
+
+
+def _refusal(error: Exception) -> HfHubHTTPError | None:
+    """The hub's 4xx answer behind a LocalEntryNotFoundError, if that is what it wraps: the 0.x
+    hub client (requests) reports any HTTP error of its file listing, when nothing is cached,
+    as a missing local entry, as if the hub had not answered. A 5xx stays "no answer"."""
+    cause = error.__cause__ if isinstance(error, LocalEntryNotFoundError) else None
+    status = getattr(getattr(cause, "response", None), "status_code", None)
+    if isinstance(cause, HfHubHTTPError) and status is not None and status < 500:
+        return cause
+    return None
 
 
 def _explain(api: HfApi, repo_id: str, revision: str, token_env: str, token: str | None,

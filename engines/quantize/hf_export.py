@@ -8,6 +8,11 @@ the quantized weights and scales, `config.json` with `quantization_config`, and
 `hf_quant_config.json`, which TensorRT-LLM's LLM API reads to pick the kernels. The tokenizer is
 saved beside them, as hf_ptq.py does. It runs on a GPU when one is visible, else on the CPU (the
 tests export a real checkpoint this way; the export does not depend on the device).
+The same calls serve ModelOpt 0.37 + transformers 4.57.1 (TensorRT-LLM 1.2's images) and
+ModelOpt 0.47 + transformers 5 (the reference stack): `from_pretrained(dtype=...)` (transformers
+>= 4.56), `export_hf_checkpoint(model, export_dir=...)` and the `hf_quant_config.json` keys read
+below are alike in both; the config's shape is the recipe's business (recipes.py). The
+`container` tests export FP8, FP8 + FP8 KV and INT4-AWQ in both.
 """
 
 from __future__ import annotations

@@ -1,51 +1,105 @@
-"""Quantization recipes -> ModelOpt configs, and the exported-checkpoint check."""
+"""Quantization recipes -> ModelOpt configs, and the exported-checkpoint check.
+
+The config tests run against the installed ModelOpt's real presets in both of its config shapes:
+lists of entries in .venv (0.47) and dicts of patterns in .venv-trtllm (0.37, TensorRT-LLM 1.2's;
+the `container` marker), each checked by ModelOpt's own config schema."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
+import modelopt
+import modelopt.torch.quantization as mtq
 import pytest
+from modelopt.torch.quantization.config import QuantizeConfig
+from packaging.version import Version
 
 from engines.quantize.export_check import export_problems
-from engines.quantize.recipes import CalibrationSpec, QuantRecipe, modelopt_config
+from engines.quantize.recipes import (CalibrationSpec, QuantRecipe, entries_are_listed,
+                                      modelopt_config)
 
 pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
+LISTED = entries_are_listed(mtq)
+KV = "*[kv]_bmm_quantizer"
 
 
-def entries(config, name):
-    return [e for e in config["quant_cfg"] if e.get("quantizer_name") == name]
+def quantizer_cfgs(config, name):
+    """What `config` sets for the quantizer pattern `name`, in order, in either shape (a list
+    entry's `enable` folded into its cfg dict; a cfg that is a list of dicts, W4A8's, as it is)."""
+    if not LISTED:
+        return [config["quant_cfg"][name]] if name in config["quant_cfg"] else []
+    found = []
+    for entry in config["quant_cfg"]:
+        if entry.get("quantizer_name") == name:
+            cfg = entry.get("cfg", {})
+            found.append(cfg if isinstance(cfg, list) else
+                         {**cfg, **({"enable": entry["enable"]} if "enable" in entry else {})})
+    return found
+
+
+def accepted_by_modelopt(config) -> None:
+    """ModelOpt's own schema takes `config` in its current shape (0.44+ only warns on dicts)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        QuantizeConfig(**config)
+    assert not [w for w in caught if "legacy dict format" in str(w.message)]
+
+
+@pytest.mark.container
+def test_the_shape_is_read_from_the_presets_and_matches_the_version_it_changed_in():
+    assert LISTED == (Version(modelopt.__version__) >= Version("0.44"))
+    assert isinstance(mtq.INT4_AWQ_CFG["quant_cfg"], list if LISTED else dict)
 
 
 def test_unquantized_recipe_needs_no_modelopt():
     assert modelopt_config(QuantRecipe(quant="bf16", kv_cache="auto")) is None
 
 
+@pytest.mark.container
 def test_fp8_weights_do_not_imply_fp8_kv():
     config = modelopt_config(QuantRecipe(quant="fp8", kv_cache="auto"))
-    assert entries(config, "*[kv]_bmm_quantizer") == []
+    assert quantizer_cfgs(config, KV) == []
     with_kv = modelopt_config(QuantRecipe(quant="fp8", kv_cache="fp8"))
-    assert entries(with_kv, "*[kv]_bmm_quantizer")[-1]["cfg"] == {"num_bits": (4, 3), "axis": None}
+    accepted_by_modelopt(with_kv)
+    (kv,) = quantizer_cfgs(with_kv, KV)
+    assert kv["num_bits"] == (4, 3) and kv["axis"] is None and kv.get("enable", True) is True
+    # The same KV quantizer as ModelOpt's own FP8 KV preset.
+    (preset,) = quantizer_cfgs(mtq.FP8_KV_CFG, KV)
+    assert kv == preset
 
 
+@pytest.mark.container
 def test_int8_kv_on_16_bit_weights_enables_only_the_kv_quantizer():
     config = modelopt_config(QuantRecipe(quant="bf16", kv_cache="int8"))
-    assert config["quant_cfg"] == [
-        {"quantizer_name": "*", "enable": False},
-        {"quantizer_name": "*[kv]_bmm_quantizer", "cfg": {"num_bits": 8, "axis": None}},
-    ]
+    accepted_by_modelopt(config)
+    assert config["algorithm"] == "max"
+    if LISTED:
+        assert config["quant_cfg"] == [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": KV, "cfg": {"num_bits": 8, "axis": None}},
+        ]
+    else:
+        assert config["quant_cfg"] == {"default": {"enable": False},
+                                       KV: {"num_bits": 8, "axis": None, "enable": True}}
 
 
+@pytest.mark.container
 @pytest.mark.parametrize("quant", ["int4_awq", "w4a8_awq"])
 def test_awq_group_size_is_set(quant):
-    config = modelopt_config(QuantRecipe(quant=quant, kv_cache="auto", awq_block_size=64))
-    weight = entries(config, "*weight_quantizer")[0]["cfg"]
-    first = weight[0] if isinstance(weight, list) else weight
-    assert first["block_sizes"][-1] == 64
+    config = modelopt_config(QuantRecipe(quant=quant, kv_cache="fp8", awq_block_size=64))
+    accepted_by_modelopt(config)
+    (weight,) = quantizer_cfgs(config, "*weight_quantizer")
+    if quant == "w4a8_awq":  # INT4 blocks then FP8: only the first has block sizes
+        assert isinstance(weight, list) and "block_sizes" not in weight[1]
+        weight = weight[0]
+    assert weight["block_sizes"][-1] == 64 and weight["num_bits"] == 4
 
 
+@pytest.mark.container
 def test_recipe_preset_is_not_mutated():
     import modelopt.torch.quantization as mtq
 
