@@ -126,6 +126,9 @@ class AccuracyResult(_Record):
     window_nll: list[float] = Field(default=[], description="Mean negative log-likelihood per window.")
     window_top1: list[float] = Field(default=[], description="Next-token top-1 accuracy per window.")
     tasks: list[TaskResult] = Field(default=[], description="Task evaluations (lm-eval), per item.")
+    skipped_tasks: dict[str, str] = Field(
+        default={}, description="Tasks of the spec this evaluator could not score, each with the "
+        "reason (a served engine answers generative tasks only: no prompt log-probabilities).")
 
 
 class PairedDelta(_Record):

@@ -273,6 +273,10 @@ class SweepTracker:
                 log(run_id, "top1_accuracy", record.accuracy.top1_accuracy)
             for task in record.accuracy.tasks:
                 log(run_id, f"{task.task}.{task.metric}", task.score)
+            for task, reason in record.accuracy.skipped_tasks.items():
+                # Not measured, and said so where the scores are read (served engines: no
+                # log-likelihoods for multiple-choice tasks).
+                self.client.set_tag(run_id, f"accuracy.skipped.{task}", reason[:5000])
         for delta in record.accuracy_deltas:
             log(run_id, f"{delta.metric}_delta", delta.delta)
             log(run_id, f"{delta.metric}_delta_ci_low", delta.ci_low)

@@ -71,7 +71,7 @@ def harness_version() -> str:
     return f"lm_eval {version('lm_eval')}"
 
 
-def _task_manager(tasks: list[str], include_paths: list[Path]) -> Any:
+def task_manager(tasks: list[str], include_paths: list[Path]) -> Any:
     """A TaskManager that knows `tasks`: the include paths alone when they hold them all (fast:
     lm-eval's thousands of own tasks are not indexed), else with lm-eval's own tasks too (their
     data must then be in the local datasets cache). Unknown names raise TaskError."""
@@ -98,8 +98,8 @@ def check_tasks(tasks: list[str], include_paths: list[Path], cache_dir: Path) ->
     instead of after the first trial's benchmark."""
     if not tasks:
         return
-    with offline_harness(cache_dir), _harness_output(None):
-        _task_manager(tasks, include_paths)
+    with offline_harness(cache_dir), harness_output(None):
+        task_manager(tasks, include_paths)
 
 
 def evaluate_tasks(model: Any, tokenizer: Any, *, tasks: list[str], include_paths: list[Path],
@@ -114,11 +114,11 @@ def evaluate_tasks(model: Any, tokenizer: Any, *, tasks: list[str], include_path
         raise TaskError(f"accuracy.task_limit must be at least 2 (a paired test needs two items), "
                         f"got {limit}")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with offline_harness(cache_dir), _harness_output(log_file):
+    with offline_harness(cache_dir), harness_output(log_file):
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
-        manager = _task_manager(tasks, include_paths)
+        manager = task_manager(tasks, include_paths)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
                   device=str(next(model.parameters()).device))
         results = lm_eval.simple_evaluate(
@@ -203,7 +203,7 @@ def task_results(results: dict, *, hardware: str, tool: str) -> list[TaskResult]
 
 
 @contextmanager
-def _harness_output(log_file: Path | None) -> Iterator[None]:
+def harness_output(log_file: Path | None) -> Iterator[None]:
     """The harness's prints and log records into `log_file` (appended), not the sweep's output."""
     if log_file is None:
         yield

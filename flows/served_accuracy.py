@@ -1,0 +1,139 @@
+"""The accuracy stage of stacks whose accuracy is measured on what they serve
+(`Stack.accuracy_by_serving`: trtllm-engine, whose TensorRT engines lm-eval cannot load).
+
+The variant is scored on the trial's own running server after the benchmark (same server, same
+GPUs). The baseline is the unquantized engine of the same TP/PP, build knobs and settings (bf16
+weights, or the sweep's own 16-bit format when it lists only fp16; model-dtype KV cache), taken
+from the content-addressed store the trial's bundle comes from (a bf16 trial of the sweep and
+this baseline are one bundle), served on the trial's GPUs once the trial's server has stopped,
+scored once per key and cached as `<workspace>/accuracy/served-baseline-<key>.json` (the key:
+checkpoint identity, evaluated accuracy settings, task files, stack and serving kind, TP/PP,
+knobs, build settings, hardware, library versions). An unquantized trial's own result is that
+baseline, saved under the key when none is cached, so nothing is served twice. Only generative
+tasks are served (`evaluation.accuracy.served`); the others are recorded as skipped in
+`AccuracyResult.skipped_tasks` with their reason and said in the trial log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from build_configs.quant import KVCacheFormat, QuantFormat
+from build_configs.schema import SweepSpec
+from engines import progress
+from engines.compat import refuse_mismatch
+from engines.locks import key_lock
+from engines.manifest import inputs_hash
+from engines.stacks import BuildResult
+from evaluation.accuracy.external import cached
+from evaluation.accuracy.variant import tasks_fingerprint
+from evaluation.planning.records import TrialConfig
+from evaluation.records import AccuracyResult
+from evaluation.selection.accuracy_gate import is_baseline
+
+MAX_CONCURRENCY = 8
+"""Requests in flight at once while scoring (and never more than the engine's batch)."""
+
+
+def baseline_config(cfg: TrialConfig, quants: Sequence[QuantFormat]) -> TrialConfig:
+    """The unquantized point of `cfg` (itself when it is one): bf16 weights unless the sweep's
+    only 16-bit format is fp16, model-dtype KV cache, same TP/PP and knobs."""
+    if is_baseline(cfg):
+        return cfg
+    unquantized = [q for q in quants if not q.is_quantized]
+    quant = QuantFormat.BF16 if QuantFormat.BF16 in unquantized or not unquantized else unquantized[0]
+    return cfg.model_copy(update={"quant": quant, "kv_cache": KVCacheFormat.AUTO})
+
+
+def baseline_key(*, checkpoint: dict[str, Any], spec: SweepSpec, tasks_sha256: str, stack: str,
+                 cfg: TrialConfig, hardware: str, versions: dict[str, str | None]) -> str:
+    """The cache key of a served baseline (module docstring); `cfg` is the baseline's point."""
+    return inputs_hash({
+        "evaluator": "served", "checkpoint": checkpoint,
+        "accuracy": spec.accuracy.model_dump(mode="json", include={"tasks", "task_limit", "batch_size"}),
+        "tasks": tasks_sha256, "stack": stack,
+        "serving": spec.execution.model_dump(mode="json", include={"engine_server", "pytorch_server"}),
+        "config": cfg.model_dump(mode="json"), "build": spec.build.model_dump(mode="json"),
+        "hardware": hardware, "versions": versions})[:16]
+
+
+class ServedAccuracy:
+    """One trial's served accuracy: `evaluate_variant` inside the trial's server block, then
+    `baseline` (cached, or served now) for the pairing."""
+
+    def __init__(self, *, stack: Any, spec: SweepSpec, cfg: TrialConfig, checkpoint: dict[str, Any],
+                 include_paths: list[Path], workspace: Path, trial_dir: Path, hardware: str,
+                 versions: dict[str, str | None],
+                 baseline_bundle: Callable[[TrialConfig], BuildResult],
+                 log: Callable[[str], None]) -> None:
+        self.stack, self.spec, self.workspace, self.trial_dir = stack, spec, workspace, trial_dir
+        self.include_paths, self.hardware, self.log = include_paths, hardware, log
+        self.baseline_bundle = baseline_bundle
+        self.baseline_cfg = baseline_config(cfg, spec.axes.quant)
+        self.own_baseline = self.baseline_cfg == cfg
+        self.concurrency = max(1, min(spec.accuracy.batch_size, cfg.max_batch_size, MAX_CONCURRENCY))
+        self.key = baseline_key(checkpoint=checkpoint, spec=spec,
+                                tasks_sha256=tasks_fingerprint(include_paths), stack=stack.name,
+                                cfg=self.baseline_cfg, hardware=hardware, versions=versions)
+        self.path = workspace / "accuracy" / f"served-baseline-{self.key}.json"
+        self.variant: AccuracyResult | None = None
+        self.variant_seconds = 0.0
+
+    def evaluate_variant(self, server: Any, model: str) -> None:
+        """Score the trial's engine on its running server (after the benchmark)."""
+        start = time.perf_counter()
+        accuracy = self.spec.accuracy
+        log_file = self.trial_dir / "accuracy" / "lm_eval.log"
+        self.log(f"[accuracy] tasks {', '.join(accuracy.tasks)} (limit {accuracy.task_limit}) on "
+                 f"the running server, {self.concurrency} requests at once (lm-eval log: {log_file})")
+        progress.stage_started("accuracy")
+        self.variant = self._evaluate(server, model, log_file)
+        for name, reason in self.variant.skipped_tasks.items():
+            self.log(f"  accuracy: task {name} skipped: {reason}")
+        self.variant_seconds = round(time.perf_counter() - start, 3)
+
+    def baseline(self) -> AccuracyResult | None:
+        """The baseline engine's result for pairing: this trial's own when it is the baseline,
+        else the cached one, else served and scored now (and cached). None when the variant
+        scored no task: there is nothing to pair."""
+        if self.variant is None:
+            raise RuntimeError("evaluate_variant must run (on the trial's server) before baseline")
+        if not self.variant.tasks:
+            self.log("  accuracy: no generative task to serve; the selection rejects this trial "
+                     "when the spec sets sla.max_accuracy_drop")
+            return None
+        variant = self.variant
+        with key_lock(self.path.with_suffix(".lock"), f"the served baseline {self.path.name}", self.log):
+            if self.own_baseline:
+                self.log(f"  baseline: this unquantized trial itself (key {self.key})")
+                return cached(self.path, lambda: variant)
+            if self.path.exists():
+                self.log(f"  baseline: reusing the served baseline {self.path.name}")
+            return cached(self.path, self._serve_baseline)
+
+    def _serve_baseline(self) -> AccuracyResult:
+        cfg = self.baseline_cfg
+        self.log(f"  baseline: the {cfg.quant.value} engine (kv {cfg.kv_cache.value}, TP{cfg.tp} "
+                 f"PP{cfg.pp}) from the store, served and scored once (key {self.key})")
+        build = self.baseline_bundle(cfg)
+        progress.stage_started("accuracy")  # the store may have built it: the view says so
+        refuse_mismatch(build.bundle_dir, self.stack.host_mismatches(build.manifest))
+        work = self.workspace / "accuracy" / f"served-baseline-{self.key}"
+        repo = self.stack.write_model_repository(build, work / "triton_repo")
+        with self.stack.server(repo, work / "server") as server:
+            model = getattr(server, "model", None) or self.stack.served_model
+            return self._evaluate(server, model, work / "lm_eval.log")
+
+    def _evaluate(self, server: Any, model: str, log_file: Path) -> AccuracyResult:
+        # lm-eval is imported only when a trial measures accuracy this way.
+        from evaluation.accuracy.served import evaluate_served, served_endpoint
+
+        accuracy = self.spec.accuracy
+        return evaluate_served(served_endpoint(server.url, model, getattr(server, "endpoint", None)),
+                               tasks=list(accuracy.tasks), include_paths=self.include_paths,
+                               limit=accuracy.task_limit, hardware=self.hardware,
+                               cache_dir=self.workspace / "cache" / "datasets",
+                               concurrency=self.concurrency, log_file=log_file)
