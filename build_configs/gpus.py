@@ -67,3 +67,27 @@ def get_gpu(name: str) -> GPU:
     if name not in catalog:
         raise KeyError(f"'{name}' is not in the GPU catalog (known: {', '.join(catalog)})")
     return catalog[name]
+
+
+_SMI_NAMES: tuple[tuple[str, str], ...] = (
+    # (a regular expression on nvidia-smi's name, the catalog entry); the first match wins
+    (r"\bH100\b.*\b(PCIe|NVL)\b", "H100-PCIe-80GB"),
+    (r"\bH100\b", "H100-SXM-80GB"),
+    (r"\bH200\b(?!.*\bNVL\b)", "H200-SXM-141GB"),
+    (r"\bA100-SXM\d?-80GB\b", "A100-SXM-80GB"),
+    (r"\bL40S\b", "L40S"),
+    (r"\bL4\b", "L4"),
+    (r"\bB200\b", "B200"),
+)
+"""nvidia-smi names (`NVIDIA H100 80GB HBM3`, `NVIDIA A100-SXM4-80GB`, `NVIDIA L40S`, ...) to the
+catalog; a GPU matching none (an A100 40GB, an H200 NVL) has no catalog entry of its own."""
+
+
+def catalog_name(smi_name: str) -> str | None:
+    """The catalog entry for a GPU as nvidia-smi names it, or None when the catalog has none."""
+    import re
+
+    for pattern, name in _SMI_NAMES:
+        if re.search(pattern, smi_name):
+            return name
+    return None

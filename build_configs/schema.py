@@ -223,13 +223,22 @@ class Build(_Strict):
 
     awq_block_size: Literal[64, 128] = 128
     kv_cache_free_gpu_mem_fraction: float = Field(default=0.9, gt=0, le=1)
-    calib_size: PositiveInt = Field(default=16, description="Calibration samples.")
-    calib_max_seq_length: PositiveInt = Field(default=256, description="Tokens per calibration sample.")
+    calib_size: PositiveInt | None = Field(
+        default=None, description="Calibration samples. Unset: per stack and format "
+                                  "(`calibration_samples`: 16 on the CPU reference stack; on GPUs "
+                                  "512, TensorRT-LLM's and ModelOpt's default, and 32 for AWQ "
+                                  "formats, which quantize.py caps at 32).")
+    calib_max_seq_length: PositiveInt | None = Field(
+        default=None, description="Tokens per calibration sample. Unset: 256 on the CPU "
+                                  "reference stack, 512 on GPUs (quantize.py's and hf_ptq.py's "
+                                  "default).")
     calib_dataset: str | None = Field(
-        default=None, description="GPU stacks: quantize.py / hf_ptq.py's calibration dataset, a "
-                                  "local dataset folder (split `train`, column `text`) or a dataset "
-                                  "name; trtllm-pytorch calibrates in-process on local folders "
-                                  "only. Default: the sweep's own text (the scripts: the tool's own).")
+        default=None, description="GPU stacks: a local folder of JSON lines files with a `text` "
+                                  "column (split `train` first), on the machine that runs the "
+                                  "trials, that every quantization calibrates on. Default: the "
+                                  "project's own text, written beside each quantization (and "
+                                  "beside emitted scripts). Hub dataset names are refused: "
+                                  "nothing but the checkpoint is ever downloaded.")
     enable_block_reuse: bool = Field(
         default=True, description="trtllm-pytorch: kv_cache_config.enable_block_reuse (prefix reuse).")
     cuda_graph_batch_sizes: list[PositiveInt] | None = Field(
@@ -240,6 +249,29 @@ class Build(_Strict):
     @classmethod
     def _sorted_sizes(cls, value: list[int] | None) -> list[int] | None:
         return None if value is None else sorted(_unique(value))
+
+    def calibration(self, stack: Stack, quant: QuantFormat) -> tuple[int, int]:
+        """(samples, tokens per sample) that calibrate a `quant` checkpoint on `stack`: the
+        spec's values where set, else the stack's defaults (CPU_CALIBRATION, GPU_CALIBRATION;
+        AWQ formats AWQ_CALIBRATION_SAMPLES on GPUs)."""
+        if stack is Stack.REFERENCE:
+            samples, tokens = CPU_CALIBRATION
+        else:
+            samples, tokens = GPU_CALIBRATION
+            if quant.spec.group_scaled:
+                samples = AWQ_CALIBRATION_SAMPLES
+        return self.calib_size or samples, self.calib_max_seq_length or tokens
+
+
+CPU_CALIBRATION = (16, 256)
+"""The reference stack's calibration on a 2-core CPU: enough for stable FP8/INT8 scales on the
+demo model (docs/decisions.md), a few seconds per format."""
+GPU_CALIBRATION = (512, 512)
+"""TensorRT-LLM 1.2's quantize.py defaults (`--calib_size 512 --calib_max_seq_length 512`), which
+are also ModelOpt 0.37 hf_ptq.py's `--calib_size` default (docs/research/gpu-hosts-quantization.md)."""
+AWQ_CALIBRATION_SAMPLES = 32
+"""AWQ's search is costly per sample and TensorRT-LLM's quantize_by_modelopt caps AWQ formats at
+32 samples whatever `--calib_size` says; asking for 32 makes the record say what ran."""
 
 
 class Accuracy(_Strict):
@@ -359,6 +391,24 @@ class Registry(_Strict):
         return value
 
 
+class TrtllmPaths(_Strict):
+    """Where each of TensorRT-LLM's files is, when the probed layout is not right (absolute
+    paths on the machine that runs the trials; each one set wins over the layout)."""
+
+    examples: str | None = Field(
+        default=None, description="TensorRT-LLM's examples/ (quantization/quantize.py, "
+                                  "models/core/llama/convert_checkpoint.py).")
+    triton_models: str | None = Field(
+        default=None, description="Triton's model templates (inflight_batcher_llm/, llmapi/): "
+                                  "triton_backend/all_models of a checkout, /app/all_models.")
+    fill_template: str | None = Field(default=None, description="tools/fill_template.py.")
+    launch_triton_server: str | None = Field(
+        default=None, description="scripts/launch_triton_server.py.")
+    tritonserver: str | None = Field(
+        default=None, description="The tritonserver binary; default: on PATH, else "
+                                  "/opt/tritonserver/bin/tritonserver.")
+
+
 class Execution(_Strict):
     """How and where trials run. GPU trials run concurrently, each on its own GPUs (TP*PP of
     them, lent by a GPU-slot allocator as CUDA_VISIBLE_DEVICES); `reference` trials run one at a
@@ -381,10 +431,21 @@ class Execution(_Strict):
         default="triton",
         description="trtllm-pytorch stack: serve through Triton's `llmapi` Python model "
                     "(launch_triton_server.py) or TensorRT-LLM's OpenAI-compatible `trtllm-serve`.")
-    trtllm_root: str = Field(
-        default="/app/tensorrt_llm",
-        description="GPU stacks: the TensorRT-LLM source tree (examples/, triton_backend/) in the "
-                    "container the trials run in.")
+    engine_server: Literal["triton", "trtllm-serve"] = Field(
+        default="triton",
+        description="trtllm-engine stack: serve the engine with Triton's `inflight_batcher_llm` "
+                    "(the tritonserver image) or `trtllm-serve --backend tensorrt` (any image "
+                    "with TensorRT-LLM, the release image included, which has no Triton).")
+    trtllm_root: str | None = Field(
+        default=None,
+        description="GPU stacks: where TensorRT-LLM's files are in the container (a source "
+                    "checkout, or the root of an image's layout). Unset: $TRTLLM_ROOT, then the "
+                    "known layouts are probed (engines/trtllm/layout.py: /app of the tritonserver "
+                    "image, /app/tensorrt_llm of the release image, the installed package's "
+                    "checkout).")
+    trtllm_paths: TrtllmPaths = Field(
+        default_factory=lambda: TrtllmPaths(),
+        description="GPU stacks: explicit paths that win over the probed layout, file by file.")
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> Execution:

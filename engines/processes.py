@@ -118,6 +118,55 @@ def session_pids(sid: int) -> list[int]:
     return pids_where(STAT_SESSION, sid)
 
 
+def session_of(pid: int) -> int | None:
+    """The session id of `pid` (from /proc), None once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[STAT_SESSION])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def listening_pids(port: int) -> set[int]:
+    """The processes holding a TCP socket that listens on `port` (IPv4 or IPv6, any address),
+    found through /proc: the socket's inode in /proc/net/tcp*, then the process whose file
+    descriptors name it. Sockets of other users' processes cannot be seen (their fds are
+    closed to us): they are simply not in the set."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # fields: sl local_address rem_address st ... inode; 0A is TCP_LISTEN
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = set()
+    if not inodes:
+        return pids
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                pids.add(int(fd_dir.parent.name))
+        except OSError:
+            continue  # gone meanwhile, or another user's
+    return pids
+
+
+def foreign_listener(port: int, *, session: int) -> str | None:
+    """Why the server listening on `port` is not one of session `session` (None when a process
+    of that session holds the listening socket)."""
+    pids = listening_pids(port)
+    if any(session_of(pid) == session for pid in pids):
+        return None
+    if not pids:
+        return (f"no process of this user listens on port {port} (another user's server, or "
+                "another network namespace, answers there)")
+    others = ", ".join(f"pid {pid} ({' '.join(command_line(pid).split())[:120]})" for pid in sorted(pids))
+    return f"port {port} is held by {others}, outside the trial's server session {session}"
+
+
 def command_line(pid: int) -> str:
     """The process's command line, arguments joined by spaces ('' once it is gone)."""
     try:

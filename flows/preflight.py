@@ -1,5 +1,7 @@
 """Checks that fail a run before any trial starts, each naming the field and the fix: a
-workspace that cannot be written, an MLflow tracking server that does not answer.
+workspace that cannot be written, an MLflow tracking server that does not answer, a GPU stack
+whose files (TensorRT-LLM's scripts, Triton's templates, the server programs) are not on this
+host.
 
 They are cheap (a probe file, one HTTP request with a short timeout) because the alternative is
 worse: MLflow's client retries an unreachable server for minutes, and a read-only workspace is
@@ -11,10 +13,13 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from build_configs.loading import ResolvedSpec
+from build_configs.schema import Predictor
 from flows.sweep_settings import tracking_uri
 
 
@@ -59,3 +64,17 @@ def preflight(resolved: ResolvedSpec) -> None:
     """Every check above, for the spec's workspace and tracking URI."""
     check_workspace(resolved.spec.workspace.resolve())
     check_tracking(tracking_uri(resolved))
+
+
+def check_stack_files(resolved: ResolvedSpec, stacks: Sequence[Any]) -> None:
+    """Every file and program the feasible trials of each stack will use on this host is there;
+    `engines.trtllm.layout.LayoutError` names what is missing, the layouts probed and the fix.
+    The plan here is the roofline's (feasibility does not depend on the predictor; it is fast)."""
+    from engines.stacks.base import preflight_stack
+    from evaluation.planning import expand
+
+    plan = expand(resolved, predictor=Predictor.ROOFLINE, calibrated=False, top_k=None)
+    for stack in stacks:
+        configs = [t.config for t in plan.trials if t.feasible and t.stack == stack.name]
+        if configs:
+            preflight_stack(stack, configs, accuracy=bool(resolved.spec.accuracy.tasks))

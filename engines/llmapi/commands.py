@@ -17,13 +17,14 @@ from pathlib import PurePosixPath
 from typing import Sequence
 
 from build_configs.quant import KVCacheFormat
-from build_configs.schema import Accuracy, Build
+from build_configs.schema import Accuracy, Build, Stack
 from engines.trtllm.commands import Command
 from engines.trtllm.contract import ContractError, VersionContract, check_command
+from engines.trtllm.layout import Required, ToolPaths
 from evaluation.planning.records import TrialConfig
 
 SERVE_TOOL = "trtllm-serve serve"
-PTQ_TOOL = "hf_ptq.py"
+QUANTIZE_TOOL = "enginesweep quantize"
 LM_EVAL_TOOL = "lm-eval run"
 
 
@@ -41,29 +42,40 @@ def ptq_formats(contract: VersionContract, cfg: TrialConfig) -> tuple[str, str]:
     return qformat, kv
 
 
-def ptq_command(contract: VersionContract, cfg: TrialConfig, build: Build, *,
-                examples_dir: PurePosixPath, hf_checkpoint: PurePosixPath, export_dir: PurePosixPath
-                ) -> Command:
-    """ModelOpt's hf_ptq.py: quantize and write a unified HF checkpoint (safetensors,
-    `config.json` with `quantization_config`, `hf_quant_config.json`). TP and PP are not fixed
+def quantize_command(contract: VersionContract, cfg: TrialConfig, build: Build, *,
+                     hf_checkpoint: PurePosixPath, export_dir: PurePosixPath,
+                     calib_dataset: PurePosixPath, executable: str = "enginesweep") -> Command:
+    """`enginesweep quantize`: ModelOpt's quantization and unified HF export (safetensors,
+    `config.json` with `quantization_config`, `hf_quant_config.json`) of one format, by the very
+    code the stack runs in-process (`engines.quantize.hf_export`), calibrated on the local folder
+    `calib_dataset`, offline. Emitted scripts run it instead of ModelOpt's hf_ptq.py, which is in
+    neither image and, at ModelOpt 0.37, calibrates only on hub datasets. TP and PP are not fixed
     by the export: one checkpoint serves every TP/PP of the same format."""
-    qformat, kv = ptq_formats(contract, cfg)
-    args = ["--pyt_ckpt_path", str(hf_checkpoint), "--qformat", qformat, "--kv_cache_qformat", kv,
-            "--calib_size", str(build.calib_size), "--export_path", str(export_dir)]
+    ptq_formats(contract, cfg)  # a format the unified export cannot write: refused here
+    samples, tokens = build.calibration(Stack.TRTLLM_PYTORCH, cfg.quant)
+    argv = [executable, "quantize", "--model", str(hf_checkpoint), "--quant", cfg.quant.value,
+            "--kv-cache", cfg.kv_cache.value, "--calib-dataset", str(calib_dataset),
+            "--calib-size", str(samples), "--calib-seq-len", str(tokens),
+            "--export-dir", str(export_dir)]
     if cfg.quant.spec.group_scaled:
-        args += ["--awq_block_size", str(build.awq_block_size)]
-    if build.calib_dataset is not None:  # else hf_ptq.py's own default dataset
-        args += ["--dataset", build.calib_dataset]
-    check_command(contract, PTQ_TOOL, args)
-    return Command(PTQ_TOOL, ["python3", str(examples_dir / "llm_ptq/hf_ptq.py"), *args])
+        argv += ["--awq-block-size", str(build.awq_block_size)]
+    return Command(QUANTIZE_TOOL, argv)
 
 
-def serve_command(contract: VersionContract, *, model_dir: str, options_file: str, port: int,
-                  host: str = "127.0.0.1", executable: str = "trtllm-serve") -> Command:
-    """`trtllm-serve serve MODEL` on the PyTorch backend with the trial's options YAML (which
-    holds TP, PP and the limits: the YAML wins over the command line, key by key)."""
-    args = ["--host", host, "--port", str(port), "--backend", "pytorch",
-            "--extra_llm_api_options", options_file, "--log_level", "info"]
+def serve_command(contract: VersionContract, *, model_dir: str, port: int | str, backend: str = "pytorch",
+                  options_file: str | None = None, tokenizer: str | None = None,
+                  extra: Sequence[str] = (), host: str = "127.0.0.1",
+                  executable: str = "trtllm-serve") -> Command:
+    """`trtllm-serve serve MODEL` on loopback: the PyTorch backend with the trial's options YAML
+    (which holds TP, PP and the limits: the YAML wins over the command line, key by key), or the
+    TensorRT backend over an engine folder with the Hugging Face tokenizer beside it (`extra`:
+    the engine's TP/PP and KV-cache share)."""
+    args = ["--host", host, "--port", str(port), "--backend", backend]
+    if tokenizer is not None:
+        args += ["--tokenizer", tokenizer]
+    if options_file is not None:
+        args += ["--extra_llm_api_options", options_file]
+    args += [*extra, "--log_level", "info"]
     check_command(contract, SERVE_TOOL, args)
     return Command(SERVE_TOOL, [executable, "serve", model_dir, *args])
 
@@ -117,3 +129,35 @@ def lm_eval_command(cfg: TrialConfig, accuracy: Accuracy, *, model_dir: str, tok
     check_lm_eval(argv)
     return Command(LM_EVAL_TOOL, [executable, *argv])
 
+
+def required_files(tools: ToolPaths | None, configs: Sequence[TrialConfig], *, server: str,
+                   calib_dataset: str | None, lm_eval: str | None) -> list[Required]:
+    """Every file and program the PyTorch path uses for `configs` (the stack's preflight and the
+    emitted scripts' `require` lines): the calibration folder when one is named, the server's
+    files (Triton's llmapi model, launcher, binary and python backend; or trtllm-serve), and
+    `lm_eval` (the lm-eval program) when accuracy tasks run. Quantization itself is ModelOpt's
+    Python API: no file of TensorRT-LLM's."""
+    needed: list[Required] = []
+    if calib_dataset is not None and any(c.quant.is_quantized for c in configs):
+        needed.append(Required("the calibration dataset (a local folder of JSON lines with a "
+                               "text column: build.calib_dataset)", calib_dataset))
+    if lm_eval is not None:
+        needed.append(Required("lm-eval (its trtllm model scores the accuracy tasks)", lm_eval,
+                               program=True))
+    if server == "trtllm-serve":
+        return [*needed, Required("trtllm-serve", "trtllm-serve", program=True)]
+    if tools is None:
+        return [*needed, Required("Triton's llmapi model and launch_triton_server.py (no "
+                                  "TensorRT-LLM layout found)", "<no layout found>")]
+    if tools.triton_models is None or tools.launch_triton_server is None:
+        return [*needed, Required("Triton's llmapi model and launch_triton_server.py (not in this "
+                                  "layout: the release image has no Triton): set "
+                                  "execution.pytorch_server: trtllm-serve", "<none in this layout>")]
+    llmapi = tools.llmapi_model / "tensorrt_llm"
+    needed += [Required("the llmapi model's config.pbtxt", str(llmapi / "config.pbtxt")),
+               Required("the llmapi model's model.py", str(llmapi / "1" / "model.py")),
+               Required("launch_triton_server.py", str(tools.launch_triton_server))]
+    if tools.tritonserver is not None and tools.triton_backends is not None:
+        needed += [Required("tritonserver", str(tools.tritonserver), program=True),
+                   Required("Triton's python backend", str(tools.triton_backends / "python"))]
+    return needed

@@ -1,28 +1,44 @@
 """`enginesweep plan SPEC --emit-scripts DIR` for the `trtllm-pytorch` stack: one runnable shell
-script per trial with the exact commands (hf_ptq.py, the LLM-API options, Triton's `llmapi`
-repository or trtllm-serve, aiperf, lm-eval), every one checked against the pinned contract.
+script per trial with the exact commands (`enginesweep quantize`, the LLM-API options, Triton's
+`llmapi` repository or trtllm-serve, aiperf, lm-eval), every one checked against the pinned
+contract.
 
 The options YAML and model.yaml are the very dictionaries the stack writes (`options`), the
-commands come from `commands`; around them the script does in shell what the stack does in
-Python: the checkpoint written aside then moved, the server in a session of its own stopped
-whole, readiness polled, the accuracy run after the server is gone (both need the GPU's memory).
+commands come from `commands`; the quantization is `enginesweep quantize`, the stack's own
+in-process ModelOpt export as a command (ModelOpt's hf_ptq.py is in neither of NVIDIA's images
+and calibrates only on hub datasets at 0.37), offline on the calibration folder beside the
+scripts. The layout and every file are found and checked before any work, as in the engine
+stack's scripts (`engines.trtllm.layout`). Around the commands the script does in shell what the
+stack does in Python: the checkpoint written aside then moved, the server on free ports in a
+session of its own stopped whole, readiness polled, the accuracy run after the server is gone
+(both need the GPU's memory).
 """
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path, PurePosixPath
 
 import yaml
 
 from build_configs.loading import ResolvedSpec
-from engines.llmapi.commands import lm_eval_command, ptq_command, serve_command
-from engines.llmapi.options import llm_api_options, check_options, model_yaml
+from engines.llmapi.commands import lm_eval_command, quantize_command, required_files, serve_command
+from engines.llmapi.options import check_options, llm_api_options, model_yaml
 from engines.llmapi.repository import PAYLOAD_TEMPLATE as LLMAPI_PAYLOAD
-from engines.llmapi.repository import TEMPLATE_DIR, decouple_shell
+from engines.llmapi.repository import decouple_shell
 from engines.trtllm.commands import Command, TrialPaths, launch_command
 from engines.trtllm.contract import ContractError, VersionContract
-from engines.trtllm.scripts import GRPC_PORT, HTTP_PORT, METRICS_PORT, serve_block, shell_line, version_gate
+from engines.trtllm.layout import SCRIPT_TOOLS, Required, layout_shell
+from engines.trtllm.scripts import (
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    calib_variable,
+    ports_shell,
+    require_lines,
+    serve_block,
+    shell_line,
+    version_gate,
+)
 from evaluation.benchmark.aiperf_runner import (
     OPENAI_COMPLETIONS,
     TEMPLATE_NAME,
@@ -55,39 +71,46 @@ def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionC
     options = llm_api_options(cfg, spec.build)
     check_options(contract, options)
     bench_dir = trial_dir / "benchmark"
+    required: list[Required] = []
     steps = []
     if quantized:
-        ptq = ptq_command(contract, cfg, spec.build, examples_dir=PurePosixPath("$MODELOPT_EXAMPLES"),
-                          hf_checkpoint=PurePosixPath("$MODEL_DIR"),
-                          export_dir=PurePosixPath(f"{shared}.partial"))
-        steps.append(f"""# 1. Unified HF checkpoint (ModelOpt hf_ptq.py), shared by every trial with the same weight
-#    and KV formats (the export does not fix TP or PP): written aside, moved when complete.
+        export = quantize_command(contract, cfg, spec.build, hf_checkpoint=PurePosixPath("$MODEL_DIR"),
+                                  export_dir=shared, calib_dataset=PurePosixPath("$CALIB_DATASET"))
+        required += [Required("enginesweep (the project, installed in this image: scripts/setup-gpu)",
+                              "enginesweep", program=True),
+                     Required("the calibration dataset (JSON lines with a text column)",
+                              "$CALIB_DATASET")]
+        steps.append(f"""# 1. Unified HF checkpoint (ModelOpt, through `enginesweep quantize`: the stack's own export),
+#    shared by every trial with the same weight and KV formats (the export does not fix TP or
+#    PP); offline, calibrated on CALIB_DATASET; written aside, renamed when complete.
 if [ ! -f "{shared}/hf_quant_config.json" ]; then
-    rm -rf "{shared}.partial"
-{_indent(shell_line(ptq))}
-    mv "{shared}.partial" "{shared}"
+    rm -rf "{shared}.partial" "{shared}"
+{_indent(shell_line(export))}
 fi""")
     else:
         steps.append("# 1. Unquantized baseline: the Hugging Face checkpoint is served as it is.")
+    required += required_files(SCRIPT_TOOLS, [cfg], server=server, calib_dataset=None,
+                               lm_eval=None)
     steps.append(f"""# 2. LLM-API options (keys checked against TensorRT-LLM {contract.line}'s TorchLlmArgs).
 mkdir -p "{trial_dir}"
 cat > "{trial_dir}/llm_api_options.yaml" <<'YAML'
 {_literal_yaml(options)}
 YAML""")
+    url = f"http://127.0.0.1:{HTTP_PORT}"
     if server == "triton":
-        paths = TrialPaths(trtllm_root=PurePosixPath("$TRTLLM_ROOT"), hf_checkpoint=checkpoint,
+        paths = TrialPaths(tools=SCRIPT_TOOLS, hf_checkpoint=checkpoint,
                            checkpoint_dir=checkpoint, engine_dir=trial_dir,
                            repo_dir=trial_dir / "triton_repo", timing_cache=trial_dir / "unused")
         launch = launch_command(contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
                                 metrics_port=METRICS_PORT)
         body = _literal_yaml(model_yaml(contract, options, model=str(checkpoint)), allow=str(checkpoint))
-        ready = f"http://127.0.0.1:{HTTP_PORT}/v2/health/ready"
+        ready = f"{url}/v2/health/ready"
         config = f"{paths.repo_dir}/{TRITON_MODEL}/config.pbtxt"
         steps.append(f"""# 3. Triton's llmapi repository: the installed model, model.yaml from the options, and the
 #    model made decoupled in config.pbtxt (launch_triton_server.py disables auto-complete, so
 #    model.yaml's triton_config.decoupled alone may not reach Triton).
 rm -rf "{paths.repo_dir}"
-cp -R "$TRTLLM_ROOT/{TEMPLATE_DIR}" "{paths.repo_dir}"
+cp -R "{SCRIPT_TOOLS.llmapi_model}" "{paths.repo_dir}"
 cat > "{paths.repo_dir}/{TRITON_MODEL}/1/model.yaml" <<YAML
 {body}
 YAML
@@ -99,14 +122,14 @@ SERVE=({shell_line(launch).replace(chr(92) + chr(10) + "    ", "")})""")
     else:
         serve = serve_command(contract, model_dir=str(checkpoint),
                               options_file=f"{trial_dir}/llm_api_options.yaml", port=HTTP_PORT)
-        ready = f"http://127.0.0.1:{HTTP_PORT}/health"
+        ready = f"{url}/health"
         steps.append(f"""# 3. trtllm-serve (OpenAI-compatible) with the options.
 SERVE=({shell_line(serve).replace(chr(92) + chr(10) + "    ", "")})""")
         endpoint, model_name = OPENAI_COMPLETIONS, str(checkpoint)
-        metrics = (f'curl -sf "http://127.0.0.1:{HTTP_PORT}/metrics" > "{bench_dir}/iteration-stats.json" '
+        metrics = (f'curl -sf "{url}/metrics" > "{bench_dir}/iteration-stats.json" '
                    "|| true  # JSON iteration stats, not Prometheus")
     bench = Command("aiperf", aiperf_command(
-        url=f"http://127.0.0.1:{HTTP_PORT}", model=model_name, workload=spec.workload,
+        url=url, model=model_name, workload=spec.workload,
         tokenizer=Path(str(checkpoint)), artifact_dir=Path(str(bench_dir)),
         executable=Path("aiperf"), endpoint=endpoint))
     payload = (f"""cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
@@ -114,7 +137,7 @@ SERVE=({shell_line(serve).replace(chr(92) + chr(10) + "    ", "")})""")
 JSON
 """ if endpoint.payload else "")
     serve = serve_block('"${SERVE[@]}"', ready, HTTP_PORT)
-    steps.append(f"""# 4. Serve, in a session of its own; stop exactly that session on exit.
+    steps.append(f"""# 4. Serve on this script's ports, in a session of its own; stop exactly that session on exit.
 {serve}
 
 # 5. Benchmark every concurrency level with aiperf ({endpoint.kind} endpoint).
@@ -142,20 +165,27 @@ fi""")
 # {trial.slug}: {cfg.quant.value} weights, {cfg.kv_cache.value} KV cache, TP{cfg.tp} x PP{cfg.pp} on {trial.gpu}
 # TensorRT-LLM {contract.line} PyTorch backend (trtllm-pytorch stack), served by {server}. Generated
 # by `enginesweep plan {spec_name} --emit-scripts`; the commands are checked against {contract.line}.
-# Run inside the Triton + TensorRT-LLM container (see README.md), on {cfg.world_size} GPU(s).
+# Run inside NVIDIA's image (see README.md), on {cfg.world_size} GPU(s).
 set -euo pipefail
 : "${{MODEL_DIR:?set MODEL_DIR to the local Hugging Face checkpoint folder of {repo_id}}}"
 WORK="${{WORK:-$PWD/enginesweep-work}}"
-TRTLLM_ROOT="${{TRTLLM_ROOT:-{shlex.quote(spec.execution.trtllm_root)}}}"
-MODELOPT_EXAMPLES="${{MODELOPT_EXAMPLES:-$PWD/Model-Optimizer/examples}}"
-export MODEL_DIR WORK TRTLLM_ROOT MODELOPT_EXAMPLES
-case "$MODEL_DIR$WORK$TRTLLM_ROOT${{TASKS_DIR:-}}" in
-    *,*) echo "MODEL_DIR, WORK, TRTLLM_ROOT and TASKS_DIR may not hold ',' (lm-eval's --model_args and aiperf's --extra-inputs split on it)" >&2
+SCRIPTS_DIR="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+{calib_variable(spec.build.calib_dataset)}
+export MODEL_DIR WORK CALIB_DATASET
+case "$MODEL_DIR$WORK${{TASKS_DIR:-}}" in
+    *,*) echo "MODEL_DIR, WORK and TASKS_DIR may not hold ',' (lm-eval's --model_args and aiperf's --extra-inputs split on it)" >&2
         exit 2 ;;
 esac
 
 {version_gate(contract)}
 
+{layout_shell(spec.execution.trtllm_root, spec.execution.trtllm_paths)}
+
+# Every file and program this trial uses, before any work.
+{require_lines(required)}
+
+# The server's ports: free ones (or HTTP_PORT, GRPC_PORT, METRICS_PORT from the environment).
+{ports_shell()}
 {body}
 """
 
@@ -167,15 +197,13 @@ def _indent(text: str) -> str:
 def readme_section(contract: VersionContract, slugs: list[str]) -> str:
     """The README part for trtllm-pytorch scripts."""
     listing = "\n".join(f"- `{slug}.sh`" for slug in slugs)
-    modelopt = (contract.modelopt or {}).get("source", "ModelOpt")
     return f"""## trtllm-pytorch stack (TensorRT-LLM {contract.line}, PyTorch backend)
 
-Each script: ModelOpt's `hf_ptq.py` (unified HF checkpoint; {modelopt}), the LLM-API options
-YAML, Triton's `llmapi` model or `trtllm-serve`, aiperf at every concurrency level, then lm-eval's
-`trtllm` model when `TASKS_DIR` is set. Besides the engine-stack variables it needs
-`MODELOPT_EXAMPLES`: the `examples/` folder of a NVIDIA/Model-Optimizer checkout at the tag
-matching the container's `nvidia-modelopt` (`pip show nvidia-modelopt`), and
-`pip install aiperf==0.13.0 lm_eval==0.4.13`.
+Each script: `enginesweep quantize` (ModelOpt's quantization and unified HF export, the stack's
+own code, offline on the calibration folder), the LLM-API options YAML, Triton's `llmapi` model
+or `trtllm-serve`, aiperf at every concurrency level, then lm-eval's `trtllm` model when
+`TASKS_DIR` is set. It needs the project installed in the image (`scripts/setup-gpu`: it brings
+enginesweep, aiperf and lm-eval).
 
 {listing}
 """

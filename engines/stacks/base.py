@@ -8,16 +8,20 @@ asked for, so GPU-only imports (`tensorrt_llm`) never happen on a CPU machine.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from engines.manifest import Manifest
 from engines.quantize.modelopt_cpu import QuantizeResult
 from engines.quantize.recipes import QuantRecipe
+from engines.trtllm.layout import Required, check_required
+
+if TYPE_CHECKING:  # a type only: the build side imports nothing of the measure side at run time
+    from evaluation.planning.records import TrialConfig
 
 # name -> "module:Class"; a stack listed in _PLANNED is known but not implemented yet.
 _REGISTRY = {"reference": "engines.stacks.reference:ReferenceStack",
@@ -79,6 +83,10 @@ class Stack(Protocol):
     """Whether a trial's accuracy can be evaluated in-process on its bundle (reference: yes;
     engines need lm-eval/trtllm-eval on the GPU, which the accuracy-gate issue brings)."""
 
+    accuracy_by_serving: bool
+    """Whether a trial's tasks are scored through its running server, the engine as served
+    (generative tasks only: no prompt log-probabilities); optional, False when absent."""
+
     def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path: ...
 
     def tokenizer_dir(self, build: BuildResult) -> Path:
@@ -88,6 +96,12 @@ class Stack(Protocol):
     def host_mismatches(self, manifest: Manifest) -> list[str]:
         """Why this host must not serve the bundle of `manifest` (runtime versions, CPU
         architecture or GPU SM other than those it was built with); empty when it may."""
+        ...
+
+    def required(self, configs: Sequence[TrialConfig], *, accuracy: bool = False) -> list[Required]:
+        """Every file and program of this host the trials `configs` will use (with `accuracy`:
+        the accuracy run's too), for the preflight that fails before any work
+        (`engines.trtllm.layout.check_required`)."""
         ...
 
     def server(self, repo_dir: Path, workdir: Path) -> AbstractContextManager[Any]:
@@ -112,3 +126,9 @@ def get_stack(name: str, spec: Any = None) -> Stack:
         raise StackUnavailable(f"the {name} stack cannot run here ({exc}); {_NEEDS[name]}") from exc
     except RuntimeError as exc:  # e.g. an unsupported TensorRT-LLM version
         raise StackUnavailable(f"the {name} stack cannot run here: {exc}") from exc
+
+
+def preflight_stack(stack: Stack, configs: Sequence[TrialConfig], *, accuracy: bool) -> None:
+    """Raise LayoutError (every missing file or program, the layouts probed, the fix) before a
+    trial of `stack` does any work on this host; nothing when all it will use is there."""
+    check_required(stack.required(configs, accuracy=accuracy), stack.name, getattr(stack, "layout", None))

@@ -14,9 +14,9 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines.compat import version_mismatches
 from engines.manifest import Manifest, host_hardware, write_manifest
@@ -25,6 +25,10 @@ from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
 from engines.triton.repository import SERVED_MODEL, write_reference_repository
 from engines.triton.server import TritonServer
+from engines.trtllm.layout import Required
+
+if TYPE_CHECKING:
+    from evaluation.planning.records import TrialConfig
 
 _TRTLLM_KEYS = ("architecture", "dtype", "vocab_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "hidden_size", "rotary_base", "mapping", "quantization")
@@ -101,6 +105,11 @@ class ReferenceStack:
         return write_reference_repository(repo_dir, Path(build.bundle_dir) / "model",
                                           max_batch_size=knobs.max_batch_size,
                                           max_seq_len=knobs.max_seq_len)
+
+    def required(self, configs: Sequence[TrialConfig], *, accuracy: bool = False) -> list[Required]:
+        """Nothing outside this environment: ModelOpt, the Triton binary and aiperf come with the
+        reference extra, and `enginesweep setup` checks them."""
+        return []
 
     def host_mismatches(self, manifest: Manifest) -> list[str]:
         """The libraries that load and run the model (torch, transformers, ModelOpt's fake

@@ -1,17 +1,18 @@
 """The `trtllm-engine` stack: TensorRT-LLM's quantize/convert, `trtllm-build` and Triton's
-`inflight_batcher_llm`, for users' GPU machines (NVIDIA's Triton + TensorRT-LLM container).
+`inflight_batcher_llm` (or `trtllm-serve --backend tensorrt`), for users' GPU machines (NVIDIA's
+TensorRT-LLM images).
 
 It runs the commands of `engines.trtllm.commands`, the very ones `plan --emit-scripts` writes,
 after checking the installed `tensorrt_llm.__version__` against the supported versions. Its
 outputs are checked before use: the engine's `config.json` is parsed into the manifest, a failed
 build becomes a reason (out of memory, unsupported quantization) with its log kept, every filled
-`config.pbtxt` is parsed with Triton's schema, and the server's whole process tree (launcher,
-mpirun, one tritonserver per rank: every process of the session it was started in, found through
-/proc, since mpirun's ranks leave its process group) is owned and always torn down.
+`config.pbtxt` is parsed with Triton's schema, and the server (`engines.stacks.gpu_server`) runs on
+ports of its own, is proven to be the one answering there, and is always torn down whole.
 
-Where the tools live is configurable: `TRTLLM_ROOT` (the TensorRT-LLM source tree, default
-`/app/tensorrt_llm`) and the PATH (`trtllm-build`). Tests drive it with stand-in executables;
-only a GPU machine runs the real ones (tests marked `gpu`).
+Where the tools live is probed (`engines.trtllm.layout`: the tritonserver image, the release
+image, a source checkout; `execution.trtllm_root`/`trtllm_paths` override), and `required` lists
+every file and program a trial will use, for the preflight. Tests drive it with stand-in
+executables; only a GPU machine runs the real ones (tests marked `gpu`).
 """
 
 from __future__ import annotations
@@ -20,21 +21,22 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from build_configs.schema import Build
 from engines.compat import host_gpu, host_gpu_sm, sm_of, version_mismatches
+from engines.llmapi.commands import serve_command
 from engines.manifest import Manifest, write_manifest
-from engines.processes import http_ok, reap_stale_session, session_pids
 from engines.quantize.modelopt_cpu import QuantizeResult
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
+from engines.stacks.gpu_server import StepFailed, owned_server, session_alive, tail_reason
+from engines.triton.server import free_port
 from engines.trtllm.commands import (
     Command,
     TrialPaths,
@@ -43,30 +45,31 @@ from engines.trtllm.commands import (
     launch_command,
     repository_commands,
     repository_values,
+    required_files,
 )
 from engines.trtllm.contract import VersionContract, contract_for
+from engines.trtllm.layout import Layout, Required, resolve_layout
 from engines.trtllm.outputs import build_failure_reason, engine_summary
 from engines.trtllm.templates import TemplateError, fill, parse_config, required_placeholders
+from evaluation.benchmark.aiperf_runner import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
 from evaluation.planning.records import TrialConfig
 from evaluation.records import write_atomic
 
-DEFAULT_ROOT = "/app/tensorrt_llm"
-READY_TIMEOUT_S = 1800.0  # large engines load for minutes
-
-
-class StepFailed(RuntimeError):
-    """A step of the engine path failed; `reason` is one line, the log is kept beside it."""
-
-    def __init__(self, step: str, reason: str, log: Path):
-        super().__init__(f"{step}: {reason} (log: {log})")
-        self.step, self.reason, self.log = step, reason, log
-
+__all__ = ["StepFailed", "TrtllmEngineStack", "installed_version", "offline_env"]
 
 def installed_version() -> str:
     """`tensorrt_llm.__version__` of this machine (imported only here, only when asked)."""
     import tensorrt_llm  # noqa: PLC0415 - GPU machines only
 
     return str(tensorrt_llm.__version__)
+
+
+def offline_env() -> dict[str, str]:
+    """This environment with the hub and datasets switched off: a quantization calibrates on a
+    local dataset the trial writes and reads a local checkpoint, so nothing may download (an
+    offline GPU node must not fail, a connected one must not fetch cnn_dailymail)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1"}
 
 
 def run_logged(command: Command, log: Path, *, env: dict[str, str] | None = None,
@@ -98,11 +101,14 @@ def verify_repository(repo_dir: Path) -> list[str]:
 
 @dataclass
 class EngineServer:
-    """A running Triton server over an engine repository (what `server()` yields)."""
+    """A running server over one engine (what `server()` yields): Triton's ensemble, or
+    trtllm-serve's OpenAI routes."""
 
     url: str
-    metrics_url: str
+    metrics_url: str | None
     process: subprocess.Popen
+    model: str
+    endpoint: Endpoint
 
     def alive(self) -> bool:
         """True while anything of the launcher's session runs (the launcher itself exits)."""
@@ -110,28 +116,44 @@ class EngineServer:
 
 
 class TrtllmEngineStack:
-    """TensorRT engines served by Triton's `inflight_batcher_llm` (TensorRT-LLM 1.2.x)."""
+    """TensorRT engines (TensorRT-LLM 1.2.x) served by Triton's `inflight_batcher_llm` or by
+    `trtllm-serve --backend tensorrt` (`execution.engine_server`)."""
 
     name = "trtllm-engine"
     served_model = "ensemble"
     measures_accuracy = False
+    accuracy_by_serving = True
 
     def __init__(self, *, spec: Any = None, version: str | None = None, trtllm_root: str | None = None,
-                 build: Build | None = None, ports: tuple[int, int, int] = (8000, 8001, 8002)):
+                 build: Build | None = None, server_kind: str | None = None,
+                 ports: tuple[int, int, int] | None = None):
         self.version = version or installed_version()
         self.contract: VersionContract = contract_for(self.version)  # refuses unsupported ones
-        root = trtllm_root or os.environ.get("TRTLLM_ROOT") or (
-            spec.execution.trtllm_root if spec is not None else DEFAULT_ROOT)
-        self.root = PurePosixPath(root)
+        execution = spec.execution if spec is not None else None
+        self.layout: Layout = resolve_layout(trtllm_root or (execution.trtllm_root if execution else None),
+                                             execution.trtllm_paths if execution else None)
         self.build_settings = build or (spec.build if spec is not None else Build())
-        self.http_port, self.grpc_port, self.metrics_port = ports
+        self.server_kind = server_kind or (execution.engine_server if execution else "triton")
+        # Ports free now, not fixed ones: two trials on one host each get their own, and a busy
+        # 8000 on a shared machine is common. `server()` proves the answering server is ours.
+        self.http_port, self.grpc_port, self.metrics_port = ports or (free_port(), free_port(), free_port())
+
+    def required(self, configs: Sequence[TrialConfig], *, accuracy: bool = False) -> list[Required]:
+        """Every file and program the trials `configs` will use here (the preflight checks them
+        before any work; `engines.trtllm.commands.required_files`)."""
+        if self.layout.tools is None:
+            return [Required("TensorRT-LLM's examples/ (quantize.py, convert_checkpoint.py)",
+                             "<no layout found>")]
+        return required_files(self.layout.tools, configs, server=self.server_kind,
+                              calib_dataset=self.build_settings.calib_dataset, accuracy=accuracy)
 
     # -- paths -----------------------------------------------------------------------------------
     def paths(self, *, hf_checkpoint: Path, checkpoint_dir: Path, engine_dir: Path | None = None,
               repo_dir: Path | None = None, calib_dataset: str | None = None) -> TrialPaths:
         work = checkpoint_dir.parent
         return TrialPaths(
-            trtllm_root=self.root, hf_checkpoint=PurePosixPath(hf_checkpoint),
+            tools=self.layout.require_tools("TensorRT-LLM's examples and Triton's templates"),
+            hf_checkpoint=PurePosixPath(hf_checkpoint),
             checkpoint_dir=PurePosixPath(checkpoint_dir),
             engine_dir=PurePosixPath(engine_dir or work / "engine"),
             repo_dir=PurePosixPath(repo_dir or work / "triton_repo"),
@@ -158,7 +180,7 @@ class TrtllmEngineStack:
                                                 calib_dataset=calib))
         log(f"[quantize] {command.shell()}")
         log_path = out_dir / "quantize.log"
-        if run_logged(command, log_path) != 0:
+        if run_logged(command, log_path, env=offline_env()) != 0:
             shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
             raise StepFailed("quantize", tail_reason(log_path, "the checkpoint step failed"), log_path)
         final = out_dir / "checkpoint"
@@ -209,9 +231,16 @@ class TrtllmEngineStack:
                            manifest=manifest, build_seconds=time.perf_counter() - start)
 
     def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path:
-        """Copy the installed templates, fill them with fill_template.py, parse every file."""
+        """Triton: copy the installed templates, fill them with fill_template.py, parse every
+        file. trtllm-serve: the folder only records the trial's facts (the server reads the
+        engine folder itself)."""
         bundle = Path(build.bundle_dir)
-        facts = json.loads((bundle / TRIAL_FACTS).read_text())
+        facts = {**json.loads((bundle / TRIAL_FACTS).read_text()), "engine_dir": str(bundle / "engine")}
+        if self.server_kind == "trtllm-serve":
+            shutil.rmtree(repo_dir, ignore_errors=True)
+            repo_dir.mkdir(parents=True)
+            _facts_path(repo_dir).write_text(json.dumps(facts, indent=2) + "\n")
+            return repo_dir
         cfg = TrialConfig.model_validate(facts["config"])
         paths = self.paths(hf_checkpoint=Path(facts["tokenizer_dir"]), checkpoint_dir=bundle / "checkpoint",
                            engine_dir=bundle / "engine", repo_dir=repo_dir)
@@ -223,7 +252,8 @@ class TrtllmEngineStack:
             # and every structural placeholder must get a value (fill() raises otherwise).
             template = Path(str(paths.templates)) / model / "config.pbtxt"
             if not template.is_file():
-                raise TemplateError(f"{template} is missing: is TRTLLM_ROOT the TensorRT-LLM tree?")
+                raise TemplateError(f"{template} is missing ({self.layout.describe()}): "
+                                    "`enginesweep doctor --stack trtllm-engine` says what is where")
             fill(template.read_text(), model_values, model=model)
         for command in repository_commands(self.contract, values, paths):
             if run_logged(command, log_path) != 0:
@@ -254,34 +284,36 @@ class TrtllmEngineStack:
 
     @contextlib.contextmanager
     def server(self, repo_dir: Path, workdir: Path) -> Iterator[EngineServer]:
-        """launch_triton_server.py in a session of its own (it returns at once; mpirun and the
-        tritonservers stay in that session), readiness polled, the whole session always killed."""
-        cfg = TrialConfig.model_validate(json.loads(_facts_path(repo_dir).read_text())["config"])
-        world = cfg.world_size
+        """The trial's server on its own ports, in a session of its own (launch_triton_server.py
+        returns at once; mpirun and the tritonservers stay in that session; trtllm-serve runs
+        there itself), readiness polled, ownership proven, the whole session always killed."""
+        facts = json.loads(_facts_path(repo_dir).read_text())
+        cfg = TrialConfig.model_validate(facts["config"])
+        url = f"http://127.0.0.1:{self.http_port}"
+        if self.server_kind == "trtllm-serve":
+            engine_dir = Path(facts["engine_dir"])
+            command = self.serve_command(cfg, engine_dir=engine_dir, tokenizer_dir=Path(facts["tokenizer_dir"]))
+            with owned_server(command.argv, port=self.http_port, ready_path="/health", workdir=workdir,
+                              marker=str(engine_dir), server="trtllm-serve") as process:
+                # trtllm-serve names the model by the folder it serves; /metrics is JSON, not Prometheus.
+                yield EngineServer(url, None, process, model=str(engine_dir), endpoint=OPENAI_COMPLETIONS)
+            return
         command = launch_command(self.contract, cfg, self.paths(
             hf_checkpoint=repo_dir, checkpoint_dir=repo_dir / "unused", repo_dir=repo_dir),
             http_port=self.http_port, grpc_port=self.grpc_port, metrics_port=self.metrics_port)
-        url = f"http://127.0.0.1:{self.http_port}"
-        # What a SIGKILLed run left of its server session (mpirun and the ranks) goes first.
-        reap_stale_session(workdir / "server.pid", str(repo_dir), grace_s=40.0)
-        if http_ok(f"{url}/v2/health/ready"):  # a leftover server would be benchmarked instead
-            raise StepFailed("serve", f"a server already answers at {url}: stop it before this "
-                                      "trial", workdir / "server.log")
-        workdir.mkdir(parents=True, exist_ok=True)
-        log_path = workdir / "server.log"
-        sink = log_path.open("a")
-        sink.write(f"$ {command.shell()}  (world size {world})\n")
-        sink.flush()
-        process = subprocess.Popen(command.argv, stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        (workdir / "server.pid").write_text(str(process.pid))  # the session id, for the reaper
-        try:
-            wait_group_ready(process, f"{url}/v2/health/ready", log_path)
-            yield EngineServer(url=url, metrics_url=f"http://127.0.0.1:{self.metrics_port}/metrics",
-                               process=process)
-        finally:
-            kill_session(process)
-            sink.close()
+        with owned_server(command.argv, port=self.http_port, ready_path="/v2/health/ready",
+                          workdir=workdir, marker=str(repo_dir), server="Triton") as process:
+            yield EngineServer(url, f"http://127.0.0.1:{self.metrics_port}/metrics", process,
+                               model=self.served_model, endpoint=triton_endpoint(self.served_model))
+
+    def serve_command(self, cfg: TrialConfig, *, engine_dir: Path, tokenizer_dir: Path) -> Command:
+        """`trtllm-serve ENGINE --backend tensorrt` with the engine's TP/PP and the KV-cache share
+        (the limits are the engine's own, fixed at build time)."""
+        return serve_command(self.contract, model_dir=str(engine_dir), port=self.http_port,
+                             backend="tensorrt", tokenizer=str(tokenizer_dir),
+                             extra=["--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp),
+                                    "--kv_cache_free_gpu_memory_fraction",
+                                    str(self.build_settings.kv_cache_free_gpu_mem_fraction)])
 
 
 TRIAL_FACTS = "trial.json"
@@ -301,48 +333,6 @@ def _facts_path(repo_dir: Path) -> Path:
     return repo_dir.with_name(repo_dir.name + "." + TRIAL_FACTS)
 
 
-def tail_reason(log: Path, fallback: str) -> str:
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "rror" in line or "Exception" in line or "assert" in line.lower()]
-    return (errors or lines or [fallback])[-1][:500]
-
-
 def _gpu_name() -> str:
     """The first GPU's name and SM from nvidia-smi, or 'unknown' (recorded beside the target)."""
     return host_gpu() or "unknown"
-
-
-def session_alive(process: subprocess.Popen) -> bool:
-    process.poll()
-    return bool(session_pids(process.pid))
-
-
-def wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
-                     timeout_s: float = READY_TIMEOUT_S, server: str = "Triton") -> None:
-    """Poll readiness while anything of the launcher's session lives (the launcher itself exits
-    at once); raise with the log tail when the session dies or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if http_ok(ready_url):
-            return
-        if not session_alive(process) or process.returncode not in (None, 0):
-            break
-        time.sleep(0.5)
-    raise StepFailed("serve", f"{server} did not become ready at {ready_url}: "
-                     + tail_reason(log_path, "no output"), log_path)
-
-
-def kill_session(process: subprocess.Popen, grace_s: float = 40.0) -> None:
-    """SIGTERM every process of the launcher's session (tritonserver takes up to 30 s to exit),
-    SIGKILL what is left after `grace_s`, and wait until none is left."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        for pid in session_pids(process.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and session_alive(process):
-            time.sleep(0.2)
-        if not session_alive(process):
-            break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=1)

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,28 +34,22 @@ from typing import Any
 import yaml
 
 from build_configs.quant import QuantFormat
-from build_configs.schema import Accuracy, Build
+from build_configs.schema import Accuracy, Build, Stack
 from engines.compat import host_gpu, host_gpu_sm
-from engines.llmapi.commands import lm_eval_command, ptq_formats, serve_command
+from engines.llmapi.commands import lm_eval_command, ptq_formats, required_files, serve_command
 from engines.llmapi.options import check_options, llm_api_options, model_yaml
-from engines.llmapi.repository import TEMPLATE_DIR, PAYLOAD_TEMPLATE, write_llmapi_repository
+from engines.llmapi.repository import PAYLOAD_TEMPLATE, write_llmapi_repository
 from engines.manifest import Manifest, write_manifest
-from engines.processes import http_ok, reap_stale_session
 from engines.quantize.hf_export import HF_QUANT_CONFIG, export_unified_hf, local_texts
 from engines.quantize.modelopt_cpu import QuantizeResult, library_versions
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
 from engines.triton.server import free_port
-from engines.stacks.trtllm_engine import (
-    READY_TIMEOUT_S,
-    StepFailed,
-    kill_session,
-    session_alive,
-    wait_group_ready,
-    installed_version,
-)
+from engines.stacks.gpu_server import StepFailed, owned_server, session_alive
+from engines.stacks.trtllm_engine import installed_version
 from engines.trtllm.commands import Command, TrialPaths, launch_command
 from engines.trtllm.contract import UnsupportedVersion, VersionContract, contract_for
+from engines.trtllm.layout import Layout, Required, ToolPaths, resolve_layout
 from evaluation.benchmark.aiperf_runner import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
 from evaluation.planning.records import TrialConfig
 from evaluation.records import write_atomic
@@ -97,13 +91,21 @@ class TrtllmPytorchStack:
         if self.contract.llm_api is None:
             raise UnsupportedVersion(f"TensorRT-LLM {self.version}: no LLM-API contract for the "
                                      "trtllm-pytorch stack")
-        root = trtllm_root or os.environ.get("TRTLLM_ROOT") or (
-            spec.execution.trtllm_root if spec is not None else "/app/tensorrt_llm")
-        self.root = PurePosixPath(root)
+        execution = spec.execution if spec is not None else None
+        self.layout: Layout = resolve_layout(trtllm_root or (execution.trtllm_root if execution else None),
+                                             execution.trtllm_paths if execution else None)
         self.build_settings = build or (spec.build if spec is not None else Build())
-        self.server_kind = server_kind or (spec.execution.pytorch_server if spec is not None else "triton")
-        # Ports free now, not fixed ones: a busy 8000 on a shared machine is common.
+        self.server_kind = server_kind or (execution.pytorch_server if execution else "triton")
+        # Ports free now, not fixed ones: a busy 8000 on a shared machine is common, and two
+        # trials on one host each need their own. `server()` proves the answering server is ours.
         self.http_port, self.grpc_port, self.metrics_port = ports or (free_port(), free_port(), free_port())
+
+    def required(self, configs: Sequence[TrialConfig], *, accuracy: bool = False) -> list[Required]:
+        """Every file and program the trials `configs` will use here (the preflight checks them
+        before any work; `engines.llmapi.commands.required_files`)."""
+        return required_files(self.layout.tools, configs, server=self.server_kind,
+                              calib_dataset=self.build_settings.calib_dataset,
+                              lm_eval=lm_eval_executable() if accuracy else None)
 
     # -- Stack protocol --------------------------------------------------------------------------
     def quantize(self, source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
@@ -121,15 +123,15 @@ class TrtllmPytorchStack:
             if not recipe.quant.is_quantized:
                 raise StepFailed("quantize", f"{recipe.slug}: hf_ptq.py has no format that leaves the "
                                  "weights unquantized", out_dir / "quantize.log")
+            samples, tokens = self.build_settings.calibration(Stack.TRTLLM_PYTORCH, recipe.quant)
             if self.build_settings.calib_dataset is not None:
-                calibration_texts = local_texts(Path(self.build_settings.calib_dataset),
-                                                self.build_settings.calib_size)
+                calibration_texts = local_texts(Path(self.build_settings.calib_dataset), samples)
             tmp = out_dir / "checkpoint.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
                 quant_config = export_unified_hf(
                     source_dir, recipe, tmp, calibration_texts=calibration_texts,
-                    seq_len=self.build_settings.calib_max_seq_length, log=log)
+                    seq_len=tokens, log=log)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
                 raise
@@ -185,7 +187,7 @@ class TrtllmPytorchStack:
         facts = json.loads((bundle / TRIAL_FACTS).read_text())
         if self.server_kind == "triton":
             body = model_yaml(self.contract, options, model=str(bundle / "checkpoint"))
-            write_llmapi_repository(self.contract, Path(str(self.root / TEMPLATE_DIR)), repo_dir, body)
+            write_llmapi_repository(self.contract, Path(str(self._tools().llmapi_model)), repo_dir, body)
         else:  # the options beside the facts: the server's command line names this folder
             shutil.rmtree(repo_dir, ignore_errors=True)
             repo_dir.mkdir(parents=True)
@@ -210,10 +212,9 @@ class TrtllmPytorchStack:
         """lm-eval's `trtllm` model (the LLM API over `model_dir`, the trial's TP and PP) on the
         spec's tasks, every item logged; the same command `plan --emit-scripts` writes.
         `ENGINESWEEP_LM_EVAL` names another lm-eval executable (default: this environment's)."""
-        executable = os.environ.get("ENGINESWEEP_LM_EVAL") or str(Path(sys.executable).with_name("lm-eval"))
         return lm_eval_command(cfg, accuracy, model_dir=str(model_dir), tokenizer_dir=str(model_dir),
                                tasks=accuracy.tasks, include_path=str(include_path),
-                               output_path=str(output_path), executable=executable)
+                               output_path=str(output_path), executable=lm_eval_executable())
 
     def host_mismatches(self, manifest: Manifest) -> list[str]:
         """The options were checked against one release line's keys, and the weight format
@@ -234,43 +235,25 @@ class TrtllmPytorchStack:
 
     @contextlib.contextmanager
     def server(self, repo_dir: Path, workdir: Path) -> Iterator[PytorchServer]:
-        """The recorded server command in a session of its own, readiness polled, the whole
-        session always killed."""
+        """The recorded server command on the trial's own ports, in a session of its own,
+        readiness polled, ownership proven, the whole session always killed."""
         facts = json.loads((repo_dir / SERVE_FACTS).read_text())
         url = f"http://127.0.0.1:{self.http_port}"
         triton = facts["kind"] == "triton"
-        ready = f"{url}/v2/health/ready" if triton else f"{url}/health"
-        reap_stale_session(workdir / "server.pid", str(repo_dir), grace_s=40.0)
-        if http_ok(ready):  # a leftover server would be benchmarked instead
-            raise StepFailed("serve", f"a server already answers at {url}: stop it before this "
-                                      "trial", workdir / "server.log")
-        workdir.mkdir(parents=True, exist_ok=True)
-        log_path = workdir / "server.log"
-        with log_path.open("a") as sink:
-            sink.write(f"$ {Command('serve', facts['argv']).shell()}  (world size {facts['world_size']})\n")
-            sink.flush()
-            try:
-                process = subprocess.Popen(facts["argv"], stdout=sink, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
-            except OSError as exc:  # the server program is not installed here
-                raise StepFailed("serve", f"cannot start {facts['argv'][0]}: {exc}", log_path) from None
-        (workdir / "server.pid").write_text(str(process.pid))
-        try:
-            wait_group_ready(process, ready, log_path, timeout_s=READY_TIMEOUT_S,
-                             server="Triton" if triton else "trtllm-serve")
+        with owned_server(facts["argv"], port=self.http_port,
+                          ready_path="/v2/health/ready" if triton else "/health", workdir=workdir,
+                          marker=str(repo_dir), server="Triton" if triton else "trtllm-serve") as process:
             if triton:
                 yield PytorchServer(url, f"http://127.0.0.1:{self.metrics_port}/metrics", process,
                                     model=self.served_model,
                                     endpoint=triton_endpoint(self.served_model, PAYLOAD_TEMPLATE))
             else:  # trtllm-serve's /metrics is JSON iteration stats, not Prometheus text
                 yield PytorchServer(url, None, process, model=facts["model"])
-        finally:
-            kill_session(process)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _server_command(self, bundle: Path, repo_dir: Path, cfg: TrialConfig) -> Command:
         if self.server_kind == "triton":
-            paths = TrialPaths(trtllm_root=self.root, hf_checkpoint=PurePosixPath(bundle / "checkpoint"),
+            paths = TrialPaths(tools=self._tools(), hf_checkpoint=PurePosixPath(bundle / "checkpoint"),
                                checkpoint_dir=PurePosixPath(bundle / "checkpoint"),
                                engine_dir=PurePosixPath(bundle), repo_dir=PurePosixPath(repo_dir),
                                timing_cache=PurePosixPath(bundle / "unused"))
@@ -278,6 +261,15 @@ class TrtllmPytorchStack:
                                   grpc_port=self.grpc_port, metrics_port=self.metrics_port)
         return serve_command(self.contract, model_dir=str(bundle / "checkpoint"),
                              options_file=str(repo_dir / OPTIONS_FILE), port=self.http_port)
+
+    def _tools(self) -> ToolPaths:
+        return self.layout.require_tools("Triton's llmapi model (or serve with "
+                                         "execution.pytorch_server: trtllm-serve)")
+
+
+def lm_eval_executable() -> str:
+    """The lm-eval that scores the accuracy tasks: `ENGINESWEEP_LM_EVAL`, else this environment's."""
+    return os.environ.get("ENGINESWEEP_LM_EVAL") or str(Path(sys.executable).with_name("lm-eval"))
 
 
 def _config(recipe: QuantRecipe, knobs: BuildKnobs | None = None) -> TrialConfig:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Build
+from build_configs.schema import Build, Stack
 from engines.trtllm.contract import ContractError, VersionContract, check_command
+from engines.trtllm.layout import LayoutError, Required, ToolPaths
 from engines.trtllm.templates import fill_args
 from evaluation.planning.records import TrialConfig
 
@@ -52,7 +53,7 @@ class Command:
 class TrialPaths:
     """Where one trial's files live on the machine that runs it."""
 
-    trtllm_root: PurePosixPath
+    tools: ToolPaths
     hf_checkpoint: PurePosixPath
     checkpoint_dir: PurePosixPath
     engine_dir: PurePosixPath
@@ -62,7 +63,7 @@ class TrialPaths:
 
     @property
     def templates(self) -> PurePosixPath:
-        return self.trtllm_root / "triton_backend" / "all_models" / "inflight_batcher_llm"
+        return self.tools.engine_templates
 
 
 def checkpoint_key(cfg: TrialConfig) -> str:
@@ -84,24 +85,24 @@ def checkpoint_command(contract: VersionContract, cfg: TrialConfig, build: Build
     if sixteen_bit and cfg.kv_cache is KVCacheFormat.AUTO:
         args = ["--model_dir", str(paths.hf_checkpoint), "--output_dir", str(paths.checkpoint_dir),
                 "--dtype", dtype, "--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp)]
-        program = ["python3", str(paths.trtllm_root / "examples/models/core/llama/convert_checkpoint.py")]
+        program = ["python3", str(paths.tools.convert_checkpoint_py)]
         return _checked(contract, "convert_checkpoint.py", program, args)
     # A 16-bit model with a quantized KV cache goes through quantize.py `full_prec`: it calibrates
     # the KV scales on --calib_dataset (convert_checkpoint.py's --int8_kv_cache cannot read a local
     # dataset folder, and its --fp8_kv_cache is not calibrated at all).
     qformat = "full_prec" if sixteen_bit else cfg.quant.spec.trtllm_qformat
+    samples, tokens = build.calibration(Stack.TRTLLM_ENGINE, cfg.quant)
     if qformat is None:
         raise ContractError(f"{cfg.quant.value} has no quantize.py --qformat")
     args = ["--model_dir", str(paths.hf_checkpoint), "--output_dir", str(paths.checkpoint_dir),
             "--dtype", dtype, "--qformat", qformat,
             "--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp),
-            "--calib_size", str(build.calib_size),
-            "--calib_max_seq_length", str(build.calib_max_seq_length), *calib]
+            "--calib_size", str(samples), "--calib_max_seq_length", str(tokens), *calib]
     if cfg.kv_cache is not KVCacheFormat.AUTO:  # explicit: FP8 weights never imply an FP8 KV cache
         args += ["--kv_cache_dtype", cfg.kv_cache.value]
     if cfg.quant in (QuantFormat.INT4_AWQ, QuantFormat.W4A8_AWQ):
         args += ["--awq_block_size", str(build.awq_block_size)]
-    program = ["python3", str(paths.trtllm_root / "examples/quantization/quantize.py")]
+    program = ["python3", str(paths.tools.quantize_py)]
     return _checked(contract, "quantize.py", program, args)
 
 
@@ -187,7 +188,7 @@ def repository_commands(contract: VersionContract, values: Mapping[str, Mapping[
     """Copy the installed templates and fill each model in place."""
     raw = contract.templates
     checked_values(raw, values)
-    fill = str(paths.trtllm_root / "triton_backend/tools/fill_template.py")
+    fill = str(_triton_file(paths.tools.fill_template, "fill_template.py"))
     commands = [Command("shell", ["rm", "-rf", str(paths.repo_dir)]),
                 Command("shell", ["cp", "-r", str(paths.templates), str(paths.repo_dir)])]
     for model, model_values in values.items():
@@ -197,10 +198,60 @@ def repository_commands(contract: VersionContract, values: Mapping[str, Mapping[
 
 
 def launch_command(contract: VersionContract, cfg: TrialConfig, paths: TrialPaths, *,
-                   http_port: int, grpc_port: int, metrics_port: int) -> Command:
-    """launch_triton_server.py over the repository with TP*PP ranks."""
+                   http_port: int | str, grpc_port: int | str, metrics_port: int | str) -> Command:
+    """launch_triton_server.py over the repository with TP*PP ranks, on this trial's own ports.
+    `--force`: the launcher otherwise refuses to start while any tritonserver runs on the
+    machine, which another trial's server on other GPUs and ports is; the trial proves after
+    readiness that the server answering on its port is its own (`engines.processes`)."""
     args = ["--world_size", str(cfg.world_size), "--model_repo", str(paths.repo_dir),
             "--http_port", str(http_port), "--grpc_port", str(grpc_port),
-            "--metrics_port", str(metrics_port)]
-    program = ["python3", str(paths.trtllm_root / "triton_backend/scripts/launch_triton_server.py")]
+            "--metrics_port", str(metrics_port),
+            "--tritonserver", str(_triton_file(paths.tools.tritonserver, "tritonserver")), "--force"]
+    program = ["python3", str(_triton_file(paths.tools.launch_triton_server, "launch_triton_server.py"))]
     return _checked(contract, "launch_triton_server.py", program, args)
+
+
+def _triton_file(path: PurePosixPath | None, what: str) -> PurePosixPath:
+    if path is None:
+        raise LayoutError(f"{what}: this layout has no Triton (the release image): serve with "
+                          "trtllm-serve (execution.engine_server / execution.pytorch_server: "
+                          "trtllm-serve), or run in the tritonserver image")
+    return path
+
+
+ENGINE_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "tensorrt_llm_bls")
+"""The `inflight_batcher_llm` models of the repository (`repository_values` fills each)."""
+
+
+def required_files(tools: ToolPaths, configs: Sequence[TrialConfig], *, server: str,
+                   calib_dataset: str | None, accuracy: bool) -> list[Required]:
+    """Every file and program the engine path's steps use for `configs` (the stack's preflight
+    and the emitted scripts' `require` lines): quantize.py for calibrated formats (and the
+    calibration folder), convert_checkpoint.py for 16-bit baselines (and the baseline engine of
+    a served accuracy run), trtllm-build, and the server's files (Triton's templates, filler,
+    launcher, binary and tensorrtllm backend; or trtllm-serve)."""
+    needed: list[Required] = []
+    calibrated = [c for c in configs if c.quant.is_quantized or c.kv_cache is not KVCacheFormat.AUTO]
+    if calibrated:
+        needed.append(Required("quantize.py", str(tools.quantize_py)))
+        if calib_dataset is not None:
+            needed.append(Required("the calibration dataset (a local folder of JSON lines with a "
+                                   "text column: build.calib_dataset)", calib_dataset))
+    if accuracy or len(calibrated) < len(configs):
+        needed.append(Required("convert_checkpoint.py", str(tools.convert_checkpoint_py)))
+    needed.append(Required("trtllm-build", "trtllm-build", program=True))
+    if server == "trtllm-serve":
+        return [*needed, Required("trtllm-serve", "trtllm-serve", program=True)]
+    no_triton = "not in this layout (the release image has no Triton): set execution.engine_server: trtllm-serve"
+    if tools.triton_models is None or tools.fill_template is None or tools.launch_triton_server is None:
+        return [*needed, Required(f"Triton's model templates, fill_template.py and "
+                                  f"launch_triton_server.py ({no_triton})", "<none in this layout>")]
+    needed += [Required("Triton's model templates", str(tools.triton_models)),
+               *(Required(f"the {model} template", str(tools.engine_templates / model / "config.pbtxt"))
+                 for model in ENGINE_MODELS),
+               Required("fill_template.py", str(tools.fill_template)),
+               Required("launch_triton_server.py", str(tools.launch_triton_server))]
+    if tools.tritonserver is not None and tools.triton_backends is not None:
+        needed += [Required("tritonserver", str(tools.tritonserver), program=True),
+                   Required("Triton's tensorrtllm backend", str(tools.triton_backends / "tensorrtllm"))]
+    return needed

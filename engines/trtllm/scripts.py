@@ -1,13 +1,17 @@
 """`enginesweep plan SPEC --emit-scripts DIR`: one runnable shell script per trial of the
 `trtllm-engine` stack, with the exact commands (checkpoint, build, repository, launch,
-benchmark), plus a README naming the container to run them in.
+benchmark), plus a README naming the image to run them in and the calibration folder they
+quantize on (`calibration/train.jsonl`, the texts the stack calibrates on: nothing downloads).
 
 The tool commands come from `engines.trtllm.commands` (the functions the stack runs), with paths
-rooted in shell variables (`$WORK`, `$MODEL_DIR`, `$TRTLLM_ROOT`) so a script runs on any
-machine; an argument holding a variable is double-quoted, every other one shell-quoted. Around
-them the script does in shell what the stack does in Python (not the same code): the checkpoint
-written aside then moved, the server in a session of its own stopped whole, readiness polled,
-metrics scraped once after the benchmark (the stack samples them during it).
+rooted in shell variables (`$WORK`, `$MODEL_DIR`, and the layout's `$TRTLLM_EXAMPLES`,
+`$TRITON_MODELS`, `$FILL_TEMPLATE`, `$LAUNCH_TRITON_SERVER`, `$TRITONSERVER`, which the script
+finds as the stack does: `engines.trtllm.layout.layout_shell`) so a script runs in any of
+NVIDIA's images; an argument holding a variable is double-quoted, every other one shell-quoted.
+Before any work a script checks every file and program it will use (`require`), as the stack's
+preflight does. Around the commands it does in shell what the stack does in Python (not the same
+code): the checkpoint written aside then moved, the server on free ports in a session of its own
+stopped whole, readiness polled, metrics scraped once after the benchmark.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from build_configs.loading import ResolvedSpec
+from engines.llmapi.commands import serve_command
 from engines.trtllm.commands import (
     Command,
     TrialPaths,
@@ -26,24 +31,67 @@ from engines.trtllm.commands import (
     launch_command,
     repository_commands,
     repository_values,
+    required_files,
 )
 from engines.trtllm.contract import VersionContract
-from evaluation.benchmark.aiperf_runner import PAYLOAD_TEMPLATE, TEMPLATE_NAME, aiperf_command
+from engines.trtllm.layout import SCRIPT_TOOLS, Required, layout_shell
+from evaluation.benchmark.aiperf_runner import (
+    OPENAI_COMPLETIONS,
+    PAYLOAD_TEMPLATE,
+    TEMPLATE_NAME,
+    aiperf_command,
+    triton_endpoint,
+)
 from evaluation.planning.records import PlannedTrial
 
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+HTTP_PORT, GRPC_PORT, METRICS_PORT = "$HTTP_PORT", "$GRPC_PORT", "$METRICS_PORT"
+"""The server's ports: free ones picked when the script starts (`ports_shell`), or the
+environment's; never a fixed 8000, which another server on the host may hold."""
 SERVED_MODEL = "ensemble"
+CALIBRATION_FOLDER = "calibration"
+"""Beside the scripts: `train.jsonl`, one `{"text": ...}` row per calibration sample (the split
+and column quantize.py reads from a local folder)."""
+OFFLINE = ["env", "HF_HUB_OFFLINE=1", "HF_DATASETS_OFFLINE=1", "TRANSFORMERS_OFFLINE=1"]
+"""The prefix of the quantization command: the checkpoint is local and the calibration folder
+too, so nothing may download (an offline GPU node must not fail, a connected one not fetch)."""
 
 
 def script_paths(trial: PlannedTrial, calib_dataset: str | None) -> TrialPaths:
     """The trial's paths, rooted in the script's variables."""
     work = PurePosixPath("$WORK")
     return TrialPaths(
-        trtllm_root=PurePosixPath("$TRTLLM_ROOT"), hf_checkpoint=PurePosixPath("$MODEL_DIR"),
+        tools=SCRIPT_TOOLS, hf_checkpoint=PurePosixPath("$MODEL_DIR"),
         checkpoint_dir=work / "checkpoints" / checkpoint_key(trial.config),
         engine_dir=work / "trials" / trial.slug / "engine",
         repo_dir=work / "trials" / trial.slug / "triton_repo",
         timing_cache=work / "timing.cache", calib_dataset=calib_dataset)
+
+
+def calib_variable(spec_dataset: str | None) -> str:
+    """The script line that names the calibration folder: the spec's `build.calib_dataset`, else
+    the folder written beside the scripts; `CALIB_DATASET` in the environment wins."""
+    default = shlex.quote(spec_dataset) if spec_dataset else f'"$SCRIPTS_DIR/{CALIBRATION_FOLDER}"'
+    return f'CALIB_DATASET="${{CALIB_DATASET:-{default}}}"'
+
+
+def ports_shell() -> str:
+    """Shell that picks the server's ports: the environment's, else free ones on 127.0.0.1."""
+    return """free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+HTTP_PORT="${HTTP_PORT:-$(free_port)}"
+GRPC_PORT="${GRPC_PORT:-$(free_port)}"
+METRICS_PORT="${METRICS_PORT:-$(free_port)}"
+"""
+
+
+def require_lines(required: list[Required]) -> str:
+    """`require` / `require_program` calls (defined by `layout_shell`), one per item."""
+    lines = []
+    for item in required:
+        call = "require_program" if item.program else "require"
+        lines.append(f"{call} {shlex.quote(item.what)} {_quote(item.path)}")
+    return "\n".join(lines)
 
 
 def _quote(arg: str) -> str:
@@ -72,39 +120,73 @@ def shell_line(command: Command) -> str:
 def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionContract, spec_name: str) -> str:
     """The script of one feasible trtllm-engine trial."""
     spec, cfg = resolved.spec, trial.config
-    paths = script_paths(trial, spec.build.calib_dataset)
+    server = spec.execution.engine_server
+    paths = script_paths(trial, "$CALIB_DATASET")
     partial = replace(paths, checkpoint_dir=PurePosixPath(f"{paths.checkpoint_dir}.partial"))
     checkpoint = checkpoint_command(contract, cfg, spec.build, partial)
+    checkpoint = Command(checkpoint.tool, [*OFFLINE, *checkpoint.argv])
     build = build_command(contract, cfg, paths)
-    repository = repository_commands(contract, repository_values(cfg, spec.build, paths), paths)
-    launch = launch_command(contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
-                            metrics_port=METRICS_PORT)
-    bench_dir = PurePosixPath("$WORK") / "trials" / trial.slug / "benchmark"
+    required = required_files(SCRIPT_TOOLS, [cfg], server=server, calib_dataset="$CALIB_DATASET",
+                              accuracy=False)
+    trial_dir = PurePosixPath("$WORK") / "trials" / trial.slug
+    bench_dir = trial_dir / "benchmark"
+    url = f"http://127.0.0.1:{HTTP_PORT}"
+    if server == "trtllm-serve":
+        serve = serve_command(contract, model_dir=str(paths.engine_dir), port=HTTP_PORT,
+                              backend="tensorrt", tokenizer="$MODEL_DIR",
+                              extra=["--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp),
+                                     "--kv_cache_free_gpu_memory_fraction",
+                                     str(spec.build.kv_cache_free_gpu_mem_fraction)])
+        repository = "# 3. No Triton repository: trtllm-serve reads the engine folder itself."
+        serve_step = serve_block(shell_line(serve), f"{url}/health", HTTP_PORT)
+        endpoint, model_name = OPENAI_COMPLETIONS, str(paths.engine_dir)
+        metrics = (f'curl -sf "{url}/metrics" > "{bench_dir}/iteration-stats.json" '
+                   "|| true  # JSON iteration stats, not Prometheus")
+    else:
+        commands = repository_commands(contract, repository_values(cfg, spec.build, paths), paths)
+        repository = ("# 3. Triton model repository (inflight_batcher_llm), filled in place.\n"
+                      + "\n".join(shell_line(c) for c in commands))
+        launch = launch_command(contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
+                                metrics_port=METRICS_PORT)
+        serve_step = serve_block(shell_line(launch), f"{url}/v2/health/ready", HTTP_PORT)
+        endpoint, model_name = triton_endpoint(SERVED_MODEL), SERVED_MODEL
+        metrics = f'curl -sf "http://127.0.0.1:{METRICS_PORT}/metrics" > "{bench_dir}/metrics.txt"'
     bench = Command("aiperf", aiperf_command(
-        url=f"http://127.0.0.1:{HTTP_PORT}", model=SERVED_MODEL, workload=spec.workload,
-        tokenizer=Path("$MODEL_DIR"), artifact_dir=Path(str(bench_dir)), executable=Path("aiperf")))
+        url=url, model=model_name, workload=spec.workload, tokenizer=Path("$MODEL_DIR"),
+        artifact_dir=Path(str(bench_dir)), executable=Path("aiperf"), endpoint=endpoint))
+    payload = (f"""cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
+{PAYLOAD_TEMPLATE.rstrip()}
+JSON
+""" if endpoint.kind == "template" else "")
     repo_id = spec.model.repo_id or "the model"
-    serve = serve_block(shell_line(launch), f"http://127.0.0.1:{HTTP_PORT}/v2/health/ready", HTTP_PORT)
     return f"""#!/usr/bin/env bash
 # {trial.slug}: {cfg.quant.value} weights, {cfg.kv_cache.value} KV cache, TP{cfg.tp} x PP{cfg.pp} on {trial.gpu}
-# TensorRT-LLM {contract.line} engine path (trtllm-engine stack). Generated by
+# TensorRT-LLM {contract.line} engine path (trtllm-engine stack), served by {server}. Generated by
 # `enginesweep plan {spec_name} --emit-scripts`: the stack runs these same commands.
-# Run inside the Triton + TensorRT-LLM container (see README.md), on {cfg.world_size} GPU(s).
+# Run inside NVIDIA's image (see README.md), on {cfg.world_size} GPU(s).
 set -euo pipefail
 : "${{MODEL_DIR:?set MODEL_DIR to the local Hugging Face checkpoint folder of {repo_id}}}"
 WORK="${{WORK:-$PWD/enginesweep-work}}"
-TRTLLM_ROOT="${{TRTLLM_ROOT:-{shlex.quote(spec.execution.trtllm_root)}}}"
-export MODEL_DIR WORK TRTLLM_ROOT
-case "$MODEL_DIR$WORK$TRTLLM_ROOT" in
-    *[,:\\\\]*) echo "MODEL_DIR, WORK and TRTLLM_ROOT may not hold ',', ':' or a backslash (fill_template.py splits on them)" >&2
+SCRIPTS_DIR="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+{calib_variable(spec.build.calib_dataset)}
+export MODEL_DIR WORK CALIB_DATASET
+case "$MODEL_DIR$WORK" in
+    *[,:\\\\]*) echo "MODEL_DIR and WORK may not hold ',', ':' or a backslash (fill_template.py splits on them)" >&2
         exit 2 ;;
 esac
 
 # The commands below are checked against TensorRT-LLM {contract.line}'s options: refuse another version.
 {version_gate(contract)}
 
+{layout_shell(spec.execution.trtllm_root, spec.execution.trtllm_paths)}
+
+# Every file and program this trial uses, before any work.
+{require_lines(required)}
+
+# The server's ports: free ones (or HTTP_PORT, GRPC_PORT, METRICS_PORT from the environment).
+{ports_shell()}
 # 1. Checkpoint, shared by every trial with the same quant, KV cache, TP and PP: written aside,
-#    moved into place only when complete.
+#    moved into place only when complete. Offline: the calibration texts are CALIB_DATASET.
 if [ ! -f "{paths.checkpoint_dir}/config.json" ]; then
     rm -rf "{partial.checkpoint_dir}"
 {_indent(shell_line(checkpoint))}
@@ -114,20 +196,16 @@ fi
 # 2. Engine.
 {shell_line(build)}
 
-# 3. Triton model repository (inflight_batcher_llm), filled in place.
-{chr(10).join(shell_line(c) for c in repository)}
+{repository}
 
-# 4. Serve, in a session of its own (the launcher returns at once; mpirun's ranks leave its
-#    process group, not its session); stop exactly that session on exit.
-{serve}
+# 4. Serve on this script's ports, in a session of its own (a launcher returns at once;
+#    mpirun's ranks leave its process group, not its session); stop exactly that session on exit.
+{serve_step}
 
-# 5. Benchmark every concurrency level with aiperf ({SERVED_MODEL}/generate_stream).
+# 5. Benchmark every concurrency level with aiperf ({endpoint.kind} endpoint).
 mkdir -p "{bench_dir}"
-cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
-{PAYLOAD_TEMPLATE.rstrip()}
-JSON
-{shell_line(bench)}
-curl -sf "http://127.0.0.1:{METRICS_PORT}/metrics" > "{bench_dir}/metrics.txt"
+{payload}{shell_line(bench)}
+{metrics}
 """
 
 
@@ -143,11 +221,12 @@ if not any(fnmatch.fnmatchcase(version, p) for p in "{versions}".split(" | ")):
 PY"""
 
 
-def serve_block(command_line: str, ready_url: str, port: int) -> str:
-    """Shell that refuses a busy port, starts `command_line` with setsid in a session of its
-    own, stops exactly that session on exit (trap) and waits until `ready_url` answers."""
+def serve_block(command_line: str, ready_url: str, port: str) -> str:
+    """Shell that refuses a port something already answers on, starts `command_line` with
+    setsid in a session of its own, stops exactly that session on exit (trap) and waits until
+    `ready_url` answers."""
     return f"""if curl -sf "{ready_url}" >/dev/null; then
-    echo "a server already answers on port {port}: stop it first" >&2
+    echo "a server already answers on port {port}: stop it first, or pick other ports (HTTP_PORT)" >&2
     exit 2
 fi
 setsid {command_line} &
@@ -169,9 +248,8 @@ def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
-def readme(spec_name: str, contract: VersionContract, slugs: list[str]) -> str:
+def readme(spec_name: str, contract: VersionContract, slugs: list[str], *, calibration: str) -> str:
     """The README of an emitted-scripts folder (its trtllm-engine part lists `slugs`)."""
-    container = contract.container
     engine = "\n".join(f"- `{slug}.sh`" for slug in slugs) if slugs else "(no trial of this stack)"
     return f"""# Scripts for `{spec_name}` (TensorRT-LLM {contract.line})
 
@@ -179,21 +257,30 @@ Generated by `enginesweep plan {spec_name} --emit-scripts`. The commands are the
 enginesweep stacks run, checked against TensorRT-LLM {contract.line}'s command-line options and
 LLM-API keys ({contract.source}).
 
-Container: {container['image']}. {container['note']}
+Images: `nvcr.io/nvidia/tritonserver:<YY.MM>-trtllm-python-py3` (26.03: TensorRT-LLM 1.2.0rc8;
+26.04 to 26.07: 1.2.1) has Triton and every file below; `nvcr.io/nvidia/tensorrt-llm/release:1.2.x`
+has TensorRT-LLM and trtllm-serve but no Triton (serve with trtllm-serve there). Each script finds
+the files itself (`/app` of the tritonserver image, `/app/tensorrt_llm` of the release image, a
+source checkout named by `TRTLLM_ROOT`) and checks every file and program it uses before any
+work, naming what is missing and how to get it.
 
-Run, inside the container, with the Hugging Face checkpoint on local disk:
+Run, inside the image, with the Hugging Face checkpoint on local disk:
 
 ```bash
-MODEL_DIR=/models/my-checkpoint WORK=/scratch/enginesweep TRTLLM_ROOT={container['trtllm_root']} bash <trial>.sh
+MODEL_DIR=/models/my-checkpoint WORK=/scratch/enginesweep bash <trial>.sh
 ```
 
-aiperf is not in the container: `pip install aiperf==0.13.0` first.
+Nothing is downloaded: quantization calibrates on {calibration}
+(`CALIB_DATASET` names another folder of JSON lines with a `text` column), with the hub and
+datasets switched off. The server listens on free ports (or `HTTP_PORT`, `GRPC_PORT`,
+`METRICS_PORT`). aiperf is not in the images: install the project's GPU profile first
+(`scripts/setup-gpu`), or `pip install aiperf==0.13.0`.
 
 ## trtllm-engine stack (TensorRT engine path)
 
 Each script runs one trial: checkpoint (quantize.py / convert_checkpoint.py), `trtllm-build`, the
-Triton `inflight_batcher_llm` repository, `launch_triton_server.py`, then aiperf at every
-concurrency level of the workload.
+Triton `inflight_batcher_llm` repository and `launch_triton_server.py` (or `trtllm-serve
+--backend tensorrt`), then aiperf at every concurrency level of the workload.
 
 {engine}
 """

@@ -236,6 +236,12 @@ def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, 
             proc.wait()
             code = None
         leftovers = _marked(marker.split("=")[1])
+        # A helper whose parent just exited (multiprocessing's resource tracker reads its pipe to
+        # EOF) may take a moment to go; one still there after that is left behind.
+        deadline = time.monotonic() + 15
+        while leftovers and time.monotonic() < deadline:
+            time.sleep(0.5)
+            leftovers = _marked(marker.split("=")[1])
         for line in leftovers:  # never leave them running, even when the test fails
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(line.split()[0]), signal.SIGKILL)

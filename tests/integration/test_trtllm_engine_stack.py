@@ -5,13 +5,11 @@ only on a GPU machine (tests/gpu)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import stat
 import urllib.request
 from pathlib import Path
 
 import pytest
+from standin_layouts import build_layout
 
 from build_configs.quant import KVCacheFormat, QuantFormat
 from build_configs.schema import Build
@@ -32,27 +30,10 @@ STANDINS = FIXTURES / "trtllm_standins"
 
 @pytest.fixture
 def root(tmp_path, monkeypatch) -> Path:
-    """A TensorRT-LLM tree of stand-ins, `trtllm-build` on PATH."""
-    tree = tmp_path / "trtllm"
-    for target in ("examples/quantization/quantize.py", "examples/models/core/llama/convert_checkpoint.py"):
-        (tree / target).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(STANDINS / "checkpoint_tool.py", tree / target)
-    scripts = tree / "triton_backend" / "scripts"
-    scripts.mkdir(parents=True)
-    for name in ("launch_triton_server.py", "fake_triton.py"):
-        shutil.copy(STANDINS / name, scripts / name)
-    (tree / "triton_backend" / "tools").mkdir()
-    shutil.copy(STANDINS / "fill_template.py", tree / "triton_backend" / "tools" / "fill_template.py")
-    shutil.copytree(FIXTURES / "triton_templates", tree / "triton_backend" / "all_models" / "inflight_batcher_llm")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "trtllm-build"
-    wrapper.write_text(f"#!/bin/sh\nexec python3 {STANDINS / 'trtllm_build.py'} \"$@\"\n")
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("STANDIN_FIXTURES", str(FIXTURES / "trtllm"))
-    monkeypatch.delenv("STANDIN_FAIL", raising=False)
-    return tree
+    """A TensorRT-LLM source checkout of stand-ins, `trtllm-build` and `tritonserver` on PATH."""
+    layout = build_layout(tmp_path, "checkout")
+    layout.apply(monkeypatch)
+    return layout.root
 
 
 def _stack(root: Path) -> TrtllmEngineStack:
@@ -72,6 +53,7 @@ def _built(stack, tmp_path):
                                   target={"gpu": "H100-SXM-80GB", "sm": 90})
 
 
+@pytest.mark.container  # also under TensorRT-LLM 1.2's package versions (.venv-trtllm)
 def test_quantize_build_repository_and_serve_end_to_end(root, tmp_path):
     stack = _stack(root)
     quantized, build = _built(stack, tmp_path)
@@ -153,6 +135,7 @@ def test_without_tensorrt_llm_the_stack_says_where_it_runs():
         TrtllmEngineStack(version="1.3.0")
 
 
+@pytest.mark.container  # also under TensorRT-LLM 1.2's package versions (.venv-trtllm)
 def test_a_sweep_trial_whose_build_runs_out_of_memory_is_recorded_as_failed(root, tmp_path, monkeypatch):
     """run_trial drives the engine stack like the reference one: the failed build becomes a
     FAILED record with the reason, measured-on names the sweep's GPU, the build log is kept."""

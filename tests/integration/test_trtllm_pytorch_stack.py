@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import stat
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from standin_layouts import build_layout
 import yaml
 
 from build_configs.quant import KVCacheFormat, QuantFormat
@@ -44,22 +43,10 @@ TEXTS = ["The quick brown fox jumps over the lazy dog. " * 4, "To be, or not to 
 
 @pytest.fixture
 def root(tmp_path, monkeypatch) -> Path:
-    """A TensorRT-LLM tree of stand-ins (launcher, llmapi model folder), `trtllm-serve` on PATH."""
-    tree = tmp_path / "trtllm"
-    scripts = tree / "triton_backend" / "scripts"
-    scripts.mkdir(parents=True)
-    for name in ("launch_triton_server.py", "fake_triton.py"):
-        shutil.copy(STANDINS / name, scripts / name)
-    shutil.copytree(STANDINS / "llmapi", tree / "triton_backend" / "all_models" / "llmapi")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "trtllm-serve"
-    wrapper.write_text(f"#!/bin/sh\nexec python3 {STANDINS / 'trtllm_serve.py'} \"$@\"\n")
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("STANDIN_FIXTURES", str(FIXTURES / "trtllm"))
-    monkeypatch.delenv("STANDIN_FAIL", raising=False)
-    return tree
+    """A TensorRT-LLM source checkout of stand-ins, `trtllm-serve` and `tritonserver` on PATH."""
+    layout = build_layout(tmp_path, "checkout")
+    layout.apply(monkeypatch)
+    return layout.root
 
 
 def _stack(root: Path, server_kind: str, build: Build | None = None) -> TrtllmPytorchStack:
@@ -81,7 +68,9 @@ def _bundle(stack, tiny_llama_dir, tmp_path, recipe):
     return quantized, build
 
 
-@pytest.mark.parametrize(("quant", "kv"), [(QuantFormat.FP8, KVCacheFormat.FP8),
+@pytest.mark.container  # also with ModelOpt 0.37 + transformers 4.57.1 (TensorRT-LLM 1.2's)
+@pytest.mark.parametrize(("quant", "kv"), [(QuantFormat.FP8, KVCacheFormat.AUTO),
+                                           (QuantFormat.FP8, KVCacheFormat.FP8),
                                            (QuantFormat.INT4_AWQ, KVCacheFormat.AUTO)])
 def test_a_real_unified_hf_export_is_recorded_in_the_bundle(root, tiny_llama_dir, tmp_path, quant, kv):
     stack = _stack(root, "triton")
@@ -176,7 +165,7 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
 
     monkeypatch.setattr(pytorch_module, "installed_version", lambda: "1.2.0")
     monkeypatch.setenv("TRTLLM_ROOT", str(root))
-    lm_eval = tmp_path / "bin" / "lm-eval-trtllm"
+    lm_eval = tmp_path / "checkout-bin" / "lm-eval-trtllm"
     lm_eval.write_text(f"#!/bin/sh\nexec {sys.executable} {STANDINS / 'lm_eval_trtllm.py'} \"$@\"\n")
     lm_eval.chmod(0o755)
     monkeypatch.setenv("ENGINESWEEP_LM_EVAL", str(lm_eval))

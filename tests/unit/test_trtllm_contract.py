@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from build_configs.quant import KVCacheFormat, QuantFormat
 from build_configs.schema import Build
 from engines.trtllm.commands import (
+    Command,
     TrialPaths,
     build_command,
     checkpoint_command,
@@ -28,6 +30,8 @@ from engines.trtllm.commands import (
 )
 from engines.trtllm.contract import ContractError, UnsupportedVersion, check_command, contract_for
 from engines.trtllm.outputs import bench_report, build_failure_reason, engine_summary, kv_cache_blocks, request_counts
+from engines.trtllm.layout import ToolPaths, resolve_layout
+from engines.trtllm.scripts import OFFLINE
 from engines.trtllm.templates import TemplateError, fill, parse_config, parse_fill_args
 from evaluation.planning.records import TrialConfig
 
@@ -36,7 +40,12 @@ pytestmark = pytest.mark.unit
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 TEMPLATES = FIXTURES / "triton_templates"
 CONTRACT = contract_for("1.2.0rc8")
-PATHS = TrialPaths(trtllm_root=PurePosixPath("/app/tensorrt_llm"), hf_checkpoint=PurePosixPath("/models/llama"),
+TOOLS = resolve_layout("/nonexistent").tools or ToolPaths(
+    examples=PurePosixPath("/app/examples"), triton_models=PurePosixPath("/app/all_models"),
+    fill_template=PurePosixPath("/app/tools/fill_template.py"),
+    launch_triton_server=PurePosixPath("/app/scripts/launch_triton_server.py"),
+    tritonserver=PurePosixPath("/opt/tritonserver/bin/tritonserver"))
+PATHS = TrialPaths(tools=TOOLS, hf_checkpoint=PurePosixPath("/models/llama"),
                    checkpoint_dir=PurePosixPath("/w/ckpt"), engine_dir=PurePosixPath("/w/engine"),
                    repo_dir=PurePosixPath("/w/repo"), timing_cache=PurePosixPath("/w/timing.cache"),
                    calib_dataset="/data/calib")
@@ -319,15 +328,22 @@ def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_
     resolved = load_spec("llama-3.1-8b-h100")
     for trial in expand(resolved).feasible:
         text = (out / f"{trial.slug}.sh").read_text()
-        paths = script_paths(trial, None)
+        paths = script_paths(trial, "$CALIB_DATASET")
         assert shell_line(build_command(CONTRACT, trial.config, paths)) in text
         partial = replace(paths, checkpoint_dir=PurePosixPath(f"{paths.checkpoint_dir}.partial"))
-        assert shell_line(checkpoint_command(CONTRACT, trial.config, resolved.spec.build, partial)).replace(
-            "\n", "\n    ") in text
+        checkpoint = checkpoint_command(CONTRACT, trial.config, resolved.spec.build, partial)
+        offline = Command(checkpoint.tool, [*OFFLINE, *checkpoint.argv])
+        assert shell_line(offline).replace("\n", "\n    ") in text
+        # Offline and local: the calibration folder beside the scripts, no hub dataset; own ports.
+        calibrated = trial.config.quant.is_quantized or trial.config.kv_cache is not KVCacheFormat.AUTO
+        flat = re.sub(r" \\\n\s+", " ", text)  # continued lines joined
+        assert ('--calib_dataset "$CALIB_DATASET"' in flat) == calibrated
+        assert "8000" not in text and "cnn_dailymail" not in text
+    assert len((out / "calibration" / "train.jsonl").read_text().splitlines()) == 512
     # The script itself runs: paths fill_template.py would split are refused before anything,
     # and then the installed TensorRT-LLM version is checked (none here).
     script = out / "llama-3.1-8b-instruct__fp8__kv-fp8__tp1.sh"
-    env = {"PATH": os.environ["PATH"], "WORK": str(tmp_path / "w"), "TRTLLM_ROOT": "/x"}
+    env = {"PATH": os.environ["PATH"], "WORK": str(tmp_path / "w")}
     refused = subprocess.run(["bash", str(script)], env={**env, "MODEL_DIR": "/models/a,b"},
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "may not hold ',', ':' or a backslash" in refused.stderr

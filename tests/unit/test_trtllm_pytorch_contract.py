@@ -5,6 +5,7 @@ installed harness's own parser, plan-time rules, and the emitted scripts (shellc
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from build_configs import rules
 from build_configs.quant import KVCacheFormat, QuantFormat
 from build_configs.schema import Accuracy, Build, Stack
-from engines.llmapi.commands import check_lm_eval, lm_eval_command, ptq_command, serve_command
+from engines.llmapi.commands import check_lm_eval, lm_eval_command, quantize_command, serve_command
 from engines.llmapi.options import check_model_yaml, check_options, llm_api_options, model_yaml
 from engines.quantize.recipes import QuantRecipe, modelopt_config
 from engines.trtllm.contract import ContractError, check_command, contract_for
@@ -82,28 +83,37 @@ def test_serve_command_keeps_the_contract_and_an_unknown_flag_fails():
         check_command(CONTRACT, "trtllm-serve serve", ["--backend", "vllm"])
 
 
-def test_hf_ptq_command_per_format_and_its_refusals():
-    paths = dict(examples_dir=PurePosixPath("/mo/examples"), hf_checkpoint=PurePosixPath("/m"),
-                 export_dir=PurePosixPath("/w/out"))
-    awq = ptq_command(CONTRACT, _cfg(QuantFormat.INT4_AWQ, KVCacheFormat.AUTO), Build(awq_block_size=64), **paths)
-    assert awq.argv[:2] == ["python3", "/mo/examples/llm_ptq/hf_ptq.py"]
+def test_quantize_command_per_format_is_the_cli_verb_and_its_refusals():
+    """The scripts quantize with `enginesweep quantize` (the stack's own export, offline on the
+    calibration folder); its flags are the verb's (parsed by the CLI itself), calibration sizes
+    the GPU defaults (AWQ: 32)."""
+    import typer.main
+
+    from flows.cli import app
+
+    paths = dict(hf_checkpoint=PurePosixPath("/m"), export_dir=PurePosixPath("/w/out"),
+                 calib_dataset=PurePosixPath("/data/calib"))
+    awq = quantize_command(CONTRACT, _cfg(QuantFormat.INT4_AWQ, KVCacheFormat.AUTO), Build(awq_block_size=64), **paths)
+    assert awq.argv[:2] == ["enginesweep", "quantize"]
     flags = dict(zip(awq.argv[2::2], awq.argv[3::2]))
-    assert flags == {"--pyt_ckpt_path": "/m", "--qformat": "int4_awq", "--kv_cache_qformat": "none",
-                     "--calib_size": "16", "--export_path": "/w/out", "--awq_block_size": "64"}
-    fp8 = ptq_command(CONTRACT, _cfg(), Build(calib_dataset="/data/calib"), **paths)
-    assert "--kv_cache_qformat" in fp8.argv and fp8.argv[fp8.argv.index("--kv_cache_qformat") + 1] == "fp8"
-    assert fp8.argv[-2:] == ["--dataset", "/data/calib"]
+    assert flags == {"--model": "/m", "--quant": "int4_awq", "--kv-cache": "auto",
+                     "--calib-dataset": "/data/calib", "--calib-size": "32", "--calib-seq-len": "512",
+                     "--export-dir": "/w/out", "--awq-block-size": "64"}
+    fp8 = quantize_command(CONTRACT, _cfg(), Build(calib_size=100), **paths)
+    fp8_flags = dict(zip(fp8.argv[2::2], fp8.argv[3::2]))
+    assert fp8_flags["--kv-cache"] == "fp8" and fp8_flags["--calib-size"] == "100"
+    verb = typer.main.get_command(app).commands["quantize"]
+    for command in (awq, fp8):
+        parsed = verb.make_context("quantize", command.argv[2:]).params
+        assert str(parsed["export_dir"]) == "/w/out" and str(parsed["model"]) == "/m"
     for quant in (QuantFormat.INT8_SQ, QuantFormat.INT8_WO):
         with pytest.raises(ContractError, match="not a unified-HF format"):
-            ptq_command(CONTRACT, _cfg(quant, KVCacheFormat.AUTO), Build(), **paths)
-    with pytest.raises(ContractError, match="does not accept --calib_seq"):
-        check_command(CONTRACT, "hf_ptq.py", ["--calib_seq", "512"])
+            quantize_command(CONTRACT, _cfg(quant, KVCacheFormat.AUTO), Build(), **paths)
 
 
 def test_the_stacks_modelopt_configs_are_the_ones_hf_ptq_picks():
     """The stack quantizes in-process with the configs hf_ptq.py's --qformat names (per the
-    contract): the emitted scripts and the stack apply the same quantization (their calibration
-    text may differ: hf_ptq.py's default dataset unless build.calib_dataset is set)."""
+    contract), and the emitted scripts run the same code (`enginesweep quantize`)."""
     import modelopt.torch.quantization as mtq
 
     modelopt = CONTRACT.modelopt
@@ -207,19 +217,22 @@ def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp
     trial = next(t for t in expand(resolved, predictor="roofline").feasible
                  if t.slug == "llama-3.1-8b-instruct__fp8__kv-fp8__tp2__trtllm-pytorch")
     text = (out / f"{trial.slug}.sh").read_text()
-    assert "--qformat fp8" in text and "--kv_cache_qformat fp8" in text and "dtype: fp8" in text
+    flat = re.sub(r" \\\n\s+", " ", text)  # continued lines joined
+    assert "enginesweep quantize --model \"$MODEL_DIR\" --quant fp8 --kv-cache fp8" in flat
+    assert '--calib-dataset "$CALIB_DATASET"' in flat and "dtype: fp8" in text
     assert "lm-eval run --model trtllm" in text
+    assert "8000" not in text and "hf_ptq" not in text and "--dataset" not in text
     if server == "triton":
         from engines.llmapi.repository import decouple_shell
 
-        assert 'cp -R "$TRTLLM_ROOT/triton_backend/all_models/llmapi"' in text
+        assert 'cp -R "$TRITON_MODELS/llmapi"' in text
         assert decouple_shell(f"$WORK/trials/{trial.slug}/triton_repo/tensorrt_llm/config.pbtxt") in text
-        assert "launch_triton_server.py\" --world_size 2" in text and "decoupled: true" in text
+        assert 'SERVE=(python3 "$LAUNCH_TRITON_SERVER" --world_size 2' in text and "decoupled: true" in text
         assert "sampling_param_max_tokens" in text
     else:
         assert "trtllm-serve serve \"$WORK/checkpoints/fp8__kv-fp8\"" in text
         assert "--endpoint-type completions" in text and "ignore_eos:true" in text
-    env = {"PATH": os.environ["PATH"], "WORK": str(tmp_path / "w"), "TRTLLM_ROOT": "/x"}
+    env = {"PATH": os.environ["PATH"], "WORK": str(tmp_path / "w")}
     refused = subprocess.run(["bash", str(out / f"{trial.slug}.sh")],
                              env={**env, "MODEL_DIR": "/models/a,b"}, capture_output=True, text=True)
     assert refused.returncode == 2 and "may not hold ','" in refused.stderr
