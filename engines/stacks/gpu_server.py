@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from engines.processes import foreign_listener, http_ok, reap_stale_session, session_pids
+from engines.triton.server import free_port
 
 READY_TIMEOUT_S = 1800.0  # large engines load for minutes
 
@@ -28,6 +29,11 @@ class StepFailed(RuntimeError):
     def __init__(self, step: str, reason: str, log: Path):
         super().__init__(f"{step}: {reason} (log: {log})")
         self.step, self.reason, self.log = step, reason, log
+
+
+def pick_ports(fixed: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    """`fixed` (tests), else three ports free on 127.0.0.1 now (HTTP, gRPC, metrics)."""
+    return fixed or (free_port(), free_port(), free_port())
 
 
 def tail_reason(log: Path, fallback: str) -> str:

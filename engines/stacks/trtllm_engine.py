@@ -35,8 +35,7 @@ from engines.manifest import Manifest, write_manifest
 from engines.quantize.modelopt_cpu import QuantizeResult
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
-from engines.stacks.gpu_server import StepFailed, owned_server, session_alive, tail_reason
-from engines.triton.server import free_port
+from engines.stacks.gpu_server import StepFailed, owned_server, pick_ports, session_alive, tail_reason
 from engines.trtllm.commands import (
     Command,
     TrialPaths,
@@ -134,9 +133,11 @@ class TrtllmEngineStack:
                                              execution.trtllm_paths if execution else None)
         self.build_settings = build or (spec.build if spec is not None else Build())
         self.server_kind = server_kind or (execution.engine_server if execution else "triton")
-        # Ports free now, not fixed ones: two trials on one host each get their own, and a busy
-        # 8000 on a shared machine is common. `server()` proves the answering server is ours.
-        self.http_port, self.grpc_port, self.metrics_port = ports or (free_port(), free_port(), free_port())
+        # Free ports taken when the server is about to start (not fixed ones, nor ones picked
+        # an hour of quantization earlier): a busy 8000 on a shared host is common, and two
+        # trials on one host each need their own. `server()` proves the answering one is ours.
+        self.fixed_ports = ports
+        self.http_port, self.grpc_port, self.metrics_port = pick_ports(ports)
 
     def required(self, configs: Sequence[TrialConfig], *, accuracy: bool = False) -> list[Required]:
         """Every file and program the trials `configs` will use here (the preflight checks them
@@ -289,6 +290,7 @@ class TrtllmEngineStack:
         there itself), readiness polled, ownership proven, the whole session always killed."""
         facts = json.loads(_facts_path(repo_dir).read_text())
         cfg = TrialConfig.model_validate(facts["config"])
+        self.http_port, self.grpc_port, self.metrics_port = pick_ports(self.fixed_ports)
         url = f"http://127.0.0.1:{self.http_port}"
         if self.server_kind == "trtllm-serve":
             engine_dir = Path(facts["engine_dir"])

@@ -44,8 +44,7 @@ from engines.quantize.hf_export import HF_QUANT_CONFIG, export_unified_hf, local
 from engines.quantize.modelopt_cpu import QuantizeResult, library_versions
 from engines.quantize.recipes import QuantRecipe
 from engines.stacks.base import BuildKnobs, BuildResult
-from engines.triton.server import free_port
-from engines.stacks.gpu_server import StepFailed, owned_server, session_alive
+from engines.stacks.gpu_server import StepFailed, owned_server, pick_ports, session_alive
 from engines.stacks.trtllm_engine import installed_version
 from engines.trtllm.commands import Command, TrialPaths, launch_command
 from engines.trtllm.contract import UnsupportedVersion, VersionContract, contract_for
@@ -96,9 +95,11 @@ class TrtllmPytorchStack:
                                              execution.trtllm_paths if execution else None)
         self.build_settings = build or (spec.build if spec is not None else Build())
         self.server_kind = server_kind or (execution.pytorch_server if execution else "triton")
-        # Ports free now, not fixed ones: a busy 8000 on a shared machine is common, and two
-        # trials on one host each need their own. `server()` proves the answering server is ours.
-        self.http_port, self.grpc_port, self.metrics_port = ports or (free_port(), free_port(), free_port())
+        # Free ports taken when the server is about to start (not fixed ones, nor ones picked
+        # an hour of quantization earlier): a busy 8000 on a shared host is common, and two
+        # trials on one host each need their own. `server()` proves the answering one is ours.
+        self.fixed_ports = ports
+        self.http_port, self.grpc_port, self.metrics_port = pick_ports(ports)
 
     def required(self, configs: Sequence[TrialConfig], *, accuracy: bool = False) -> list[Required]:
         """Every file and program the trials `configs` will use here (the preflight checks them
@@ -185,6 +186,8 @@ class TrtllmPytorchStack:
         options = yaml.safe_load((bundle / OPTIONS_FILE).read_text())
         check_options(self.contract, options)  # a bundle written under another contract
         facts = json.loads((bundle / TRIAL_FACTS).read_text())
+        # The ports go into the server's command line, which `server()` runs next.
+        self.http_port, self.grpc_port, self.metrics_port = pick_ports(self.fixed_ports)
         if self.server_kind == "triton":
             body = model_yaml(self.contract, options, model=str(bundle / "checkpoint"))
             write_llmapi_repository(self.contract, Path(str(self._tools().llmapi_model)), repo_dir, body)

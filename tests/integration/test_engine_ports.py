@@ -89,38 +89,36 @@ def test_two_engine_trials_at_once_each_benchmark_their_own_server(tmp_path, tin
     assert sorted(e["port"] for e in starts.values()) == sorted(ports)
 
 
-def test_a_server_that_is_not_the_trials_own_fails_the_trial(tmp_path):
+def test_a_server_that_is_not_the_trials_own_fails_the_trial(tmp_path, monkeypatch):
     """The trial's launcher starts a server that never binds, and another session's server
     comes up on the trial's port meanwhile: readiness alone would pass; the trial fails instead,
     naming the process that holds the port, and stops its own session (not the stranger)."""
     layout = build_layout(tmp_path, "checkout")
-    env = layout.environment()
+    layout.apply(monkeypatch)
     ports = (free_port(), free_port(), free_port())
-    old = {name: os.environ.get(name) for name in ("PATH", "STANDIN_FIXTURES")}
-    os.environ.update({"PATH": env["PATH"], "STANDIN_FIXTURES": env["STANDIN_FIXTURES"]})
+    stack = TrtllmEngineStack(version="1.2.0rc8", trtllm_root=str(layout.root),
+                              build=Build(calib_size=2), ports=ports)
+    sleeper = tmp_path / "silent-tritonserver"
+    sleeper.write_text("#!/bin/sh\nexec sleep 300\n")
+    sleeper.chmod(0o755)
+    stack.layout = replace(stack.layout, tools=replace(stack.layout.tools,
+                                                       tritonserver=PurePosixPath(sleeper)))
+    recipe = QuantRecipe(quant=QuantFormat.BF16, kv_cache=KVCacheFormat.AUTO)
+    quantized = stack.quantize(tmp_path / "hf", recipe, tmp_path / "q", key="k", calibration_texts=[],
+                               log=lambda _: None)
+    build = stack.build(quantized, BuildKnobs(max_batch_size=2, max_num_tokens=64, max_seq_len=64),
+                        tmp_path / "bundle", slug="t", checkpoint={}, target={})
+    repo = stack.write_model_repository(build, tmp_path / "repo")
+    stranger: list[subprocess.Popen] = []
+
+    def squat() -> None:  # after the trial's check that the port is free, before it is ready
+        time.sleep(2.0)
+        stranger.append(subprocess.Popen([sys.executable, "-c", _ANSWER_EVERYTHING, str(ports[0])],
+                                         start_new_session=True))
+
+    thread = threading.Thread(target=squat)
+    thread.start()
     try:
-        stack = TrtllmEngineStack(version="1.2.0rc8", trtllm_root=str(layout.root),
-                                  build=Build(calib_size=2), ports=ports)
-        sleeper = tmp_path / "silent-tritonserver"
-        sleeper.write_text("#!/bin/sh\nexec sleep 300\n")
-        sleeper.chmod(0o755)
-        stack.layout = replace(stack.layout, tools=replace(stack.layout.tools,
-                                                           tritonserver=PurePosixPath(sleeper)))
-        recipe = QuantRecipe(quant=QuantFormat.BF16, kv_cache=KVCacheFormat.AUTO)
-        quantized = stack.quantize(tmp_path / "hf", recipe, tmp_path / "q", key="k", calibration_texts=[],
-                                   log=lambda _: None)
-        build = stack.build(quantized, BuildKnobs(max_batch_size=2, max_num_tokens=64, max_seq_len=64),
-                            tmp_path / "bundle", slug="t", checkpoint={}, target={})
-        repo = stack.write_model_repository(build, tmp_path / "repo")
-        stranger: list[subprocess.Popen] = []
-
-        def squat() -> None:  # after the trial's check that the port is free, before it is ready
-            time.sleep(2.0)
-            stranger.append(subprocess.Popen(
-                [sys.executable, "-c", _ANSWER_EVERYTHING, str(ports[0])], start_new_session=True))
-
-        thread = threading.Thread(target=squat)
-        thread.start()
         with pytest.raises(StepFailed, match=rf"is not this trial's: port {ports[0]} is held by pid "
                                              rf"\d+ .*outside the trial's server session"):
             with stack.server(repo, tmp_path / "server"):
@@ -130,14 +128,10 @@ def test_a_server_that_is_not_the_trials_own_fails_the_trial(tmp_path):
         assert session_pids(launcher) == []  # the trial's own session is gone
         assert stranger[0].poll() is None  # the stranger's server is not the trial's to stop
     finally:
-        for process in locals().get("stranger", []):
+        thread.join()
+        for process in stranger:
             process.kill()
             process.wait()
-        for name, value in old.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 _ANSWER_EVERYTHING = """
@@ -148,6 +142,6 @@ class Ok(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
     def log_message(self, *args):
-        pass
+        return  # no access log
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
 """
