@@ -16,6 +16,7 @@ from rich.table import Table
 from build_configs.architectures import shipped_architecture, shipped_architectures
 from build_configs.gpus import get_gpu, gpu_catalog
 from build_configs.loading import ResolvedSpec, SpecError, config_summary, load_spec, shipped_configs
+from build_configs.quant import KVCacheFormat
 from build_configs.schema import Predictor, Stack
 from evaluation.planning import Plan, expand
 from evaluation.planning.predictors import PredictorError
@@ -172,7 +173,7 @@ def _write_calibration(resolved: ResolvedSpec, trials: list, folder: Path) -> st
     if build.calib_dataset is not None:
         return f"`{build.calib_dataset}` (build.calib_dataset)"
     counts = [build.calibration(Stack(t.stack), t.config.quant)[0] for t in trials
-              if t.config.quant.is_quantized or t.config.kv_cache.value != "auto"]
+              if t.config.quant.is_quantized or t.config.kv_cache is not KVCacheFormat.AUTO]
     if not counts:
         return "nothing (no trial here is calibrated)"
     try:
