@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from build_configs.loading import load_spec
-from build_configs.schema import Predictor
-from evaluation.planning import expand
+from enginesweep.build_configs.loading import load_spec
+from enginesweep.build_configs.schema import Predictor
+from enginesweep.evaluation.planning import expand
 
 SPEC = {
     "name": "plan-speed",

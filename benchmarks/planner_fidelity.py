@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 from collections import defaultdict
 
-from evaluation.planning.fidelity import PUBLISHED, compare, mean_abs_error_pct, published_rows
+from enginesweep.evaluation.planning.fidelity import PUBLISHED, compare, mean_abs_error_pct, published_rows
 
 BATCH_LIMITS = (512, 2048)
 

@@ -157,7 +157,7 @@ class ModelArchitecture(BaseModel):
 
 @lru_cache(maxsize=1)
 def _shipped_configs() -> dict[str, dict[str, Any]]:
-    folder = resources.files("build_configs").joinpath("architectures")
+    folder = resources.files("enginesweep.build_configs").joinpath("architectures")
     return {
         entry.name.removesuffix(".json"): json.loads(entry.read_text())
         for entry in sorted(folder.iterdir(), key=lambda e: e.name)

@@ -56,7 +56,7 @@ class GPU(BaseModel):
 @lru_cache(maxsize=1)
 def gpu_catalog() -> dict[str, GPU]:
     """All GPUs of the shipped catalog by name, in file order."""
-    text = resources.files("build_configs").joinpath("gpus.yaml").read_text()
+    text = resources.files("enginesweep.build_configs").joinpath("gpus.yaml").read_text()
     raw = yaml.safe_load(text)
     return {name: GPU(name=name, **fields) for name, fields in raw.items()}
 

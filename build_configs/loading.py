@@ -16,15 +16,15 @@ from typing import Any, Callable, Sequence
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from build_configs import rules
-from build_configs.architectures import (
+from enginesweep.build_configs import rules
+from enginesweep.build_configs.architectures import (
     ArchitectureError,
     ModelArchitecture,
     architecture_for_repo,
     shipped_architecture,
 )
-from build_configs.gpus import GPU, get_gpu
-from build_configs.schema import Stack, SweepSpec
+from enginesweep.build_configs.gpus import GPU, get_gpu
+from enginesweep.build_configs.schema import Stack, SweepSpec
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ResolvedSpec:
 
 def shipped_configs() -> dict[str, Path]:
     """Shipped sweep specs by name (file name without `.yaml`)."""
-    folder = resources.files("build_configs")
+    folder = resources.files("enginesweep.build_configs")
     return {
         entry.name.removesuffix(".yaml"): Path(str(entry))
         for entry in sorted(folder.iterdir(), key=lambda e: e.name)

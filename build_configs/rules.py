@@ -7,10 +7,10 @@ error in the spec). Memory fit is not here: it needs the planner's memory model.
 
 from __future__ import annotations
 
-from build_configs.architectures import ModelArchitecture
-from build_configs.gpus import GPU
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Stack
+from enginesweep.build_configs.architectures import ModelArchitecture
+from enginesweep.build_configs.gpus import GPU
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import Stack
 
 
 def stack_target(stack: Stack, gpu: GPU) -> str | None:

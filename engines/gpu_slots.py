@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from engines.interrupts import raise_if_stopped
+from enginesweep.engines.interrupts import raise_if_stopped
 
 POLL_S = 0.5
 """How often a waiting trial looks for free GPUs again (locks are not queued: a wait is a poll)."""

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from engines.processes import command_line
+from enginesweep.engines.processes import command_line
 
 _GRACE_S = 5.0
 _janitor: subprocess.Popen | None = None
@@ -58,7 +58,7 @@ def watch_children(marker: str) -> list[int]:
     if _janitor is None or _janitor.poll() is not None:
         # Its own output goes nowhere: a reader of the sweep's output (`| tee`) must not wait
         # for the janitor's end too.
-        _janitor = subprocess.Popen([sys.executable, "-m", "engines.janitor"], stdin=subprocess.PIPE,
+        _janitor = subprocess.Popen([sys.executable, "-m", "enginesweep.engines.janitor"], stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     text=True, start_new_session=True)
     assert _janitor.stdin is not None

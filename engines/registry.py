@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.manifest import verify_bundle
+from enginesweep.engines.manifest import verify_bundle
 
 PREVIOUS = "previous"
 

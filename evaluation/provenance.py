@@ -9,7 +9,7 @@ figures and tables carry the longer label.
 
 from __future__ import annotations
 
-from build_configs.gpus import gpu_catalog
+from enginesweep.build_configs.gpus import gpu_catalog
 
 
 def measured_kind(hardware: str) -> str:

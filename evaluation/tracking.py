@@ -34,13 +34,13 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evaluation.provenance import provenance_tag
-from evaluation.records import TrialRecord
-from evaluation.selection.headline import engine_size_gb, selection_headlines
+from enginesweep.evaluation.provenance import provenance_tag
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.selection.headline import engine_size_gb, selection_headlines
 
 if TYPE_CHECKING:
-    from build_configs.loading import ResolvedSpec
-    from evaluation.planning import Plan
+    from enginesweep.build_configs.loading import ResolvedSpec
+    from enginesweep.evaluation.planning import Plan
 
 CURVE = "by_concurrency/"
 """Prefix of the metrics logged once per concurrency level (step = concurrency): MLflow's charts
@@ -70,7 +70,7 @@ def store_init_lock(tracking_uri: str) -> AbstractContextManager[None]:
     creates or migrates its schema; nothing for a tracking server (it serializes itself)."""
     if not tracking_uri.startswith("sqlite:///"):
         return nullcontext()
-    from engines.locks import key_lock
+    from enginesweep.engines.locks import key_lock
 
     db = Path(tracking_uri.removeprefix("sqlite:///"))
     lock = db.with_name(db.name + ".lock")
@@ -317,7 +317,7 @@ class SweepTracker:
 def log_plan(tracking_uri: str, resolved: ResolvedSpec, plan: Plan) -> str:
     """Log a plan (`enginesweep plan --log`) as a run of its own in the spec's experiment: counts
     as params, the plan JSON and its table as artifacts. Returns the run id."""
-    from evaluation.reports.plan_tables import plan_report_text
+    from enginesweep.evaluation.reports.plan_tables import plan_report_text
 
     spec = resolved.spec
     tracker = SweepTracker(tracking_uri, spec.tracking.experiment,

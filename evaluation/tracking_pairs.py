@@ -22,8 +22,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from evaluation.planning.calibration import Pair
-from evaluation.tracking import CURVE
+from enginesweep.evaluation.planning.calibration import Pair
+from enginesweep.evaluation.tracking import CURVE
 
 PAIRED_METRICS = {
     "ttft_ms": ("pred_ttft_ms", CURVE + "ttft_p99_ms"),

@@ -27,13 +27,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from build_configs.loading import ResolvedSpec
-from engines.registry import promote
-from evaluation.records import TrialRecord
-from evaluation.selection.choose import MixedHardwareError, common_hardware
-from evaluation.selection.watch import Verdict, watch_verdict
-from evaluation.selection.watch_metrics import candidate_samples, champion_samples
-from flows.schedule_state import ScheduleInputs
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.engines.registry import promote
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.selection.choose import MixedHardwareError, common_hardware
+from enginesweep.evaluation.selection.watch import Verdict, watch_verdict
+from enginesweep.evaluation.selection.watch_metrics import candidate_samples, champion_samples
+from enginesweep.flows.schedule_state import ScheduleInputs
 
 TAG = "enginesweep.watch."
 HISTORY = 20
@@ -160,7 +160,7 @@ def judge(champion: Champion, records: Sequence[TrialRecord], ranking: Sequence[
     re-benchmark, another engine built) is `unchecked`, never `ok`. Only numbers of this spec's
     workload (ISL/OSL) and of the hardware the sweep runs on are compared: others are left out,
     and the verdict's notes say which."""
-    from flows.trial import hardware_of
+    from enginesweep.flows.trial import hardware_of
 
     spec = resolved.spec
     usd = resolved.usd_per_gpu_hour

@@ -6,9 +6,9 @@ loop, `flows.cli_run` the ones that run things, `flows.cli_schedule` the schedul
 on the one Typer app of `flows.cli_common` (exit codes are documented there).
 """
 
-from flows import (cli_acceptance, cli_calibrate, cli_doctor, cli_gc, cli_plan,  # noqa: F401 - importing
+from enginesweep.flows import (cli_acceptance, cli_calibrate, cli_doctor, cli_gc, cli_plan,  # noqa: F401 - importing
                    cli_quantize, cli_report, cli_run, cli_schedule, cli_size)  # registers the verbs
-from flows.cli_common import app
+from enginesweep.flows.cli_common import app
 
 __all__ = ["app"]
 

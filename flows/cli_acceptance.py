@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from flows.cli_common import SetOpt, _fail, app, out
+from enginesweep.flows.cli_common import SetOpt, _fail, app, out
 
 STACKS = ("trtllm-engine", "trtllm-pytorch")
 SPEC = "smollm2-gpu-acceptance"
@@ -130,9 +130,9 @@ def gpu_acceptance(
 ) -> None:
     """On a GPU host: doctor, the gpu test tier and a small real sweep of each GPU stack on the
     demo model, with a summary of versions, pass/fail and numbers measured on this GPU."""
-    from build_configs.gpus import catalog_name, gpu_catalog
-    from build_configs.loading import SpecError, load_spec
-    from flows.gpu_doctor import as_json, diagnose
+    from enginesweep.build_configs.gpus import catalog_name, gpu_catalog
+    from enginesweep.build_configs.loading import SpecError, load_spec
+    from enginesweep.flows.gpu_doctor import as_json, diagnose
 
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"versions": _versions(), "doctor": {}, "spec": spec}

@@ -13,9 +13,9 @@ import re
 
 from rich.table import Table
 
-from build_configs.loading import SpecError, load_spec
-from evaluation.planning.calibration import MIN_PAIRS, STORE_NAME, CalibrationStore, GroupFit, fit
-from flows.cli_common import ConfigArg, SetOpt, _fail, app, err, out
+from enginesweep.build_configs.loading import SpecError, load_spec
+from enginesweep.evaluation.planning.calibration import MIN_PAIRS, STORE_NAME, CalibrationStore, GroupFit, fit
+from enginesweep.flows.cli_common import ConfigArg, SetOpt, _fail, app, err, out
 
 
 def fit_table(fits: list[GroupFit]) -> Table:
@@ -52,9 +52,9 @@ def calibrate(config: ConfigArg, set_: SetOpt = None) -> None:
         resolved = load_spec(config, set_ or [])
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    from evaluation.tracking import open_client  # heavy (MLflow): only here
-    from evaluation.tracking_pairs import read_pairs
-    from flows.sweep_settings import tracking_uri
+    from enginesweep.evaluation.tracking import open_client  # heavy (MLflow): only here
+    from enginesweep.evaluation.tracking_pairs import read_pairs
+    from enginesweep.flows.sweep_settings import tracking_uri
 
     spec = resolved.spec
     uri = tracking_uri(resolved)

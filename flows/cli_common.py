@@ -41,7 +41,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def raise_interrupt(signum: int, frame: object) -> None:
     """SIGTERM handler: unwind like Ctrl-C, so servers and load generators are stopped; the
     request is also recorded, so that waits raise it again if a library swallowed this one."""
-    from engines.interrupts import request_stop
+    from enginesweep.engines.interrupts import request_stop
 
     request_stop(f"signal {signum}")
     raise KeyboardInterrupt(f"signal {signum}")

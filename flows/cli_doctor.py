@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.cli_common import JsonOpt, SetOpt, _fail, app, out
+from enginesweep.flows.cli_common import JsonOpt, SetOpt, _fail, app, out
 
 
 class GpuStack(str, Enum):
@@ -27,8 +27,8 @@ def doctor(stack: Annotated[GpuStack, typer.Option("--stack", help="The GPU stac
            set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Can this host run a GPU stack? TensorRT-LLM, the layout and every file a trial uses, GPUs,
     ModelOpt, the install profile, calibration text, disk, hub state and ports; each with a fix."""
-    from build_configs.loading import SpecError, load_spec
-    from flows.gpu_doctor import as_json, diagnose
+    from enginesweep.build_configs.loading import SpecError, load_spec
+    from enginesweep.flows.gpu_doctor import as_json, diagnose
 
     resolved = None
     if spec is not None:

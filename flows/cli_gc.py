@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from build_configs.loading import SpecError, load_spec
-from flows.cli_common import ConfigArg, SetOpt, _fail, app, err, out
+from enginesweep.build_configs.loading import SpecError, load_spec
+from enginesweep.flows.cli_common import ConfigArg, SetOpt, _fail, app, err, out
 
 
 @app.command()
@@ -20,9 +20,9 @@ def gc(config: ConfigArg, set_: SetOpt = None,
         resolved = load_spec(config, set_ or [])
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    from engines.locks import GC_LOCK
-    from flows.gc import GcBusy, collect_exclusive, registered_hashes
-    from flows.sweep_settings import tracking_uri
+    from enginesweep.engines.locks import GC_LOCK
+    from enginesweep.flows.gc import GcBusy, collect_exclusive, registered_hashes
+    from enginesweep.flows.sweep_settings import tracking_uri
 
     workspace = resolved.spec.workspace.resolve()
     if not workspace.is_dir():

@@ -13,15 +13,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from build_configs.architectures import shipped_architecture, shipped_architectures
-from build_configs.gpus import get_gpu, gpu_catalog
-from build_configs.loading import ResolvedSpec, SpecError, config_summary, load_spec, shipped_configs
-from build_configs.quant import KVCacheFormat
-from build_configs.schema import Predictor, Stack
-from evaluation.planning import Plan, expand
-from evaluation.planning.predictors import PredictorError
-from evaluation.reports.plan_tables import plan_report
-from flows.cli_common import ConfigArg, JsonOpt, SetOpt, _fail, app, err, out
+from enginesweep.build_configs.architectures import shipped_architecture, shipped_architectures
+from enginesweep.build_configs.gpus import get_gpu, gpu_catalog
+from enginesweep.build_configs.loading import ResolvedSpec, SpecError, config_summary, load_spec, shipped_configs
+from enginesweep.build_configs.quant import KVCacheFormat
+from enginesweep.build_configs.schema import Predictor, Stack
+from enginesweep.evaluation.planning import Plan, expand
+from enginesweep.evaluation.planning.predictors import PredictorError
+from enginesweep.evaluation.reports.plan_tables import plan_report
+from enginesweep.flows.cli_common import ConfigArg, JsonOpt, SetOpt, _fail, app, err, out
 
 
 @app.command()
@@ -117,8 +117,8 @@ def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: Gp
     if emit_scripts is not None:
         _emit_scripts(resolved, result, emit_scripts)
     if log:
-        from evaluation.tracking import log_plan  # mlflow: only when asked
-        from flows.sweep_settings import tracking_uri
+        from enginesweep.evaluation.tracking import log_plan  # mlflow: only when asked
+        from enginesweep.flows.sweep_settings import tracking_uri
 
         resolved.spec.workspace.mkdir(parents=True, exist_ok=True)
         run_id = log_plan(tracking_uri(resolved), resolved, result)
@@ -130,9 +130,9 @@ def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: Gp
 
 
 def _emit_scripts(resolved: ResolvedSpec, result: Plan, folder: Path) -> None:
-    from engines.llmapi import scripts as pytorch_scripts
-    from engines.trtllm import scripts as engine_scripts
-    from engines.trtllm.contract import ContractError, contracts
+    from enginesweep.flows.emit_scripts import pytorch as pytorch_scripts
+    from enginesweep.flows.emit_scripts import engine as engine_scripts
+    from enginesweep.engines.trtllm.contract import ContractError, contracts
 
     writers = {Stack.TRTLLM_ENGINE.value: engine_scripts.trial_script,
                Stack.TRTLLM_PYTORCH.value: pytorch_scripts.trial_script}
@@ -166,8 +166,8 @@ def _write_calibration(resolved: ResolvedSpec, trials: list, folder: Path) -> st
     on, as many as the most any trial takes, so the scripts never download a dataset. With
     `build.calib_dataset` the scripts use that folder instead and nothing is written. Returns how
     the README names it."""
-    from engines import textdata
-    from engines.trtllm.scripts import CALIBRATION_FOLDER
+    from enginesweep.engines import textdata
+    from enginesweep.flows.emit_scripts.engine import CALIBRATION_FOLDER
 
     build = resolved.spec.build
     if build.calib_dataset is not None:

@@ -17,8 +17,8 @@ from typing import Annotated
 
 import typer
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from flows.cli_common import _fail, app, err
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.flows.cli_common import _fail, app, err
 
 
 @app.command()
@@ -40,11 +40,11 @@ def quantize(
     (what the stack does in-process; offline, on a local calibration folder)."""
     # Before transformers and datasets are imported: they read these once.
     os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    from engines.llmapi.commands import ptq_formats
-    from engines.quantize.hf_export import ExportError, export_unified_hf, local_texts
-    from engines.quantize.recipes import QuantRecipe
-    from engines.trtllm.contract import ContractError, contracts
-    from evaluation.planning.records import TrialConfig
+    from enginesweep.engines.llmapi.commands import ptq_formats
+    from enginesweep.engines.quantize.hf_export import ExportError, export_unified_hf, local_texts
+    from enginesweep.engines.quantize.recipes import QuantRecipe
+    from enginesweep.engines.trtllm.contract import ContractError, contracts
+    from enginesweep.build_configs.trial import TrialConfig
 
     if not (model / "config.json").is_file():
         raise _fail(f"--model: {model} holds no config.json (a local Hugging Face checkpoint folder)")

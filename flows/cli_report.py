@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from build_configs.loading import SpecError, load_spec
-from flows.cli_common import ConfigArg, SetOpt, _fail, app, out
+from enginesweep.build_configs.loading import SpecError, load_spec
+from enginesweep.flows.cli_common import ConfigArg, SetOpt, _fail, app, out
 
 
 @app.command()
@@ -33,16 +33,16 @@ def report(config: ConfigArg,
         resolved = load_spec(config, set_ or [])
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    from flows.sweep_settings import tracking_uri
+    from enginesweep.flows.sweep_settings import tracking_uri
 
     uri = tracking_uri(resolved)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # Opening it would create an empty store where the user expected results.
         raise _fail(f"no MLflow store at {uri.removeprefix('sqlite:///')}: run the sweep first "
                     f"(enginesweep run {config})", code=1)
-    from evaluation.reports.sweep_report import ARTIFACT_PATH, report_sweep_run
-    from evaluation.reports.sweep_source import LATEST, latest_sweep_run
-    from evaluation.tracking import open_client
+    from enginesweep.evaluation.reports.sweep_report import ARTIFACT_PATH, report_sweep_run
+    from enginesweep.evaluation.reports.sweep_source import LATEST, latest_sweep_run
+    from enginesweep.evaluation.tracking import open_client
 
     client = open_client(uri)
     spec = resolved.spec

@@ -14,14 +14,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from build_configs.loading import SpecError, load_spec
-from flows.cli_common import ConfigArg, JsonOpt, SetOpt, _fail, app, err, handle_sigterm, out
+from enginesweep.build_configs.loading import SpecError, load_spec
+from enginesweep.flows.cli_common import ConfigArg, JsonOpt, SetOpt, _fail, app, err, handle_sigterm, out
 
 
 @app.command()
 def setup() -> None:
     """Check the reference stack's components and fetch the text corpus (scripts/setup runs it)."""
-    from engines.doctor import check_reference_stack
+    from enginesweep.engines.doctor import check_reference_stack
 
     checks = check_reference_stack()
     table = Table("component", "status", "detail", title="reference stack on this machine")
@@ -38,9 +38,9 @@ def _preflight_accuracy(resolved, stacks) -> None:
                  or getattr(s, "accuracy_by_serving", False)]
     if not evaluates or not resolved.spec.accuracy.tasks:
         return
-    from engines import textdata
-    from evaluation.accuracy.harness import TaskError
-    from evaluation.accuracy.variant import preflight_tasks
+    from enginesweep.engines import textdata
+    from enginesweep.evaluation.accuracy.harness import TaskError
+    from enginesweep.evaluation.accuracy.variant import preflight_tasks
 
     try:
         preflight_tasks(resolved.spec.accuracy, resolved.spec.workspace.resolve(),
@@ -59,12 +59,12 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
     except SpecError as exc:
         raise _fail(str(exc)) from None
     _quiet_libraries()
-    from flows.trial import TrialError, run_trial  # heavy imports only for this verb
-    from evaluation.reports.trial_tables import trial_table
+    from enginesweep.flows.trial import TrialError, run_trial  # heavy imports only for this verb
+    from enginesweep.evaluation.reports.trial_tables import trial_table
 
-    from engines.stacks import StackUnavailable, get_stack
+    from enginesweep.engines.stacks import StackUnavailable, get_stack
 
-    from flows.preflight import PreflightError, check_workspace
+    from enginesweep.flows.preflight import PreflightError, check_workspace
 
     try:
         check_workspace(resolved.spec.workspace.resolve())
@@ -111,15 +111,15 @@ def run(config: ConfigArg, set_: SetOpt = None,
         resolved.gpu  # noqa: B018 - several target GPUs and no run_on: refuse before starting
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    from engines.stacks import StackUnavailable, get_stack
+    from enginesweep.engines.stacks import StackUnavailable, get_stack
 
     try:
         # Refuse before any trial starts.
         stacks = [get_stack(s.value, resolved.spec) for s in resolved.spec.stack]
     except StackUnavailable as exc:
         raise _fail(f"stack: {exc}") from None
-    from engines.trtllm.layout import LayoutError
-    from flows.preflight import PreflightError, check_stack_files, preflight
+    from enginesweep.engines.trtllm.layout import LayoutError
+    from enginesweep.flows.preflight import PreflightError, check_stack_files, preflight
 
     try:
         preflight(resolved)
@@ -127,15 +127,15 @@ def run(config: ConfigArg, set_: SetOpt = None,
     except (PreflightError, LayoutError) as exc:
         raise _fail(str(exc)) from None
     _preflight_accuracy(resolved, stacks)
-    from flows.prefect_env import configure_prefect, start_ephemeral_api
+    from enginesweep.flows.prefect_env import configure_prefect, start_ephemeral_api
 
     configure_prefect(resolved.spec.workspace)
     _quiet_libraries()
     handle_sigterm()
     start_ephemeral_api(resolved.spec.workspace)
-    from evaluation.selection.render import selection_table
-    from flows.progress_view import SweepProgress
-    from flows.sweep import sweep_flow
+    from enginesweep.evaluation.selection.render import selection_table
+    from enginesweep.flows.progress_view import SweepProgress
+    from enginesweep.flows.sweep import sweep_flow
 
     try:
         # Live table on a terminal, one plain line per event in a log.
@@ -159,8 +159,8 @@ def run(config: ConfigArg, set_: SetOpt = None,
 
 def _registry_client(config: str, set_: list[str] | None):
     resolved = load_spec(config, set_ or [])
-    from evaluation.tracking import open_client
-    from flows.sweep_settings import registered_model_name, tracking_uri
+    from enginesweep.evaluation.tracking import open_client
+    from enginesweep.flows.sweep_settings import registered_model_name, tracking_uri
 
     return resolved, open_client(tracking_uri(resolved)), registered_model_name(resolved)
 
@@ -173,7 +173,7 @@ def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The t
             set_: SetOpt = None) -> None:
     """Promote one trial's engine by hand: register it and point the spec's alias at it. A trial
     that failed, or misses the spec's SLA or accuracy gate, is refused unless --force."""
-    from flows.prefect_env import configure_prefect
+    from enginesweep.flows.prefect_env import configure_prefect
 
     try:
         resolved, client, name = _registry_client(config, set_)
@@ -182,8 +182,8 @@ def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The t
     configure_prefect(resolved.spec.workspace)
     from mlflow.exceptions import MlflowException
 
-    from engines.manifest import ManifestError
-    from engines.registry import PromotionError, promote as promote_bundle
+    from enginesweep.engines.manifest import ManifestError
+    from enginesweep.engines.registry import PromotionError, promote as promote_bundle
 
     try:
         run = client.get_run(run_id)
@@ -226,8 +226,8 @@ def _promotion_objections(client, run_id: str, resolved) -> list[str]:
 
     from mlflow.exceptions import MlflowException
 
-    from evaluation.records import TrialRecord
-    from evaluation.selection.choose import judge_trial
+    from enginesweep.evaluation.records import TrialRecord
+    from enginesweep.evaluation.selection.choose import judge_trial
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
     with tempfile.TemporaryDirectory(prefix="enginesweep-promote-") as scratch:
@@ -242,7 +242,7 @@ def _promotion_objections(client, run_id: str, resolved) -> list[str]:
 @app.command()
 def rollback(config: ConfigArg, set_: SetOpt = None) -> None:
     """Point the alias back at the previous champion."""
-    from engines.registry import PromotionError, rollback as rollback_alias
+    from enginesweep.engines.registry import PromotionError, rollback as rollback_alias
 
     try:
         resolved, client, name = _registry_client(config, set_)
@@ -260,13 +260,13 @@ def ui(config: ConfigArg, port: Annotated[int, typer.Option(help="Port on 127.0.
     """Start the MLflow UI for a spec's tracking store on 127.0.0.1 (Ctrl-C stops it)."""
     import subprocess
 
-    from engines.processes import stop_process_group
+    from enginesweep.engines.processes import stop_process_group
 
     try:
         resolved = load_spec(config, set_ or [])
     except SpecError as exc:
         raise _fail(str(exc)) from None
-    from flows.sweep_settings import tracking_uri
+    from enginesweep.flows.sweep_settings import tracking_uri
 
     _check_port_free(port)
     uri = tracking_uri(resolved)

@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from build_configs.loading import SpecError, load_spec
-from flows.cli_common import ConfigArg, SetOpt, _fail, app, err, handle_sigterm, out
+from enginesweep.build_configs.loading import SpecError, load_spec
+from enginesweep.flows.cli_common import ConfigArg, SetOpt, _fail, app, err, handle_sigterm, out
 
 CronOpt = Annotated[Optional[str], typer.Option(
     "--cron", help='When to run, as a cron expression (e.g. "0 3 * * *": daily at 03:00 UTC).')]
@@ -55,9 +55,9 @@ def _load(config: str, set_: list[str] | None):
 def _check_runnable(resolved) -> None:
     """Refuse, before anything starts, a spec whose stack, workspace, tracking store or
     accuracy tasks cannot work here (as `enginesweep run` does)."""
-    from engines.stacks import StackUnavailable, get_stack
-    from flows.cli_run import _preflight_accuracy
-    from flows.preflight import PreflightError, preflight
+    from enginesweep.engines.stacks import StackUnavailable, get_stack
+    from enginesweep.flows.cli_run import _preflight_accuracy
+    from enginesweep.flows.preflight import PreflightError, preflight
 
     try:
         stacks = [get_stack(s.value, resolved.spec) for s in resolved.spec.stack]
@@ -110,9 +110,9 @@ def schedule(config: ConfigArg, cron: CronOpt = None, interval: IntervalOpt = No
     database) and stopped with it."""
     _one_schedule(cron, interval)
     resolved = _load(config, set_)
-    from flows.cli_run import _quiet_libraries
-    from flows.prefect_env import configure_prefect
-    from flows.prefect_server import PrefectServer, PrefectServerError
+    from enginesweep.flows.cli_run import _quiet_libraries
+    from enginesweep.flows.prefect_env import configure_prefect
+    from enginesweep.flows.prefect_server import PrefectServer, PrefectServerError
 
     configure_prefect(resolved.spec.workspace)
     server = None
@@ -144,7 +144,7 @@ def _serve(resolved, config: str, set_: list[str] | None, cron: str | None,
            interval: float | None) -> None:
     """`flow.serve` of the scheduled sweep; returns once the Runner has stopped (SIGTERM,
     Ctrl-C), its flow runs cancelled and their processes ended."""
-    from flows.scheduled import scheduled_sweep_flow
+    from enginesweep.flows.scheduled import scheduled_sweep_flow
 
     kwargs = _deployment_kwargs(resolved, config, set_, cron, interval)
     when = f"cron '{cron}'" if cron else f"every {interval:g} s"
@@ -171,13 +171,13 @@ def deploy(config: ConfigArg,
                     "(`prefect server start`); or serve the schedule from this machine with "
                     "`enginesweep schedule`")
     resolved = _load(config, set_)
-    from flows.prefect_env import configure_prefect
+    from enginesweep.flows.prefect_env import configure_prefect
 
     configure_prefect(resolved.spec.workspace)
     _check_cron(cron)
     # No stack or workspace check here: those must hold on the workers (a GPU stack is deployed
     # from a machine without one); a run where they do not fails its trials with the reason.
-    from flows.scheduled import scheduled_sweep_flow
+    from enginesweep.flows.scheduled import scheduled_sweep_flow
 
     kwargs = _deployment_kwargs(resolved, config, set_, cron, interval,
                                 extra=[_absolute_workspace(resolved)])

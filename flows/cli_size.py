@@ -16,14 +16,14 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 
-from build_configs.architectures import ArchitectureError, ModelArchitecture, shipped_architecture
-from build_configs.schema import Objective, Stack
-from evaluation.planning import expand
-from evaluation.planning.adhoc import adhoc_spec
-from evaluation.planning.predictors import PredictorError
-from evaluation.reports.plan_tables import plan_report, size_table
-from flows.cli_common import JsonOpt, _fail, app, out
-from flows.cli_plan import CalibratedOpt, PredictorOpt, RpsOpt, TopKOpt, gpu_list
+from enginesweep.build_configs.architectures import ArchitectureError, ModelArchitecture, shipped_architecture
+from enginesweep.build_configs.schema import Objective, Stack
+from enginesweep.evaluation.planning import expand
+from enginesweep.evaluation.planning.adhoc import adhoc_spec
+from enginesweep.evaluation.planning.predictors import PredictorError
+from enginesweep.evaluation.reports.plan_tables import plan_report, size_table
+from enginesweep.flows.cli_common import JsonOpt, _fail, app, out
+from enginesweep.flows.cli_plan import CalibratedOpt, PredictorOpt, RpsOpt, TopKOpt, gpu_list
 
 def _architecture(model: str) -> ModelArchitecture:
     path = Path(model)

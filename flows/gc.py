@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engines.locks import try_lock
-from evaluation.records import TrialRecord
+from enginesweep.engines.locks import try_lock
+from enginesweep.evaluation.records import TrialRecord
 
 STORES = ("bundles", "quantized")
 
@@ -56,7 +56,7 @@ def referenced_by_records(workspace: Path) -> tuple[set[Path], list[str]]:
 
 def registered_hashes(tracking_uri: str) -> set[str]:
     """Content hashes of every registered model version in the tracking store."""
-    from evaluation.tracking import open_client
+    from enginesweep.evaluation.tracking import open_client
 
     client = open_client(tracking_uri)
     return {v.tags["content_hash"] for v in client.search_model_versions()
@@ -64,7 +64,7 @@ def registered_hashes(tracking_uri: str) -> set[str]:
 
 
 def _bundle_hash(entry: Path) -> str | None:
-    from engines.manifest import Manifest
+    from enginesweep.engines.manifest import Manifest
 
     try:
         return Manifest.load(entry).content_hash

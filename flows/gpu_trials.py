@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from build_configs.loading import ResolvedSpec
-from build_configs.schema import Execution
-from engines.gpu_slots import GpuSlots, NoGpus, detect_gpus
-from evaluation.planning import PlannedTrial
-from evaluation.records import TrialRecord
-from flows.trial_process import TrialJob, TrialProcessFailed, run_trial_process
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.schema import Execution
+from enginesweep.engines.gpu_slots import GpuSlots, NoGpus, detect_gpus
+from enginesweep.evaluation.planning import PlannedTrial
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.flows.trial_process import TrialJob, TrialProcessFailed, run_trial_process
 
 
 class RunnerError(RuntimeError):
@@ -103,7 +103,7 @@ def run_on_gpus(resolved: ResolvedSpec, planned: PlannedTrial, checkpoint: tuple
 
 def failed_record(resolved: ResolvedSpec, planned: PlannedTrial, error: str) -> TrialRecord:
     """The record of a trial that failed before it could record anything itself."""
-    from flows.trial import hardware_of
+    from enginesweep.flows.trial import hardware_of
 
     return TrialRecord(slug=planned.slug, sweep=resolved.spec.name, stack=planned.stack,
                        model=resolved.architecture.name, hardware=hardware_of(resolved),

@@ -33,8 +33,8 @@ def start_ephemeral_api(workspace: Path) -> None:
         return
     from prefect.client.orchestration import get_client
 
-    from engines.janitor import watch_children
-    from engines.locks import key_lock
+    from enginesweep.engines.janitor import watch_children
+    from enginesweep.engines.locks import key_lock
 
     home = Path(os.environ["PREFECT_HOME"])
     with key_lock(home / ".ephemeral-start.lock", "another sweep starting Prefect's API here",

@@ -18,9 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engines.locks import key_lock
-from engines.processes import http_ok, kill_with_parent, stop_process_group, wait_ready
-from engines.triton.server import free_port
+from enginesweep.engines.locks import key_lock
+from enginesweep.engines.processes import http_ok, kill_with_parent, stop_process_group, wait_ready
+from enginesweep.engines.triton.server import free_port
 
 START_TIMEOUT_S = 180.0  # a first start creates and migrates the database; 2 busy cores are slow
 

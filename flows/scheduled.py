@@ -19,15 +19,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from build_configs.loading import ResolvedSpec, load_spec
-from evaluation.planning import expand
-from evaluation.tracking import SweepTracker
-from flows.champion_watch import (Champion, WatchReport, current_champion, judge, now_iso,
+from enginesweep.build_configs.loading import ResolvedSpec, load_spec
+from enginesweep.evaluation.planning import expand
+from enginesweep.evaluation.tracking import SweepTracker
+from enginesweep.flows.champion_watch import (Champion, WatchReport, current_champion, judge, now_iso,
                                   promote_dominating, record_report, with_history)
-from flows.schedule_state import (PREFIX, ScheduleInputs, changes, last_settled, pinned_overrides,
+from enginesweep.flows.schedule_state import (PREFIX, ScheduleInputs, changes, last_settled, pinned_overrides,
                                   resolve_inputs, settle)
-from flows.sweep import SweepOutcome, sweep_flow
-from flows.sweep_settings import registered_model_name, tracking_uri
+from enginesweep.flows.sweep import SweepOutcome, sweep_flow
+from enginesweep.flows.sweep_settings import registered_model_name, tracking_uri
 
 
 @task(cache_policy=NO_CACHE)

@@ -21,18 +21,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import SweepSpec
-from engines import progress
-from engines.compat import refuse_mismatch
-from engines.locks import key_lock
-from engines.manifest import inputs_hash
-from engines.stacks import BuildResult
-from evaluation.accuracy.external import cached
-from evaluation.accuracy.variant import tasks_fingerprint
-from evaluation.planning.records import TrialConfig
-from evaluation.records import AccuracyResult
-from evaluation.selection.accuracy_gate import is_baseline
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import SweepSpec
+from enginesweep.engines import progress
+from enginesweep.engines.compat import refuse_mismatch
+from enginesweep.engines.locks import key_lock
+from enginesweep.engines.manifest import inputs_hash
+from enginesweep.engines.stacks import BuildResult
+from enginesweep.evaluation.accuracy.external import cached
+from enginesweep.evaluation.accuracy.variant import tasks_fingerprint
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.records import AccuracyResult
+from enginesweep.evaluation.selection.accuracy_gate import is_baseline
 
 MAX_CONCURRENCY = 8
 """Requests in flight at once while scoring (and never more than the engine's batch)."""
@@ -129,7 +129,7 @@ class ServedAccuracy:
 
     def _evaluate(self, server: Any, model: str, log_file: Path) -> AccuracyResult:
         # lm-eval is imported only when a trial measures accuracy this way.
-        from evaluation.accuracy.served import evaluate_served, served_endpoint
+        from enginesweep.evaluation.accuracy.served import evaluate_served, served_endpoint
 
         accuracy = self.spec.accuracy
         return evaluate_served(served_endpoint(server.url, model, getattr(server, "endpoint", None)),

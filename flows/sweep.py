@@ -25,22 +25,22 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from build_configs.loading import ResolvedSpec, load_spec
-from build_configs.schema import Stack
-from engines import progress
-from engines.interrupts import raise_if_stopped, request_stop
-from engines.progress import ProgressEvent
-from engines.registry import Promotion, promote
-from evaluation.planning import Plan, PlannedTrial, expand
-from evaluation.records import TrialRecord
-from evaluation.reports.plan_tables import plan_report_text
-from evaluation.selection import Selection, select
-from evaluation.selection.render import selection_table_text
-from evaluation.tracking import SweepTracker
-from flows.sweep_owner import FINGERPRINT_TAG, OWNER_TAG, own_parent_run, owner_label, spec_fingerprint
-from flows.sweep_reporting import report_sweep
-from flows.sweep_settings import registered_model_name, tracking_uri
-from flows.gpu_trials import (
+from enginesweep.build_configs.loading import ResolvedSpec, load_spec
+from enginesweep.build_configs.schema import Stack
+from enginesweep.engines import progress
+from enginesweep.engines.interrupts import raise_if_stopped, request_stop
+from enginesweep.engines.progress import ProgressEvent
+from enginesweep.engines.registry import Promotion, promote
+from enginesweep.evaluation.planning import Plan, PlannedTrial, expand
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.reports.plan_tables import plan_report_text
+from enginesweep.evaluation.selection import Selection, select
+from enginesweep.evaluation.selection.render import selection_table_text
+from enginesweep.evaluation.tracking import SweepTracker
+from enginesweep.flows.sweep_owner import FINGERPRINT_TAG, OWNER_TAG, own_parent_run, owner_label, spec_fingerprint
+from enginesweep.flows.sweep_reporting import report_sweep
+from enginesweep.flows.sweep_settings import registered_model_name, tracking_uri
+from enginesweep.flows.gpu_trials import (
     check_cluster,
     check_gpus,
     failed_record,
@@ -49,7 +49,7 @@ from flows.gpu_trials import (
     task_runner,
     trials_at_once,
 )
-from flows.trial import checkpoint_source, hardware_of, run_trial
+from enginesweep.flows.trial import checkpoint_source, hardware_of, run_trial
 
 # Inputs are specs and records, not hashable data: no task caching until the content-addressed
 # store lands (the reliability issue).

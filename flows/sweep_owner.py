@@ -19,8 +19,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from engines.locks import key_lock, try_lock
-from evaluation.tracking import SweepTracker
+from enginesweep.engines.locks import key_lock, try_lock
+from enginesweep.evaluation.tracking import SweepTracker
 
 FINGERPRINT_TAG = "enginesweep.spec_fingerprint"
 OWNER_TAG = "enginesweep.owner"

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evaluation.selection import Selection
-from evaluation.tracking import SweepTracker
+from enginesweep.evaluation.selection import Selection
+from enginesweep.evaluation.tracking import SweepTracker
 
 
 def report_sweep(tracker: SweepTracker, parent_id: str, trial_runs: dict[str, str],
@@ -21,7 +21,7 @@ def report_sweep(tracker: SweepTracker, parent_id: str, trial_runs: dict[str, st
     except Exception as exc:  # noqa: BLE001 - the sweep is done: a missing metric must not fail it
         logger.warning(f"headline metrics not logged: {type(exc).__name__}: {exc}")
     try:
-        from evaluation.reports.sweep_report import report_sweep_run
+        from enginesweep.evaluation.reports.sweep_report import report_sweep_run
 
         files = report_sweep_run(tracker.client, parent_id, workspace=workspace)
     except Exception as exc:  # noqa: BLE001 - as above; `enginesweep report` can write it again

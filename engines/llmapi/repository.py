@@ -18,8 +18,8 @@ from typing import Any, Mapping
 import yaml
 from google.protobuf import text_format
 
-from engines.trtllm.contract import VersionContract
-from engines.trtllm.templates import TemplateError, parse_config
+from enginesweep.engines.trtllm.contract import VersionContract
+from enginesweep.engines.trtllm.templates import TemplateError, parse_config
 
 TEMPLATE_DIR = "triton_backend/all_models/llmapi"
 

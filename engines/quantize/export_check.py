@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engines.quantize.recipes import QuantRecipe
+from enginesweep.engines.quantize.recipes import QuantRecipe
 
 _SHAPE_FIELDS = ("vocab_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                  "hidden_size", "intermediate_size")

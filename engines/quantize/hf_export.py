@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines.quantize.recipes import QuantRecipe, modelopt_config
+from enginesweep.engines.quantize.recipes import QuantRecipe, modelopt_config
 
 HF_QUANT_CONFIG = "hf_quant_config.json"
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from engines.quantize.export_check import ExportMismatch, export_problems, source_rope_theta
-from engines.quantize.recipes import QuantRecipe, modelopt_config
+from enginesweep.engines.quantize.export_check import ExportMismatch, export_problems, source_rope_theta
+from enginesweep.engines.quantize.recipes import QuantRecipe, modelopt_config
 
 
 MODELOPT_FILE = "modelopt_model.pth"

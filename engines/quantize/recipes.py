@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 
 _KV_QUANTIZER = "*[kv]_bmm_quantizer"
 _KV_CFG: dict[KVCacheFormat, dict[str, Any]] = {

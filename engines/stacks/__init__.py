@@ -1,5 +1,5 @@
 """Build stacks behind one protocol, chosen by name from a lazy registry (see `base.py`)."""
 
-from engines.stacks.base import BuildKnobs, BuildResult, Stack, StackUnavailable, get_stack
+from enginesweep.engines.stacks.base import BuildKnobs, BuildResult, Stack, StackUnavailable, get_stack
 
 __all__ = ["BuildKnobs", "BuildResult", "Stack", "StackUnavailable", "get_stack"]

@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from engines.manifest import Manifest
-from engines.quantize.modelopt_cpu import QuantizeResult
-from engines.quantize.recipes import QuantRecipe
-from engines.trtllm.layout import Required, check_required
+from enginesweep.engines.manifest import Manifest
+from enginesweep.engines.quantize.modelopt_cpu import QuantizeResult
+from enginesweep.engines.quantize.recipes import QuantRecipe
+from enginesweep.engines.trtllm.layout import Required, check_required
 
 if TYPE_CHECKING:  # a type only: the build side imports nothing of the measure side at run time
-    from evaluation.planning.records import TrialConfig
+    from enginesweep.build_configs.trial import TrialConfig
 
 # name -> "module:Class"; a stack listed in _PLANNED is known but not implemented yet.
-_REGISTRY = {"reference": "engines.stacks.reference:ReferenceStack",
-             "trtllm-engine": "engines.stacks.trtllm_engine:TrtllmEngineStack",
-             "trtllm-pytorch": "engines.stacks.trtllm_pytorch:TrtllmPytorchStack"}
+_REGISTRY = {"reference": "enginesweep.engines.stacks.reference:ReferenceStack",
+             "trtllm-engine": "enginesweep.engines.stacks.trtllm_engine:TrtllmEngineStack",
+             "trtllm-pytorch": "enginesweep.engines.stacks.trtllm_pytorch:TrtllmPytorchStack"}
 _PLANNED: dict[str, str] = {}
 _NEEDS = {
     "reference": "install the project with its reference extra: pip install -e '.[reference]'",

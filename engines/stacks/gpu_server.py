@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from engines.processes import foreign_listener, http_ok, reap_stale_session, session_pids
-from engines.triton.server import free_port
+from enginesweep.engines.processes import foreign_listener, http_ok, reap_stale_session, session_pids
+from enginesweep.engines.triton.server import free_port
 
 READY_TIMEOUT_S = 1800.0  # large engines load for minutes
 

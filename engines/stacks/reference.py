@@ -18,17 +18,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.compat import version_mismatches
-from engines.manifest import Manifest, host_hardware, write_manifest
-from engines.quantize.modelopt_cpu import QuantizeResult, library_versions, quantize_checkpoint
-from engines.quantize.recipes import QuantRecipe
-from engines.stacks.base import BuildKnobs, BuildResult
-from engines.triton.repository import SERVED_MODEL, write_reference_repository
-from engines.triton.server import TritonServer
-from engines.trtllm.layout import Required
+from enginesweep.engines.compat import version_mismatches
+from enginesweep.engines.manifest import Manifest, host_hardware, write_manifest
+from enginesweep.engines.quantize.modelopt_cpu import QuantizeResult, library_versions, quantize_checkpoint
+from enginesweep.engines.quantize.recipes import QuantRecipe
+from enginesweep.engines.stacks.base import BuildKnobs, BuildResult
+from enginesweep.engines.triton.repository import SERVED_MODEL, write_reference_repository
+from enginesweep.engines.triton.server import TritonServer
+from enginesweep.engines.trtllm.layout import Required
 
 if TYPE_CHECKING:
-    from evaluation.planning.records import TrialConfig
+    from enginesweep.build_configs.trial import TrialConfig
 
 _TRTLLM_KEYS = ("architecture", "dtype", "vocab_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "hidden_size", "rotary_base", "mapping", "quantization")

@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from build_configs.schema import Build
-from engines.compat import host_gpu, host_gpu_sm, sm_of, version_mismatches
-from engines.llmapi.commands import serve_command
-from engines.manifest import Manifest, write_manifest
-from engines.quantize.modelopt_cpu import QuantizeResult
-from engines.quantize.recipes import QuantRecipe
-from engines.stacks.base import BuildKnobs, BuildResult
-from engines.stacks.gpu_server import StepFailed, owned_server, pick_ports, session_alive, tail_reason
-from engines.trtllm.commands import (
+from enginesweep.build_configs.schema import Build
+from enginesweep.engines.compat import host_gpu, host_gpu_sm, sm_of, version_mismatches
+from enginesweep.engines.llmapi.commands import serve_command
+from enginesweep.engines.manifest import Manifest, write_manifest
+from enginesweep.engines.quantize.modelopt_cpu import QuantizeResult
+from enginesweep.engines.quantize.recipes import QuantRecipe
+from enginesweep.engines.stacks.base import BuildKnobs, BuildResult
+from enginesweep.engines.stacks.gpu_server import StepFailed, owned_server, pick_ports, session_alive, tail_reason
+from enginesweep.engines.trtllm.commands import (
     Command,
     TrialPaths,
     build_command,
@@ -46,13 +46,13 @@ from engines.trtllm.commands import (
     repository_values,
     required_files,
 )
-from engines.trtllm.contract import VersionContract, contract_for
-from engines.trtllm.layout import Layout, Required, resolve_layout
-from engines.trtllm.outputs import build_failure_reason, engine_summary
-from engines.trtllm.templates import TemplateError, fill, parse_config, required_placeholders
-from evaluation.benchmark.aiperf_runner import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
-from evaluation.planning.records import TrialConfig
-from evaluation.records import write_atomic
+from enginesweep.engines.trtllm.contract import VersionContract, contract_for
+from enginesweep.engines.trtllm.layout import Layout, Required, resolve_layout
+from enginesweep.engines.trtllm.outputs import build_failure_reason, engine_summary
+from enginesweep.engines.trtllm.templates import TemplateError, fill, parse_config, required_placeholders
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.engines.files import write_atomic
 
 __all__ = ["StepFailed", "TrtllmEngineStack", "installed_version", "offline_env"]
 

@@ -33,25 +33,25 @@ from typing import Any
 
 import yaml
 
-from build_configs.quant import QuantFormat
-from build_configs.schema import Accuracy, Build, Stack
-from engines.compat import host_gpu, host_gpu_sm
-from engines.llmapi.commands import lm_eval_command, ptq_formats, required_files, serve_command
-from engines.llmapi.options import check_options, llm_api_options, model_yaml
-from engines.llmapi.repository import PAYLOAD_TEMPLATE, write_llmapi_repository
-from engines.manifest import Manifest, write_manifest
-from engines.quantize.hf_export import HF_QUANT_CONFIG, export_unified_hf, local_texts
-from engines.quantize.modelopt_cpu import QuantizeResult, library_versions
-from engines.quantize.recipes import QuantRecipe
-from engines.stacks.base import BuildKnobs, BuildResult
-from engines.stacks.gpu_server import StepFailed, owned_server, pick_ports, session_alive
-from engines.stacks.trtllm_engine import installed_version
-from engines.trtllm.commands import Command, TrialPaths, launch_command
-from engines.trtllm.contract import UnsupportedVersion, VersionContract, contract_for
-from engines.trtllm.layout import Layout, Required, ToolPaths, resolve_layout
-from evaluation.benchmark.aiperf_runner import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
-from evaluation.planning.records import TrialConfig
-from evaluation.records import write_atomic
+from enginesweep.build_configs.quant import QuantFormat
+from enginesweep.build_configs.schema import Accuracy, Build, Stack
+from enginesweep.engines.compat import host_gpu, host_gpu_sm
+from enginesweep.engines.llmapi.commands import lm_eval_command, ptq_formats, required_files, serve_command
+from enginesweep.engines.llmapi.options import check_options, llm_api_options, model_yaml
+from enginesweep.engines.llmapi.repository import PAYLOAD_TEMPLATE, write_llmapi_repository
+from enginesweep.engines.manifest import Manifest, write_manifest
+from enginesweep.engines.quantize.hf_export import HF_QUANT_CONFIG, export_unified_hf, local_texts
+from enginesweep.engines.quantize.modelopt_cpu import QuantizeResult, library_versions
+from enginesweep.engines.quantize.recipes import QuantRecipe
+from enginesweep.engines.stacks.base import BuildKnobs, BuildResult
+from enginesweep.engines.stacks.gpu_server import StepFailed, owned_server, pick_ports, session_alive
+from enginesweep.engines.stacks.trtllm_engine import installed_version
+from enginesweep.engines.trtllm.commands import Command, TrialPaths, launch_command
+from enginesweep.engines.trtllm.contract import UnsupportedVersion, VersionContract, contract_for
+from enginesweep.engines.trtllm.layout import Layout, Required, ToolPaths, resolve_layout
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.engines.files import write_atomic
 
 OPTIONS_FILE = "llm_api_options.yaml"
 TRIAL_FACTS = "trial.json"

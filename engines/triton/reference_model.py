@@ -41,7 +41,7 @@ class TritonPythonModel:
         import torch
 
         # The same loader as the accuracy evaluation: the ModelOpt state restored, weights folded.
-        from engines.quantize.modelopt_cpu import load_quantized_model
+        from enginesweep.engines.quantize.modelopt_cpu import load_quantized_model
 
         params = json.loads(args["model_config"])["parameters"]
         model_dir = params["model_dir"]["string_value"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import util
 from pathlib import Path
 
-from engines.processes import (STOP_GRACE_S, http_ok, kill_with_parent, reap_stale_session,
+from enginesweep.engines.processes import (STOP_GRACE_S, http_ok, kill_with_parent, reap_stale_session,
                                stop_process_group, wait_ready)
 
 READY_TIMEOUT_S = 120.0

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Mapping, Sequence
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Build, Stack
-from engines.trtllm.contract import ContractError, VersionContract, check_command
-from engines.trtllm.layout import LayoutError, Required, ToolPaths
-from engines.trtllm.templates import fill_args
-from evaluation.planning.records import TrialConfig
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import Build, Stack
+from enginesweep.engines.trtllm.contract import ContractError, VersionContract, check_command
+from enginesweep.engines.trtllm.layout import LayoutError, Required, ToolPaths
+from enginesweep.engines.trtllm.templates import fill_args
+from enginesweep.build_configs.trial import TrialConfig
 
 FP8_CONTEXT_FMHA = (QuantFormat.FP8, QuantFormat.W4A8_AWQ, QuantFormat.NVFP4)
 """Weight formats with FP8 attention inputs: FP8 context FMHA is allowed only with these (and an

@@ -91,7 +91,7 @@ def _load(text: str) -> VersionContract:
 @lru_cache(maxsize=1)
 def contracts() -> dict[str, VersionContract]:
     """Every supported release line, by line (`1.2`)."""
-    folder = resources.files("engines.trtllm").joinpath("flags")
+    folder = resources.files("enginesweep.engines.trtllm").joinpath("flags")
     found = [_load(entry.read_text()) for entry in sorted(folder.iterdir(), key=lambda e: e.name)
              if entry.name.endswith(".json")]
     return {contract.line: contract for contract in found}

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from build_configs.schema import TrtllmPaths
+from enginesweep.build_configs.schema import TrtllmPaths
 
 TRITONSERVER_DEFAULT = "/opt/tritonserver/bin/tritonserver"
 """Where NVIDIA's Triton images keep the server (launch_triton_server.py's `--tritonserver` default)."""

@@ -17,12 +17,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from engines.processes import kill_marked, kill_with_parent, reap_stale_session, stop_process_group
-from engines.trtllm.commands import Command
-from evaluation.accuracy.harness import TaskError
-from evaluation.accuracy.lm_eval_cli import read_cli_output
-from evaluation.benchmark.aiperf_runner import log_tail, wait_stoppable
-from evaluation.records import AccuracyResult
+from enginesweep.engines.processes import kill_marked, kill_with_parent, reap_stale_session, stop_process_group
+from enginesweep.engines.trtllm.commands import Command
+from enginesweep.evaluation.accuracy.harness import TaskError
+from enginesweep.evaluation.accuracy.lm_eval_cli import read_cli_output
+from enginesweep.evaluation.benchmark.aiperf_runner import log_tail, wait_stoppable
+from enginesweep.evaluation.records import AccuracyResult
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 TIMEOUT_S = 6 * 3600.0  # an MMLU-sized run of a large model takes hours; a hang must not last forever

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evaluation.accuracy.harness import TaskError, task_results
-from evaluation.records import TaskResult
+from enginesweep.evaluation.accuracy.harness import TaskError, task_results
+from enginesweep.evaluation.records import TaskResult
 
 
 def read_cli_output(output_path: Path, *, hardware: str, tool: str) -> list[TaskResult]:

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from evaluation.records import AccuracyResult, PairedDelta, TaskResult
+from enginesweep.evaluation.records import AccuracyResult, PairedDelta, TaskResult
 
 Aggregate = Callable[[np.ndarray], np.ndarray]
 

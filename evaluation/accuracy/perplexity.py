@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from engines.textdata import text_sha256
-from evaluation.records import AccuracyResult
+from enginesweep.engines.textdata import text_sha256
+from enginesweep.evaluation.records import AccuracyResult
 
 if TYPE_CHECKING:
     import torch

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 from lm_eval.api.model import LM
 
-from engines.interrupts import raise_if_stopped
-from evaluation.accuracy.harness import (
+from enginesweep.engines.interrupts import raise_if_stopped
+from enginesweep.evaluation.accuracy.harness import (
     TaskError,
     harness_output,
     harness_version,
@@ -39,9 +39,9 @@ from evaluation.accuracy.harness import (
     task_manager,
     task_results,
 )
-from evaluation.accuracy.variant import tasks_fingerprint
-from evaluation.benchmark.aiperf_runner import PAYLOAD_TEMPLATE, Endpoint
-from evaluation.records import AccuracyResult
+from enginesweep.evaluation.accuracy.variant import tasks_fingerprint
+from enginesweep.engines.endpoints import PAYLOAD_TEMPLATE, Endpoint
+from enginesweep.evaluation.records import AccuracyResult
 
 GENERATIVE = "generate_until"
 DEFAULT_CONCURRENCY = 4

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from engines import textdata
+from enginesweep.engines import textdata
 
 SEED = 20261126
 CLOZE = "enginesweep_cloze"

@@ -15,12 +15,12 @@ from typing import Any
 
 import yaml
 
-from build_configs.schema import Accuracy
-from evaluation.accuracy.harness import check_tasks, evaluate_tasks, harness_version
-from evaluation.accuracy.paired import compare_accuracy, compare_tasks
-from evaluation.accuracy.perplexity import evaluate_perplexity
-from evaluation.accuracy.tasks import builtin_tasks_dir
-from evaluation.records import AccuracyResult, PairedDelta
+from enginesweep.build_configs.schema import Accuracy
+from enginesweep.evaluation.accuracy.harness import check_tasks, evaluate_tasks, harness_version
+from enginesweep.evaluation.accuracy.paired import compare_accuracy, compare_tasks
+from enginesweep.evaluation.accuracy.perplexity import evaluate_perplexity
+from enginesweep.evaluation.accuracy.tasks import builtin_tasks_dir
+from enginesweep.evaluation.records import AccuracyResult, PairedDelta
 
 
 def task_include_paths(cfg: Accuracy, workspace: Path, corpus: Path) -> list[Path]:

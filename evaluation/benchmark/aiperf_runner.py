@@ -18,13 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from build_configs.schema import Workload
-from engines.interrupts import raise_if_stopped
-from engines.processes import (kill_marked, kill_with_parent, reap_stale_session,
+from enginesweep.build_configs.schema import Workload
+from enginesweep.engines.endpoints import Endpoint, triton_endpoint
+from enginesweep.engines.interrupts import raise_if_stopped
+from enginesweep.engines.processes import (kill_marked, kill_with_parent, reap_stale_session,
                                stop_process_group)
 
 AIPERF_VERSION = "0.13.0"
@@ -34,16 +33,6 @@ TMP_NAME = "tmp"
 RESPONSE_FIELD = "text_output"
 DEFAULT_TIMEOUT_S = 3600.0
 
-# aiperf renders this with `jinja2.Environment(autoescape=True)`: every value goes through
-# `tojson`, which quotes and escapes it as JSON (a bare `{{ text }}` would be HTML-escaped and
-# break on quotes). `max_tokens` is the per-request OSL aiperf drew; `stream` follows --streaming.
-# aiperf still warns "Using --osl without ignore_eos or min_tokens in --extra-inputs": it does not
-# look inside templates.
-PAYLOAD_TEMPLATE = (
-    '{"text_input": {{ text|tojson }}, "max_tokens": {{ max_tokens|tojson }}, '
-    '"min_tokens": {{ max_tokens|tojson }}, "stream": {{ stream|tojson }}}\n'
-)
-
 # aiperf refuses local tokenizer paths while these are set, and they are not needed: the
 # tokenizer must be a local directory anyway (see `run_aiperf`).
 _OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -51,35 +40,6 @@ _OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 class AiperfError(RuntimeError):
     """aiperf could not run or did not finish; the message carries the tail of its log."""
-
-
-def generate_stream_path(model: str) -> str:
-    """Triton's streaming generate route for `model` (SSE, needs a decoupled model)."""
-    return f"/v2/models/{model}/generate_stream"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """How aiperf talks to one server: Triton's generate_stream through a payload template, or
-    an OpenAI-compatible completions route (trtllm-serve)."""
-
-    kind: Literal["template", "completions"]
-    path: str | None = None
-    """The route for `template` (`--custom-endpoint`); None uses aiperf's default route."""
-    payload: str | None = None
-    """The Jinja2 payload template for `template`, written beside the results."""
-    extra_inputs: tuple[str, ...] = ()
-    """More `--extra-inputs` `key:value` pairs, sent in every request."""
-
-
-def triton_endpoint(model: str, payload: str = PAYLOAD_TEMPLATE) -> Endpoint:
-    """Triton's `generate_stream` of `model`, requests rendered from `payload`."""
-    return Endpoint("template", generate_stream_path(model), payload)
-
-
-OPENAI_COMPLETIONS = Endpoint("completions", extra_inputs=("ignore_eos:true",))
-"""`/v1/completions`, streamed; `ignore_eos` so that every request decodes the whole OSL (an
-extension field of vLLM-style servers, trtllm-serve's included)."""
 
 
 def aiperf_executable() -> Path:

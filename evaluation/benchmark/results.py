@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from build_configs.schema import SLA, Workload
-from evaluation.records import BenchmarkResult, ConcurrencyResult, Percentiles
+from enginesweep.build_configs.schema import SLA, Workload
+from enginesweep.evaluation.records import BenchmarkResult, ConcurrencyResult, Percentiles
 
 SUMMARY_FILE = "profile_export_aiperf.json"
 RECORDS_FILE = "profile_export.jsonl"

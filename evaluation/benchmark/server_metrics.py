@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from engines.trtllm.outputs import OutputFormatError, kv_cache_blocks
+from enginesweep.engines.trtllm.outputs import OutputFormatError, kv_cache_blocks
 
 
 class MetricsSampler:

@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from build_configs.architectures import ModelArchitecture
-from build_configs.gpus import get_gpu
-from build_configs.loading import ResolvedSpec
-from build_configs.schema import Objective, Stack, SweepSpec
+from enginesweep.build_configs.architectures import ModelArchitecture
+from enginesweep.build_configs.gpus import get_gpu
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.schema import Objective, Stack, SweepSpec
 
 
 def adhoc_spec(arch: ModelArchitecture, gpus: Sequence[str], *, quant: Sequence[str],

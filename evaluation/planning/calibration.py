@@ -27,8 +27,8 @@ from typing import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluation.planning.prediction import CALIBRATED_METRICS
-from evaluation.planning.records import Calibration
+from enginesweep.evaluation.planning.prediction import CALIBRATED_METRICS
+from enginesweep.evaluation.planning.records import Calibration
 
 STORE_NAME = "calibration.json"
 MIN_PAIRS = 3

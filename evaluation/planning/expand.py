@@ -14,18 +14,19 @@ import itertools
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from build_configs import rules
-from build_configs.architectures import ModelArchitecture
-from build_configs.gpus import GPU, get_gpu
-from build_configs.loading import ResolvedSpec
-from build_configs.schema import SLA, Predictor, Stack, Workload
-from evaluation.planning.calibration import STORE_NAME, CalibrationStore
-from evaluation.planning.memory import memory_breakdown, memory_problems
-from evaluation.planning.prediction import capacity
-from evaluation.planning.predictors import refine_predictions
-from evaluation.planning.prune import prune
-from evaluation.planning.records import PlannedTrial, TrialConfig
-from evaluation.planning.roofline import Deployment, predict
+from enginesweep.build_configs import rules
+from enginesweep.build_configs.architectures import ModelArchitecture
+from enginesweep.build_configs.gpus import GPU, get_gpu
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.schema import SLA, Predictor, Stack, Workload
+from enginesweep.evaluation.planning.calibration import STORE_NAME, CalibrationStore
+from enginesweep.evaluation.planning.memory import memory_breakdown, memory_problems
+from enginesweep.evaluation.planning.prediction import capacity
+from enginesweep.evaluation.planning.predictors import refine_predictions
+from enginesweep.evaluation.planning.prune import prune
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.planning.records import PlannedTrial
+from enginesweep.evaluation.planning.roofline import Deployment, predict
 
 
 class Plan(BaseModel):

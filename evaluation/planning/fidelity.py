@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Sequence
 
-import evaluation.planning.aiconfigurator as aic
-from build_configs.architectures import shipped_architecture
-from build_configs.gpus import get_gpu
-from build_configs.loading import ResolvedSpec
-from evaluation.planning.adhoc import adhoc_spec
-from build_configs.schema import Predictor, Stack
-from evaluation.planning.expand import expand
-from evaluation.planning.records import PlannedTrial
+import enginesweep.evaluation.planning.aiconfigurator as aic
+from enginesweep.build_configs.architectures import shipped_architecture
+from enginesweep.build_configs.gpus import get_gpu
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.evaluation.planning.adhoc import adhoc_spec
+from enginesweep.build_configs.schema import Predictor, Stack
+from enginesweep.evaluation.planning.expand import expand
+from enginesweep.evaluation.planning.records import PlannedTrial
 
 PUBLISHED = "trtllm-perf-overview-v1.0.csv"
 
@@ -66,7 +66,7 @@ class Comparison:
 
 def published_rows() -> list[PublishedRow]:
     """Every row of the shipped published-figures file."""
-    text = resources.files("evaluation.planning").joinpath("published", PUBLISHED).read_text()
+    text = resources.files("enginesweep.evaluation.planning").joinpath("published", PUBLISHED).read_text()
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     rows = []
     for item in csv.DictReader(lines):

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 
-from build_configs.architectures import ModelArchitecture
-from build_configs.gpus import GIB, GPU
-from build_configs.quant import QuantFormat
-from evaluation.planning.records import MemoryBreakdown, TrialConfig
+from enginesweep.build_configs.architectures import ModelArchitecture
+from enginesweep.build_configs.gpus import GIB, GPU
+from enginesweep.build_configs.quant import QuantFormat
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.planning.records import MemoryBreakdown
 
 RUNTIME_RESERVE_BYTES = int(1.5 * GIB)
 MULTI_GPU_RESERVE_BYTES = int(0.5 * GIB)

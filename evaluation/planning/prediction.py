@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from build_configs.schema import SLA
-from evaluation.planning.records import (
+from enginesweep.build_configs.schema import SLA
+from enginesweep.evaluation.planning.records import (
     Calibration,
     CapacityPrediction,
     ConcurrencyPrediction,

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from build_configs.gpus import get_gpu
-from build_configs.loading import ResolvedSpec
-from build_configs.schema import Predictor, Stack
-import evaluation.planning.aiconfigurator as aic
-from evaluation.planning.calibration import CalibrationStore
-from evaluation.planning.prediction import rescale
-from evaluation.planning.records import PlannedTrial
+from enginesweep.build_configs.gpus import get_gpu
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.schema import Predictor, Stack
+import enginesweep.evaluation.planning.aiconfigurator as aic
+from enginesweep.evaluation.planning.calibration import CalibrationStore
+from enginesweep.evaluation.planning.prediction import rescale
+from enginesweep.evaluation.planning.records import PlannedTrial
 
 
 class PredictorError(RuntimeError):

@@ -13,9 +13,9 @@ from __future__ import annotations
 from itertools import groupby
 from typing import NamedTuple, Sequence
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Objective
-from evaluation.planning.records import PlannedTrial, Prediction
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import Objective
+from enginesweep.evaluation.planning.records import PlannedTrial, Prediction
 
 _WORDS = {
     Objective.MIN_COST_PER_1M_TOKENS: "$ per 1M output tokens",

@@ -9,27 +9,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.trial import TrialConfig
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrialConfig(_Record):
-    """One point of the sweep space."""
-
-    quant: QuantFormat
-    kv_cache: KVCacheFormat
-    tp: int
-    pp: int
-    max_batch_size: int
-    max_num_tokens: int
-    max_seq_len: int
-
-    @property
-    def world_size(self) -> int:
-        return self.tp * self.pp
 
 
 class MemoryBreakdown(_Record):

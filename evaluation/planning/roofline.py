@@ -29,11 +29,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from build_configs.architectures import ModelArchitecture
-from build_configs.gpus import GPU
-from build_configs.schema import SLA, Workload
-from evaluation.planning.prediction import assemble, level
-from evaluation.planning.records import (
+from enginesweep.build_configs.architectures import ModelArchitecture
+from enginesweep.build_configs.gpus import GPU
+from enginesweep.build_configs.schema import SLA, Workload
+from enginesweep.evaluation.planning.prediction import assemble, level
+from enginesweep.evaluation.planning.records import (
     ConcurrencyPrediction,
     MemoryBreakdown,
     Prediction,

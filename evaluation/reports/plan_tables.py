@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from build_configs.schema import Objective
-from evaluation.planning.expand import Plan
-from evaluation.planning.prune import predicted_objective
-from evaluation.planning.records import PlannedTrial, Prediction
+from enginesweep.build_configs.schema import Objective
+from enginesweep.evaluation.planning.expand import Plan
+from enginesweep.evaluation.planning.prune import predicted_objective
+from enginesweep.evaluation.planning.records import PlannedTrial, Prediction
 
 
 def _gb(value: float) -> str:

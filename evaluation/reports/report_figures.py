@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from build_configs.schema import SLA
-from evaluation.provenance import predicted_label
-from evaluation.reports.report_model import Figure, ReferenceLine, Series
-from evaluation.reports.report_trials import (
+from enginesweep.build_configs.schema import SLA
+from enginesweep.evaluation.provenance import predicted_label
+from enginesweep.evaluation.reports.report_model import Figure, ReferenceLine, Series
+from enginesweep.evaluation.reports.report_trials import (
     NO_OPERATING_POINT,
     UNJUDGED,
     MeasuredPoint,
@@ -23,7 +23,7 @@ from evaluation.reports.report_trials import (
     measured_point,
     without_operating_point,
 )
-from evaluation.selection.headline import engine_size_gb
+from enginesweep.evaluation.selection.headline import engine_size_gb
 
 GROUP_SYMBOLS = {"champion": "star", "feasible, Pareto front": "diamond", "feasible": "circle",
                  "rejected: accuracy gate": "x", UNJUDGED: "circle"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 
-from evaluation.reports.report_model import Figure, Section, SweepReport, Table
+from enginesweep.evaluation.reports.report_model import Figure, Section, SweepReport, Table
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from evaluation.reports.report_model import Figure, Section, SweepReport, Table
+from enginesweep.evaluation.reports.report_model import Figure, Section, SweepReport, Table
 
 
 def _cell(text: str) -> str:

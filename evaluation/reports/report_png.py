@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.reports.report_model import Figure
+from enginesweep.evaluation.reports.report_model import Figure
 
 _MARKERS = {"circle": "o", "star": "*", "diamond": "D", "x": "X", "square": "s"}
 

@@ -5,16 +5,16 @@ measures none) instead of being left out."""
 
 from __future__ import annotations
 
-from evaluation.provenance import predicted_label
-from evaluation.reports.report_figures import (
+from enginesweep.evaluation.provenance import predicted_label
+from enginesweep.evaluation.reports.report_figures import (
     latency_figures,
     memory_figure,
     pareto_figures,
     prediction_figure,
     prediction_rows,
 )
-from evaluation.reports.report_model import Section, Table
-from evaluation.reports.report_trials import (
+from enginesweep.evaluation.reports.report_model import Section, Table
+from enginesweep.evaluation.reports.report_trials import (
     NO_OPERATING_POINT,
     OUTCOMES,
     TrialView,
@@ -22,10 +22,10 @@ from evaluation.reports.report_trials import (
     sla_of,
     without_operating_point,
 )
-from evaluation.reports.sweep_source import SweepSource
-from evaluation.selection.accuracy_gate import format_drop
-from evaluation.selection.headline import accuracy_delta, engine_size_gb
-from evaluation.selection.render import selection_caption
+from enginesweep.evaluation.reports.sweep_source import SweepSource
+from enginesweep.evaluation.selection.accuracy_gate import format_drop
+from enginesweep.evaluation.selection.headline import accuracy_delta, engine_size_gb
+from enginesweep.evaluation.selection.render import selection_caption
 
 
 def _num(value: float | int | None, spec: str) -> str:

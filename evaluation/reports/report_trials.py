@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from build_configs.schema import SLA
-from evaluation.planning.records import PlannedTrial, TrialConfig
-from evaluation.records import ConcurrencyResult, TrialRecord
-from evaluation.reports.sweep_source import SweepSource
-from evaluation.selection.headline import accuracy_delta
-from evaluation.selection.models import TrialSelection
-from evaluation.selection.operating_point import point_metrics
+from enginesweep.build_configs.schema import SLA
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.planning.records import PlannedTrial
+from enginesweep.evaluation.records import ConcurrencyResult, TrialRecord
+from enginesweep.evaluation.reports.sweep_source import SweepSource
+from enginesweep.evaluation.selection.headline import accuracy_delta
+from enginesweep.evaluation.selection.models import TrialSelection
+from enginesweep.evaluation.selection.operating_point import point_metrics
 
 
 OUTCOMES = ("champion", "feasible", "rejected by selection", "not judged", "failed",

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluation.provenance import measured_label
-from evaluation.records import write_atomic
-from evaluation.reports.report_html import render_html
-from evaluation.reports.report_markdown import render_markdown
-from evaluation.reports.report_model import SweepReport
-from evaluation.reports.report_png import render_png
-from evaluation.reports.report_sections import (
+from enginesweep.evaluation.provenance import measured_label
+from enginesweep.engines.files import write_atomic
+from enginesweep.evaluation.reports.report_html import render_html
+from enginesweep.evaluation.reports.report_markdown import render_markdown
+from enginesweep.evaluation.reports.report_model import SweepReport
+from enginesweep.evaluation.reports.report_png import render_png
+from enginesweep.evaluation.reports.report_sections import (
     capacity_section,
     champion_section,
     latency_section,
@@ -30,8 +30,8 @@ from evaluation.reports.report_sections import (
     summary_section,
     trials_section,
 )
-from evaluation.reports.report_trials import trial_views
-from evaluation.reports.sweep_source import SweepSource, load_sweep_source
+from enginesweep.evaluation.reports.report_trials import trial_views
+from enginesweep.evaluation.reports.sweep_source import SweepSource, load_sweep_source
 
 ARTIFACT_PATH = "report"
 """Where the report lies in the parent run's artifacts."""

@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from build_configs.schema import SweepSpec
-from evaluation.planning import Plan
-from evaluation.records import TrialRecord
-from evaluation.selection.models import Selection
+from enginesweep.build_configs.schema import SweepSpec
+from enginesweep.evaluation.planning import Plan
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.selection.models import Selection
 
 LATEST = "latest"
 

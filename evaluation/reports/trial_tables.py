@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from evaluation.records import TrialRecord
+from enginesweep.evaluation.records import TrialRecord
 
 
 def trial_table(record: TrialRecord) -> Table:

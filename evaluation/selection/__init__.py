@@ -15,19 +15,19 @@ champion. Replicas for a target rate R = ceil(R / G); GPUs = replicas * TP*PP; $
 usd_per_gpu_hour. Records measured on different hardware are refused, never ranked together.
 """
 
-from evaluation.selection.accuracy_gate import accuracy_check, accuracy_gate, is_baseline
-from evaluation.selection.loading import load_records, load_sweep_records
-from evaluation.selection.models import (
+from enginesweep.evaluation.selection.accuracy_gate import accuracy_check, accuracy_gate, is_baseline
+from enginesweep.evaluation.selection.loading import load_records, load_sweep_records
+from enginesweep.evaluation.selection.models import (
     AccuracyCheck,
     CapacityPlan,
     MixedHardwareError,
     Selection,
     TrialSelection,
 )
-from evaluation.selection.operating_point import level_misses, operating_point, point_metrics
-from evaluation.selection.ranking import dominates, pareto_front, rank_key
-from evaluation.selection.choose import capacity_plan, common_hardware, judge_trial, select
-from evaluation.selection.render import selection_caption, selection_table, selection_table_text
+from enginesweep.evaluation.selection.operating_point import level_misses, operating_point, point_metrics
+from enginesweep.evaluation.selection.ranking import dominates, pareto_front, rank_key
+from enginesweep.evaluation.selection.choose import capacity_plan, common_hardware, judge_trial, select
+from enginesweep.evaluation.selection.render import selection_caption, selection_table, selection_table_text
 
 __all__ = [
     "AccuracyCheck", "CapacityPlan", "MixedHardwareError", "Selection", "TrialSelection",

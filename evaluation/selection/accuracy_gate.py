@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 
-from build_configs.quant import KVCacheFormat
-from build_configs.schema import SLA
-from evaluation.planning.records import TrialConfig
-from evaluation.records import PairedDelta
-from evaluation.selection.models import AccuracyCheck
+from enginesweep.build_configs.quant import KVCacheFormat
+from enginesweep.build_configs.schema import SLA
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.records import PairedDelta
+from enginesweep.evaluation.selection.models import AccuracyCheck
 
 WORSE_WHEN_HIGHER: dict[str, bool] = {"perplexity": True, "top1_accuracy": False}
 """Direction of the held-out-text metrics (`compare_accuracy`); task deltas carry their own."""

@@ -11,19 +11,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from build_configs.schema import SLA
-from evaluation.planning.prediction import replicas_for
-from evaluation.planning.records import TrialConfig
-from evaluation.records import TrialRecord
-from evaluation.selection.accuracy_gate import accuracy_gate, is_baseline
-from evaluation.selection.models import (
+from enginesweep.build_configs.schema import SLA
+from enginesweep.evaluation.planning.prediction import replicas_for
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.selection.accuracy_gate import accuracy_gate, is_baseline
+from enginesweep.evaluation.selection.models import (
     CapacityPlan,
     MixedHardwareError,
     Selection,
     TrialSelection,
 )
-from evaluation.selection.operating_point import operating_point, point_metrics
-from evaluation.selection.ranking import OBJECTIVE_WORDS, objective_value, pareto_front, ranked
+from enginesweep.evaluation.selection.operating_point import operating_point, point_metrics
+from enginesweep.evaluation.selection.ranking import OBJECTIVE_WORDS, objective_value, pareto_front, ranked
 
 def _empty_row(record: TrialRecord, gpus: int, baseline: bool, reasons: list[str]
                ) -> TrialSelection:

@@ -22,8 +22,8 @@ the latency SLA) has no number at the SLA: nothing is logged rather than a made-
 
 from __future__ import annotations
 
-from evaluation.records import TrialRecord
-from evaluation.selection.models import TrialSelection
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.selection.models import TrialSelection
 
 HEADLINE_METRICS = ("goodput_rps_at_sla", "ttft_p99_ms", "itl_p99_ms", "output_tok_s_per_gpu",
                     "usd_per_1m_tokens", "accuracy_delta", "engine_size_gb")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from evaluation.records import TrialRecord
+from enginesweep.evaluation.records import TrialRecord
 
 RECORD_FILE = "record.json"
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from build_configs.schema import SLA, Objective
+from enginesweep.build_configs.schema import SLA, Objective
 
 
 class MixedHardwareError(ValueError):

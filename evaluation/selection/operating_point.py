@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from build_configs.schema import SLA
-from evaluation.planning.prediction import usd_per_1m_tokens
-from evaluation.records import BenchmarkResult, ConcurrencyResult
+from enginesweep.build_configs.schema import SLA
+from enginesweep.evaluation.planning.prediction import usd_per_1m_tokens
+from enginesweep.evaluation.records import BenchmarkResult, ConcurrencyResult
 
 MAX_ERROR_SHARE = 0.01
 """Failed requests a level may have and still meet a p99 bound (the 1% tail the p99 leaves)."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 
-from build_configs.schema import Objective
-from evaluation.selection.models import TrialSelection
+from enginesweep.build_configs.schema import Objective
+from enginesweep.evaluation.selection.models import TrialSelection
 
 OBJECTIVE_WORDS: dict[Objective, str] = {
     Objective.MIN_COST_PER_1M_TOKENS: "lowest cost per 1M output tokens",

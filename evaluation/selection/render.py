@@ -9,9 +9,9 @@ import io
 from rich.console import Console
 from rich.table import Table
 
-from build_configs.gpus import gpu_catalog
-from evaluation.selection.accuracy_gate import format_drop
-from evaluation.selection.models import Selection
+from enginesweep.build_configs.gpus import gpu_catalog
+from enginesweep.evaluation.selection.accuracy_gate import format_drop
+from enginesweep.evaluation.selection.models import Selection
 
 
 def _num(value: float | None, spec: str) -> str:

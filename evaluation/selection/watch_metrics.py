@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from build_configs.schema import SLA, Watch
-from evaluation.records import ConcurrencyResult, TrialRecord
-from evaluation.selection.choose import judge_trial
-from evaluation.selection.models import TrialSelection
-from evaluation.selection.watch import Direction, Samples
+from enginesweep.build_configs.schema import SLA, Watch
+from enginesweep.evaluation.records import ConcurrencyResult, TrialRecord
+from enginesweep.evaluation.selection.choose import judge_trial
+from enginesweep.evaluation.selection.models import TrialSelection
+from enginesweep.evaluation.selection.watch import Direction, Samples
 
 _UP, _DOWN = Direction.HIGHER_IS_BETTER, Direction.LOWER_IS_BETTER
 _AT_LEVEL: dict[str, tuple[Direction, Callable[[ConcurrencyResult], float]]] = {

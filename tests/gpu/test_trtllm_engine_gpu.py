@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import SLA, LengthDistribution, Workload
-from engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
-from engines.quantize.recipes import QuantRecipe
-from engines.stacks import BuildKnobs, get_stack
-from engines.trtllm.outputs import kv_cache_blocks
-from evaluation.benchmark.aiperf_runner import run_aiperf
-from evaluation.benchmark.results import parse_benchmark
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import SLA, LengthDistribution, Workload
+from enginesweep.engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
+from enginesweep.engines.quantize.recipes import QuantRecipe
+from enginesweep.engines.stacks import BuildKnobs, get_stack
+from enginesweep.engines.trtllm.outputs import kv_cache_blocks
+from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
+from enginesweep.evaluation.benchmark.results import parse_benchmark
 
 pytestmark = pytest.mark.gpu
 

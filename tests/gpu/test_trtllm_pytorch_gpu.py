@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import SLA, Accuracy, LengthDistribution, Workload
-from engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
-from engines.llmapi.commands import lm_eval_command
-from engines.quantize.recipes import CalibrationSpec, QuantRecipe
-from engines.stacks.trtllm_pytorch import TrtllmPytorchStack
-from engines.stacks import BuildKnobs
-from evaluation.benchmark.aiperf_runner import run_aiperf
-from evaluation.benchmark.results import parse_benchmark
-from evaluation.planning.records import TrialConfig
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import SLA, Accuracy, LengthDistribution, Workload
+from enginesweep.engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
+from enginesweep.engines.llmapi.commands import lm_eval_command
+from enginesweep.engines.quantize.recipes import CalibrationSpec, QuantRecipe
+from enginesweep.engines.stacks.trtllm_pytorch import TrtllmPytorchStack
+from enginesweep.engines.stacks import BuildKnobs
+from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
+from enginesweep.evaluation.benchmark.results import parse_benchmark
+from enginesweep.build_configs.trial import TrialConfig
 
 pytestmark = pytest.mark.gpu
 

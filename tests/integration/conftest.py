@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engines import textdata
-from engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
+from enginesweep.engines import textdata
+from enginesweep.engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
 
 
 @pytest.fixture(scope="session")

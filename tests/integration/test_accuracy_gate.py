@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from engines import textdata
-from evaluation.accuracy import tasks as builtin
+from enginesweep.engines import textdata
+from enginesweep.evaluation.accuracy import tasks as builtin
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.planning.aiconfigurator import PYTHON_ENV, unavailable_reason
-from evaluation.planning.fidelity import compare, mean_abs_error_pct, published_rows
+from enginesweep.evaluation.planning.aiconfigurator import PYTHON_ENV, unavailable_reason
+from enginesweep.evaluation.planning.fidelity import compare, mean_abs_error_pct, published_rows
 
 pytestmark = pytest.mark.integration
 
-ENGINESWEEP = [sys.executable, "-m", "flows.cli"]
+ENGINESWEEP = [sys.executable, "-m", "enginesweep.flows.cli"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -94,7 +94,7 @@ def test_published_nvidia_rows_within_ten_percent():
 
 
 def test_calibration_applies_to_aiconfigurator_predictions_too(tmp_path):
-    from evaluation.planning.calibration import STORE_NAME, CalibrationStore, Pair, fit
+    from enginesweep.evaluation.planning.calibration import STORE_NAME, CalibrationStore, Pair, fit
 
     pairs = [Pair(trial=f"t{i}", model="Llama-3.1-8B", workload="1024/256",
                   measured_at="2026-11-26T00:00:00+00:00", hardware="H100-SXM-80GB",

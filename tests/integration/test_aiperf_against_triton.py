@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from build_configs.schema import SLA, Workload
-from engines.triton.server import TritonServer
-from evaluation.benchmark.aiperf_runner import (
+from enginesweep.build_configs.schema import SLA, Workload
+from enginesweep.engines.triton.server import TritonServer
+from enginesweep.evaluation.benchmark.aiperf_runner import (
     LOG_NAME,
     TEMPLATE_NAME,
     TMP_NAME,
     AiperfError,
     run_aiperf,
 )
-from evaluation.benchmark.results import RECORDS_FILE, parse_benchmark, read_records
+from enginesweep.evaluation.benchmark.results import RECORDS_FILE, parse_benchmark, read_records
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.planning.calibration import STORE_NAME, Pair, fit
-from evaluation.records import TrialRecord
-from evaluation.tracking import SweepTracker
+from enginesweep.evaluation.planning.calibration import STORE_NAME, Pair, fit
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.tracking import SweepTracker
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-from hub_server import REPO_ROOT, AuthGate, MirrorRepo, OlahServer, require_olah, tiny_safetensors
+from testkit.hub_server import REPO_ROOT, AuthGate, MirrorRepo, OlahServer, require_olah, tiny_safetensors
 
-from engines.checkpoints import local_checkpoint
+from enginesweep.engines.checkpoints import local_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
 
@@ -41,7 +41,7 @@ DEFAULT_FILES_V1 = {"config.json", "model.safetensors", "tokenizer.json", "token
 
 _FETCH = """
 import json, sys
-from engines.checkpoints import CheckpointError, fetch_checkpoint
+from enginesweep.engines.checkpoints import CheckpointError, fetch_checkpoint
 try:
     record = fetch_checkpoint(**json.loads(sys.argv[1]), log=lambda m: print(m, file=sys.stderr))
 except CheckpointError as error:
@@ -232,7 +232,7 @@ def test_token_never_appears_in_records_logs_or_errors(hub, mirror, tmp_path):
 
 _RESOLVE = """
 import json, sys
-from engines.checkpoints import CheckpointError, resolve_revision
+from enginesweep.engines.checkpoints import CheckpointError, resolve_revision
 try:
     print(json.dumps({"sha": resolve_revision(*sys.argv[1:3])}))
 except CheckpointError as error:

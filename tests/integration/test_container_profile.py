@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRTLLM_PYTHON = REPO_ROOT / ".venv-trtllm" / "bin" / "python"
 CONSTRAINTS = REPO_ROOT / "constraints-trtllm-1.2.txt"
-PACKAGES = ("build_configs", "engines", "evaluation", "flows")
+FOLDERS = ("build_configs", "engines", "evaluation", "flows")
+PACKAGES = tuple(f"enginesweep.{folder}" for folder in FOLDERS)
 # The container tests: the recipes' ModelOpt configs, the checkpoint fetch against olah, the
 # trtllm-pytorch stack's real ModelOpt export, the trtllm-engine stack with stand-ins, this file.
 CONTAINER_PATHS = ("tests/unit/test_quant_recipes.py", "tests/integration/test_checkpoint_fetch.py",
@@ -50,14 +51,15 @@ REQUIRED = (
 )
 # Modules that import only inside another process: Triton's Python backend loads this one as
 # `model.py` (its `triton_python_backend_utils` exists only there).
-RUNS_ELSEWHERE = {"engines.triton.reference_model": "triton_python_backend_utils"}
+RUNS_ELSEWHERE = {"enginesweep.engines.triton.reference_model": "triton_python_backend_utils"}
 # Third-party modules the code imports (lazily) that no environment of ours installs: NVIDIA's
 # image has tensorrt_llm, Triton's backend triton_python_backend_utils, and aiconfigurator runs
 # from its own .venv-aic as a subprocess.
 NOT_OURS = {"tensorrt_llm", "triton_python_backend_utils", "aiconfigurator"}
 # The GPU stacks' side: what a trial of trtllm-engine/trtllm-pytorch and the CLI can reach.
-GPU_SEEDS = ("engines.stacks.trtllm_engine", "engines.stacks.trtllm_pytorch", "engines.llmapi",
-             "engines.trtllm", "flows", "evaluation")
+GPU_SEEDS = tuple(f"enginesweep.{seed}" for seed in (
+    "engines.stacks.trtllm_engine", "engines.stacks.trtllm_pytorch", "engines.llmapi", "engines.trtllm",
+    "flows", "evaluation"))
 PROTECTED = ("torch", "transformers", "nvidia-modelopt", "numpy", "datasets", "huggingface-hub")
 
 _IMPORT_ALL = """
@@ -76,11 +78,11 @@ print(json.dumps(failed))
 def _modules() -> dict[str, Path]:
     """Every module of the four packages -> its file."""
     found = {}
-    for package in PACKAGES:
-        root = REPO_ROOT / package
+    for folder, package in zip(FOLDERS, PACKAGES):
+        root = REPO_ROOT / folder
         found[package] = root / "__init__.py"
         for info in pkgutil.walk_packages([str(root)], package + "."):
-            path = root.joinpath(*info.name.split(".")[1:])
+            path = root.joinpath(*info.name.split(".")[2:])
             found[info.name] = path / "__init__.py" if info.ispkg else path.with_suffix(".py")
     return found
 
@@ -120,13 +122,13 @@ def test_every_import_the_gpu_stacks_can_reach_is_installed_here():
         module = todo.pop()
         for name in _imports(modules[module]):
             top = name.split(".")[0]
-            if top in PACKAGES:
+            if top == "enginesweep":
                 if name in modules and name not in seen:
                     seen.add(name)
                     todo.append(name)
             elif top not in sys.stdlib_module_names and top != "__future__":
                 outside.setdefault(top, set()).add(module)
-    assert {"engines.quantize.hf_export", "engines.checkpoints"} <= seen
+    assert {"enginesweep.engines.quantize.hf_export", "enginesweep.engines.checkpoints"} <= seen
     missing = {top: sorted(where) for top, where in outside.items()
                if top not in NOT_OURS and importlib.util.find_spec(top) is None}
     assert missing == {}, f"imported by the GPU side but not installed here: {missing}"

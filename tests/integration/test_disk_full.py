@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_sweep import write_tiny_sweep
+from testkit.tiny_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.integration
 

@@ -19,16 +19,16 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
-from standin_layouts import STANDINS, build_layout
+from testkit.standin_layouts import STANDINS, build_layout
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Build
-from engines.processes import foreign_listener, session_pids
-from engines.quantize.recipes import QuantRecipe
-from engines.stacks import BuildKnobs
-from engines.stacks.gpu_server import StepFailed
-from engines.stacks.trtllm_engine import TrtllmEngineStack
-from engines.triton.server import free_port
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import Build
+from enginesweep.engines.processes import foreign_listener, session_pids
+from enginesweep.engines.quantize.recipes import QuantRecipe
+from enginesweep.engines.stacks import BuildKnobs
+from enginesweep.engines.stacks.gpu_server import StepFailed
+from enginesweep.engines.stacks.trtllm_engine import TrtllmEngineStack
+from enginesweep.engines.triton.server import free_port
 
 pytestmark = pytest.mark.integration
 

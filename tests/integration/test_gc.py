@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engines.manifest import write_manifest
-from evaluation.records import TrialRecord
+from enginesweep.engines.manifest import write_manifest
+from enginesweep.evaluation.records import TrialRecord
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def workspace(tmp_path: Path) -> tuple[Path, Path]:
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     from mlflow.tracking import MlflowClient
 
-    from engines.manifest import Manifest
+    from enginesweep.engines.manifest import Manifest
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("m")

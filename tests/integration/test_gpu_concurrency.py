@@ -131,7 +131,7 @@ def test_sigterm_stops_running_and_waiting_trials_and_frees_every_gpu(tmp_path, 
     and record why, none of the four starts, nothing is left running, and every GPU is free."""
     import signal
 
-    from engines.gpu_slots import GpuSlots
+    from enginesweep.engines.gpu_slots import GpuSlots
 
     env = _environment(tmp_path)
     _spec(tmp_path, tiny_llama_dir, "local")

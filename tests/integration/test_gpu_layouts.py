@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from standin_layouts import SHAPES, STANDINS, build_layout
+from testkit.standin_layouts import SHAPES, STANDINS, build_layout
 
 pytestmark = pytest.mark.integration
 
@@ -92,8 +92,8 @@ def test_doctor_reports_each_layouts_files(tmp_path, tiny_llama_dir, shape):
 @pytest.mark.parametrize("shape", ["tritonserver", "checkout"])
 def test_a_trial_of_each_gpu_stack_runs_through_in_each_layout(tmp_path, tiny_llama_dir, shape):
     """The release image's layout runs both stacks in the offline test below (trtllm-serve)."""
-    from build_configs.loading import load_spec
-    from evaluation.planning import expand
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.evaluation.planning import expand
 
     layout = build_layout(tmp_path, shape)
     env = _env(layout)
@@ -206,8 +206,8 @@ def test_offline_trials_get_through_quantization_on_their_local_calibration(tmp_
     whole: the engine stack's quantize.py stand-in reads the trial's calibration folder with the
     `datasets` library (a dataset name would need the hub and fail here: checked too), the
     pytorch stack quantizes for real with ModelOpt."""
-    from build_configs.loading import load_spec
-    from evaluation.planning import expand
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.evaluation.planning import expand
 
     assert shutil.which("unshare") and shutil.which("ip"), "util-linux's unshare and iproute2's ip"
     layout = build_layout(tmp_path, "release")  # and so the release image's layout runs through

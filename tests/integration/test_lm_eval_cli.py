@@ -8,12 +8,12 @@ import sys
 import pytest
 import transformers
 
-from engines import textdata
-from engines.trtllm.commands import Command
-from evaluation.accuracy.external import evaluate_external, merged_include
-from evaluation.accuracy.harness import TaskError, evaluate_tasks
-from evaluation.accuracy.lm_eval_cli import read_cli_output
-from evaluation.accuracy.tasks import write_builtin_tasks
+from enginesweep.engines import textdata
+from enginesweep.engines.trtllm.commands import Command
+from enginesweep.evaluation.accuracy.external import evaluate_external, merged_include
+from enginesweep.evaluation.accuracy.harness import TaskError, evaluate_tasks
+from enginesweep.evaluation.accuracy.lm_eval_cli import read_cli_output
+from enginesweep.evaluation.accuracy.tasks import write_builtin_tasks
 
 pytestmark = pytest.mark.integration
 

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from postgres_server import _children  # live children of a pid, from /proc
-from tiny_sweep import TRIALS, write_tiny_sweep
+from testkit.postgres_server import _children  # live children of a pid, from /proc
+from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
-from engines.processes import http_ok, kill_marked, session_pids, stop_process_group, wait_ready
-from engines.triton.server import free_port
-from evaluation.selection.headline import HEADLINE_METRICS
+from enginesweep.engines.processes import http_ok, kill_marked, session_pids, stop_process_group, wait_ready
+from enginesweep.engines.triton.server import free_port
+from enginesweep.evaluation.selection.headline import HEADLINE_METRICS
 
 pytestmark = pytest.mark.integration
 

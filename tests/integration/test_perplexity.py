@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engines import textdata
-from evaluation.accuracy.paired import compare_accuracy
-from evaluation.accuracy.perplexity import evaluate_perplexity
+from enginesweep.engines import textdata
+from enginesweep.evaluation.accuracy.paired import compare_accuracy
+from enginesweep.evaluation.accuracy.perplexity import evaluate_perplexity
 
 import torch  # noqa: E402 - the reference stack is part of the set-up: fail, never skip
 import transformers  # noqa: E402

@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from postgres_server import PostgresServer, postgres_server, require_postgres  # noqa: F401 - fixture
-from tiny_sweep import write_tiny_sweep
+from testkit.postgres_server import PostgresServer, postgres_server, require_postgres  # noqa: F401 - fixture
+from testkit.tiny_sweep import write_tiny_sweep
 
-from engines.processes import http_ok, stop_process_group, wait_ready
-from engines.triton.server import free_port
+from enginesweep.engines.processes import http_ok, stop_process_group, wait_ready
+from enginesweep.engines.triton.server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -159,9 +159,9 @@ def test_a_tracking_server_keeps_artifacts_in_its_own_store(swept, tracking_serv
     """What the sweep does through `tracking.mlflow_uri: http://...`: the runs and the registry
     rows go to PostgreSQL through the server, every artifact (records, the promoted engine) to
     the server's artifact store, none to the client's workspace."""
-    from engines.registry import promote
-    from evaluation.records import TrialRecord
-    from evaluation.tracking import SweepTracker
+    from enginesweep.engines.registry import promote
+    from enginesweep.evaluation.records import TrialRecord
+    from enginesweep.evaluation.tracking import SweepTracker
 
     url, store = tracking_server
     root, _ = swept

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.locks import key_lock
-from engines.processes import reap_stale_session, session_pids
+from enginesweep.engines.locks import key_lock
+from enginesweep.engines.processes import reap_stale_session, session_pids
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_a_child_started_with_kill_with_parent_dies_with_its_sigkilled_parent(tm
     pidfile = tmp_path / "child.pid"
     parent_code = f"""
 import subprocess, sys, time
-from engines.processes import kill_with_parent
+from enginesweep.engines.processes import kill_with_parent
 child = subprocess.Popen(["sleep", "300"], start_new_session=True, preexec_fn=kill_with_parent())
 open({str(pidfile)!r}, "w").write(str(child.pid))
 time.sleep(300)

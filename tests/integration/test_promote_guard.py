@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.manifest import write_manifest
-from evaluation.records import TrialRecord
+from enginesweep.engines.manifest import write_manifest
+from enginesweep.evaluation.records import TrialRecord
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engines import textdata
-from engines.quantize.export_check import ExportMismatch
-from engines.quantize.modelopt_cpu import MODELOPT_FILE, quantize_checkpoint
-from engines.quantize.recipes import CalibrationSpec, QuantRecipe
+from enginesweep.engines import textdata
+from enginesweep.engines.quantize.export_check import ExportMismatch
+from enginesweep.engines.quantize.modelopt_cpu import MODELOPT_FILE, quantize_checkpoint
+from enginesweep.engines.quantize.recipes import CalibrationSpec, QuantRecipe
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def test_export_that_disagrees_with_its_source_fails_the_trial(tmp_path, tiny_ll
     """The real trap, unmasked: without our RoPE fix, ModelOpt's exporter under transformers 5
     writes no rotary_base (TRT-LLM would run with 10000). The check must refuse the export and
     leave no checkpoint behind."""
-    import engines.quantize.modelopt_cpu as modelopt_cpu
+    import enginesweep.engines.quantize.modelopt_cpu as modelopt_cpu
 
     monkeypatch.setattr(modelopt_cpu, "source_rope_theta", lambda config: None)  # disables the fix only
     texts, calib = calibration
@@ -93,7 +93,7 @@ def test_quantized_model_reloads_with_its_quantizers_in_a_fresh_process(tmp_path
                         log=lambda line: None)
     probe = (
         "import sys; from pathlib import Path\n"
-        "from engines.quantize.modelopt_cpu import load_quantized_model\n"
+        "from enginesweep.engines.quantize.modelopt_cpu import load_quantized_model\n"
         "model, _ = load_quantized_model(Path(sys.argv[1]), fold=False)\n"
         "names = [n for n, m in model.named_modules() if type(m).__name__ == 'TensorQuantizer' and m.is_enabled]\n"
         "print(sum('weight_quantizer' in n for n in names), sum('k_bmm_quantizer' in n for n in names))\n"

@@ -11,13 +11,13 @@ import urllib.request
 
 import pytest
 
-from engines import textdata
-from engines.quantize.modelopt_cpu import quantize_checkpoint
-from engines.quantize.recipes import CalibrationSpec, QuantRecipe
-from engines.triton.repository import SERVED_MODEL, write_reference_repository
-from engines import processes
-from engines.triton import server as server_module
-from engines.triton.server import ServerError, TritonServer
+from enginesweep.engines import textdata
+from enginesweep.engines.quantize.modelopt_cpu import quantize_checkpoint
+from enginesweep.engines.quantize.recipes import CalibrationSpec, QuantRecipe
+from enginesweep.engines.triton.repository import SERVED_MODEL, write_reference_repository
+from enginesweep.engines import processes
+from enginesweep.engines.triton import server as server_module
+from enginesweep.engines.triton.server import ServerError, TritonServer
 
 pytestmark = pytest.mark.integration
 

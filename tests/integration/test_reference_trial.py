@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_sweep import write_tiny_sweep
+from testkit.tiny_sweep import write_tiny_sweep
 
-from build_configs.loading import load_spec
-from engines.compat import BundleMismatch
-from engines.manifest import verify_bundle
-from evaluation.records import TrialRecord
-from flows.trial import run_trial
+from enginesweep.build_configs.loading import load_spec
+from enginesweep.engines.compat import BundleMismatch
+from enginesweep.engines.manifest import verify_bundle
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.flows.trial import run_trial
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +174,7 @@ def test_interrupted_trial_leaves_no_process_or_port(tmp_path, tiny_llama_dir, s
 
 
 def _session_leftovers(sid: int) -> list[int]:
-    from engines.processes import session_pids
+    from enginesweep.engines.processes import session_pids
 
     return session_pids(sid)
 

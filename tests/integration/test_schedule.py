@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hub_server import MirrorRepo, OlahServer, require_olah
+from testkit.hub_server import MirrorRepo, OlahServer, require_olah
 
-from engines.demo_model import build_tiny_llama
+from enginesweep.engines.demo_model import build_tiny_llama
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ def hub(tmp_path, tiny_llama_dir):
 
 
 def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, hub, smol_tokenizer_dir):
-    from evaluation.tracking import open_client
+    from enginesweep.evaluation.tracking import open_client
 
     repo, endpoint, first_sha = hub
     spec = _spec(tmp_path)
@@ -260,7 +260,7 @@ def test_deploy_registers_the_scheduled_sweep_for_a_work_pool(tmp_path):
     time (a run due while another runs is cancelled). The spec's relative workspace is passed
     as an absolute override, resolved where `deploy` ran: a process worker runs each flow run in
     a temporary folder it deletes afterwards."""
-    from flows.prefect_server import PrefectServer
+    from enginesweep.flows.prefect_server import PrefectServer
 
     spec = _spec(tmp_path, architecture="smollm2-135m")  # planned without asking a hub
     relative = yaml.safe_load(spec.read_text())
@@ -291,7 +291,7 @@ def test_deploy_registers_the_scheduled_sweep_for_a_work_pool(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         found = api("GET", "/deployments/name/enginesweep-scheduled/tiny-scheduled")
     assert found["work_pool_name"] == "gpu-pool"
-    assert found["entrypoint"] == "flows.scheduled.scheduled_sweep_flow"
+    assert found["entrypoint"] == "enginesweep.flows.scheduled.scheduled_sweep_flow"
     workspace = json.dumps(str((tmp_path / "ws-relative").resolve()))
     assert found["parameters"] == {"config": str(spec),
                                    "overrides": ["watch.policy=auto", f"workspace={workspace}"]}

@@ -17,16 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from standin_layouts import build_layout
+from testkit.standin_layouts import build_layout
 
-from engines.demo_model import prepare_smollm2
-from engines.quantize.modelopt_cpu import load_quantized_model
-from engines.triton.repository import SERVED_MODEL, write_reference_repository
-from engines.triton.server import TritonServer, free_port
-from evaluation.accuracy.harness import evaluate_tasks
-from evaluation.accuracy.served import ServedEndpoint, evaluate_served
-from evaluation.accuracy.tasks import CLOZE, RECALL, builtin_tasks_dir
-from evaluation.records import AccuracyResult, TaskResult
+from enginesweep.engines.demo_model import prepare_smollm2
+from enginesweep.engines.quantize.modelopt_cpu import load_quantized_model
+from enginesweep.engines.triton.repository import SERVED_MODEL, write_reference_repository
+from enginesweep.engines.triton.server import TritonServer, free_port
+from enginesweep.evaluation.accuracy.harness import evaluate_tasks
+from enginesweep.evaluation.accuracy.served import ServedEndpoint, evaluate_served
+from enginesweep.evaluation.accuracy.tasks import CLOZE, RECALL, builtin_tasks_dir
+from enginesweep.evaluation.records import AccuracyResult, TaskResult
 
 pytestmark = pytest.mark.integration
 
@@ -145,11 +145,11 @@ def test_engine_trials_are_paired_against_the_baseline_engine_served_once(tiny_l
     pairing. Then the sweep's bf16 trial: the same stored bundle, the cached baseline."""
     import yaml
 
-    import engines.stacks.trtllm_engine as engine_module
-    from build_configs.loading import load_spec
-    from evaluation.planning import expand
-    from evaluation.selection.choose import select
-    from flows.trial import run_trial
+    import enginesweep.engines.stacks.trtllm_engine as engine_module
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.evaluation.planning import expand
+    from enginesweep.evaluation.selection.choose import select
+    from enginesweep.flows.trial import run_trial
 
     layout = build_layout(tmp_path, "checkout")
     layout.apply(monkeypatch)
@@ -211,8 +211,8 @@ def test_engine_trials_are_paired_against_the_baseline_engine_served_once(tiny_l
 def test_skipped_tasks_are_tagged_on_the_trials_mlflow_run(tmp_path):
     """What served accuracy could not score is said where the scores are read: a tag per
     skipped task with the reason, on the trial's run (a sqlite MLflow store here)."""
-    from evaluation.records import AccuracyResult, TrialRecord
-    from evaluation.tracking import SweepTracker
+    from enginesweep.evaluation.records import AccuracyResult, TrialRecord
+    from enginesweep.evaluation.tracking import SweepTracker
 
     fixture = Path(__file__).parents[1] / "fixtures" / "records" / "h100_sweep" / "llama-3.1-8b__fp8__kv-auto__tp1.json"
     reason = "a multiple_choice task, scored by log-likelihoods that a served endpoint does not return"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_sweep import write_tiny_sweep
+from testkit.tiny_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -135,8 +135,8 @@ def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
     import signal
     import urllib.request
 
-    from engines.processes import http_ok, wait_ready
-    from engines.triton.server import free_port
+    from enginesweep.engines.processes import http_ok, wait_ready
+    from enginesweep.engines.triton.server import free_port
 
     path, root, _ = swept
     port = free_port()
@@ -167,9 +167,9 @@ def _first_sweep(client):
 def test_trial_runs_carry_the_headline_metrics_and_tags(swept, client):
     """The same headline set on every trial run, equal to what selection judged (selection.json
     on the parent) and to the record's engine size; tags for provenance, stack, hardware, status."""
-    from evaluation.records import TrialRecord
-    from evaluation.selection import Selection
-    from evaluation.selection.headline import HEADLINE_METRICS, accuracy_delta
+    from enginesweep.evaluation.records import TrialRecord
+    from enginesweep.evaluation.selection import Selection
+    from enginesweep.evaluation.selection.headline import HEADLINE_METRICS, accuracy_delta
 
     _, root, _ = swept
     parent, children = _first_sweep(client)
@@ -200,8 +200,8 @@ def test_the_sweep_writes_its_report_with_each_successful_trial_in_every_plot(sw
     """The flow's last step: report.html/.md and PNGs in the workspace and on the parent run;
     the HTML parsed: every section, and each figure's data has the successful trials' points.
     Then `enginesweep report SPEC latest` rebuilds it from MLflow into another folder."""
-    from evaluation.records import TrialRecord
-    from report_page import ONE_POINT_PER_TRIAL, SECTIONS, parse, points_by_trial
+    from enginesweep.evaluation.records import TrialRecord
+    from testkit.report_page import ONE_POINT_PER_TRIAL, SECTIONS, parse, points_by_trial
 
     path, root, done = swept
     assert "sweep report not written" not in done.stdout + done.stderr

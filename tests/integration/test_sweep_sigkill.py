@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_sweep import TRIALS, write_tiny_sweep
+from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
-from engines.processes import session_pids
+from enginesweep.engines.processes import session_pids
 
 pytestmark = pytest.mark.integration
 

@@ -9,18 +9,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from standin_layouts import build_layout
+from testkit.standin_layouts import build_layout
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Build
-from engines.quantize.recipes import QuantRecipe
-from engines.stacks import BuildKnobs, StackUnavailable, get_stack
-from engines.processes import session_pids
-from engines.stacks.trtllm_engine import StepFailed, TrtllmEngineStack
-from engines.triton.server import free_port
-from engines.trtllm.contract import UnsupportedVersion
-from engines.trtllm.outputs import kv_cache_blocks
-from engines.trtllm.templates import TemplateError
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import Build
+from enginesweep.engines.quantize.recipes import QuantRecipe
+from enginesweep.engines.stacks import BuildKnobs, StackUnavailable, get_stack
+from enginesweep.engines.processes import session_pids
+from enginesweep.engines.stacks.trtllm_engine import StepFailed, TrtllmEngineStack
+from enginesweep.engines.triton.server import free_port
+from enginesweep.engines.trtllm.contract import UnsupportedVersion
+from enginesweep.engines.trtllm.outputs import kv_cache_blocks
+from enginesweep.engines.trtllm.templates import TemplateError
 
 pytestmark = pytest.mark.integration
 
@@ -141,10 +141,10 @@ def test_a_sweep_trial_whose_build_runs_out_of_memory_is_recorded_as_failed(root
     FAILED record with the reason, measured-on names the sweep's GPU, the build log is kept."""
     import yaml
 
-    import engines.stacks.trtllm_engine as engine_module
-    from build_configs.loading import load_spec
-    from evaluation.records import TrialRecord
-    from flows.trial import run_trial
+    import enginesweep.engines.stacks.trtllm_engine as engine_module
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.evaluation.records import TrialRecord
+    from enginesweep.flows.trial import run_trial
 
     monkeypatch.setattr(engine_module, "installed_version", lambda: "1.2.0rc8")
     monkeypatch.setenv("TRTLLM_ROOT", str(root))
@@ -173,13 +173,13 @@ def test_a_sweep_trial_whose_build_runs_out_of_memory_is_recorded_as_failed(root
 def shipped_config() -> dict:
     from importlib import resources
 
-    return json.loads(resources.files("build_configs").joinpath("architectures/llama-3.1-8b.json").read_text())
+    return json.loads(resources.files("enginesweep.build_configs").joinpath("architectures/llama-3.1-8b.json").read_text())
 
 
 def test_metrics_are_sampled_while_a_benchmark_runs(root, tmp_path):
     import time
 
-    from evaluation.benchmark.server_metrics import MetricsSampler
+    from enginesweep.evaluation.benchmark.server_metrics import MetricsSampler
 
     stack = _stack(root)
     _, build = _built(stack, tmp_path)

@@ -14,23 +14,23 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from standin_layouts import build_layout
+from testkit.standin_layouts import build_layout
 import yaml
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import SLA, Build, Workload
-from engines.manifest import verify_bundle
-from engines.processes import session_pids
-from engines.quantize.hf_export import quant_config_problems
-from engines.quantize.recipes import CalibrationSpec, QuantRecipe
-from engines.stacks import BuildKnobs
-from engines.stacks.trtllm_engine import StepFailed
-from engines.stacks.trtllm_pytorch import TrtllmPytorchStack
-from engines.triton.server import free_port
-from engines.trtllm.contract import ContractError
-from engines.trtllm.templates import parse_config
-from evaluation.benchmark.aiperf_runner import run_aiperf
-from evaluation.benchmark.results import parse_benchmark
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import SLA, Build, Workload
+from enginesweep.engines.manifest import verify_bundle
+from enginesweep.engines.processes import session_pids
+from enginesweep.engines.quantize.hf_export import quant_config_problems
+from enginesweep.engines.quantize.recipes import CalibrationSpec, QuantRecipe
+from enginesweep.engines.stacks import BuildKnobs
+from enginesweep.engines.stacks.trtllm_engine import StepFailed
+from enginesweep.engines.stacks.trtllm_pytorch import TrtllmPytorchStack
+from enginesweep.engines.triton.server import free_port
+from enginesweep.engines.trtllm.contract import ContractError
+from enginesweep.engines.trtllm.templates import parse_config
+from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
+from enginesweep.evaluation.benchmark.results import parse_benchmark
 
 pytestmark = pytest.mark.integration
 
@@ -157,11 +157,11 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
     """run_trial drives the stack like the others: a real FP8 export, the bundle, the stand-in
     trtllm-serve benchmarked by the real aiperf, a record measured on the sweep's GPU (a fake
     nvidia-smi says H100), the options and hf_quant_config in the manifest."""
-    import engines.stacks.trtllm_pytorch as pytorch_module
-    from build_configs.loading import load_spec
-    from evaluation.planning import expand
-    from evaluation.records import TrialRecord
-    from flows.trial import run_trial
+    import enginesweep.engines.stacks.trtllm_pytorch as pytorch_module
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.evaluation.planning import expand
+    from enginesweep.evaluation.records import TrialRecord
+    from enginesweep.flows.trial import run_trial
 
     monkeypatch.setattr(pytorch_module, "installed_version", lambda: "1.2.0")
     monkeypatch.setenv("TRTLLM_ROOT", str(root))

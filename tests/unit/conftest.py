@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.planning.aiconfigurator import PYTHON_ENV
+from enginesweep.evaluation.planning.aiconfigurator import PYTHON_ENV
 
 
 @pytest.fixture(autouse=True)

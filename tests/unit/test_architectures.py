@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from build_configs.architectures import (
+from enginesweep.build_configs.architectures import (
     ArchitectureError,
     ModelArchitecture,
     shipped_architecture,

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from build_configs.schema import SLA, Workload
-from evaluation.benchmark.aiperf_runner import (
-    PAYLOAD_TEMPLATE,
+from enginesweep.build_configs.schema import SLA, Workload
+from enginesweep.engines.endpoints import PAYLOAD_TEMPLATE
+from enginesweep.evaluation.benchmark.aiperf_runner import (
     RESPONSE_FIELD,
     TEMPLATE_NAME,
     aiperf_command,
     aiperf_environment,
 )
-from evaluation.benchmark.results import (
+from enginesweep.evaluation.benchmark.results import (
     RECORDS_FILE,
     SUMMARY_FILE,
     BenchmarkParseError,
@@ -31,7 +31,7 @@ from evaluation.benchmark.results import (
     parse_benchmark,
     percentiles,
 )
-from evaluation.records import BenchmarkResult
+from enginesweep.evaluation.records import BenchmarkResult
 
 pytestmark = pytest.mark.unit
 
@@ -287,8 +287,8 @@ def test_aiperfs_own_parser_accepts_the_command(tmp_path: Path) -> None:
 def test_request_streamed_in_one_chunk_does_not_break_per_user_speed():
     """All tokens in one SSE event: mean ITL 0, kept in the percentiles, left out of the per-user
     decode speed instead of dividing by zero."""
-    from build_configs.schema import SLA
-    from evaluation.benchmark.results import LevelRecords, RequestTiming, summarize_level
+    from enginesweep.build_configs.schema import SLA
+    from enginesweep.evaluation.benchmark.results import LevelRecords, RequestTiming, summarize_level
 
     records = LevelRecords(
         requests=[RequestTiming(ttft_ms=40.0, itl_ms=0.0, e2e_ms=40.0, output_tokens=4,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from build_configs.gpus import gpu_catalog
+from enginesweep.build_configs.gpus import gpu_catalog
 
 pytestmark = pytest.mark.unit
 

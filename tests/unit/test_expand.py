@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from build_configs.loading import load_spec
-from evaluation.planning import expand
+from enginesweep.build_configs.loading import load_spec
+from enginesweep.evaluation.planning import expand
 
 pytestmark = pytest.mark.unit
 

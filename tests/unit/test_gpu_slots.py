@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from engines.gpu_slots import GpuSlots, NoGpus, parse_visible, preferred_groups
+from enginesweep.engines.gpu_slots import GpuSlots, NoGpus, parse_visible, preferred_groups
 
 pytestmark = pytest.mark.unit
 
@@ -73,7 +73,7 @@ def test_no_oversubscription_under_random_trial_failures(tmp_path):
 
 def test_a_killed_holder_frees_its_gpus(tmp_path):
     """A trial process SIGKILLed while holding GPUs cannot keep them: the kernel drops its locks."""
-    code = ("import sys, time; from pathlib import Path; from engines.gpu_slots import GpuSlots\n"
+    code = ("import sys, time; from pathlib import Path; from enginesweep.engines.gpu_slots import GpuSlots\n"
             "with GpuSlots([0, 1, 2, 3], Path(sys.argv[1])).hold(3, log=lambda _: None) as lease:\n"
             "    print(lease.visible, flush=True); time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "locks")],

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.compat import BundleMismatch, host_gpu_sm, refuse_mismatch, version_mismatches
-from engines.manifest import write_manifest
-from engines.quantize.modelopt_cpu import library_versions
+from enginesweep.engines.compat import BundleMismatch, host_gpu_sm, refuse_mismatch, version_mismatches
+from enginesweep.engines.manifest import write_manifest
+from enginesweep.engines.quantize.modelopt_cpu import library_versions
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +56,7 @@ def test_host_sm_is_read_from_nvidia_smi(tmp_path, monkeypatch, line, sm):
 
 
 def test_reference_stack_refuses_other_library_versions_and_architectures(tmp_path):
-    from engines.stacks.reference import ReferenceStack, _triton_version
+    from enginesweep.engines.stacks.reference import ReferenceStack, _triton_version
 
     stack = ReferenceStack()
     here = {**library_versions(), **_triton_version()}
@@ -77,7 +77,7 @@ def test_reference_stack_refuses_other_library_versions_and_architectures(tmp_pa
     (None, ["no NVIDIA GPU is visible here (nvidia-smi)"]),
 ])
 def test_engine_stack_refuses_another_sm_or_no_gpu(tmp_path, monkeypatch, line, expected):
-    from engines.stacks.trtllm_engine import TrtllmEngineStack
+    from enginesweep.engines.stacks.trtllm_engine import TrtllmEngineStack
 
     fake_nvidia_smi(tmp_path, monkeypatch, line)
     stack = TrtllmEngineStack(version="1.2.0")
@@ -90,7 +90,7 @@ def test_engine_stack_refuses_another_sm_or_no_gpu(tmp_path, monkeypatch, line, 
 
 def test_engine_stack_judges_by_the_gpu_the_engine_was_built_on(tmp_path, monkeypatch):
     """An H100 spec built on an A100 made an SM80 engine: fine on an A100, refused on an H100."""
-    from engines.stacks.trtllm_engine import TrtllmEngineStack
+    from enginesweep.engines.stacks.trtllm_engine import TrtllmEngineStack
 
     fake_nvidia_smi(tmp_path, monkeypatch, "NVIDIA A100-SXM4-80GB, 8.0")
     built = manifest(tmp_path, {"tensorrt_llm": "1.2.0"},

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from engines import interrupts
-from evaluation.benchmark import aiperf_runner
+from enginesweep.engines import interrupts
+from enginesweep.evaluation.benchmark import aiperf_runner
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from engines.manifest import ManifestError, content_hash, verify_bundle, write_manifest
-from engines.triton.repository import SERVED_MODEL, write_reference_repository
+from enginesweep.engines.manifest import ManifestError, content_hash, verify_bundle, write_manifest
+from enginesweep.engines.triton.repository import SERVED_MODEL, write_reference_repository
 
 pytestmark = pytest.mark.unit
 

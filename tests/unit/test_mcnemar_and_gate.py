@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from build_configs.schema import SLA
-from evaluation.accuracy.paired import (compare_tasks, discordant_counts, mcnemar_exact,
+from enginesweep.build_configs.schema import SLA
+from enginesweep.evaluation.accuracy.paired import (compare_tasks, discordant_counts, mcnemar_exact,
                                         mean_aggregate, paired_delta)
-from evaluation.records import PairedDelta, TaskResult
-from evaluation.selection.accuracy_gate import accuracy_check, accuracy_gate
+from enginesweep.evaluation.records import PairedDelta, TaskResult
+from enginesweep.evaluation.selection.accuracy_gate import accuracy_check, accuracy_gate
 
 pytestmark = pytest.mark.unit
 

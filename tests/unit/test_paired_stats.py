@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.accuracy.paired import (compare_accuracy, mean_aggregate, paired_delta,
+from enginesweep.evaluation.accuracy.paired import (compare_accuracy, mean_aggregate, paired_delta,
                                         perplexity_aggregate)
-from evaluation.records import AccuracyResult
+from enginesweep.evaluation.records import AccuracyResult
 
 pytestmark = pytest.mark.unit
 

@@ -8,13 +8,13 @@ import math
 
 import pytest
 
-from build_configs.loading import SpecError, load_spec
-from build_configs.schema import SLA, Objective
-from evaluation.planning import expand
-from evaluation.planning.calibration import STORE_NAME, CalibrationStore, Pair, fit, fit_factor, mape
-from evaluation.planning.fidelity import compare, mean_abs_error_pct, published_rows
-from evaluation.planning.prediction import assemble, capacity, level, rescale
-from evaluation.planning.prune import is_baseline
+from enginesweep.build_configs.loading import SpecError, load_spec
+from enginesweep.build_configs.schema import SLA, Objective
+from enginesweep.evaluation.planning import expand
+from enginesweep.evaluation.planning.calibration import STORE_NAME, CalibrationStore, Pair, fit, fit_factor, mape
+from enginesweep.evaluation.planning.fidelity import compare, mean_abs_error_pct, published_rows
+from enginesweep.evaluation.planning.prediction import assemble, capacity, level, rescale
+from enginesweep.evaluation.planning.prune import is_baseline
 
 pytestmark = pytest.mark.unit
 
@@ -348,7 +348,7 @@ def test_size_refuses_bad_capacity_options(cli, args, message):
 
 
 def test_ctx_budgets_keep_up_with_the_batch_within_max_num_tokens():
-    from evaluation.planning.aiconfigurator import ctx_options, ctx_tokens
+    from enginesweep.evaluation.planning.aiconfigurator import ctx_options, ctx_tokens
 
     assert ctx_tokens(1, 1024, 256, 8192) == 1024  # a lone request: its own prefill
     assert ctx_tokens(128, 1024, 256, 8192) == 1024  # 128 // 256 + 1 = 1 prefill a step keeps up
@@ -361,12 +361,12 @@ def test_ctx_budgets_keep_up_with_the_batch_within_max_num_tokens():
 
 
 def test_coverage_names_what_the_database_lacks():
-    from build_configs.architectures import shipped_architecture
-    from build_configs.gpus import get_gpu
-    from build_configs.quant import KVCacheFormat, QuantFormat
-    from build_configs.schema import Stack
-    from evaluation.planning.aiconfigurator import coverage_gap
-    from evaluation.planning.records import TrialConfig
+    from enginesweep.build_configs.architectures import shipped_architecture
+    from enginesweep.build_configs.gpus import get_gpu
+    from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+    from enginesweep.build_configs.schema import Stack
+    from enginesweep.evaluation.planning.aiconfigurator import coverage_gap
+    from enginesweep.build_configs.trial import TrialConfig
 
     llama = shipped_architecture("llama-3.1-8b")
 
@@ -389,7 +389,7 @@ def _row(batch, ttft, tpot, tok_s):
 
 
 def test_an_aiconfigurator_answer_becomes_a_labelled_prediction(spec_file, monkeypatch):
-    import evaluation.planning.aiconfigurator as aic
+    import enginesweep.evaluation.planning.aiconfigurator as aic
 
     monkeypatch.setattr(aic, "version_label", lambda: "aiconfigurator 0.12.0 (core 0.12.0)")
 
@@ -429,15 +429,15 @@ def test_a_factor_that_does_not_lower_the_error_is_not_kept():
     flat = fit([_pair("itl_ms", 10, m, trial=f"t{i}") for i, m in enumerate((10, 10, 100))])[0]
     assert "itl_ms" not in flat.factors and flat.pairs == {"itl_ms": 3}
     skewed = [(10, 20), (10, 20), (10, 1)]
-    from evaluation.planning.calibration import fit_factor as factor_of
+    from enginesweep.evaluation.planning.calibration import fit_factor as factor_of
 
     assert mape(skewed, factor_of(skewed)) > mape(skewed)
     assert "itl_ms" not in fit([_pair("itl_ms", p, m, trial=f"s{i}") for i, (p, m) in enumerate(skewed)])[0].factors
 
 
 def test_an_unusable_aiconfigurator_answer_falls_back_to_the_roofline(spec_file, monkeypatch):
-    import evaluation.planning.aiconfigurator as aic
-    from build_configs.schema import Predictor
+    import enginesweep.evaluation.planning.aiconfigurator as aic
+    from enginesweep.build_configs.schema import Predictor
 
     monkeypatch.setattr(aic, "unavailable_reason", lambda: None)
     monkeypatch.setattr(aic, "version_label", lambda: "aiconfigurator test")

@@ -6,13 +6,14 @@ import math
 
 import pytest
 
-from build_configs.architectures import shipped_architecture
-from build_configs.gpus import GIB, get_gpu
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import SLA, LengthDistribution, Workload
-from evaluation.planning import TrialConfig, plan_trial
-from evaluation.planning.memory import weights_bytes_per_gpu, weights_bytes_total
-from evaluation.planning.prediction import usd_per_1m_tokens
+from enginesweep.build_configs.architectures import shipped_architecture
+from enginesweep.build_configs.gpus import GIB, get_gpu
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import SLA, LengthDistribution, Workload
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.planning import plan_trial
+from enginesweep.evaluation.planning.memory import weights_bytes_per_gpu, weights_bytes_total
+from enginesweep.evaluation.planning.prediction import usd_per_1m_tokens
 
 pytestmark = pytest.mark.unit
 

@@ -11,10 +11,10 @@ import textwrap
 import pytest
 from rich.console import Console
 
-from engines import progress
-from engines.progress import ProgressEvent
-from flows import trial_process
-from flows.progress_view import SweepProgress
+from enginesweep.engines import progress
+from enginesweep.engines.progress import ProgressEvent
+from enginesweep.flows import trial_process
+from enginesweep.flows.progress_view import SweepProgress
 
 pytestmark = pytest.mark.unit
 
@@ -115,8 +115,8 @@ def test_a_childs_progress_line_becomes_an_event_in_the_parent_and_is_not_logged
 
     # The child's side as trial_process.main sets it up, and a stage of flows.trial.
     child = textwrap.dedent("""
-        from engines import progress
-        from flows.trial import _stage
+        from enginesweep.engines import progress
+        from enginesweep.flows.trial import _stage
         progress.use_sink(lambda event: print(progress.to_line(event), flush=True))
         print("a log line", flush=True)
         with progress.trial("tiny__fp8"), _stage("build", {}, lambda line: print(line, flush=True)):

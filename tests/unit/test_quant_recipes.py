@@ -16,8 +16,8 @@ import pytest
 from modelopt.torch.quantization.config import QuantizeConfig
 from packaging.version import Version
 
-from engines.quantize.export_check import export_problems
-from engines.quantize.recipes import (CalibrationSpec, QuantRecipe, entries_are_listed,
+from enginesweep.engines.quantize.export_check import export_problems
+from enginesweep.engines.quantize.recipes import (CalibrationSpec, QuantRecipe, entries_are_listed,
                                       modelopt_config)
 
 pytestmark = pytest.mark.unit

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.manifest import write_manifest
-from evaluation.records import TrialRecord
-from flows.trial import _executed, _reusable
+from enginesweep.engines.manifest import write_manifest
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.flows.trial import _executed, _reusable
 
 pytestmark = pytest.mark.unit
 
@@ -92,10 +92,10 @@ def test_a_pinned_commit_keys_the_same_trials_as_the_branch_it_resolves_to(
         spec_file, tmp_path: Path, monkeypatch) -> None:
     """A scheduled run pins `model.revision=<sha>`; `enginesweep run` names `main`: one commit,
     one checkpoint identity, so one trial key (else the pinned run rebuilds everything)."""
-    from build_configs.loading import load_spec
-    from engines import checkpoints
-    from evaluation.planning import expand
-    from flows.trial import checkpoint_source, trial_key
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.engines import checkpoints
+    from enginesweep.evaluation.planning import expand
+    from enginesweep.flows.trial import checkpoint_source, trial_key
 
     sha = "0123456789abcdef0123456789abcdef01234567"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from build_configs.loading import load_spec
-from flows.schedule_state import ScheduleInputs, changes, model_revision, pinned_overrides, spec_hash
+from enginesweep.build_configs.loading import load_spec
+from enginesweep.flows.schedule_state import ScheduleInputs, changes, model_revision, pinned_overrides, spec_hash
 
 pytestmark = pytest.mark.unit
 
@@ -80,7 +80,7 @@ from prefect.cli.deploy._config import _load_deploy_configs_and_actions
 from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.flows import load_flow_from_entrypoint
-from build_configs.loading import load_spec
+from enginesweep.build_configs.loading import load_spec
 
 console = Console(record=True, width=200)
 configs, actions = _load_deploy_configs_and_actions(Path("prefect.yaml"), console=console)
@@ -125,7 +125,7 @@ def test_schedule_needs_exactly_one_of_cron_and_interval(cli, spec_file):
 def test_deploy_without_a_prefect_server_says_how_to_get_one(spec_file):
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from enginesweep.flows.cli import app
 
     result = CliRunner().invoke(app, ["deploy", str(spec_file()), "--pool", "p", "--interval", "60"],
                                 env={"PREFECT_API_URL": None, "COLUMNS": "240"})

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from build_configs.schema import SLA, Objective
-from evaluation.records import PairedDelta, TrialRecord
-from evaluation.selection import (
+from enginesweep.build_configs.schema import SLA, Objective
+from enginesweep.evaluation.records import PairedDelta, TrialRecord
+from enginesweep.evaluation.selection import (
     MixedHardwareError,
     Selection,
     TrialSelection,

@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from lm_eval.api.instance import Instance
 
-from engines.triton.server import free_port
-from evaluation.accuracy.harness import TaskError
-from evaluation.accuracy.served import (
+from enginesweep.engines.triton.server import free_port
+from enginesweep.evaluation.accuracy.harness import TaskError
+from enginesweep.evaluation.accuracy.served import (
     ServedEndpoint,
     ServedError,
     ServedLM,
@@ -24,8 +24,8 @@ from evaluation.accuracy.served import (
     split_generative,
     truncate_at_stop,
 )
-from evaluation.benchmark.aiperf_runner import OPENAI_COMPLETIONS, triton_endpoint
-from evaluation.records import AccuracyResult
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, triton_endpoint
+from enginesweep.evaluation.records import AccuracyResult
 
 pytestmark = pytest.mark.unit
 

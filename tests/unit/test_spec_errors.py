@@ -202,7 +202,7 @@ def test_size_bad_options_name_the_option(cli, args, expected):
 # --- bad input found before a sweep starts (flows/preflight.py) ------------------------------
 
 def test_an_unreachable_tracking_server_is_refused_before_any_trial(cli, tmp_path):
-    from engines.triton.server import free_port
+    from enginesweep.engines.triton.server import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result = cli("run", "smollm2-cpu-smoke", "--set", f"tracking.mlflow_uri={uri}",

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from build_configs.loading import load_spec
-from evaluation.planning import expand
-from evaluation.planning.records import PlannedTrial
-from evaluation.records import BenchmarkResult, ConcurrencyResult, PairedDelta, Percentiles, TrialRecord
-from evaluation.reports.sweep_report import build_sweep_report, write_sweep_report
-from evaluation.reports.sweep_source import SweepSource
-from evaluation.selection import select
-from evaluation.selection.headline import accuracy_delta, selection_headlines
-from report_page import ONE_POINT_PER_TRIAL, SECTIONS, parse, point_of, points_by_trial
+from enginesweep.build_configs.loading import load_spec
+from enginesweep.evaluation.planning import expand
+from enginesweep.evaluation.planning.records import PlannedTrial
+from enginesweep.evaluation.records import BenchmarkResult, ConcurrencyResult, PairedDelta, Percentiles, TrialRecord
+from enginesweep.evaluation.reports.sweep_report import build_sweep_report, write_sweep_report
+from enginesweep.evaluation.reports.sweep_source import SweepSource
+from enginesweep.evaluation.selection import select
+from enginesweep.evaluation.selection.headline import accuracy_delta, selection_headlines
+from testkit.report_page import ONE_POINT_PER_TRIAL, SECTIONS, parse, point_of, points_by_trial
 
 pytestmark = pytest.mark.unit
 
@@ -314,8 +314,8 @@ def test_headline_accuracy_delta_is_the_negative_drop_and_zero_for_the_baseline(
 
 
 def test_a_limit_far_beyond_every_point_is_named_instead_of_drawn():
-    from evaluation.reports.report_figures import on_chart
-    from evaluation.reports.report_model import ReferenceLine, Series
+    from enginesweep.evaluation.reports.report_figures import on_chart
+    from enginesweep.evaluation.reports.report_model import ReferenceLine, Series
 
     points = [Series(name="t", x=[100.0, 400.0], y=[1.0, 2.0], slugs=["a", "b"], hover=["", ""])]
     near = ReferenceLine(axis="x", value=500, label="SLA TTFT p99")
@@ -336,8 +336,8 @@ def test_report_without_a_tracking_store_asks_for_the_sweep_first(cli, tmp_path)
 def test_the_trial_run_holds_the_record_in_memory_not_a_stale_file(gpu_source, tmp_path):
     """A reused trial's record.json in its folder is the old run's (judged under the old SLA);
     the run gets the record the sweep holds, which the report reads back."""
-    from evaluation.records import TrialRecord
-    from evaluation.tracking import SweepTracker
+    from enginesweep.evaluation.records import TrialRecord
+    from enginesweep.evaluation.tracking import SweepTracker
 
     current = gpu_source.records[0]
     trial_dir = tmp_path / "trial"

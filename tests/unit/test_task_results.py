@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.accuracy.harness import TaskError, offline_harness, task_results
+from enginesweep.evaluation.accuracy.harness import TaskError, offline_harness, task_results
 
 pytestmark = pytest.mark.unit
 

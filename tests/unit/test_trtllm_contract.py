@@ -16,9 +16,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Build
-from engines.trtllm.commands import (
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import Build
+from enginesweep.engines.trtllm.commands import (
     Command,
     TrialPaths,
     build_command,
@@ -28,12 +28,12 @@ from engines.trtllm.commands import (
     repository_commands,
     repository_values,
 )
-from engines.trtllm.contract import ContractError, UnsupportedVersion, check_command, contract_for
-from engines.trtllm.outputs import bench_report, build_failure_reason, engine_summary, kv_cache_blocks, request_counts
-from engines.trtllm.layout import ToolPaths, resolve_layout
-from engines.trtllm.scripts import OFFLINE
-from engines.trtllm.templates import TemplateError, fill, parse_config, parse_fill_args
-from evaluation.planning.records import TrialConfig
+from enginesweep.engines.trtllm.contract import ContractError, UnsupportedVersion, check_command, contract_for
+from enginesweep.engines.trtllm.outputs import bench_report, build_failure_reason, engine_summary, kv_cache_blocks, request_counts
+from enginesweep.engines.trtllm.layout import ToolPaths, resolve_layout
+from enginesweep.flows.emit_scripts.engine import OFFLINE
+from enginesweep.engines.trtllm.templates import TemplateError, fill, parse_config, parse_fill_args
+from enginesweep.build_configs.trial import TrialConfig
 
 pytestmark = pytest.mark.unit
 
@@ -131,7 +131,7 @@ def test_the_baseline_is_converted_and_a_quantized_kv_cache_is_calibrated():
 
 
 def test_max_input_len_stays_within_max_num_tokens_without_chunked_context():
-    from engines.trtllm.commands import max_input_len
+    from enginesweep.engines.trtllm.commands import max_input_len
 
     assert max_input_len(cfg()) == 4095
     small = TrialConfig(quant=QuantFormat.FP8, kv_cache=KVCacheFormat.AUTO, tp=1, pp=1, max_batch_size=8,
@@ -310,9 +310,9 @@ def test_nvidias_published_metrics_sample_parses():
 # -- --emit-scripts ------------------------------------------------------------------------------
 
 def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_path):
-    from build_configs.loading import load_spec
-    from engines.trtllm.scripts import script_paths, shell_line
-    from evaluation.planning import expand
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.flows.emit_scripts.engine import script_paths, shell_line
+    from enginesweep.evaluation.planning import expand
 
     out = tmp_path / "scripts"
     result = cli("plan", "llama-3.1-8b-h100", "--emit-scripts", out)
@@ -360,8 +360,9 @@ def test_emit_scripts_is_for_the_engine_stack_only(cli, tmp_path):
 
 
 def test_importing_the_stack_modules_never_imports_tensorrt_llm():
-    code = ("import sys, engines.trtllm.commands, engines.trtllm.scripts, engines.trtllm.outputs, "
-            "engines.trtllm.templates, engines.stacks.trtllm_engine, flows.cli; "
+    code = ("import sys, enginesweep.engines.trtllm.commands, enginesweep.flows.emit_scripts.engine, "
+            "enginesweep.engines.trtllm.outputs, enginesweep.engines.trtllm.templates, "
+            "enginesweep.engines.stacks.trtllm_engine, enginesweep.flows.cli; "
             "sys.exit('tensorrt_llm' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

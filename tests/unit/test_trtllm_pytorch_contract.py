@@ -15,14 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from build_configs import rules
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Accuracy, Build, Stack
-from engines.llmapi.commands import check_lm_eval, lm_eval_command, quantize_command, serve_command
-from engines.llmapi.options import check_model_yaml, check_options, llm_api_options, model_yaml
-from engines.quantize.recipes import QuantRecipe, modelopt_config
-from engines.trtllm.contract import ContractError, check_command, contract_for
-from evaluation.planning.records import TrialConfig
+from enginesweep.build_configs import rules
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import Accuracy, Build, Stack
+from enginesweep.engines.llmapi.commands import check_lm_eval, lm_eval_command, quantize_command, serve_command
+from enginesweep.engines.llmapi.options import check_model_yaml, check_options, llm_api_options, model_yaml
+from enginesweep.engines.quantize.recipes import QuantRecipe, modelopt_config
+from enginesweep.engines.trtllm.contract import ContractError, check_command, contract_for
+from enginesweep.build_configs.trial import TrialConfig
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +89,7 @@ def test_quantize_command_per_format_is_the_cli_verb_and_its_refusals():
     the GPU defaults (AWQ: 32)."""
     import typer.main
 
-    from flows.cli import app
+    from enginesweep.flows.cli import app
 
     paths = dict(hf_checkpoint=PurePosixPath("/m"), export_dir=PurePosixPath("/w/out"),
                  calib_dataset=PurePosixPath("/data/calib"))
@@ -162,7 +162,7 @@ def test_plan_rules_of_the_pytorch_stack():
 
 
 def _h100():
-    from build_configs.gpus import get_gpu
+    from enginesweep.build_configs.gpus import get_gpu
 
     return get_gpu("H100-SXM-80GB")
 
@@ -196,8 +196,8 @@ def test_reference_cannot_be_compared_with_a_gpu_stack(cli):
 
 @pytest.mark.parametrize("server", ["trtllm-serve", "triton"])
 def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp_path, server):
-    from build_configs.loading import load_spec
-    from evaluation.planning import expand
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.evaluation.planning import expand
 
     out = tmp_path / "scripts"
     overrides = ["--set", f"execution.pytorch_server={server}"]
@@ -223,7 +223,7 @@ def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp
     assert "lm-eval run --model trtllm" in text
     assert "8000" not in text and "hf_ptq" not in text and "--dataset" not in text
     if server == "triton":
-        from engines.llmapi.repository import decouple_shell
+        from enginesweep.engines.llmapi.repository import decouple_shell
 
         assert 'cp -R "$TRITON_MODELS/llmapi"' in text
         assert decouple_shell(f"$WORK/trials/{trial.slug}/triton_repo/tensorrt_llm/config.pbtxt") in text
@@ -247,8 +247,8 @@ def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp
 def test_the_scripts_decoupling_lines_make_a_decoupled_model(tmp_path, policy):
     """The very lines the scripts run, on the shipped layout (block commented out), an explicit
     `decoupled: False` and no block at all; the result parsed with Triton's schema."""
-    from engines.llmapi.repository import decouple_shell
-    from engines.trtllm.templates import parse_config
+    from enginesweep.engines.llmapi.repository import decouple_shell
+    from enginesweep.engines.trtllm.templates import parse_config
 
     config = tmp_path / "config.pbtxt"
     config.write_text(f'name: "tensorrt_llm"\nbackend: "python"\nmax_batch_size: 0\n{policy}'
@@ -264,9 +264,9 @@ def test_the_scripts_decoupling_lines_make_a_decoupled_model(tmp_path, policy):
 def test_a_bundles_store_key_names_the_options_it_holds():
     """Changing an LLM-API setting of the spec makes another bundle, not a reuse of the old one
     with stale options; the other stacks' keys do not depend on those settings."""
-    from engines.stacks import BuildKnobs
-    from engines.stacks.trtllm_pytorch import TrtllmPytorchStack
-    from flows.trial import bundle_key
+    from enginesweep.engines.stacks import BuildKnobs
+    from enginesweep.engines.stacks.trtllm_pytorch import TrtllmPytorchStack
+    from enginesweep.flows.trial import bundle_key
 
     knobs = BuildKnobs(max_batch_size=8, max_num_tokens=512, max_seq_len=256)
     target = {"gpu": "H100-SXM-80GB", "sm": 90}

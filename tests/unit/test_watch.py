@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from build_configs.schema import SLA, Watch
-from evaluation.records import TrialRecord
-from evaluation.selection.watch import Direction, Samples, compare, pooled_std, watch_verdict
-from evaluation.selection.watch_metrics import candidate_samples, champion_samples
+from enginesweep.build_configs.schema import SLA, Watch
+from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.selection.watch import Direction, Samples, compare, pooled_std, watch_verdict
+from enginesweep.evaluation.selection.watch_metrics import candidate_samples, champion_samples
 
 pytestmark = pytest.mark.unit
 
@@ -194,7 +194,7 @@ def test_bad_watch_settings_name_the_field(cli, spec_file, field, value, expecte
 # -- which records of a run are measurements of the champion, which are candidates ---------------
 
 def champion_of(record_: TrialRecord):
-    from flows.champion_watch import Champion
+    from enginesweep.flows.champion_watch import Champion
 
     return Champion(model_name="m", version="1", run_id="r", slug=record_.slug,
                     content_hash=record_.content_hash, record=record_)
@@ -202,14 +202,14 @@ def champion_of(record_: TrialRecord):
 
 def gpu_spec(spec_file, *overrides: str):
     """BASE_SPEC (H100, ISL/OSL 1024/256 like the fixtures) under the fixtures' SLA."""
-    from build_configs.loading import load_spec
+    from enginesweep.build_configs.loading import load_spec
 
     return load_spec(spec_file(), ["sla.ttft_p99_ms=500", "sla.itl_p99_ms=30",
                                    "target.usd_per_gpu_hour=3.0", *overrides])
 
 
 def test_judge_tells_the_champions_engine_from_a_new_one_of_the_same_slug(spec_file):
-    from flows.champion_watch import judge
+    from enginesweep.flows.champion_watch import judge
 
     base = record("fp8__kv-auto__tp1")
     champion = champion_of(base)
@@ -226,7 +226,7 @@ def test_judge_tells_the_champions_engine_from_a_new_one_of_the_same_slug(spec_f
 
 
 def test_judge_compares_nothing_across_workloads(spec_file):
-    from flows.champion_watch import judge
+    from enginesweep.flows.champion_watch import judge
 
     base = record("fp8__kv-auto__tp1")
     again = base.model_copy(update={"executed_stages": ["serve+benchmark"]})
@@ -246,7 +246,7 @@ def test_a_verdict_with_nothing_compared_is_unchecked_not_ok():
 
 
 def test_a_drift_check_whose_rebenchmark_failed_is_unchecked(spec_file):
-    from flows.champion_watch import judge
+    from enginesweep.flows.champion_watch import judge
 
     base = record("fp8__kv-auto__tp1")
     failed = base.model_copy(update={"status": "failed", "error": "ServerDied: the server died",
@@ -284,8 +284,8 @@ class _Client:
 
 
 def test_an_unchecked_verdict_is_recorded_on_the_run_and_leaves_the_versions_verdict(spec_file):
-    from flows.champion_watch import WatchReport, judge, record_report
-    from flows.schedule_state import ScheduleInputs
+    from enginesweep.flows.champion_watch import WatchReport, judge, record_report
+    from enginesweep.flows.schedule_state import ScheduleInputs
 
     base = record("fp8__kv-auto__tp1")
     verdict = judge(champion_of(base), [], [base.slug], gpu_spec(spec_file), drift_check=True)
@@ -313,7 +313,7 @@ def on_hardware(base: TrialRecord, hardware: str) -> TrialRecord:
 
 
 def test_a_candidate_measured_on_another_gpu_cannot_dominate(spec_file):
-    from flows.champion_watch import judge
+    from enginesweep.flows.champion_watch import judge
 
     base = record("fp8__kv-auto__tp1")  # H100-SXM-80GB, as the spec's target
     faster = with_level(base, 32, ttft_p99=400.0, output_tok_s=900.0).model_copy(
@@ -328,7 +328,7 @@ def test_a_candidate_measured_on_another_gpu_cannot_dominate(spec_file):
 
 
 def test_a_champion_measured_on_another_gpu_is_compared_with_nothing(spec_file):
-    from flows.champion_watch import judge
+    from enginesweep.flows.champion_watch import judge
 
     base = record("fp8__kv-auto__tp1")
     faster = with_level(base, 32, ttft_p99=400.0, output_tok_s=900.0).model_copy(
@@ -354,7 +354,7 @@ def test_a_regression_is_not_absorbed_into_the_reference(spec_file):
     """The reviewer's numbers: registered 100 tok/s at c=32; day 2 measures 80, 80, 80
     (regressed); day 3 measures 80, 80, 80 again with day 2 in the history: still regressed,
     against the registered 100 and not the mean of [100, 80, 80, 80]."""
-    from flows.champion_watch import judge
+    from enginesweep.flows.champion_watch import judge
 
     base = record("fp8__kv-auto__tp1")
     registered = with_level(base, 32, output_tok_s=100.0)

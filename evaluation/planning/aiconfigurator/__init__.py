@@ -44,13 +44,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from build_configs.architectures import ModelArchitecture
-from build_configs.gpus import GPU
-from build_configs.loading import ResolvedSpec
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import Stack
-from evaluation.planning.prediction import assemble, level
-from evaluation.planning.records import ConcurrencyPrediction, PlannedTrial, Prediction, TrialConfig
+from enginesweep.build_configs.architectures import ModelArchitecture
+from enginesweep.build_configs.gpus import GPU
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import Stack
+from enginesweep.evaluation.planning.prediction import assemble, level
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.planning.records import ConcurrencyPrediction, PlannedTrial, Prediction
 
 PYTHON_ENV = "ENGINESWEEP_AICONFIGURATOR_PYTHON"
 """Environment variable naming the python of aiconfigurator's venv (default: <repo>/.venv-aic)."""

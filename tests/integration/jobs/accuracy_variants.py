@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from build_configs.quant import KVCacheFormat, QuantFormat
-from build_configs.schema import SLA, Accuracy
-from engines import textdata
-from engines.demo_model import prepare_smollm2
-from engines.quantize.recipes import QuantRecipe, modelopt_config
-from evaluation.accuracy.variant import compare_variant, evaluate_model, task_include_paths
-from evaluation.selection.accuracy_gate import accuracy_gate
+from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.schema import SLA, Accuracy
+from enginesweep.engines import textdata
+from enginesweep.engines.demo_model import prepare_smollm2
+from enginesweep.engines.quantize.recipes import QuantRecipe, modelopt_config
+from enginesweep.evaluation.accuracy.variant import compare_variant, evaluate_model, task_include_paths
+from enginesweep.evaluation.selection.accuracy_gate import accuracy_gate
 
 # Reduced sizes for CI: 8 windows of 128 tokens, the first 60 items of each built-in task.
 CFG = Accuracy(window_tokens=128, max_windows=8, task_limit=60, batch_size=16)

@@ -1,7 +1,7 @@
 """Reading a rendered sweep report back for the tests: its sections, table rows, text and each
 figure's plotly JSON (from the `<script type="application/json">` elements the page draws from),
 with `html.parser` and `json`, not string searches. Shared by the unit and integration suites
-(this folder is on `sys.path` through its conftest.py)."""
+(`testkit.report_page`)."""
 
 from __future__ import annotations
 

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as safetensors_bytes
 
-from engines.processes import http_ok, stop_process_group, wait_ready
-from engines.triton.server import free_port
+from enginesweep.engines.processes import http_ok, stop_process_group, wait_ready
+from enginesweep.engines.triton.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OLAH_CLI = REPO_ROOT / ".venv-olah" / "bin" / "olah-cli"

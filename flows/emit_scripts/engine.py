@@ -20,9 +20,9 @@ import shlex
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from build_configs.loading import ResolvedSpec
-from engines.llmapi.commands import serve_command
-from engines.trtllm.commands import (
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.engines.llmapi.commands import serve_command
+from enginesweep.engines.trtllm.commands import (
     Command,
     TrialPaths,
     build_command,
@@ -33,16 +33,14 @@ from engines.trtllm.commands import (
     repository_values,
     required_files,
 )
-from engines.trtllm.contract import VersionContract
-from engines.trtllm.layout import SCRIPT_TOOLS, Required, layout_shell
-from evaluation.benchmark.aiperf_runner import (
-    OPENAI_COMPLETIONS,
-    PAYLOAD_TEMPLATE,
+from enginesweep.engines.trtllm.contract import VersionContract
+from enginesweep.engines.trtllm.layout import SCRIPT_TOOLS, Required, layout_shell
+from enginesweep.evaluation.benchmark.aiperf_runner import (
     TEMPLATE_NAME,
     aiperf_command,
-    triton_endpoint,
 )
-from evaluation.planning.records import PlannedTrial
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, PAYLOAD_TEMPLATE, triton_endpoint
+from enginesweep.evaluation.planning.records import PlannedTrial
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = "$HTTP_PORT", "$GRPC_PORT", "$METRICS_PORT"
 """The server's ports: free ones picked when the script starts (`ports_shell`), or the

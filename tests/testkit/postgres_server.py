@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.processes import STAT_PPID, pids_where, stop_process_group, wait_ready
-from engines.triton.server import free_port
+from enginesweep.engines.processes import STAT_PPID, pids_where, stop_process_group, wait_ready
+from enginesweep.engines.triton.server import free_port
 
 DEBIAN_BINARIES = Path("/usr/lib/postgresql")
 SETUP_HINT = "run scripts/setup-test-services (it installs Debian's postgresql package)"

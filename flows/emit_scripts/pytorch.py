@@ -20,15 +20,15 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from build_configs.loading import ResolvedSpec
-from engines.llmapi.commands import lm_eval_command, quantize_command, required_files, serve_command
-from engines.llmapi.options import check_options, llm_api_options, model_yaml
-from engines.llmapi.repository import PAYLOAD_TEMPLATE as LLMAPI_PAYLOAD
-from engines.llmapi.repository import decouple_shell
-from engines.trtllm.commands import Command, TrialPaths, launch_command
-from engines.trtllm.contract import ContractError, VersionContract
-from engines.trtllm.layout import SCRIPT_TOOLS, Required, layout_shell
-from engines.trtllm.scripts import (
+from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.engines.llmapi.commands import lm_eval_command, quantize_command, required_files, serve_command
+from enginesweep.engines.llmapi.options import check_options, llm_api_options, model_yaml
+from enginesweep.engines.llmapi.repository import PAYLOAD_TEMPLATE as LLMAPI_PAYLOAD
+from enginesweep.engines.llmapi.repository import decouple_shell
+from enginesweep.engines.trtllm.commands import Command, TrialPaths, launch_command
+from enginesweep.engines.trtllm.contract import ContractError, VersionContract
+from enginesweep.engines.trtllm.layout import SCRIPT_TOOLS, Required, layout_shell
+from enginesweep.flows.emit_scripts.engine import (
     GRPC_PORT,
     HTTP_PORT,
     METRICS_PORT,
@@ -39,13 +39,12 @@ from engines.trtllm.scripts import (
     shell_line,
     version_gate,
 )
-from evaluation.benchmark.aiperf_runner import (
-    OPENAI_COMPLETIONS,
+from enginesweep.evaluation.benchmark.aiperf_runner import (
     TEMPLATE_NAME,
     aiperf_command,
-    triton_endpoint,
 )
-from evaluation.planning.records import PlannedTrial
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, triton_endpoint
+from enginesweep.evaluation.planning.records import PlannedTrial
 
 TRITON_MODEL = "tensorrt_llm"
 
