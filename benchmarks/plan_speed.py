@@ -49,12 +49,31 @@ def main() -> None:
             start = time.perf_counter()
             plan = expand(load_spec(path), predictor=Predictor.ROOFLINE, calibrated=False)
             runs.append(time.perf_counter() - start)
-        print(f"plan: {len(plan.trials)} trials ({len(plan.feasible)} feasible), "
-              f"load+expand median {statistics.median(runs):.3f} s, best {min(runs):.3f} s")
+        print(
+            f"plan: {len(plan.trials)} trials ({len(plan.feasible)} feasible), "
+            f"load+expand median {statistics.median(runs):.3f} s, best {min(runs):.3f} s"
+        )
 
     script = Path(sys.executable).parent / "enginesweep"
-    argv = [str(script), "size", "--model", "llama-3.1-8b", "--gpu", "H100-SXM-80GB", "--quant", "fp8",
-            "--kv-cache", "fp8", "--tp", "1", "--isl", "1024", "--osl", "256", "--json"]
+    argv = [
+        str(script),
+        "size",
+        "--model",
+        "llama-3.1-8b",
+        "--gpu",
+        "H100-SXM-80GB",
+        "--quant",
+        "fp8",
+        "--kv-cache",
+        "fp8",
+        "--tp",
+        "1",
+        "--isl",
+        "1024",
+        "--osl",
+        "256",
+        "--json",
+    ]
     walls = []
     for _ in range(5):
         start = time.perf_counter()
@@ -69,9 +88,11 @@ def main() -> None:
         done = subprocess.run(argv, check=True, capture_output=True, text=True)
         walls.append(time.perf_counter() - start)
     sources = [t["predicted"]["source"] for t in json.loads(done.stdout)["trials"]]
-    print(f"plan llama-3.1-8b-h100 process ({sources.count('predicted:aiconfigurator')} of "
-          f"{len(sources)} trials by aiconfigurator): median {statistics.median(walls):.2f} s, "
-          f"best {min(walls):.2f} s")
+    print(
+        f"plan llama-3.1-8b-h100 process ({sources.count('predicted:aiconfigurator')} of "
+        f"{len(sources)} trials by aiconfigurator): median {statistics.median(walls):.2f} s, "
+        f"best {min(walls):.2f} s"
+    )
 
 
 if __name__ == "__main__":

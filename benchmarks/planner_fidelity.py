@@ -17,13 +17,18 @@ BATCH_LIMITS = (512, 2048)
 
 def main() -> None:
     rows = published_rows()
-    results = {(p, b): compare(rows, predictor=p, max_batch_size=b)
-               for p in ("aiconfigurator", "roofline") for b in BATCH_LIMITS}
+    results = {
+        (p, b): compare(rows, predictor=p, max_batch_size=b)
+        for p in ("aiconfigurator", "roofline")
+        for b in BATCH_LIMITS
+    }
     print("# Planner fidelity against NVIDIA's published TensorRT-LLM throughput\n")
-    print(f"Generated {datetime.date.today()} by `benchmarks/planner_fidelity.py` from "
-          f"`evaluation/planning/published/{PUBLISHED}` ({len(rows)} rows: offline max throughput, "
-          "trtllm-bench, total output tok/s of the TP group). Error = (predicted - published) / "
-          "published. `max_batch_size` is our assumption for trtllm-bench's unpublished limit.\n")
+    print(
+        f"Generated {datetime.date.today()} by `benchmarks/planner_fidelity.py` from "
+        f"`evaluation/planning/published/{PUBLISHED}` ({len(rows)} rows: offline max throughput, "
+        "trtllm-bench, total output tok/s of the TP group). Error = (predicted - published) / "
+        "published. `max_batch_size` is our assumption for trtllm-bench's unpublished limit.\n"
+    )
     print("| predictor | max_batch_size | rows predicted | mean abs error |")
     print("|---|---|---|---|")
     for (predictor, batch), got in results.items():
@@ -37,14 +42,18 @@ def main() -> None:
         for c in results[(predictor, 512)]:
             groups[(c.row.gpu, c.row.model, c.row.quant, c.row.tp)][predictor].append(c)
     for (gpu, model, quant, tp), by in sorted(groups.items()):
-        print(f"| {gpu} | {model} | {quant} | {tp} | {len(by['roofline'])} | "
-              f"{mean_abs_error_pct(by['aiconfigurator']):.1f}% | {mean_abs_error_pct(by['roofline']):.1f}% |")
+        print(
+            f"| {gpu} | {model} | {quant} | {tp} | {len(by['roofline'])} | "
+            f"{mean_abs_error_pct(by['aiconfigurator']):.1f}% | {mean_abs_error_pct(by['roofline']):.1f}% |"
+        )
     print("\n## Every row (max_batch_size 512)\n")
     print("| row | published tok/s | aiconfigurator | error | roofline | error |")
     print("|---|---|---|---|---|---|")
     for a, r in zip(results[("aiconfigurator", 512)], results[("roofline", 512)]):
-        print(f"| {a.row.name} | {a.row.output_tok_s:,.0f} | {a.predicted_tok_s:,.0f} | {a.error_pct:+.1f}% | "
-              f"{r.predicted_tok_s:,.0f} | {r.error_pct:+.1f}% |")
+        print(
+            f"| {a.row.name} | {a.row.output_tok_s:,.0f} | {a.predicted_tok_s:,.0f} | {a.error_pct:+.1f}% | "
+            f"{r.predicted_tok_s:,.0f} | {r.error_pct:+.1f}% |"
+        )
 
 
 if __name__ == "__main__":

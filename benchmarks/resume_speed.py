@@ -21,8 +21,12 @@ SCRIPT = Path(sys.executable).parent / "enginesweep"
 
 def timed_run(spec: str, workspace: Path) -> tuple[float, int]:
     start = time.perf_counter()
-    done = subprocess.run([str(SCRIPT), "run", spec, "--set", f"workspace={workspace}"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(SCRIPT), "run", spec, "--set", f"workspace={workspace}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return time.perf_counter() - start, done.returncode
 
 
@@ -33,10 +37,15 @@ def executed_stages(workspace: Path) -> dict[str, str]:
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("enginesweep")
-    parent = client.search_runs([experiment.experiment_id], "tags.`enginesweep.kind` = 'sweep'",
-                                order_by=["start_time DESC"], max_results=1)[0]
-    children = client.search_runs([experiment.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    parent = client.search_runs(
+        [experiment.experiment_id],
+        "tags.`enginesweep.kind` = 'sweep'",
+        order_by=["start_time DESC"],
+        max_results=1,
+    )[0]
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     return {c.info.run_name: c.data.tags.get("enginesweep.executed_stages", "?") for c in children}
 
 

@@ -43,20 +43,29 @@ class ModelArchitecture(BaseModel):
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     rope_theta: float | None = None
-    family: str | None = Field(default=None, description="config.json `architectures[0]`, "
-                                                          "e.g. LlamaForCausalLM.")
+    family: str | None = Field(
+        default=None, description="config.json `architectures[0]`, e.g. LlamaForCausalLM."
+    )
     model_type: str | None = None
 
     def hf_config(self) -> dict[str, Any]:
         """A Hugging Face `config.json` with the sizing fields (for tools that read one)."""
         return {
-            "architectures": [self.family] if self.family else [], "model_type": self.model_type,
-            "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_kv_heads, "head_dim": self.head_dim,
-            "vocab_size": self.vocab_size, "max_position_embeddings": self.max_position_embeddings,
-            "tie_word_embeddings": self.tie_word_embeddings, "attention_bias": self.attention_bias,
-            "rope_theta": self.rope_theta, "torch_dtype": "bfloat16", "hidden_act": "silu",
+            "architectures": [self.family] if self.family else [],
+            "model_type": self.model_type,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias,
+            "rope_theta": self.rope_theta,
+            "torch_dtype": "bfloat16",
+            "hidden_act": "silu",
         }
 
     # -- parameter counts ------------------------------------------------------------------------
@@ -109,8 +118,13 @@ class ModelArchitecture(BaseModel):
                 f"{name}: mixture-of-experts configs ({', '.join(moe)}) are not sized yet; "
                 "only dense decoder-only models are supported"
             )
-        required = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                    "vocab_size")
+        required = (
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "vocab_size",
+        )
         missing = [key for key in required if key not in config]
         if missing:
             raise ArchitectureError(
@@ -201,7 +215,7 @@ def architecture_for_repo(repo_id: str, revision: str) -> ModelArchitecture:
         raise ArchitectureError(f"huggingface_hub is needed to read {repo_id}'s config") from exc
     try:
         file = hf_hub_download(repo_id, "config.json", revision=revision)
-    except Exception as exc:  # noqa: BLE001 - the hub client raises many types; all mean "not read"
+    except Exception as exc:
         raise ArchitectureError(
             f"could not read config.json of {repo_id}@{revision} from the hub "
             f"({type(exc).__name__}: {exc}); set model.architecture to a shipped name or a config.json path"

@@ -8,10 +8,11 @@ keys) come from pydantic; problems that need the model's architecture or the GPU
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -64,10 +65,17 @@ class ResolvedSpec:
         """The GPU the sweep runs on (`target.run_on`, or the only listed GPU)."""
         name = self.spec.target.sweep_gpu
         if name is None:
-            raise SpecError(self.source, [FieldError(
-                "target.run_on", f"target.gpu lists {len(self.gpus)} GPUs "
-                f"({', '.join(g.name for g in self.gpus)}); a sweep builds only for the GPU it runs "
-                "on: set target.run_on to it (plan compares them all without it)")])
+            raise SpecError(
+                self.source,
+                [
+                    FieldError(
+                        "target.run_on",
+                        f"target.gpu lists {len(self.gpus)} GPUs "
+                        f"({', '.join(g.name for g in self.gpus)}); a sweep builds only for the GPU it runs "
+                        "on: set target.run_on to it (plan compares them all without it)",
+                    )
+                ],
+            )
         return get_gpu(name)
 
     def price(self, gpu: GPU) -> float:
@@ -82,6 +90,7 @@ class ResolvedSpec:
 
 
 # -- shipped configs --------------------------------------------------------------------------------
+
 
 def shipped_configs() -> dict[str, Path]:
     """Shipped sweep specs by name (file name without `.yaml`)."""
@@ -109,11 +118,14 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     shipped = shipped_configs()
     if str(name_or_path) in shipped:
         return shipped[str(name_or_path)]
-    raise SpecError(str(name_or_path), [FieldError(
-        "", f"no such file, and not a shipped config (shipped: {', '.join(shipped)})")])
+    raise SpecError(
+        str(name_or_path),
+        [FieldError("", f"no such file, and not a shipped config (shipped: {', '.join(shipped)})")],
+    )
 
 
 # -- overrides -------------------------------------------------------------------------------------
+
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[FieldError]:
     """Apply `key.path=value` overrides in place (value parsed as YAML); return bad ones."""
@@ -135,7 +147,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[Fiel
             if child is None and isinstance(node, dict):
                 child = node[part] = {}
             if not isinstance(child, dict):
-                errors.append(FieldError(f"--set {key}", f"{'.'.join(parts[:depth + 1])} is not a section"))
+                errors.append(FieldError(f"--set {key}", f"{'.'.join(parts[: depth + 1])} is not a section"))
                 break
             node = child
         else:
@@ -144,6 +156,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[Fiel
 
 
 # -- validation ------------------------------------------------------------------------------------
+
 
 def _yaml_path(loc: tuple[Any, ...]) -> str:
     out = ""
@@ -200,8 +213,9 @@ def _gpu_rule(rule: Callable[[GPU], str | None], gpus: Sequence[GPU]) -> str | N
     return "; ".join(r for r in reasons if r) if all(reasons) else None
 
 
-def _target_rule(rule: Callable[[GPU, Stack], str | None], gpus: Sequence[GPU],
-                 stacks: Sequence[Stack]) -> str | None:
+def _target_rule(
+    rule: Callable[[GPU, Stack], str | None], gpus: Sequence[GPU], stacks: Sequence[Stack]
+) -> str | None:
     """A rule of GPU and stack is a spec error only when it rejects the value on every listed GPU
     with every listed stack (elsewhere the planner rejects the single trials, with the reason)."""
     reasons = [rule(gpu, stack) for gpu in gpus for stack in stacks]
@@ -219,15 +233,17 @@ def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
             errors.append(FieldError(path, reason))
 
     for i, stack in enumerate(stacks):
-        add("stack" if len(stacks) == 1 else f"stack[{i}]",
-            _gpu_rule(lambda g: rules.stack_target(stack, g), gpus))
+        add(
+            "stack" if len(stacks) == 1 else f"stack[{i}]",
+            _gpu_rule(lambda g: rules.stack_target(stack, g), gpus),  # noqa: B023 - called at once
+        )
     for i, quant in enumerate(axes.quant):
-        add(f"axes.quant[{i}]", _target_rule(lambda g, s: rules.quant_supported(quant, g, s), gpus, stacks))
+        add(f"axes.quant[{i}]", _target_rule(lambda g, s: rules.quant_supported(quant, g, s), gpus, stacks))  # noqa: B023 - called at once
         awq = [rules.awq_divisible(arch, quant, tp, spec.build.awq_block_size) for tp in axes.tp]
         if all(awq):
             add(f"axes.quant[{i}]", f"no tp in axes.tp works: {'; '.join(r for r in awq if r)}")
     for i, kv in enumerate(axes.kv_cache):
-        add(f"axes.kv_cache[{i}]", _target_rule(lambda g, s: rules.kv_supported(kv, g, s), gpus, stacks))
+        add(f"axes.kv_cache[{i}]", _target_rule(lambda g, s: rules.kv_supported(kv, g, s), gpus, stacks))  # noqa: B023 - called at once
     for i, tp in enumerate(axes.tp):
         add(f"axes.tp[{i}]", rules.tp_divides_heads(arch, tp))
         if all(rules.world_size_fits(tp, pp, available) for pp in axes.pp):
@@ -252,11 +268,15 @@ def validate_data(data: Any, source: str) -> ResolvedSpec:
     try:
         arch = _resolve_architecture(spec)
     except ArchitectureError as exc:
-        field = "model.architecture" if spec.model.architecture else (
-            "model.path" if spec.model.path else "model.repo_id")
+        field = (
+            "model.architecture"
+            if spec.model.architecture
+            else ("model.path" if spec.model.path else "model.repo_id")
+        )
         raise SpecError(source, [FieldError(field, str(exc))]) from None
-    resolved = ResolvedSpec(spec=spec, architecture=arch,
-                            gpus=tuple(get_gpu(name) for name in spec.target.gpu), source=source)
+    resolved = ResolvedSpec(
+        spec=spec, architecture=arch, gpus=tuple(get_gpu(name) for name in spec.target.gpu), source=source
+    )
     errors = _axis_errors(resolved)
     if errors:
         raise SpecError(source, errors)
@@ -281,4 +301,3 @@ def load_spec(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Resolv
         if errors:
             raise SpecError(source, errors)
     return validate_data(data, source)
-

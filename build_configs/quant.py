@@ -6,8 +6,9 @@ roofline math, the TensorRT-LLM `quant_algo` / `kv_cache_quant_algo` strings wri
 checkpoint's `config.json`, the `--qformat` value of TensorRT-LLM's `quantize.py`, the ModelOpt
 config name, and the minimum GPU SM version. No other module spells these strings.
 
-Sources: TensorRT-LLM `examples/quantization/quantize.py` (qformat choices), `tensorrt_llm/quantization/mode.py`
-(`QuantAlgo` strings), ModelOpt `modelopt/torch/quantization/config.py` (config names).
+Sources: TensorRT-LLM `examples/quantization/quantize.py` (qformat choices),
+`tensorrt_llm/quantization/mode.py` (`QuantAlgo` strings), ModelOpt
+`modelopt/torch/quantization/config.py` (config names).
 """
 
 from __future__ import annotations
@@ -77,17 +78,35 @@ _QUANT_SPECS: dict[QuantFormat, QuantSpec] = {
     QuantFormat.INT8_WO: QuantSpec(8, "bf16", "W8A16", "int8_wo", "INT8_WEIGHT_ONLY_CFG", min_sm=80),
     # One fp16 scale per group of 128 weights: 2/128 bytes per weight.
     QuantFormat.INT4_AWQ: QuantSpec(
-        4, "bf16", "W4A16_AWQ", "int4_awq", "INT4_AWQ_CFG", min_sm=80,
-        group_scaled=True, scale_bytes_per_weight=2 / 128,
+        4,
+        "bf16",
+        "W4A16_AWQ",
+        "int4_awq",
+        "INT4_AWQ_CFG",
+        min_sm=80,
+        group_scaled=True,
+        scale_bytes_per_weight=2 / 128,
     ),
     QuantFormat.W4A8_AWQ: QuantSpec(
-        4, "fp8", "W4A8_AWQ", "w4a8_awq", "W4A8_AWQ_BETA_CFG", min_sm=89,
-        group_scaled=True, scale_bytes_per_weight=2 / 128,
+        4,
+        "fp8",
+        "W4A8_AWQ",
+        "w4a8_awq",
+        "W4A8_AWQ_BETA_CFG",
+        min_sm=89,
+        group_scaled=True,
+        scale_bytes_per_weight=2 / 128,
     ),
     # One fp8 scale per 16 weights; ModelOpt exports NVFP4 on CPU but cannot evaluate it there.
     QuantFormat.NVFP4: QuantSpec(
-        4, "fp4", "NVFP4", "nvfp4", "NVFP4_DEFAULT_CFG", min_sm=100,
-        scale_bytes_per_weight=1 / 16, cpu_fake_quant=False,
+        4,
+        "fp4",
+        "NVFP4",
+        "nvfp4",
+        "NVFP4_DEFAULT_CFG",
+        min_sm=100,
+        scale_bytes_per_weight=1 / 16,
+        cpu_fake_quant=False,
     ),
 }
 

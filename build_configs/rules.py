@@ -31,8 +31,10 @@ def quant_supported(quant: QuantFormat, gpu: GPU, stack: Stack) -> str | None:
     if gpu.sm < quant.spec.min_sm:
         return f"{quant.value} needs SM{quant.spec.min_sm}+; {gpu.name} is SM{gpu.sm}"
     if stack is Stack.TRTLLM_ENGINE and gpu.sm >= 100 and quant in _INT_WEIGHTS:
-        return (f"{quant.value} on {gpu.name}: TensorRT-LLM's engine builder refuses INT8/INT4 "
-                "quantization on SM>=100 (use fp8 or nvfp4 there)")
+        return (
+            f"{quant.value} on {gpu.name}: TensorRT-LLM's engine builder refuses INT8/INT4 "
+            "quantization on SM>=100 (use fp8 or nvfp4 there)"
+        )
     if stack is Stack.TRTLLM_PYTORCH and quant in _NOT_UNIFIED_HF:
         return f"{quant.value} on the trtllm-pytorch stack: {_NOT_UNIFIED_HF[quant]}"
     return None
@@ -42,7 +44,7 @@ def quant_supported(quant: QuantFormat, gpu: GPU, stack: Stack) -> str | None:
 # HF checkpoint; engines/trtllm/flags lists the ones it can, and a test keeps the two in step.
 _NOT_UNIFIED_HF = {
     QuantFormat.INT8_SQ: "hf_ptq.py exports int8_sq as a TensorRT-LLM checkpoint, not a unified HF "
-                         "one (use the trtllm-engine stack, or fp8)",
+    "one (use the trtllm-engine stack, or fp8)",
     QuantFormat.INT8_WO: "int8_wo is not an hf_ptq.py format in ModelOpt 0.37 (use int4_awq or fp8)",
 }
 
@@ -50,8 +52,10 @@ _NOT_UNIFIED_HF = {
 def quant_kv_combination(quant: QuantFormat, kv: KVCacheFormat, stack: Stack) -> str | None:
     """hf_ptq.py quantizes the KV cache only together with the weights."""
     if stack is Stack.TRTLLM_PYTORCH and not quant.is_quantized and kv is not KVCacheFormat.AUTO:
-        return (f"{quant.value} weights with a {kv.value} KV cache on the trtllm-pytorch stack: "
-                "hf_ptq.py has no format that leaves the weights unquantized (use fp8 weights)")
+        return (
+            f"{quant.value} weights with a {kv.value} KV cache on the trtllm-pytorch stack: "
+            "hf_ptq.py has no format that leaves the weights unquantized (use fp8 weights)"
+        )
     return None
 
 
@@ -63,10 +67,14 @@ def kv_supported(kv: KVCacheFormat, gpu: GPU, stack: Stack) -> str | None:
     if not gpu.is_cpu and gpu.sm < kv.spec.min_sm:
         return f"kv_cache {kv.value} needs SM{kv.spec.min_sm}+; {gpu.name} is SM{gpu.sm}"
     if stack is Stack.TRTLLM_ENGINE and not gpu.is_cpu and gpu.sm >= 100 and kv is KVCacheFormat.INT8:
-        return (f"kv_cache int8 on {gpu.name}: TensorRT-LLM's engine builder refuses INT8 "
-                "quantization on SM>=100 (use an fp8 KV cache there)")
+        return (
+            f"kv_cache int8 on {gpu.name}: TensorRT-LLM's engine builder refuses INT8 "
+            "quantization on SM>=100 (use an fp8 KV cache there)"
+        )
     if stack is Stack.TRTLLM_PYTORCH and kv is KVCacheFormat.INT8:
-        return "kv_cache int8 is not supported by the trtllm-pytorch stack (ModelOpt's HF export has no INT8 KV)"
+        return (
+            "kv_cache int8 is not supported by the trtllm-pytorch stack (ModelOpt's HF export has no INT8 KV)"
+        )
     return None
 
 
@@ -74,13 +82,18 @@ def tp_divides_heads(arch: ModelArchitecture, tp: int) -> str | None:
     """Tensor parallelism splits attention heads and KV heads evenly across ranks."""
     bad = [
         f"{field}={count}"
-        for field, count in (("num_attention_heads", arch.num_attention_heads),
-                             ("num_key_value_heads", arch.num_kv_heads))
+        for field, count in (
+            ("num_attention_heads", arch.num_attention_heads),
+            ("num_key_value_heads", arch.num_kv_heads),
+        )
         if count % tp
     ]
     if bad:
-        valid = [n for n in range(1, arch.num_kv_heads + 1)
-                 if arch.num_kv_heads % n == 0 and arch.num_attention_heads % n == 0]
+        valid = [
+            n
+            for n in range(1, arch.num_kv_heads + 1)
+            if arch.num_kv_heads % n == 0 and arch.num_attention_heads % n == 0
+        ]
         return f"tp={tp} does not divide {' and '.join(bad)} of {arch.name} (valid tp: {valid})"
     return None
 
@@ -96,8 +109,10 @@ def awq_divisible(arch: ModelArchitecture, quant: QuantFormat, tp: int, group: i
         if size % tp or (size // tp) % group
     ]
     if bad:
-        return (f"{quant.value} with tp={tp} needs {' and '.join(bad)} divisible by "
-                f"build.awq_block_size={group} ({arch.name})")
+        return (
+            f"{quant.value} with tp={tp} needs {' and '.join(bad)} divisible by "
+            f"build.awq_block_size={group} ({arch.name})"
+        )
     return None
 
 
@@ -120,6 +135,8 @@ def seq_len_fits(arch: ModelArchitecture, max_seq_len: int, sequence_tokens: int
     if max_seq_len < sequence_tokens:
         return f"max_seq_len={max_seq_len} is shorter than the workload's ISL+OSL={sequence_tokens}"
     if max_seq_len > arch.max_position_embeddings:
-        return (f"max_seq_len={max_seq_len} exceeds max_position_embeddings="
-                f"{arch.max_position_embeddings} of {arch.name}")
+        return (
+            f"max_seq_len={max_seq_len} exceeds max_position_embeddings="
+            f"{arch.max_position_embeddings} of {arch.name}"
+        )
     return None

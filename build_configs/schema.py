@@ -107,7 +107,8 @@ class Target(_Strict):
     run_on: str | None = Field(default=None, description="The listed GPU the sweep runs on.")
     gpus_available: PositiveInt = 1
     usd_per_gpu_hour: float | dict[str, float] | None = Field(
-        default=None, description="One price, or a price per listed GPU (others use the catalog's).")
+        default=None, description="One price, or a price per listed GPU (others use the catalog's)."
+    )
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -121,8 +122,10 @@ class Target(_Strict):
         unknown = [name for name in value if name not in catalog]
         if unknown:
             verb = "is" if len(unknown) == 1 else "are"
-            raise ValueError(f"{', '.join(repr(n) for n in unknown)} {verb} not in the GPU catalog "
-                             f"(known: {', '.join(catalog)})")
+            raise ValueError(
+                f"{', '.join(repr(n) for n in unknown)} {verb} not in the GPU catalog "
+                f"(known: {', '.join(catalog)})"
+            )
         return _unique(value)
 
     @model_validator(mode="after")
@@ -141,8 +144,10 @@ class Target(_Strict):
             if price < 0:
                 raise ValueError("usd_per_gpu_hour must not be negative")
             if len(self.gpu) > 1:
-                raise ValueError("usd_per_gpu_hour: one price for several GPUs is ambiguous; give a "
-                                 "mapping GPU name -> $/GPU-hour")
+                raise ValueError(
+                    "usd_per_gpu_hour: one price for several GPUs is ambiguous; give a "
+                    "mapping GPU name -> $/GPU-hour"
+                )
         return self
 
     @property
@@ -161,8 +166,9 @@ class Target(_Strict):
 def _slug_safe(value: str) -> str:
     """Names used in folder names and run names: lowercase letters, digits, '.', '_', '-'."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value):
-        raise ValueError(f"'{value}' must be lowercase letters, digits, '.', '_' or '-' "
-                         "(it names folders and MLflow runs)")
+        raise ValueError(
+            f"'{value}' must be lowercase letters, digits, '.', '_' or '-' (it names folders and MLflow runs)"
+        )
     return value
 
 
@@ -224,26 +230,35 @@ class Build(_Strict):
     awq_block_size: Literal[64, 128] = 128
     kv_cache_free_gpu_mem_fraction: float = Field(default=0.9, gt=0, le=1)
     calib_size: PositiveInt | None = Field(
-        default=None, description="Calibration samples. Unset: per stack and format "
-                                  "(`calibration_samples`: 16 on the CPU reference stack; on GPUs "
-                                  "512, TensorRT-LLM's and ModelOpt's default, and 32 for AWQ "
-                                  "formats, which quantize.py caps at 32).")
+        default=None,
+        description="Calibration samples. Unset: per stack and format "
+        "(`calibration_samples`: 16 on the CPU reference stack; on GPUs "
+        "512, TensorRT-LLM's and ModelOpt's default, and 32 for AWQ "
+        "formats, which quantize.py caps at 32).",
+    )
     calib_max_seq_length: PositiveInt | None = Field(
-        default=None, description="Tokens per calibration sample. Unset: 256 on the CPU "
-                                  "reference stack, 512 on GPUs (quantize.py's and hf_ptq.py's "
-                                  "default).")
+        default=None,
+        description="Tokens per calibration sample. Unset: 256 on the CPU "
+        "reference stack, 512 on GPUs (quantize.py's and hf_ptq.py's "
+        "default).",
+    )
     calib_dataset: str | None = Field(
-        default=None, description="GPU stacks: a local folder of JSON lines files with a `text` "
-                                  "column (split `train` first), on the machine that runs the "
-                                  "trials, that every quantization calibrates on. Default: the "
-                                  "project's own text, written beside each quantization (and "
-                                  "beside emitted scripts). Hub dataset names are refused: "
-                                  "nothing but the checkpoint is ever downloaded.")
+        default=None,
+        description="GPU stacks: a local folder of JSON lines files with a `text` "
+        "column (split `train` first), on the machine that runs the "
+        "trials, that every quantization calibrates on. Default: the "
+        "project's own text, written beside each quantization (and "
+        "beside emitted scripts). Hub dataset names are refused: "
+        "nothing but the checkpoint is ever downloaded.",
+    )
     enable_block_reuse: bool = Field(
-        default=True, description="trtllm-pytorch: kv_cache_config.enable_block_reuse (prefix reuse).")
+        default=True, description="trtllm-pytorch: kv_cache_config.enable_block_reuse (prefix reuse)."
+    )
     cuda_graph_batch_sizes: list[PositiveInt] | None = Field(
-        default=None, description="trtllm-pytorch: cuda_graph_config.batch_sizes; None captures "
-                                  "padded sizes up to each trial's max_batch_size.")
+        default=None,
+        description="trtllm-pytorch: cuda_graph_config.batch_sizes; None captures "
+        "padded sizes up to each trial's max_batch_size.",
+    )
 
     @field_validator("cuda_graph_batch_sizes")
     @classmethod
@@ -283,17 +298,24 @@ class Accuracy(_Strict):
     tasks: list[str] = Field(
         default=["enginesweep_cloze", "enginesweep_recall"],
         description="lm-eval task names: the two built-in offline tasks, tasks whose YAMLs lie in "
-                    "task_paths, or lm-eval's own (their data must be in the local cache). [] = "
-                    "perplexity only.")
+        "task_paths, or lm-eval's own (their data must be in the local cache). [] = "
+        "perplexity only.",
+    )
     task_paths: list[Path] = Field(
-        default=[], description="Folders (or files) of lm-eval task YAMLs with local data, e.g. "
-                                "an MMLU or GSM8K export; relative paths are from the working directory.")
+        default=[],
+        description="Folders (or files) of lm-eval task YAMLs with local data, e.g. "
+        "an MMLU or GSM8K export; relative paths are from the working directory.",
+    )
     task_limit: int | None = Field(
-        default=200, ge=2, description="First N items of each task; None = every item.")
+        default=200, ge=2, description="First N items of each task; None = every item."
+    )
     batch_size: PositiveInt = Field(default=16, description="Items per forward pass (lm-eval).")
     confidence: float = Field(
-        default=0.95, gt=0, lt=1, description="Of the bootstrap intervals; 1 - confidence is the "
-                                              "significance level of McNemar's test.")
+        default=0.95,
+        gt=0,
+        lt=1,
+        description="Of the bootstrap intervals; 1 - confidence is the significance level of McNemar's test.",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -342,7 +364,8 @@ class SLA(_Strict):
     accuracy_gate: Literal["strict", "lenient"] = Field(
         default="strict",
         description="lenient: reject when a drop is larger than allowed and significant; strict: "
-                    "also when its interval cannot rule out a drop larger than allowed.")
+        "also when its interval cannot rule out a drop larger than allowed.",
+    )
     objective: Objective = Objective.MIN_COST_PER_1M_TOKENS
 
 
@@ -359,13 +382,18 @@ class Planner(_Strict):
 
     predictor: Predictor = Predictor.AUTO
     top_k: PositiveInt | None = Field(
-        default=None, description="Keep the K best feasible trials by the predicted objective "
-                                  "(plus the best unquantized baseline); None keeps all.")
+        default=None,
+        description="Keep the K best feasible trials by the predicted objective "
+        "(plus the best unquantized baseline); None keeps all.",
+    )
     calibrated: bool = Field(
-        default=True, description="Apply correction factors fitted from this project's measured "
-                                  "trials (`enginesweep calibrate`), where they exist.")
+        default=True,
+        description="Apply correction factors fitted from this project's measured "
+        "trials (`enginesweep calibrate`), where they exist.",
+    )
     target_request_rate: PositiveFloat | None = Field(
-        default=None, description="Requests/s to size replicas, GPUs and $/hour for (capacity plan).")
+        default=None, description="Requests/s to size replicas, GPUs and $/hour for (capacity plan)."
+    )
 
 
 class Tracking(_Strict):
@@ -386,8 +414,10 @@ class Registry(_Strict):
     def _alias_shape(cls, value: str) -> str:
         # MLflow aliases: letters, digits, '_' and '-', not starting with a digit or 'v<digits>'.
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", value) or re.fullmatch(r"v\d+", value):
-            raise ValueError(f"'{value}' is not a valid MLflow alias (letters, digits, '_', '-'; "
-                             "not starting with a digit, not v<number>)")
+            raise ValueError(
+                f"'{value}' is not a valid MLflow alias (letters, digits, '_', '-'; "
+                "not starting with a digit, not v<number>)"
+            )
         return value
 
 
@@ -396,17 +426,21 @@ class TrtllmPaths(_Strict):
     paths on the machine that runs the trials; each one set wins over the layout)."""
 
     examples: str | None = Field(
-        default=None, description="TensorRT-LLM's examples/ (quantization/quantize.py, "
-                                  "models/core/llama/convert_checkpoint.py).")
+        default=None,
+        description="TensorRT-LLM's examples/ (quantization/quantize.py, "
+        "models/core/llama/convert_checkpoint.py).",
+    )
     triton_models: str | None = Field(
-        default=None, description="Triton's model templates (inflight_batcher_llm/, llmapi/): "
-                                  "triton_backend/all_models of a checkout, /app/all_models.")
+        default=None,
+        description="Triton's model templates (inflight_batcher_llm/, llmapi/): "
+        "triton_backend/all_models of a checkout, /app/all_models.",
+    )
     fill_template: str | None = Field(default=None, description="tools/fill_template.py.")
-    launch_triton_server: str | None = Field(
-        default=None, description="scripts/launch_triton_server.py.")
+    launch_triton_server: str | None = Field(default=None, description="scripts/launch_triton_server.py.")
     tritonserver: str | None = Field(
-        default=None, description="The tritonserver binary; default: on PATH, else "
-                                  "/opt/tritonserver/bin/tritonserver.")
+        default=None,
+        description="The tritonserver binary; default: on PATH, else /opt/tritonserver/bin/tritonserver.",
+    )
 
 
 class Execution(_Strict):
@@ -417,41 +451,51 @@ class Execution(_Strict):
     runner: Literal["local", "dask"] = Field(
         default="local",
         description="`local`: trials on this machine, as many at once as its GPUs allow. `dask`: "
-                    "trials on a Dask cluster's workers (prefect-dask), each asking for TP*PP of "
-                    "the workers' `GPU` resource; on each worker the allocator picks the GPUs.")
+        "trials on a Dask cluster's workers (prefect-dask), each asking for TP*PP of "
+        "the workers' `GPU` resource; on each worker the allocator picks the GPUs.",
+    )
     gpus: list[NonNegativeInt] | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description="The GPU indices trials may use on each machine; default: detected "
-                    "(CUDA_VISIBLE_DEVICES if set, else NVML, else `nvidia-smi -L`).")
+        "(CUDA_VISIBLE_DEVICES if set, else NVML, else `nvidia-smi -L`).",
+    )
     dask_address: str | None = Field(
         default=None,
         description="runner dask: the scheduler's address (tcp://host:8786); unset starts a "
-                    "local Dask cluster of one worker holding this machine's GPUs.")
+        "local Dask cluster of one worker holding this machine's GPUs.",
+    )
     pytorch_server: Literal["triton", "trtllm-serve"] = Field(
         default="triton",
         description="trtllm-pytorch stack: serve through Triton's `llmapi` Python model "
-                    "(launch_triton_server.py) or TensorRT-LLM's OpenAI-compatible `trtllm-serve`.")
+        "(launch_triton_server.py) or TensorRT-LLM's OpenAI-compatible `trtllm-serve`.",
+    )
     engine_server: Literal["triton", "trtllm-serve"] = Field(
         default="triton",
         description="trtllm-engine stack: serve the engine with Triton's `inflight_batcher_llm` "
-                    "(the tritonserver image) or `trtllm-serve --backend tensorrt` (any image "
-                    "with TensorRT-LLM, the release image included, which has no Triton).")
+        "(the tritonserver image) or `trtllm-serve --backend tensorrt` (any image "
+        "with TensorRT-LLM, the release image included, which has no Triton).",
+    )
     trtllm_root: str | None = Field(
         default=None,
         description="GPU stacks: where TensorRT-LLM's files are in the container (a source "
-                    "checkout, or the root of an image's layout). Unset: $TRTLLM_ROOT, then the "
-                    "known layouts are probed (engines/trtllm/layout.py: /app of the tritonserver "
-                    "image, /app/tensorrt_llm of the release image, the installed package's "
-                    "checkout).")
+        "checkout, or the root of an image's layout). Unset: $TRTLLM_ROOT, then the "
+        "known layouts are probed (engines/trtllm/layout.py: /app of the tritonserver "
+        "image, /app/tensorrt_llm of the release image, the installed package's "
+        "checkout).",
+    )
     trtllm_paths: TrtllmPaths = Field(
         default_factory=lambda: TrtllmPaths(),
-        description="GPU stacks: explicit paths that win over the probed layout, file by file.")
+        description="GPU stacks: explicit paths that win over the probed layout, file by file.",
+    )
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> Execution:
         if self.dask_address is not None and self.runner != "dask":
-            raise ValueError("dask_address is set but runner is 'local': set execution.runner: dask, "
-                             "or remove dask_address")
+            raise ValueError(
+                "dask_address is set but runner is 'local': set execution.runner: dask, "
+                "or remove dask_address"
+            )
         if self.gpus is not None and len(set(self.gpus)) != len(self.gpus):
             raise ValueError(f"gpus lists a GPU twice: {self.gpus}")
         return self
@@ -465,25 +509,35 @@ class Watch(_Strict):
     policy: Literal["manual", "auto"] = Field(
         default="manual",
         description="manual: flag a regressed or dominated champion (MLflow tags) and change "
-                    "nothing; auto: also promote a new trial that dominates it, recording why.")
+        "nothing; auto: also promote a new trial that dominates it, recording why.",
+    )
     repeats: PositiveInt = Field(
-        default=3, le=20,
+        default=3,
+        le=20,
         description="Benchmarks of the champion in a drift check (nothing changed since the last "
-                    "scheduled run); their spread is the noise the thresholds are set from. 1 "
-                    "gives no noise estimate: only the floors apply then.")
+        "scheduled run); their spread is the noise the thresholds are set from. 1 "
+        "gives no noise estimate: only the floors apply then.",
+    )
     noise_k: PositiveFloat = Field(
         default=3.0,
         description="A change counts when it exceeds noise_k standard errors of the difference "
-                    "of the means (pooled spread of the repeats) and the floor.")
+        "of the means (pooled spread of the repeats) and the floor.",
+    )
     min_relative_change: float = Field(
-        default=0.05, ge=0, lt=1,
+        default=0.05,
+        ge=0,
+        lt=1,
         description="Floor for latency, throughput, goodput and cost: a change smaller than this "
-                    "share of the champion's value never counts, however quiet the machine.")
+        "share of the champion's value never counts, however quiet the machine.",
+    )
     accuracy_min_change: float = Field(
-        default=0.01, ge=0, lt=1,
+        default=0.01,
+        ge=0,
+        lt=1,
         description="Floor for accuracy metrics (perplexity, top-1, task scores), as a share "
-                    "of the champion's value; they are measured once per engine, so no spread is "
-                    "known for them and the floor alone applies.")
+        "of the champion's value; they are measured once per engine, so no spread is "
+        "known for them and the floor alone applies.",
+    )
 
 
 class SweepSpec(_Strict):
@@ -493,8 +547,10 @@ class SweepSpec(_Strict):
     description: str | None = None
     model: ModelSource
     stack: list[Stack] = Field(
-        min_length=1, description="One stack, or a list to compare stacks on the same GPU (every "
-                                  "trial is planned once per stack; slugs then name the stack).")
+        min_length=1,
+        description="One stack, or a list to compare stacks on the same GPU (every "
+        "trial is planned once per stack; slugs then name the stack).",
+    )
     target: Target
     axes: Axes
     build: Build = Build()
@@ -529,6 +585,8 @@ class SweepSpec(_Strict):
     def _stacks_run_together(cls, value: list[Stack]) -> list[Stack]:
         _unique(value)
         if Stack.REFERENCE in value and len(value) > 1:
-            raise ValueError("the reference stack runs on the CPU and the TensorRT-LLM stacks on a "
-                             "GPU: one sweep cannot compare them (list GPU stacks only)")
+            raise ValueError(
+                "the reference stack runs on the CPU and the TensorRT-LLM stacks on a "
+                "GPU: one sweep cannot compare them (list GPU stacks only)"
+            )
         return value

@@ -21,18 +21,33 @@ from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub import HfApi, constants, snapshot_download
-from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                    LocalEntryNotFoundError, OfflineModeIsEnabled)
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+)
 from pydantic import BaseModel, ConfigDict, Field
 
 from enginesweep.engines.manifest import file_sha256
 
 DEFAULT_PATTERNS: tuple[str, ...] = (
-    "*.safetensors", "*.safetensors.index.json",
-    "config*.json", "generation_config.json",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja", "chat_template.json",
-    "*.model", "*.tiktoken",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config*.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "*.model",
+    "*.tiktoken",
 )
 """What a build reads. No `*.bin`/`*.pth` (pickles run code when loaded) and no `*.gguf`."""
 
@@ -74,10 +89,15 @@ class FetchedCheckpoint(BaseModel):
     config_sha256: str | None = Field(description="SHA-256 of config.json; None without one.")
 
 
-def fetch_checkpoint(repo_id: str, revision: str, *, cache_dir: Path | None = None,
-                     token_env: str = "HF_TOKEN",
-                     allow_patterns: Sequence[str] = DEFAULT_PATTERNS,
-                     log: Callable[[str], None] = print) -> FetchedCheckpoint:
+def fetch_checkpoint(
+    repo_id: str,
+    revision: str,
+    *,
+    cache_dir: Path | None = None,
+    token_env: str = "HF_TOKEN",
+    allow_patterns: Sequence[str] = DEFAULT_PATTERNS,
+    log: Callable[[str], None] = print,
+) -> FetchedCheckpoint:
     """Download `repo_id` at `revision` (only files matching `allow_patterns`) and pin it.
 
     The token is read from the environment variable `token_env` alone (no stored login); the
@@ -88,10 +108,14 @@ def fetch_checkpoint(repo_id: str, revision: str, *, cache_dir: Path | None = No
     token = os.environ.get(token_env) or None
     api = HfApi(token=token or False)  # False: never a token saved by `hf auth login`
     where = f"{repo_id}@{revision}"
-    log(f"fetching {where} from {constants.ENDPOINT} "
-        f"({'token from $' + token_env if token else 'no token'})")
-    download = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir,
-                    token=token or False, allow_patterns=list(allow_patterns))
+    log(f"fetching {where} from {constants.ENDPOINT} ({'token from $' + token_env if token else 'no token'})")
+    download = dict(
+        repo_id=repo_id,
+        revision=revision,
+        cache_dir=cache_dir,
+        token=token or False,
+        allow_patterns=list(allow_patterns),
+    )
     try:
         if not _SHA.fullmatch(revision):
             # Ask the hub first: given a branch or tag, snapshot_download would quietly serve an
@@ -128,12 +152,15 @@ def resolve_revision(repo_id: str, revision: str, *, token_env: str = "HF_TOKEN"
         raise CheckpointError(
             f"{repo_id}@{revision}: no answer from the hub at {constants.ENDPOINT} ({reason}), so "
             "whether the revision moved is unknown: connect to the hub (or point HF_ENDPOINT at a "
-            "mirror), or pin model.revision to a full commit sha") from error
+            "mirror), or pin model.revision to a full commit sha"
+        ) from error
     except (HfHubHTTPError, EntryNotFoundError) as error:
         raise _explain(api, repo_id, revision, token_env, token, error) from error
     if not sha or not _SHA.fullmatch(sha):
-        raise CheckpointError(f"{repo_id}@{revision}: the hub at {constants.ENDPOINT} answered "
-                              f"no commit sha ({sha!r}); pin model.revision to a full commit sha")
+        raise CheckpointError(
+            f"{repo_id}@{revision}: the hub at {constants.ENDPOINT} answered "
+            f"no commit sha ({sha!r}); pin model.revision to a full commit sha"
+        )
     return sha
 
 
@@ -142,13 +169,17 @@ def local_checkpoint(path: Path) -> FetchedCheckpoint:
     folder = path.resolve()
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder}: no config.json, so not a Hugging Face checkpoint")
-    return FetchedCheckpoint(repo_id=None, revision=None, commit_sha=None, local_dir=folder,
-                             files=_files(folder),
-                             config_sha256=file_sha256(folder / "config.json"))
+    return FetchedCheckpoint(
+        repo_id=None,
+        revision=None,
+        commit_sha=None,
+        local_dir=folder,
+        files=_files(folder),
+        config_sha256=file_sha256(folder / "config.json"),
+    )
 
 
-def _cached_snapshot(download: dict, error: Exception, token: str | None,
-                     log: Callable[[str], None]) -> Path:
+def _cached_snapshot(download: dict, error: Exception, token: str | None, log: Callable[[str], None]) -> Path:
     """The cached snapshot of the download, or an error saying the hub gave no answer."""
     where = f"{download['repo_id']}@{download['revision']}"
     # A file's LocalEntryNotFoundError wraps the real reason (a ConnectError, a 5xx).
@@ -162,10 +193,10 @@ def _cached_snapshot(download: dict, error: Exception, token: str | None,
         raise CheckpointError(
             f"{where}: no answer from the hub at {constants.ENDPOINT} ({reason}) and the cache "
             f"{cache} holds no complete copy of it: connect to the hub (or point HF_ENDPOINT at "
-            "a mirror), or pin the revision to a full commit sha that is cached") from missing
+            "a mirror), or pin the revision to a full commit sha that is cached"
+        ) from missing
     moved = "" if _SHA.fullmatch(download["revision"]) else "; the branch or tag may have moved"
-    log(f"no answer from the hub ({reason}): using the cached snapshot {folder.name} of "
-        f"{where}{moved}")
+    log(f"no answer from the hub ({reason}): using the cached snapshot {folder.name} of {where}{moved}")
     return folder
 
 
@@ -180,18 +211,22 @@ def _refusal(error: Exception) -> HfHubHTTPError | None:
     return None
 
 
-def _explain(api: HfApi, repo_id: str, revision: str, token_env: str, token: str | None,
-             error: Exception) -> CheckpointError:
+def _explain(
+    api: HfApi, repo_id: str, revision: str, token_env: str, token: str | None, error: Exception
+) -> CheckpointError:
     """One message naming the repo or revision at fault and the fix."""
     has_token = f"${token_env} is set but has no access" if token else f"${token_env} is not set"
-    gated = CheckpointError(f"{repo_id} is gated ({has_token}): accept its terms on its hub "
-                            f"page, then export {token_env}=<a read token of that account>")
+    gated = CheckpointError(
+        f"{repo_id} is gated ({has_token}): accept its terms on its hub "
+        f"page, then export {token_env}=<a read token of that account>"
+    )
     if isinstance(error, GatedRepoError):
         return gated
     status = getattr(getattr(error, "response", None), "status_code", None)
     if status == 403:
-        return CheckpointError(f"{repo_id}: access denied ({has_token}): export {token_env}="
-                               "<a read token with access to it>")
+        return CheckpointError(
+            f"{repo_id}: access denied ({has_token}): export {token_env}=<a read token with access to it>"
+        )
     if status in (401, 404) or isinstance(error, EntryNotFoundError):
         # Hubs disagree on what a bad revision returns (the hub: RevisionNotFound; mirrors such
         # as olah: RepoNotFound or EntryNotFound), so the repo's refs tell the two apart.
@@ -202,39 +237,50 @@ def _explain(api: HfApi, repo_id: str, revision: str, token_env: str, token: str
         except (HfHubHTTPError, EntryNotFoundError, *_UNREACHABLE):
             return CheckpointError(
                 f"repository {repo_id} not found on {constants.ENDPOINT}: check the repo id; if "
-                f"it is private, export {token_env}=<a read token with access> ({has_token})")
+                f"it is private, export {token_env}=<a read token with access> ({has_token})"
+            )
         branches, tags = sorted(b.name for b in refs.branches), sorted(t.name for t in refs.tags)
         if revision not in (*branches, *tags):
             return CheckpointError(
                 f"{repo_id} has no revision {revision!r} (branches: {', '.join(branches) or 'none'}"
                 f"; tags: {', '.join(tags) or 'none'}): use one of those or a full commit sha of "
-                "the repository")
+                "the repository"
+            )
     message = _redact(str(error).splitlines()[0] if str(error) else "", token)
-    return CheckpointError(f"{repo_id}@{revision}: the hub at {constants.ENDPOINT} answered "
-                           f"{error.__class__.__name__} ({message}); retry later")
+    return CheckpointError(
+        f"{repo_id}@{revision}: the hub at {constants.ENDPOINT} answered "
+        f"{error.__class__.__name__} ({message}); retry later"
+    )
 
 
-def _record(repo_id: str, revision: str, folder: Path,
-            allow_patterns: Sequence[str]) -> FetchedCheckpoint:
+def _record(repo_id: str, revision: str, folder: Path, allow_patterns: Sequence[str]) -> FetchedCheckpoint:
     files = _files(folder)
-    if tuple(allow_patterns) == DEFAULT_PATTERNS and not any(
-            name.endswith(".safetensors") for name in files):
+    if tuple(allow_patterns) == DEFAULT_PATTERNS and not any(name.endswith(".safetensors") for name in files):
         raise CheckpointError(
             f"{repo_id}@{revision} has no *.safetensors weights (commit {folder.name}): pickled "
             "*.bin/*.pth weights are not fetched by default; pick a revision with safetensors, or "
-            "pass allow_patterns that include them if you trust the repository")
+            "pass allow_patterns that include them if you trust the repository"
+        )
     config = folder / "config.json"
     # snapshot_download returns snapshots/<commit sha>: the folder name is the resolved commit.
-    return FetchedCheckpoint(repo_id=repo_id, revision=revision, commit_sha=folder.name,
-                             local_dir=folder, files=files,
-                             config_sha256=file_sha256(config) if config.is_file() else None)
+    return FetchedCheckpoint(
+        repo_id=repo_id,
+        revision=revision,
+        commit_sha=folder.name,
+        local_dir=folder,
+        files=files,
+        config_sha256=file_sha256(config) if config.is_file() else None,
+    )
 
 
 def _files(folder: Path) -> dict[str, int]:
     """Relative path -> size (through the cache's symlinks) of every file, hidden ones aside."""
     paths = (p.relative_to(folder) for p in sorted(folder.rglob("*")) if p.is_file())
-    return {p.as_posix(): (folder / p).stat().st_size for p in paths
-            if not any(part.startswith(".") for part in p.parts)}
+    return {
+        p.as_posix(): (folder / p).stat().st_size
+        for p in paths
+        if not any(part.startswith(".") for part in p.parts)
+    }
 
 
 def _redact(text: str, token: str | None) -> str:

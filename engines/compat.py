@@ -19,16 +19,22 @@ def version_mismatches(recorded: Mapping[str, str], installed: Mapping[str, str 
     problems = []
     for name, built_with in sorted(recorded.items()):
         if name in installed and installed[name] != built_with:
-            problems.append(f"built with {name} {built_with}, this host has "
-                            f"{installed[name] or 'no ' + name}")
+            problems.append(
+                f"built with {name} {built_with}, this host has {installed[name] or 'no ' + name}"
+            )
     return problems
 
 
 def host_gpu() -> str | None:
     """`name, compute_cap` of the first GPU as nvidia-smi prints it; None without one."""
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30, check=True)
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else None
@@ -50,6 +56,9 @@ def host_gpu_sm() -> int | None:
 def refuse_mismatch(bundle: str, problems: list[str]) -> None:
     """Raise BundleMismatch naming every problem and the two ways out."""
     if problems:
-        raise BundleMismatch(f"refusing to serve {bundle}: " + "; ".join(problems)
-                             + ". Rebuild it on this host (`enginesweep run SPEC --rerun`) or serve "
-                               "it where its runtime and GPU match.")
+        raise BundleMismatch(
+            f"refusing to serve {bundle}: "
+            + "; ".join(problems)
+            + ". Rebuild it on this host (`enginesweep run SPEC --rerun`) or serve "
+            "it where its runtime and GPU match."
+        )

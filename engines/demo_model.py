@@ -53,8 +53,9 @@ def prepare_smollm2(dest: Path, log=print) -> Path:
     log(f"converting {GGUF_FILE} into a Hugging Face checkpoint at {dest} (once, ~30 s)")
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model = AutoModelForCausalLM.from_pretrained(smollm2_package_dir(), gguf_file=GGUF_FILE,
-                                                 dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(
+        smollm2_package_dir(), gguf_file=GGUF_FILE, dtype=torch.bfloat16
+    )
     model.save_pretrained(tmp)
     save_smollm2_tokenizer(tmp)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -62,8 +63,17 @@ def prepare_smollm2(dest: Path, log=print) -> Path:
     return dest
 
 
-def build_tiny_llama(dest: Path, tokenizer_dir: Path, *, layers: int = 2, hidden: int = 192,
-                     heads: int = 6, kv_heads: int = 3, intermediate: int = 384, seed: int = 0) -> Path:
+def build_tiny_llama(
+    dest: Path,
+    tokenizer_dir: Path,
+    *,
+    layers: int = 2,
+    hidden: int = 192,
+    heads: int = 6,
+    kv_heads: int = 3,
+    intermediate: int = 384,
+    seed: int = 0,
+) -> Path:
     """A randomly initialised Llama with a real tokenizer (for tests): same code paths, seconds
     instead of minutes. Shapes default to multiples that AWQ group 64 and TP 3 accept."""
     import torch
@@ -72,10 +82,17 @@ def build_tiny_llama(dest: Path, tokenizer_dir: Path, *, layers: int = 2, hidden
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=2048, rope_theta=100000.0, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2048,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(dest)

@@ -30,11 +30,23 @@ def _version(package: str) -> str | None:
 
 def _packages() -> list[Check]:
     out = []
-    for package in ("torch", "nvidia-modelopt", "transformers", "nvidia-pytriton", "aiperf", "prefect",
-                    "mlflow"):
+    for package in (
+        "torch",
+        "nvidia-modelopt",
+        "transformers",
+        "nvidia-pytriton",
+        "aiperf",
+        "prefect",
+        "mlflow",
+    ):
         found = _version(package)
-        out.append(Check(package, found is not None,
-                         found or "missing: pip install -e '.[reference]' (scripts/setup does it)"))
+        out.append(
+            Check(
+                package,
+                found is not None,
+                found or "missing: pip install -e '.[reference]' (scripts/setup does it)",
+            )
+        )
     return out
 
 
@@ -48,16 +60,22 @@ def _triton() -> Check:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     binary, stub = root / "bin" / "tritonserver", root / "python_backend_stubs" / version
     ok = binary.is_file() and (stub / "triton_python_backend_stub").is_file()
-    return Check("tritonserver", ok, str(binary) if ok else f"no binary or no Python {version} stub under {root}")
+    return Check(
+        "tritonserver", ok, str(binary) if ok else f"no binary or no Python {version} stub under {root}"
+    )
 
 
 def _aiperf() -> Check:
     script = Path(sys.executable).parent / "aiperf"
-    return Check("aiperf CLI", script.is_file(), str(script) if script.is_file() else "missing: pip install aiperf==0.13.0")
+    return Check(
+        "aiperf CLI",
+        script.is_file(),
+        str(script) if script.is_file() else "missing: pip install aiperf==0.13.0",
+    )
 
 
 def _demo_model() -> Check:
-    from enginesweep.engines.demo_model import DemoModelError, GGUF_FILE, smollm2_package_dir
+    from enginesweep.engines.demo_model import GGUF_FILE, DemoModelError, smollm2_package_dir
 
     try:
         return Check("demo model (SmolLM2-135M GGUF)", True, str(smollm2_package_dir() / GGUF_FILE))

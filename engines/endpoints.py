@@ -18,6 +18,7 @@ PAYLOAD_TEMPLATE = (
     '"min_tokens": {{ max_tokens|tojson }}, "stream": {{ stream|tojson }}}\n'
 )
 
+
 def generate_stream_path(model: str) -> str:
     """Triton's streaming generate route for `model` (SSE, needs a decoupled model)."""
     return f"/v2/models/{model}/generate_stream"

@@ -45,31 +45,34 @@ def detect_gpus() -> list[int]:
     if visible is not None:
         return parse_visible(visible)
     try:
-        import pynvml  # noqa: PLC0415 - optional (nvidia-ml-py), GPU machines only
+        import pynvml
 
         pynvml.nvmlInit()
         try:
             return list(range(pynvml.nvmlDeviceGetCount()))
         finally:
             pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no module, no driver: fall back to nvidia-smi
+    except Exception:
         pass
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30,
-                                check=True).stdout
+        listed = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [i for i, line in enumerate(l for l in listed.splitlines() if l.startswith("GPU "))]
+    return [i for i, line in enumerate(row for row in listed.splitlines() if row.startswith("GPU "))]
 
 
 def parse_visible(value: str) -> list[int]:
     """`CUDA_VISIBLE_DEVICES` as indices; UUIDs (`GPU-...`) are refused with the fix."""
     items = [item.strip() for item in value.split(",") if item.strip()]
     if not all(item.isdigit() for item in items):
-        raise NoGpus(f"CUDA_VISIBLE_DEVICES={value!r}: give GPU indices (0,1,...), not UUIDs, or "
-                     "set execution.gpus in the spec")
+        raise NoGpus(
+            f"CUDA_VISIBLE_DEVICES={value!r}: give GPU indices (0,1,...), not UUIDs, or "
+            "set execution.gpus in the spec"
+        )
     return [int(item) for item in items]
 
 
@@ -80,7 +83,7 @@ def preferred_groups(free: Sequence[int], count: int, universe: Sequence[int]) -
         return None
     free_set = set(free)
     for start in range(0, len(universe) - count + 1, count):
-        block = list(universe[start:start + count])
+        block = list(universe[start : start + count])
         if free_set.issuperset(block):
             return block
     return sorted(free)[:count]
@@ -111,13 +114,22 @@ class GpuSlots:
         self.folder = folder or lock_dir()
 
     @contextmanager
-    def hold(self, count: int, *, what: str = "a trial", log: Callable[[str], None] = print,
-             poll_s: float = POLL_S, stop_file: Path | None = None) -> Iterator[Lease]:
+    def hold(
+        self,
+        count: int,
+        *,
+        what: str = "a trial",
+        log: Callable[[str], None] = print,
+        poll_s: float = POLL_S,
+        stop_file: Path | None = None,
+    ) -> Iterator[Lease]:
         """Wait until `count` GPUs are free, hold them for the block and yield the lease. A stop
         request, or `stop_file` appearing, ends the wait with KeyboardInterrupt."""
         if count > len(self.devices):
-            raise NoGpus(f"{what} needs {count} GPUs; this machine lends {len(self.devices)} "
-                         f"({self.devices or 'none'}): lower TP*PP or set execution.gpus")
+            raise NoGpus(
+                f"{what} needs {count} GPUs; this machine lends {len(self.devices)} "
+                f"({self.devices or 'none'}): lower TP*PP or set execution.gpus"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         said = False
         while True:

@@ -58,9 +58,14 @@ def watch_children(marker: str) -> list[int]:
     if _janitor is None or _janitor.poll() is not None:
         # Its own output goes nowhere: a reader of the sweep's output (`| tee`) must not wait
         # for the janitor's end too.
-        _janitor = subprocess.Popen([sys.executable, "-m", "enginesweep.engines.janitor"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    text=True, start_new_session=True)
+        _janitor = subprocess.Popen(
+            [sys.executable, "-m", "enginesweep.engines.janitor"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
     assert _janitor.stdin is not None
     lines = "".join(f"{pid} {started}\n" for pid in pids if (started := start_time(pid)) is not None)
     try:

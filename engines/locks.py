@@ -19,8 +19,9 @@ GC_LOCK = ".gc.lock"
 
 
 @contextmanager
-def key_lock(path: Path, what: str, log: Callable[[str], None] = print, *,
-             shared: bool = False) -> Iterator[None]:
+def key_lock(
+    path: Path, what: str, log: Callable[[str], None] = print, *, shared: bool = False
+) -> Iterator[None]:
     """Hold the lock `path` (created if missing) for the block: exclusive, or `shared` with
     other shared holders. When it is taken the other way, say so (`what` names the guarded
     thing) and wait for it."""

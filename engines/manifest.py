@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,13 @@ def host_hardware() -> dict[str, Any]:
     """What this machine is, for CPU measurements' provenance."""
     import os
 
-    return {"kind": "cpu", "machine": platform.machine(), "processor": platform.processor() or "unknown",
-            "cpu_count": os.cpu_count(), "system": platform.system()}
+    return {
+        "kind": "cpu",
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+        "cpu_count": os.cpu_count(),
+        "system": platform.system(),
+    }
 
 
 class Manifest(BaseModel):
@@ -73,13 +78,14 @@ class Manifest(BaseModel):
     schema_version: int = 1
     slug: str
     stack: str
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     inputs: dict[str, Any] = Field(description="checkpoint, quant_recipe, calibration, build_knobs")
     inputs_hash: str
     versions: dict[str, str] = Field(description="stack and runtime versions")
     target: dict[str, Any] = Field(description="target hardware (GPU name and SM, or the CPU)")
     trtllm_checkpoint: dict[str, Any] = Field(
-        description="Key fields of the exported TRT-LLM checkpoint config.json.")
+        description="Key fields of the exported TRT-LLM checkpoint config.json."
+    )
     files: dict[str, int]
     total_bytes: int
     content_hash: str
@@ -99,8 +105,13 @@ def write_manifest(bundle: Path, **fields: Any) -> Manifest:
     """Hash `bundle` and write its manifest (fields: slug, stack, inputs, versions, target,
     trtllm_checkpoint)."""
     files = bundle_files(bundle)
-    manifest = Manifest(inputs_hash=inputs_hash(fields["inputs"]), files=files,
-                        total_bytes=sum(files.values()), content_hash=content_hash(bundle), **fields)
+    manifest = Manifest(
+        inputs_hash=inputs_hash(fields["inputs"]),
+        files=files,
+        total_bytes=sum(files.values()),
+        content_hash=content_hash(bundle),
+        **fields,
+    )
     (bundle / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest
 
@@ -113,10 +124,13 @@ def verify_bundle(bundle: Path) -> Manifest:
         missing = sorted(set(manifest.files) - set(files))
         extra = sorted(set(files) - set(manifest.files))
         changed = sorted(k for k in set(files) & set(manifest.files) if files[k] != manifest.files[k])
-        raise ManifestError(f"{bundle}: files differ from the manifest (missing {missing}, "
-                            f"unexpected {extra}, resized {changed})")
+        raise ManifestError(
+            f"{bundle}: files differ from the manifest (missing {missing}, "
+            f"unexpected {extra}, resized {changed})"
+        )
     actual = content_hash(bundle)
     if actual != manifest.content_hash:
-        raise ManifestError(f"{bundle}: content hash {actual[:12]} does not match the manifest's "
-                            f"{manifest.content_hash[:12]}")
+        raise ManifestError(
+            f"{bundle}: content hash {actual[:12]} does not match the manifest's {manifest.content_hash[:12]}"
+        )
     return manifest

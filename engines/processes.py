@@ -15,10 +15,10 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 STOP_GRACE_S = 10.0
 
@@ -57,8 +57,15 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def wait_ready(process: subprocess.Popen, ready: Callable[[], bool], *, timeout_s: float,
-               what: str, log_tail: Callable[[], str], error: type[Exception] = RuntimeError) -> None:
+def wait_ready(
+    process: subprocess.Popen,
+    ready: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    log_tail: Callable[[], str],
+    error: type[Exception] = RuntimeError,
+) -> None:
     """Poll `ready()` until it holds; raise `error` (with the log tail) if `process` exits first
     or `timeout_s` passes. The caller stops the process on failure."""
     deadline = time.monotonic() + timeout_s
@@ -161,8 +168,10 @@ def foreign_listener(port: int, *, session: int) -> str | None:
     if any(session_of(pid) == session for pid in pids):
         return None
     if not pids:
-        return (f"no process of this user listens on port {port} (another user's server, or "
-                "another network namespace, answers there)")
+        return (
+            f"no process of this user listens on port {port} (another user's server, or "
+            "another network namespace, answers there)"
+        )
     others = ", ".join(f"pid {pid} ({' '.join(command_line(pid).split())[:120]})" for pid in sorted(pids))
     return f"port {port} is held by {others}, outside the trial's server session {session}"
 
@@ -210,8 +219,11 @@ def kill_marked(marker: str, grace_s: float = STOP_GRACE_S) -> list[int]:
     me = os.getpid()
 
     def marked() -> list[int]:
-        return [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
-                if int(p.parent.name) != me and marker in command_line(int(p.parent.name))]
+        return [
+            int(p.parent.name)
+            for p in Path("/proc").glob("[0-9]*/cmdline")
+            if int(p.parent.name) != me and marker in command_line(int(p.parent.name))
+        ]
 
     found = marked()
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):

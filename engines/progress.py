@@ -84,7 +84,7 @@ def from_line(line: str) -> ProgressEvent | None:
     if not line.startswith(PREFIX):
         return None
     try:
-        data = json.loads(line[len(PREFIX):])
+        data = json.loads(line[len(PREFIX) :])
         data["slugs"] = tuple(data.get("slugs", ()))
         return ProgressEvent(**data)
     except (ValueError, TypeError):

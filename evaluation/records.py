@@ -53,7 +53,8 @@ class ConcurrencyResult(_Record):
     output_tok_s_per_user: float = Field(description="Per request: 1 / mean ITL (aiperf's definition).")
     request_rate: float = Field(description="Completed requests per second.")
     goodput: float | None = Field(
-        description="Requests per second meeting the SLA (TTFT and mean ITL); None without an SLA.")
+        description="Requests per second meeting the SLA (TTFT and mean ITL); None without an SLA."
+    )
     sla_attainment: float | None = Field(description="Share of requests meeting the SLA.")
 
 
@@ -105,14 +106,17 @@ class AccuracyResult(_Record):
     dataset_sha256: str
     window_tokens: int = Field(description="0 when no perplexity was measured.")
     perplexity: float | None = Field(
-        description="None where the evaluator measures tasks only (the GPU stacks' lm-eval run).")
+        description="None where the evaluator measures tasks only (the GPU stacks' lm-eval run)."
+    )
     top1_accuracy: float | None
     window_nll: list[float] = Field(default=[], description="Mean negative log-likelihood per window.")
     window_top1: list[float] = Field(default=[], description="Next-token top-1 accuracy per window.")
     tasks: list[TaskResult] = Field(default=[], description="Task evaluations (lm-eval), per item.")
     skipped_tasks: dict[str, str] = Field(
-        default={}, description="Tasks of the spec this evaluator could not score, each with the "
-        "reason (a served engine answers generative tasks only: no prompt log-probabilities).")
+        default={},
+        description="Tasks of the spec this evaluator could not score, each with the "
+        "reason (a served engine answers generative tasks only: no prompt log-probabilities).",
+    )
 
 
 class PairedDelta(_Record):
@@ -128,14 +132,18 @@ class PairedDelta(_Record):
     confidence: float
     resamples: int
     higher_is_better: bool | None = Field(
-        default=None, description="Direction of the metric; None for the built-in ones (the gate "
-                                  "knows perplexity and top-1).")
+        default=None,
+        description="Direction of the metric; None for the built-in ones (the gate "
+        "knows perplexity and top-1).",
+    )
     n: int | None = Field(default=None, description="Paired windows or items.")
     test: Literal["bootstrap", "mcnemar-exact"] = "bootstrap"
     p_value: float | None = Field(
-        default=None, description="Two-sided p-value of McNemar's exact test (binary items only).")
+        default=None, description="Two-sided p-value of McNemar's exact test (binary items only)."
+    )
     discordant: tuple[int, int] | None = Field(
-        default=None, description="(baseline right & variant wrong, baseline wrong & variant right).")
+        default=None, description="(baseline right & variant wrong, baseline wrong & variant right)."
+    )
 
 
 class TrialRecord(_Record):
@@ -163,19 +171,30 @@ class TrialRecord(_Record):
     accuracy_deltas: list[PairedDelta] = []
     stage_seconds: dict[str, float] = {}
     quantized_dir: str | None = Field(
-        default=None, description="The store entry of the quantized checkpoint the bundle was built "
-                                  "from (`enginesweep gc` keeps what a record names).")
+        default=None,
+        description="The store entry of the quantized checkpoint the bundle was built "
+        "from (`enginesweep gc` keeps what a record names).",
+    )
     trial_key: str | None = Field(
-        default=None, description="Content key of every input of the trial (flows.trial.trial_key).")
+        default=None, description="Content key of every input of the trial (flows.trial.trial_key)."
+    )
     gpu_devices: list[int] | None = Field(
-        default=None, description="The GPUs (indices on its machine) the trial ran on, lent by the "
-                                  "GPU-slot allocator; None for a CPU trial.")
+        default=None,
+        description="The GPUs (indices on its machine) the trial ran on, lent by the "
+        "GPU-slot allocator; None for a CPU trial.",
+    )
     executed_stages: list[str] = Field(
-        default=[], description="Stages that did work in this run: quantize, build, serve+benchmark, "
-                                "accuracy; empty when a previous result was reused.")
+        default=[],
+        description="Stages that did work in this run: quantize, build, serve+benchmark, "
+        "accuracy; empty when a previous result was reused.",
+    )
     server_metrics: dict[str, float] | None = Field(
-        default=None, description="From the server's metrics during the benchmark (TensorRT-LLM: "
-                                  "KV-cache block use); None where the server exports none.")
+        default=None,
+        description="From the server's metrics during the benchmark (TensorRT-LLM: "
+        "KV-cache block use); None where the server exports none.",
+    )
     host_load: list[float] | None = Field(
-        default=None, description="1-minute load average of the host before and after the "
-        "benchmark: CPU measurements taken beside other work are noisy, and this says so.")
+        default=None,
+        description="1-minute load average of the host before and after the "
+        "benchmark: CPU measurements taken beside other work are noisy, and this says so.",
+    )

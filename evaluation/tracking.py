@@ -118,12 +118,21 @@ class SweepTracker:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
 
     # -- parent run --------------------------------------------------------------------------
-    def start_sweep(self, sweep: str, *, spec_yaml: str, plan_json: str, params: dict[str, Any],
-                    tags: dict[str, str] | None = None) -> str:
+    def start_sweep(
+        self,
+        sweep: str,
+        *,
+        spec_yaml: str,
+        plan_json: str,
+        params: dict[str, Any],
+        tags: dict[str, str] | None = None,
+    ) -> str:
         """Create the parent run with the spec and the plan as artifacts; returns its id."""
-        run = self.client.create_run(self.experiment_id, run_name=sweep,
-                                     tags={"enginesweep.kind": "sweep", "enginesweep.sweep": sweep,
-                                           **(tags or {})})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=sweep,
+            tags={"enginesweep.kind": "sweep", "enginesweep.sweep": sweep, **(tags or {})},
+        )
         run_id = run.info.run_id
         for key, value in params.items():
             self.client.log_param(run_id, key, str(value))
@@ -137,18 +146,20 @@ class SweepTracker:
         return self.client.search_runs(
             [self.experiment_id],
             f"tags.`enginesweep.kind` = 'sweep' AND tags.`enginesweep.sweep` = '{sweep}' "
-            "AND attributes.status = 'RUNNING'", order_by=["attributes.start_time DESC"])
+            "AND attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+        )
 
     def trial_runs_of(self, parent_id: str) -> dict[str, list[Any]]:
         """slug -> the child runs a parent run already holds (a resumed sweep's)."""
         found: dict[str, list[Any]] = {}
-        for run in self.client.search_runs([self.experiment_id],
-                                           f"tags.`mlflow.parentRunId` = '{parent_id}'"):
+        for run in self.client.search_runs(
+            [self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'"
+        ):
             found.setdefault(run.data.tags.get("enginesweep.slug", run.info.run_name), []).append(run)
         return found
 
-    def finish_sweep(self, run_id: str, *, status: str, tables: dict[str, str],
-                     tags: dict[str, str]) -> None:
+    def finish_sweep(self, run_id: str, *, status: str, tables: dict[str, str], tags: dict[str, str]) -> None:
         """Attach the final tables (name -> text) and tags, and close the parent run."""
         for name, text in tables.items():
             self.client.log_text(run_id, text, name)
@@ -168,11 +179,13 @@ class SweepTracker:
             self.client.log_metric(run_id, "accuracy_gate_passed", 1.0 if passed else 0.0)
             if row.accuracy_drop is not None:
                 self.client.log_metric(run_id, "accuracy_drop", float(row.accuracy_drop))
-            self.client.set_tag(run_id, "enginesweep.accuracy_gate",
-                                f"{'pass' if passed else 'reject'} ({row.accuracy[0].gate})")
+            self.client.set_tag(
+                run_id,
+                "enginesweep.accuracy_gate",
+                f"{'pass' if passed else 'reject'} ({row.accuracy[0].gate})",
+            )
             for check in row.accuracy:
-                self.client.set_tag(run_id, f"accuracy.verdict.{check.metric}",
-                                    check.verdict[:5000])
+                self.client.set_tag(run_id, f"accuracy.verdict.{check.metric}", check.verdict[:5000])
 
     def log_headline_metrics(self, trial_runs: dict[str, str], rows: list) -> None:
         """The headline numbers selection derives (`evaluation.selection.headline`) on each
@@ -188,17 +201,25 @@ class SweepTracker:
     # -- child runs --------------------------------------------------------------------------
     def log_trial(self, parent_id: str, record: TrialRecord, trial_dir: Path) -> str:
         """One nested run for one trial (FINISHED or FAILED); returns its id."""
-        run = self.client.create_run(self.experiment_id, run_name=record.slug, tags={
-            "mlflow.parentRunId": parent_id, "enginesweep.kind": "trial",
-            "enginesweep.slug": record.slug, "enginesweep.sweep": record.sweep,
-            "enginesweep.status": record.status,
-            "provenance.measured_on": record.hardware,
-            "provenance.predicted_by": (record.predicted or {}).get("source", "none"),
-            "enginesweep.executed_stages": ",".join(record.executed_stages) or "none (reused)",
-            # Short names the runs table filters on (the dotted ones above stay for readers).
-            "provenance": provenance_tag(record.hardware), "stack": record.stack,
-            "hardware": record.hardware, "status": record.status,
-        })
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=record.slug,
+            tags={
+                "mlflow.parentRunId": parent_id,
+                "enginesweep.kind": "trial",
+                "enginesweep.slug": record.slug,
+                "enginesweep.sweep": record.sweep,
+                "enginesweep.status": record.status,
+                "provenance.measured_on": record.hardware,
+                "provenance.predicted_by": (record.predicted or {}).get("source", "none"),
+                "enginesweep.executed_stages": ",".join(record.executed_stages) or "none (reused)",
+                # Short names the runs table filters on (the dotted ones above stay for readers).
+                "provenance": provenance_tag(record.hardware),
+                "stack": record.stack,
+                "hardware": record.hardware,
+                "status": record.status,
+            },
+        )
         run_id = run.info.run_id
         self._params(run_id, record)
         self._metrics(run_id, record)
@@ -208,14 +229,19 @@ class SweepTracker:
         self.client.set_terminated(run_id, status="FINISHED" if record.status == "ok" else "FAILED")
         return run_id
 
-    def log_trial_once(self, parent_id: str, record: TrialRecord, trial_dir: Path,
-                       existing: list[Any]) -> str:
+    def log_trial_once(
+        self, parent_id: str, record: TrialRecord, trial_dir: Path, existing: list[Any]
+    ) -> str:
         """`log_trial`, for a parent run that may already hold runs of this trial (a sweep
         resumed after its process was killed): a finished run of a trial that was reused
         unchanged is kept; any other (failed, or cut off while it was being written) is deleted
         and the trial logged again, so the parent holds each trial exactly once."""
-        if (record.status == "ok" and not record.executed_stages and len(existing) == 1
-                and existing[0].info.status == "FINISHED"):
+        if (
+            record.status == "ok"
+            and not record.executed_stages
+            and len(existing) == 1
+            and existing[0].info.status == "FINISHED"
+        ):
             return existing[0].info.run_id
         for run in existing:
             self.client.delete_run(run.info.run_id)
@@ -262,8 +288,12 @@ class SweepTracker:
                 got = measured[step]
                 log(run_id, "pred_error_ttft_pct", _error_pct(level["ttft_ms"], got.ttft_ms.p50), step=step)
                 log(run_id, "pred_error_itl_pct", _error_pct(level["itl_ms"], got.itl_ms.p50), step=step)
-                log(run_id, "pred_error_output_tok_s_pct",
-                    _error_pct(level["output_tok_s"], got.output_tok_s), step=step)
+                log(
+                    run_id,
+                    "pred_error_output_tok_s_pct",
+                    _error_pct(level["output_tok_s"], got.output_tok_s),
+                    step=step,
+                )
         if predicted:
             log(run_id, "pred_saturated_output_tok_s", predicted["output_tok_s"])
             log(run_id, "pred_usd_per_1m_output_tokens", predicted["usd_per_1m_output_tokens"])
@@ -286,8 +316,11 @@ class SweepTracker:
         size = engine_size_gb(record)
         if size is not None:  # a headline metric (evaluation.selection.headline)
             log(run_id, "engine_size_gb", size)
-        for name, value in (("engine_bytes", record.engine_bytes), ("build_seconds", record.build_seconds),
-                            ("quantize_seconds", record.quantize_seconds)):
+        for name, value in (
+            ("engine_bytes", record.engine_bytes),
+            ("build_seconds", record.build_seconds),
+            ("quantize_seconds", record.quantize_seconds),
+        ):
             if value is not None:
                 log(run_id, name, float(value))
         for name, value in (record.server_metrics or {}).items():
@@ -308,8 +341,16 @@ class SweepTracker:
         for export in sorted((trial_dir / "benchmark").glob("**/profile_export_aiperf.json")):
             folder = export.parent.relative_to(trial_dir / "benchmark").as_posix()
             self.client.log_artifact(run_id, str(export), f"aiperf/{folder}".rstrip("/."))
-        for log_file in ("error.log", "quantize.log", "build.log", "repository.log", "serve.log",
-                         "triton_repo.log", "server/server.log", "benchmark/aiperf.log"):
+        for log_file in (
+            "error.log",
+            "quantize.log",
+            "build.log",
+            "repository.log",
+            "serve.log",
+            "triton_repo.log",
+            "server/server.log",
+            "benchmark/aiperf.log",
+        ):
             if (trial_dir / log_file).exists() and record.status != "ok":
                 self.client.log_artifact(run_id, str(trial_dir / log_file), "logs")
 
@@ -320,16 +361,27 @@ def log_plan(tracking_uri: str, resolved: ResolvedSpec, plan: Plan) -> str:
     from enginesweep.evaluation.reports.plan_tables import plan_report_text
 
     spec = resolved.spec
-    tracker = SweepTracker(tracking_uri, spec.tracking.experiment,
-                           artifact_root=spec.workspace.resolve() / "mlruns")
-    run = tracker.client.create_run(tracker.experiment_id, run_name=f"plan-{plan.sweep}",
-                                    tags={"enginesweep.kind": "plan", "enginesweep.sweep": plan.sweep})
+    tracker = SweepTracker(
+        tracking_uri, spec.tracking.experiment, artifact_root=spec.workspace.resolve() / "mlruns"
+    )
+    run = tracker.client.create_run(
+        tracker.experiment_id,
+        run_name=f"plan-{plan.sweep}",
+        tags={"enginesweep.kind": "plan", "enginesweep.sweep": plan.sweep},
+    )
     run_id = run.info.run_id
-    params = {"gpus": ",".join(plan.gpus), "trials": len(plan.trials), "feasible": len(plan.feasible),
-              "rejected": len(plan.rejected), "pruned": len(plan.pruned), "top_k": plan.top_k,
-              "kept": len([t for t in plan.feasible if t.pruned is None]),
-              "to_run": len(plan.to_run), "sweep_gpu": plan.sweep_gpu,
-              "target_request_rate": plan.target_request_rate}
+    params = {
+        "gpus": ",".join(plan.gpus),
+        "trials": len(plan.trials),
+        "feasible": len(plan.feasible),
+        "rejected": len(plan.rejected),
+        "pruned": len(plan.pruned),
+        "top_k": plan.top_k,
+        "kept": len([t for t in plan.feasible if t.pruned is None]),
+        "to_run": len(plan.to_run),
+        "sweep_gpu": plan.sweep_gpu,
+        "target_request_rate": plan.target_request_rate,
+    }
     for key, value in params.items():
         tracker.client.log_param(run_id, key, str(value))
     tracker.client.log_text(run_id, plan.model_dump_json(indent=2), "plan.json")

@@ -19,7 +19,7 @@ The runtime version comes from the trial's `version.*` params: torch on the refe
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from enginesweep.evaluation.planning.calibration import Pair
@@ -30,8 +30,11 @@ PAIRED_METRICS = {
     "itl_ms": ("pred_itl_ms", CURVE + "itl_p99_ms"),
     "output_tok_s": ("pred_output_tok_s", CURVE + "output_tok_s"),
 }
-RUNTIME_PARAM = {"reference": "version.torch", "trtllm-engine": "version.tensorrt_llm",
-                 "trtllm-pytorch": "version.tensorrt_llm"}
+RUNTIME_PARAM = {
+    "reference": "version.torch",
+    "trtllm-engine": "version.tensorrt_llm",
+    "trtllm-pytorch": "version.tensorrt_llm",
+}
 
 
 def _steps(client: Any, run_id: str, metric: str) -> dict[int, float]:
@@ -47,7 +50,8 @@ def read_pairs(client: Any, experiment: str) -> list[Pair]:
     runs = client.search_runs(
         [found.experiment_id],
         filter_string="tags.`enginesweep.kind` = 'trial' and tags.`enginesweep.status` = 'ok'",
-        max_results=10_000)
+        max_results=10_000,
+    )
     pairs = []
     for run in runs:
         tags, params = run.data.tags, run.data.params
@@ -58,18 +62,26 @@ def read_pairs(client: Any, experiment: str) -> list[Pair]:
         undo = {metric: float(params.get(f"calibration.factor.{metric}", 1.0)) for metric in PAIRED_METRICS}
         stack = params.get("stack", "unknown")
         runtime = params.get(RUNTIME_PARAM.get(stack, ""), "unknown")
-        started = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc)
-        common = {"trial": tags.get("enginesweep.slug", run.info.run_name),
-                  "model": params.get("model", "unknown"), "workload": params.get("workload", "unknown"),
-                  "measured_at": started.isoformat(timespec="seconds"),
-                  "hardware": params.get("hardware", "unknown"), "stack": stack, "runtime": runtime,
-                  "predictor": predictor}
+        started = datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
+        common = {
+            "trial": tags.get("enginesweep.slug", run.info.run_name),
+            "model": params.get("model", "unknown"),
+            "workload": params.get("workload", "unknown"),
+            "measured_at": started.isoformat(timespec="seconds"),
+            "hardware": params.get("hardware", "unknown"),
+            "stack": stack,
+            "runtime": runtime,
+            "predictor": predictor,
+        }
         for metric, (predicted_name, measured_name) in PAIRED_METRICS.items():
             predicted = _steps(client, run.info.run_id, predicted_name)
             measured = _steps(client, run.info.run_id, measured_name)
             for step in sorted(predicted.keys() & measured.keys()):
                 raw = predicted[step] / undo[metric]
                 if raw > 0 and measured[step] > 0:
-                    pairs.append(Pair(**common, metric=metric, concurrency=step, predicted=raw,
-                                      measured=measured[step]))
+                    pairs.append(
+                        Pair(
+                            **common, metric=metric, concurrency=step, predicted=raw, measured=measured[step]
+                        )
+                    )
     return pairs

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -95,11 +95,16 @@ def current_champion(client, model_name: str, alias: str) -> Champion | None:
         raise RuntimeError(
             f"{model_name} version {version.version} (alias '{alias}'): the record.json of its run "
             f"{version.run_id} cannot be read ({str(exc)[:300]}), so the watch has no reference; "
-            "point the alias at a version registered from a sweep's trial run (they log one)") from exc
-    return Champion(model_name=model_name, version=str(version.version), run_id=version.run_id,
-                    slug=version.tags.get("slug", record.slug),
-                    content_hash=version.tags.get("content_hash", record.content_hash or ""),
-                    record=record)
+            "point the alias at a version registered from a sweep's trial run (they log one)"
+        ) from exc
+    return Champion(
+        model_name=model_name,
+        version=str(version.version),
+        run_id=version.run_id,
+        slug=version.tags.get("slug", record.slug),
+        content_hash=version.tags.get("content_hash", record.content_hash or ""),
+        record=record,
+    )
 
 
 def _record_of(client, run_id: str) -> TrialRecord:
@@ -116,8 +121,10 @@ def with_history(client, experiment_id: str, champion: Champion, exclude: set[st
         [experiment_id],
         f"tags.`enginesweep.slug` = '{champion.slug}' AND params.content_hash = "
         f"'{champion.content_hash}' AND tags.`enginesweep.executed_stages` LIKE '%serve+benchmark%' "
-        "AND attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"],
-        max_results=HISTORY + len(exclude) + 1)
+        "AND attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=HISTORY + len(exclude) + 1,
+    )
     history: list[TrialRecord] = []
     for run in runs:
         if run.info.run_id in exclude | {champion.run_id} or len(history) == HISTORY:
@@ -146,14 +153,23 @@ def _not_measured(champion: Champion, records: Sequence[TrialRecord]) -> str:
     """Why this run has no measurement of the champion's engine (a drift check's reason)."""
     failed = [r for r in records if r.slug == champion.slug and r.status != "ok"]
     if failed:
-        return (f"the re-benchmark of the champion {champion.slug} failed: "
-                + "; ".join((r.error or "no reason recorded")[:300] for r in failed))
-    return (f"no record of this run measured the champion's engine ({champion.slug}, content hash "
-            f"{champion.content_hash[:12]})")
+        return f"the re-benchmark of the champion {champion.slug} failed: " + "; ".join(
+            (r.error or "no reason recorded")[:300] for r in failed
+        )
+    return (
+        f"no record of this run measured the champion's engine ({champion.slug}, content hash "
+        f"{champion.content_hash[:12]})"
+    )
 
 
-def judge(champion: Champion, records: Sequence[TrialRecord], ranking: Sequence[str],
-          resolved: ResolvedSpec, *, drift_check: bool = False) -> Verdict:
+def judge(
+    champion: Champion,
+    records: Sequence[TrialRecord],
+    ranking: Sequence[str],
+    resolved: ResolvedSpec,
+    *,
+    drift_check: bool = False,
+) -> Verdict:
     """The verdict on `champion` from this run's `records` (every sweep of the run, in order);
     `ranking`: the slugs in the selection's order, so the best-ranked dominating trial is named.
     `drift_check`: the run was meant to re-measure the champion, so a run that did not (a failed
@@ -169,23 +185,37 @@ def judge(champion: Champion, records: Sequence[TrialRecord], ranking: Sequence[
     notes: list[str] = []
 
     def comparable(record: TrialRecord) -> bool:
-        return (record.benchmark is not None and (record.benchmark.isl, record.benchmark.osl) == workload
-                and _measured_on(record, hardware))
+        return (
+            record.benchmark is not None
+            and (record.benchmark.isl, record.benchmark.osl) == workload
+            and _measured_on(record, hardware)
+        )
 
     if not comparable(champion.record):
-        measured = (champion.record.benchmark.isl, champion.record.benchmark.osl) \
-            if champion.record.benchmark else None
-        why = (f"the champion was measured on {champion.record.hardware}, this sweep runs on "
-               f"{hardware}" if measured == workload else
-               f"the champion was measured under another workload than ISL/OSL {workload[0]}/"
-               f"{workload[1]}")
-        return watch_verdict(champion.slug, [], [], noise_k=spec.watch.noise_k, notes=[
-            f"{why}: nothing compared; promote a trial of this workload and hardware to watch it"],
-            unchecked=f"{why}: its numbers are not comparable")
+        measured = (
+            (champion.record.benchmark.isl, champion.record.benchmark.osl)
+            if champion.record.benchmark
+            else None
+        )
+        why = (
+            f"the champion was measured on {champion.record.hardware}, this sweep runs on {hardware}"
+            if measured == workload
+            else f"the champion was measured under another workload than ISL/OSL {workload[0]}/{workload[1]}"
+        )
+        return watch_verdict(
+            champion.slug,
+            [],
+            [],
+            noise_k=spec.watch.noise_k,
+            notes=[f"{why}: nothing compared; promote a trial of this workload and hardware to watch it"],
+            unchecked=f"{why}: its numbers are not comparable",
+        )
     history = [r for r in champion.history if comparable(r)]
     if len(history) < len(champion.history):
-        notes.append(f"{len(champion.history) - len(history)} earlier re-measurement(s) of the "
-                     "champion left out: another workload or hardware")
+        notes.append(
+            f"{len(champion.history) - len(history)} earlier re-measurement(s) of the "
+            "champion left out: another workload or hardware"
+        )
     champion = champion.model_copy(update={"history": history})
     measured = _measured(records)
     elsewhere = sorted({f"{r.slug} ({r.hardware})" for r in measured if not _measured_on(r, hardware)})
@@ -195,19 +225,25 @@ def judge(champion: Champion, records: Sequence[TrialRecord], ranking: Sequence[
     same = [r for r in measured if r.slug == champion.slug and r.content_hash == champion.content_hash]
     others: dict[str, list[TrialRecord]] = {}
     rank = {slug: i for i, slug in enumerate(ranking)}
-    for record in sorted((r for r in measured if r not in same),
-                         key=lambda r: (rank.get(r.slug, len(ranking)), r.slug)):
+    for record in sorted(
+        (r for r in measured if r not in same), key=lambda r: (rank.get(r.slug, len(ranking)), r.slug)
+    ):
         others.setdefault(record.slug, []).append(record)
     if champion.slug in others:
         built = (others[champion.slug][0].content_hash or "?")[:12]
-        notes.append(f"{champion.slug} now builds another engine than the champion's (content hash "
-                     f"{champion.content_hash[:12]} -> {built}): it was measured as a candidate; "
-                     "the champion itself was not")
-    samples, misses, more = (champion_samples(champion.reference, same, spec.sla, usd, spec.watch)
-                             if same else ([], [], []))
+        notes.append(
+            f"{champion.slug} now builds another engine than the champion's (content hash "
+            f"{champion.content_hash[:12]} -> {built}): it was measured as a candidate; "
+            "the champion itself was not"
+        )
+    samples, misses, more = (
+        champion_samples(champion.reference, same, spec.sla, usd, spec.watch) if same else ([], [], [])
+    )
     if same and not champion.history:
-        notes.append("the reference is the champion's one measurement at its sweep: the noise "
-                     "between runs is not known yet (later checks add theirs to the spread)")
+        notes.append(
+            "the reference is the champion's one measurement at its sweep: the noise "
+            "between runs is not known yet (later checks add theirs to the spread)"
+        )
     candidates = []
     for slug, group in others.items():
         found = candidate_samples(champion.reference, group, spec.sla, usd, spec.watch)
@@ -216,21 +252,43 @@ def judge(champion: Champion, records: Sequence[TrialRecord], ranking: Sequence[
         else:
             notes.append(f"{slug}: does not meet the SLA, so it cannot dominate")
     unchecked = _not_measured(champion, records) if drift_check and not same else None
-    return watch_verdict(champion.slug, samples, candidates, noise_k=spec.watch.noise_k,
-                         sla_misses=misses, notes=[*notes, *more], unchecked=unchecked)
+    return watch_verdict(
+        champion.slug,
+        samples,
+        candidates,
+        noise_k=spec.watch.noise_k,
+        sla_misses=misses,
+        notes=[*notes, *more],
+        unchecked=unchecked,
+    )
 
 
-def promote_dominating(client, resolved: ResolvedSpec, champion: Champion, verdict: Verdict,
-                       records: Sequence[TrialRecord], trial_runs: dict[str, str]) -> str:
+def promote_dominating(
+    client,
+    resolved: ResolvedSpec,
+    champion: Champion,
+    verdict: Verdict,
+    records: Sequence[TrialRecord],
+    trial_runs: dict[str, str],
+) -> str:
     """Register the dominating trial's engine and move the alias to it (policy auto); returns
     the new version. The version is tagged with why and with the version it replaced."""
     slug = verdict.dominated_by or ""
     record = [r for r in records if r.slug == slug][-1]
-    done = promote(client, model_name=champion.model_name, run_id=trial_runs[slug],
-                   bundle_dir=Path(record.bundle_dir or ""), alias=resolved.spec.registry.alias,
-                   tags={"sweep": resolved.spec.name, "hardware": record.hardware,
-                         "promoted_by": "watch (policy auto)", "replaces_version": champion.version,
-                         "promotion_reason": verdict.summary[:5000]})
+    done = promote(
+        client,
+        model_name=champion.model_name,
+        run_id=trial_runs[slug],
+        bundle_dir=Path(record.bundle_dir or ""),
+        alias=resolved.spec.registry.alias,
+        tags={
+            "sweep": resolved.spec.name,
+            "hardware": record.hardware,
+            "promoted_by": "watch (policy auto)",
+            "replaces_version": champion.version,
+            "promotion_reason": verdict.summary[:5000],
+        },
+    )
     return done.version
 
 
@@ -238,12 +296,16 @@ def record_report(client, report: WatchReport, champion: Champion | None) -> Non
     """Tags and `verdict.json` on the run's last parent run; tags on the champion's version."""
     run_id = report.parent_run_ids[-1]
     verdict = report.verdict
-    tags = {TAG + "mode": report.mode, TAG + "policy": report.policy, TAG + "action": report.action,
-            TAG + "changes": "; ".join(report.changes) or "none",
-            TAG + "verdict": verdict.status if verdict else "no_champion",
-            TAG + "summary": verdict.summary if verdict else report.action,
-            TAG + "dominated_by": (verdict.dominated_by if verdict else None) or "none",
-            TAG + "regressed": str(bool(verdict and verdict.regressed)).lower()}
+    tags = {
+        TAG + "mode": report.mode,
+        TAG + "policy": report.policy,
+        TAG + "action": report.action,
+        TAG + "changes": "; ".join(report.changes) or "none",
+        TAG + "verdict": verdict.status if verdict else "no_champion",
+        TAG + "summary": verdict.summary if verdict else report.action,
+        TAG + "dominated_by": (verdict.dominated_by if verdict else None) or "none",
+        TAG + "regressed": str(bool(verdict and verdict.regressed)).lower(),
+    }
     if verdict is not None and verdict.unchecked_reason:
         tags[TAG + "unchecked_reason"] = verdict.unchecked_reason
     for key, value in tags.items():
@@ -253,17 +315,24 @@ def record_report(client, report: WatchReport, champion: Champion | None) -> Non
         return
     if verdict.status == "unchecked":
         # Nothing was measured of the champion: its last real verdict (maybe a regression) stays.
-        version_tags = {TAG + "unchecked_run": run_id, TAG + "unchecked_at": report.checked_at,
-                        TAG + "unchecked_reason": verdict.unchecked_reason or ""}
+        version_tags = {
+            TAG + "unchecked_run": run_id,
+            TAG + "unchecked_at": report.checked_at,
+            TAG + "unchecked_reason": verdict.unchecked_reason or "",
+        }
     else:
-        version_tags = {TAG + "verdict": verdict.status, TAG + "summary": verdict.summary,
-                        TAG + "regressed": str(verdict.regressed).lower(),
-                        TAG + "dominated_by": verdict.dominated_by or "none",
-                        TAG + "checked_run": run_id, TAG + "checked_at": report.checked_at}
+        version_tags = {
+            TAG + "verdict": verdict.status,
+            TAG + "summary": verdict.summary,
+            TAG + "regressed": str(verdict.regressed).lower(),
+            TAG + "dominated_by": verdict.dominated_by or "none",
+            TAG + "checked_run": run_id,
+            TAG + "checked_at": report.checked_at,
+        }
     for key, value in version_tags.items():
         client.set_model_version_tag(champion.model_name, champion.version, key, value[:5000])
 
 
 def now_iso() -> str:
     """UTC now, for `checked_at`."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

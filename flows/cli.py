@@ -6,8 +6,19 @@ loop, `flows.cli_run` the ones that run things, `flows.cli_schedule` the schedul
 on the one Typer app of `flows.cli_common` (exit codes are documented there).
 """
 
-from enginesweep.flows import (cli_acceptance, cli_calibrate, cli_doctor, cli_gc, cli_plan,  # noqa: F401 - importing
-                   cli_quantize, cli_report, cli_run, cli_schedule, cli_size)  # registers the verbs
+# Importing each verb module registers its verbs on the app.
+from enginesweep.flows import (  # noqa: F401
+    cli_acceptance,
+    cli_calibrate,
+    cli_doctor,
+    cli_gc,
+    cli_plan,
+    cli_quantize,
+    cli_report,
+    cli_run,
+    cli_schedule,
+    cli_size,
+)
 from enginesweep.flows.cli_common import app
 
 __all__ = ["app"]

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -23,8 +23,17 @@ from enginesweep.flows.cli_common import SetOpt, _fail, app, out
 STACKS = ("trtllm-engine", "trtllm-pytorch")
 SPEC = "smollm2-gpu-acceptance"
 REPOSITORY = Path(__file__).resolve().parents[1]
-VERSIONED = ("tensorrt_llm", "nvidia-modelopt", "torch", "transformers", "aiperf", "lm_eval",
-             "prefect", "mlflow", "enginesweep")
+VERSIONED = (
+    "tensorrt_llm",
+    "nvidia-modelopt",
+    "torch",
+    "transformers",
+    "aiperf",
+    "lm_eval",
+    "prefect",
+    "mlflow",
+    "enginesweep",
+)
 
 
 def _versions() -> dict[str, str | None]:
@@ -40,8 +49,13 @@ def _versions() -> dict[str, str | None]:
 def _gpu_names() -> list[str]:
     """The GPUs' names as nvidia-smi prints them (empty without one)."""
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30, check=True)
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
@@ -58,75 +72,130 @@ def _gpu_tests(folder: Path) -> dict[str, Any]:
         return {"status": "skipped", "reason": "pytest is not installed: pip install -e '.[gpu,test]'"}
     log = folder / "gpu-tests.log"
     with log.open("w") as sink:
-        code = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                               str(tests)], cwd=REPOSITORY, stdout=sink, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", str(tests)],
+            cwd=REPOSITORY,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        ).returncode
     lines = log.read_text(errors="replace").strip().splitlines()
-    return {"status": "passed" if code == 0 else "failed", "exit_code": code, "log": str(log),
-            "last_line": lines[-1] if lines else ""}
+    return {
+        "status": "passed" if code == 0 else "failed",
+        "exit_code": code,
+        "log": str(log),
+        "last_line": lines[-1] if lines else "",
+    }
 
 
-def _sweep(spec: str, name: str, sets: list[str], stack: str, gpu: str, folder: Path,
-           measured_on: str) -> dict[str, Any]:
+def _sweep(
+    spec: str, name: str, sets: list[str], stack: str, gpu: str, folder: Path, measured_on: str
+) -> dict[str, Any]:
     """`enginesweep run` of the acceptance spec on one stack (its progress on this terminal), then
     each trial's outcome and numbers from its record."""
     workspace = (folder / stack).resolve()
     overrides = [*sets, f"stack={stack}", f"target.gpu={gpu}", f"workspace={workspace}"]
-    argv = [str(Path(sys.executable).with_name("enginesweep")), "run", spec,
-            *(arg for item in overrides for arg in ("--set", item))]
+    argv = [
+        str(Path(sys.executable).with_name("enginesweep")),
+        "run",
+        spec,
+        *(arg for item in overrides for arg in ("--set", item)),
+    ]
     code = subprocess.run(argv, check=False).returncode
     trials = []
     for path in sorted((workspace / "sweeps" / name).glob("*/record.json")):
         record = json.loads(path.read_text())
-        levels = [{"concurrency": level["concurrency"], "ttft_p99_ms": level["ttft_ms"]["p99"],
-                   "itl_p99_ms": level["itl_ms"]["p99"],
-                   "output_tok_s_per_gpu": level["output_tok_s_per_gpu"],
-                   "errors": level["error_count"]}
-                  for level in (record.get("benchmark") or {}).get("levels", [])]
-        deltas = [{"metric": d["metric"], "delta": d["delta"], "n": d["n"]}
-                  for d in record.get("accuracy_deltas") or []]
-        trials.append({"slug": record["slug"], "status": record["status"], "error": record.get("error"),
-                       "measured_on": measured_on, "levels": levels, "accuracy_deltas": deltas})
-    return {"exit_code": code, "status": "passed" if code == 0 else "failed", "workspace": str(workspace),
-            "trials": trials}
+        levels = [
+            {
+                "concurrency": level["concurrency"],
+                "ttft_p99_ms": level["ttft_ms"]["p99"],
+                "itl_p99_ms": level["itl_ms"]["p99"],
+                "output_tok_s_per_gpu": level["output_tok_s_per_gpu"],
+                "errors": level["error_count"],
+            }
+            for level in (record.get("benchmark") or {}).get("levels", [])
+        ]
+        deltas = [
+            {"metric": d["metric"], "delta": d["delta"], "n": d["n"]}
+            for d in record.get("accuracy_deltas") or []
+        ]
+        trials.append(
+            {
+                "slug": record["slug"],
+                "status": record["status"],
+                "error": record.get("error"),
+                "measured_on": measured_on,
+                "levels": levels,
+                "accuracy_deltas": deltas,
+            }
+        )
+    return {
+        "exit_code": code,
+        "status": "passed" if code == 0 else "failed",
+        "workspace": str(workspace),
+        "trials": trials,
+    }
 
 
 def _markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# GPU acceptance: {summary['verdict']}", "",
-             f"GPU: {summary.get('gpu') or 'none'} (planned as {summary.get('catalog_gpu') or '-'})", "",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items() if v), ""]
+    lines = [
+        f"# GPU acceptance: {summary['verdict']}",
+        "",
+        f"GPU: {summary.get('gpu') or 'none'} (planned as {summary.get('catalog_gpu') or '-'})",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items() if v),
+        "",
+    ]
     for stack, checks in summary["doctor"].items():
         failed = [c for c in checks if not c["ok"]]
-        lines.append(f"- doctor {stack}: {len(checks) - len(failed)} of {len(checks)} checks pass"
-                     + "".join(f"\n  - FAIL {c['name']}: {c['detail']} (fix: {c['fix']})" for c in failed))
+        lines.append(
+            f"- doctor {stack}: {len(checks) - len(failed)} of {len(checks)} checks pass"
+            + "".join(f"\n  - FAIL {c['name']}: {c['detail']} (fix: {c['fix']})" for c in failed)
+        )
     tests = summary.get("gpu_tests")
     if tests:
-        lines.append(f"- gpu test tier: {tests['status']} {tests.get('last_line') or tests.get('reason', '')}")
+        lines.append(
+            f"- gpu test tier: {tests['status']} {tests.get('last_line') or tests.get('reason', '')}"
+        )
     for stack, sweep in summary.get("sweeps", {}).items():
         lines += ["", f"## {stack}: {sweep['status']}"]
         if "reason" in sweep:
             lines.append(sweep["reason"])
         for trial in sweep.get("trials", []):
-            lines.append(f"- {trial['slug']}: {trial['status']}"
-                         + (f" ({trial['error']})" if trial.get("error") else ""))
+            lines.append(
+                f"- {trial['slug']}: {trial['status']}"
+                + (f" ({trial['error']})" if trial.get("error") else "")
+            )
             for level in trial["levels"]:
-                lines.append(f"  - c={level['concurrency']}: TTFT p99 {level['ttft_p99_ms']:.1f} ms, ITL p99 "
-                             f"{level['itl_p99_ms']:.2f} ms, {level['output_tok_s_per_gpu']:.0f} output "
-                             f"tok/s/GPU (measured on {trial['measured_on']})")
+                lines.append(
+                    f"  - c={level['concurrency']}: TTFT p99 {level['ttft_p99_ms']:.1f} ms, ITL p99 "
+                    f"{level['itl_p99_ms']:.2f} ms, {level['output_tok_s_per_gpu']:.0f} output "
+                    f"tok/s/GPU (measured on {trial['measured_on']})"
+                )
     return "\n".join(lines) + "\n"
 
 
 @app.command("gpu-acceptance")
 def gpu_acceptance(
-        out_dir: Annotated[Path, typer.Option("--out", help="Where the summary and the sweeps' "
-                                                            "workspaces go.")] = Path("enginesweep-gpu-acceptance"),
-        gpu: Annotated[Optional[str], typer.Option(
-            "--gpu", help="The catalog entry to plan with (`enginesweep ls gpus`) when the "
-                          "detected GPU has none of its own.")] = None,
-        skip_tests: Annotated[bool, typer.Option("--skip-tests", help="Do not run the gpu test tier.")] = False,
-        spec: Annotated[str, typer.Option(
-            "--spec", help="The sweep to run on each stack (its stack, target.gpu and workspace "
-                           "are set here).")] = SPEC,
-        set_: SetOpt = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Where the summary and the sweeps' workspaces go.")
+    ] = Path("enginesweep-gpu-acceptance"),
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu",
+            help="The catalog entry to plan with (`enginesweep ls gpus`) when the "
+            "detected GPU has none of its own.",
+        ),
+    ] = None,
+    skip_tests: Annotated[bool, typer.Option("--skip-tests", help="Do not run the gpu test tier.")] = False,
+    spec: Annotated[
+        str,
+        typer.Option(
+            "--spec",
+            help="The sweep to run on each stack (its stack, target.gpu and workspace are set here).",
+        ),
+    ] = SPEC,
+    set_: SetOpt = None,
 ) -> None:
     """On a GPU host: doctor, the gpu test tier and a small real sweep of each GPU stack on the
     demo model, with a summary of versions, pass/fail and numbers measured on this GPU."""
@@ -153,15 +222,20 @@ def gpu_acceptance(
     if not names:
         summary["verdict"] = "no GPU"
         _write(out_dir, summary)
-        raise _fail("no GPU: nvidia-smi lists none here, so nothing can be accepted on this machine; "
-                    "run this inside NVIDIA's image on a GPU host (README, 'On a GPU machine')", code=1)
+        raise _fail(
+            "no GPU: nvidia-smi lists none here, so nothing can be accepted on this machine; "
+            "run this inside NVIDIA's image on a GPU host (README, 'On a GPU machine')",
+            code=1,
+        )
     target = gpu or catalog_name(names[0])
     if target is None or target not in gpu_catalog():
         summary["verdict"] = "no catalog entry"
         _write(out_dir, summary)
-        raise _fail(f"--gpu: {names[0]} has no entry of its own in the GPU catalog; pass --gpu with "
-                    f"the closest one ({', '.join(n for n in gpu_catalog() if n != 'cpu')}): the "
-                    f"numbers stay labelled with {names[0]}")
+        raise _fail(
+            f"--gpu: {names[0]} has no entry of its own in the GPU catalog; pass --gpu with "
+            f"the closest one ({', '.join(n for n in gpu_catalog() if n != 'cpu')}): the "
+            f"numbers stay labelled with {names[0]}"
+        )
     summary["catalog_gpu"] = target
     if not skip_tests:
         out.print("== the gpu test tier", highlight=False)
@@ -171,15 +245,21 @@ def gpu_acceptance(
     for stack in STACKS:
         failed = [c["name"] for c in summary["doctor"][stack] if not c["ok"]]
         if failed:
-            summary["sweeps"][stack] = {"status": "skipped", "trials": [],
-                                        "reason": f"doctor checks failed: {', '.join(failed)}"}
+            summary["sweeps"][stack] = {
+                "status": "skipped",
+                "trials": [],
+                "reason": f"doctor checks failed: {', '.join(failed)}",
+            }
             continue
         out.print(f"== {SPEC} on {stack} ({names[0]})", highlight=False)
-        summary["sweeps"][stack] = _sweep(spec, resolved[stack].spec.name, set_ or [], stack, target,
-                                          out_dir, names[0])
-    passed = (all(c["ok"] for checks in summary["doctor"].values() for c in checks)
-              and summary.get("gpu_tests", {"status": "passed"})["status"] == "passed"
-              and all(s["status"] == "passed" for s in summary["sweeps"].values()))
+        summary["sweeps"][stack] = _sweep(
+            spec, resolved[stack].spec.name, set_ or [], stack, target, out_dir, names[0]
+        )
+    passed = (
+        all(c["ok"] for checks in summary["doctor"].values() for c in checks)
+        and summary.get("gpu_tests", {"status": "passed"})["status"] == "passed"
+        and all(s["status"] == "passed" for s in summary["sweeps"].values())
+    )
     summary["verdict"] = "passed" if passed else "failed"
     _write(out_dir, summary)
     out.print(f"GPU acceptance {summary['verdict']}: {out_dir / 'summary.md'}", highlight=False)

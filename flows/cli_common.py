@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +17,7 @@ from rich.markup import escape
 
 app = typer.Typer(
     help="Sweep TensorRT-LLM engines (quantization x parallelism), measure them and promote the "
-         "best one under your SLA.",
+    "best one under your SLA.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -27,9 +27,13 @@ err = Console(stderr=True)
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 200  # logs and pipes: a wide table beats one wrapped into 80 columns
 
-ConfigArg = Annotated[str, typer.Argument(help="A spec file path, or a shipped config name (`enginesweep ls`).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="Override a spec field: KEY.PATH=VALUE (VALUE is YAML, e.g. axes.tp=[1,2]).")]
+ConfigArg = Annotated[
+    str, typer.Argument(help="A spec file path, or a shipped config name (`enginesweep ls`).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a spec field: KEY.PATH=VALUE (VALUE is YAML, e.g. axes.tp=[1,2])."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 
 

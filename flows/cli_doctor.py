@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,11 +20,19 @@ class GpuStack(str, Enum):
 
 
 @app.command()
-def doctor(stack: Annotated[GpuStack, typer.Option("--stack", help="The GPU stack to check this host for.")],
-           spec: Annotated[Optional[str], typer.Option(
-               "--spec", help="A spec (path or shipped name) whose settings to check with: servers, "
-                              "trtllm_root/trtllm_paths, workspace, model, accuracy tasks.")] = None,
-           set_: SetOpt = None, json_: JsonOpt = False) -> None:
+def doctor(
+    stack: Annotated[GpuStack, typer.Option("--stack", help="The GPU stack to check this host for.")],
+    spec: Annotated[
+        str | None,
+        typer.Option(
+            "--spec",
+            help="A spec (path or shipped name) whose settings to check with: servers, "
+            "trtllm_root/trtllm_paths, workspace, model, accuracy tasks.",
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Can this host run a GPU stack? TensorRT-LLM, the layout and every file a trial uses, GPUs,
     ModelOpt, the install profile, calibration text, disk, hub state and ports; each with a fix."""
     from enginesweep.build_configs.loading import SpecError, load_spec
@@ -45,7 +53,10 @@ def doctor(stack: Annotated[GpuStack, typer.Option("--stack", help="The GPU stac
         for check in checks:
             out.print(check.line(), highlight=False, markup=False, soft_wrap=True)
         failed = sum(not check.ok for check in checks)
-        out.print(f"{stack.value}: {len(checks) - failed} of {len(checks)} checks pass"
-                  + (f"; {failed} fail (see the fixes above)" if failed else ""), highlight=False)
+        out.print(
+            f"{stack.value}: {len(checks) - failed} of {len(checks)} checks pass"
+            + (f"; {failed} fail (see the fixes above)" if failed else ""),
+            highlight=False,
+        )
     if not all(check.ok for check in checks):
         raise typer.Exit(1)

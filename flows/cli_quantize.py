@@ -23,35 +23,45 @@ from enginesweep.flows.cli_common import _fail, app, err
 
 @app.command()
 def quantize(
-        model: Annotated[Path, typer.Option("--model", help="The local Hugging Face checkpoint folder.")],
-        quant: Annotated[QuantFormat, typer.Option("--quant", help="Weight format.")],
-        calib_dataset: Annotated[Path, typer.Option(
-            "--calib-dataset", help="A local folder of JSON lines files with a `text` column "
-                                    "(train*.jsonl first), e.g. the emitted scripts' calibration/.")],
-        calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration samples.")],
-        calib_seq_len: Annotated[int, typer.Option("--calib-seq-len", min=1,
-                                                   help="Tokens per calibration sample.")],
-        export_dir: Annotated[Path, typer.Option("--export-dir", help="Where the checkpoint goes "
-                                                                       "(must not exist).")],
-        kv_cache: Annotated[KVCacheFormat, typer.Option("--kv-cache", help="KV-cache format.")] = KVCacheFormat.AUTO,
-        awq_block_size: Annotated[int, typer.Option("--awq-block-size", help="AWQ group size.")] = 128,
+    model: Annotated[Path, typer.Option("--model", help="The local Hugging Face checkpoint folder.")],
+    quant: Annotated[QuantFormat, typer.Option("--quant", help="Weight format.")],
+    calib_dataset: Annotated[
+        Path,
+        typer.Option(
+            "--calib-dataset",
+            help="A local folder of JSON lines files with a `text` column "
+            "(train*.jsonl first), e.g. the emitted scripts' calibration/.",
+        ),
+    ],
+    calib_size: Annotated[int, typer.Option("--calib-size", min=1, help="Calibration samples.")],
+    calib_seq_len: Annotated[
+        int, typer.Option("--calib-seq-len", min=1, help="Tokens per calibration sample.")
+    ],
+    export_dir: Annotated[
+        Path, typer.Option("--export-dir", help="Where the checkpoint goes (must not exist).")
+    ],
+    kv_cache: Annotated[
+        KVCacheFormat, typer.Option("--kv-cache", help="KV-cache format.")
+    ] = KVCacheFormat.AUTO,
+    awq_block_size: Annotated[int, typer.Option("--awq-block-size", help="AWQ group size.")] = 128,
 ) -> None:
     """trtllm-pytorch: quantize a checkpoint with ModelOpt and export the unified HF checkpoint
     (what the stack does in-process; offline, on a local calibration folder)."""
     # Before transformers and datasets are imported: they read these once.
     os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    from enginesweep.build_configs.trial import TrialConfig
     from enginesweep.engines.llmapi.commands import ptq_formats
     from enginesweep.engines.quantize.hf_export import ExportError, export_unified_hf, local_texts
     from enginesweep.engines.quantize.recipes import QuantRecipe
     from enginesweep.engines.trtllm.contract import ContractError, contracts
-    from enginesweep.build_configs.trial import TrialConfig
 
     if not (model / "config.json").is_file():
         raise _fail(f"--model: {model} holds no config.json (a local Hugging Face checkpoint folder)")
     if export_dir.exists():
         raise _fail(f"--export-dir: {export_dir} exists; remove it or name another folder")
-    config = TrialConfig(quant=quant, kv_cache=kv_cache, tp=1, pp=1, max_batch_size=1,
-                         max_num_tokens=1, max_seq_len=2)
+    config = TrialConfig(
+        quant=quant, kv_cache=kv_cache, tp=1, pp=1, max_batch_size=1, max_num_tokens=1, max_seq_len=2
+    )
     try:
         ptq_formats(contracts()[max(contracts())], config)
         texts = local_texts(calib_dataset, calib_size)
@@ -61,9 +71,14 @@ def quantize(
     partial = export_dir.with_name(export_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        written = export_unified_hf(model, recipe, partial, calibration_texts=texts,
-                                    seq_len=calib_seq_len,
-                                    log=lambda line: err.print(line, highlight=False, markup=False))
+        written = export_unified_hf(
+            model,
+            recipe,
+            partial,
+            calibration_texts=texts,
+            seq_len=calib_seq_len,
+            log=lambda line: err.print(line, highlight=False, markup=False),
+        )
     except ExportError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         raise _fail(str(exc), code=1) from None
@@ -72,6 +87,8 @@ def quantize(
         raise
     partial.rename(export_dir)
     quantization = written.get("quantization", {})
-    err.print(f"wrote {export_dir}: quant_algo {quantization.get('quant_algo')}, kv_cache_quant_algo "
-              f"{quantization.get('kv_cache_quant_algo')} ({len(texts)} calibration samples)",
-              highlight=False)
+    err.print(
+        f"wrote {export_dir}: quant_algo {quantization.get('quant_algo')}, kv_cache_quant_algo "
+        f"{quantization.get('kv_cache_quant_algo')} ({len(texts)} calibration samples)",
+        highlight=False,
+    )

@@ -6,7 +6,7 @@ sweep's parent run under `report/`. Every sweep writes its own at the end; this 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,17 +15,26 @@ from enginesweep.flows.cli_common import ConfigArg, SetOpt, _fail, app, out
 
 
 @app.command()
-def report(config: ConfigArg,
-           run_id: Annotated[str, typer.Argument(
-               help="The sweep's parent MLflow run id, or `latest`: the newest run of the spec's "
-                    "sweep.")] = "latest",
-           out_dir: Annotated[Optional[Path], typer.Option(
-               "--out",
-               help="Folder for the report (default <workspace>/reports/<sweep>/<run id>/).")] = None,
-           no_log: Annotated[bool, typer.Option(
-               "--no-log", help="Only write the files; attach nothing to the run (a store you may "
-                                "only read).")] = False,
-           set_: SetOpt = None) -> None:
+def report(
+    config: ConfigArg,
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            help="The sweep's parent MLflow run id, or `latest`: the newest run of the spec's sweep."
+        ),
+    ] = "latest",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for the report (default <workspace>/reports/<sweep>/<run id>/)."),
+    ] = None,
+    no_log: Annotated[
+        bool,
+        typer.Option(
+            "--no-log", help="Only write the files; attach nothing to the run (a store you may only read)."
+        ),
+    ] = False,
+    set_: SetOpt = None,
+) -> None:
     """Write the report of one sweep run: trials (feasible, failed, rejected with reasons), the
     champion and why, Pareto plots, latency curves, predicted vs measured, memory and capacity.
     Exit 1 when the spec's store holds no sweep run yet."""
@@ -38,8 +47,11 @@ def report(config: ConfigArg,
     uri = tracking_uri(resolved)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # Opening it would create an empty store where the user expected results.
-        raise _fail(f"no MLflow store at {uri.removeprefix('sqlite:///')}: run the sweep first "
-                    f"(enginesweep run {config})", code=1)
+        raise _fail(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}: run the sweep first "
+            f"(enginesweep run {config})",
+            code=1,
+        )
     from enginesweep.evaluation.reports.sweep_report import ARTIFACT_PATH, report_sweep_run
     from enginesweep.evaluation.reports.sweep_source import LATEST, latest_sweep_run
     from enginesweep.evaluation.tracking import open_client
@@ -52,12 +64,22 @@ def report(config: ConfigArg,
         except LookupError as exc:
             raise _fail(str(exc), code=1) from None
     try:
-        files = report_sweep_run(client, run_id, workspace=spec.workspace.resolve(),
-                                 folder=out_dir.resolve() if out_dir else None, log=not no_log)
+        files = report_sweep_run(
+            client,
+            run_id,
+            workspace=spec.workspace.resolve(),
+            folder=out_dir.resolve() if out_dir else None,
+            log=not no_log,
+        )
     except LookupError as exc:
         raise _fail(str(exc)) from None
-    out.print(f"report of run {run_id}: {files.html}\n  markdown: {files.markdown}\n  figures: "
-              f"{len(files.figures)} PNGs in {files.html.parent / 'figures'}", highlight=False)
+    out.print(
+        f"report of run {run_id}: {files.html}\n  markdown: {files.markdown}\n  figures: "
+        f"{len(files.figures)} PNGs in {files.html.parent / 'figures'}",
+        highlight=False,
+    )
     if not no_log:
-        out.print(f"attached to the run under {ARTIFACT_PATH}/ (MLflow UI: enginesweep ui {config})",
-                  highlight=False)
+        out.print(
+            f"attached to the run under {ARTIFACT_PATH}/ (MLflow UI: enginesweep ui {config})",
+            highlight=False,
+        )

@@ -34,8 +34,11 @@ def setup() -> None:
 
 def _preflight_accuracy(resolved, stacks) -> None:
     """Unknown accuracy tasks or task paths are bad input: refused before any trial runs."""
-    evaluates = [s for s in stacks if s.measures_accuracy or hasattr(s, "accuracy_command")
-                 or getattr(s, "accuracy_by_serving", False)]
+    evaluates = [
+        s
+        for s in stacks
+        if s.measures_accuracy or hasattr(s, "accuracy_command") or getattr(s, "accuracy_by_serving", False)
+    ]
     if not evaluates or not resolved.spec.accuracy.tasks:
         return
     from enginesweep.engines import textdata
@@ -43,15 +46,20 @@ def _preflight_accuracy(resolved, stacks) -> None:
     from enginesweep.evaluation.accuracy.variant import preflight_tasks
 
     try:
-        preflight_tasks(resolved.spec.accuracy, resolved.spec.workspace.resolve(),
-                        textdata.corpus_path(download=False))
+        preflight_tasks(
+            resolved.spec.accuracy, resolved.spec.workspace.resolve(), textdata.corpus_path(download=False)
+        )
     except TaskError as exc:
         raise _fail(str(exc)) from None
 
 
 @app.command()
-def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's slug (see `plan`).")],
-          set_: SetOpt = None, json_: JsonOpt = False) -> None:
+def trial(
+    config: ConfigArg,
+    slug: Annotated[str, typer.Option(help="The trial's slug (see `plan`).")],
+    set_: SetOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Run ONE trial for real (quantize, build, serve, benchmark, accuracy) without Prefect or
     MLflow, and print its record: the tool for debugging one engine."""
     try:
@@ -59,12 +67,10 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
     except SpecError as exc:
         raise _fail(str(exc)) from None
     _quiet_libraries()
-    from enginesweep.flows.trial import TrialError, run_trial  # heavy imports only for this verb
-    from enginesweep.evaluation.reports.trial_tables import trial_table
-
     from enginesweep.engines.stacks import StackUnavailable, get_stack
-
+    from enginesweep.evaluation.reports.trial_tables import trial_table
     from enginesweep.flows.preflight import PreflightError, check_workspace
+    from enginesweep.flows.trial import TrialError, run_trial  # heavy imports only for this verb
 
     try:
         check_workspace(resolved.spec.workspace.resolve())
@@ -74,8 +80,11 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
     except PreflightError as exc:
         raise _fail(str(exc)) from None
     handle_sigterm()  # a scheduler's or `kill`'s SIGTERM unwinds like Ctrl-C
-    log = (lambda line: err.print(line, highlight=False, markup=False)) if json_ else \
-        (lambda line: out.print(line, highlight=False, markup=False))
+    log = (
+        (lambda line: err.print(line, highlight=False, markup=False))
+        if json_
+        else (lambda line: out.print(line, highlight=False, markup=False))
+    )
     # With --json, stdout carries the record alone: what libraries print while the trial runs
     # (ModelOpt announces its quantizers there) goes to stderr with the log.
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if json_ else contextlib.nullcontext()
@@ -87,7 +96,7 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
     except KeyboardInterrupt:
         err.print("interrupted: every server and load generator was stopped")
         raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - the record on disk has the traceback
+    except Exception as exc:
         raise _fail(f"trial {slug} failed: {type(exc).__name__}: {exc}", code=1) from None
     if json_:
         sys.stdout.write(record.model_dump_json(indent=2) + "\n")
@@ -96,13 +105,20 @@ def trial(config: ConfigArg, slug: Annotated[str, typer.Option(help="The trial's
 
 
 @app.command()
-def run(config: ConfigArg, set_: SetOpt = None,
-        rebenchmark: Annotated[bool, typer.Option(
-            "--rebenchmark", help="Benchmark unchanged trials again (their bundles and accuracy "
-                                  "are kept).")] = False,
-        rerun: Annotated[bool, typer.Option(
-            "--rerun", help="Run every trial again, reusing nothing but quantized checkpoints.")] = False
-        ) -> None:
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    rebenchmark: Annotated[
+        bool,
+        typer.Option(
+            "--rebenchmark", help="Benchmark unchanged trials again (their bundles and accuracy are kept)."
+        ),
+    ] = False,
+    rerun: Annotated[
+        bool,
+        typer.Option("--rerun", help="Run every trial again, reusing nothing but quantized checkpoints."),
+    ] = False,
+) -> None:
     """Run the whole sweep as a Prefect flow: every feasible trial, MLflow tracking, selection
     under the SLA, promotion of the champion. Trials whose inputs are unchanged since a
     successful run are reused, not run again. Exit 0 complete, 3 partial (a trial failed)."""
@@ -146,12 +162,18 @@ def run(config: ConfigArg, set_: SetOpt = None,
         raise typer.Exit(130) from None
     out.print(selection_table(outcome.selection))
     if outcome.promoted_version:
-        out.print(f"champion: {outcome.selection.champion} -> {outcome.registered_model} version "
-                  f"{outcome.promoted_version} (alias '{resolved.spec.registry.alias}')", highlight=False)
+        out.print(
+            f"champion: {outcome.selection.champion} -> {outcome.registered_model} version "
+            f"{outcome.promoted_version} (alias '{resolved.spec.registry.alias}')",
+            highlight=False,
+        )
     else:
         out.print(f"no champion: {outcome.selection.champion_reason}", highlight=False)
-    out.print(f"MLflow: {outcome.tracking_uri}, experiment '{outcome.experiment}', run "
-              f"{outcome.parent_run_id}\nopen the UI: enginesweep ui {config}", highlight=False)
+    out.print(
+        f"MLflow: {outcome.tracking_uri}, experiment '{outcome.experiment}', run "
+        f"{outcome.parent_run_id}\nopen the UI: enginesweep ui {config}",
+        highlight=False,
+    )
     if outcome.status != "complete":
         err.print(f"sweep {outcome.status}: see the FAILED trial runs")
         raise typer.Exit(3)
@@ -166,11 +188,19 @@ def _registry_client(config: str, set_: list[str] | None):
 
 
 @app.command()
-def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The trial's MLflow run id.")],
-            force: Annotated[bool, typer.Option(
-                "--force", help="Promote a failed or SLA-violating trial anyway; the version and the "
-                                "run are tagged with what was overridden.")] = False,
-            set_: SetOpt = None) -> None:
+def promote(
+    config: ConfigArg,
+    run_id: Annotated[str, typer.Argument(help="The trial's MLflow run id.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Promote a failed or SLA-violating trial anyway; the version and the "
+            "run are tagged with what was overridden.",
+        ),
+    ] = False,
+    set_: SetOpt = None,
+) -> None:
     """Promote one trial's engine by hand: register it and point the spec's alias at it. A trial
     that failed, or misses the spec's SLA or accuracy gate, is refused unless --force."""
     from enginesweep.flows.prefect_env import configure_prefect
@@ -183,40 +213,56 @@ def promote(config: ConfigArg, run_id: Annotated[str, typer.Argument(help="The t
     from mlflow.exceptions import MlflowException
 
     from enginesweep.engines.manifest import ManifestError
-    from enginesweep.engines.registry import PromotionError, promote as promote_bundle
+    from enginesweep.engines.registry import PromotionError
+    from enginesweep.engines.registry import promote as promote_bundle
 
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise _fail(f"run {run_id}: the tracking store cannot be read: {exc}", code=1) from None
-        raise _fail(f"run {run_id}: not found in the spec's tracking store; `enginesweep ui` "
-                    "lists the runs") from None
+        raise _fail(
+            f"run {run_id}: not found in the spec's tracking store; `enginesweep ui` lists the runs"
+        ) from None
     bundle = run.data.params.get("bundle_dir")
     if not bundle:
         raise _fail(f"run {run_id} has no bundle_dir param: is it an enginesweep trial run?")
     objections = _promotion_objections(client, run_id, resolved)
     tags = {"promoted_by": "hand"}
     if objections and not force:
-        raise _fail(f"run {run_id} is not fit to promote: " + "; ".join(objections)
-                    + ". Pass --force to promote it anyway (recorded on the model version).")
+        raise _fail(
+            f"run {run_id} is not fit to promote: "
+            + "; ".join(objections)
+            + ". Pass --force to promote it anyway (recorded on the model version)."
+        )
     overridden = "; ".join(objections)[:5000]
     if objections:
         tags.update({"forced": "true", "forced_over": overridden})
     try:
-        done = promote_bundle(client, model_name=name, run_id=run_id, bundle_dir=Path(bundle),
-                              alias=resolved.spec.registry.alias, tags=tags, allow_unfinished=force)
+        done = promote_bundle(
+            client,
+            model_name=name,
+            run_id=run_id,
+            bundle_dir=Path(bundle),
+            alias=resolved.spec.registry.alias,
+            tags=tags,
+            allow_unfinished=force,
+        )
     except (PromotionError, ManifestError) as exc:
         raise _fail(str(exc), code=1) from None
     if not done.registered:
-        out.print(f"{name} version {done.version} is already '{done.alias}' (the same engine): "
-                  "nothing changed", highlight=False)
+        out.print(
+            f"{name} version {done.version} is already '{done.alias}' (the same engine): nothing changed",
+            highlight=False,
+        )
         return
     if objections:  # recorded on the run only once the promotion happened
         client.set_tag(run_id, "enginesweep.forced_promotion", overridden)
     forced = f" (forced over: {overridden})" if objections else ""
-    out.print(f"{name} version {done.version} is now '{done.alias}' (previous: {done.previous_version})"
-              + forced, highlight=False)
+    out.print(
+        f"{name} version {done.version} is now '{done.alias}' (previous: {done.previous_version})" + forced,
+        highlight=False,
+    )
 
 
 def _promotion_objections(client, run_id: str, resolved) -> list[str]:
@@ -242,7 +288,8 @@ def _promotion_objections(client, run_id: str, resolved) -> list[str]:
 @app.command()
 def rollback(config: ConfigArg, set_: SetOpt = None) -> None:
     """Point the alias back at the previous champion."""
-    from enginesweep.engines.registry import PromotionError, rollback as rollback_alias
+    from enginesweep.engines.registry import PromotionError
+    from enginesweep.engines.registry import rollback as rollback_alias
 
     try:
         resolved, client, name = _registry_client(config, set_)
@@ -255,8 +302,11 @@ def rollback(config: ConfigArg, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def ui(config: ConfigArg, port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
-       set_: SetOpt = None) -> None:
+def ui(
+    config: ConfigArg,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    set_: SetOpt = None,
+) -> None:
     """Start the MLflow UI for a spec's tracking store on 127.0.0.1 (Ctrl-C stops it)."""
     import subprocess
 
@@ -275,9 +325,22 @@ def ui(config: ConfigArg, port: Annotated[int, typer.Option(help="Port on 127.0.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     mlflow = Path(sys.executable).parent / "mlflow"
     handle_sigterm()
-    server = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1", "--backend-store-uri", uri], env=env,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            uri,
+        ],
+        env=env,
+        start_new_session=True,
+    )
     try:
         code = server.wait()
     except KeyboardInterrupt:
@@ -297,8 +360,9 @@ def _check_port_free(port: int) -> None:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise _fail(f"--port: {port} on 127.0.0.1 cannot be used ({exc.strerror}); "
-                        "pick another with --port") from None
+            raise _fail(
+                f"--port: {port} on 127.0.0.1 cannot be used ({exc.strerror}); pick another with --port"
+            ) from None
 
 
 def _quiet_libraries() -> None:

@@ -11,17 +11,21 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from enginesweep.build_configs.loading import SpecError, load_spec
 from enginesweep.flows.cli_common import ConfigArg, SetOpt, _fail, app, err, handle_sigterm, out
 
-CronOpt = Annotated[Optional[str], typer.Option(
-    "--cron", help='When to run, as a cron expression (e.g. "0 3 * * *": daily at 03:00 UTC).')]
-IntervalOpt = Annotated[Optional[float], typer.Option(
-    "--interval", min=1, help="Or: seconds between runs (short schedules, tests).")]
+CronOpt = Annotated[
+    str | None,
+    typer.Option("--cron", help='When to run, as a cron expression (e.g. "0 3 * * *": daily at 03:00 UTC).'),
+]
+IntervalOpt = Annotated[
+    float | None,
+    typer.Option("--interval", min=1, help="Or: seconds between runs (short schedules, tests)."),
+]
 
 
 def _one_schedule(cron: str | None, interval: float | None) -> None:
@@ -38,8 +42,9 @@ def _check_cron(cron: str | None) -> None:
     try:
         validate_cron_string(cron)
     except ValueError as exc:
-        raise _fail(f"--cron: {exc}; give five fields: minute hour day-of-month month "
-                    'day-of-week, e.g. "0 3 * * *"') from None
+        raise _fail(
+            f'--cron: {exc}; give five fields: minute hour day-of-month month day-of-week, e.g. "0 3 * * *"'
+        ) from None
 
 
 def _load(config: str, set_: list[str] | None):
@@ -82,26 +87,36 @@ def _absolute_workspace(resolved) -> str:
     return f"workspace={json.dumps(str(resolved.spec.workspace.resolve()))}"  # quoted: any path
 
 
-def _deployment_kwargs(resolved, config: str, set_: list[str] | None, cron: str | None,
-                       interval: float | None, extra: Sequence[str] = ()) -> dict:
+def _deployment_kwargs(
+    resolved,
+    config: str,
+    set_: list[str] | None,
+    cron: str | None,
+    interval: float | None,
+    extra: Sequence[str] = (),
+) -> dict:
     """What `serve` and `to_deployment` share: name, schedule, parameters (`extra`: overrides
     after the user's), one run at a time (a run due while another is running is cancelled, not
     queued: the next one catches up)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.flows import EntrypointType
 
-    return dict(name=resolved.spec.name, cron=cron, interval=interval,
-                parameters={"config": _config_for_runs(config),
-                            "overrides": [*(set_ or []), *extra]},
-                description=f"enginesweep scheduled sweep of {resolved.spec.name}",
-                tags=["enginesweep"], entrypoint_type=EntrypointType.MODULE_PATH,
-                limit_config=ConcurrencyLimitConfig(
-                    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW))
+    return dict(
+        name=resolved.spec.name,
+        cron=cron,
+        interval=interval,
+        parameters={"config": _config_for_runs(config), "overrides": [*(set_ or []), *extra]},
+        description=f"enginesweep scheduled sweep of {resolved.spec.name}",
+        tags=["enginesweep"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        limit_config=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+    )
 
 
 @app.command()
-def schedule(config: ConfigArg, cron: CronOpt = None, interval: IntervalOpt = None,
-             set_: SetOpt = None) -> None:
+def schedule(
+    config: ConfigArg, cron: CronOpt = None, interval: IntervalOpt = None, set_: SetOpt = None
+) -> None:
     """Run the sweep on a schedule, served from this process until Ctrl-C or SIGTERM.
 
     Each run re-runs only what changed: with the model revision, runtime and spec unchanged it
@@ -125,8 +140,9 @@ def schedule(config: ConfigArg, cron: CronOpt = None, interval: IntervalOpt = No
     handle_sigterm()  # until the Runner installs its own: a stop while starting unwinds cleanly
     try:
         if server is not None:
-            out.print(f"starting a Prefect server at {server.api_url} (log: {server.log_path})",
-                      highlight=False)
+            out.print(
+                f"starting a Prefect server at {server.api_url} (log: {server.log_path})", highlight=False
+            )
             server.start()
         _serve(resolved, config, set_, cron, interval)
     except PrefectServerError as exc:
@@ -140,25 +156,39 @@ def schedule(config: ConfigArg, cron: CronOpt = None, interval: IntervalOpt = No
     err.print(f"schedule stopped: a run in progress was cancelled{stopped}", highlight=False)
 
 
-def _serve(resolved, config: str, set_: list[str] | None, cron: str | None,
-           interval: float | None) -> None:
+def _serve(resolved, config: str, set_: list[str] | None, cron: str | None, interval: float | None) -> None:
     """`flow.serve` of the scheduled sweep; returns once the Runner has stopped (SIGTERM,
     Ctrl-C), its flow runs cancelled and their processes ended."""
     from enginesweep.flows.scheduled import scheduled_sweep_flow
 
     kwargs = _deployment_kwargs(resolved, config, set_, cron, interval)
     when = f"cron '{cron}'" if cron else f"every {interval:g} s"
-    out.print(f"serving '{scheduled_sweep_flow.name}/{kwargs['name']}' ({when}); SIGTERM or "
-              "Ctrl-C stops it", highlight=False)
-    scheduled_sweep_flow.serve(global_limit=kwargs.pop("limit_config"), pause_on_shutdown=True,
-                               print_starting_message=False, **kwargs)
+    out.print(
+        f"serving '{scheduled_sweep_flow.name}/{kwargs['name']}' ({when}); SIGTERM or Ctrl-C stops it",
+        highlight=False,
+    )
+    scheduled_sweep_flow.serve(
+        global_limit=kwargs.pop("limit_config"),
+        pause_on_shutdown=True,
+        print_starting_message=False,
+        **kwargs,
+    )
 
 
 @app.command()
-def deploy(config: ConfigArg,
-           pool: Annotated[str, typer.Option("--pool", help="The work pool whose workers run it "
-                                                            "(prefect work-pool create NAME --type process).")],
-           cron: CronOpt = None, interval: IntervalOpt = None, set_: SetOpt = None) -> None:
+def deploy(
+    config: ConfigArg,
+    pool: Annotated[
+        str,
+        typer.Option(
+            "--pool",
+            help="The work pool whose workers run it (prefect work-pool create NAME --type process).",
+        ),
+    ],
+    cron: CronOpt = None,
+    interval: IntervalOpt = None,
+    set_: SetOpt = None,
+) -> None:
     """Register the scheduled sweep on a Prefect server (PREFECT_API_URL) for a work pool.
 
     The pool's workers (`prefect worker start --pool POOL`) need enginesweep installed and the
@@ -167,9 +197,11 @@ def deploy(config: ConfigArg,
     is the same deployment for `prefect deploy`."""
     _one_schedule(cron, interval)
     if not os.environ.get("PREFECT_API_URL"):
-        raise _fail("deploy needs a Prefect server: export PREFECT_API_URL=http://HOST:4200/api "
-                    "(`prefect server start`); or serve the schedule from this machine with "
-                    "`enginesweep schedule`")
+        raise _fail(
+            "deploy needs a Prefect server: export PREFECT_API_URL=http://HOST:4200/api "
+            "(`prefect server start`); or serve the schedule from this machine with "
+            "`enginesweep schedule`"
+        )
     resolved = _load(config, set_)
     from enginesweep.flows.prefect_env import configure_prefect
 
@@ -179,19 +211,26 @@ def deploy(config: ConfigArg,
     # from a machine without one); a run where they do not fails its trials with the reason.
     from enginesweep.flows.scheduled import scheduled_sweep_flow
 
-    kwargs = _deployment_kwargs(resolved, config, set_, cron, interval,
-                                extra=[_absolute_workspace(resolved)])
-    deployment = scheduled_sweep_flow.to_deployment(concurrency_limit=kwargs.pop("limit_config"),
-                                                    work_pool_name=pool, **kwargs)
+    kwargs = _deployment_kwargs(resolved, config, set_, cron, interval, extra=[_absolute_workspace(resolved)])
+    deployment = scheduled_sweep_flow.to_deployment(
+        concurrency_limit=kwargs.pop("limit_config"), work_pool_name=pool, **kwargs
+    )
     api = os.environ["PREFECT_API_URL"]
     try:
         deployment_id = deployment.apply()
-    except Exception as exc:  # noqa: BLE001 - Prefect's client errors: say what and where
+    except Exception as exc:
         if f'work pool "{pool.lower()}" not found' in str(exc).lower():
-            raise _fail(f"--pool: no work pool '{pool}' on {api}; create it: prefect work-pool "
-                        f"create {pool} --type process") from None
-        raise _fail(f"the deployment could not be registered on the Prefect server at {api}: "
-                    f"{type(exc).__name__}: {exc}", code=1) from None
-    out.print(f"deployment '{scheduled_sweep_flow.name}/{kwargs['name']}' ({deployment_id}) on "
-              f"work pool '{pool}'; start a worker: prefect worker start --pool {pool}",
-              highlight=False)
+            raise _fail(
+                f"--pool: no work pool '{pool}' on {api}; create it: prefect work-pool "
+                f"create {pool} --type process"
+            ) from None
+        raise _fail(
+            f"the deployment could not be registered on the Prefect server at {api}: "
+            f"{type(exc).__name__}: {exc}",
+            code=1,
+        ) from None
+    out.print(
+        f"deployment '{scheduled_sweep_flow.name}/{kwargs['name']}' ({deployment_id}) on "
+        f"work pool '{pool}'; start a worker: prefect worker start --pool {pool}",
+        highlight=False,
+    )

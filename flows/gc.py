@@ -59,8 +59,7 @@ def registered_hashes(tracking_uri: str) -> set[str]:
     from enginesweep.evaluation.tracking import open_client
 
     client = open_client(tracking_uri)
-    return {v.tags["content_hash"] for v in client.search_model_versions()
-            if v.tags.get("content_hash")}
+    return {v.tags["content_hash"] for v in client.search_model_versions() if v.tags.get("content_hash")}
 
 
 def _bundle_hash(entry: Path) -> str | None:
@@ -78,11 +77,10 @@ def _entry_lock(entry: Path) -> Path:
     return entry.parent / ".locks" / f"{name}.lock"
 
 
-def _size(paths: Iterable[Path], seen: set[tuple[int, int]], linked_elsewhere: set[tuple[int, int]]
-          ) -> int:
+def _size(paths: Iterable[Path], seen: set[tuple[int, int]], linked_elsewhere: set[tuple[int, int]]) -> int:
     total = 0
     for path in paths:
-        for file in ([path] if path.is_file() else path.rglob("*")):
+        for file in [path] if path.is_file() else path.rglob("*"):
             if file.is_file() and not file.is_symlink():
                 stat = file.stat()
                 inode = (stat.st_dev, stat.st_ino)
@@ -97,8 +95,9 @@ def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport
     report = GcReport()
     referenced, unreadable = referenced_by_records(workspace)
     if unreadable:
-        report.skipped.extend((Path(u.split(":")[0]), "unreadable record: gc keeps everything")
-                              for u in unreadable)
+        report.skipped.extend(
+            (Path(u.split(":")[0]), "unreadable record: gc keeps everything") for u in unreadable
+        )
         return report
     doomed: list[Path] = []
     for store in STORES:
@@ -110,15 +109,16 @@ def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport
             keep = not crash_leftover and (
                 entry.resolve() in referenced
                 or (store == "bundles" and _bundle_hash(entry) in registered)
-                or entry.name.endswith(".log") and entry.with_name(
-                    entry.name.removesuffix("-build.log")).resolve() in referenced)
+                or entry.name.endswith(".log")
+                and entry.with_name(entry.name.removesuffix("-build.log")).resolve() in referenced
+            )
             if keep:
                 report.kept.append(entry)
             else:
                 doomed.append(entry)
     kept_inodes: set[tuple[int, int]] = set()
     for entry in report.kept:
-        for file in ([entry] if entry.is_file() else entry.rglob("*")):
+        for file in [entry] if entry.is_file() else entry.rglob("*"):
             if file.is_file():
                 stat = file.stat()
                 kept_inodes.add((stat.st_dev, stat.st_ino))
@@ -139,8 +139,7 @@ def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport
     return report
 
 
-def collect_exclusive(workspace: Path, gc_lock: Path, *, registered: set[str],
-                      dry_run: bool) -> GcReport:
+def collect_exclusive(workspace: Path, gc_lock: Path, *, registered: set[str], dry_run: bool) -> GcReport:
     """`collect` while no trial runs on the workspace: trials hold `gc_lock` shared (from before
     they make a store entry until their record names it); GcBusy when one does."""
     with try_lock(gc_lock) as taken:

@@ -61,16 +61,25 @@ def tensorrt_llm_check() -> tuple[DoctorCheck, str | None]:
     version = tensorrt_llm_version()
     lines = ", ".join(f"{c.line} ({' | '.join(c.versions)})" for c in contracts().values())
     if version is None:
-        return DoctorCheck("tensorrt_llm", False, "not installed in this Python environment",
-                           "run inside NVIDIA's TensorRT-LLM image (README, 'On a GPU machine'): "
-                           f"the contract covers {lines}"), None
+        return DoctorCheck(
+            "tensorrt_llm",
+            False,
+            "not installed in this Python environment",
+            "run inside NVIDIA's TensorRT-LLM image (README, 'On a GPU machine'): "
+            f"the contract covers {lines}",
+        ), None
     try:
         contract = contract_for(version)
     except UnsupportedVersion:
-        return DoctorCheck("tensorrt_llm", False, f"{version}: no contract covers it",
-                           f"use an image with TensorRT-LLM {lines}"), version
-    return DoctorCheck("tensorrt_llm", True, f"{version} (contract {contract.line}: "
-                                             f"{contract.source})"), version
+        return DoctorCheck(
+            "tensorrt_llm",
+            False,
+            f"{version}: no contract covers it",
+            f"use an image with TensorRT-LLM {lines}",
+        ), version
+    return DoctorCheck(
+        "tensorrt_llm", True, f"{version} (contract {contract.line}: {contract.source})"
+    ), version
 
 
 def modelopt_check(version: str | None) -> DoctorCheck:
@@ -86,32 +95,54 @@ def modelopt_check(version: str | None) -> DoctorCheck:
         if requirement.name == "nvidia-modelopt" and not requirement.marker:
             wanted, source = str(requirement.specifier), f"tensorrt_llm {version}'s metadata"
     if installed is None:
-        return DoctorCheck("nvidia-modelopt", False, f"not installed (TensorRT-LLM wants {wanted})",
-                           "use NVIDIA's image, which has it")
+        return DoctorCheck(
+            "nvidia-modelopt",
+            False,
+            f"not installed (TensorRT-LLM wants {wanted})",
+            "use NVIDIA's image, which has it",
+        )
     from packaging.specifiers import SpecifierSet
 
     ok = installed in SpecifierSet(wanted)
-    return DoctorCheck("nvidia-modelopt", ok, f"{installed}; TensorRT-LLM wants {wanted} ({source})",
-                       "" if ok else "reinstall the image's ModelOpt (quantize.py of TensorRT-LLM 1.2 "
-                                     "breaks with ModelOpt >= 0.44): `pip install -c <(pip list "
-                                     f"--format=freeze) 'nvidia-modelopt{wanted}'`")
+    return DoctorCheck(
+        "nvidia-modelopt",
+        ok,
+        f"{installed}; TensorRT-LLM wants {wanted} ({source})",
+        ""
+        if ok
+        else "reinstall the image's ModelOpt (quantize.py of TensorRT-LLM 1.2 "
+        "breaks with ModelOpt >= 0.44): `pip install -c <(pip list "
+        f"--format=freeze) 'nvidia-modelopt{wanted}'`",
+    )
 
 
 def gpu_checks() -> list[DoctorCheck]:
     """The GPUs nvidia-smi lists, with name, SM and free memory; a failure without one."""
-    query = ["nvidia-smi", "--query-gpu=index,name,compute_cap,memory.free,memory.total",
-             "--format=csv,noheader,nounits"]
+    query = [
+        "nvidia-smi",
+        "--query-gpu=index,name,compute_cap,memory.free,memory.total",
+        "--format=csv,noheader,nounits",
+    ]
     try:
         done = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True)
     except (OSError, subprocess.SubprocessError) as exc:
         reason = "nvidia-smi is not on PATH" if isinstance(exc, OSError) else f"nvidia-smi failed ({exc})"
-        return [DoctorCheck("gpus", False, f"no GPU: {reason}",
-                            "run on a host with an NVIDIA GPU and its driver, in the image started "
-                            "with `docker run --gpus all`")]
+        return [
+            DoctorCheck(
+                "gpus",
+                False,
+                f"no GPU: {reason}",
+                "run on a host with an NVIDIA GPU and its driver, in the image started "
+                "with `docker run --gpus all`",
+            )
+        ]
     rows = [[field.strip() for field in line.split(",")] for line in done.stdout.splitlines() if line.strip()]
     if not rows:
-        return [DoctorCheck("gpus", False, "no GPU: nvidia-smi lists none", "check the driver and "
-                            "`docker run --gpus all`")]
+        return [
+            DoctorCheck(
+                "gpus", False, "no GPU: nvidia-smi lists none", "check the driver and `docker run --gpus all`"
+            )
+        ]
     checks = []
     for number, row in enumerate(rows):
         if len(row) < 5:  # an nvidia-smi that ignored the query: say what it printed
@@ -133,16 +164,31 @@ def gpu_checks() -> list[DoctorCheck]:
 def layout_checks(stack: Any, *, accuracy: bool) -> list[DoctorCheck]:
     """The layout found, then one line per file and program the stack's trials use (a calibrated
     and a 16-bit trial, and the accuracy run when asked): exactly the preflight's list."""
-    from enginesweep.engines.trtllm.layout import checkout_fix, is_missing, tensorrt_llm_version
     from enginesweep.build_configs.trial import TrialConfig
+    from enginesweep.engines.trtllm.layout import checkout_fix, is_missing, tensorrt_llm_version
 
     layout = stack.layout
     fix = checkout_fix(tensorrt_llm_version())
-    checks = [DoctorCheck("layout", layout.tools is not None,
-                          f"{layout.describe()} (probed: {' | '.join(layout.tried) or 'nothing'})",
-                          "" if layout.tools is not None else fix)]
-    configs = [TrialConfig(quant=quant, kv_cache=KVCacheFormat.AUTO, tp=1, pp=1, max_batch_size=1,
-                           max_num_tokens=1, max_seq_len=2) for quant in (QuantFormat.FP8, QuantFormat.BF16)]
+    checks = [
+        DoctorCheck(
+            "layout",
+            layout.tools is not None,
+            f"{layout.describe()} (probed: {' | '.join(layout.tried) or 'nothing'})",
+            "" if layout.tools is not None else fix,
+        )
+    ]
+    configs = [
+        TrialConfig(
+            quant=quant,
+            kv_cache=KVCacheFormat.AUTO,
+            tp=1,
+            pp=1,
+            max_batch_size=1,
+            max_num_tokens=1,
+            max_seq_len=2,
+        )
+        for quant in (QuantFormat.FP8, QuantFormat.BF16)
+    ]
     seen = set()
     for item in stack.required(configs, accuracy=accuracy):
         if item.path in seen:
@@ -150,11 +196,20 @@ def layout_checks(stack: Any, *, accuracy: bool) -> list[DoctorCheck]:
         seen.add(item.path)
         missing = is_missing(item)
         found = shutil.which(item.path) if item.program else item.path
-        checks.append(DoctorCheck(
-            f"{'program' if item.program else 'file'}: {item.what}", not missing,
-            f"missing: {item.path}" if missing else str(found),
-            "" if not missing else (f"run inside NVIDIA's image for the {stack.name} stack, where "
-                                    f"{item.path} is on PATH" if item.program else fix)))
+        checks.append(
+            DoctorCheck(
+                f"{'program' if item.program else 'file'}: {item.what}",
+                not missing,
+                f"missing: {item.path}" if missing else str(found),
+                ""
+                if not missing
+                else (
+                    f"run inside NVIDIA's image for the {stack.name} stack, where {item.path} is on PATH"
+                    if item.program
+                    else fix
+                ),
+            )
+        )
     return checks
 
 
@@ -163,8 +218,11 @@ def package_checks() -> list[DoctorCheck]:
     checks = []
     for name in PROFILE_PACKAGES:
         found = _version(name)
-        checks.append(DoctorCheck(f"package {name}", found is not None, found or "not installed",
-                                  "" if found else SETUP_FIX))
+        checks.append(
+            DoctorCheck(
+                f"package {name}", found is not None, found or "not installed", "" if found else SETUP_FIX
+            )
+        )
     return checks
 
 
@@ -175,8 +233,12 @@ def corpus_check() -> DoctorCheck:
     try:
         return DoctorCheck("calibration text", True, str(corpus_path(download=False)))
     except (CorpusError, OSError) as exc:
-        return DoctorCheck("calibration text", False, str(exc).splitlines()[0],
-                           f"{SETUP_FIX} fetches it, or set build.calib_dataset to a local folder")
+        return DoctorCheck(
+            "calibration text",
+            False,
+            str(exc).splitlines()[0],
+            f"{SETUP_FIX} fetches it, or set build.calib_dataset to a local folder",
+        )
 
 
 def needed_disk_gib(resolved: Any | None) -> float:
@@ -185,8 +247,8 @@ def needed_disk_gib(resolved: Any | None) -> float:
     and quantized ones smaller). Without a spec, MIN_FREE_DISK_GIB."""
     if resolved is None:
         return MIN_FREE_DISK_GIB
-    from enginesweep.evaluation.planning import expand
     from enginesweep.build_configs.schema import Predictor
+    from enginesweep.evaluation.planning import expand
 
     trials = len(expand(resolved, predictor=Predictor.ROOFLINE, calibrated=False).to_run)
     checkpoint = resolved.architecture.total_params * 2 / 2**30
@@ -200,10 +262,15 @@ def disk_check(workspace: Path, needed_gib: float = MIN_FREE_DISK_GIB) -> Doctor
         folder = folder.parent
     free = shutil.disk_usage(folder).free / 2**30
     ok = free >= needed_gib
-    return DoctorCheck("workspace disk", ok, f"{free:.0f} GiB free at {folder} (workspace {workspace}; "
-                                             f"the sweep needs up to {needed_gib:.0f} GiB)",
-                       "" if ok else f"free space or point `workspace` at a disk with "
-                                     f"{needed_gib:.0f}+ GiB free (a mounted volume)")
+    return DoctorCheck(
+        "workspace disk",
+        ok,
+        f"{free:.0f} GiB free at {folder} (workspace {workspace}; "
+        f"the sweep needs up to {needed_gib:.0f} GiB)",
+        ""
+        if ok
+        else f"free space or point `workspace` at a disk with {needed_gib:.0f}+ GiB free (a mounted volume)",
+    )
 
 
 def hub_check(model: Any | None) -> DoctorCheck:
@@ -219,11 +286,18 @@ def hub_check(model: Any | None) -> DoctorCheck:
 
     cached = Path(constants.HF_HUB_CACHE) / f"models--{model.repo_id.replace('/', '--')}"
     if offline and not cached.is_dir():
-        return DoctorCheck("hub", False, f"{state}; {model.repo_id} is not in the cache {cached.parent}",
-                           "unset HF_HUB_OFFLINE for the first run, or download it beforehand and "
-                           "point model.path at it")
-    return DoctorCheck("hub", True, f"{state}; {model.repo_id}@{model.revision} "
-                                    f"{'cached' if cached.is_dir() else 'fetched at the first trial'}")
+        return DoctorCheck(
+            "hub",
+            False,
+            f"{state}; {model.repo_id} is not in the cache {cached.parent}",
+            "unset HF_HUB_OFFLINE for the first run, or download it beforehand and point model.path at it",
+        )
+    return DoctorCheck(
+        "hub",
+        True,
+        f"{state}; {model.repo_id}@{model.revision} "
+        f"{'cached' if cached.is_dir() else 'fetched at the first trial'}",
+    )
 
 
 def port_check() -> DoctorCheck:
@@ -234,12 +308,20 @@ def port_check() -> DoctorCheck:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
     except OSError as exc:
-        return DoctorCheck("ports", False, f"cannot bind a port on 127.0.0.1 ({exc})",
-                           "check the container's network settings")
+        return DoctorCheck(
+            "ports",
+            False,
+            f"cannot bind a port on 127.0.0.1 ({exc})",
+            "check the container's network settings",
+        )
     with socket.socket() as probe:
         busy = probe.connect_ex(("127.0.0.1", 8000)) == 0
-    return DoctorCheck("ports", True, f"free ports on 127.0.0.1 (e.g. {port}); port 8000 is "
-                                      f"{'taken by another server' if busy else 'free'} (trials use their own)")
+    return DoctorCheck(
+        "ports",
+        True,
+        f"free ports on 127.0.0.1 (e.g. {port}); port 8000 is "
+        f"{'taken by another server' if busy else 'free'} (trials use their own)",
+    )
 
 
 def diagnose(stack_name: str, resolved: Any | None = None) -> list[DoctorCheck]:
@@ -262,8 +344,11 @@ def diagnose(stack_name: str, resolved: Any | None = None) -> list[DoctorCheck]:
     checks.append(modelopt_check(version))
     checks += package_checks()
     checks.append(corpus_check())
-    checks.append(disk_check(spec.workspace if spec is not None else Path("enginesweep-workspace"),
-                             needed_disk_gib(resolved)))
+    checks.append(
+        disk_check(
+            spec.workspace if spec is not None else Path("enginesweep-workspace"), needed_disk_gib(resolved)
+        )
+    )
     checks.append(hub_check(spec.model if spec is not None else None))
     checks.append(port_check())
     return checks

@@ -43,19 +43,25 @@ def check_gpus(resolved: ResolvedSpec, to_run: list[PlannedTrial]) -> None:
         return
     if execution.dask_address:
         if not resolved.spec.workspace.is_absolute():
-            raise RunnerError(f"workspace: {resolved.spec.workspace} is relative; with "
-                              "execution.dask_address the trials run on other machines: give an "
-                              "absolute path on a filesystem every Dask worker mounts")
+            raise RunnerError(
+                f"workspace: {resolved.spec.workspace} is relative; with "
+                "execution.dask_address the trials run on other machines: give an "
+                "absolute path on a filesystem every Dask worker mounts"
+            )
         return
     devices = machine_gpus(execution)
     if not devices:
-        raise NoGpus("execution: no GPU to run the trials on here (none in CUDA_VISIBLE_DEVICES, "
-                     "NVML or nvidia-smi): run on a GPU machine, or list them in execution.gpus")
+        raise NoGpus(
+            "execution: no GPU to run the trials on here (none in CUDA_VISIBLE_DEVICES, "
+            "NVML or nvidia-smi): run on a GPU machine, or list them in execution.gpus"
+        )
     widest = max(to_run, key=lambda p: p.config.world_size)
     if widest.config.world_size > len(devices):
-        raise NoGpus(f"execution.gpus: trial {widest.slug} needs {widest.config.world_size} GPUs "
-                     f"(TP*PP); this machine lends {len(devices)} ({devices}): add GPUs to "
-                     "execution.gpus or lower axes.tp / axes.pp")
+        raise NoGpus(
+            f"execution.gpus: trial {widest.slug} needs {widest.config.world_size} GPUs "
+            f"(TP*PP); this machine lends {len(devices)} ({devices}): add GPUs to "
+            "execution.gpus or lower axes.tp / axes.pp"
+        )
 
 
 def check_cluster(runner: Any, to_run: list[PlannedTrial]) -> None:
@@ -68,28 +74,47 @@ def check_cluster(runner: Any, to_run: list[PlannedTrial]) -> None:
     most = max((w.get("resources", {}).get("GPU", 0) for w in workers), default=0)
     widest = max(to_run, key=lambda p: p.config.world_size)
     if most < widest.config.world_size:
-        raise RunnerError(f"execution.dask_address: trial {widest.slug} needs "
-                          f"{widest.config.world_size} GPUs and the cluster's largest worker "
-                          f"declares {most:g}: start workers with `dask worker SCHEDULER "
-                          f"--resources GPU=N` (N = that machine's GPUs)")
+        raise RunnerError(
+            f"execution.dask_address: trial {widest.slug} needs "
+            f"{widest.config.world_size} GPUs and the cluster's largest worker "
+            f"declares {most:g}: start workers with `dask worker SCHEDULER "
+            f"--resources GPU=N` (N = that machine's GPUs)"
+        )
 
 
-def run_on_gpus(resolved: ResolvedSpec, planned: PlannedTrial, checkpoint: tuple[Path, dict[str, Any]],
-                *, reuse: bool, rebenchmark: bool, cwd: str, stop_file: str,
-                log: Callable[[str], None]) -> TrialRecord:
+def run_on_gpus(
+    resolved: ResolvedSpec,
+    planned: PlannedTrial,
+    checkpoint: tuple[Path, dict[str, Any]],
+    *,
+    reuse: bool,
+    rebenchmark: bool,
+    cwd: str,
+    stop_file: str,
+    log: Callable[[str], None],
+) -> TrialRecord:
     """Wait for TP*PP free GPUs of this machine, then run the trial in its own process on them.
     The process gets the spec itself (as validated when the sweep started, not the file again)."""
     slots = GpuSlots(machine_gpus(resolved.spec.execution))
     trial_dir = resolved.spec.workspace / "sweeps" / resolved.spec.name / planned.slug
-    job = TrialJob(spec=resolved.spec.model_dump(mode="json"), source=resolved.source, cwd=cwd,
-                   slug=planned.slug, checkpoint_dir=str(checkpoint[0]), checkpoint=checkpoint[1],
-                   planned=planned.model_dump(mode="json"), reuse=reuse, rebenchmark=rebenchmark,
-                   # One result file per run: two sweeps of one spec may run this trial in turn.
-                   result_path=str(trial_dir / f".result-{uuid.uuid4().hex}.json"),
-                   stop_file=stop_file)
+    job = TrialJob(
+        spec=resolved.spec.model_dump(mode="json"),
+        source=resolved.source,
+        cwd=cwd,
+        slug=planned.slug,
+        checkpoint_dir=str(checkpoint[0]),
+        checkpoint=checkpoint[1],
+        planned=planned.model_dump(mode="json"),
+        reuse=reuse,
+        rebenchmark=rebenchmark,
+        # One result file per run: two sweeps of one spec may run this trial in turn.
+        result_path=str(trial_dir / f".result-{uuid.uuid4().hex}.json"),
+        stop_file=stop_file,
+    )
     try:
-        with slots.hold(planned.config.world_size, what=f"trial {planned.slug}", log=log,
-                        stop_file=Path(stop_file)) as lease:
+        with slots.hold(
+            planned.config.world_size, what=f"trial {planned.slug}", log=log, stop_file=Path(stop_file)
+        ) as lease:
             log(f"trial {planned.slug} on GPUs {lease.visible}")
             return run_trial_process(job, lease, log)
     except (NoGpus, TrialProcessFailed) as exc:
@@ -105,10 +130,17 @@ def failed_record(resolved: ResolvedSpec, planned: PlannedTrial, error: str) -> 
     """The record of a trial that failed before it could record anything itself."""
     from enginesweep.flows.trial import hardware_of
 
-    return TrialRecord(slug=planned.slug, sweep=resolved.spec.name, stack=planned.stack,
-                       model=resolved.architecture.name, hardware=hardware_of(resolved),
-                       status="failed", error=error, config=planned.config.model_dump(mode="json"),
-                       predicted=planned.predicted.model_dump(mode="json") if planned.predicted else None)
+    return TrialRecord(
+        slug=planned.slug,
+        sweep=resolved.spec.name,
+        stack=planned.stack,
+        model=resolved.architecture.name,
+        hardware=hardware_of(resolved),
+        status="failed",
+        error=error,
+        config=planned.config.model_dump(mode="json"),
+        predicted=planned.predicted.model_dump(mode="json") if planned.predicted else None,
+    )
 
 
 def task_runner(execution: Execution, trials: int):
@@ -127,9 +159,16 @@ def task_runner(execution: Execution, trials: int):
     gpus = machine_gpus(execution)
     # One worker process with a thread per GPU: the `GPU` resource lets TP2 trials on four GPUs
     # run two at a time; the allocator inside the worker picks which GPUs.
-    return DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": max(1, len(gpus)),
-                                          "processes": True, "resources": {"GPU": len(gpus)},
-                                          "dashboard_address": None, "host": "127.0.0.1"})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": 1,
+            "threads_per_worker": max(1, len(gpus)),
+            "processes": True,
+            "resources": {"GPU": len(gpus)},
+            "dashboard_address": None,
+            "host": "127.0.0.1",
+        }
+    )
 
 
 def _share_prefect_api(execution: Execution) -> None:
@@ -144,9 +183,11 @@ def _share_prefect_api(execution: Execution) -> None:
     with get_client(sync_client=True) as client:
         url = str(client.api_url)
     if execution.dask_address and _loopback(url) and not _loopback(execution.dask_address):
-        raise RunnerError(f"execution.dask_address: the cluster's workers cannot reach this sweep's "
-                     f"Prefect API at {url}; start a Prefect server they can reach (prefect "
-                     "server start --host 0.0.0.0) and set PREFECT_API_URL to it")
+        raise RunnerError(
+            f"execution.dask_address: the cluster's workers cannot reach this sweep's "
+            f"Prefect API at {url}; start a Prefect server they can reach (prefect "
+            "server start --host 0.0.0.0) and set PREFECT_API_URL to it"
+        )
     os.environ.setdefault("PREFECT_API_URL", url)
 
 

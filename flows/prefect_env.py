@@ -37,9 +37,12 @@ def start_ephemeral_api(workspace: Path) -> None:
     from enginesweep.engines.locks import key_lock
 
     home = Path(os.environ["PREFECT_HOME"])
-    with key_lock(home / ".ephemeral-start.lock", "another sweep starting Prefect's API here",
-                  log=lambda _: None):
-        # Starts the server (and waits for its health check); `hello` proves it answers.
-        with get_client(sync_client=True) as client:
-            client.hello()
+    # get_client starts the server (and waits for its health check); `hello` proves it answers.
+    with (
+        key_lock(
+            home / ".ephemeral-start.lock", "another sweep starting Prefect's API here", log=lambda _: None
+        ),
+        get_client(sync_client=True) as client,
+    ):
+        client.hello()
     watch_children(PREFECT_SERVER)

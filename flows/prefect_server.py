@@ -48,21 +48,46 @@ class PrefectServer:
     def start(self, timeout_s: float = START_TIMEOUT_S) -> PrefectServer:
         """Start it and wait until its API answers; PrefectServerError with its log otherwise."""
         self.home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_UI_ENABLED": "false",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
         env.pop("PREFECT_API_URL", None)  # the server serves the API; it is no client of one
-        command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                   "--port", str(self.port)]
-        with key_lock(self.home / ".ephemeral-start.lock", "another start of Prefect's API here",
-                      log=lambda _: None):
+        command = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with key_lock(
+            self.home / ".ephemeral-start.lock", "another start of Prefect's API here", log=lambda _: None
+        ):
             with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                                preexec_fn=kill_with_parent(signal.SIGTERM))
+                self.process = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=kill_with_parent(signal.SIGTERM),
+                )
             try:
-                wait_ready(self.process, lambda: http_ok(f"{self.api_url}/health"), timeout_s=timeout_s,
-                           what=f"the Prefect server on port {self.port}", error=PrefectServerError,
-                           log_tail=lambda: self.log_path.read_text(errors="replace")[-3000:])
+                wait_ready(
+                    self.process,
+                    lambda: http_ok(f"{self.api_url}/health"),
+                    timeout_s=timeout_s,
+                    what=f"the Prefect server on port {self.port}",
+                    error=PrefectServerError,
+                    log_tail=lambda: self.log_path.read_text(errors="replace")[-3000:],
+                )
             except BaseException:
                 self.stop()
                 raise

@@ -35,9 +35,11 @@ def check_workspace(workspace: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise PreflightError(f"workspace: {workspace} is not writable ({exc.strerror or exc}); "
-                             "point `workspace` at a folder you can write, or fix its "
-                             "permissions") from None
+        raise PreflightError(
+            f"workspace: {workspace} is not writable ({exc.strerror or exc}); "
+            "point `workspace` at a folder you can write, or fix its "
+            "permissions"
+        ) from None
 
 
 def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
@@ -55,9 +57,11 @@ def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
         problem = f"answered HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         problem = f"cannot be reached ({getattr(exc, 'reason', exc)})"
-    raise PreflightError(f"tracking.mlflow_uri: {uri} {problem} at {health}; start the MLflow "
-                         "server, fix the address, or remove the field to track in "
-                         "sqlite under the workspace")
+    raise PreflightError(
+        f"tracking.mlflow_uri: {uri} {problem} at {health}; start the MLflow "
+        "server, fix the address, or remove the field to track in "
+        "sqlite under the workspace"
+    )
 
 
 def preflight(resolved: ResolvedSpec) -> None:

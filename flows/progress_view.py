@@ -58,7 +58,7 @@ def duration_text(seconds: float) -> str:
 def _clean(text: str, limit: int | None = None) -> str:
     text = _CONTROL.sub(" ", text).strip()
     if limit is not None and len(text) > limit:
-        text = text[:limit - 3] + "..."
+        text = text[: limit - 3] + "..."
     return text
 
 
@@ -69,8 +69,13 @@ class SweepProgress:
     `clock` gives "now" for the live table's running times (tests pass a fake one); events
     carry their own times. `warn` reports the one error that silences the view."""
 
-    def __init__(self, console: Console, *, clock: Callable[[], float] = time.time,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        console: Console,
+        *,
+        clock: Callable[[], float] = time.time,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self._console = console
         self._clock = clock
         self._warn = warn or (lambda message: print(message, file=sys.stderr))
@@ -86,10 +91,11 @@ class SweepProgress:
         self._previous = progress.use_sink(self)
         if self._console.is_terminal:
             try:
-                self._live = Live(console=self._console, refresh_per_second=2,
-                                  get_renderable=self._renderable)
+                self._live = Live(
+                    console=self._console, refresh_per_second=2, get_renderable=self._renderable
+                )
                 self._live.start()
-            except Exception as exc:  # noqa: BLE001 - the sweep goes on without a view
+            except Exception as exc:
                 self._give_up(exc)
         return self
 
@@ -106,7 +112,7 @@ class SweepProgress:
                 line = self._apply(event)
             if self._live is None and line:
                 self._console.print(line, markup=False, highlight=False, soft_wrap=True)
-        except Exception as exc:  # noqa: BLE001 - a view must never break the sweep
+        except Exception as exc:
             self._give_up(exc)
 
     def _give_up(self, exc: Exception) -> None:
@@ -115,9 +121,10 @@ class SweepProgress:
         self._broken = True
         self._stop_live()
         try:
-            self._warn(f"warning: the sweep's progress view stopped ({type(exc).__name__}: {exc}); "
-                       "the sweep goes on")
-        except Exception:  # noqa: BLE001 - not even the warning may break the sweep
+            self._warn(
+                f"warning: the sweep's progress view stopped ({type(exc).__name__}: {exc}); the sweep goes on"
+            )
+        except Exception:
             pass
 
     def _stop_live(self) -> None:
@@ -125,7 +132,7 @@ class SweepProgress:
         if live is not None:
             try:
                 live.stop()
-            except Exception:  # noqa: BLE001 - stopping a broken display is best effort
+            except Exception:
                 pass
 
     def _trial(self, slug: str) -> _Trial:
@@ -140,8 +147,10 @@ class SweepProgress:
             self._slugs = list(event.slugs)
             self._trials = {slug: _Trial(index=i) for i, slug in enumerate(self._slugs, 1)}
             self._concurrency = max(1, event.concurrency)
-            return (f"[progress 0/{len(self._slugs)}] sweep: {len(self._slugs)} trials to run, "
-                    f"{self._concurrency} at a time")
+            return (
+                f"[progress 0/{len(self._slugs)}] sweep: {len(self._slugs)} trials to run, "
+                f"{self._concurrency} at a time"
+            )
         trial = self._trial(event.slug)
         if event.kind == "stage":
             if trial.started is None:
@@ -155,8 +164,7 @@ class SweepProgress:
             what = f"{_clean(trial.status)}{took}" + (f": {trial.error}" if trial.error else "")
         else:
             return ""  # an event kind this view does not know: nothing to say
-        return (f"[progress {trial.index}/{len(self._slugs)}] {_clean(event.slug)}: {what} | "
-                f"{self._footer()}")
+        return f"[progress {trial.index}/{len(self._slugs)}] {_clean(event.slug)}: {what} | {self._footer()}"
 
     def _footer(self) -> str:
         done = sum(1 for t in self._trials.values() if t.status in ("ok", "reused"))
@@ -168,8 +176,11 @@ class SweepProgress:
         x trials left / trials at once."""
         if remaining <= 0:
             return "ETA 0:00"
-        ran = [t.duration for t in self._trials.values()
-               if t.duration is not None and t.status in ("ok", "failed")]
+        ran = [
+            t.duration
+            for t in self._trials.values()
+            if t.duration is not None and t.status in ("ok", "failed")
+        ]
         if not ran:
             return "ETA unknown"
         return f"ETA {duration_text(sum(ran) / len(ran) * remaining / self._concurrency)}"
@@ -178,14 +189,23 @@ class SweepProgress:
         try:
             with self._lock:
                 return self._table()
-        except Exception as exc:  # noqa: BLE001 - raised in rich's refresh thread otherwise
+        except Exception as exc:
             self._broken = True
             return Text(f"progress view unavailable: {type(exc).__name__}")
 
     def _table(self) -> Table:
         now = self._clock()
-        table = Table("#", "trial", "stage", "in stage", "in trial", "status",
-                      title="sweep progress", caption=escape(self._footer()), title_justify="left")
+        table = Table(
+            "#",
+            "trial",
+            "stage",
+            "in stage",
+            "in trial",
+            "status",
+            title="sweep progress",
+            caption=escape(self._footer()),
+            title_justify="left",
+        )
         for slug in self._slugs:
             trial = self._trials[slug]
             running = trial.status == "running"
@@ -197,6 +217,5 @@ class SweepProgress:
             status = Text(trial.status, style=_STATUS_STYLE.get(trial.status, ""))
             if trial.error:
                 status.append(f" {_clean(trial.error, 60)}")
-            table.add_row(str(trial.index), Text(slug), Text(trial.stage or "-"), in_stage,
-                          in_trial, status)
+            table.add_row(str(trial.index), Text(slug), Text(trial.stage or "-"), in_stage, in_trial, status)
         return table

@@ -63,10 +63,14 @@ def model_revision(resolved: ResolvedSpec) -> tuple[str, str]:
     if model.path is not None:
         folder = model.path.resolve()
         found = local_checkpoint(folder)
-        mtimes = {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns
-                  for p in sorted(folder.rglob("*")) if p.is_file()}
+        mtimes = {
+            p.relative_to(folder).as_posix(): p.stat().st_mtime_ns
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
         return f"path:{folder}", "path-fingerprint:" + inputs_hash(
-            {"files": found.files, "config_sha256": found.config_sha256, "mtimes_ns": mtimes})[:32]
+            {"files": found.files, "config_sha256": found.config_sha256, "mtimes_ns": mtimes}
+        )[:32]
     if model.repo_id == DEMO_REPO_ID:
         from enginesweep.engines.demo_model import GGUF_FILE, smollm2_package_dir
 
@@ -92,8 +96,9 @@ def spec_hash(resolved: ResolvedSpec) -> str:
 def resolve_inputs(resolved: ResolvedSpec) -> ScheduleInputs:
     """What this scheduled run sees now."""
     revision, sha = model_revision(resolved)
-    return ScheduleInputs(revision=revision, revision_sha=sha, runtime_version=runtime_version(),
-                          spec_hash=spec_hash(resolved))
+    return ScheduleInputs(
+        revision=revision, revision_sha=sha, runtime_version=runtime_version(), spec_hash=spec_hash(resolved)
+    )
 
 
 def changes(last: ScheduleInputs | None, now: ScheduleInputs) -> list[str]:
@@ -102,13 +107,18 @@ def changes(last: ScheduleInputs | None, now: ScheduleInputs) -> list[str]:
         return ["no earlier scheduled run of this sweep completed"]
     found = []
     if last.revision_sha != now.revision_sha or last.revision != now.revision:
-        found.append(f"model revision {last.revision} {last.revision_sha[:16]} -> "
-                     f"{now.revision} {now.revision_sha[:16]}")
+        found.append(
+            f"model revision {last.revision} {last.revision_sha[:16]} -> "
+            f"{now.revision} {now.revision_sha[:16]}"
+        )
     if last.runtime_version != now.runtime_version:
         old = dict(pair.split("=", 1) for pair in last.runtime_version.split(", ") if "=" in pair)
         new = dict(pair.split("=", 1) for pair in now.runtime_version.split(", ") if "=" in pair)
-        moved = [f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new))
-                 if old.get(k) != new.get(k)]
+        moved = [
+            f"{k} {old.get(k)} -> {new.get(k)}"
+            for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)
+        ]
         found.append("runtime " + (", ".join(moved) or "versions changed"))
     if last.spec_hash != now.spec_hash:
         found.append(f"spec {last.spec_hash} -> {now.spec_hash}")
@@ -129,7 +139,9 @@ def last_settled(tracker: SweepTracker, sweep: str) -> ScheduleInputs | None:
     runs = tracker.client.search_runs(
         [tracker.experiment_id],
         f"tags.`enginesweep.sweep` = '{sweep}' AND tags.`{SETTLED_TAG}` = 'true'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return ScheduleInputs.from_tags(runs[0].data.tags) if runs else None
 
 

@@ -22,10 +22,25 @@ from prefect.runtime import flow_run
 from enginesweep.build_configs.loading import ResolvedSpec, load_spec
 from enginesweep.evaluation.planning import expand
 from enginesweep.evaluation.tracking import SweepTracker
-from enginesweep.flows.champion_watch import (Champion, WatchReport, current_champion, judge, now_iso,
-                                  promote_dominating, record_report, with_history)
-from enginesweep.flows.schedule_state import (PREFIX, ScheduleInputs, changes, last_settled, pinned_overrides,
-                                  resolve_inputs, settle)
+from enginesweep.flows.champion_watch import (
+    Champion,
+    WatchReport,
+    current_champion,
+    judge,
+    now_iso,
+    promote_dominating,
+    record_report,
+    with_history,
+)
+from enginesweep.flows.schedule_state import (
+    PREFIX,
+    ScheduleInputs,
+    changes,
+    last_settled,
+    pinned_overrides,
+    resolve_inputs,
+    settle,
+)
 from enginesweep.flows.sweep import SweepOutcome, sweep_flow
 from enginesweep.flows.sweep_settings import registered_model_name, tracking_uri
 
@@ -45,8 +60,9 @@ def scheduled_sweep_flow(config: str, overrides: list[str] | None = None) -> Wat
     log = get_run_logger().info
     inputs = resolve_inputs_task(resolved)
     log(f"model {inputs.revision} is {inputs.revision_sha}; runtime {inputs.runtime_version}")
-    tracker = SweepTracker(tracking_uri(resolved), spec.tracking.experiment,
-                           artifact_root=spec.workspace.resolve() / "mlruns")
+    tracker = SweepTracker(
+        tracking_uri(resolved), spec.tracking.experiment, artifact_root=spec.workspace.resolve() / "mlruns"
+    )
     champion = current_champion(tracker.client, registered_model_name(resolved), spec.registry.alias)
     changed = changes(last_settled(tracker, spec.name), inputs)
     if champion is not None and champion.slug not in {p.slug for p in expand(resolved).to_run}:
@@ -55,13 +71,15 @@ def scheduled_sweep_flow(config: str, overrides: list[str] | None = None) -> Wat
     outcomes: list[SweepOutcome] = []
     if champion is not None and not changed:
         mode = "drift-check"
-        log(f"nothing changed since the last scheduled run: drift check, the champion "
-            f"{champion.slug} (version {champion.version}) benchmarked {spec.watch.repeats} time(s)")
+        log(
+            f"nothing changed since the last scheduled run: drift check, the champion "
+            f"{champion.slug} (version {champion.version}) benchmarked {spec.watch.repeats} time(s)"
+        )
         for repeat in range(1, spec.watch.repeats + 1):
-            outcomes.append(sweep_flow(config, pinned, rebenchmark=True, only=[champion.slug],
-                                       promote=False))
-            tracker.client.set_tag(outcomes[-1].parent_run_id, PREFIX + "repeat",
-                                   f"{repeat}/{spec.watch.repeats}")
+            outcomes.append(sweep_flow(config, pinned, rebenchmark=True, only=[champion.slug], promote=False))
+            tracker.client.set_tag(
+                outcomes[-1].parent_run_id, PREFIX + "repeat", f"{repeat}/{spec.watch.repeats}"
+            )
     else:
         mode = "sweep"
         log(f"changed: {'; '.join(changed)}: sweeping (unchanged trials are reused)")
@@ -71,38 +89,61 @@ def scheduled_sweep_flow(config: str, overrides: list[str] | None = None) -> Wat
         tracker.client.set_tag(outcome.parent_run_id, PREFIX + "flow_run", str(flow_run.id))
     report = _watch(resolved, tracker, champion, outcomes, mode, inputs, changed)
     record_report(tracker.client, report, champion)
-    log(f"watch: {report.verdict.summary if report.verdict else 'no champion before this run'}; "
-        f"action: {report.action}")
+    log(
+        f"watch: {report.verdict.summary if report.verdict else 'no champion before this run'}; "
+        f"action: {report.action}"
+    )
     if all(outcome.status == "complete" for outcome in outcomes):
         settle(tracker, outcomes[-1].parent_run_id, inputs)
     else:
-        log("a trial failed: this run is not settled, the next one compares with the last "
-            "settled run again")
+        log("a trial failed: this run is not settled, the next one compares with the last settled run again")
     return report
 
 
-def _watch(resolved: ResolvedSpec, tracker: SweepTracker, champion: Champion | None,
-           outcomes: list[SweepOutcome], mode: str, inputs: ScheduleInputs,
-           changed: list[str]) -> WatchReport:
+def _watch(
+    resolved: ResolvedSpec,
+    tracker: SweepTracker,
+    champion: Champion | None,
+    outcomes: list[SweepOutcome],
+    mode: str,
+    inputs: ScheduleInputs,
+    changed: list[str],
+) -> WatchReport:
     """The verdict and the action the policy takes on it."""
     spec = resolved.spec
     last = outcomes[-1]
-    report = WatchReport(sweep=spec.name, mode=mode, inputs=inputs, changes=changed,
-                         parent_run_ids=[o.parent_run_id for o in outcomes], policy=spec.watch.policy,
-                         champion=champion.slug if champion else None,
-                         champion_version=champion.version if champion else None, verdict=None,
-                         action="", checked_at=now_iso())
+    report = WatchReport(
+        sweep=spec.name,
+        mode=mode,
+        inputs=inputs,
+        changes=changed,
+        parent_run_ids=[o.parent_run_id for o in outcomes],
+        policy=spec.watch.policy,
+        champion=champion.slug if champion else None,
+        champion_version=champion.version if champion else None,
+        verdict=None,
+        action="",
+        checked_at=now_iso(),
+    )
     if champion is None:
-        action = (f"no champion before this run: {last.selection.champion} promoted as version "
-                  f"{last.promoted_version}" if last.promoted_version else
-                  f"no champion before this run, and none now: {last.selection.champion_reason}")
+        action = (
+            f"no champion before this run: {last.selection.champion} promoted as version "
+            f"{last.promoted_version}"
+            if last.promoted_version
+            else f"no champion before this run, and none now: {last.selection.champion_reason}"
+        )
         return report.model_copy(update={"action": action, "promoted_version": last.promoted_version})
     records = [record for outcome in outcomes for record in outcome.records]
     runs = {slug: run for outcome in outcomes for slug, run in outcome.trial_runs.items()}
     this_run = {run for outcome in outcomes for run in outcome.trial_runs.values()}
     champion = with_history(tracker.client, tracker.experiment_id, champion, exclude=this_run)
-    verdict = judge(champion, records, [row.slug for row in last.selection.rows], resolved,
-                    drift_check=mode == "drift-check")
+    verdict = judge(
+        champion,
+        records,
+        [row.slug for row in last.selection.rows],
+        resolved,
+        drift_check=mode == "drift-check",
+    )
     promoted = None
     if verdict.dominated_by and spec.watch.policy == "auto":
         promoted = promote_dominating(tracker.client, resolved, champion, verdict, records, runs)

@@ -23,6 +23,7 @@ from typing import Any
 
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.build_configs.schema import SweepSpec
+from enginesweep.build_configs.trial import TrialConfig
 from enginesweep.engines import progress
 from enginesweep.engines.compat import refuse_mismatch
 from enginesweep.engines.locks import key_lock
@@ -30,7 +31,6 @@ from enginesweep.engines.manifest import inputs_hash
 from enginesweep.engines.stacks import BuildResult
 from enginesweep.evaluation.accuracy.external import cached
 from enginesweep.evaluation.accuracy.variant import tasks_fingerprint
-from enginesweep.build_configs.trial import TrialConfig
 from enginesweep.evaluation.records import AccuracyResult
 from enginesweep.evaluation.selection.accuracy_gate import is_baseline
 
@@ -48,36 +48,67 @@ def baseline_config(cfg: TrialConfig, quants: Sequence[QuantFormat]) -> TrialCon
     return cfg.model_copy(update={"quant": quant, "kv_cache": KVCacheFormat.AUTO})
 
 
-def baseline_key(*, checkpoint: dict[str, Any], spec: SweepSpec, tasks_sha256: str, stack: str,
-                 cfg: TrialConfig, hardware: str, versions: dict[str, str | None]) -> str:
+def baseline_key(
+    *,
+    checkpoint: dict[str, Any],
+    spec: SweepSpec,
+    tasks_sha256: str,
+    stack: str,
+    cfg: TrialConfig,
+    hardware: str,
+    versions: dict[str, str | None],
+) -> str:
     """The cache key of a served baseline (module docstring); `cfg` is the baseline's point."""
-    return inputs_hash({
-        "evaluator": "served", "checkpoint": checkpoint,
-        "accuracy": spec.accuracy.model_dump(mode="json", include={"tasks", "task_limit", "batch_size"}),
-        "tasks": tasks_sha256, "stack": stack,
-        "serving": spec.execution.model_dump(mode="json", include={"engine_server", "pytorch_server"}),
-        "config": cfg.model_dump(mode="json"), "build": spec.build.model_dump(mode="json"),
-        "hardware": hardware, "versions": versions})[:16]
+    return inputs_hash(
+        {
+            "evaluator": "served",
+            "checkpoint": checkpoint,
+            "accuracy": spec.accuracy.model_dump(mode="json", include={"tasks", "task_limit", "batch_size"}),
+            "tasks": tasks_sha256,
+            "stack": stack,
+            "serving": spec.execution.model_dump(mode="json", include={"engine_server", "pytorch_server"}),
+            "config": cfg.model_dump(mode="json"),
+            "build": spec.build.model_dump(mode="json"),
+            "hardware": hardware,
+            "versions": versions,
+        }
+    )[:16]
 
 
 class ServedAccuracy:
     """One trial's served accuracy: `evaluate_variant` inside the trial's server block, then
     `baseline` (cached, or served now) for the pairing."""
 
-    def __init__(self, *, stack: Any, spec: SweepSpec, cfg: TrialConfig, checkpoint: dict[str, Any],
-                 include_paths: list[Path], workspace: Path, trial_dir: Path, hardware: str,
-                 versions: dict[str, str | None],
-                 baseline_bundle: Callable[[TrialConfig], BuildResult],
-                 log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        *,
+        stack: Any,
+        spec: SweepSpec,
+        cfg: TrialConfig,
+        checkpoint: dict[str, Any],
+        include_paths: list[Path],
+        workspace: Path,
+        trial_dir: Path,
+        hardware: str,
+        versions: dict[str, str | None],
+        baseline_bundle: Callable[[TrialConfig], BuildResult],
+        log: Callable[[str], None],
+    ) -> None:
         self.stack, self.spec, self.workspace, self.trial_dir = stack, spec, workspace, trial_dir
         self.include_paths, self.hardware, self.log = include_paths, hardware, log
         self.baseline_bundle = baseline_bundle
         self.baseline_cfg = baseline_config(cfg, spec.axes.quant)
         self.own_baseline = self.baseline_cfg == cfg
         self.concurrency = max(1, min(spec.accuracy.batch_size, cfg.max_batch_size, MAX_CONCURRENCY))
-        self.key = baseline_key(checkpoint=checkpoint, spec=spec,
-                                tasks_sha256=tasks_fingerprint(include_paths), stack=stack.name,
-                                cfg=self.baseline_cfg, hardware=hardware, versions=versions)
+        self.key = baseline_key(
+            checkpoint=checkpoint,
+            spec=spec,
+            tasks_sha256=tasks_fingerprint(include_paths),
+            stack=stack.name,
+            cfg=self.baseline_cfg,
+            hardware=hardware,
+            versions=versions,
+        )
         self.path = workspace / "accuracy" / f"served-baseline-{self.key}.json"
         self.variant: AccuracyResult | None = None
         self.variant_seconds = 0.0
@@ -87,8 +118,10 @@ class ServedAccuracy:
         start = time.perf_counter()
         accuracy = self.spec.accuracy
         log_file = self.trial_dir / "accuracy" / "lm_eval.log"
-        self.log(f"[accuracy] tasks {', '.join(accuracy.tasks)} (limit {accuracy.task_limit}) on "
-                 f"the running server, {self.concurrency} requests at once (lm-eval log: {log_file})")
+        self.log(
+            f"[accuracy] tasks {', '.join(accuracy.tasks)} (limit {accuracy.task_limit}) on "
+            f"the running server, {self.concurrency} requests at once (lm-eval log: {log_file})"
+        )
         progress.stage_started("accuracy")
         self.variant = self._evaluate(server, model, log_file)
         for name, reason in self.variant.skipped_tasks.items():
@@ -102,8 +135,10 @@ class ServedAccuracy:
         if self.variant is None:
             raise RuntimeError("evaluate_variant must run (on the trial's server) before baseline")
         if not self.variant.tasks:
-            self.log("  accuracy: no generative task to serve; the selection rejects this trial "
-                     "when the spec sets sla.max_accuracy_drop")
+            self.log(
+                "  accuracy: no generative task to serve; the selection rejects this trial "
+                "when the spec sets sla.max_accuracy_drop"
+            )
             return None
         variant = self.variant
         with key_lock(self.path.with_suffix(".lock"), f"the served baseline {self.path.name}", self.log):
@@ -116,8 +151,10 @@ class ServedAccuracy:
 
     def _serve_baseline(self) -> AccuracyResult:
         cfg = self.baseline_cfg
-        self.log(f"  baseline: the {cfg.quant.value} engine (kv {cfg.kv_cache.value}, TP{cfg.tp} "
-                 f"PP{cfg.pp}) from the store, served and scored once (key {self.key})")
+        self.log(
+            f"  baseline: the {cfg.quant.value} engine (kv {cfg.kv_cache.value}, TP{cfg.tp} "
+            f"PP{cfg.pp}) from the store, served and scored once (key {self.key})"
+        )
         build = self.baseline_bundle(cfg)
         progress.stage_started("accuracy")  # the store may have built it: the view says so
         refuse_mismatch(build.bundle_dir, self.stack.host_mismatches(build.manifest))
@@ -132,8 +169,13 @@ class ServedAccuracy:
         from enginesweep.evaluation.accuracy.served import evaluate_served, served_endpoint
 
         accuracy = self.spec.accuracy
-        return evaluate_served(served_endpoint(server.url, model, getattr(server, "endpoint", None)),
-                               tasks=list(accuracy.tasks), include_paths=self.include_paths,
-                               limit=accuracy.task_limit, hardware=self.hardware,
-                               cache_dir=self.workspace / "cache" / "datasets",
-                               concurrency=self.concurrency, log_file=log_file)
+        return evaluate_served(
+            served_endpoint(server.url, model, getattr(server, "endpoint", None)),
+            tasks=list(accuracy.tasks),
+            include_paths=self.include_paths,
+            limit=accuracy.task_limit,
+            hardware=self.hardware,
+            cache_dir=self.workspace / "cache" / "datasets",
+            concurrency=self.concurrency,
+            log_file=log_file,
+        )

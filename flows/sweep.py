@@ -37,9 +37,6 @@ from enginesweep.evaluation.reports.plan_tables import plan_report_text
 from enginesweep.evaluation.selection import Selection, select
 from enginesweep.evaluation.selection.render import selection_table_text
 from enginesweep.evaluation.tracking import SweepTracker
-from enginesweep.flows.sweep_owner import FINGERPRINT_TAG, OWNER_TAG, own_parent_run, owner_label, spec_fingerprint
-from enginesweep.flows.sweep_reporting import report_sweep
-from enginesweep.flows.sweep_settings import registered_model_name, tracking_uri
 from enginesweep.flows.gpu_trials import (
     check_cluster,
     check_gpus,
@@ -49,6 +46,15 @@ from enginesweep.flows.gpu_trials import (
     task_runner,
     trials_at_once,
 )
+from enginesweep.flows.sweep_owner import (
+    FINGERPRINT_TAG,
+    OWNER_TAG,
+    own_parent_run,
+    owner_label,
+    spec_fingerprint,
+)
+from enginesweep.flows.sweep_reporting import report_sweep
+from enginesweep.flows.sweep_settings import registered_model_name, tracking_uri
 from enginesweep.flows.trial import checkpoint_source, hardware_of, run_trial
 
 # Inputs are specs and records, not hashable data: no task caching until the content-addressed
@@ -85,18 +91,40 @@ def fetch_task(resolved: ResolvedSpec) -> tuple[Path, dict]:
 
 
 @_task(task_run_name="trial-{slug}")
-def trial_task(resolved: ResolvedSpec, slug: str, checkpoint: tuple[Path, dict],
-               planned: PlannedTrial, reuse: bool = True, rebenchmark: bool = False,
-               cwd: str = ".", stop_file: str = "") -> TrialRecord:
+def trial_task(
+    resolved: ResolvedSpec,
+    slug: str,
+    checkpoint: tuple[Path, dict],
+    planned: PlannedTrial,
+    reuse: bool = True,
+    rebenchmark: bool = False,
+    cwd: str = ".",
+    stop_file: str = "",
+) -> TrialRecord:
     logger = get_run_logger()
     started = time.time()
     try:
         if planned.stack == Stack.REFERENCE.value:  # on the CPU, in this process
-            return run_trial(resolved, slug, log=logger.info, checkpoint=checkpoint, planned=planned,
-                             reuse=reuse, rebenchmark=rebenchmark)
-        return run_on_gpus(resolved, planned, checkpoint, reuse=reuse, rebenchmark=rebenchmark,
-                           cwd=cwd, stop_file=stop_file, log=logger.info)
-    except Exception as exc:  # noqa: BLE001 - recorded in record.json by run_trial; the sweep goes on
+            return run_trial(
+                resolved,
+                slug,
+                log=logger.info,
+                checkpoint=checkpoint,
+                planned=planned,
+                reuse=reuse,
+                rebenchmark=rebenchmark,
+            )
+        return run_on_gpus(
+            resolved,
+            planned,
+            checkpoint,
+            reuse=reuse,
+            rebenchmark=rebenchmark,
+            cwd=cwd,
+            stop_file=stop_file,
+            log=logger.info,
+        )
+    except Exception as exc:
         logger.error(f"trial {slug} failed: {type(exc).__name__}: {exc}")
         path = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / slug / "record.json"
         if path.is_file() and path.stat().st_mtime >= started:
@@ -108,8 +136,9 @@ def trial_task(resolved: ResolvedSpec, slug: str, checkpoint: tuple[Path, dict],
 
 
 @_task
-def track_trial_task(tracker: SweepTracker, parent_id: str, record: TrialRecord,
-                     resolved: ResolvedSpec, existing: list) -> str:
+def track_trial_task(
+    tracker: SweepTracker, parent_id: str, record: TrialRecord, resolved: ResolvedSpec, existing: list
+) -> str:
     trial_dir = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / record.slug
     return tracker.log_trial_once(parent_id, record, trial_dir, existing)
 
@@ -117,27 +146,50 @@ def track_trial_task(tracker: SweepTracker, parent_id: str, record: TrialRecord,
 @_task
 def select_task(records: list[TrialRecord], resolved: ResolvedSpec) -> Selection:
     # The hardware the trials were measured on: records from anywhere else are refused.
-    return select(records, resolved.spec.sla, usd_per_gpu_hour=resolved.usd_per_gpu_hour,
-                  target_request_rate=resolved.spec.planner.target_request_rate,
-                  hardware=hardware_of(resolved))
+    return select(
+        records,
+        resolved.spec.sla,
+        usd_per_gpu_hour=resolved.usd_per_gpu_hour,
+        target_request_rate=resolved.spec.planner.target_request_rate,
+        hardware=hardware_of(resolved),
+    )
 
 
 @_task
-def promote_task(tracker: SweepTracker, resolved: ResolvedSpec, selection: Selection,
-                 trial_runs: dict[str, str], records: list[TrialRecord]) -> Promotion:
+def promote_task(
+    tracker: SweepTracker,
+    resolved: ResolvedSpec,
+    selection: Selection,
+    trial_runs: dict[str, str],
+    records: list[TrialRecord],
+) -> Promotion:
     champion = next(r for r in records if r.slug == selection.champion)
     row = next(r for r in selection.rows if r.slug == selection.champion)
-    tags = {"sweep": resolved.spec.name, "hardware": champion.hardware,
-            "usd_per_1m_output_tokens": f"{row.usd_per_1m_output_tokens:.6g}",
-            "operating_concurrency": str(row.operating_concurrency)}
-    return promote(tracker.client, model_name=registered_model_name(resolved), run_id=trial_runs[champion.slug],
-                   bundle_dir=Path(champion.bundle_dir), alias=resolved.spec.registry.alias, tags=tags)
+    tags = {
+        "sweep": resolved.spec.name,
+        "hardware": champion.hardware,
+        "usd_per_1m_output_tokens": f"{row.usd_per_1m_output_tokens:.6g}",
+        "operating_concurrency": str(row.operating_concurrency),
+    }
+    return promote(
+        tracker.client,
+        model_name=registered_model_name(resolved),
+        run_id=trial_runs[champion.slug],
+        bundle_dir=Path(champion.bundle_dir),
+        alias=resolved.spec.registry.alias,
+        tags=tags,
+    )
 
 
 @flow(name="enginesweep", flow_run_name="{config}", log_prints=True)
-def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = False,
-               rebenchmark: bool = False, only: list[str] | None = None,
-               promote: bool = True) -> SweepOutcome:
+def sweep_flow(
+    config: str,
+    overrides: list[str] | None = None,
+    rerun: bool = False,
+    rebenchmark: bool = False,
+    only: list[str] | None = None,
+    promote: bool = True,
+) -> SweepOutcome:
     """Run every feasible trial of a spec, track them in MLflow, select and promote.
 
     A trial whose inputs are unchanged since a successful run (same `trial_key`, bundle still
@@ -150,29 +202,63 @@ def sweep_flow(config: str, overrides: list[str] | None = None, rerun: bool = Fa
     workspace = spec.workspace.resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     plan = plan_task(resolved)
-    tracker = SweepTracker(tracking_uri(resolved), spec.tracking.experiment, artifact_root=workspace / "mlruns")
+    tracker = SweepTracker(
+        tracking_uri(resolved), spec.tracking.experiment, artifact_root=workspace / "mlruns"
+    )
     spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     fingerprint = spec_fingerprint(spec_yaml, rerun=rerun, rebenchmark=rebenchmark)
     with ExitStack() as held:  # the lock that says this process owns its parent run
         owners = workspace / "sweeps" / spec.name / ".owners"
         parent_id, logged = own_parent_run(
-            tracker, spec.name, owners, fingerprint,
+            tracker,
+            spec.name,
+            owners,
+            fingerprint,
             lambda: tracker.start_sweep(
-                spec.name, spec_yaml=spec_yaml, plan_json=plan.model_dump_json(indent=2),
-                params={"stack": ",".join(s.value for s in spec.stack), "gpu": resolved.gpu.name,
-                        "model": resolved.architecture.name, "trials": len(plan.trials),
-                        "feasible_trials": len(plan.feasible), "pruned_trials": len(plan.pruned),
-                        "trials_to_run": len(plan.to_run), "top_k": plan.top_k,
-                        "planned_gpus": ",".join(plan.gpus)},
-                tags={FINGERPRINT_TAG: fingerprint, OWNER_TAG: owner_label(owners)}),
-            held, get_run_logger().info)
-        return _sweep(resolved, plan, tracker, parent_id, logged, rerun=rerun, rebenchmark=rebenchmark,
-                      only=only, promote=promote)
+                spec.name,
+                spec_yaml=spec_yaml,
+                plan_json=plan.model_dump_json(indent=2),
+                params={
+                    "stack": ",".join(s.value for s in spec.stack),
+                    "gpu": resolved.gpu.name,
+                    "model": resolved.architecture.name,
+                    "trials": len(plan.trials),
+                    "feasible_trials": len(plan.feasible),
+                    "pruned_trials": len(plan.pruned),
+                    "trials_to_run": len(plan.to_run),
+                    "top_k": plan.top_k,
+                    "planned_gpus": ",".join(plan.gpus),
+                },
+                tags={FINGERPRINT_TAG: fingerprint, OWNER_TAG: owner_label(owners)},
+            ),
+            held,
+            get_run_logger().info,
+        )
+        return _sweep(
+            resolved,
+            plan,
+            tracker,
+            parent_id,
+            logged,
+            rerun=rerun,
+            rebenchmark=rebenchmark,
+            only=only,
+            promote=promote,
+        )
 
 
-def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id: str,
-           logged: dict[str, list], *, rerun: bool, rebenchmark: bool,
-           only: list[str] | None = None, promote: bool = True) -> SweepOutcome:
+def _sweep(
+    resolved: ResolvedSpec,
+    plan: Plan,
+    tracker: SweepTracker,
+    parent_id: str,
+    logged: dict[str, list],
+    *,
+    rerun: bool,
+    rebenchmark: bool,
+    only: list[str] | None = None,
+    promote: bool = True,
+) -> SweepOutcome:
     """The trials, selection and promotion of a sweep whose parent run is `parent_id` (`logged`:
     the child runs it already holds, when resumed)."""
     spec = resolved.spec
@@ -185,54 +271,92 @@ def _sweep(resolved: ResolvedSpec, plan: Plan, tracker: SweepTracker, parent_id:
             to_run = [p for p in to_run if p.slug in set(only)]
         on_gpus = [p for p in to_run if p.stack != Stack.REFERENCE.value]
         check_gpus(resolved, on_gpus)
-        progress.emit(ProgressEvent(kind="planned", slugs=tuple(p.slug for p in to_run),
-                                    concurrency=trials_at_once(spec.execution, on_gpus)))
+        progress.emit(
+            ProgressEvent(
+                kind="planned",
+                slugs=tuple(p.slug for p in to_run),
+                concurrency=trials_at_once(spec.execution, on_gpus),
+            )
+        )
         checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
         runs: dict[str, str] = {}
 
         def track(record: TrialRecord) -> None:
             status = "reused" if record.status == "ok" and not record.executed_stages else record.status
-            progress.emit(ProgressEvent(kind="finished", slug=record.slug, status=status,
-                                        error=record.error or ""))
-            runs[record.slug] = track_trial_task(tracker, parent_id, record, resolved,
-                                                 logged.pop(record.slug, []))
+            progress.emit(
+                ProgressEvent(kind="finished", slug=record.slug, status=status, error=record.error or "")
+            )
+            runs[record.slug] = track_trial_task(
+                tracker, parent_id, record, resolved, logged.pop(record.slug, [])
+            )
 
         if all(p.stack == Stack.REFERENCE.value for p in to_run):
             records = []
             for planned in to_run:  # feasible, not pruned, on the GPU this sweep runs on
-                records.append(trial_task(resolved, planned.slug, checkpoint, planned,
-                                          reuse=not rerun, rebenchmark=rebenchmark))
+                records.append(
+                    trial_task(
+                        resolved, planned.slug, checkpoint, planned, reuse=not rerun, rebenchmark=rebenchmark
+                    )
+                )
                 track(records[-1])
         else:
-            records = _gpu_trials(resolved, to_run, checkpoint, track, reuse=not rerun,
-                                  rebenchmark=rebenchmark)
+            records = _gpu_trials(
+                resolved, to_run, checkpoint, track, reuse=not rerun, rebenchmark=rebenchmark
+            )
         selection = select_task(records, resolved)
         tracker.log_accuracy_gate(runs, selection.rows)
-        promotion = (promote_task(tracker, resolved, selection, runs, records)
-                     if selection.champion and promote else None)
+        promotion = (
+            promote_task(tracker, resolved, selection, runs, records)
+            if selection.champion and promote
+            else None
+        )
     except BaseException:
         tracker.finish_sweep(parent_id, status="FAILED", tables={}, tags={"enginesweep.status": "failed"})
         raise
     failed = [r.slug for r in records if r.status != "ok"]
     status = "partial" if failed else "complete"
-    tracker.finish_sweep(parent_id, status="FINISHED", tables={"plan.txt": plan_report_text(plan, spec.sla.objective),
-                                                                 "selection.txt": selection_table_text(selection),
-                                                                 "selection.json": selection.model_dump_json(indent=2)},
-                         tags={"enginesweep.status": status, "enginesweep.champion": selection.champion or "none",
-                               "enginesweep.failed_trials": ",".join(failed) or "none"})
-    report_sweep(tracker, parent_id, runs, selection, spec.workspace.resolve(), get_run_logger())  # never raises
+    tracker.finish_sweep(
+        parent_id,
+        status="FINISHED",
+        tables={
+            "plan.txt": plan_report_text(plan, spec.sla.objective),
+            "selection.txt": selection_table_text(selection),
+            "selection.json": selection.model_dump_json(indent=2),
+        },
+        tags={
+            "enginesweep.status": status,
+            "enginesweep.champion": selection.champion or "none",
+            "enginesweep.failed_trials": ",".join(failed) or "none",
+        },
+    )
+    report_sweep(
+        tracker, parent_id, runs, selection, spec.workspace.resolve(), get_run_logger()
+    )  # never raises
     reused = sum(1 for r in records if r.status == "ok" and not r.executed_stages)
-    get_run_logger().info(f"{len(records)} trials: {reused} reused unchanged, "
-                          f"{len(records) - reused} run")
-    return SweepOutcome(sweep=spec.name, status=status, tracking_uri=tracker.tracking_uri,
-                        experiment=spec.tracking.experiment, parent_run_id=parent_id, trial_runs=runs,
-                        records=records, selection=selection,
-                        promoted_version=promotion.version if promotion else None,
-                        registered_model=promotion.model_name if promotion else None)
+    get_run_logger().info(f"{len(records)} trials: {reused} reused unchanged, {len(records) - reused} run")
+    return SweepOutcome(
+        sweep=spec.name,
+        status=status,
+        tracking_uri=tracker.tracking_uri,
+        experiment=spec.tracking.experiment,
+        parent_run_id=parent_id,
+        trial_runs=runs,
+        records=records,
+        selection=selection,
+        promoted_version=promotion.version if promotion else None,
+        registered_model=promotion.model_name if promotion else None,
+    )
 
 
-def _gpu_trials(resolved: ResolvedSpec, to_run: list[PlannedTrial], checkpoint: tuple[Path, dict],
-                track, *, reuse: bool, rebenchmark: bool) -> list[TrialRecord]:
+def _gpu_trials(
+    resolved: ResolvedSpec,
+    to_run: list[PlannedTrial],
+    checkpoint: tuple[Path, dict],
+    track,
+    *,
+    reuse: bool,
+    rebenchmark: bool,
+) -> list[TrialRecord]:
     """Every GPU trial submitted at once to the spec's runner; each waits for its GPUs and is
     tracked as soon as it ends. The records come back in plan order."""
     execution = resolved.spec.execution
@@ -250,10 +374,21 @@ def _gpu_trials(resolved: ResolvedSpec, to_run: list[PlannedTrial], checkpoint: 
             futures = {}
             for planned in to_run:
                 with gpu_request(execution, planned):
-                    futures[runner.submit(trial_task, parameters={
-                        "resolved": resolved, "slug": planned.slug, "checkpoint": checkpoint,
-                        "planned": planned, "reuse": reuse, "rebenchmark": rebenchmark,
-                        "cwd": os.getcwd(), "stop_file": str(stop_file)})] = planned
+                    futures[
+                        runner.submit(
+                            trial_task,
+                            parameters={
+                                "resolved": resolved,
+                                "slug": planned.slug,
+                                "checkpoint": checkpoint,
+                                "planned": planned,
+                                "reuse": reuse,
+                                "rebenchmark": rebenchmark,
+                                "cwd": os.getcwd(),
+                                "stop_file": str(stop_file),
+                            },
+                        )
+                    ] = planned
             while futures:
                 # Short waits, not one long one: a signal's handler runs in this thread only
                 # between them (Prefect's raises TerminationSignal here on SIGTERM).
@@ -263,7 +398,7 @@ def _gpu_trials(resolved: ResolvedSpec, to_run: list[PlannedTrial], checkpoint: 
                     planned = futures.pop(future)
                     try:
                         record = future.result()
-                    except Exception as exc:  # noqa: BLE001 - a crashed task (a lost Dask worker)
+                    except Exception as exc:
                         record = failed_record(resolved, planned, f"{type(exc).__name__}: {exc}")
                         record.save(workspace / "sweeps" / resolved.spec.name / planned.slug / "record.json")
                     done[record.slug] = record

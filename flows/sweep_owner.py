@@ -32,9 +32,15 @@ def spec_fingerprint(spec_yaml: str, *, rerun: bool, rebenchmark: bool) -> str:
     return hashlib.sha256(f"{spec_yaml}\nrerun={rerun}\nrebenchmark={rebenchmark}".encode()).hexdigest()[:16]
 
 
-def own_parent_run(tracker: SweepTracker, sweep: str, owners: Path, fingerprint: str,
-                   start: Callable[[], str], held: ExitStack, log: Callable[[str], None]
-                   ) -> tuple[str, dict[str, list[Any]]]:
+def own_parent_run(
+    tracker: SweepTracker,
+    sweep: str,
+    owners: Path,
+    fingerprint: str,
+    start: Callable[[], str],
+    held: ExitStack,
+    log: Callable[[str], None],
+) -> tuple[str, dict[str, list[Any]]]:
     """The parent run id this process now owns (its lock held in `held`), and the child runs it
     already holds by slug (empty for a new run). `start` creates a new parent run."""
     owners.mkdir(parents=True, exist_ok=True)
@@ -58,8 +64,10 @@ def own_parent_run(tracker: SweepTracker, sweep: str, owners: Path, fingerprint:
                 tracker.client.set_terminated(run_id, status="KILLED")
         if adopted is not None:
             children = tracker.trial_runs_of(adopted)
-            log(f"resuming parent run {adopted}, left RUNNING by a sweep that was killed "
-                f"({len(children)} trial(s) already logged)")
+            log(
+                f"resuming parent run {adopted}, left RUNNING by a sweep that was killed "
+                f"({len(children)} trial(s) already logged)"
+            )
             return adopted, children
         run_id = start()
         held.enter_context(key_lock(owners / f"{run_id}.lock", f"sweep run {run_id}", log))

@@ -70,14 +70,24 @@ def run_trial_process(job: TrialJob, lease: Lease | None, log: Callable[[str], N
         env["CUDA_VISIBLE_DEVICES"] = lease.visible
         env["ENGINESWEEP_GPU_LEASE"] = lease.visible  # in the record, for the user to see
     if not Path(job.cwd).is_dir():
-        raise TrialProcessFailed(f"the sweep's working directory {job.cwd} does not exist on this "
-                                 "machine: run Dask workers where the sweep's paths resolve")
+        raise TrialProcessFailed(
+            f"the sweep's working directory {job.cwd} does not exist on this "
+            "machine: run Dask workers where the sweep's paths resolve"
+        )
     # A session of its own: Ctrl-C's SIGINT to the terminal's process group reaches only the
     # sweep, which passes the stop on once (a second signal would land in the trial's cleanup).
     process = subprocess.Popen(
-        [sys.executable, "-m", "enginesweep.flows.trial_process"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env=env, pass_fds=lease.fds if lease else (),
-        cwd=job.cwd, start_new_session=True, preexec_fn=kill_with_parent(signal.SIGTERM))
+        [sys.executable, "-m", "enginesweep.flows.trial_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        pass_fds=lease.fds if lease else (),
+        cwd=job.cwd,
+        start_new_session=True,
+        preexec_fn=kill_with_parent(signal.SIGTERM),
+    )
     reader = threading.Thread(target=_forward, args=(process, log), daemon=True)
     reader.start()
     stop_file = Path(job.stop_file)
@@ -103,8 +113,9 @@ def run_trial_process(job: TrialJob, lease: Lease | None, log: Callable[[str], N
             raise TrialProcessFailed(f"its result file is unreadable: {exc}") from None
         finally:
             result.unlink(missing_ok=True)
-    raise TrialProcessFailed(f"its process exited with {process.returncode} and left no record "
-                             "(see the trial's log above)")
+    raise TrialProcessFailed(
+        f"its process exited with {process.returncode} and left no record (see the trial's log above)"
+    )
 
 
 def _forward(process: subprocess.Popen, log: Callable[[str], None]) -> None:
@@ -158,12 +169,17 @@ def main() -> int:
     trial_dir = resolved.spec.workspace.resolve() / "sweeps" / resolved.spec.name / job.slug
     lease = os.environ.get("ENGINESWEEP_GPU_LEASE")
     try:
-        record = run_trial(resolved, job.slug, log=log,
-                           checkpoint=(Path(job.checkpoint_dir), job.checkpoint),
-                           planned=PlannedTrial.model_validate(job.planned),
-                           reuse=job.reuse, rebenchmark=job.rebenchmark)
+        record = run_trial(
+            resolved,
+            job.slug,
+            log=log,
+            checkpoint=(Path(job.checkpoint_dir), job.checkpoint),
+            planned=PlannedTrial.model_validate(job.planned),
+            reuse=job.reuse,
+            rebenchmark=job.rebenchmark,
+        )
         code = 0
-    except BaseException as exc:  # noqa: BLE001 - run_trial saved the failed record; say why here
+    except BaseException as exc:
         log(f"trial {job.slug} failed: {type(exc).__name__}: {exc}")
         saved = trial_dir / "record.json"
         if not saved.is_file() or saved.stat().st_mtime < started:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -36,8 +37,7 @@ def has_gpus(count: int = 1) -> bool:
 
 def requires_gpus(count: int = 1) -> pytest.MarkDecorator:
     """Skip unless `count` GPUs and tensorrt_llm are present."""
-    return pytest.mark.skipif(not has_gpus(count),
-                              reason=f"needs {count} NVIDIA GPU(s) and tensorrt_llm")
+    return pytest.mark.skipif(not has_gpus(count), reason=f"needs {count} NVIDIA GPU(s) and tensorrt_llm")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -12,8 +12,9 @@ and must declare every input the benchmark payload sends.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from google.protobuf import text_format
@@ -32,8 +33,12 @@ its inputs are `text_input` and `sampling_param_*`; the prompt is left out of `t
 model has no `min_tokens`/`ignore_eos` input, so a request may end before the workload's OSL:
 aiperf reports the output lengths it measured."""
 
-PAYLOAD_INPUTS = ("text_input", "sampling_param_max_tokens",
-                  "sampling_param_exclude_input_from_output", "streaming")
+PAYLOAD_INPUTS = (
+    "text_input",
+    "sampling_param_max_tokens",
+    "sampling_param_exclude_input_from_output",
+    "streaming",
+)
 
 
 def decouple_shell(config: str) -> str:
@@ -41,26 +46,32 @@ def decouple_shell(config: str) -> str:
     `write_llmapi_repository` does with Triton's schema: a `decoupled: false` outside comments
     becomes true, and without an uncommented `decoupled: true` the policy block is appended
     (the shipped file has the block commented out)."""
-    return (f"sed -i '/^[[:space:]]*#/!s/decoupled: *[Ff]alse/decoupled: true/' \"{config}\"\n"
-            f"grep -q '^[^#]*decoupled: *[Tt]rue' \"{config}\" || "
-            f"printf 'model_transaction_policy {{\\n  decoupled: true\\n}}\\n' >> \"{config}\"")
+    return (
+        f"sed -i '/^[[:space:]]*#/!s/decoupled: *[Ff]alse/decoupled: true/' \"{config}\"\n"
+        f"grep -q '^[^#]*decoupled: *[Tt]rue' \"{config}\" || "
+        f"printf 'model_transaction_policy {{\\n  decoupled: true\\n}}\\n' >> \"{config}\""
+    )
 
 
-def write_llmapi_repository(contract: VersionContract, installed: Path, repo_dir: Path,
-                            body: Mapping[str, Any]) -> Path:
+def write_llmapi_repository(
+    contract: VersionContract, installed: Path, repo_dir: Path, body: Mapping[str, Any]
+) -> Path:
     """Copy the installed `llmapi` folder into `repo_dir` (replaced whole), write `model.yaml`
     from `body` (see `options.model_yaml`), make the model decoupled and check the result."""
     llmapi = contract.triton_llmapi or {}
     model = llmapi.get("model", "tensorrt_llm")
     if not (installed / model / "config.pbtxt").is_file():
-        raise TemplateError(f"{installed / model / 'config.pbtxt'} is missing: is TRTLLM_ROOT the "
-                            f"TensorRT-LLM tree of a release with the llmapi model?")
+        raise TemplateError(
+            f"{installed / model / 'config.pbtxt'} is missing: is TRTLLM_ROOT the "
+            f"TensorRT-LLM tree of a release with the llmapi model?"
+        )
     tmp = repo_dir.with_name(repo_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(installed, tmp)
         (tmp / llmapi.get("model_yaml", f"{model}/1/model.yaml")).write_text(
-            yaml.safe_dump(dict(body), sort_keys=False))
+            yaml.safe_dump(dict(body), sort_keys=False)
+        )
         config_path = tmp / model / "config.pbtxt"
         config = parse_config(config_path.read_text(), model=model)
         config.model_transaction_policy.decoupled = True
@@ -83,8 +94,10 @@ def verify_llmapi_repository(repo_dir: Path, model: str = "tensorrt_llm") -> Non
     declared = {tensor.name for tensor in config.input}
     missing = [name for name in PAYLOAD_INPUTS if name not in declared]
     if missing:
-        raise TemplateError(f"{model}/config.pbtxt declares no input {', '.join(missing)} (the "
-                            "benchmark sends it): a different llmapi model version?")
+        raise TemplateError(
+            f"{model}/config.pbtxt declares no input {', '.join(missing)} (the "
+            "benchmark sends it): a different llmapi model version?"
+        )
     body = yaml.safe_load((repo_dir / model / "1" / "model.yaml").read_text())
     if not isinstance(body, dict) or not Path(str(body.get("model", ""))).is_absolute():
         raise TemplateError(f"{model}/1/model.yaml must name the checkpoint folder (absolute path)")

@@ -13,8 +13,14 @@ from typing import Any
 
 from enginesweep.engines.quantize.recipes import QuantRecipe
 
-_SHAPE_FIELDS = ("vocab_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                 "hidden_size", "intermediate_size")
+_SHAPE_FIELDS = (
+    "vocab_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_size",
+    "intermediate_size",
+)
 
 
 class ExportMismatch(RuntimeError):
@@ -41,8 +47,10 @@ def export_problems(exported: dict[str, Any], source: dict[str, Any], recipe: Qu
             problems.append(f"{name}: exported {exported.get(name)!r}, source {source[name]!r}")
     rope = source_rope_theta(source)
     if rope is not None and exported.get("rotary_base") != rope:
-        problems.append(f"rotary_base: exported {exported.get('rotary_base')!r}, source {rope!r} "
-                        "(TRT-LLM would silently use 10000.0)")
+        problems.append(
+            f"rotary_base: exported {exported.get('rotary_base')!r}, source {rope!r} "
+            "(TRT-LLM would silently use 10000.0)"
+        )
     mapping = exported.get("mapping") or {}
     for key, want in (("tp_size", recipe.tp), ("pp_size", recipe.pp), ("world_size", recipe.tp * recipe.pp)):
         if mapping.get(key) != want:
@@ -54,12 +62,17 @@ def export_problems(exported: dict[str, Any], source: dict[str, Any], recipe: Qu
     quant = exported.get("quantization") or {}
     want_algo = recipe.quant.spec.trtllm_quant_algo
     if quant.get("quant_algo") != want_algo:
-        problems.append(f"quantization.quant_algo: exported {quant.get('quant_algo')!r}, recipe {want_algo!r}")
+        problems.append(
+            f"quantization.quant_algo: exported {quant.get('quant_algo')!r}, recipe {want_algo!r}"
+        )
     want_kv = recipe.kv_cache.spec.trtllm_kv_cache_quant_algo
     if quant.get("kv_cache_quant_algo") != want_kv:
-        problems.append(f"quantization.kv_cache_quant_algo: exported {quant.get('kv_cache_quant_algo')!r}, "
-                        f"recipe {want_kv!r}")
+        problems.append(
+            f"quantization.kv_cache_quant_algo: exported {quant.get('kv_cache_quant_algo')!r}, "
+            f"recipe {want_kv!r}"
+        )
     if recipe.quant.spec.group_scaled and quant.get("group_size") != recipe.awq_block_size:
-        problems.append(f"quantization.group_size: exported {quant.get('group_size')!r}, "
-                        f"recipe {recipe.awq_block_size}")
+        problems.append(
+            f"quantization.group_size: exported {quant.get('group_size')!r}, recipe {recipe.awq_block_size}"
+        )
     return problems

@@ -31,9 +31,15 @@ class ExportError(RuntimeError):
     """The unified HF export did not produce what the recipe asked for."""
 
 
-def export_unified_hf(source_dir: Path, recipe: QuantRecipe, export_dir: Path, *,
-                      calibration_texts: list[str], seq_len: int,
-                      log: Callable[[str], None] = print) -> dict[str, Any]:
+def export_unified_hf(
+    source_dir: Path,
+    recipe: QuantRecipe,
+    export_dir: Path,
+    *,
+    calibration_texts: list[str],
+    seq_len: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Quantize `source_dir` per `recipe` and export it into `export_dir` (which must not exist
     yet); returns the written `hf_quant_config.json`, checked against the recipe."""
     import modelopt.torch.quantization as mtq
@@ -51,10 +57,13 @@ def export_unified_hf(source_dir: Path, recipe: QuantRecipe, export_dir: Path, *
     # On GPUs the layers are spread over every visible one (as hf_ptq.py does): a model that
     # is served with TP 2 may not fit one GPU for calibration either.
     model = AutoModelForCausalLM.from_pretrained(
-        source_dir, dtype="auto", **({"device_map": "auto"} if gpu else {})).eval()
+        source_dir, dtype="auto", **({"device_map": "auto"} if gpu else {})
+    ).eval()
     device = next(model.parameters()).device
-    batches = [tokenizer(text, return_tensors="pt", truncation=True, max_length=seq_len)["input_ids"]
-               for text in calibration_texts]
+    batches = [
+        tokenizer(text, return_tensors="pt", truncation=True, max_length=seq_len)["input_ids"]
+        for text in calibration_texts
+    ]
 
     def forward_loop(model_: Any) -> None:
         with torch.inference_mode():
@@ -70,8 +79,9 @@ def export_unified_hf(source_dir: Path, recipe: QuantRecipe, export_dir: Path, *
     written = json.loads((export_dir / HF_QUANT_CONFIG).read_text())
     problems = quant_config_problems(written, recipe)
     if problems:
-        raise ExportError(f"{export_dir / HF_QUANT_CONFIG} disagrees with {recipe.slug}: "
-                          + "; ".join(problems))
+        raise ExportError(
+            f"{export_dir / HF_QUANT_CONFIG} disagrees with {recipe.slug}: " + "; ".join(problems)
+        )
     return written
 
 
@@ -79,9 +89,11 @@ def local_texts(folder: Path, count: int) -> list[str]:
     """The first `count` texts of a local calibration dataset: JSON lines files (`*.jsonl`,
     split `train` first) with a `text` column, as the engine stack writes them."""
     if not folder.is_dir():
-        raise ExportError(f"build.calib_dataset {folder}: the trtllm-pytorch stack calibrates "
-                          "in-process on a local folder of JSON lines with a `text` column "
-                          "(hf_ptq.py's dataset names are for the emitted scripts)")
+        raise ExportError(
+            f"build.calib_dataset {folder}: the trtllm-pytorch stack calibrates "
+            "in-process on a local folder of JSON lines with a `text` column "
+            "(hf_ptq.py's dataset names are for the emitted scripts)"
+        )
     texts: list[str] = []
     for path in sorted(folder.glob("*.jsonl"), key=lambda p: (not p.name.startswith("train"), p.name)):
         for line in path.read_text().splitlines():
@@ -101,9 +113,9 @@ def quant_config_problems(hf_quant_config: dict[str, Any], recipe: QuantRecipe) 
         problems.append(f"quant_algo is {quantization.get('quant_algo')!r}, expected {want!r}")
     want_kv = recipe.kv_cache.spec.trtllm_kv_cache_quant_algo
     if quantization.get("kv_cache_quant_algo") != want_kv:
-        problems.append(f"kv_cache_quant_algo is {quantization.get('kv_cache_quant_algo')!r}, "
-                        f"expected {want_kv!r}")
+        problems.append(
+            f"kv_cache_quant_algo is {quantization.get('kv_cache_quant_algo')!r}, expected {want_kv!r}"
+        )
     if recipe.quant.spec.group_scaled and quantization.get("group_size") != recipe.awq_block_size:
-        problems.append(f"group_size is {quantization.get('group_size')!r}, expected "
-                        f"{recipe.awq_block_size}")
+        problems.append(f"group_size is {quantization.get('group_size')!r}, expected {recipe.awq_block_size}")
     return problems

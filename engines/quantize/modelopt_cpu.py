@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict
 from enginesweep.engines.quantize.export_check import ExportMismatch, export_problems, source_rope_theta
 from enginesweep.engines.quantize.recipes import QuantRecipe, modelopt_config
 
-
 MODELOPT_FILE = "modelopt_model.pth"
 
 
@@ -57,15 +56,20 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "modelopt": modelopt.__version__}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "modelopt": modelopt.__version__,
+    }
 
 
 def _calibrate(model, tokenizer, texts: list[str], seq_len: int) -> Callable:
     import torch
 
-    batches = [tokenizer(text, return_tensors="pt", truncation=True, max_length=seq_len)["input_ids"]
-               for text in texts]
+    batches = [
+        tokenizer(text, return_tensors="pt", truncation=True, max_length=seq_len)["input_ids"]
+        for text in texts
+    ]
 
     def forward_loop(model_) -> None:
         with torch.inference_mode():
@@ -75,8 +79,15 @@ def _calibrate(model, tokenizer, texts: list[str], seq_len: int) -> Callable:
     return forward_loop
 
 
-def quantize_checkpoint(source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
-                        calibration_texts: list[str], log: Callable[[str], None] = print) -> QuantizeResult:
+def quantize_checkpoint(
+    source_dir: Path,
+    recipe: QuantRecipe,
+    out_dir: Path,
+    *,
+    key: str,
+    calibration_texts: list[str],
+    log: Callable[[str], None] = print,
+) -> QuantizeResult:
     """Quantize `source_dir` per `recipe` into `out_dir` (written via a temporary folder, so a
     crash never leaves a half-written checkpoint under the final name)."""
     source_config = json.loads((source_dir / "config.json").read_text())
@@ -85,8 +96,16 @@ def quantize_checkpoint(source_dir: Path, recipe: QuantRecipe, out_dir: Path, *,
     tmp.mkdir(parents=True)
 
     try:
-        result = _quantize_into(tmp, source_dir, source_config, recipe, out_dir, key=key,
-                                calibration_texts=calibration_texts, log=log)
+        result = _quantize_into(
+            tmp,
+            source_dir,
+            source_config,
+            recipe,
+            out_dir,
+            key=key,
+            calibration_texts=calibration_texts,
+            log=log,
+        )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a full disk or an interrupt leaves nothing behind
         raise
@@ -95,9 +114,17 @@ def quantize_checkpoint(source_dir: Path, recipe: QuantRecipe, out_dir: Path, *,
     return result
 
 
-def _quantize_into(tmp: Path, source_dir: Path, source_config: dict, recipe: QuantRecipe,
-                   out_dir: Path, *, key: str, calibration_texts: list[str],
-                   log: Callable[[str], None]) -> QuantizeResult:
+def _quantize_into(
+    tmp: Path,
+    source_dir: Path,
+    source_config: dict,
+    recipe: QuantRecipe,
+    out_dir: Path,
+    *,
+    key: str,
+    calibration_texts: list[str],
+    log: Callable[[str], None],
+) -> QuantizeResult:
     """Quantize and export into the temporary folder `tmp`; the result names `out_dir`."""
     import modelopt.torch.opt as mto
     import modelopt.torch.quantization as mtq
@@ -113,8 +140,9 @@ def _quantize_into(tmp: Path, source_dir: Path, source_config: dict, recipe: Qua
         if recipe.calibration is None or not calibration_texts:
             raise ValueError(f"{recipe.slug} needs calibration text")
         log(f"quantize {recipe.slug}: calibrating on {len(calibration_texts)} samples")
-        mtq.quantize(model, config, _calibrate(model, tokenizer, calibration_texts,
-                                                recipe.calibration.seq_len))
+        mtq.quantize(
+            model, config, _calibrate(model, tokenizer, calibration_texts, recipe.calibration.seq_len)
+        )
     quantize_s = time.perf_counter() - start
 
     if config is not None:
@@ -131,10 +159,14 @@ def _quantize_into(tmp: Path, source_dir: Path, source_config: dict, recipe: Qua
         model.config.rope_theta = rope
     start = time.perf_counter()
     log(f"quantize {recipe.slug}: exporting the TRT-LLM checkpoint (tp={recipe.tp}, pp={recipe.pp})")
-    export_tensorrt_llm_checkpoint(model, "llama", dtype=torch.bfloat16,
-                                   export_dir=tmp / "trtllm_checkpoint",
-                                   inference_tensor_parallel=recipe.tp,
-                                   inference_pipeline_parallel=recipe.pp)
+    export_tensorrt_llm_checkpoint(
+        model,
+        "llama",
+        dtype=torch.bfloat16,
+        export_dir=tmp / "trtllm_checkpoint",
+        inference_tensor_parallel=recipe.tp,
+        inference_pipeline_parallel=recipe.pp,
+    )
     export_s = time.perf_counter() - start
     exported = json.loads((tmp / "trtllm_checkpoint" / "config.json").read_text())
     problems = export_problems(exported, source_config, recipe)
@@ -142,9 +174,15 @@ def _quantize_into(tmp: Path, source_dir: Path, source_config: dict, recipe: Qua
         raise ExportMismatch(problems)
 
     result = QuantizeResult(
-        recipe=recipe, key=key, source_dir=str(source_dir), model_dir=str(out_dir / "model"),
-        trtllm_checkpoint_dir=str(out_dir / "trtllm_checkpoint"), trtllm_config=exported,
-        quantize_seconds=quantize_s, export_seconds=export_s, versions=library_versions(),
+        recipe=recipe,
+        key=key,
+        source_dir=str(source_dir),
+        model_dir=str(out_dir / "model"),
+        trtllm_checkpoint_dir=str(out_dir / "trtllm_checkpoint"),
+        trtllm_config=exported,
+        quantize_seconds=quantize_s,
+        export_seconds=export_s,
+        versions=library_versions(),
     )
     (tmp / "quantize.json").write_text(result.model_dump_json(indent=2) + "\n")
     return result

@@ -65,8 +65,9 @@ class QuantRecipe(BaseModel):
 
     def key(self, checkpoint_id: str) -> str:
         """Content key of the quantized checkpoint made from `checkpoint_id` with this recipe."""
-        payload = json.dumps({"checkpoint": checkpoint_id, "recipe": self.model_dump(mode="json")},
-                             sort_keys=True)
+        payload = json.dumps(
+            {"checkpoint": checkpoint_id, "recipe": self.model_dump(mode="json")}, sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -101,16 +102,19 @@ def entries_are_listed(mtq: Any) -> bool:
     shape = mtq.FP8_DEFAULT_CFG["quant_cfg"]
     if isinstance(shape, (list, dict)):
         return isinstance(shape, list)
-    raise ValueError(f"ModelOpt's FP8_DEFAULT_CFG['quant_cfg'] is a {type(shape).__name__}, "
-                     "neither the list (0.44+) nor the dict (up to 0.43) this code knows")
+    raise ValueError(
+        f"ModelOpt's FP8_DEFAULT_CFG['quant_cfg'] is a {type(shape).__name__}, "
+        "neither the list (0.44+) nor the dict (up to 0.43) this code knows"
+    )
 
 
 def _set_block_size(config: dict[str, Any], block: int, listed: bool) -> None:
     """Set the AWQ group size on every weight-quantizer config that has block sizes (W4A8's
     weight quantizer is a list of two: the INT4 one has them)."""
     if listed:
-        cfgs = [entry.get("cfg") for entry in config["quant_cfg"]
-                if "weight" in entry.get("quantizer_name", "")]
+        cfgs = [
+            entry.get("cfg") for entry in config["quant_cfg"] if "weight" in entry.get("quantizer_name", "")
+        ]
     else:
         cfgs = [cfg for pattern, cfg in config["quant_cfg"].items() if "weight" in pattern]
     changed = 0

@@ -24,18 +24,24 @@ if TYPE_CHECKING:  # a type only: the build side imports nothing of the measure 
     from enginesweep.build_configs.trial import TrialConfig
 
 # name -> "module:Class"; a stack listed in _PLANNED is known but not implemented yet.
-_REGISTRY = {"reference": "enginesweep.engines.stacks.reference:ReferenceStack",
-             "trtllm-engine": "enginesweep.engines.stacks.trtllm_engine:TrtllmEngineStack",
-             "trtllm-pytorch": "enginesweep.engines.stacks.trtllm_pytorch:TrtllmPytorchStack"}
+_REGISTRY = {
+    "reference": "enginesweep.engines.stacks.reference:ReferenceStack",
+    "trtllm-engine": "enginesweep.engines.stacks.trtllm_engine:TrtllmEngineStack",
+    "trtllm-pytorch": "enginesweep.engines.stacks.trtllm_pytorch:TrtllmPytorchStack",
+}
 _PLANNED: dict[str, str] = {}
 _NEEDS = {
     "reference": "install the project with its reference extra: pip install -e '.[reference]'",
-    "trtllm-engine": ("it runs on a GPU machine with TensorRT-LLM 1.2 installed (NVIDIA's Triton + "
-                      "TensorRT-LLM container); here, `enginesweep plan SPEC --emit-scripts DIR` "
-                      "writes its commands as scripts"),
-    "trtllm-pytorch": ("it runs on a GPU machine with TensorRT-LLM 1.2 installed (NVIDIA's Triton + "
-                       "TensorRT-LLM container); here, `enginesweep plan SPEC --emit-scripts DIR` "
-                       "writes its commands as scripts"),
+    "trtllm-engine": (
+        "it runs on a GPU machine with TensorRT-LLM 1.2 installed (NVIDIA's Triton + "
+        "TensorRT-LLM container); here, `enginesweep plan SPEC --emit-scripts DIR` "
+        "writes its commands as scripts"
+    ),
+    "trtllm-pytorch": (
+        "it runs on a GPU machine with TensorRT-LLM 1.2 installed (NVIDIA's Triton + "
+        "TensorRT-LLM container); here, `enginesweep plan SPEC --emit-scripts DIR` "
+        "writes its commands as scripts"
+    ),
 }
 
 
@@ -73,11 +79,27 @@ class Stack(Protocol):
     served_model: str
     """The Triton model that clients call (`/v2/models/<served_model>/generate_stream`)."""
 
-    def quantize(self, source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
-                 calibration_texts: list[str], log: Callable[[str], None]) -> QuantizeResult: ...
+    def quantize(
+        self,
+        source_dir: Path,
+        recipe: QuantRecipe,
+        out_dir: Path,
+        *,
+        key: str,
+        calibration_texts: list[str],
+        log: Callable[[str], None],
+    ) -> QuantizeResult: ...
 
-    def build(self, quantized: QuantizeResult, knobs: BuildKnobs, bundle_dir: Path, *, slug: str,
-              checkpoint: dict[str, Any], target: dict[str, Any]) -> BuildResult: ...
+    def build(
+        self,
+        quantized: QuantizeResult,
+        knobs: BuildKnobs,
+        bundle_dir: Path,
+        *,
+        slug: str,
+        checkpoint: dict[str, Any],
+        target: dict[str, Any],
+    ) -> BuildResult: ...
 
     measures_accuracy: bool
     """Whether a trial's accuracy can be evaluated in-process on its bundle (reference: yes;

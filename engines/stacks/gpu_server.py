@@ -49,8 +49,13 @@ def session_alive(process: subprocess.Popen) -> bool:
     return bool(session_pids(process.pid))
 
 
-def wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
-                     timeout_s: float = READY_TIMEOUT_S, server: str = "Triton") -> None:
+def wait_group_ready(
+    process: subprocess.Popen,
+    ready_url: str,
+    log_path: Path,
+    timeout_s: float = READY_TIMEOUT_S,
+    server: str = "Triton",
+) -> None:
     """Poll readiness while anything of the launcher's session lives (the launcher itself exits
     at once); raise with the log tail when the session dies or time runs out."""
     deadline = time.monotonic() + timeout_s
@@ -60,8 +65,11 @@ def wait_group_ready(process: subprocess.Popen, ready_url: str, log_path: Path,
         if not session_alive(process) or process.returncode not in (None, 0):
             break
         time.sleep(0.5)
-    raise StepFailed("serve", f"{server} did not become ready at {ready_url}: "
-                     + tail_reason(log_path, "no output"), log_path)
+    raise StepFailed(
+        "serve",
+        f"{server} did not become ready at {ready_url}: " + tail_reason(log_path, "no output"),
+        log_path,
+    )
 
 
 def kill_session(process: subprocess.Popen, grace_s: float = 40.0) -> None:
@@ -81,8 +89,16 @@ def kill_session(process: subprocess.Popen, grace_s: float = 40.0) -> None:
 
 
 @contextlib.contextmanager
-def owned_server(argv: Sequence[str], *, port: int, ready_path: str, workdir: Path, marker: str,
-                 server: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def owned_server(
+    argv: Sequence[str],
+    *,
+    port: int,
+    ready_path: str,
+    workdir: Path,
+    marker: str,
+    server: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen]:
     """Run `argv` as a server in a session of its own and yield its process once
     `http://127.0.0.1:<port><ready_path>` answers and the socket listening on `port` belongs to
     that session; stop the whole session on the way out, whatever happened.
@@ -93,15 +109,15 @@ def owned_server(argv: Sequence[str], *, port: int, ready_path: str, workdir: Pa
     log_path = workdir / "server.log"
     reap_stale_session(workdir / "server.pid", marker, grace_s=40.0)
     if http_ok(url + ready_path):  # a leftover server would be benchmarked instead
-        raise StepFailed("serve", f"a server already answers at {url}: stop it before this "
-                                  "trial", log_path)
+        raise StepFailed("serve", f"a server already answers at {url}: stop it before this trial", log_path)
     workdir.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as sink:
         sink.write("$ " + " ".join(argv) + "\n")
         sink.flush()
         try:
-            process = subprocess.Popen(list(argv), stdout=sink, stderr=subprocess.STDOUT, env=env,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                list(argv), stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         except OSError as exc:  # the server program is not installed here
             raise StepFailed("serve", f"cannot start {argv[0]}: {exc}", log_path) from None
     (workdir / "server.pid").write_text(str(process.pid))  # the session id, for the reaper
@@ -111,8 +127,9 @@ def owned_server(argv: Sequence[str], *, port: int, ready_path: str, workdir: Pa
         # free port, a server started by hand) and would be benchmarked in this trial's name.
         foreign = foreign_listener(port, session=process.pid)
         if foreign is not None:
-            raise StepFailed("serve", f"the server answering at {url} is not this trial's: "
-                             f"{foreign}", log_path)
+            raise StepFailed(
+                "serve", f"the server answering at {url} is not this trial's: {foreign}", log_path
+            )
         yield process
     finally:
         kill_session(process)

@@ -30,8 +30,18 @@ from enginesweep.engines.trtllm.layout import Required
 if TYPE_CHECKING:
     from enginesweep.build_configs.trial import TrialConfig
 
-_TRTLLM_KEYS = ("architecture", "dtype", "vocab_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "hidden_size", "rotary_base", "mapping", "quantization")
+_TRTLLM_KEYS = (
+    "architecture",
+    "dtype",
+    "vocab_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_size",
+    "rotary_base",
+    "mapping",
+    "quantization",
+)
 
 
 def _link_tree(source: Path, target: Path) -> None:
@@ -59,36 +69,68 @@ class ReferenceStack:
     def tokenizer_dir(self, build: BuildResult) -> Path:
         return Path(build.bundle_dir) / "model"
 
-    def quantize(self, source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
-                 calibration_texts: list[str], log: Callable[[str], None] = print) -> QuantizeResult:
-        return quantize_checkpoint(source_dir, recipe, out_dir, key=key,
-                                   calibration_texts=calibration_texts, log=log)
+    def quantize(
+        self,
+        source_dir: Path,
+        recipe: QuantRecipe,
+        out_dir: Path,
+        *,
+        key: str,
+        calibration_texts: list[str],
+        log: Callable[[str], None] = print,
+    ) -> QuantizeResult:
+        return quantize_checkpoint(
+            source_dir, recipe, out_dir, key=key, calibration_texts=calibration_texts, log=log
+        )
 
-    def build(self, quantized: QuantizeResult, knobs: BuildKnobs, bundle_dir: Path, *, slug: str,
-              checkpoint: dict[str, Any], target: dict[str, Any]) -> BuildResult:
+    def build(
+        self,
+        quantized: QuantizeResult,
+        knobs: BuildKnobs,
+        bundle_dir: Path,
+        *,
+        slug: str,
+        checkpoint: dict[str, Any],
+        target: dict[str, Any],
+    ) -> BuildResult:
         start = time.perf_counter()
         tmp = bundle_dir.with_name(bundle_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            manifest = self._assemble(tmp, quantized, knobs, slug=slug, checkpoint=checkpoint,
-                                      target=target)
+            manifest = self._assemble(tmp, quantized, knobs, slug=slug, checkpoint=checkpoint, target=target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
             raise
         shutil.rmtree(bundle_dir, ignore_errors=True)
         tmp.rename(bundle_dir)
-        return BuildResult(slug=slug, stack=self.name, bundle_dir=str(bundle_dir), knobs=knobs,
-                           manifest=manifest, build_seconds=time.perf_counter() - start)
+        return BuildResult(
+            slug=slug,
+            stack=self.name,
+            bundle_dir=str(bundle_dir),
+            knobs=knobs,
+            manifest=manifest,
+            build_seconds=time.perf_counter() - start,
+        )
 
-    def _assemble(self, tmp: Path, quantized: QuantizeResult, knobs: BuildKnobs, *, slug: str,
-                  checkpoint: dict[str, Any], target: dict[str, Any]) -> Manifest:
+    def _assemble(
+        self,
+        tmp: Path,
+        quantized: QuantizeResult,
+        knobs: BuildKnobs,
+        *,
+        slug: str,
+        checkpoint: dict[str, Any],
+        target: dict[str, Any],
+    ) -> Manifest:
         """Link the quantized checkpoint into `tmp` and write its build config and manifest."""
         _link_tree(Path(quantized.model_dir), tmp / "model")
         _link_tree(Path(quantized.trtllm_checkpoint_dir), tmp / "trtllm_checkpoint")
         (tmp / "build_config.json").write_text(json.dumps(knobs.model_dump(), indent=2) + "\n")
         recipe = quantized.recipe
         return write_manifest(
-            tmp, slug=slug, stack=self.name,
+            tmp,
+            slug=slug,
+            stack=self.name,
             inputs={
                 "checkpoint": checkpoint,
                 "quant_recipe": recipe.model_dump(mode="json", exclude={"calibration"}),
@@ -102,9 +144,12 @@ class ReferenceStack:
 
     def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path:
         knobs = build.knobs
-        return write_reference_repository(repo_dir, Path(build.bundle_dir) / "model",
-                                          max_batch_size=knobs.max_batch_size,
-                                          max_seq_len=knobs.max_seq_len)
+        return write_reference_repository(
+            repo_dir,
+            Path(build.bundle_dir) / "model",
+            max_batch_size=knobs.max_batch_size,
+            max_seq_len=knobs.max_seq_len,
+        )
 
     def required(self, configs: Sequence[TrialConfig], *, accuracy: bool = False) -> list[Required]:
         """Nothing outside this environment: ModelOpt, the Triton binary and aiperf come with the

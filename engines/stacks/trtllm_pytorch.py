@@ -35,7 +35,10 @@ import yaml
 
 from enginesweep.build_configs.quant import QuantFormat
 from enginesweep.build_configs.schema import Accuracy, Build, Stack
+from enginesweep.build_configs.trial import TrialConfig
 from enginesweep.engines.compat import host_gpu, host_gpu_sm
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
+from enginesweep.engines.files import write_atomic
 from enginesweep.engines.llmapi.commands import lm_eval_command, ptq_formats, required_files, serve_command
 from enginesweep.engines.llmapi.options import check_options, llm_api_options, model_yaml
 from enginesweep.engines.llmapi.repository import PAYLOAD_TEMPLATE, write_llmapi_repository
@@ -49,9 +52,6 @@ from enginesweep.engines.stacks.trtllm_engine import installed_version
 from enginesweep.engines.trtllm.commands import Command, TrialPaths, launch_command
 from enginesweep.engines.trtllm.contract import UnsupportedVersion, VersionContract, contract_for
 from enginesweep.engines.trtllm.layout import Layout, Required, ToolPaths, resolve_layout
-from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
-from enginesweep.build_configs.trial import TrialConfig
-from enginesweep.engines.files import write_atomic
 
 OPTIONS_FILE = "llm_api_options.yaml"
 TRIAL_FACTS = "trial.json"
@@ -82,17 +82,27 @@ class TrtllmPytorchStack:
     measures_accuracy = False
     """Not in-process: its accuracy is `accuracy_command`, run out of process by the trial."""
 
-    def __init__(self, *, spec: Any = None, version: str | None = None, trtllm_root: str | None = None,
-                 build: Build | None = None, server_kind: str | None = None,
-                 ports: tuple[int, int, int] | None = None):
+    def __init__(
+        self,
+        *,
+        spec: Any = None,
+        version: str | None = None,
+        trtllm_root: str | None = None,
+        build: Build | None = None,
+        server_kind: str | None = None,
+        ports: tuple[int, int, int] | None = None,
+    ):
         self.version = version or installed_version()
         self.contract: VersionContract = contract_for(self.version)
         if self.contract.llm_api is None:
-            raise UnsupportedVersion(f"TensorRT-LLM {self.version}: no LLM-API contract for the "
-                                     "trtllm-pytorch stack")
+            raise UnsupportedVersion(
+                f"TensorRT-LLM {self.version}: no LLM-API contract for the trtllm-pytorch stack"
+            )
         execution = spec.execution if spec is not None else None
-        self.layout: Layout = resolve_layout(trtllm_root or (execution.trtllm_root if execution else None),
-                                             execution.trtllm_paths if execution else None)
+        self.layout: Layout = resolve_layout(
+            trtllm_root or (execution.trtllm_root if execution else None),
+            execution.trtllm_paths if execution else None,
+        )
         self.build_settings = build or (spec.build if spec is not None else Build())
         self.server_kind = server_kind or (execution.pytorch_server if execution else "triton")
         # Free ports taken when the server is about to start (not fixed ones, nor ones picked
@@ -104,13 +114,25 @@ class TrtllmPytorchStack:
     def required(self, configs: Sequence[TrialConfig], *, accuracy: bool = False) -> list[Required]:
         """Every file and program the trials `configs` will use here (the preflight checks them
         before any work; `engines.llmapi.commands.required_files`)."""
-        return required_files(self.layout.tools, configs, server=self.server_kind,
-                              calib_dataset=self.build_settings.calib_dataset,
-                              lm_eval=lm_eval_executable() if accuracy else None)
+        return required_files(
+            self.layout.tools,
+            configs,
+            server=self.server_kind,
+            calib_dataset=self.build_settings.calib_dataset,
+            lm_eval=lm_eval_executable() if accuracy else None,
+        )
 
     # -- Stack protocol --------------------------------------------------------------------------
-    def quantize(self, source_dir: Path, recipe: QuantRecipe, out_dir: Path, *, key: str,
-                 calibration_texts: list[str], log: Callable[[str], None] = print) -> QuantizeResult:
+    def quantize(
+        self,
+        source_dir: Path,
+        recipe: QuantRecipe,
+        out_dir: Path,
+        *,
+        key: str,
+        calibration_texts: list[str],
+        log: Callable[[str], None] = print,
+    ) -> QuantizeResult:
         """A unified HF checkpoint in `out_dir/checkpoint` (written aside, renamed when whole and
         checked); a 16-bit baseline is the source checkpoint itself."""
         start = time.perf_counter()
@@ -122,8 +144,11 @@ class TrtllmPytorchStack:
             checkpoint, quant_config = source_dir, {}
         else:
             if not recipe.quant.is_quantized:
-                raise StepFailed("quantize", f"{recipe.slug}: hf_ptq.py has no format that leaves the "
-                                 "weights unquantized", out_dir / "quantize.log")
+                raise StepFailed(
+                    "quantize",
+                    f"{recipe.slug}: hf_ptq.py has no format that leaves the weights unquantized",
+                    out_dir / "quantize.log",
+                )
             samples, tokens = self.build_settings.calibration(Stack.TRTLLM_PYTORCH, recipe.quant)
             if self.build_settings.calib_dataset is not None:
                 calibration_texts = local_texts(Path(self.build_settings.calib_dataset), samples)
@@ -131,8 +156,8 @@ class TrtllmPytorchStack:
             shutil.rmtree(tmp, ignore_errors=True)
             try:
                 quant_config = export_unified_hf(
-                    source_dir, recipe, tmp, calibration_texts=calibration_texts,
-                    seq_len=tokens, log=log)
+                    source_dir, recipe, tmp, calibration_texts=calibration_texts, seq_len=tokens, log=log
+                )
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
                 raise
@@ -140,15 +165,29 @@ class TrtllmPytorchStack:
             shutil.rmtree(checkpoint, ignore_errors=True)
             tmp.rename(checkpoint)
         result = QuantizeResult(
-            recipe=recipe, key=key, source_dir=str(source_dir), model_dir=str(checkpoint),
-            trtllm_checkpoint_dir=str(checkpoint), trtllm_config=quant_config,
-            quantize_seconds=time.perf_counter() - start, export_seconds=0.0,
-            versions=library_versions())
+            recipe=recipe,
+            key=key,
+            source_dir=str(source_dir),
+            model_dir=str(checkpoint),
+            trtllm_checkpoint_dir=str(checkpoint),
+            trtllm_config=quant_config,
+            quantize_seconds=time.perf_counter() - start,
+            export_seconds=0.0,
+            versions=library_versions(),
+        )
         write_atomic(out_dir / "quantize.json", result.model_dump_json(indent=2) + "\n")
         return result
 
-    def build(self, quantized: QuantizeResult, knobs: BuildKnobs, bundle_dir: Path, *, slug: str,
-              checkpoint: dict[str, Any], target: dict[str, Any]) -> BuildResult:
+    def build(
+        self,
+        quantized: QuantizeResult,
+        knobs: BuildKnobs,
+        bundle_dir: Path,
+        *,
+        slug: str,
+        checkpoint: dict[str, Any],
+        target: dict[str, Any],
+    ) -> BuildResult:
         """The bundle: the checkpoint (hard-linked), the checked LLM-API options and the manifest."""
         start = time.perf_counter()
         cfg = _config(quantized.recipe, knobs)
@@ -159,25 +198,46 @@ class TrtllmPytorchStack:
         try:
             _link_tree(Path(quantized.model_dir), tmp / "checkpoint")
             (tmp / OPTIONS_FILE).write_text(yaml.safe_dump(options, sort_keys=False))
-            (tmp / TRIAL_FACTS).write_text(json.dumps({"config": cfg.model_dump(mode="json")}, indent=2) + "\n")
+            (tmp / TRIAL_FACTS).write_text(
+                json.dumps({"config": cfg.model_dump(mode="json")}, indent=2) + "\n"
+            )
             manifest = write_manifest(
-                tmp, slug=slug, stack=self.name,
-                inputs={"checkpoint": checkpoint,
-                        "quant_recipe": quantized.recipe.model_dump(mode="json", exclude={"calibration"}),
-                        "build_knobs": knobs.model_dump(), "llm_api_options": options},
-                versions={"stack": self.name, "tensorrt_llm": self.version,
-                          "llm_api_contract": self.contract.line, **quantized.versions},
+                tmp,
+                slug=slug,
+                stack=self.name,
+                inputs={
+                    "checkpoint": checkpoint,
+                    "quant_recipe": quantized.recipe.model_dump(mode="json", exclude={"calibration"}),
+                    "build_knobs": knobs.model_dump(),
+                    "llm_api_options": options,
+                },
+                versions={
+                    "stack": self.name,
+                    "tensorrt_llm": self.version,
+                    "llm_api_contract": self.contract.line,
+                    **quantized.versions,
+                },
                 target={**target, "gpu_detected": host_gpu() or "unknown"},
-                trtllm_checkpoint={"format": "modelopt unified HF" if quantized.trtllm_config else
-                                   "Hugging Face (unquantized)", HF_QUANT_CONFIG: quantized.trtllm_config},
+                trtllm_checkpoint={
+                    "format": "modelopt unified HF"
+                    if quantized.trtllm_config
+                    else "Hugging Face (unquantized)",
+                    HF_QUANT_CONFIG: quantized.trtllm_config,
+                },
             )
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         shutil.rmtree(bundle_dir, ignore_errors=True)
         tmp.rename(bundle_dir)
-        return BuildResult(slug=slug, stack=self.name, bundle_dir=str(bundle_dir), knobs=knobs,
-                           manifest=manifest, build_seconds=time.perf_counter() - start)
+        return BuildResult(
+            slug=slug,
+            stack=self.name,
+            bundle_dir=str(bundle_dir),
+            knobs=knobs,
+            manifest=manifest,
+            build_seconds=time.perf_counter() - start,
+        )
 
     def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path:
         """Triton: the llmapi repository (model.yaml from the bundle's options). trtllm-serve:
@@ -196,28 +256,47 @@ class TrtllmPytorchStack:
             repo_dir.mkdir(parents=True)
             shutil.copy(bundle / OPTIONS_FILE, repo_dir / OPTIONS_FILE)
         command = self._server_command(bundle, repo_dir, TrialConfig.model_validate(facts["config"]))
-        write_atomic(repo_dir / SERVE_FACTS, json.dumps(
-            {"argv": command.argv, "kind": self.server_kind, "model": str(bundle / "checkpoint"),
-             "world_size": TrialConfig.model_validate(facts["config"]).world_size}, indent=2) + "\n")
+        write_atomic(
+            repo_dir / SERVE_FACTS,
+            json.dumps(
+                {
+                    "argv": command.argv,
+                    "kind": self.server_kind,
+                    "model": str(bundle / "checkpoint"),
+                    "world_size": TrialConfig.model_validate(facts["config"]).world_size,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         return repo_dir
 
     def bundle_settings(self) -> dict[str, Any]:
         """The spec's settings that go into a bundle's LLM-API options (part of its store key)."""
         return self.build_settings.model_dump(
-            mode="json", include={"kv_cache_free_gpu_mem_fraction", "enable_block_reuse",
-                                  "cuda_graph_batch_sizes"})
+            mode="json",
+            include={"kv_cache_free_gpu_mem_fraction", "enable_block_reuse", "cuda_graph_batch_sizes"},
+        )
 
     def tokenizer_dir(self, build: BuildResult) -> Path:
         return Path(build.bundle_dir) / "checkpoint"
 
-    def accuracy_command(self, model_dir: Path, cfg: TrialConfig, accuracy: Accuracy, *,
-                         include_path: Path, output_path: Path) -> Command:
+    def accuracy_command(
+        self, model_dir: Path, cfg: TrialConfig, accuracy: Accuracy, *, include_path: Path, output_path: Path
+    ) -> Command:
         """lm-eval's `trtllm` model (the LLM API over `model_dir`, the trial's TP and PP) on the
         spec's tasks, every item logged; the same command `plan --emit-scripts` writes.
         `ENGINESWEEP_LM_EVAL` names another lm-eval executable (default: this environment's)."""
-        return lm_eval_command(cfg, accuracy, model_dir=str(model_dir), tokenizer_dir=str(model_dir),
-                               tasks=accuracy.tasks, include_path=str(include_path),
-                               output_path=str(output_path), executable=lm_eval_executable())
+        return lm_eval_command(
+            cfg,
+            accuracy,
+            model_dir=str(model_dir),
+            tokenizer_dir=str(model_dir),
+            tasks=accuracy.tasks,
+            include_path=str(include_path),
+            output_path=str(output_path),
+            executable=lm_eval_executable(),
+        )
 
     def host_mismatches(self, manifest: Manifest) -> list[str]:
         """The options were checked against one release line's keys, and the weight format
@@ -225,15 +304,18 @@ class TrtllmPytorchStack:
         problems = []
         line = manifest.versions.get("llm_api_contract")
         if line is not None and line != self.contract.line:
-            problems.append(f"its LLM-API options were checked for TensorRT-LLM {line}, this host "
-                            f"has {self.version}")
+            problems.append(
+                f"its LLM-API options were checked for TensorRT-LLM {line}, this host has {self.version}"
+            )
         quant = QuantFormat(manifest.inputs["quant_recipe"]["quant"])
         here = host_gpu_sm()
         if here is None:
             problems.append("no NVIDIA GPU is visible here (nvidia-smi)")
         elif here < quant.spec.min_sm:
-            problems.append(f"{quant.value} weights need SM{quant.spec.min_sm}+, this host's GPU is "
-                            f"SM{here} ({host_gpu()})")
+            problems.append(
+                f"{quant.value} weights need SM{quant.spec.min_sm}+, this host's GPU is "
+                f"SM{here} ({host_gpu()})"
+            )
         return problems
 
     @contextlib.contextmanager
@@ -243,31 +325,55 @@ class TrtllmPytorchStack:
         facts = json.loads((repo_dir / SERVE_FACTS).read_text())
         url = f"http://127.0.0.1:{self.http_port}"
         triton = facts["kind"] == "triton"
-        with owned_server(facts["argv"], port=self.http_port,
-                          ready_path="/v2/health/ready" if triton else "/health", workdir=workdir,
-                          marker=str(repo_dir), server="Triton" if triton else "trtllm-serve") as process:
+        with owned_server(
+            facts["argv"],
+            port=self.http_port,
+            ready_path="/v2/health/ready" if triton else "/health",
+            workdir=workdir,
+            marker=str(repo_dir),
+            server="Triton" if triton else "trtllm-serve",
+        ) as process:
             if triton:
-                yield PytorchServer(url, f"http://127.0.0.1:{self.metrics_port}/metrics", process,
-                                    model=self.served_model,
-                                    endpoint=triton_endpoint(self.served_model, PAYLOAD_TEMPLATE))
+                yield PytorchServer(
+                    url,
+                    f"http://127.0.0.1:{self.metrics_port}/metrics",
+                    process,
+                    model=self.served_model,
+                    endpoint=triton_endpoint(self.served_model, PAYLOAD_TEMPLATE),
+                )
             else:  # trtllm-serve's /metrics is JSON iteration stats, not Prometheus text
                 yield PytorchServer(url, None, process, model=facts["model"])
 
     # -- helpers ---------------------------------------------------------------------------------
     def _server_command(self, bundle: Path, repo_dir: Path, cfg: TrialConfig) -> Command:
         if self.server_kind == "triton":
-            paths = TrialPaths(tools=self._tools(), hf_checkpoint=PurePosixPath(bundle / "checkpoint"),
-                               checkpoint_dir=PurePosixPath(bundle / "checkpoint"),
-                               engine_dir=PurePosixPath(bundle), repo_dir=PurePosixPath(repo_dir),
-                               timing_cache=PurePosixPath(bundle / "unused"))
-            return launch_command(self.contract, cfg, paths, http_port=self.http_port,
-                                  grpc_port=self.grpc_port, metrics_port=self.metrics_port)
-        return serve_command(self.contract, model_dir=str(bundle / "checkpoint"),
-                             options_file=str(repo_dir / OPTIONS_FILE), port=self.http_port)
+            paths = TrialPaths(
+                tools=self._tools(),
+                hf_checkpoint=PurePosixPath(bundle / "checkpoint"),
+                checkpoint_dir=PurePosixPath(bundle / "checkpoint"),
+                engine_dir=PurePosixPath(bundle),
+                repo_dir=PurePosixPath(repo_dir),
+                timing_cache=PurePosixPath(bundle / "unused"),
+            )
+            return launch_command(
+                self.contract,
+                cfg,
+                paths,
+                http_port=self.http_port,
+                grpc_port=self.grpc_port,
+                metrics_port=self.metrics_port,
+            )
+        return serve_command(
+            self.contract,
+            model_dir=str(bundle / "checkpoint"),
+            options_file=str(repo_dir / OPTIONS_FILE),
+            port=self.http_port,
+        )
 
     def _tools(self) -> ToolPaths:
-        return self.layout.require_tools("Triton's llmapi model (or serve with "
-                                         "execution.pytorch_server: trtllm-serve)")
+        return self.layout.require_tools(
+            "Triton's llmapi model (or serve with execution.pytorch_server: trtllm-serve)"
+        )
 
 
 def lm_eval_executable() -> str:
@@ -277,14 +383,21 @@ def lm_eval_executable() -> str:
 
 def _config(recipe: QuantRecipe, knobs: BuildKnobs | None = None) -> TrialConfig:
     knobs = knobs or BuildKnobs(max_batch_size=1, max_num_tokens=1, max_seq_len=2)
-    return TrialConfig(quant=recipe.quant, kv_cache=recipe.kv_cache, tp=recipe.tp, pp=recipe.pp,
-                       max_batch_size=knobs.max_batch_size, max_num_tokens=knobs.max_num_tokens,
-                       max_seq_len=knobs.max_seq_len)
+    return TrialConfig(
+        quant=recipe.quant,
+        kv_cache=recipe.kv_cache,
+        tp=recipe.tp,
+        pp=recipe.pp,
+        max_batch_size=knobs.max_batch_size,
+        max_num_tokens=knobs.max_num_tokens,
+        max_seq_len=knobs.max_seq_len,
+    )
 
 
 def _link_tree(source: Path, dest: Path) -> None:
     """`source` as `dest`, files hard-linked where the filesystem allows (a multi-GB checkpoint
     is not copied), copied otherwise; symlinks (a hub snapshot's) are followed."""
+
     def link(src: str, dst: str) -> None:
         try:
             os.link(os.path.realpath(src), dst)
@@ -292,4 +405,3 @@ def _link_tree(source: Path, dest: Path) -> None:
             shutil.copy2(src, dst)
 
     shutil.copytree(source, dest, copy_function=link)
-

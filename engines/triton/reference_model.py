@@ -68,15 +68,17 @@ class TritonPythonModel:
                     "min_tokens": int(_scalar(request, "min_tokens", 0)),
                     "stream": bool(_scalar(request, "stream", False)),
                 }
-            except Exception as exc:  # noqa: BLE001 - any bad input is the client's error
+            except Exception as exc:
                 self._fail(sender, f"bad request: {exc}")
                 continue
             threading.Thread(target=self._generate, args=(sender, job), daemon=True).start()
         return None
 
     def _fail(self, sender, message):
-        sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)),
-                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        sender.send(
+            pb_utils.InferenceResponse(error=pb_utils.TritonError(message)),
+            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+        )
 
     def _send(self, sender, text, final=False):
         out = pb_utils.Tensor("text_output", np.array([text.encode()], dtype=np.object_))
@@ -92,8 +94,11 @@ class TritonPythonModel:
             torch = self.torch
             ids = self.tokenizer(job["text"], return_tensors="pt")["input_ids"]
             if ids.shape[1] + job["max_tokens"] > self.max_seq_len:
-                self._fail(sender, f"input {ids.shape[1]} + max_tokens {job['max_tokens']} tokens "
-                                   f"exceed max_seq_len {self.max_seq_len}")
+                self._fail(
+                    sender,
+                    f"input {ids.shape[1]} + max_tokens {job['max_tokens']} tokens "
+                    f"exceed max_seq_len {self.max_seq_len}",
+                )
                 return
             generated, sent, past = [], "", None
             with torch.inference_mode():
@@ -110,14 +115,14 @@ class TritonPythonModel:
                     text = self.tokenizer.decode(generated, skip_special_tokens=True)
                     # hold back an incomplete UTF-8 character until its bytes arrive
                     if job["stream"] and not text.endswith("\ufffd") and len(text) > len(sent):
-                        self._send(sender, text[len(sent):])
+                        self._send(sender, text[len(sent) :])
                         sent = text
             text = self.tokenizer.decode(generated, skip_special_tokens=True)
             if job["stream"]:
                 if len(text) > len(sent):
-                    self._send(sender, text[len(sent):])
+                    self._send(sender, text[len(sent) :])
                 sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
             else:
                 self._send(sender, text, final=True)
-        except Exception as exc:  # noqa: BLE001 - reported to the client, never swallowed
+        except Exception as exc:
             self._fail(sender, f"generation failed: {type(exc).__name__}: {exc}")

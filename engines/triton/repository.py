@@ -26,18 +26,26 @@ def _tensor(cls, name: str, dtype: int, optional: bool = False):
     return spec
 
 
-def reference_model_config(model_dir: Path, *, name: str = SERVED_MODEL, max_batch_size: int = 8,
-                           max_seq_len: int = 2048, torch_threads: int = 0,
-                           instances: int = 1) -> mc.ModelConfig:
+def reference_model_config(
+    model_dir: Path,
+    *,
+    name: str = SERVED_MODEL,
+    max_batch_size: int = 8,
+    max_seq_len: int = 2048,
+    torch_threads: int = 0,
+    instances: int = 1,
+) -> mc.ModelConfig:
     """The Triton `ModelConfig` of the reference model serving `model_dir`."""
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=0)
     config.model_transaction_policy.decoupled = True
-    config.input.extend([
-        _tensor(mc.ModelInput, "text_input", mc.TYPE_STRING),
-        _tensor(mc.ModelInput, "max_tokens", mc.TYPE_INT32),
-        _tensor(mc.ModelInput, "min_tokens", mc.TYPE_INT32, optional=True),
-        _tensor(mc.ModelInput, "stream", mc.TYPE_BOOL, optional=True),
-    ])
+    config.input.extend(
+        [
+            _tensor(mc.ModelInput, "text_input", mc.TYPE_STRING),
+            _tensor(mc.ModelInput, "max_tokens", mc.TYPE_INT32),
+            _tensor(mc.ModelInput, "min_tokens", mc.TYPE_INT32, optional=True),
+            _tensor(mc.ModelInput, "stream", mc.TYPE_BOOL, optional=True),
+        ]
+    )
     config.output.append(_tensor(mc.ModelOutput, "text_output", mc.TYPE_STRING))
     config.instance_group.append(mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU))
     config.parameters["model_dir"].string_value = str(model_dir)
@@ -49,14 +57,25 @@ def reference_model_config(model_dir: Path, *, name: str = SERVED_MODEL, max_bat
     return config
 
 
-def write_reference_repository(repo_dir: Path, model_dir: Path, *, name: str = SERVED_MODEL,
-                               max_batch_size: int = 8, max_seq_len: int = 2048,
-                               torch_threads: int = 0) -> Path:
+def write_reference_repository(
+    repo_dir: Path,
+    model_dir: Path,
+    *,
+    name: str = SERVED_MODEL,
+    max_batch_size: int = 8,
+    max_seq_len: int = 2048,
+    torch_threads: int = 0,
+) -> Path:
     """Write `<repo_dir>/<name>/{config.pbtxt,1/model.py}`; returns `repo_dir`."""
     model_folder = repo_dir / name
     (model_folder / "1").mkdir(parents=True, exist_ok=True)
-    config = reference_model_config(model_dir, name=name, max_batch_size=max_batch_size,
-                                    max_seq_len=max_seq_len, torch_threads=torch_threads)
+    config = reference_model_config(
+        model_dir,
+        name=name,
+        max_batch_size=max_batch_size,
+        max_seq_len=max_seq_len,
+        torch_threads=torch_threads,
+    )
     (model_folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     shutil.copyfile(_MODEL_SOURCE, model_folder / "1" / "model.py")
     return repo_dir

@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 from importlib import util
 from pathlib import Path
 
-from enginesweep.engines.processes import (STOP_GRACE_S, http_ok, kill_with_parent, reap_stale_session,
-                               stop_process_group, wait_ready)
+from enginesweep.engines.processes import (
+    STOP_GRACE_S,
+    http_ok,
+    kill_with_parent,
+    reap_stale_session,
+    stop_process_group,
+    wait_ready,
+)
 
 READY_TIMEOUT_S = 120.0
 PORT_ATTEMPTS = 3  # a port found free can be taken by another process before tritonserver binds it
@@ -43,8 +49,10 @@ def pytriton_dir() -> Path:
     """The folder of the installed `pytriton` package (which bundles tritonserver)."""
     spec = util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerError("nvidia-pytriton is not installed: it provides the tritonserver binary "
-                          "(pip install 'enginesweep[reference]')")
+        raise ServerError(
+            "nvidia-pytriton is not installed: it provides the tritonserver binary "
+            "(pip install 'enginesweep[reference]')"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
 
 
@@ -106,9 +114,12 @@ class TritonServer:
             str(pytriton_dir() / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backend_dir(self.workdir)}",
-            "--http-address=127.0.0.1", f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
-            "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.grpc_port}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={self.metrics_port}",
             "--exit-timeout-secs=5",
             "--log-verbose=0",
         ]
@@ -133,9 +144,11 @@ class TritonServer:
                 if busy is None:
                     raise
                 if attempt == PORT_ATTEMPTS:
-                    raise ServerError(f"port {busy} on 127.0.0.1 was in use by another process on each "
-                                      f"of {PORT_ATTEMPTS} tries; free ports or stop what holds them "
-                                      f"(`ss -ltnp`): {exc}") from None
+                    raise ServerError(
+                        f"port {busy} on 127.0.0.1 was in use by another process on each "
+                        f"of {PORT_ATTEMPTS} tries; free ports or stop what holds them "
+                        f"(`ss -ltnp`): {exc}"
+                    ) from None
                 with self.log_path.open("a") as log:
                     log.write(f"[enginesweep] port {busy} is in use: starting again on fresh ports\n")
                 self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
@@ -154,7 +167,10 @@ class TritonServer:
     def _launch(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_environment(),
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server_environment(),
                 start_new_session=True,  # our Ctrl-C must not reach it before we stop it
                 preexec_fn=kill_with_parent(),  # nor may it outlive us when we are SIGKILLed
             )
@@ -163,8 +179,14 @@ class TritonServer:
     def _wait_ready(self, timeout_s: float) -> None:
         paths = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]
         assert self.process is not None
-        wait_ready(self.process, lambda: all(http_ok(self.url + path) for path in paths),
-                   timeout_s=timeout_s, what="tritonserver", log_tail=self.log_tail, error=ServerError)
+        wait_ready(
+            self.process,
+            lambda: all(http_ok(self.url + path) for path in paths),
+            timeout_s=timeout_s,
+            what="tritonserver",
+            log_tail=self.log_tail,
+            error=ServerError,
+        )
 
     def alive(self) -> bool:
         """True while the server process runs."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
 
 class ContractError(ValueError):
@@ -68,8 +69,9 @@ class VersionContract:
 
     def tool(self, name: str) -> ToolContract:
         if name not in self.tools:
-            raise ContractError(f"no contract for {name!r} in TensorRT-LLM {self.line} "
-                                f"(known: {', '.join(self.tools)})")
+            raise ContractError(
+                f"no contract for {name!r} in TensorRT-LLM {self.line} (known: {', '.join(self.tools)})"
+            )
         return self.tools[name]
 
 
@@ -77,23 +79,40 @@ def _load(text: str) -> VersionContract:
     raw: dict[str, Any] = json.loads(text)
     tools = {}
     for name, tool in raw["tools"].items():
-        options = {flag: Option(flag, bool(spec["takes_value"]),
-                                tuple(str(c) for c in spec["choices"]) if spec.get("choices") else None)
-                   for flag, spec in tool["options"].items()}
+        options = {
+            flag: Option(
+                flag,
+                bool(spec["takes_value"]),
+                tuple(str(c) for c in spec["choices"]) if spec.get("choices") else None,
+            )
+            for flag, spec in tool["options"].items()
+        }
         repo = tool.get("repo", raw["repo"])
         tools[name] = ToolContract(name, f"{repo} {tool['path']} @ {tool['commit']}", options)
     templates = raw["triton_templates"]
-    return VersionContract(raw["line"], tuple(raw["versions"]), raw["repo"], tools,
-                           templates["models"], templates["source"], raw["container"],
-                           raw.get("llm_api"), raw.get("triton_llmapi"), raw.get("modelopt"))
+    return VersionContract(
+        raw["line"],
+        tuple(raw["versions"]),
+        raw["repo"],
+        tools,
+        templates["models"],
+        templates["source"],
+        raw["container"],
+        raw.get("llm_api"),
+        raw.get("triton_llmapi"),
+        raw.get("modelopt"),
+    )
 
 
 @lru_cache(maxsize=1)
 def contracts() -> dict[str, VersionContract]:
     """Every supported release line, by line (`1.2`)."""
     folder = resources.files("enginesweep.engines.trtllm").joinpath("flags")
-    found = [_load(entry.read_text()) for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-             if entry.name.endswith(".json")]
+    found = [
+        _load(entry.read_text())
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".json")
+    ]
     return {contract.line: contract for contract in found}
 
 
@@ -106,7 +125,8 @@ def contract_for(version: str) -> VersionContract:
     raise UnsupportedVersion(
         f"TensorRT-LLM {version} is not supported by the trtllm-engine stack (supported: "
         f"{supported}); use a Triton TRT-LLM container with a supported release, or the "
-        "trtllm-pytorch stack for releases without the TensorRT engine path")
+        "trtllm-pytorch stack for releases without the TensorRT engine path"
+    )
 
 
 def check_command(contract: VersionContract, tool: str, args: Sequence[str]) -> None:
@@ -122,8 +142,10 @@ def check_command(contract: VersionContract, tool: str, args: Sequence[str]) -> 
         flag, has_inline, inline = token.partition("=")
         option = spec.options.get(flag)
         if option is None:
-            raise ContractError(f"{tool} in TensorRT-LLM {contract.line} does not accept {flag} "
-                                f"(accepted options are listed from {spec.source})")
+            raise ContractError(
+                f"{tool} in TensorRT-LLM {contract.line} does not accept {flag} "
+                f"(accepted options are listed from {spec.source})"
+            )
         if option.takes_value:
             if has_inline:
                 value = inline

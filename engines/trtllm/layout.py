@@ -47,15 +47,24 @@ class Shape:
 
 
 SOURCE_CHECKOUT = Shape(  # a NVIDIA/TensorRT-LLM checkout at the installed version's tag
-    "source checkout", marker="triton_backend", examples="examples",
-    triton_models="triton_backend/all_models", tools="triton_backend/tools",
-    scripts="triton_backend/scripts")
+    "source checkout",
+    marker="triton_backend",
+    examples="examples",
+    triton_models="triton_backend/all_models",
+    tools="triton_backend/tools",
+    scripts="triton_backend/scripts",
+)
 TRITONSERVER_IMAGE = Shape(  # nvcr.io/nvidia/tritonserver:<YY.MM>-trtllm-python-py3
-    "tritonserver image", marker="all_models", examples="examples", triton_models="all_models",
-    tools="tools", scripts="scripts")
+    "tritonserver image",
+    marker="all_models",
+    examples="examples",
+    triton_models="all_models",
+    tools="tools",
+    scripts="scripts",
+)
 RELEASE_IMAGE = Shape(  # nvcr.io/nvidia/tensorrt-llm/release:<version>: no Triton
-    "release image", marker="examples", examples="examples", triton_models=None, tools=None,
-    scripts=None)
+    "release image", marker="examples", examples="examples", triton_models=None, tools=None, scripts=None
+)
 SHAPES = (SOURCE_CHECKOUT, TRITONSERVER_IMAGE, RELEASE_IMAGE)
 """Tried in this order on a root: the most specific marker first (a checkout also has examples/)."""
 
@@ -112,9 +121,11 @@ class ToolPaths:
     def _triton(self, field: str) -> PurePosixPath:
         value = getattr(self, field)
         if value is None:
-            raise LayoutError(f"this layout has no Triton files ({field}): it is the release image "
-                              "(no Triton), so serve with trtllm-serve (execution.engine_server / "
-                              "execution.pytorch_server: trtllm-serve) or use the tritonserver image")
+            raise LayoutError(
+                f"this layout has no Triton files ({field}): it is the release image "
+                "(no Triton), so serve with trtllm-serve (execution.engine_server / "
+                "execution.pytorch_server: trtllm-serve) or use the tritonserver image"
+            )
         return value
 
 
@@ -135,9 +146,11 @@ class Layout:
         """The layout's tool paths; LayoutError naming `what` needed them, the roots probed and
         the fix when no layout was found."""
         if self.tools is None:
-            raise LayoutError(f"{what}: no TensorRT-LLM layout found (probed: "
-                              f"{' | '.join(self.tried) or 'nothing'}); "
-                              f"{checkout_fix(tensorrt_llm_version())}")
+            raise LayoutError(
+                f"{what}: no TensorRT-LLM layout found (probed: "
+                f"{' | '.join(self.tried) or 'nothing'}); "
+                f"{checkout_fix(tensorrt_llm_version())}"
+            )
         return self.tools
 
     def describe(self) -> str:
@@ -192,8 +205,7 @@ def backends_beside(tritonserver: PurePosixPath) -> PurePosixPath:
     return tritonserver.parent.parent / "backends"
 
 
-def resolve_layout(configured_root: str | None = None,
-                   overrides: TrtllmPaths | None = None) -> Layout:
+def resolve_layout(configured_root: str | None = None, overrides: TrtllmPaths | None = None) -> Layout:
     """The first root (`candidate_roots` order) holding a known layout, with `overrides` applied
     file by file. An explicitly configured root that holds no layout stops the probe: the user
     named it, so falling back to another tree would run other files than they meant."""
@@ -206,8 +218,10 @@ def resolve_layout(configured_root: str | None = None,
             chosen = (shape, root, source)
             tried.append(f"{root} ({source}): {shape.name}")
             break
-        tried.append(f"{root} ({source}): " + ("no such folder" if not root.is_dir() else
-                                               "no examples/ with all_models/ or triton_backend/"))
+        tried.append(
+            f"{root} ({source}): "
+            + ("no such folder" if not root.is_dir() else "no examples/ with all_models/ or triton_backend/")
+        )
         if source == "execution.trtllm_root":
             break
     tools = None
@@ -217,9 +231,11 @@ def resolve_layout(configured_root: str | None = None,
             examples=PurePosixPath(root / shape.examples),
             triton_models=PurePosixPath(root / shape.triton_models) if shape.triton_models else None,
             fill_template=PurePosixPath(root / shape.tools / "fill_template.py") if shape.tools else None,
-            launch_triton_server=(PurePosixPath(root / shape.scripts / "launch_triton_server.py")
-                                  if shape.scripts else None),
-            tritonserver=PurePosixPath(which_tritonserver()))
+            launch_triton_server=(
+                PurePosixPath(root / shape.scripts / "launch_triton_server.py") if shape.scripts else None
+            ),
+            tritonserver=PurePosixPath(which_tritonserver()),
+        )
     tools = _overridden(tools, overrides)
     if tools is not None and tools.tritonserver is not None:
         tools = replace(tools, triton_backends=backends_beside(tools.tritonserver))
@@ -229,13 +245,19 @@ def resolve_layout(configured_root: str | None = None,
 
 
 def _overridden(tools: ToolPaths | None, overrides: TrtllmPaths) -> ToolPaths | None:
-    given = {field: PurePosixPath(value) for field, value in overrides.model_dump().items()
-             if value is not None}
+    given = {
+        field: PurePosixPath(value) for field, value in overrides.model_dump().items() if value is not None
+    }
     if tools is None:
         if "examples" not in given:
             return None
-        tools = ToolPaths(examples=given["examples"], triton_models=None, fill_template=None,
-                          launch_triton_server=None, tritonserver=PurePosixPath(which_tritonserver()))
+        tools = ToolPaths(
+            examples=given["examples"],
+            triton_models=None,
+            fill_template=None,
+            launch_triton_server=None,
+            tritonserver=PurePosixPath(which_tritonserver()),
+        )
     return replace(tools, **given)
 
 
@@ -255,16 +277,19 @@ def tensorrt_llm_version() -> str | None:
 def checkout_fix(version: str | None) -> str:
     """The command that gets every file of a source checkout at the installed version."""
     tag = f"v{version}" if version else "v<installed tensorrt_llm version>"
-    return (f"git clone --depth 1 --branch {tag} https://github.com/NVIDIA/TensorRT-LLM "
-            "/opt/TensorRT-LLM && set execution.trtllm_root: /opt/TensorRT-LLM (or "
-            "TRTLLM_ROOT=/opt/TensorRT-LLM), or point execution.trtllm_paths at the files")
+    return (
+        f"git clone --depth 1 --branch {tag} https://github.com/NVIDIA/TensorRT-LLM "
+        "/opt/TensorRT-LLM && set execution.trtllm_root: /opt/TensorRT-LLM (or "
+        "TRTLLM_ROOT=/opt/TensorRT-LLM), or point execution.trtllm_paths at the files"
+    )
 
 
 def is_missing(item: Required) -> bool:
     """True when `item` is not on this machine (a program: neither on PATH nor a path)."""
     if item.program:
-        return shutil.which(item.path) is None and not (os.path.isfile(item.path)
-                                                          and os.access(item.path, os.X_OK))
+        return shutil.which(item.path) is None and not (
+            os.path.isfile(item.path) and os.access(item.path, os.X_OK)
+        )
     return not os.path.exists(item.path)
 
 
@@ -291,25 +316,37 @@ def check_required(required: Sequence[Required], stack: str, layout: Layout | No
     if len(programs) < len(lacking):
         fixes.append(checkout_fix(tensorrt_llm_version()))
     if programs:
-        fixes.append("run inside NVIDIA's image for this stack (README, 'On a GPU machine'), "
-                     "where " + ", ".join(item.path for item in programs) + " is on PATH")
-    where = (f" Layout: {layout.describe()}; probed: {' | '.join(layout.tried) or 'nothing'}."
-             if layout is not None else "")
+        fixes.append(
+            "run inside NVIDIA's image for this stack (README, 'On a GPU machine'), "
+            "where " + ", ".join(item.path for item in programs) + " is on PATH"
+        )
+    where = (
+        f" Layout: {layout.describe()}; probed: {' | '.join(layout.tried) or 'nothing'}."
+        if layout is not None
+        else ""
+    )
     raise LayoutError(
         f"the {stack} stack cannot run here: missing {names}.{where} Fix: {'; or '.join(fixes)}"
-        " (`enginesweep doctor --stack " + stack + "` lists every check).")
+        " (`enginesweep doctor --stack " + stack + "` lists every check)."
+    )
 
 
 SCRIPT_TOOLS = ToolPaths(
-    examples=PurePosixPath("$TRTLLM_EXAMPLES"), triton_models=PurePosixPath("$TRITON_MODELS"),
+    examples=PurePosixPath("$TRTLLM_EXAMPLES"),
+    triton_models=PurePosixPath("$TRITON_MODELS"),
     fill_template=PurePosixPath("$FILL_TEMPLATE"),
     launch_triton_server=PurePosixPath("$LAUNCH_TRITON_SERVER"),
-    tritonserver=PurePosixPath("$TRITONSERVER"), triton_backends=PurePosixPath("$TRITON_BACKENDS"))
+    tritonserver=PurePosixPath("$TRITONSERVER"),
+    triton_backends=PurePosixPath("$TRITON_BACKENDS"),
+)
 """The tool paths of emitted scripts: shell variables that `layout_shell` sets."""
 
-_SCRIPT_VARIABLES = (("TRTLLM_EXAMPLES", "examples", ""), ("TRITON_MODELS", "triton_models", ""),
-                     ("FILL_TEMPLATE", "tools", "/fill_template.py"),
-                     ("LAUNCH_TRITON_SERVER", "scripts", "/launch_triton_server.py"))
+_SCRIPT_VARIABLES = (
+    ("TRTLLM_EXAMPLES", "examples", ""),
+    ("TRITON_MODELS", "triton_models", ""),
+    ("FILL_TEMPLATE", "tools", "/fill_template.py"),
+    ("LAUNCH_TRITON_SERVER", "scripts", "/launch_triton_server.py"),
+)
 
 
 def layout_shell(configured_root: str | None, overrides: TrtllmPaths | None = None) -> str:
@@ -320,12 +357,16 @@ def layout_shell(configured_root: str | None, overrides: TrtllmPaths | None = No
     `require_program WHAT NAME`, which stop the script before any work when a file is missing,
     naming it, the layout, the roots probed and the fix."""
     overrides = overrides or TrtllmPaths()
-    given = {"TRTLLM_EXAMPLES": overrides.examples, "TRITON_MODELS": overrides.triton_models,
-             "FILL_TEMPLATE": overrides.fill_template,
-             "LAUNCH_TRITON_SERVER": overrides.launch_triton_server,
-             "TRITONSERVER": overrides.tritonserver}
-    defaults = "\n".join(f': "${{{name}:={shlex.quote(value)}}}"' for name, value in given.items()
-                         if value is not None)
+    given = {
+        "TRTLLM_EXAMPLES": overrides.examples,
+        "TRITON_MODELS": overrides.triton_models,
+        "FILL_TEMPLATE": overrides.fill_template,
+        "LAUNCH_TRITON_SERVER": overrides.launch_triton_server,
+        "TRITONSERVER": overrides.tritonserver,
+    }
+    defaults = "\n".join(
+        f': "${{{name}:={shlex.quote(value)}}}"' for name, value in given.items() if value is not None
+    )
     branches = []
     for i, shape in enumerate(SHAPES):
         sets = []
@@ -334,14 +375,20 @@ def layout_shell(configured_root: str | None, overrides: TrtllmPaths | None = No
             if folder is not None:
                 sets.append(f'        : "${{{variable}:=$root/{folder}{tail}}}"')
         keyword = "if" if i == 0 else "elif"
-        branches.append(f'    {keyword} [ -d "$root/{shape.marker}" ]; then\n'
-                        f'        LAYOUT="{shape.name} at $root"\n' + "\n".join(sets))
+        branches.append(
+            f'    {keyword} [ -d "$root/{shape.marker}" ]; then\n'
+            f'        LAYOUT="{shape.name} at $root"\n' + "\n".join(sets)
+        )
     # A root the spec names is the only one probed (as in `resolve_layout`): the user meant it.
-    roots = (shlex.quote(configured_root) if configured_root else
-             '"${TRTLLM_ROOT:-}" ' + " ".join(f'"{root}"' for root in DEFAULT_ROOTS)
-             + ' "$TRTLLM_PACKAGE_ROOT"')
+    roots = (
+        shlex.quote(configured_root)
+        if configured_root
+        else '"${TRTLLM_ROOT:-}" '
+        + " ".join(f'"{root}"' for root in DEFAULT_ROOTS)
+        + ' "$TRTLLM_PACKAGE_ROOT"'
+    )
     return f"""# Where TensorRT-LLM's files are in this container, probed as the stacks probe them
-# (engines/trtllm/layout.py): execution.trtllm_root, $TRTLLM_ROOT, {', '.join(DEFAULT_ROOTS)}, then the
+# (engines/trtllm/layout.py): execution.trtllm_root, $TRTLLM_ROOT, {", ".join(DEFAULT_ROOTS)}, then the
 # checkout the installed tensorrt_llm package came from; the first root holding a known layout
 # wins, and TRTLLM_EXAMPLES, TRITON_MODELS, FILL_TEMPLATE, LAUNCH_TRITON_SERVER and TRITONSERVER
 # set in the environment win over it.

@@ -30,6 +30,7 @@ def _get(data: dict[str, Any], dotted: str, what: str) -> Any:
 
 # -- engine config.json ------------------------------------------------------------------------
 
+
 class EngineSummary(BaseModel):
     """The facts of a built engine that go into the bundle's manifest."""
 
@@ -51,8 +52,15 @@ class EngineSummary(BaseModel):
     plugins: dict[str, Any] = Field(description="gemm_plugin, use_paged_context_fmha, ...")
 
 
-_PLUGIN_KEYS = ("gemm_plugin", "gpt_attention_plugin", "context_fmha", "use_paged_context_fmha",
-                "use_fp8_context_fmha", "remove_input_padding", "paged_kv_cache")
+_PLUGIN_KEYS = (
+    "gemm_plugin",
+    "gpt_attention_plugin",
+    "context_fmha",
+    "use_paged_context_fmha",
+    "use_fp8_context_fmha",
+    "remove_input_padding",
+    "paged_kv_cache",
+)
 
 
 def engine_summary(config: dict[str, Any]) -> EngineSummary:
@@ -67,8 +75,10 @@ def engine_summary(config: dict[str, Any]) -> EngineSummary:
         runtime_version=str(_get(config, "version", what)),
         architecture=str(_get(pretrained, "architecture", what + " pretrained_config")),
         dtype=str(_get(pretrained, "dtype", what + " pretrained_config")),
-        quant_algo=quant.get("quant_algo"), kv_cache_quant_algo=quant.get("kv_cache_quant_algo"),
-        tp_size=int(mapping.get("tp_size", 1)), pp_size=int(mapping.get("pp_size", 1)),
+        quant_algo=quant.get("quant_algo"),
+        kv_cache_quant_algo=quant.get("kv_cache_quant_algo"),
+        tp_size=int(mapping.get("tp_size", 1)),
+        pp_size=int(mapping.get("pp_size", 1)),
         world_size=int(_get(mapping, "world_size", what + " mapping")),
         max_batch_size=int(_get(build, "max_batch_size", what + " build_config")),
         max_input_len=int(_get(build, "max_input_len", what + " build_config")),
@@ -83,14 +93,18 @@ def engine_summary(config: dict[str, Any]) -> EngineSummary:
 # -- trtllm-build failures ---------------------------------------------------------------------
 
 # Most specific first: the line that carries the byte count wins (real logs hold several).
-_OOM = (re.compile(r"Error Code 2: OutOfMemory \(Requested size was \d+ bytes\.\)"),
-        re.compile(r"Requested amount of GPU memory \(\d+ bytes\) could not be allocated"),
-        re.compile(r"requires \d+ bytes of scratch space, but only \d+ is available"),
-        re.compile(r"Error Code 2: OutOfMemory[^\n]*"),
-        re.compile(r"CUDA out of memory[^\n]*"))
-_UNSUPPORTED = (re.compile(r"FP8 FMHA cannot be enabled except on [^\n(]*"),
-                re.compile(r"Networks with FP8 precision require hardware with FP8 support\."),
-                re.compile(r"[^\n]*(?:is|are) not supported on (?:this GPU|SM\s?(?:>=\s?)?\d+)[^\n]*"))
+_OOM = (
+    re.compile(r"Error Code 2: OutOfMemory \(Requested size was \d+ bytes\.\)"),
+    re.compile(r"Requested amount of GPU memory \(\d+ bytes\) could not be allocated"),
+    re.compile(r"requires \d+ bytes of scratch space, but only \d+ is available"),
+    re.compile(r"Error Code 2: OutOfMemory[^\n]*"),
+    re.compile(r"CUDA out of memory[^\n]*"),
+)
+_UNSUPPORTED = (
+    re.compile(r"FP8 FMHA cannot be enabled except on [^\n(]*"),
+    re.compile(r"Networks with FP8 precision require hardware with FP8 support\."),
+    re.compile(r"[^\n]*(?:is|are) not supported on (?:this GPU|SM\s?(?:>=\s?)?\d+)[^\n]*"),
+)
 
 
 def build_failure_reason(log: str) -> str:
@@ -106,14 +120,17 @@ def build_failure_reason(log: str) -> str:
         found = pattern.search(log)
         if found:
             return f"out of GPU memory while building the engine: {found.group(0).strip()}"
-    errors = [line.strip() for line in log.splitlines()
-              if re.search(r"\[E\]|ERROR|Error|Exception|Assertion", line)]
-    return f"trtllm-build failed: {errors[-1]}" if errors else "trtllm-build failed (no error line in its log)"
+    errors = [
+        line.strip() for line in log.splitlines() if re.search(r"\[E\]|ERROR|Error|Exception|Assertion", line)
+    ]
+    return (
+        f"trtllm-build failed: {errors[-1]}" if errors else "trtllm-build failed (no error line in its log)"
+    )
 
 
 # -- Triton metrics scrape ---------------------------------------------------------------------
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -134,9 +151,13 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
 def kv_cache_blocks(text: str, model: str = "tensorrt_llm") -> dict[str, float]:
     """`nv_trt_llm_kv_cache_block_metrics` of `model` by block type (max, free, used,
     tokens_per, fraction, reused...); OutputFormatError when the scrape has none."""
-    found = {labels["kv_cache_block_type"]: value for name, labels, value in parse_metrics(text)
-             if name == "nv_trt_llm_kv_cache_block_metrics" and labels.get("model") == model
-             and "kv_cache_block_type" in labels}
+    found = {
+        labels["kv_cache_block_type"]: value
+        for name, labels, value in parse_metrics(text)
+        if name == "nv_trt_llm_kv_cache_block_metrics"
+        and labels.get("model") == model
+        and "kv_cache_block_type" in labels
+    }
     if not found:
         raise OutputFormatError(f"the metrics scrape has no nv_trt_llm_kv_cache_block_metrics for {model}")
     return found
@@ -144,12 +165,15 @@ def kv_cache_blocks(text: str, model: str = "tensorrt_llm") -> dict[str, float]:
 
 def request_counts(text: str, model: str = "tensorrt_llm") -> dict[str, float]:
     """`nv_trt_llm_request_metrics` of `model` by request type (active, max, scheduled, ...)."""
-    return {labels["request_type"]: value for name, labels, value in parse_metrics(text)
-            if name == "nv_trt_llm_request_metrics" and labels.get("model") == model
-            and "request_type" in labels}
+    return {
+        labels["request_type"]: value
+        for name, labels, value in parse_metrics(text)
+        if name == "nv_trt_llm_request_metrics" and labels.get("model") == model and "request_type" in labels
+    }
 
 
 # -- trtllm-bench --report_json ----------------------------------------------------------------
+
 
 class BenchReport(BaseModel):
     """The headline numbers of one `trtllm-bench throughput --report_json` (measured on a GPU)."""
@@ -190,5 +214,6 @@ def bench_report(report: dict[str, Any]) -> BenchReport:
         output_tok_s_per_gpu=float(_get(perf, "output_throughput_per_gpu_tok_s", what + " performance")),
         request_throughput_req_s=float(_get(perf, "request_throughput_req_s", what + " performance")),
         request_latency_p99_ms=(perf.get("request_latency_percentiles_ms") or {}).get("p99"),
-        avg_ttft_ms=streaming.get("avg_ttft_ms"), avg_tpot_ms=streaming.get("avg_tpot_ms"),
+        avg_ttft_ms=streaming.get("avg_ttft_ms"),
+        avg_tpot_ms=streaming.get("avg_tpot_ms"),
     )

@@ -17,8 +17,8 @@ emitted scripts pass exactly its output.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from string import Template
-from typing import Mapping
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -69,13 +69,16 @@ def fill(text: str, values: Mapping[str, object], *, model: str) -> str:
     names = placeholders(text)
     unknown = [key for key in values if key not in names]
     if unknown:
-        raise TemplateError(f"{model}/config.pbtxt has no placeholder {', '.join(unknown)} "
-                            f"(it has: {', '.join(names)})")
+        raise TemplateError(
+            f"{model}/config.pbtxt has no placeholder {', '.join(unknown)} (it has: {', '.join(names)})"
+        )
     empty = [key for key, value in values.items() if str(value) == ""]
     missing = [name for name in required_placeholders(text) if name not in values or name in empty]
     if missing:
-        raise TemplateError(f"{model}/config.pbtxt: required placeholder(s) {', '.join(missing)} "
-                            "left unfilled (the file would not parse)")
+        raise TemplateError(
+            f"{model}/config.pbtxt: required placeholder(s) {', '.join(missing)} "
+            "left unfilled (the file would not parse)"
+        )
     return Template(text).safe_substitute({key: str(value) for key, value in values.items()})
 
 

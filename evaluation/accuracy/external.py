@@ -17,7 +17,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from enginesweep.engines.processes import kill_marked, kill_with_parent, reap_stale_session, stop_process_group
+from enginesweep.engines.processes import (
+    kill_marked,
+    kill_with_parent,
+    reap_stale_session,
+    stop_process_group,
+)
 from enginesweep.engines.trtllm.commands import Command
 from enginesweep.evaluation.accuracy.harness import TaskError
 from enginesweep.evaluation.accuracy.lm_eval_cli import read_cli_output
@@ -36,8 +41,11 @@ def merged_include(include_paths: list[Path], root: Path) -> Path:
     key = hashlib.sha256("\n".join(str(p.resolve()) for p in include_paths).encode()).hexdigest()[:12]
     folder = root / f"merged-{key}"
     for i, source in enumerate(include_paths):
-        files = [(source, Path(source.name))] if source.is_file() else \
-            [(path, path.relative_to(source)) for path in sorted(source.rglob("*.yaml"))]
+        files = (
+            [(source, Path(source.name))]
+            if source.is_file()
+            else [(path, path.relative_to(source)) for path in sorted(source.rglob("*.yaml"))]
+        )
         for path, relative in files:
             link = folder / str(i) / relative
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -46,9 +54,17 @@ def merged_include(include_paths: list[Path], root: Path) -> Path:
     return folder
 
 
-def evaluate_external(command: Command, output_path: Path, *, hardware: str, tool: str,
-                      tasks_sha256: str, cache_dir: Path, log_file: Path,
-                      timeout_s: float = TIMEOUT_S) -> AccuracyResult:
+def evaluate_external(
+    command: Command,
+    output_path: Path,
+    *,
+    hardware: str,
+    tool: str,
+    tasks_sha256: str,
+    cache_dir: Path,
+    log_file: Path,
+    timeout_s: float = TIMEOUT_S,
+) -> AccuracyResult:
     """Run `command` (which writes under `output_path`, emptied first) offline, as a process
     group of its own that dies with this process and is stopped whole on an interrupt or after
     `timeout_s`, then read its items back."""
@@ -61,8 +77,14 @@ def evaluate_external(command: Command, output_path: Path, *, hardware: str, too
     with log_file.open("a") as sink:
         sink.write(f"$ {command.shell()}\n")
         sink.flush()
-        process = subprocess.Popen(command.argv, stdout=sink, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True, preexec_fn=kill_with_parent())
+        process = subprocess.Popen(
+            command.argv,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=kill_with_parent(),
+        )
         pidfile.write_text(str(process.pid))
         try:
             code = wait_stoppable(process, timeout_s)
@@ -74,10 +96,15 @@ def evaluate_external(command: Command, output_path: Path, *, hardware: str, too
             pidfile.unlink(missing_ok=True)
     if code != 0:
         raise TaskError(f"lm-eval exited with code {code} (log: {log_file}):\n{log_tail(log_file)}")
-    return AccuracyResult(hardware=hardware, dataset="lm-eval tasks (no perplexity)",
-                          dataset_sha256=tasks_sha256, window_tokens=0, perplexity=None,
-                          top1_accuracy=None,
-                          tasks=read_cli_output(output_path, hardware=hardware, tool=tool))
+    return AccuracyResult(
+        hardware=hardware,
+        dataset="lm-eval tasks (no perplexity)",
+        dataset_sha256=tasks_sha256,
+        window_tokens=0,
+        perplexity=None,
+        top1_accuracy=None,
+        tasks=read_cli_output(output_path, hardware=hardware, tool=tool),
+    )
 
 
 def cached(path: Path, compute: Callable[[], AccuracyResult]) -> AccuracyResult:

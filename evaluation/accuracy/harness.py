@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from enginesweep.evaluation.records import TaskResult
 
@@ -40,10 +41,12 @@ def offline_harness(cache_dir: Path) -> Iterator[None]:
 
     names = (*_OFFLINE_ENV, "HF_DATASETS_CACHE", "TQDM_DISABLE")
     saved = {name: os.environ.get(name) for name in names}
-    constants = ((datasets.config, "HF_DATASETS_OFFLINE", True),
-                 (datasets.config, "HF_HUB_OFFLINE", True),
-                 (datasets.config, "HF_DATASETS_CACHE", Path(cache_dir)),
-                 (huggingface_hub.constants, "HF_HUB_OFFLINE", True))
+    constants = (
+        (datasets.config, "HF_DATASETS_OFFLINE", True),
+        (datasets.config, "HF_HUB_OFFLINE", True),
+        (datasets.config, "HF_DATASETS_CACHE", Path(cache_dir)),
+        (huggingface_hub.constants, "HF_HUB_OFFLINE", True),
+    )
     patched: list[tuple[Any, str, Any]] = []
     try:
         os.environ.update({name: "1" for name in _OFFLINE_ENV})
@@ -79,17 +82,21 @@ def task_manager(tasks: list[str], include_paths: list[Path]) -> Any:
 
     for path in include_paths:
         if not path.exists():
-            raise TaskError(f"accuracy.task_paths: {path} does not exist; point it at a folder "
-                            "of lm-eval task YAMLs (or a YAML file)")
+            raise TaskError(
+                f"accuracy.task_paths: {path} does not exist; point it at a folder "
+                "of lm-eval task YAMLs (or a YAML file)"
+            )
     paths = [str(p) for p in include_paths]
     manager = TaskManager(include_path=paths, include_defaults=False)
     if not set(tasks) <= set(manager.all_tasks):
         manager = TaskManager(include_path=paths, include_defaults=True)
     unknown = sorted(set(tasks) - set(manager.all_tasks))
     if unknown:
-        raise TaskError(f"accuracy.tasks: unknown task(s) {', '.join(unknown)}: neither in "
-                        f"{', '.join(paths) or 'no task_paths'} nor among lm-eval's own tasks; "
-                        "add the folder of their YAMLs to accuracy.task_paths")
+        raise TaskError(
+            f"accuracy.tasks: unknown task(s) {', '.join(unknown)}: neither in "
+            f"{', '.join(paths) or 'no task_paths'} nor among lm-eval's own tasks; "
+            "add the folder of their YAMLs to accuracy.task_paths"
+        )
     return manager
 
 
@@ -102,29 +109,51 @@ def check_tasks(tasks: list[str], include_paths: list[Path], cache_dir: Path) ->
         task_manager(tasks, include_paths)
 
 
-def evaluate_tasks(model: Any, tokenizer: Any, *, tasks: list[str], include_paths: list[Path],
-                   limit: int | None, hardware: str, cache_dir: Path, batch_size: int = 16,
-                   log_file: Path | None = None) -> list[TaskResult]:
+def evaluate_tasks(
+    model: Any,
+    tokenizer: Any,
+    *,
+    tasks: list[str],
+    include_paths: list[Path],
+    limit: int | None,
+    hardware: str,
+    cache_dir: Path,
+    batch_size: int = 16,
+    log_file: Path | None = None,
+) -> list[TaskResult]:
     """Score `model` on `tasks` (lm-eval names; groups expand to their subtasks) and return one
     TaskResult per task with every item's score. `limit` keeps the first N items of each task
     (None: all). The same items, seeds and batch size give the same per-item scores."""
     if not tasks:
         return []
     if limit is not None and limit < 2:
-        raise TaskError(f"accuracy.task_limit must be at least 2 (a paired test needs two items), "
-                        f"got {limit}")
+        raise TaskError(
+            f"accuracy.task_limit must be at least 2 (a paired test needs two items), got {limit}"
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
     with offline_harness(cache_dir), harness_output(log_file):
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
         manager = task_manager(tasks, include_paths)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                  device=str(next(model.parameters()).device))
+        lm = HFLM(
+            pretrained=model,
+            tokenizer=tokenizer,
+            batch_size=batch_size,
+            device=str(next(model.parameters()).device),
+        )
         results = lm_eval.simple_evaluate(
-            model=lm, tasks=list(tasks), task_manager=manager, limit=limit, log_samples=True,
-            bootstrap_iters=0, random_seed=0, numpy_random_seed=1234, torch_random_seed=1234,
-            fewshot_random_seed=1234)
+            model=lm,
+            tasks=list(tasks),
+            task_manager=manager,
+            limit=limit,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=0,
+            numpy_random_seed=1234,
+            torch_random_seed=1234,
+            fewshot_random_seed=1234,
+        )
     if results is None:  # only on non-zero ranks of a distributed run, which this never is
         raise TaskError("lm-eval returned no results")
     return task_results(results, hardware=hardware, tool=harness_version())
@@ -142,8 +171,10 @@ def _first_filter(task: str, samples: list[dict]) -> list[dict]:
     kept = [s for s in samples if s.get("filter", "none") == chosen]
     ids = [s["doc_id"] for s in kept]
     if len(set(ids)) != len(ids):
-        raise TaskError(f"task {task}: lm-eval logged some documents twice under filter "
-                        f"{chosen!r}; its items cannot be paired")
+        raise TaskError(
+            f"task {task}: lm-eval logged some documents twice under filter "
+            f"{chosen!r}; its items cannot be paired"
+        )
     return kept
 
 
@@ -176,8 +207,10 @@ def task_results(results: dict, *, hardware: str, tool: str) -> list[TaskResult]
             if metric is None:
                 metric, filter_name = leaf_metric, kept[0].get("filter", "none")
             elif leaf_metric != metric:
-                raise TaskError(f"group {top}: subtasks score by {metric} and {leaf_metric}; "
-                                "list the subtasks in accuracy.tasks instead of the group")
+                raise TaskError(
+                    f"group {top}: subtasks score by {metric} and {leaf_metric}; "
+                    "list the subtasks in accuracy.tasks instead of the group"
+                )
             rows.extend((leaf, sample) for sample in sorted(kept, key=lambda s: int(s["doc_id"])))
         digest = hashlib.sha256()
         values = []
@@ -185,20 +218,28 @@ def task_results(results: dict, *, hardware: str, tool: str) -> list[TaskResult]
             digest.update(f"{leaf}:{sample['doc_id']}:{sample['doc_hash']}\n".encode())
             value = sample[metric]
             if not isinstance(value, (int, float)):
-                raise TaskError(f"task {leaf}: metric {metric} gives {type(value).__name__} per "
-                                "item, not a number (corpus-level metrics such as BLEU cannot "
-                                "be paired item by item); choose a task scored per item")
+                raise TaskError(
+                    f"task {leaf}: metric {metric} gives {type(value).__name__} per "
+                    "item, not a number (corpus-level metrics such as BLEU cannot "
+                    "be paired item by item); choose a task scored per item"
+                )
             values.append(float(value))
         higher = results.get("higher_is_better", {}).get(leaves[0], {}).get(metric, True)
         pooled = len(leaves) > 1 or leaves[0] != top
-        out.append(TaskResult(
-            hardware=hardware, task=top,
-            metric=metric if filter_name in (None, "none") else f"{metric},{filter_name}",
-            higher_is_better=bool(higher),
-            num_fewshot=int(results.get("n-shot", {}).get(leaves[0], 0) or 0), tool=tool,
-            items_sha256=digest.hexdigest(), score=sum(values) / len(values),
-            item_ids=(list(range(len(rows))) if pooled else [int(s["doc_id"]) for _, s in rows]),
-            item_values=values))
+        out.append(
+            TaskResult(
+                hardware=hardware,
+                task=top,
+                metric=metric if filter_name in (None, "none") else f"{metric},{filter_name}",
+                higher_is_better=bool(higher),
+                num_fewshot=int(results.get("n-shot", {}).get(leaves[0], 0) or 0),
+                tool=tool,
+                items_sha256=digest.hexdigest(),
+                score=sum(values) / len(values),
+                item_ids=(list(range(len(rows))) if pooled else [int(s["doc_id"]) for _, s in rows]),
+                item_values=values,
+            )
+        )
     return out
 
 

@@ -27,7 +27,7 @@ def read_cli_output(output_path: Path, *, hardware: str, tool: str) -> list[Task
     stamp = latest.stem.removeprefix("results_")
     samples: dict[str, list[dict]] = {}
     for path in sorted(latest.parent.glob(f"samples_*_{stamp}.jsonl")):
-        task = path.name[len("samples_"):-len(f"_{stamp}.jsonl")]
+        task = path.name[len("samples_") : -len(f"_{stamp}.jsonl")]
         samples[task] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not samples:
         raise TaskError(f"lm-eval logged no items beside {latest} (was --log_samples given?)")

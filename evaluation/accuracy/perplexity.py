@@ -23,26 +23,31 @@ if TYPE_CHECKING:
     import torch
 
 
-def token_windows(token_ids: list[int], window_tokens: int, max_windows: int | None
-                  ) -> list[list[int]]:
+def token_windows(token_ids: list[int], window_tokens: int, max_windows: int | None) -> list[list[int]]:
     """Non-overlapping windows of `window_tokens` ids from the start; at most `max_windows`."""
     if window_tokens < 2:
-        raise ValueError(f"window_tokens must be at least 2 (one context, one target), "
-                         f"got {window_tokens}")
+        raise ValueError(f"window_tokens must be at least 2 (one context, one target), got {window_tokens}")
     if max_windows is not None and max_windows < 1:
         raise ValueError(f"max_windows must be positive, got {max_windows}")
     count = len(token_ids) // window_tokens
     if max_windows is not None:
         count = min(count, max_windows)
     if count == 0:
-        raise ValueError(f"the text has {len(token_ids)} tokens, fewer than one "
-                         f"{window_tokens}-token window")
-    return [token_ids[i * window_tokens:(i + 1) * window_tokens] for i in range(count)]
+        raise ValueError(f"the text has {len(token_ids)} tokens, fewer than one {window_tokens}-token window")
+    return [token_ids[i * window_tokens : (i + 1) * window_tokens] for i in range(count)]
 
 
-def evaluate_perplexity(model: Any, tokenizer: Any, text: str, *, window_tokens: int,
-                        max_windows: int | None, hardware: str, dataset_name: str,
-                        batch_size: int = 1) -> AccuracyResult:
+def evaluate_perplexity(
+    model: Any,
+    tokenizer: Any,
+    text: str,
+    *,
+    window_tokens: int,
+    max_windows: int | None,
+    hardware: str,
+    dataset_name: str,
+    batch_size: int = 1,
+) -> AccuracyResult:
     """Score `model` on `text` in windows of `window_tokens`; per-window NLL and top-1 kept.
 
     `max_windows` caps the number of windows (None: all whole windows). `batch_size` windows go
@@ -67,7 +72,7 @@ def evaluate_perplexity(model: Any, tokenizer: Any, text: str, *, window_tokens:
     try:
         with torch.inference_mode():
             for start in range(0, len(windows), batch_size):
-                batch = torch.tensor(windows[start:start + batch_size], device=device)
+                batch = torch.tensor(windows[start : start + batch_size], device=device)
                 nll, top1 = _score_batch(model, batch)
                 window_nll.extend(nll)
                 window_top1.extend(top1)
@@ -75,10 +80,15 @@ def evaluate_perplexity(model: Any, tokenizer: Any, text: str, *, window_tokens:
         model.train(was_training)
     mean_nll = math.fsum(window_nll) / len(window_nll)
     return AccuracyResult(
-        hardware=hardware, dataset=dataset_name, dataset_sha256=text_sha256(text),
-        window_tokens=window_tokens, perplexity=math.exp(mean_nll),
+        hardware=hardware,
+        dataset=dataset_name,
+        dataset_sha256=text_sha256(text),
+        window_tokens=window_tokens,
+        perplexity=math.exp(mean_nll),
         top1_accuracy=math.fsum(window_top1) / len(window_top1),
-        window_nll=window_nll, window_top1=window_top1)
+        window_nll=window_nll,
+        window_top1=window_top1,
+    )
 
 
 def _score_batch(model: Any, batch: torch.Tensor) -> tuple[list[float], list[float]]:

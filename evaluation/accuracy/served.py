@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from lm_eval.api.model import LM
 
+from enginesweep.engines.endpoints import PAYLOAD_TEMPLATE, Endpoint
 from enginesweep.engines.interrupts import raise_if_stopped
 from enginesweep.evaluation.accuracy.harness import (
     TaskError,
@@ -40,7 +41,6 @@ from enginesweep.evaluation.accuracy.harness import (
     task_results,
 )
 from enginesweep.evaluation.accuracy.variant import tasks_fingerprint
-from enginesweep.engines.endpoints import PAYLOAD_TEMPLATE, Endpoint
 from enginesweep.evaluation.records import AccuracyResult
 
 GENERATIVE = "generate_until"
@@ -67,8 +67,7 @@ class ServedEndpoint:
 
     @property
     def route(self) -> str:
-        default = (f"/v2/models/{self.model}/generate_stream" if self.kind == "triton"
-                   else "/v1/completions")
+        default = f"/v2/models/{self.model}/generate_stream" if self.kind == "triton" else "/v1/completions"
         return self.url.rstrip("/") + (self.path or default)
 
 
@@ -81,19 +80,26 @@ def served_endpoint(url: str, model: str, endpoint: Endpoint | None) -> ServedEn
     if endpoint.kind == "completions":
         return ServedEndpoint("openai", url, model, endpoint.path)
     if endpoint.payload not in (None, PAYLOAD_TEMPLATE):
-        raise ValueError(f"{url}{endpoint.path}: this Triton model takes other inputs than "
-                         "text_input/max_tokens/stream; accuracy by serving cannot ask it")
+        raise ValueError(
+            f"{url}{endpoint.path}: this Triton model takes other inputs than "
+            "text_input/max_tokens/stream; accuracy by serving cannot ask it"
+        )
     return ServedEndpoint("triton", url, model, endpoint.path)
 
 
-def request_body(endpoint: ServedEndpoint, prompt: str, max_tokens: int,
-                 until: Sequence[str]) -> dict[str, Any]:
+def request_body(
+    endpoint: ServedEndpoint, prompt: str, max_tokens: int, until: Sequence[str]
+) -> dict[str, Any]:
     """One greedy request. Triton: not streamed, so the ensemble decodes the answer whole (its
     per-token stream can lose the spaces of SentencePiece tokenizers)."""
     if endpoint.kind == "triton":
         return {"text_input": prompt, "max_tokens": max_tokens, "stream": False}
-    body: dict[str, Any] = {"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens,
-                            "temperature": 0}
+    body: dict[str, Any] = {
+        "model": endpoint.model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
     stops = [stop for stop in until if stop]
     if stops:
         body["stop"] = stops
@@ -103,7 +109,7 @@ def request_body(endpoint: ServedEndpoint, prompt: str, max_tokens: int,
 def truncate_at_stop(text: str, until: Sequence[str]) -> str:
     """`text` up to the earliest occurrence of any non-empty stop string."""
     cuts = [text.find(stop) for stop in until if stop and stop in text]
-    return text[:min(cuts)] if cuts else text
+    return text[: min(cuts)] if cuts else text
 
 
 def _snippet(raw: bytes | str, limit: int = 500) -> str:
@@ -116,13 +122,11 @@ def answer_text(endpoint: ServedEndpoint, raw: str) -> str:
     per token when streamed), or the first OpenAI choice. An error event or body raises."""
     route = endpoint.route
     if endpoint.kind == "triton":
-        events = [json.loads(line[len("data:"):]) for line in raw.splitlines()
-                  if line.startswith("data:")]
+        events = [json.loads(line[len("data:") :]) for line in raw.splitlines() if line.startswith("data:")]
         errors = [event["error"] for event in events if "error" in event]
         if errors or not events or not all("text_output" in event for event in events):
             # A decoupled model answers HTTP 200 and puts its error in the body.
-            raise ServedError(f"{route} answered no text_output: "
-                              f"{errors[0] if errors else _snippet(raw)}")
+            raise ServedError(f"{route} answered no text_output: {errors[0] if errors else _snippet(raw)}")
         return "".join(str(event["text_output"]) for event in events)
     try:
         body = json.loads(raw)
@@ -141,8 +145,13 @@ class _Job:
 class ServedLM(LM):
     """lm-eval's model interface over a served endpoint: `generate_until` only."""
 
-    def __init__(self, endpoint: ServedEndpoint, *, concurrency: int = DEFAULT_CONCURRENCY,
-                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        endpoint: ServedEndpoint,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
         super().__init__()
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -155,9 +164,11 @@ class ServedLM(LM):
         raise self._no_logprobs("loglikelihood_rolling")
 
     def _no_logprobs(self, kind: str) -> TaskError:
-        return TaskError(f"{kind} requests cannot be answered by the served endpoint "
-                         f"{self.endpoint.route}: it gives no prompt log-probabilities; only "
-                         "generate_until tasks are evaluated by serving")
+        return TaskError(
+            f"{kind} requests cannot be answered by the served endpoint "
+            f"{self.endpoint.route}: it gives no prompt log-probabilities; only "
+            "generate_until tasks are evaluated by serving"
+        )
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """Each request's greedy answer, cut at its first stop string, in request order."""
@@ -169,18 +180,21 @@ class ServedLM(LM):
             kwargs = normalize_gen_kwargs(dict(gen_kwargs), DEFAULT_MAX_GEN_TOKS)
             if kwargs.get("do_sample"):
                 sampled.add(getattr(request, "task_name", None) or "?")
-            jobs.append(_Job(prompt, int(kwargs["max_gen_toks"]),
-                             tuple(stop for stop in kwargs["until"] if stop)))
+            jobs.append(
+                _Job(prompt, int(kwargs["max_gen_toks"]), tuple(stop for stop in kwargs["until"] if stop))
+            )
         if sampled:
             logging.getLogger("lm_eval").warning(
-                "task(s) %s ask for sampling; served accuracy decodes greedily", ", ".join(sorted(sampled)))
+                "task(s) %s ask for sampling; served accuracy decodes greedily", ", ".join(sorted(sampled))
+            )
         return self._answer_all(jobs)
 
     def _answer_all(self, jobs: list[_Job]) -> list[str]:
         if not jobs:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)),
-                                thread_name_prefix="served-lm") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(jobs)), thread_name_prefix="served-lm"
+        ) as pool:
             futures = [pool.submit(self._answer, job) for job in jobs]
             try:
                 return [future.result() for future in futures]
@@ -193,8 +207,9 @@ class ServedLM(LM):
         raise_if_stopped()
         route = self.endpoint.route
         body = json.dumps(request_body(self.endpoint, job.prompt, job.max_tokens, job.until))
-        request = urllib.request.Request(route, data=body.encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            route, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with _OPENER.open(request, timeout=self.timeout_s) as response:
                 raw = response.read().decode(errors="replace")
@@ -217,32 +232,44 @@ def split_generative(output_types: dict[str, set[str]]) -> tuple[list[str], dict
         if not others:
             kept.append(name)
             continue
-        what = (f"a group with {' and '.join(others)} subtasks" if GENERATIVE in types
-                else f"a {' and '.join(others)} task")
-        skipped[name] = (f"{what}, scored by log-likelihoods that a served endpoint does not "
-                         "return (no prompt log-probabilities); only generate_until tasks are "
-                         "evaluated by serving")
+        what = (
+            f"a group with {' and '.join(others)} subtasks"
+            if GENERATIVE in types
+            else f"a {' and '.join(others)} task"
+        )
+        skipped[name] = (
+            f"{what}, scored by log-likelihoods that a served endpoint does not "
+            "return (no prompt log-probabilities); only generate_until tasks are "
+            "evaluated by serving"
+        )
     return kept, skipped
 
 
 def _output_types(manager: Any, tasks: list[str]) -> dict[str, set[str]]:
     """Each requested name's set of subtask output types (a task has one, a group or tag its
     subtasks')."""
-    return {name: {task.OUTPUT_TYPE for task in manager.load([name])["tasks"].values()}
-            for name in tasks}
+    return {name: {task.OUTPUT_TYPE for task in manager.load([name])["tasks"].values()} for name in tasks}
 
 
-def evaluate_served(endpoint: ServedEndpoint, *, tasks: list[str], include_paths: list[Path],
-                    limit: int | None, hardware: str, cache_dir: Path,
-                    concurrency: int = DEFAULT_CONCURRENCY, log_file: Path | None = None
-                    ) -> AccuracyResult:
+def evaluate_served(
+    endpoint: ServedEndpoint,
+    *,
+    tasks: list[str],
+    include_paths: list[Path],
+    limit: int | None,
+    hardware: str,
+    cache_dir: Path,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    log_file: Path | None = None,
+) -> AccuracyResult:
     """Score the served model on the generative tasks among `tasks` (offline, as in-process:
     `harness.offline_harness`) and return a tasks-only result (perplexity None) whose
     `skipped_tasks` names every other task with its reason. `limit` keeps the first N items of
     each task, the same items the in-process harness scores."""
     if limit is not None and limit < 2:
-        raise TaskError(f"accuracy.task_limit must be at least 2 (a paired test needs two items), "
-                        f"got {limit}")
+        raise TaskError(
+            f"accuracy.task_limit must be at least 2 (a paired test needs two items), got {limit}"
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
     scored = []
     with offline_harness(cache_dir), harness_output(log_file):
@@ -254,15 +281,29 @@ def evaluate_served(endpoint: ServedEndpoint, *, tasks: list[str], include_paths
             logging.getLogger("lm_eval").warning("skipping task %s: %s", name, reason)
         if generative:
             results = lm_eval.simple_evaluate(
-                model=ServedLM(endpoint, concurrency=concurrency), tasks=generative,
-                task_manager=manager, limit=limit, log_samples=True, bootstrap_iters=0,
-                random_seed=0, numpy_random_seed=1234, torch_random_seed=1234,
-                fewshot_random_seed=1234)
+                model=ServedLM(endpoint, concurrency=concurrency),
+                tasks=generative,
+                task_manager=manager,
+                limit=limit,
+                log_samples=True,
+                bootstrap_iters=0,
+                random_seed=0,
+                numpy_random_seed=1234,
+                torch_random_seed=1234,
+                fewshot_random_seed=1234,
+            )
             if results is None:  # only on non-zero ranks of a distributed run
                 raise TaskError("lm-eval returned no results")
-            scored = task_results(results, hardware=hardware,
-                                  tool=f"{harness_version()} (served, {endpoint.kind})")
-    return AccuracyResult(hardware=hardware, dataset="lm-eval tasks, served (no perplexity)",
-                          dataset_sha256=tasks_fingerprint(include_paths), window_tokens=0,
-                          perplexity=None, top1_accuracy=None, tasks=scored,
-                          skipped_tasks=skipped)
+            scored = task_results(
+                results, hardware=hardware, tool=f"{harness_version()} (served, {endpoint.kind})"
+            )
+    return AccuracyResult(
+        hardware=hardware,
+        dataset="lm-eval tasks, served (no perplexity)",
+        dataset_sha256=tasks_fingerprint(include_paths),
+        window_tokens=0,
+        perplexity=None,
+        top1_accuracy=None,
+        tasks=scored,
+        skipped_tasks=skipped,
+    )

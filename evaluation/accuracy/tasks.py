@@ -61,7 +61,7 @@ def cloze_items(text: str) -> list[dict]:
     rng = random.Random(SEED)
     sentences = _sentences(text)
     rng.shuffle(sentences)
-    spans = [" ".join(w[len(w) // 2:len(w) // 2 + SPAN_WORDS]) for w in sentences]
+    spans = [" ".join(w[len(w) // 2 : len(w) // 2 + SPAN_WORDS]) for w in sentences]
     items = []
     for i, words in enumerate(sentences[:MAX_ITEMS]):
         cut = len(words) // 2
@@ -73,8 +73,9 @@ def cloze_items(text: str) -> list[dict]:
                 distractors.append(candidate)
         choices = distractors + [answer]
         rng.shuffle(choices)
-        items.append({"id": i, "context": " ".join(words[:cut]), "choices": choices,
-                      "label": choices.index(answer)})
+        items.append(
+            {"id": i, "context": " ".join(words[:cut]), "choices": choices, "label": choices.index(answer)}
+        )
     return items
 
 
@@ -97,21 +98,30 @@ def recall_items(text: str) -> list[dict]:
 
 
 def _task_yaml(name: str, data_file: Path) -> dict:
-    common = {"task": name, "dataset_path": "json",
-              "dataset_kwargs": {"data_files": {"test": str(data_file)}},
-              "test_split": "test", "metadata": {"version": 1.0}}
+    common = {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "metadata": {"version": 1.0},
+    }
     if name == CLOZE:
-        return common | {"output_type": "multiple_choice", "doc_to_text": "{{context}}",
-                         "doc_to_choice": "{{choices}}", "doc_to_target": "label",
-                         "target_delimiter": " ",
-                         "metric_list": [{"metric": "acc", "aggregation": "mean",
-                                          "higher_is_better": True}]}
-    return common | {"output_type": "generate_until", "doc_to_text": "{{prompt}}",
-                     "doc_to_target": "{{answer}}", "target_delimiter": "",
-                     "generation_kwargs": {"until": ["\n"], "do_sample": False,
-                                           "max_gen_toks": 8},
-                     "metric_list": [{"metric": "exact_match", "aggregation": "mean",
-                                      "higher_is_better": True}]}
+        return common | {
+            "output_type": "multiple_choice",
+            "doc_to_text": "{{context}}",
+            "doc_to_choice": "{{choices}}",
+            "doc_to_target": "label",
+            "target_delimiter": " ",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        }
+    return common | {
+        "output_type": "generate_until",
+        "doc_to_text": "{{prompt}}",
+        "doc_to_target": "{{answer}}",
+        "target_delimiter": "",
+        "generation_kwargs": {"until": ["\n"], "do_sample": False, "max_gen_toks": 8},
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+    }
 
 
 def write_builtin_tasks(corpus: Path, out_dir: Path) -> Path:
@@ -124,8 +134,9 @@ def write_builtin_tasks(corpus: Path, out_dir: Path) -> Path:
     for name, items in ((CLOZE, cloze_items(text)), (RECALL, recall_items(text))):
         data = out_dir / f"{name}.jsonl"
         _write_if_changed(data, "".join(json.dumps(item, sort_keys=True) + "\n" for item in items))
-        _write_if_changed(out_dir / f"{name}.yaml",
-                          yaml.safe_dump(_task_yaml(name, data.resolve()), sort_keys=True))
+        _write_if_changed(
+            out_dir / f"{name}.yaml", yaml.safe_dump(_task_yaml(name, data.resolve()), sort_keys=True)
+        )
     return out_dir
 
 
@@ -133,8 +144,7 @@ def builtin_tasks_dir(workspace: Path, corpus: Path) -> Path:
     """The workspace folder of the built-in tasks, written on first use: `tasks/builtin-<hash>`
     where the hash covers the text and this module's generator settings."""
     text_hash = textdata.text_sha256(textdata.evaluation_text(corpus))
-    key = hashlib.sha256(f"{text_hash}:{SEED}:{MAX_ITEMS}:{SPAN_WORDS}:{PAIRS}:v1".encode()
-                         ).hexdigest()[:12]
+    key = hashlib.sha256(f"{text_hash}:{SEED}:{MAX_ITEMS}:{SPAN_WORDS}:{PAIRS}:v1".encode()).hexdigest()[:12]
     return write_builtin_tasks(corpus, workspace / "tasks" / f"builtin-{key}")
 
 

@@ -42,9 +42,15 @@ def tasks_fingerprint(include_paths: list[Path]) -> str:
     name, and the harness version: what decides the task items and how they are scored."""
     digest = hashlib.sha256(harness_version().encode())
     for root in include_paths:
-        files = [root] if root.is_file() else sorted(
-            p for p in root.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+        files = (
+            [root]
+            if root.is_file()
+            else sorted(
+                p
+                for p in root.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+            )
+        )
         for path in files:
             digest.update(f"\0{path.name}\0".encode())
             digest.update(path.read_bytes())
@@ -69,46 +75,81 @@ def _data_files(yaml_path: Path) -> list[Path]:
         config = yaml.load(yaml_path.read_text(), Loader=_AnyTagLoader) or {}
     except yaml.YAMLError:
         return []
-    found = ((config.get("dataset_kwargs") or {}).get("data_files")
-             if isinstance(config, dict) else None)
-    values = (list(found.values()) if isinstance(found, dict) else
-              [found] if isinstance(found, str) else list(found or []))
+    found = (config.get("dataset_kwargs") or {}).get("data_files") if isinstance(config, dict) else None
+    values = (
+        list(found.values())
+        if isinstance(found, dict)
+        else [found]
+        if isinstance(found, str)
+        else list(found or [])
+    )
     paths = []
     for value in values:
-        for item in ([value] if isinstance(value, str) else value or []):
+        for item in [value] if isinstance(value, str) else value or []:
             path = Path(item) if Path(item).is_absolute() else yaml_path.parent / item
             if path.is_file():
                 paths.append(path)
     return paths
 
 
-def evaluate_model(model: Any, tokenizer: Any, *, text: str, dataset_name: str, cfg: Accuracy,
-                   include_paths: list[Path], cache_dir: Path, hardware: str,
-                   log_file: Path | None = None) -> AccuracyResult:
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    *,
+    text: str,
+    dataset_name: str,
+    cfg: Accuracy,
+    include_paths: list[Path],
+    cache_dir: Path,
+    hardware: str,
+    log_file: Path | None = None,
+) -> AccuracyResult:
     """Perplexity on `text` and the spec's tasks, on one loaded model."""
-    result = evaluate_perplexity(model, tokenizer, text, window_tokens=cfg.window_tokens,
-                                 max_windows=cfg.max_windows, hardware=hardware,
-                                 dataset_name=dataset_name)
-    tasks = evaluate_tasks(model, tokenizer, tasks=cfg.tasks, include_paths=include_paths,
-                           limit=cfg.task_limit, hardware=hardware, cache_dir=cache_dir,
-                           batch_size=cfg.batch_size, log_file=log_file)
+    result = evaluate_perplexity(
+        model,
+        tokenizer,
+        text,
+        window_tokens=cfg.window_tokens,
+        max_windows=cfg.max_windows,
+        hardware=hardware,
+        dataset_name=dataset_name,
+    )
+    tasks = evaluate_tasks(
+        model,
+        tokenizer,
+        tasks=cfg.tasks,
+        include_paths=include_paths,
+        limit=cfg.task_limit,
+        hardware=hardware,
+        cache_dir=cache_dir,
+        batch_size=cfg.batch_size,
+        log_file=log_file,
+    )
     return result.model_copy(update={"tasks": tasks})
 
 
-def compare_variant(baseline: AccuracyResult, variant: AccuracyResult, *, confidence: float
-                    ) -> list[PairedDelta]:
+def compare_variant(
+    baseline: AccuracyResult, variant: AccuracyResult, *, confidence: float
+) -> list[PairedDelta]:
     """Every paired delta of a variant: perplexity and top-1, then one per task."""
-    return [*compare_accuracy(baseline, variant, confidence=confidence),
-            *compare_tasks(baseline.tasks, variant.tasks, confidence=confidence)]
+    return [
+        *compare_accuracy(baseline, variant, confidence=confidence),
+        *compare_tasks(baseline.tasks, variant.tasks, confidence=confidence),
+    ]
 
 
 def describe_deltas(deltas: list[PairedDelta]) -> list[str]:
     """One line per delta for the trial log: value, baseline, interval and test."""
     lines = []
     for d in deltas:
-        test = (f", McNemar p={d.p_value:.3g} (b={d.discordant[0]}, c={d.discordant[1]})"
-                if d.p_value is not None and d.discordant else "")
-        lines.append(f"{d.metric}: {d.variant:.4g} vs baseline {d.baseline:.4g}, delta "
-                     f"{d.delta:+.4g} ({d.confidence:.0%} CI {d.ci_low:+.4g} .. {d.ci_high:+.4g}, "
-                     f"n={d.n}{test})")
+        test = (
+            f", McNemar p={d.p_value:.3g} (b={d.discordant[0]}, c={d.discordant[1]})"
+            if d.p_value is not None and d.discordant
+            else ""
+        )
+        lines.append(
+            f"{d.metric}: {d.variant:.4g} vs baseline {d.baseline:.4g}, delta "
+            f"{d.delta:+.4g} ({d.confidence:.0%} CI {d.ci_low:+.4g} .. {d.ci_high:+.4g}, "
+            f"n={d.n}{test})"
+        )
     return lines

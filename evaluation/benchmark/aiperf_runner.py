@@ -23,8 +23,12 @@ from pathlib import Path
 from enginesweep.build_configs.schema import Workload
 from enginesweep.engines.endpoints import Endpoint, triton_endpoint
 from enginesweep.engines.interrupts import raise_if_stopped
-from enginesweep.engines.processes import (kill_marked, kill_with_parent, reap_stale_session,
-                               stop_process_group)
+from enginesweep.engines.processes import (
+    kill_marked,
+    kill_with_parent,
+    reap_stale_session,
+    stop_process_group,
+)
 
 AIPERF_VERSION = "0.13.0"
 TEMPLATE_NAME = "payload_template.json"
@@ -47,9 +51,17 @@ def aiperf_executable() -> Path:
     return Path(sys.executable).parent / "aiperf"
 
 
-def aiperf_command(*, url: str, model: str, workload: Workload, tokenizer: Path,
-                   artifact_dir: Path, ipc_dir: Path | None = None,
-                   executable: Path | None = None, endpoint: Endpoint | None = None) -> list[str]:
+def aiperf_command(
+    *,
+    url: str,
+    model: str,
+    workload: Workload,
+    tokenizer: Path,
+    artifact_dir: Path,
+    ipc_dir: Path | None = None,
+    executable: Path | None = None,
+    endpoint: Endpoint | None = None,
+) -> list[str]:
     """The argv of one `aiperf profile` run covering every concurrency level of `workload`.
 
     `endpoint` defaults to Triton's `generate_stream` of `model`. A template endpoint's payload
@@ -68,25 +80,40 @@ def aiperf_command(*, url: str, model: str, workload: Workload, tokenizer: Path,
             raise ValueError(f"aiperf cannot take a template path containing ',': {template}")
         extra = [f"payload_template:{template}", f"response_field:{RESPONSE_FIELD}", *extra]
     command = [
-        str(executable or aiperf_executable()), "profile",
-        "--model", model,
-        "--url", url,
-        "--endpoint-type", endpoint.kind,
+        str(executable or aiperf_executable()),
+        "profile",
+        "--model",
+        model,
+        "--url",
+        url,
+        "--endpoint-type",
+        endpoint.kind,
         *route,
         "--streaming",
         *(["--extra-inputs", *extra] if extra else []),
-        "--synthetic-input-tokens-mean", str(workload.isl.mean),
-        "--synthetic-input-tokens-stddev", str(workload.isl.stddev),
-        "--output-tokens-mean", str(workload.osl.mean),
-        "--output-tokens-stddev", str(workload.osl.stddev),
-        "--concurrency", ",".join(str(c) for c in workload.concurrency),
-        "--request-count", str(workload.request_count),
-        "--random-seed", str(workload.seed),
-        "--tokenizer", str(tokenizer),
-        "--artifact-dir", str(artifact_dir),
+        "--synthetic-input-tokens-mean",
+        str(workload.isl.mean),
+        "--synthetic-input-tokens-stddev",
+        str(workload.isl.stddev),
+        "--output-tokens-mean",
+        str(workload.osl.mean),
+        "--output-tokens-stddev",
+        str(workload.osl.stddev),
+        "--concurrency",
+        ",".join(str(c) for c in workload.concurrency),
+        "--request-count",
+        str(workload.request_count),
+        "--random-seed",
+        str(workload.seed),
+        "--tokenizer",
+        str(tokenizer),
+        "--artifact-dir",
+        str(artifact_dir),
         # The parser reads the per-request records: ask for them rather than rely on a default.
-        "--export-level", "records",
-        "--ui-type", "none",
+        "--export-level",
+        "records",
+        "--ui-type",
+        "none",
     ]
     if workload.warmup_request_count > 0:
         # aiperf 0.13.0 rejects `--warmup-request-count 0`; leaving it out means no warmup.
@@ -111,8 +138,16 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_bytes().decode(errors="replace").splitlines()[-lines:])
 
 
-def run_aiperf(*, url: str, model: str, workload: Workload, tokenizer: Path, artifact_dir: Path,
-               timeout_s: float = DEFAULT_TIMEOUT_S, endpoint: Endpoint | None = None) -> Path:
+def run_aiperf(
+    *,
+    url: str,
+    model: str,
+    workload: Workload,
+    tokenizer: Path,
+    artifact_dir: Path,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    endpoint: Endpoint | None = None,
+) -> Path:
     """Benchmark `model` at `url` with aiperf; returns the artifact folder (absolute).
 
     Writes the payload template, `aiperf.log` (stdout and stderr) and aiperf's outputs into
@@ -123,8 +158,10 @@ def run_aiperf(*, url: str, model: str, workload: Workload, tokenizer: Path, art
     """
     executable = aiperf_executable()
     if not executable.is_file():
-        raise AiperfError(f"aiperf is not installed in this environment ({executable} is missing):"
-                          f" pip install aiperf=={AIPERF_VERSION}")
+        raise AiperfError(
+            f"aiperf is not installed in this environment ({executable} is missing):"
+            f" pip install aiperf=={AIPERF_VERSION}"
+        )
     if not Path(tokenizer).is_dir():
         raise AiperfError(f"the tokenizer must be a local directory, got {tokenizer!s}")
     artifact_dir = Path(artifact_dir).resolve()
@@ -137,16 +174,25 @@ def run_aiperf(*, url: str, model: str, workload: Workload, tokenizer: Path, art
     # aiperf's ZMQ sockets are Unix sockets, whose paths may not exceed 107 bytes: under a deep
     # artifact folder they fail to bind, so they get a short folder of their own.
     ipc_dir = Path(tempfile.mkdtemp(prefix="aiperf-ipc-"))
-    command = aiperf_command(url=url, model=model, workload=workload,
-                             tokenizer=Path(tokenizer).resolve(), artifact_dir=artifact_dir,
-                             ipc_dir=ipc_dir, executable=executable, endpoint=endpoint)
+    command = aiperf_command(
+        url=url,
+        model=model,
+        workload=workload,
+        tokenizer=Path(tokenizer).resolve(),
+        artifact_dir=artifact_dir,
+        ipc_dir=ipc_dir,
+        executable=executable,
+        endpoint=endpoint,
+    )
     try:
         returncode = _run(command, artifact_dir / LOG_NAME, tmp_dir, timeout_s)
     finally:
         shutil.rmtree(ipc_dir, ignore_errors=True)
     if returncode != 0:
-        raise AiperfError(f"aiperf exited with code {returncode} (log: {artifact_dir / LOG_NAME}):"
-                          f"\n{log_tail(artifact_dir / LOG_NAME)}")
+        raise AiperfError(
+            f"aiperf exited with code {returncode} (log: {artifact_dir / LOG_NAME}):"
+            f"\n{log_tail(artifact_dir / LOG_NAME)}"
+        )
     # Only scratch data lives there (the memory-mapped dataset); keep it when aiperf failed.
     shutil.rmtree(tmp_dir, ignore_errors=True)
     return artifact_dir
@@ -161,16 +207,22 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
         # interrupt must stop all of them, not only the parent.
         pidfile = log_path.with_name("aiperf.pid")
         reap_stale_session(pidfile, str(log_path.parent))  # left by a SIGKILLed run
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=aiperf_environment(tmp_dir), start_new_session=True,
-                                   preexec_fn=kill_with_parent())
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=aiperf_environment(tmp_dir),
+            start_new_session=True,
+            preexec_fn=kill_with_parent(),
+        )
         pidfile.write_text(str(process.pid))
         try:
             returncode = wait_stoppable(process, timeout_s)
         except subprocess.TimeoutExpired:
             _stop(process, log_path)
-            raise AiperfError(f"aiperf did not finish within {timeout_s:.0f} s (log: {log_path}):"
-                              f"\n{log_tail(log_path)}") from None
+            raise AiperfError(
+                f"aiperf did not finish within {timeout_s:.0f} s (log: {log_path}):\n{log_tail(log_path)}"
+            ) from None
         except BaseException:
             _stop(process, log_path)
             raise
@@ -196,4 +248,3 @@ def _stop(process: subprocess.Popen, log_path: Path) -> None:
     artifact folder)."""
     stop_process_group(process)
     kill_marked(str(log_path.parent))
-

@@ -63,8 +63,9 @@ def percentiles(values: list[float]) -> Percentiles:
         low, high = math.floor(rank), math.ceil(rank)
         return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
-    return Percentiles(avg=sum(ordered) / len(ordered), p50=at(50), p90=at(90), p99=at(99),
-                       min=ordered[0], max=ordered[-1])
+    return Percentiles(
+        avg=sum(ordered) / len(ordered), p50=at(50), p90=at(90), p99=at(99), min=ordered[0], max=ordered[-1]
+    )
 
 
 def read_records(path: Path) -> LevelRecords:
@@ -95,17 +96,23 @@ def read_records(path: Path) -> LevelRecords:
 
 def _timing(record: dict[str, Any], meta: dict[str, Any], where: str) -> RequestTiming:
     metrics = record["metrics"]
-    missing = [m for m in ("time_to_first_token", "request_latency", "output_sequence_length")
-               if m not in metrics]
+    missing = [
+        m for m in ("time_to_first_token", "request_latency", "output_sequence_length") if m not in metrics
+    ]
     if missing:
-        raise BenchmarkParseError(f"{where}: a successful request lacks {', '.join(missing)} "
-                                  "(was aiperf run with --streaming against a streaming route?)")
+        raise BenchmarkParseError(
+            f"{where}: a successful request lacks {', '.join(missing)} "
+            "(was aiperf run with --streaming against a streaming route?)"
+        )
     itl = metrics.get("inter_token_latency")
     return RequestTiming(
-        ttft_ms=_ms(metrics["time_to_first_token"]), itl_ms=None if itl is None else _ms(itl),
+        ttft_ms=_ms(metrics["time_to_first_token"]),
+        itl_ms=None if itl is None else _ms(itl),
         e2e_ms=_ms(metrics["request_latency"]),
         output_tokens=int(metrics["output_sequence_length"]["value"]),
-        start_ns=meta["request_start_ns"], end_ns=meta["request_end_ns"])
+        start_ns=meta["request_start_ns"],
+        end_ns=meta["request_end_ns"],
+    )
 
 
 def _ms(metric: dict[str, Any]) -> float:
@@ -129,19 +136,21 @@ def meets_sla(request: RequestTiming, sla: SLA) -> bool:
     return sla.itl_p99_ms is None or request.itl_ms is None or request.itl_ms <= sla.itl_p99_ms
 
 
-def summarize_level(concurrency: int, records: LevelRecords, sla: SLA,
-                    gpus: int) -> ConcurrencyResult:
+def summarize_level(concurrency: int, records: LevelRecords, sla: SLA, gpus: int) -> ConcurrencyResult:
     """One `ConcurrencyResult` from the profiling requests of one level."""
     ok = records.requests
     total = len(ok) + len(records.errors)
     if not ok:
         raise BenchmarkParseError(
             f"concurrency {concurrency}: no successful request out of {total}; first error: "
-            f"{records.errors[0] if records.errors else 'none recorded'}")
+            f"{records.errors[0] if records.errors else 'none recorded'}"
+        )
     itls = [r.itl_ms for r in ok if r.itl_ms is not None]
     if not itls:
-        raise BenchmarkParseError(f"concurrency {concurrency}: every request produced one token, "
-                                  "so there is no inter-token latency (use an OSL of 2 or more)")
+        raise BenchmarkParseError(
+            f"concurrency {concurrency}: every request produced one token, "
+            "so there is no inter-token latency (use an OSL of 2 or more)"
+        )
     duration_s = (records.end_ns - records.start_ns) / 1e9
     if duration_s <= 0:
         raise BenchmarkParseError(f"concurrency {concurrency}: empty time span {duration_s} s")
@@ -153,11 +162,15 @@ def summarize_level(concurrency: int, records: LevelRecords, sla: SLA,
     has_sla = sla.ttft_p99_ms is not None or sla.itl_p99_ms is not None
     good = sum(meets_sla(r, sla) for r in ok)
     return ConcurrencyResult(
-        concurrency=concurrency, request_count=len(ok), error_count=len(records.errors),
+        concurrency=concurrency,
+        request_count=len(ok),
+        error_count=len(records.errors),
         duration_s=duration_s,
-        ttft_ms=percentiles([r.ttft_ms for r in ok]), itl_ms=percentiles(itls),
+        ttft_ms=percentiles([r.ttft_ms for r in ok]),
+        itl_ms=percentiles(itls),
         e2e_ms=percentiles([r.e2e_ms for r in ok]),
-        output_tok_s=output_tok_s, output_tok_s_per_gpu=output_tok_s / gpus,
+        output_tok_s=output_tok_s,
+        output_tok_s_per_gpu=output_tok_s / gpus,
         # Per user: the decode speed one client sees, 1 / its mean ITL (tokens after the first
         # over the time after the first), averaged over requests, as aiperf defines it.
         output_tok_s_per_user=sum(1000.0 / itl for itl in gaps) / len(gaps) if gaps else 0.0,
@@ -209,21 +222,26 @@ def parse_level(folder: Path, concurrency: int, sla: SLA, gpus: int) -> Concurre
     result = summarize_level(concurrency, records, sla, gpus)
     summary = read_summary(folder)
     if summary_concurrency(summary) != concurrency:
-        raise BenchmarkParseError(f"{folder} holds concurrency {summary_concurrency(summary)}, "
-                                  f"expected {concurrency}")
+        raise BenchmarkParseError(
+            f"{folder} holds concurrency {summary_concurrency(summary)}, expected {concurrency}"
+        )
     if not summary.get("is_complete", False) or summary.get("was_cancelled", False):
         raise BenchmarkParseError(f"aiperf marked the run in {folder} as incomplete or cancelled")
-    counted = (int(summary["request_count"]["avg"]),
-               int(summary.get("error_request_count", {}).get("avg", 0)))
+    counted = (
+        int(summary["request_count"]["avg"]),
+        int(summary.get("error_request_count", {}).get("avg", 0)),
+    )
     if counted != (result.request_count, result.error_count):
         raise BenchmarkParseError(
             f"{folder}: the records hold {result.request_count} successful and "
-            f"{result.error_count} failed requests, the summary {counted[0]} and {counted[1]}")
+            f"{result.error_count} failed requests, the summary {counted[0]} and {counted[1]}"
+        )
     return result
 
 
-def parse_benchmark(artifact_dir: Path, workload: Workload, sla: SLA, *, hardware: str,
-                    gpus: int) -> BenchmarkResult:
+def parse_benchmark(
+    artifact_dir: Path, workload: Workload, sla: SLA, *, hardware: str, gpus: int
+) -> BenchmarkResult:
     """Every concurrency level of `workload` from one aiperf artifact folder.
 
     `gpus` divides the throughput per GPU (CPU sockets on the cpu target); `hardware` is recorded
@@ -241,6 +259,11 @@ def parse_benchmark(artifact_dir: Path, workload: Workload, sla: SLA, *, hardwar
     # ISL/OSL are the workload's means: aiperf 0.13.0 cannot count the input tokens of a
     # `text_input` payload (its extraction knows only OpenAI-style keys), so it records no ISL.
     return BenchmarkResult(
-        hardware=hardware, tool=f"aiperf {first['aiperf_version']}",
-        endpoint=summary_endpoint(first), isl=workload.isl.mean, osl=workload.osl.mean,
-        levels=results, artifact_dir=str(artifact_dir))
+        hardware=hardware,
+        tool=f"aiperf {first['aiperf_version']}",
+        endpoint=summary_endpoint(first),
+        isl=workload.isl.mean,
+        osl=workload.osl.mean,
+        levels=results,
+        artifact_dir=str(artifact_dir),
+    )

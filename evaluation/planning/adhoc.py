@@ -6,8 +6,9 @@ shows up as a rejected trial with its reason, which is what a sizing question wa
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from enginesweep.build_configs.architectures import ModelArchitecture
 from enginesweep.build_configs.gpus import get_gpu
@@ -15,16 +16,30 @@ from enginesweep.build_configs.loading import ResolvedSpec
 from enginesweep.build_configs.schema import Objective, Stack, SweepSpec
 
 
-def adhoc_spec(arch: ModelArchitecture, gpus: Sequence[str], *, quant: Sequence[str],
-               kv_cache: Sequence[str], tp: Sequence[int], pp: Sequence[int] = (1,), isl: int,
-               osl: int, concurrency: Sequence[int], max_batch_size: int = 256,
-               max_num_tokens: int = 8192, max_seq_len: int | None = None,
-               stack: Stack | None = None, ttft_p99_ms: float | None = None,
-               itl_p99_ms: float | None = None,
-               objective: Objective = Objective.MIN_COST_PER_1M_TOKENS,
-               gpus_available: int | None = None, awq_block_size: int = 128,
-               usd_per_gpu_hour: float | None = None, calibrated: bool = True,
-               workspace: Path = Path("enginesweep-workspace")) -> ResolvedSpec:
+def adhoc_spec(
+    arch: ModelArchitecture,
+    gpus: Sequence[str],
+    *,
+    quant: Sequence[str],
+    kv_cache: Sequence[str],
+    tp: Sequence[int],
+    pp: Sequence[int] = (1,),
+    isl: int,
+    osl: int,
+    concurrency: Sequence[int],
+    max_batch_size: int = 256,
+    max_num_tokens: int = 8192,
+    max_seq_len: int | None = None,
+    stack: Stack | None = None,
+    ttft_p99_ms: float | None = None,
+    itl_p99_ms: float | None = None,
+    objective: Objective = Objective.MIN_COST_PER_1M_TOKENS,
+    gpus_available: int | None = None,
+    awq_block_size: int = 128,
+    usd_per_gpu_hour: float | None = None,
+    calibrated: bool = True,
+    workspace: Path = Path("enginesweep-workspace"),
+) -> ResolvedSpec:
     """A resolved spec for these lists (their product is the sweep space). Raises pydantic's
     ValidationError for bad values (its `loc` names the spec field)."""
     chosen = stack or (Stack.REFERENCE if list(gpus) == ["cpu"] else Stack.TRTLLM_ENGINE)
@@ -32,11 +47,20 @@ def adhoc_spec(arch: ModelArchitecture, gpus: Sequence[str], *, quant: Sequence[
         "name": "size",
         "model": {"repo_id": "size/adhoc", "name": re.sub(r"[^a-z0-9.]+", "-", arch.name.lower())},
         "stack": chosen.value,
-        "target": {"gpu": list(gpus), "gpus_available": gpus_available or max(t * p for t in tp for p in pp),
-                   "usd_per_gpu_hour": usd_per_gpu_hour},
-        "axes": {"quant": list(quant), "kv_cache": list(kv_cache), "tp": list(tp), "pp": list(pp),
-                 "max_batch_size": [max_batch_size], "max_num_tokens": [max_num_tokens],
-                 "max_seq_len": [max_seq_len or isl + osl]},
+        "target": {
+            "gpu": list(gpus),
+            "gpus_available": gpus_available or max(t * p for t in tp for p in pp),
+            "usd_per_gpu_hour": usd_per_gpu_hour,
+        },
+        "axes": {
+            "quant": list(quant),
+            "kv_cache": list(kv_cache),
+            "tp": list(tp),
+            "pp": list(pp),
+            "max_batch_size": [max_batch_size],
+            "max_num_tokens": [max_num_tokens],
+            "max_seq_len": [max_seq_len or isl + osl],
+        },
         "build": {"awq_block_size": awq_block_size},
         "workload": {"isl": {"mean": isl}, "osl": {"mean": osl}, "concurrency": list(concurrency)},
         "sla": {"ttft_p99_ms": ttft_p99_ms, "itl_p99_ms": itl_p99_ms, "objective": objective.value},
@@ -44,5 +68,4 @@ def adhoc_spec(arch: ModelArchitecture, gpus: Sequence[str], *, quant: Sequence[
         "workspace": str(workspace),
     }
     spec = SweepSpec.model_validate(data)
-    return ResolvedSpec(spec=spec, architecture=arch, gpus=tuple(get_gpu(n) for n in gpus),
-                        source="size")
+    return ResolvedSpec(spec=spec, architecture=arch, gpus=tuple(get_gpu(n) for n in gpus), source="size")

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from datetime import datetime, timezone
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,9 +78,13 @@ class GroupFit(BaseModel):
         return f"{self.hardware}/{self.stack}/{self.runtime}/{self.predictor}/{self.model}"
 
     def calibration(self) -> Calibration:
-        return Calibration(key=self.key, factors=self.factors, trials=self.trials,
-                           mape_before_pct={m: self.mape_before_pct[m] for m in self.factors},
-                           mape_after_pct=self.mape_after_pct)
+        return Calibration(
+            key=self.key,
+            factors=self.factors,
+            trials=self.trials,
+            mape_before_pct={m: self.mape_before_pct[m] for m in self.factors},
+            mape_after_pct=self.mape_after_pct,
+        )
 
 
 def mape(pairs: Iterable[tuple[float, float]], factor: float = 1.0) -> float:
@@ -102,7 +106,7 @@ def fit(pairs: Sequence[Pair], *, now: datetime | None = None) -> list[GroupFit]
     """One `GroupFit` per (hardware, stack, runtime, predictor, model); a metric gets a factor
     only with at least MIN_PAIRS pairs and when the factor lowers its in-sample MAPE (its MAPE is
     reported either way)."""
-    stamp = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     groups: dict[tuple[str, str, str, str, str], list[Pair]] = defaultdict(list)
     for pair in pairs:
         groups[(pair.hardware, pair.stack, pair.runtime, pair.predictor, pair.model)].append(pair)
@@ -111,22 +115,35 @@ def fit(pairs: Sequence[Pair], *, now: datetime | None = None) -> list[GroupFit]
         by_metric: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for pair in members:
             by_metric[pair.metric].append((pair.predicted, pair.measured))
-        candidates = {metric: fit_factor(values) for metric, values in by_metric.items()
-                      if len(values) >= MIN_PAIRS}
+        candidates = {
+            metric: fit_factor(values) for metric, values in by_metric.items() if len(values) >= MIN_PAIRS
+        }
         # A factor that does not lower the in-sample error (a skewed spread of ratios can make the
         # median ratio worse than none) is reported, not kept.
-        factors = {metric: factor for metric, factor in candidates.items()
-                   if mape(by_metric[metric], factor) < mape(by_metric[metric])}
-        fits.append(GroupFit(
-            hardware=hardware, stack=stack, runtime=runtime, predictor=predictor, model=model,
-            workloads=sorted({pair.workload for pair in members}),
-            last_measured_at=max(pair.measured_at for pair in members),
-            trials=len({pair.trial for pair in members}),
-            pairs={metric: len(values) for metric, values in by_metric.items()},
-            mape_before_pct={metric: mape(values) for metric, values in by_metric.items()},
-            mape_after_pct={metric: mape(by_metric[metric], factor) for metric, factor in factors.items()},
-            factors=factors, fitted_at=stamp,
-        ))
+        factors = {
+            metric: factor
+            for metric, factor in candidates.items()
+            if mape(by_metric[metric], factor) < mape(by_metric[metric])
+        }
+        fits.append(
+            GroupFit(
+                hardware=hardware,
+                stack=stack,
+                runtime=runtime,
+                predictor=predictor,
+                model=model,
+                workloads=sorted({pair.workload for pair in members}),
+                last_measured_at=max(pair.measured_at for pair in members),
+                trials=len({pair.trial for pair in members}),
+                pairs={metric: len(values) for metric, values in by_metric.items()},
+                mape_before_pct={metric: mape(values) for metric, values in by_metric.items()},
+                mape_after_pct={
+                    metric: mape(by_metric[metric], factor) for metric, factor in factors.items()
+                },
+                factors=factors,
+                fitted_at=stamp,
+            )
+        )
     return fits
 
 
@@ -161,7 +178,10 @@ class CalibrationStore(BaseModel):
         newest (plans do not know the runtime version a trial will run with: the most recently
         measured one is the best guess, and the key names it)."""
         base = predictor.removesuffix("+calibrated")
-        found = [g for g in self.groups
-                 if (g.hardware, g.stack, g.predictor, g.model) == (hardware, stack, base, model)
-                 and set(g.factors) & set(CALIBRATED_METRICS)]
+        found = [
+            g
+            for g in self.groups
+            if (g.hardware, g.stack, g.predictor, g.model) == (hardware, stack, base, model)
+            and set(g.factors) & set(CALIBRATED_METRICS)
+        ]
         return max(found, key=lambda g: (g.last_measured_at, g.fitted_at)) if found else None

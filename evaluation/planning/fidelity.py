@@ -13,16 +13,16 @@ All aiconfigurator rows go to its worker in ONE call.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Sequence
 
 import enginesweep.evaluation.planning.aiconfigurator as aic
 from enginesweep.build_configs.architectures import shipped_architecture
 from enginesweep.build_configs.gpus import get_gpu
 from enginesweep.build_configs.loading import ResolvedSpec
-from enginesweep.evaluation.planning.adhoc import adhoc_spec
 from enginesweep.build_configs.schema import Predictor, Stack
+from enginesweep.evaluation.planning.adhoc import adhoc_spec
 from enginesweep.evaluation.planning.expand import expand
 from enginesweep.evaluation.planning.records import PlannedTrial
 
@@ -70,39 +70,67 @@ def published_rows() -> list[PublishedRow]:
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     rows = []
     for item in csv.DictReader(lines):
-        rows.append(PublishedRow(model=item["model"], gpu=item["gpu"], quant=item["quant"],
-                                 kv_cache=item["kv_cache"], tp=int(item["tp"]), pp=int(item["pp"]),
-                                 isl=int(item["isl"]), osl=int(item["osl"]),
-                                 output_tok_s=float(item["output_tok_s"])))
+        rows.append(
+            PublishedRow(
+                model=item["model"],
+                gpu=item["gpu"],
+                quant=item["quant"],
+                kv_cache=item["kv_cache"],
+                tp=int(item["tp"]),
+                pp=int(item["pp"]),
+                isl=int(item["isl"]),
+                osl=int(item["osl"]),
+                output_tok_s=float(item["output_tok_s"]),
+            )
+        )
     return rows
 
 
 def _planned(row: PublishedRow, max_batch_size: int) -> tuple[ResolvedSpec, PlannedTrial]:
-    resolved = adhoc_spec(shipped_architecture(row.model), [row.gpu], quant=[row.quant],
-                          kv_cache=[row.kv_cache], tp=[row.tp], pp=[row.pp], isl=row.isl,
-                          osl=row.osl, concurrency=[1], max_batch_size=max_batch_size,
-                          calibrated=False)
+    resolved = adhoc_spec(
+        shipped_architecture(row.model),
+        [row.gpu],
+        quant=[row.quant],
+        kv_cache=[row.kv_cache],
+        tp=[row.tp],
+        pp=[row.pp],
+        isl=row.isl,
+        osl=row.osl,
+        concurrency=[1],
+        max_batch_size=max_batch_size,
+        calibrated=False,
+    )
     (trial,) = expand(resolved, predictor=Predictor.ROOFLINE).trials
     # Rows differ only in ISL/OSL for one trial slug; the worker needs unique ids.
-    return resolved, trial.model_copy(update={"slug": f"{trial.slug}__{row.gpu.lower()}__{row.isl}-{row.osl}"})
+    return resolved, trial.model_copy(
+        update={"slug": f"{trial.slug}__{row.gpu.lower()}__{row.isl}-{row.osl}"}
+    )
 
 
-def compare(rows: Sequence[PublishedRow], *, predictor: str, max_batch_size: int = 512
-            ) -> list[Comparison]:
+def compare(rows: Sequence[PublishedRow], *, predictor: str, max_batch_size: int = 512) -> list[Comparison]:
     """Predict every row with `predictor` ('roofline' or 'aiconfigurator')."""
     planned = [_planned(row, max_batch_size) for row in rows]
     if predictor == "roofline":
-        return [Comparison(row, "predicted:roofline",
-                           trial.predicted.output_tok_s if trial.predicted else None,
-                           "" if trial.feasible else "; ".join(trial.reasons))
-                for row, (_, trial) in zip(rows, planned)]
+        return [
+            Comparison(
+                row,
+                "predicted:roofline",
+                trial.predicted.output_tok_s if trial.predicted else None,
+                "" if trial.feasible else "; ".join(trial.reasons),
+            )
+            for row, (_, trial) in zip(rows, planned)
+        ]
     if predictor != "aiconfigurator":
         raise ValueError(f"unknown predictor {predictor!r}")
     requests, gaps = [], {}
     for row, (resolved, trial) in zip(rows, planned):
-        gap = (aic.coverage_gap(resolved.architecture, get_gpu(row.gpu), trial.config,
-                                Stack(trial.stack), row.osl) if trial.feasible
-               else "; ".join(trial.reasons))
+        gap = (
+            aic.coverage_gap(
+                resolved.architecture, get_gpu(row.gpu), trial.config, Stack(trial.stack), row.osl
+            )
+            if trial.feasible
+            else "; ".join(trial.reasons)
+        )
         if gap:
             gaps[trial.slug] = gap
         else:
@@ -112,8 +140,7 @@ def compare(rows: Sequence[PublishedRow], *, predictor: str, max_batch_size: int
     for row, (resolved, trial) in zip(rows, planned):
         answer = answers.get(trial.slug)
         if answer is None or isinstance(answer, str):
-            out.append(Comparison(row, "predicted:aiconfigurator", None,
-                                  gaps.get(trial.slug) or str(answer)))
+            out.append(Comparison(row, "predicted:aiconfigurator", None, gaps.get(trial.slug) or str(answer)))
             continue
         pred = aic.to_prediction(answer, trial, resolved, usd_per_gpu_hour=1.0)
         out.append(Comparison(row, "predicted:aiconfigurator", pred.output_tok_s))

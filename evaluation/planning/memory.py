@@ -36,8 +36,9 @@ _BYTES_16BIT = 2
 
 def weights_bytes_total(arch: ModelArchitecture, quant: QuantFormat) -> int:
     """All weight bytes of `arch` stored in `quant` (16-bit embeddings, norms and biases)."""
-    return int(arch.linear_params * quant.weight_bytes
-               + (arch.embedding_params + arch.other_params) * _BYTES_16BIT)
+    return int(
+        arch.linear_params * quant.weight_bytes + (arch.embedding_params + arch.other_params) * _BYTES_16BIT
+    )
 
 
 def weights_bytes_per_gpu(arch: ModelArchitecture, quant: QuantFormat, tp: int, pp: int) -> int:
@@ -50,17 +51,25 @@ def weights_bytes_per_gpu(arch: ModelArchitecture, quant: QuantFormat, tp: int, 
     return math.ceil(decoder / (tp * pp) + one_embedding / tp)
 
 
-def memory_breakdown(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *,
-                     kv_free_fraction: float, sequence_tokens: int) -> MemoryBreakdown:
+def memory_breakdown(
+    arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, *, kv_free_fraction: float, sequence_tokens: int
+) -> MemoryBreakdown:
     """Size one trial's memory on `gpu` (see the module docstring for each formula)."""
     kv_bytes = cfg.kv_cache.bytes_per_element()
     weights_gpu = weights_bytes_per_gpu(arch, cfg.quant, cfg.tp, cfg.pp)
     reserve = RUNTIME_RESERVE_BYTES + (MULTI_GPU_RESERVE_BYTES if cfg.world_size > 1 else 0)
-    activations = int(cfg.max_num_tokens * (4 * arch.hidden_size + 2 * arch.intermediate_size / cfg.tp)
-                      * _BYTES_16BIT + cfg.max_batch_size * arch.vocab_size / cfg.tp * 4)
+    activations = int(
+        cfg.max_num_tokens * (4 * arch.hidden_size + 2 * arch.intermediate_size / cfg.tp) * _BYTES_16BIT
+        + cfg.max_batch_size * arch.vocab_size / cfg.tp * 4
+    )
     kv_per_token = arch.kv_elements_per_token * kv_bytes
-    kv_per_token_gpu = (2 * math.ceil(arch.num_layers / cfg.pp) * math.ceil(arch.num_kv_heads / cfg.tp)
-                        * arch.head_dim * kv_bytes)
+    kv_per_token_gpu = (
+        2
+        * math.ceil(arch.num_layers / cfg.pp)
+        * math.ceil(arch.num_kv_heads / cfg.tp)
+        * arch.head_dim
+        * kv_bytes
+    )
     free = int(gpu.memory_bytes) - weights_gpu - reserve - activations
     budget = max(0, int(free * kv_free_fraction))
     capacity = budget // kv_per_token_gpu
@@ -84,10 +93,14 @@ def memory_problems(mem: MemoryBreakdown, gpu: GPU, sequence_tokens: int) -> lis
     """Reasons a trial does not fit in memory (empty when it fits)."""
     fixed = mem.weights_bytes_per_gpu + mem.runtime_reserve_bytes_per_gpu + mem.activation_bytes_per_gpu
     if fixed >= mem.gpu_memory_bytes:
-        return [f"memory: weights {mem.weights_bytes_per_gpu / 1e9:.1f} GB + runtime and activations "
-                f"{(fixed - mem.weights_bytes_per_gpu) / 1e9:.1f} GB per GPU exceed the "
-                f"{mem.gpu_memory_bytes / 1e9:.1f} GB of {gpu.name}"]
+        return [
+            f"memory: weights {mem.weights_bytes_per_gpu / 1e9:.1f} GB + runtime and activations "
+            f"{(fixed - mem.weights_bytes_per_gpu) / 1e9:.1f} GB per GPU exceed the "
+            f"{mem.gpu_memory_bytes / 1e9:.1f} GB of {gpu.name}"
+        ]
     if mem.kv_capacity_tokens < sequence_tokens:
-        return [f"memory: the KV cache holds {mem.kv_capacity_tokens:,} tokens, "
-                f"less than one ISL+OSL={sequence_tokens:,} sequence"]
+        return [
+            f"memory: the KV cache holds {mem.kv_capacity_tokens:,} tokens, "
+            f"less than one ISL+OSL={sequence_tokens:,} sequence"
+        ]
     return []

@@ -10,12 +10,12 @@ stack and predictor, the prediction is rescaled and labelled `+calibrated`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
+import enginesweep.evaluation.planning.aiconfigurator as aic
 from enginesweep.build_configs.gpus import get_gpu
 from enginesweep.build_configs.loading import ResolvedSpec
 from enginesweep.build_configs.schema import Predictor, Stack
-import enginesweep.evaluation.planning.aiconfigurator as aic
 from enginesweep.evaluation.planning.calibration import CalibrationStore
 from enginesweep.evaluation.planning.prediction import rescale
 from enginesweep.evaluation.planning.records import PlannedTrial
@@ -25,8 +25,12 @@ class PredictorError(RuntimeError):
     """`planner.predictor: aiconfigurator` asked for a prediction it cannot give."""
 
 
-def refine_predictions(trials: Sequence[PlannedTrial], resolved: ResolvedSpec, predictor: Predictor,
-                       calibrations: CalibrationStore | None) -> tuple[list[PlannedTrial], list[str]]:
+def refine_predictions(
+    trials: Sequence[PlannedTrial],
+    resolved: ResolvedSpec,
+    predictor: Predictor,
+    calibrations: CalibrationStore | None,
+) -> tuple[list[PlannedTrial], list[str]]:
     """`trials` with aiconfigurator and calibrated predictions where they apply, and plan notes."""
     notes: list[str] = []
     out = list(trials)
@@ -37,8 +41,9 @@ def refine_predictions(trials: Sequence[PlannedTrial], resolved: ResolvedSpec, p
     return out, notes
 
 
-def _aiconfigurator(trials: list[PlannedTrial], resolved: ResolvedSpec, *, required: bool
-                    ) -> tuple[list[PlannedTrial], list[str]]:
+def _aiconfigurator(
+    trials: list[PlannedTrial], resolved: ResolvedSpec, *, required: bool
+) -> tuple[list[PlannedTrial], list[str]]:
     spec = resolved.spec
     feasible = [t for t in trials if t.feasible]
     if not feasible:
@@ -50,30 +55,43 @@ def _aiconfigurator(trials: list[PlannedTrial], resolved: ResolvedSpec, *, requi
         return [_note(t, f"roofline: {unavailable}") for t in trials], [f"roofline only: {unavailable}"]
     requests, uncovered = [], {}
     for trial in feasible:
-        why = aic.coverage_gap(resolved.architecture, get_gpu(trial.gpu), trial.config, Stack(trial.stack),
-                               spec.workload.osl.mean)
+        why = aic.coverage_gap(
+            resolved.architecture,
+            get_gpu(trial.gpu),
+            trial.config,
+            Stack(trial.stack),
+            spec.workload.osl.mean,
+        )
         if why:
             uncovered[trial.slug] = why
         else:
             requests.append(aic.request_for(trial, resolved))
     if required and uncovered:
-        raise PredictorError("planner.predictor is aiconfigurator but it does not cover: "
-                             + "; ".join(f"{slug} ({why})" for slug, why in uncovered.items()))
+        raise PredictorError(
+            "planner.predictor is aiconfigurator but it does not cover: "
+            + "; ".join(f"{slug} ({why})" for slug, why in uncovered.items())
+        )
     try:
         results = aic.predict_batch(requests) if requests else {}
     except aic.AiconfiguratorError as exc:
         if required:
             raise PredictorError(f"planner.predictor is aiconfigurator but it failed: {exc}") from exc
-        return [_note(t, f"roofline: aiconfigurator failed ({exc})") for t in trials], \
-            [f"roofline only: aiconfigurator failed ({exc})"]
+        return [_note(t, f"roofline: aiconfigurator failed ({exc})") for t in trials], [
+            f"roofline only: aiconfigurator failed ({exc})"
+        ]
     out = []
     for trial in trials:
         if trial.slug in results:
             got = results[trial.slug]
             if not isinstance(got, str):
                 try:
-                    trial = trial.model_copy(update={"predicted": aic.to_prediction(
-                        got, trial, resolved, usd_per_gpu_hour=resolved.price(get_gpu(trial.gpu)))})
+                    trial = trial.model_copy(
+                        update={
+                            "predicted": aic.to_prediction(
+                                got, trial, resolved, usd_per_gpu_hour=resolved.price(get_gpu(trial.gpu))
+                            )
+                        }
+                    )
                 except (KeyError, ValueError) as exc:  # an answer we cannot use: say so, keep going
                     got = f"unusable answer ({type(exc).__name__}: {exc})"
                     results[trial.slug] = got
@@ -86,11 +104,15 @@ def _aiconfigurator(trials: list[PlannedTrial], resolved: ResolvedSpec, *, requi
         out.append(trial)
     done = sum(1 for r in results.values() if not isinstance(r, str))
     if not done:
-        return out, [f"aiconfigurator covers none of the {len(feasible)} feasible trial(s): roofline "
-                     "(each prediction's notes say why)"]
+        return out, [
+            f"aiconfigurator covers none of the {len(feasible)} feasible trial(s): roofline "
+            "(each prediction's notes say why)"
+        ]
     others = "; the others: roofline, their notes say why" if done < len(feasible) else ""
-    return out, [f"aiconfigurator predicted {done} of {len(feasible)} feasible trial(s) "
-                 f"({aic.version_label()}){others}"]
+    return out, [
+        f"aiconfigurator predicted {done} of {len(feasible)} feasible trial(s) "
+        f"({aic.version_label()}){others}"
+    ]
 
 
 def _note(trial: PlannedTrial, note: str) -> PlannedTrial:
@@ -108,6 +130,15 @@ def _calibrated(trial: PlannedTrial, resolved: ResolvedSpec, store: CalibrationS
     if found is None:
         return trial
     gpu = get_gpu(trial.gpu)
-    return trial.model_copy(update={"predicted": rescale(
-        pred, found.calibration(), sla=resolved.spec.sla, osl=resolved.spec.workload.osl.mean,
-        gpus=trial.config.world_size, usd_per_gpu_hour=resolved.price(gpu))})
+    return trial.model_copy(
+        update={
+            "predicted": rescale(
+                pred,
+                found.calibration(),
+                sla=resolved.spec.sla,
+                osl=resolved.spec.workload.osl.mean,
+                gpus=trial.config.world_size,
+                usd_per_gpu_hour=resolved.price(gpu),
+            )
+        }
+    )

@@ -10,8 +10,9 @@ Ties break on the slug, so the same plan always prunes the same trials.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import groupby
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.build_configs.schema import Objective
@@ -43,14 +44,19 @@ def predicted_objective(trial: PlannedTrial, objective: Objective) -> Score | No
     no_sla = all(level.meets_sla is None for level in pred.per_concurrency)
     gpus = trial.config.world_size
     if at_sla:
-        point = next(l for l in pred.per_concurrency
-                     if l.concurrency == pred.max_concurrency_meeting_sla)
+        point = next(
+            level for level in pred.per_concurrency if level.concurrency == pred.max_concurrency_meeting_sla
+        )
         where = f"at the SLA, c={point.concurrency}"
         values = {
-            Objective.MIN_COST_PER_1M_TOKENS: (pred.usd_per_1m_output_tokens_at_sla or 0.0,
-                                               f"${pred.usd_per_1m_output_tokens_at_sla:,.4f} per 1M output tokens"),
-            Objective.MAX_GOODPUT_PER_GPU: (-point.request_rate / gpus,
-                                            f"{point.request_rate / gpus:,.3f} req/s per GPU"),
+            Objective.MIN_COST_PER_1M_TOKENS: (
+                pred.usd_per_1m_output_tokens_at_sla or 0.0,
+                f"${pred.usd_per_1m_output_tokens_at_sla:,.4f} per 1M output tokens",
+            ),
+            Objective.MAX_GOODPUT_PER_GPU: (
+                -point.request_rate / gpus,
+                f"{point.request_rate / gpus:,.3f} req/s per GPU",
+            ),
             Objective.MAX_THROUGHPUT: (-point.output_tok_s, f"{point.output_tok_s:,.0f} output tok/s"),
             Objective.MIN_TTFT: (point.ttft_ms, f"TTFT {point.ttft_ms:,.1f} ms"),
         }
@@ -58,10 +64,14 @@ def predicted_objective(trial: PlannedTrial, objective: Objective) -> Score | No
         # Every trial of a sweep has the same OSL, so tok/s per GPU ranks like req/s per GPU.
         where = "at saturation" + ("" if no_sla else ", SLA missed at every workload concurrency")
         values = {
-            Objective.MIN_COST_PER_1M_TOKENS: (pred.usd_per_1m_output_tokens,
-                                               f"${pred.usd_per_1m_output_tokens:,.4f} per 1M output tokens"),
-            Objective.MAX_GOODPUT_PER_GPU: (-pred.output_tok_s_per_gpu,
-                                            f"{pred.output_tok_s_per_gpu:,.0f} output tok/s per GPU"),
+            Objective.MIN_COST_PER_1M_TOKENS: (
+                pred.usd_per_1m_output_tokens,
+                f"${pred.usd_per_1m_output_tokens:,.4f} per 1M output tokens",
+            ),
+            Objective.MAX_GOODPUT_PER_GPU: (
+                -pred.output_tok_s_per_gpu,
+                f"{pred.output_tok_s_per_gpu:,.0f} output tok/s per GPU",
+            ),
             Objective.MAX_THROUGHPUT: (-pred.output_tok_s, f"{pred.output_tok_s:,.0f} output tok/s"),
             Objective.MIN_TTFT: (pred.ttft_ms, f"TTFT {pred.ttft_ms:,.1f} ms (lone request)"),
         }
@@ -93,7 +103,8 @@ def prune(trials: Sequence[PlannedTrial], top_k: int, objective: Objective) -> l
             kept.add(baselines[0].slug)  # accuracy needs its reference, whatever its rank
         for rank, (score, trial) in enumerate(scored, start=1):
             if trial.slug not in kept:
-                reasons[trial.slug] = (f"pruned by top-k {top_k}: rank {rank} of {len(scored)} on "
-                                       f"{gpu} by predicted {_WORDS[objective]} ({score.shown})")
-    return [t.model_copy(update={"pruned": reasons[t.slug]}) if t.slug in reasons else t
-            for t in trials]
+                reasons[trial.slug] = (
+                    f"pruned by top-k {top_k}: rank {rank} of {len(scored)} on "
+                    f"{gpu} by predicted {_WORDS[objective]} ({score.shown})"
+                )
+    return [t.model_copy(update={"pruned": reasons[t.slug]}) if t.slug in reasons else t for t in trials]

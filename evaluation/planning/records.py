@@ -25,13 +25,15 @@ class MemoryBreakdown(_Record):
     runtime_reserve_bytes_per_gpu: int = Field(description="CUDA context, runtime, comm buffers.")
     activation_bytes_per_gpu: int = Field(description="Activations for max_num_tokens and logits.")
     kv_bytes_per_token: int = Field(
-        description="KV cache for one token, whole model summed over layers, before the TP split.")
+        description="KV cache for one token, whole model summed over layers, before the TP split."
+    )
     kv_bytes_per_token_per_gpu: int
     kv_budget_bytes_per_gpu: int = Field(description="Free memory times the KV free fraction.")
     kv_capacity_tokens: int = Field(description="Tokens the deployment's KV cache holds.")
     kv_limited_sequences: int = Field(description="ISL+OSL sequences the KV cache holds at once.")
     max_concurrent_sequences: int = Field(
-        description="Sequences in flight: the KV limit, capped by max_batch_size.")
+        description="Sequences in flight: the KV limit, capped by max_batch_size."
+    )
 
 
 PREDICTION_SOURCE = r"^predicted:(roofline|aiconfigurator)(\+calibrated)?$"
@@ -64,8 +66,9 @@ class Prediction(_Record):
     """Predicted performance and cost of one trial; never a measurement."""
 
     source: str = Field(pattern=PREDICTION_SOURCE)
-    source_version: str = Field(description="Model version (aiconfigurator and database, or "
-                                            "the roofline's constants).")
+    source_version: str = Field(
+        description="Model version (aiconfigurator and database, or the roofline's constants)."
+    )
     hardware: str
     ttft_ms: float = Field(description="Time to first token of a lone request (concurrency 1).")
     itl_ms: float = Field(description="Inter-token latency of a lone request (concurrency 1).")
@@ -75,7 +78,8 @@ class Prediction(_Record):
     usd_per_1m_output_tokens: float = Field(description="At saturated throughput.")
     per_concurrency: list[ConcurrencyPrediction]
     max_concurrency_meeting_sla: int | None = Field(
-        description="Highest workload concurrency predicted to meet the latency SLA.")
+        description="Highest workload concurrency predicted to meet the latency SLA."
+    )
     output_tok_s_at_sla: float | None = Field(description="At max_concurrency_meeting_sla.")
     goodput_req_s_at_sla: float | None = Field(description="Requests/s at max_concurrency_meeting_sla.")
     usd_per_1m_output_tokens_at_sla: float | None
@@ -95,7 +99,8 @@ class CapacityPrediction(_Record):
     usd_per_hour: float
     usd_per_1m_output_tokens: float = Field(
         description="usd_per_hour over the R*OSL tokens/s served: replicas sized from goodput at "
-                    "the SLA, not from peak throughput.")
+        "the SLA, not from peak throughput."
+    )
 
 
 class PlannedTrial(_Record):
@@ -112,6 +117,8 @@ class PlannedTrial(_Record):
     memory: MemoryBreakdown
     predicted: Prediction | None = Field(description="None for rejected trials.")
     capacity: CapacityPrediction | None = Field(
-        default=None, description="With a target request rate, when the SLA is met at some level.")
+        default=None, description="With a target request rate, when the SLA is met at some level."
+    )
     pruned: str | None = Field(
-        default=None, description="Why `--top-k` pruned this feasible trial; None when kept.")
+        default=None, description="Why `--top-k` pruned this feasible trial; None when kept."
+    )

@@ -75,8 +75,10 @@ class Deployment:
         if tp == 1:
             return 0.0
         size = tokens * self.arch.hidden_size * 2
-        return (2 * (tp - 1) / tp * size / (self.gpu.interconnect_gb_s * 1e9)
-                + self.gpu.interconnect_latency_us * 1e-6)
+        return (
+            2 * (tp - 1) / tp * size / (self.gpu.interconnect_gb_s * 1e9)
+            + self.gpu.interconnect_latency_us * 1e-6
+        )
 
     def prefill_compute_s(self, isl: int) -> float:
         """GEMM + attention time of one ISL-token prefill, compute-bound, across the TP group."""
@@ -88,15 +90,18 @@ class Deployment:
         """TTFT of a lone request: prefill floored by one weight read, plus communication."""
         weight_read = self.mem.weights_bytes_total / self.cfg.tp / self.bytes_per_s
         comm = 2 * self.arch.num_layers * self.allreduce_s(isl)
-        hops = (self.cfg.pp - 1) * (isl * self.arch.hidden_size * 2 / (self.gpu.interconnect_gb_s * 1e9)
-                                    + self.gpu.interconnect_latency_us * 1e-6)
+        hops = (self.cfg.pp - 1) * (
+            isl * self.arch.hidden_size * 2 / (self.gpu.interconnect_gb_s * 1e9)
+            + self.gpu.interconnect_latency_us * 1e-6
+        )
         return max(self.prefill_compute_s(isl), weight_read) + comm + hops
 
     def decode_round_s(self, batch: int, context: float) -> float:
         """Time for every one of `batch` sequences to produce one token (= ITL)."""
         tp, pp = self.cfg.tp, self.cfg.pp
-        memory = (self.mem.weights_bytes_total / tp
-                  + batch * context * self.mem.kv_bytes_per_token / (tp * pp)) / self.bytes_per_s
+        memory = (
+            self.mem.weights_bytes_total / tp + batch * context * self.mem.kv_bytes_per_token / (tp * pp)
+        ) / self.bytes_per_s
         compute = 2 * self.gemm_params * batch / (tp * pp) / self.flops_per_s
         comm = 2 * self.arch.num_layers * self.allreduce_s(batch / pp)
         hops = pp * (pp - 1) * self.gpu.interconnect_latency_us * 1e-6
@@ -106,8 +111,7 @@ class Deployment:
 ROOFLINE_VERSION = f"roofline-2 (MFU {MFU}, BW_EFF {BW_EFF}, runtime reserve 1.5 GiB)"
 
 
-def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: int
-                    ) -> ConcurrencyPrediction:
+def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: int) -> ConcurrencyPrediction:
     isl, osl = workload.isl.mean, workload.osl.mean
     in_flight = max(1, min(concurrency, dep.mem.max_concurrent_sequences))
     round_s = dep.decode_round_s(in_flight, isl + osl / 2)
@@ -118,8 +122,15 @@ def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: 
     waves = math.ceil(concurrency / in_flight)
     if waves > 1:  # the KV cache cannot hold them all: later requests queue for whole cycles
         ttft_s += (waves - 1) * cycle_s
-    return level(concurrency=concurrency, in_flight=in_flight, ttft_ms=ttft_s * 1e3,
-                 itl_ms=itl_s * 1e3, output_tok_s=in_flight * osl / cycle_s, osl=osl, sla=sla)
+    return level(
+        concurrency=concurrency,
+        in_flight=in_flight,
+        ttft_ms=ttft_s * 1e3,
+        itl_ms=itl_s * 1e3,
+        output_tok_s=in_flight * osl / cycle_s,
+        osl=osl,
+        sla=sla,
+    )
 
 
 def predict(dep: Deployment, workload: Workload, sla: SLA, usd_per_gpu_hour: float) -> Prediction:
@@ -127,9 +138,13 @@ def predict(dep: Deployment, workload: Workload, sla: SLA, usd_per_gpu_hour: flo
     saturation = max(1, dep.mem.max_concurrent_sequences)
     notes = ["cpu target: order-of-magnitude only"] if dep.gpu.is_cpu else []
     return assemble(
-        source="predicted:roofline", source_version=ROOFLINE_VERSION, hardware=dep.gpu.name,
-        gpus=dep.cfg.world_size, usd_per_gpu_hour=usd_per_gpu_hour,
+        source="predicted:roofline",
+        source_version=ROOFLINE_VERSION,
+        hardware=dep.gpu.name,
+        gpus=dep.cfg.world_size,
+        usd_per_gpu_hour=usd_per_gpu_hour,
         lone=_at_concurrency(dep, workload, sla, 1),
         saturated=_at_concurrency(dep, workload, sla, saturation),
         levels=[_at_concurrency(dep, workload, sla, c) for c in workload.concurrency],
-        notes=notes)
+        notes=notes,
+    )

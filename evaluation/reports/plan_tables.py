@@ -46,22 +46,37 @@ def plan_table(plan: Plan) -> Table:
     """One row per trial: memory, predictions, and the reason for each rejection or pruning."""
     kept = len([t for t in plan.feasible if t.pruned is None])
     pruned = f", {len(plan.pruned)} pruned by top-k {plan.top_k}" if plan.top_k else ""
-    builds = (f"; a sweep builds the {len(plan.to_run)} on {plan.sweep_gpu}"
-              if len(plan.gpus) > 1 and plan.sweep_gpu else
-              "; a sweep builds none until target.run_on names this machine's GPU"
-              if len(plan.gpus) > 1 else "")
+    builds = (
+        f"; a sweep builds the {len(plan.to_run)} on {plan.sweep_gpu}"
+        if len(plan.gpus) > 1 and plan.sweep_gpu
+        else "; a sweep builds none until target.run_on names this machine's GPU"
+        if len(plan.gpus) > 1
+        else ""
+    )
     table = Table(
         title=f"{plan.sweep}: {kept} kept, {len(plan.rejected)} rejected{pruned} "
-              f"({plan.architecture} on {', '.join(plan.gpus)}){builds}",
+        f"({plan.architecture} on {', '.join(plan.gpus)}){builds}",
         caption="pred = predicted (src says by what), not measured; GB = 1e9 bytes; KV seqs at "
-                "ISL+OSL; SLA c = highest workload concurrency predicted to meet the SLA (raw TTFT/ITL "
-                "are typical values, optimistic against p99 limits; +cal ones are fitted to measured p99s)"
-                + ("; cpu target: predictions are order-of-magnitude only" if "cpu" in plan.gpus else ""),
+        "ISL+OSL; SLA c = highest workload concurrency predicted to meet the SLA (raw TTFT/ITL "
+        "are typical values, optimistic against p99 limits; +cal ones are fitted to measured p99s)"
+        + ("; cpu target: predictions are order-of-magnitude only" if "cpu" in plan.gpus else ""),
     )
-    for column in ("trial", "weights GB/GPU", "KV tokens", "KV seqs", "src", "pred TTFT ms",
-                   "pred ITL ms", "pred tok/s", "pred SLA c", "pred $/1M tok @SLA", "status"):
-        table.add_column(column, justify="left" if column in ("trial", "status", "src") else "right",
-                         overflow="fold")  # never truncate a slug or a reason
+    for column in (
+        "trial",
+        "weights GB/GPU",
+        "KV tokens",
+        "KV seqs",
+        "src",
+        "pred TTFT ms",
+        "pred ITL ms",
+        "pred tok/s",
+        "pred SLA c",
+        "pred $/1M tok @SLA",
+        "status",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("trial", "status", "src") else "right", overflow="fold"
+        )  # never truncate a slug or a reason
     for trial in plan.trials:
         mem, pred = trial.memory, trial.predicted
         table.add_row(
@@ -87,18 +102,33 @@ def gpu_comparison_table(plan: Plan, objective: Objective) -> Table:
     for gpu in plan.gpus:
         scored = [(predicted_objective(t, objective), t) for t in plan.feasible if t.gpu == gpu]
         scored = [(score, t) for score, t in scored if score is not None]
-        best_by_gpu[gpu] = min(scored, key=lambda item: (item[0].misses_sla, item[0].value,
-                                                         item[1].slug))[1] if scored else None
+        best_by_gpu[gpu] = (
+            min(scored, key=lambda item: (item[0].misses_sla, item[0].value, item[1].slug))[1]
+            if scored
+            else None
+        )
     sources = {t.predicted.source for t in best_by_gpu.values() if t and t.predicted}
     caption = "$/1M at SLA = from throughput at the SLA operating point, not peak"
     if len(sources) > 1:
-        caption += ("; rows come from different predictors (see src): the roofline's error is far "
-                    "larger (docs/planner-fidelity.md)")
+        caption += (
+            "; rows come from different predictors (see src): the roofline's error is far "
+            "larger (docs/planner-fidelity.md)"
+        )
     table = Table(title="GPUs side by side: the best trial on each (predicted)", caption=caption)
-    for column in ("GPU", "best trial", "src", "GPUs", "pred SLA c", "pred tok/s/GPU @SLA",
-                   "pred $/1M tok @SLA", "pred $/1M tok peak", "$/GPU-h"):
-        table.add_column(column, justify="left" if column in ("GPU", "best trial", "src") else "right",
-                         overflow="fold")
+    for column in (
+        "GPU",
+        "best trial",
+        "src",
+        "GPUs",
+        "pred SLA c",
+        "pred tok/s/GPU @SLA",
+        "pred $/1M tok @SLA",
+        "pred $/1M tok peak",
+        "$/GPU-h",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("GPU", "best trial", "src") else "right", overflow="fold"
+        )
 
     def order(gpu: str) -> tuple:
         best = best_by_gpu[gpu]
@@ -113,34 +143,64 @@ def gpu_comparison_table(plan: Plan, objective: Objective) -> Table:
         pred, gpus = best.predicted, best.config.world_size
         at_sla = (pred.output_tok_s_at_sla / gpus) if pred.output_tok_s_at_sla else None
         price = pred.usd_per_1m_output_tokens * pred.output_tok_s * 3600 / (gpus * 1e6)
-        table.add_row(gpu, best.slug, source_tag(pred), str(gpus),
-                      str(pred.max_concurrency_meeting_sla or "none"),
-                      "-" if at_sla is None else f"{at_sla:,.0f}",
-                      _money(pred.usd_per_1m_output_tokens_at_sla),
-                      _money(pred.usd_per_1m_output_tokens), f"{price:.2f}")
+        table.add_row(
+            gpu,
+            best.slug,
+            source_tag(pred),
+            str(gpus),
+            str(pred.max_concurrency_meeting_sla or "none"),
+            "-" if at_sla is None else f"{at_sla:,.0f}",
+            _money(pred.usd_per_1m_output_tokens_at_sla),
+            _money(pred.usd_per_1m_output_tokens),
+            f"{price:.2f}",
+        )
     return table
 
 
 def capacity_table(plan: Plan) -> Table:
     """Replicas, GPUs and cost of each feasible trial for the plan's target request rate."""
-    table = Table(title=f"Capacity plan for {plan.target_request_rate:g} requests/s (predicted)",
-                  caption="replicas = ceil(rate / goodput at the SLA operating point); $/1M = "
-                          "$/hour over the tokens actually served")
-    for column in ("trial", "src", "pred SLA c", "pred req/s per replica", "replicas", "GPUs",
-                   "$/hour", "$/1M output tok"):
-        table.add_column(column, justify="left" if column in ("trial", "src") else "right",
-                         overflow="fold")
+    table = Table(
+        title=f"Capacity plan for {plan.target_request_rate:g} requests/s (predicted)",
+        caption="replicas = ceil(rate / goodput at the SLA operating point); $/1M = "
+        "$/hour over the tokens actually served",
+    )
+    for column in (
+        "trial",
+        "src",
+        "pred SLA c",
+        "pred req/s per replica",
+        "replicas",
+        "GPUs",
+        "$/hour",
+        "$/1M output tok",
+    ):
+        table.add_column(column, justify="left" if column in ("trial", "src") else "right", overflow="fold")
     for trial in plan.feasible:
         cap, pred = trial.capacity, trial.predicted
         name = trial.slug + (" (pruned)" if trial.pruned else "")
         if cap is None:
-            table.add_row(name, source_tag(pred), "none", "-", "-", "-", "-",
-                          "SLA not met at any workload concurrency", style="dim")
+            table.add_row(
+                name,
+                source_tag(pred),
+                "none",
+                "-",
+                "-",
+                "-",
+                "-",
+                "SLA not met at any workload concurrency",
+                style="dim",
+            )
             continue
-        table.add_row(name, source_tag(pred), str(cap.max_concurrency_meeting_sla),
-                      f"{cap.goodput_req_s_per_replica:,.2f}", str(cap.replicas),
-                      str(cap.total_gpus), f"{cap.usd_per_hour:,.2f}",
-                      f"{cap.usd_per_1m_output_tokens:.3f}")
+        table.add_row(
+            name,
+            source_tag(pred),
+            str(cap.max_concurrency_meeting_sla),
+            f"{cap.goodput_req_s_per_replica:,.2f}",
+            str(cap.replicas),
+            str(cap.total_gpus),
+            f"{cap.usd_per_hour:,.2f}",
+            f"{cap.usd_per_1m_output_tokens:.3f}",
+        )
     return table
 
 
@@ -167,9 +227,13 @@ def plan_report_text(plan: Plan, objective: Objective) -> str:
 def size_table(trial: PlannedTrial) -> Table:
     """The sizing calculator's answer for one trial, as label/value rows."""
     mem, pred = trial.memory, trial.predicted
-    table = Table(title=f"{trial.slug} on {trial.gpu}", show_header=False,
-                  caption="pred = predicted, not a measurement" if pred
-                  else "no prediction for a rejected configuration")
+    table = Table(
+        title=f"{trial.slug} on {trial.gpu}",
+        show_header=False,
+        caption="pred = predicted, not a measurement"
+        if pred
+        else "no prediction for a rejected configuration",
+    )
     table.add_column("what")
     table.add_column("value")
     rows = [
@@ -177,12 +241,16 @@ def size_table(trial: PlannedTrial) -> Table:
         ("GPU memory", f"{_gb(mem.gpu_memory_bytes)} GB"),
         ("weights (whole model)", f"{_gb(mem.weights_bytes_total)} GB"),
         ("weights per GPU", f"{_gb(mem.weights_bytes_per_gpu)} GB"),
-        ("runtime + activations per GPU",
-         f"{_gb(mem.runtime_reserve_bytes_per_gpu + mem.activation_bytes_per_gpu)} GB"),
+        (
+            "runtime + activations per GPU",
+            f"{_gb(mem.runtime_reserve_bytes_per_gpu + mem.activation_bytes_per_gpu)} GB",
+        ),
         ("KV bytes per token (whole model)", f"{mem.kv_bytes_per_token:,}"),
         ("KV budget per GPU", f"{_gb(mem.kv_budget_bytes_per_gpu)} GB"),
-        ("KV capacity", f"{mem.kv_capacity_tokens:,} tokens "
-                        f"({mem.kv_limited_sequences:,} sequences of ISL+OSL)"),
+        (
+            "KV capacity",
+            f"{mem.kv_capacity_tokens:,} tokens ({mem.kv_limited_sequences:,} sequences of ISL+OSL)",
+        ),
         ("max concurrent sequences", f"{mem.max_concurrent_sequences:,}"),
     ]
     if pred:
@@ -190,27 +258,42 @@ def size_table(trial: PlannedTrial) -> Table:
             ("predicted by", f"{pred.source} ({pred.source_version})"),
             ("pred TTFT (lone request)", f"{pred.ttft_ms:.1f} ms"),
             ("pred ITL (lone request)", f"{pred.itl_ms:.2f} ms"),
-            ("pred saturated output", f"{pred.output_tok_s:,.0f} tok/s "
-                                      f"({pred.output_tok_s_per_gpu:,.0f} per GPU)"),
+            (
+                "pred saturated output",
+                f"{pred.output_tok_s:,.0f} tok/s ({pred.output_tok_s_per_gpu:,.0f} per GPU)",
+            ),
             ("pred cost at saturation", f"${pred.usd_per_1m_output_tokens:.3f} per 1M output tokens"),
         ]
-        rows += [(f"pred c={lvl.concurrency}",
-                  f"TTFT {lvl.ttft_ms:,.1f} ms, ITL {lvl.itl_ms:.2f} ms, {lvl.output_tok_s:,.0f} tok/s"
-                  + {True: ", meets SLA", False: ", misses SLA", None: ""}[lvl.meets_sla])
-                 for lvl in pred.per_concurrency]
+        rows += [
+            (
+                f"pred c={lvl.concurrency}",
+                f"TTFT {lvl.ttft_ms:,.1f} ms, ITL {lvl.itl_ms:.2f} ms, {lvl.output_tok_s:,.0f} tok/s"
+                + {True: ", meets SLA", False: ", misses SLA", None: ""}[lvl.meets_sla],
+            )
+            for lvl in pred.per_concurrency
+        ]
         if pred.max_concurrency_meeting_sla is not None:
-            rows.append(("pred at the SLA", f"c={pred.max_concurrency_meeting_sla}: "
-                         f"{pred.goodput_req_s_at_sla:,.2f} req/s, "
-                         f"${pred.usd_per_1m_output_tokens_at_sla:.3f} per 1M output tokens"))
+            rows.append(
+                (
+                    "pred at the SLA",
+                    f"c={pred.max_concurrency_meeting_sla}: "
+                    f"{pred.goodput_req_s_at_sla:,.2f} req/s, "
+                    f"${pred.usd_per_1m_output_tokens_at_sla:.3f} per 1M output tokens",
+                )
+            )
         rows += [("note", note) for note in pred.notes]
     if trial.capacity:
         cap = trial.capacity
-        rows += [("capacity", f"{cap.target_request_rate:g} req/s -> {cap.replicas} replica(s) x "
-                              f"{cap.gpus_per_replica} GPU = {cap.total_gpus} GPUs, "
-                              f"${cap.usd_per_hour:,.2f}/hour, ${cap.usd_per_1m_output_tokens:.3f} "
-                              "per 1M output tokens")]
+        rows += [
+            (
+                "capacity",
+                f"{cap.target_request_rate:g} req/s -> {cap.replicas} replica(s) x "
+                f"{cap.gpus_per_replica} GPU = {cap.total_gpus} GPUs, "
+                f"${cap.usd_per_hour:,.2f}/hour, ${cap.usd_per_1m_output_tokens:.3f} "
+                "per 1M output tokens",
+            )
+        ]
     rows += [("warning", warning) for warning in trial.warnings]
     for label, value in rows:
         table.add_row(label, value)
     return table
-

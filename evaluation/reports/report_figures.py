@@ -25,8 +25,13 @@ from enginesweep.evaluation.reports.report_trials import (
 )
 from enginesweep.evaluation.selection.headline import engine_size_gb
 
-GROUP_SYMBOLS = {"champion": "star", "feasible, Pareto front": "diamond", "feasible": "circle",
-                 "rejected: accuracy gate": "x", UNJUDGED: "circle"}
+GROUP_SYMBOLS = {
+    "champion": "star",
+    "feasible, Pareto front": "diamond",
+    "feasible": "circle",
+    "rejected: accuracy gate": "x",
+    UNJUDGED: "circle",
+}
 
 
 def _grouped(points: list[tuple[TrialView, MeasuredPoint, float, float, str]]) -> list[Series]:
@@ -35,9 +40,16 @@ def _grouped(points: list[tuple[TrialView, MeasuredPoint, float, float, str]]) -
     for group, symbol in GROUP_SYMBOLS.items():
         chosen = [p for p in points if p[1].group == group]
         if chosen:
-            series.append(Series(name=group, x=[p[2] for p in chosen], y=[p[3] for p in chosen],
-                                 slugs=[p[0].slug for p in chosen], hover=[p[4] for p in chosen],
-                                 symbol=symbol))
+            series.append(
+                Series(
+                    name=group,
+                    x=[p[2] for p in chosen],
+                    y=[p[3] for p in chosen],
+                    slugs=[p[0].slug for p in chosen],
+                    hover=[p[4] for p in chosen],
+                    symbol=symbol,
+                )
+            )
     return series
 
 
@@ -47,10 +59,19 @@ def _where(point: MeasuredPoint) -> str:
     return f"at c={point.concurrency}: not judged (no selection)"
 
 
-def _pareto(views: list[TrialView], *, figure_id: str, title: str, measured: str, x_title: str,
-            y_title: str, usd_per_gpu_hour: float | None, champion: str | None,
-            values: Callable[[TrialView, MeasuredPoint], tuple[float | None, float | None, str]],
-            lines: list[ReferenceLine] | None = None) -> Figure:
+def _pareto(
+    views: list[TrialView],
+    *,
+    figure_id: str,
+    title: str,
+    measured: str,
+    x_title: str,
+    y_title: str,
+    usd_per_gpu_hour: float | None,
+    champion: str | None,
+    values: Callable[[TrialView, MeasuredPoint], tuple[float | None, float | None, str]],
+    lines: list[ReferenceLine] | None = None,
+) -> Figure:
     """One point per successful trial with an operating point: `values` reads (x, y,
     why-missing) at it. Trials without one are named by `pareto_section`, once for all plots."""
     points, notes = [], []
@@ -72,61 +93,105 @@ def _pareto(views: list[TrialView], *, figure_id: str, title: str, measured: str
     else:
         empty = None
     if UNJUDGED in {p[1].group for p in points}:
-        notes.append("without a selection no operating point is known: trials are shown at "
-                     "their lowest concurrency")
+        notes.append(
+            "without a selection no operating point is known: trials are shown at their lowest concurrency"
+        )
     series = _grouped(points)
     shown, off = on_chart(lines or [], series)
-    return Figure(id=figure_id, title=title, provenance=measured, x_title=x_title, y_title=y_title,
-                  series=series, reference_lines=shown, empty_reason=empty, notes=notes + off)
+    return Figure(
+        id=figure_id,
+        title=title,
+        provenance=measured,
+        x_title=x_title,
+        y_title=y_title,
+        series=series,
+        reference_lines=shown,
+        empty_reason=empty,
+        notes=notes + off,
+    )
 
 
-def on_chart(lines: list[ReferenceLine], series: list[Series]
-             ) -> tuple[list[ReferenceLine], list[str]]:
+def on_chart(lines: list[ReferenceLine], series: list[Series]) -> tuple[list[ReferenceLine], list[str]]:
     """The limits worth drawing, and a note for each left out: one more than twice as far from
     zero as every point would squash the points into a corner, so it is named instead."""
     shown, notes = [], []
     for line in lines:
-        values = [abs(v) for s in series for v in (s.x if line.axis == "x" else s.y)
-                  if isinstance(v, (int, float))]
+        values = [
+            abs(v) for s in series for v in (s.x if line.axis == "x" else s.y) if isinstance(v, (int, float))
+        ]
         reach = max(values, default=0.0)
         if reach > 0 and abs(line.value) > 2 * reach:
-            notes.append(f"{line.label} ({line.value:g}) is off the chart: every point is well "
-                         "inside it")
+            notes.append(f"{line.label} ({line.value:g}) is off the chart: every point is well inside it")
         else:
             shown.append(line)
     return shown, notes
 
 
-def pareto_figures(views: list[TrialView], *, measured: str, sla: SLA | None,
-                   usd_per_gpu_hour: float | None, champion: str | None) -> list[Figure]:
+def pareto_figures(
+    views: list[TrialView],
+    *,
+    measured: str,
+    sla: SLA | None,
+    usd_per_gpu_hour: float | None,
+    champion: str | None,
+) -> list[Figure]:
     """Goodput per GPU vs TTFT p99; $ per 1M tokens vs accuracy delta; engine size vs throughput."""
-    ttft_line = ([ReferenceLine(axis="x", value=sla.ttft_p99_ms, label="SLA TTFT p99")]
-                 if sla is not None and sla.ttft_p99_ms else [])
-    accuracy_line = ([ReferenceLine(axis="x", value=-sla.max_accuracy_drop,
-                                    label=f"SLA: largest allowed drop ({sla.accuracy_drop_mode})")]
-                     if sla is not None and sla.max_accuracy_drop is not None else [])
+    ttft_line = (
+        [ReferenceLine(axis="x", value=sla.ttft_p99_ms, label="SLA TTFT p99")]
+        if sla is not None and sla.ttft_p99_ms
+        else []
+    )
+    accuracy_line = (
+        [
+            ReferenceLine(
+                axis="x",
+                value=-sla.max_accuracy_drop,
+                label=f"SLA: largest allowed drop ({sla.accuracy_drop_mode})",
+            )
+        ]
+        if sla is not None and sla.max_accuracy_drop is not None
+        else []
+    )
     mode = sla.accuracy_drop_mode if sla is not None else "relative"
     common = {"measured": measured, "usd_per_gpu_hour": usd_per_gpu_hour, "champion": champion}
     return [
-        _pareto(views, figure_id="pareto-goodput-ttft", title="Goodput per GPU vs TTFT p99",
-                x_title="TTFT p99 (ms)", y_title="goodput per GPU (requests/s meeting the SLA)",
-                values=lambda v, p: (p.ttft_p99_ms, p.goodput_per_gpu, ""), lines=ttft_line,
-                **common),
-        _pareto(views, figure_id="pareto-cost-accuracy", title="$ per 1M output tokens vs accuracy delta",
-                x_title="accuracy delta vs the unquantized baseline ("
-                        + ("fraction of the baseline" if mode == "relative" else "absolute")
-                        + "; negative = worse)",
-                y_title="$ per 1M good output tokens",
-                values=lambda v, p: (p.accuracy_delta, p.usd_per_1m_tokens,
-                                     "no accuracy measured against the baseline"
-                                     if p.accuracy_delta is None else
-                                     "no request met the SLA, so no cost per good token"),
-                lines=accuracy_line, **common),
-        _pareto(views, figure_id="pareto-size-throughput", title="Engine size vs throughput",
-                x_title="engine size (GB, 1e9 bytes)",
-                y_title="output tok/s per GPU at the operating point",
-                values=lambda v, p: (engine_size_gb(v.record), p.tok_s_per_gpu,
-                                     "no engine size recorded"), **common),
+        _pareto(
+            views,
+            figure_id="pareto-goodput-ttft",
+            title="Goodput per GPU vs TTFT p99",
+            x_title="TTFT p99 (ms)",
+            y_title="goodput per GPU (requests/s meeting the SLA)",
+            values=lambda v, p: (p.ttft_p99_ms, p.goodput_per_gpu, ""),
+            lines=ttft_line,
+            **common,
+        ),
+        _pareto(
+            views,
+            figure_id="pareto-cost-accuracy",
+            title="$ per 1M output tokens vs accuracy delta",
+            x_title="accuracy delta vs the unquantized baseline ("
+            + ("fraction of the baseline" if mode == "relative" else "absolute")
+            + "; negative = worse)",
+            y_title="$ per 1M good output tokens",
+            values=lambda v, p: (
+                p.accuracy_delta,
+                p.usd_per_1m_tokens,
+                "no accuracy measured against the baseline"
+                if p.accuracy_delta is None
+                else "no request met the SLA, so no cost per good token",
+            ),
+            lines=accuracy_line,
+            **common,
+        ),
+        _pareto(
+            views,
+            figure_id="pareto-size-throughput",
+            title="Engine size vs throughput",
+            x_title="engine size (GB, 1e9 bytes)",
+            y_title="output tok/s per GPU at the operating point",
+            values=lambda v, p: (engine_size_gb(v.record), p.tok_s_per_gpu, "no engine size recorded"),
+            **common,
+        ),
     ]
 
 
@@ -135,22 +200,36 @@ def latency_figures(views: list[TrialView], *, measured: str, sla: SLA | None) -
     concurrency levels."""
     figures = []
     for figure_id, name, read, limit in (
-            ("latency-ttft", "TTFT p99", lambda level: level.ttft_ms.p99, sla and sla.ttft_p99_ms),
-            ("latency-itl", "ITL p99", lambda level: level.itl_ms.p99, sla and sla.itl_p99_ms)):
-        series = [Series(name=view.slug, mode="lines+markers",
-                         x=[level.output_tok_s_per_gpu for level in view.levels],
-                         y=[read(level) for level in view.levels],
-                         slugs=[view.slug] * len(view.levels),
-                         hover=[f"{view.slug}<br>c={level.concurrency}" for level in view.levels])
-                  for view in views if view.ok]
+        ("latency-ttft", "TTFT p99", lambda level: level.ttft_ms.p99, sla and sla.ttft_p99_ms),
+        ("latency-itl", "ITL p99", lambda level: level.itl_ms.p99, sla and sla.itl_p99_ms),
+    ):
+        series = [
+            Series(
+                name=view.slug,
+                mode="lines+markers",
+                x=[level.output_tok_s_per_gpu for level in view.levels],
+                y=[read(level) for level in view.levels],
+                slugs=[view.slug] * len(view.levels),
+                hover=[f"{view.slug}<br>c={level.concurrency}" for level in view.levels],
+            )
+            for view in views
+            if view.ok
+        ]
         lines = [ReferenceLine(axis="y", value=limit, label=f"SLA {name}")] if limit else []
         lines, off = on_chart(lines, series)
-        figures.append(Figure(
-            id=figure_id, title=f"{name} vs throughput across concurrency", provenance=measured,
-            x_title="output tok/s per GPU", y_title=f"{name} (ms)", series=series,
-            reference_lines=lines, notes=off,
-            empty_reason=None if series else
-            "no trial of this sweep run was benchmarked successfully"))
+        figures.append(
+            Figure(
+                id=figure_id,
+                title=f"{name} vs throughput across concurrency",
+                provenance=measured,
+                x_title="output tok/s per GPU",
+                y_title=f"{name} (ms)",
+                series=series,
+                reference_lines=lines,
+                notes=off,
+                empty_reason=None if series else "no trial of this sweep run was benchmarked successfully",
+            )
+        )
     return figures
 
 
@@ -183,8 +262,16 @@ def prediction_rows(views: list[TrialView]) -> list[tuple[TrialView, str, int, s
             if got is None:
                 continue
             for metric, field, read in PREDICTED_PAIRS:
-                rows.append((view, predicted.get("source", "predicted (no source recorded)"),
-                             level["concurrency"], metric, float(level[field]), float(read(got))))
+                rows.append(
+                    (
+                        view,
+                        predicted.get("source", "predicted (no source recorded)"),
+                        level["concurrency"],
+                        metric,
+                        float(level[field]),
+                        float(read(got)),
+                    )
+                )
     return rows
 
 
@@ -196,23 +283,35 @@ def prediction_figure(views: list[TrialView], *, measured: str) -> Figure:
     series = []
     for source in sorted(sources):
         for metric, _, _ in PREDICTED_PAIRS:
-            chosen = [r for r in rows if r[1] == source and r[3] == metric
-                      and _error_pct(r[4], r[5]) is not None]
+            chosen = [
+                r for r in rows if r[1] == source and r[3] == metric and _error_pct(r[4], r[5]) is not None
+            ]
             if chosen:
-                series.append(Series(
-                    name=f"{metric} ({source})", x=[f"{r[0].slug} c={r[2]}" for r in chosen],
-                    y=[_error_pct(r[4], r[5]) for r in chosen], slugs=[r[0].slug for r in chosen],
-                    hover=[f"{r[0].slug} c={r[2]}: predicted {r[4]:.4g}, measured {r[5]:.4g}"
-                           for r in chosen]))
+                series.append(
+                    Series(
+                        name=f"{metric} ({source})",
+                        x=[f"{r[0].slug} c={r[2]}" for r in chosen],
+                        y=[_error_pct(r[4], r[5]) for r in chosen],
+                        slugs=[r[0].slug for r in chosen],
+                        hover=[
+                            f"{r[0].slug} c={r[2]}: predicted {r[4]:.4g}, measured {r[5]:.4g}" for r in chosen
+                        ],
+                    )
+                )
     unpredicted = [view.slug for view in views if view.ok and not view.record.predicted]
     return Figure(
-        id="predicted-vs-measured", title="Prediction error by trial and concurrency",
+        id="predicted-vs-measured",
+        title="Prediction error by trial and concurrency",
         provenance=f"{predicted_label(sources)} vs {measured}",
-        x_title="trial and concurrency", y_title="(predicted - measured) / measured (%)",
-        series=series, reference_lines=[ReferenceLine(axis="y", value=0.0, label="exact")],
-        empty_reason=None if series else
-        "no successful trial has a prediction and a measurement at the same concurrency",
-        notes=[f"{slug}: no prediction recorded" for slug in unpredicted])
+        x_title="trial and concurrency",
+        y_title="(predicted - measured) / measured (%)",
+        series=series,
+        reference_lines=[ReferenceLine(axis="y", value=0.0, label="exact")],
+        empty_reason=None
+        if series
+        else "no successful trial has a prediction and a measurement at the same concurrency",
+        notes=[f"{slug}: no prediction recorded" for slug in unpredicted],
+    )
 
 
 MEMORY_PARTS = (
@@ -220,22 +319,48 @@ MEMORY_PARTS = (
     ("runtime reserve", lambda m: m.runtime_reserve_bytes_per_gpu),
     ("activations", lambda m: m.activation_bytes_per_gpu),
     ("KV cache budget", lambda m: m.kv_budget_bytes_per_gpu),
-    ("left free", lambda m: max(0, m.gpu_memory_bytes - m.weights_bytes_per_gpu
-                                - m.runtime_reserve_bytes_per_gpu - m.activation_bytes_per_gpu
-                                - m.kv_budget_bytes_per_gpu)),
+    (
+        "left free",
+        lambda m: max(
+            0,
+            m.gpu_memory_bytes
+            - m.weights_bytes_per_gpu
+            - m.runtime_reserve_bytes_per_gpu
+            - m.activation_bytes_per_gpu
+            - m.kv_budget_bytes_per_gpu,
+        ),
+    ),
 )
 
 
 def memory_figure(views: list[TrialView]) -> Figure:
     """The planner's memory breakdown of the fullest GPU, one stacked bar per planned trial."""
     planned = [view for view in views if view.planned is not None]
-    series = [Series(name=name, mode="bar", x=[view.slug for view in planned],
-                     y=[read(view.planned.memory) / 1e9 for view in planned],
-                     slugs=[view.slug for view in planned],
-                     hover=[f"{view.slug}: {name} {read(view.planned.memory) / 1e9:.3g} GB"
-                            f" ({view.outcome})" for view in planned])
-              for name, read in MEMORY_PARTS] if planned else []
-    return Figure(id="memory-breakdown", title="Memory of the fullest GPU per trial",
-                  provenance="predicted: the planner's memory model (not measured)",
-                  x_title="trial", y_title="GB (1e9 bytes)", series=series, stacked=True,
-                  empty_reason=None if planned else "the sweep run has no plan.json")
+    series = (
+        [
+            Series(
+                name=name,
+                mode="bar",
+                x=[view.slug for view in planned],
+                y=[read(view.planned.memory) / 1e9 for view in planned],
+                slugs=[view.slug for view in planned],
+                hover=[
+                    f"{view.slug}: {name} {read(view.planned.memory) / 1e9:.3g} GB ({view.outcome})"
+                    for view in planned
+                ],
+            )
+            for name, read in MEMORY_PARTS
+        ]
+        if planned
+        else []
+    )
+    return Figure(
+        id="memory-breakdown",
+        title="Memory of the fullest GPU per trial",
+        provenance="predicted: the planner's memory model (not measured)",
+        x_title="trial",
+        y_title="GB (1e9 bytes)",
+        series=series,
+        stacked=True,
+        empty_reason=None if planned else "the sweep run has no plan.json",
+    )

@@ -47,23 +47,39 @@ def plotly_json(figure: Figure) -> str:
 
     fig = go.Figure()
     for series in figure.series:
-        common = {"name": series.name, "x": series.x, "y": series.y, "customdata": series.slugs,
-                  "hovertext": series.hover}
+        common = {
+            "name": series.name,
+            "x": series.x,
+            "y": series.y,
+            "customdata": series.slugs,
+            "hovertext": series.hover,
+        }
         if series.mode == "bar":
             fig.add_trace(go.Bar(**common, hoverinfo="text+y"))
         else:
-            fig.add_trace(go.Scatter(**common, mode=series.mode, hoverinfo="text+x+y",
-                                     marker={"symbol": series.symbol,
-                                             "size": 14 if series.symbol == "star" else 9}))
+            fig.add_trace(
+                go.Scatter(
+                    **common,
+                    mode=series.mode,
+                    hoverinfo="text+x+y",
+                    marker={"symbol": series.symbol, "size": 14 if series.symbol == "star" else 9},
+                )
+            )
     for line in figure.reference_lines:
         draw = fig.add_vline if line.axis == "x" else fig.add_hline
         draw(line.value, line_dash="dash", line_color="grey", annotation_text=line.label)
     fig.update_layout(
         # Plotly reads titles as a small HTML subset: <, > and & escaped, quotes left as they are.
-        title={"text": f"{html.escape(figure.title, quote=False)}<br>"
-                       f"<sup>{html.escape(figure.provenance, quote=False)}</sup>"},
-        xaxis_title=figure.x_title, yaxis_title=figure.y_title, template="plotly_white",
-        barmode="stack" if figure.stacked else "group", legend={"font": {"size": 10}})
+        title={
+            "text": f"{html.escape(figure.title, quote=False)}<br>"
+            f"<sup>{html.escape(figure.provenance, quote=False)}</sup>"
+        },
+        xaxis_title=figure.x_title,
+        yaxis_title=figure.y_title,
+        template="plotly_white",
+        barmode="stack" if figure.stacked else "group",
+        legend={"font": {"size": 10}},
+    )
     return fig.to_json()
 
 
@@ -74,8 +90,9 @@ def _script_safe(text: str) -> str:
 
 def _table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-                   for row in table.rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows
+    )
     caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -85,13 +102,17 @@ def _figure(figure: Figure) -> str:
     caption = f"<figcaption>{html.escape(figure.full_title)}{notes}</figcaption>"
     if not figure.has_points:
         reason = figure.empty_reason or "no points"
-        return (f'<figure class="report-figure empty" id="figure-{figure.id}">'
-                f'<p class="empty">No plot ({html.escape(figure.title)}): {html.escape(reason)}.'
-                f"</p>{caption}</figure>")
-    return (f'<figure class="report-figure" id="figure-{figure.id}">'
-            f'<div class="plot" id="plot-{figure.id}"></div>'
-            f'<script type="application/json" class="figure-json" data-figure="{figure.id}">'
-            f"{_script_safe(plotly_json(figure))}</script>{caption}</figure>")
+        return (
+            f'<figure class="report-figure empty" id="figure-{figure.id}">'
+            f'<p class="empty">No plot ({html.escape(figure.title)}): {html.escape(reason)}.'
+            f"</p>{caption}</figure>"
+        )
+    return (
+        f'<figure class="report-figure" id="figure-{figure.id}">'
+        f'<div class="plot" id="plot-{figure.id}"></div>'
+        f'<script type="application/json" class="figure-json" data-figure="{figure.id}">'
+        f"{_script_safe(plotly_json(figure))}</script>{caption}</figure>"
+    )
 
 
 def _section(section: Section) -> str:
@@ -109,9 +130,10 @@ def render_html(report: SweepReport) -> str:
 
     nav = " ".join(f'<a href="#{s.id}">{html.escape(s.heading)}</a>' for s in report.sections)
     body = "\n".join(_section(section) for section in report.sections)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{html.escape(report.title)}</title>\n<style>{_STYLE}</style>\n"
-            f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>\n<body>\n'
-            f"<h1>{html.escape(report.title)}</h1>\n<nav>{nav}</nav>\n{body}\n"
-            f"<script>{_DRAW}</script>\n</body>\n</html>\n")
-
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(report.title)}</title>\n<style>{_STYLE}</style>\n"
+        f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>\n<body>\n'
+        f"<h1>{html.escape(report.title)}</h1>\n<nav>{nav}</nav>\n{body}\n"
+        f"<script>{_DRAW}</script>\n</body>\n</html>\n"
+    )

@@ -12,8 +12,7 @@ def _cell(text: str) -> str:
 
 
 def _table(table: Table) -> list[str]:
-    lines = ["| " + " | ".join(_cell(h) for h in table.headers) + " |",
-             "|" + "---|" * len(table.headers)]
+    lines = ["| " + " | ".join(_cell(h) for h in table.headers) + " |", "|" + "---|" * len(table.headers)]
     lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in table.rows]
     if table.caption:
         lines += ["", f"*{_cell(table.caption)}*"]

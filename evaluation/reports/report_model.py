@@ -49,15 +49,17 @@ class Figure(_Model):
 
     id: str = Field(pattern=r"^[a-z0-9-]+$", description="Stable name: HTML id and PNG file name.")
     title: str
-    provenance: str = Field(description="Where the numbers come from: measured on what, or "
-                                        "predicted by what.")
+    provenance: str = Field(
+        description="Where the numbers come from: measured on what, or predicted by what."
+    )
     x_title: str
     y_title: str
     series: list[Series]
     reference_lines: list[ReferenceLine] = []
     stacked: bool = Field(default=False, description="Bars stacked (the memory breakdown).")
     empty_reason: str | None = Field(
-        default=None, description="Why the figure has no points; None when it has some.")
+        default=None, description="Why the figure has no points; None when it has some."
+    )
     notes: list[str] = Field(default=[], description="Trials left out and why, caveats.")
 
     @property

@@ -32,9 +32,14 @@ def render_png(figure: Figure, path: Path) -> Path:
         else:
             for series in figure.series:
                 line = series.mode == "lines+markers"
-                ax.plot(series.x, series.y, label=series.name, linestyle="-" if line else "none",
-                        marker="o" if line else _MARKERS[series.symbol],
-                        markersize=9 if series.symbol == "star" else 6)
+                ax.plot(
+                    series.x,
+                    series.y,
+                    label=series.name,
+                    linestyle="-" if line else "none",
+                    marker="o" if line else _MARKERS[series.symbol],
+                    markersize=9 if series.symbol == "star" else 6,
+                )
             if categories:  # trial names: slanted, each ending under its tick
                 plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=7)
         for line in figure.reference_lines:
@@ -65,6 +70,5 @@ def _bars(ax, figure: Figure) -> None:
             bottoms = [b + h for b, h in zip(bottoms, heights)]
         else:
             width = 0.8 / count
-            ax.bar([p - 0.4 + width * (i + 0.5) for p in positions], heights, width=width,
-                   label=series.name)
+            ax.bar([p - 0.4 + width * (i + 0.5) for p in positions], heights, width=width, label=series.name)
     ax.set_xticks(list(positions), categories, rotation=30, ha="right", fontsize=7)

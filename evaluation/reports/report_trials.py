@@ -20,9 +20,16 @@ from enginesweep.evaluation.selection.headline import accuracy_delta
 from enginesweep.evaluation.selection.models import TrialSelection
 from enginesweep.evaluation.selection.operating_point import point_metrics
 
-
-OUTCOMES = ("champion", "feasible", "rejected by selection", "not judged", "failed",
-            "rejected at plan", "pruned at plan", "not run")
+OUTCOMES = (
+    "champion",
+    "feasible",
+    "rejected by selection",
+    "not judged",
+    "failed",
+    "rejected at plan",
+    "pruned at plan",
+    "not run",
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,12 @@ class TrialView:
     @property
     def ok(self) -> bool:
         """The trial ran to the end and was benchmarked: a successful trial."""
-        return self.record is not None and self.record.status == "ok" and \
-            self.record.benchmark is not None and bool(self.record.benchmark.levels)
+        return (
+            self.record is not None
+            and self.record.status == "ok"
+            and self.record.benchmark is not None
+            and bool(self.record.benchmark.levels)
+        )
 
     @property
     def config(self) -> TrialConfig | None:
@@ -55,8 +66,13 @@ class TrialView:
         return sorted(self.record.benchmark.levels, key=lambda level: level.concurrency)
 
 
-def _outcome(planned: PlannedTrial | None, record: TrialRecord | None, row: TrialSelection | None,
-             champion: str | None, sweep_gpu: str | None) -> tuple[str, str]:
+def _outcome(
+    planned: PlannedTrial | None,
+    record: TrialRecord | None,
+    row: TrialSelection | None,
+    champion: str | None,
+    sweep_gpu: str | None,
+) -> tuple[str, str]:
     if planned is not None and not planned.feasible:
         return "rejected at plan", "; ".join(planned.reasons)
     if planned is not None and planned.pruned is not None:
@@ -90,8 +106,9 @@ def trial_views(source: SweepSource) -> list[TrialView]:
     for slug in slugs:
         plan_entry, record, row = by_slug.get(slug), records.get(slug), rows.get(slug)
         outcome, why = _outcome(plan_entry, record, row, champion, sweep_gpu)
-        views.append(TrialView(slug=slug, planned=plan_entry, record=record, row=row,
-                               outcome=outcome, why=why))
+        views.append(
+            TrialView(slug=slug, planned=plan_entry, record=record, row=row, outcome=outcome, why=why)
+        )
     return views
 
 
@@ -129,12 +146,16 @@ def _group(view: TrialView, champion: str | None) -> str:
 def without_operating_point(views: list[TrialView]) -> list[str]:
     """Successful trials selection judged and found no operating point for (no concurrency
     level met the latency SLA): they have no at-SLA numbers, so the at-SLA plots leave them off."""
-    return [view.slug for view in views
-            if view.ok and view.row is not None and view.row.operating_concurrency is None]
+    return [
+        view.slug
+        for view in views
+        if view.ok and view.row is not None and view.row.operating_concurrency is None
+    ]
 
 
-def measured_point(view: TrialView, gpus: int, usd_per_gpu_hour: float | None,
-                   champion: str | None) -> MeasuredPoint | None:
+def measured_point(
+    view: TrialView, gpus: int, usd_per_gpu_hour: float | None, champion: str | None
+) -> MeasuredPoint | None:
     """The trial's point for the Pareto plots; None for a trial that was not benchmarked, or that
     has no operating point (`without_operating_point`: selection refused it any at-SLA number)."""
     if not view.ok:
@@ -145,20 +166,32 @@ def measured_point(view: TrialView, gpus: int, usd_per_gpu_hour: float | None,
     if row is not None:
         if row.operating_concurrency is None:
             return None
-        return MeasuredPoint(concurrency=row.operating_concurrency, at_sla=True,
-                             goodput_per_gpu=row.goodput_per_gpu, ttft_p99_ms=row.ttft_p99_ms,
-                             tok_s_per_gpu=row.tok_s_per_gpu,
-                             usd_per_1m_tokens=row.usd_per_1m_output_tokens,
-                             accuracy_delta=delta, group=group)
+        return MeasuredPoint(
+            concurrency=row.operating_concurrency,
+            at_sla=True,
+            goodput_per_gpu=row.goodput_per_gpu,
+            ttft_p99_ms=row.ttft_p99_ms,
+            tok_s_per_gpu=row.tok_s_per_gpu,
+            usd_per_1m_tokens=row.usd_per_1m_output_tokens,
+            accuracy_delta=delta,
+            group=group,
+        )
     # No selection: no operating point is known; the figures say these are lowest-level numbers.
     level = view.levels[0]
     goodput = level.goodput if level.goodput is not None else level.request_rate
     cost = None
     if usd_per_gpu_hour is not None and goodput > 0 and level.output_tok_s > 0:
         cost = point_metrics(level, gpus, usd_per_gpu_hour).usd_per_1m_output_tokens
-    return MeasuredPoint(concurrency=level.concurrency, at_sla=False, goodput_per_gpu=goodput / gpus,
-                         ttft_p99_ms=level.ttft_ms.p99, tok_s_per_gpu=level.output_tok_s_per_gpu,
-                         usd_per_1m_tokens=cost, accuracy_delta=delta, group=group)
+    return MeasuredPoint(
+        concurrency=level.concurrency,
+        at_sla=False,
+        goodput_per_gpu=goodput / gpus,
+        ttft_p99_ms=level.ttft_ms.p99,
+        tok_s_per_gpu=level.output_tok_s_per_gpu,
+        usd_per_1m_tokens=cost,
+        accuracy_delta=delta,
+        group=group,
+    )
 
 
 def prediction_source(view: TrialView) -> str | None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enginesweep.evaluation.provenance import measured_label
 from enginesweep.engines.files import write_atomic
+from enginesweep.evaluation.provenance import measured_label
 from enginesweep.evaluation.reports.report_html import render_html
 from enginesweep.evaluation.reports.report_markdown import render_markdown
 from enginesweep.evaluation.reports.report_model import SweepReport
@@ -62,8 +62,12 @@ def build_sweep_report(source: SweepSource) -> SweepReport:
         capacity_section(source, views, measured),
     ]
     run = f" (run {source.run_id})" if source.run_id else ""
-    return SweepReport(title=f"Sweep report: {source.sweep}{run}", sweep=source.sweep,
-                       run_id=source.run_id, sections=sections)
+    return SweepReport(
+        title=f"Sweep report: {source.sweep}{run}",
+        sweep=source.sweep,
+        run_id=source.run_id,
+        sections=sections,
+    )
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,9 @@ def write_sweep_report(report: SweepReport, folder: Path) -> ReportFiles:
     figures_dir = folder / "figures"
     for stale in figures_dir.glob("*.png"):
         stale.unlink()
-    pngs = [render_png(figure, figures_dir / f"{figure.id}.png")
-            for figure in report.figures if figure.has_points]
+    pngs = [
+        render_png(figure, figures_dir / f"{figure.id}.png") for figure in report.figures if figure.has_points
+    ]
     markdown = write_atomic(folder / "report.md", render_markdown(report, figures_dir.name))
     page = write_atomic(folder / "report.html", render_html(report))
     return ReportFiles(folder=folder, html=page, markdown=markdown, figures=pngs)
@@ -104,8 +109,9 @@ def report_folder(workspace: Path, sweep: str, run_id: str) -> Path:
     return workspace / "reports" / sweep / run_id
 
 
-def report_sweep_run(client: Any, run_id: str, *, workspace: Path, folder: Path | None = None,
-                     log: bool = True) -> ReportFiles:
+def report_sweep_run(
+    client: Any, run_id: str, *, workspace: Path, folder: Path | None = None, log: bool = True
+) -> ReportFiles:
     """Read parent run `run_id` back from MLflow, write its report into `folder` (default
     `report_folder` under `workspace`) and (`log`) attach it to the run. LookupError when
     `run_id` is not a sweep's parent run."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,11 @@ def latest_sweep_run(client: Any, experiment: str, sweep: str) -> str:
     runs = client.search_runs(
         [found.experiment_id],
         f"tags.`enginesweep.kind` = 'sweep' AND tags.`enginesweep.sweep` = '{sweep}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not runs:
-        raise LookupError(f"no sweep run of '{sweep}' in experiment '{experiment}': run the "
-                          "sweep first")
+        raise LookupError(f"no sweep run of '{sweep}' in experiment '{experiment}': run the sweep first")
     return runs[0].info.run_id
 
 
@@ -94,35 +95,57 @@ def load_sweep_source(client: Any, run_id: str) -> SweepSource:
         raise LookupError(f"run {run_id}: not found in the tracking store ({str(exc)[:200]})") from None
     tags = run.data.tags
     if tags.get("enginesweep.kind") != "sweep":
-        raise LookupError(f"run {run_id} is not a sweep's parent run (tag enginesweep.kind is "
-                          f"{tags.get('enginesweep.kind', 'unset')!r})")
+        raise LookupError(
+            f"run {run_id} is not a sweep's parent run (tag enginesweep.kind is "
+            f"{tags.get('enginesweep.kind', 'unset')!r})"
+        )
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="enginesweep-report-") as scratch:
         root = Path(scratch)
-        spec = _read(problems, "spec.yaml", _download(client, run_id, "spec.yaml", root),
-                     lambda text: SweepSpec.model_validate(yaml.safe_load(text)))
-        plan = _read(problems, "plan.json", _download(client, run_id, "plan.json", root),
-                     Plan.model_validate_json)
-        selection = _read(problems, "selection.json",
-                          _download(client, run_id, "selection.json", root),
-                          Selection.model_validate_json)
+        spec = _read(
+            problems,
+            "spec.yaml",
+            _download(client, run_id, "spec.yaml", root),
+            lambda text: SweepSpec.model_validate(yaml.safe_load(text)),
+        )
+        plan = _read(
+            problems, "plan.json", _download(client, run_id, "plan.json", root), Plan.model_validate_json
+        )
+        selection = _read(
+            problems,
+            "selection.json",
+            _download(client, run_id, "selection.json", root),
+            Selection.model_validate_json,
+        )
         records = []
-        children = client.search_runs([run.info.experiment_id],
-                                      f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10_000)
+        children = client.search_runs(
+            [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10_000
+        )
         for child in children:
             slug = child.data.tags.get("enginesweep.slug", child.info.run_name)
             folder = root / "trials" / child.info.run_id
             folder.mkdir(parents=True)
-            record = _read(problems, f"record.json of trial {slug} (run {child.info.run_id})",
-                           _download(client, child.info.run_id, "record.json", folder),
-                           TrialRecord.model_validate_json)
+            record = _read(
+                problems,
+                f"record.json of trial {slug} (run {child.info.run_id})",
+                _download(client, child.info.run_id, "record.json", folder),
+                TrialRecord.model_validate_json,
+            )
             if record is not None:
                 records.append(record)
     order = {trial.slug: i for i, trial in enumerate(plan.trials)} if plan else {}
     records.sort(key=lambda r: (order.get(r.slug, len(order)), r.slug))
-    started = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc)
-    return SweepSource(sweep=tags.get("enginesweep.sweep", run.info.run_name), run_id=run_id,
-                       run_status=run.info.status, outcome=tags.get("enginesweep.status"),
-                       started=started.isoformat(timespec="seconds"), spec=spec, plan=plan,
-                       selection=selection, records=records, problems=problems)
+    started = datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
+    return SweepSource(
+        sweep=tags.get("enginesweep.sweep", run.info.run_name),
+        run_id=run_id,
+        run_status=run.info.status,
+        outcome=tags.get("enginesweep.status"),
+        started=started.isoformat(timespec="seconds"),
+        spec=spec,
+        plan=plan,
+        selection=selection,
+        records=records,
+        problems=problems,
+    )

@@ -16,6 +16,7 @@ usd_per_gpu_hour. Records measured on different hardware are refused, never rank
 """
 
 from enginesweep.evaluation.selection.accuracy_gate import accuracy_check, accuracy_gate, is_baseline
+from enginesweep.evaluation.selection.choose import capacity_plan, common_hardware, judge_trial, select
 from enginesweep.evaluation.selection.loading import load_records, load_sweep_records
 from enginesweep.evaluation.selection.models import (
     AccuracyCheck,
@@ -26,13 +27,30 @@ from enginesweep.evaluation.selection.models import (
 )
 from enginesweep.evaluation.selection.operating_point import level_misses, operating_point, point_metrics
 from enginesweep.evaluation.selection.ranking import dominates, pareto_front, rank_key
-from enginesweep.evaluation.selection.choose import capacity_plan, common_hardware, judge_trial, select
 from enginesweep.evaluation.selection.render import selection_caption, selection_table, selection_table_text
 
 __all__ = [
-    "AccuracyCheck", "CapacityPlan", "MixedHardwareError", "Selection", "TrialSelection",
-    "accuracy_check", "accuracy_gate", "capacity_plan", "common_hardware", "dominates",
-    "is_baseline", "judge_trial", "level_misses", "load_records", "load_sweep_records",
-    "operating_point", "pareto_front", "point_metrics", "rank_key", "select", "selection_caption",
-    "selection_table", "selection_table_text",
+    "AccuracyCheck",
+    "CapacityPlan",
+    "MixedHardwareError",
+    "Selection",
+    "TrialSelection",
+    "accuracy_check",
+    "accuracy_gate",
+    "capacity_plan",
+    "common_hardware",
+    "dominates",
+    "is_baseline",
+    "judge_trial",
+    "level_misses",
+    "load_records",
+    "load_sweep_records",
+    "operating_point",
+    "pareto_front",
+    "point_metrics",
+    "rank_key",
+    "select",
+    "selection_caption",
+    "selection_table",
+    "selection_table_text",
 ]

@@ -50,8 +50,10 @@ def _direction(delta: PairedDelta) -> bool:
         return WORSE_WHEN_HIGHER[delta.metric]
     if delta.higher_is_better is not None:
         return not delta.higher_is_better
-    raise ValueError(f"accuracy metric '{delta.metric}' has no known direction "
-                     f"(known: {', '.join(WORSE_WHEN_HIGHER)}; task metrics carry their own)")
+    raise ValueError(
+        f"accuracy metric '{delta.metric}' has no known direction "
+        f"(known: {', '.join(WORSE_WHEN_HIGHER)}; task metrics carry their own)"
+    )
 
 
 def accuracy_check(delta: PairedDelta, sla: SLA, *, baseline_trial: bool) -> AccuracyCheck:
@@ -69,19 +71,32 @@ def accuracy_check(delta: PairedDelta, sla: SLA, *, baseline_trial: bool) -> Acc
     else:
         significant = low > 0
     allowed = sla.max_accuracy_drop
-    check = AccuracyCheck(metric=delta.metric, mode=mode, baseline=delta.baseline,
-                          variant=delta.variant, drop=drop, drop_ci_low=low, drop_ci_high=high,
-                          confidence=delta.confidence, allowed=allowed, gate=sla.accuracy_gate,
-                          test=delta.test, p_value=delta.p_value, significant=significant,
-                          passed=True)
+    check = AccuracyCheck(
+        metric=delta.metric,
+        mode=mode,
+        baseline=delta.baseline,
+        variant=delta.variant,
+        drop=drop,
+        drop_ci_low=low,
+        drop_ci_high=high,
+        confidence=delta.confidence,
+        allowed=allowed,
+        gate=sla.accuracy_gate,
+        test=delta.test,
+        p_value=delta.p_value,
+        significant=significant,
+        passed=True,
+    )
     passed, verdict = _verdict(check, baseline_trial)
     return check.model_copy(update={"passed": passed, "verdict": verdict})
 
 
 def _evidence(check: AccuracyCheck) -> str:
     mode = check.mode
-    parts = [f"{check.confidence:.0%} CI {format_drop(check.drop_ci_low, mode)} .. "
-             f"{format_drop(check.drop_ci_high, mode)}"]
+    parts = [
+        f"{check.confidence:.0%} CI {format_drop(check.drop_ci_low, mode)} .. "
+        f"{format_drop(check.drop_ci_high, mode)}"
+    ]
     if check.p_value is not None:
         parts.append(f"McNemar p={check.p_value:.3g}")
     return "; ".join(parts)
@@ -99,9 +114,11 @@ def _verdict(check: AccuracyCheck, baseline_trial: bool) -> tuple[bool, str]:
     if exceeds and check.significant:
         return False, f"{drop} > {limit} and significant ({_evidence(check)})"
     if check.gate == "strict" and not _within(check.drop_ci_high, allowed):
-        return False, (f"{drop}: the evaluation cannot rule out a drop > {limit} "
-                       f"({_evidence(check)}); evaluate more items or set sla.accuracy_gate: "
-                       "lenient")
+        return False, (
+            f"{drop}: the evaluation cannot rule out a drop > {limit} "
+            f"({_evidence(check)}); evaluate more items or set sla.accuracy_gate: "
+            "lenient"
+        )
     if exceeds:
         return True, f"{drop} > {limit} but not significant ({_evidence(check)}; lenient gate)"
     return True, f"{drop} <= {limit} ({_evidence(check)})"
@@ -123,8 +140,9 @@ def rejection_reason(check: AccuracyCheck) -> str:
     return check.verdict
 
 
-def accuracy_gate(deltas: list[PairedDelta], sla: SLA, *, baseline_trial: bool
-                  ) -> tuple[list[AccuracyCheck], float | None, list[str]]:
+def accuracy_gate(
+    deltas: list[PairedDelta], sla: SLA, *, baseline_trial: bool
+) -> tuple[list[AccuracyCheck], float | None, list[str]]:
     """Checks of every delta, the worst drop (None when none was measured) and the reasons to
     reject. A quantized trial without deltas is rejected when the SLA has an accuracy limit:
     an unmeasured drop is not a passing one. The baseline's worst drop is 0 when unmeasured."""
@@ -135,6 +153,8 @@ def accuracy_gate(deltas: list[PairedDelta], sla: SLA, *, baseline_trial: bool
     else:
         worst = 0.0 if baseline_trial else None
         if not baseline_trial and sla.max_accuracy_drop is not None:
-            reasons.append("accuracy not measured against the baseline (no paired deltas), so "
-                           f"the drop limit {sla.max_accuracy_drop:g} cannot be checked")
+            reasons.append(
+                "accuracy not measured against the baseline (no paired deltas), so "
+                f"the drop limit {sla.max_accuracy_drop:g} cannot be checked"
+            )
     return checks, worst, reasons

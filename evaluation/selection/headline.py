@@ -25,8 +25,15 @@ from __future__ import annotations
 from enginesweep.evaluation.records import TrialRecord
 from enginesweep.evaluation.selection.models import TrialSelection
 
-HEADLINE_METRICS = ("goodput_rps_at_sla", "ttft_p99_ms", "itl_p99_ms", "output_tok_s_per_gpu",
-                    "usd_per_1m_tokens", "accuracy_delta", "engine_size_gb")
+HEADLINE_METRICS = (
+    "goodput_rps_at_sla",
+    "ttft_p99_ms",
+    "itl_p99_ms",
+    "output_tok_s_per_gpu",
+    "usd_per_1m_tokens",
+    "accuracy_delta",
+    "engine_size_gb",
+)
 
 
 def accuracy_delta(row: TrialSelection) -> float | None:
@@ -44,10 +51,13 @@ def selection_headlines(row: TrialSelection) -> dict[str, float]:
     """The headline numbers selection derives for one trial (at its operating point, and its
     accuracy delta), plus the operating concurrency they were taken at; only those it has."""
     at_point = row.operating_concurrency is not None  # else the row's latencies met no SLA
-    values = {"goodput_rps_at_sla": row.goodput, "usd_per_1m_tokens": row.usd_per_1m_output_tokens,
-              "ttft_p99_ms": row.ttft_p99_ms if at_point else None,
-              "itl_p99_ms": row.itl_p99_ms if at_point else None,
-              "output_tok_s_per_gpu": row.tok_s_per_gpu if at_point else None,
-              "accuracy_delta": accuracy_delta(row),
-              "operating_concurrency": row.operating_concurrency}
+    values = {
+        "goodput_rps_at_sla": row.goodput,
+        "usd_per_1m_tokens": row.usd_per_1m_output_tokens,
+        "ttft_p99_ms": row.ttft_p99_ms if at_point else None,
+        "itl_p99_ms": row.itl_p99_ms if at_point else None,
+        "output_tok_s_per_gpu": row.tok_s_per_gpu if at_point else None,
+        "accuracy_delta": accuracy_delta(row),
+        "operating_concurrency": row.operating_concurrency,
+    }
     return {name: float(value) for name, value in values.items() if value is not None}

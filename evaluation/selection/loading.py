@@ -20,6 +20,7 @@ def load_sweep_records(sweep_dir: Path) -> list[TrialRecord]:
     """The record of every trial folder of one sweep, by slug; FileNotFoundError when none."""
     paths = sorted(Path(sweep_dir).glob(f"*/{RECORD_FILE}"))
     if not paths:
-        raise FileNotFoundError(f"no */{RECORD_FILE} under {sweep_dir}: not a sweep folder, "
-                                "or no trial has run yet")
+        raise FileNotFoundError(
+            f"no */{RECORD_FILE} under {sweep_dir}: not a sweep folder, or no trial has run yet"
+        )
     return load_records(paths)

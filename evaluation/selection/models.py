@@ -41,8 +41,10 @@ class AccuracyCheck(_Record):
     test: Literal["bootstrap", "mcnemar-exact"] = "bootstrap"
     p_value: float | None = Field(default=None, description="McNemar's exact test (0/1 items).")
     significant: bool = Field(
-        default=False, description="The drop is distinguishable from none: McNemar p < 1 - "
-                                   "confidence, or (no test) the whole interval is a drop.")
+        default=False,
+        description="The drop is distinguishable from none: McNemar p < 1 - "
+        "confidence, or (no test) the whole interval is a drop.",
+    )
     verdict: str = Field(default="", description="Why the check passed or failed, in words.")
     passed: bool
 
@@ -59,21 +61,25 @@ class TrialSelection(_Record):
     reasons: list[str] = Field(description="Why the trial is rejected; empty when feasible.")
     notes: list[str] = Field(description="Caveats on the numbers (never reasons to reject).")
     operating_concurrency: int | None = Field(
-        description="Highest measured concurrency meeting the latency SLA.")
+        description="Highest measured concurrency meeting the latency SLA."
+    )
     goodput: float | None = Field(description="Requests/s meeting the SLA at the operating point.")
     goodput_per_gpu: float | None
     output_tok_s: float | None = Field(description="Measured output tok/s, all completed requests.")
     good_output_tok_s: float | None = Field(
         description="Output tok/s of the requests meeting the SLA: output_tok_s * goodput / "
-        "request_rate. Cost and max_throughput use this number.")
+        "request_rate. Cost and max_throughput use this number."
+    )
     tok_s_per_gpu: float | None = Field(description="Measured output tok/s per GPU.")
     usd_per_1m_output_tokens: float | None = Field(
-        description="gpus * usd_per_gpu_hour / (good_output_tok_s * 3600) * 1e6.")
+        description="gpus * usd_per_gpu_hour / (good_output_tok_s * 3600) * 1e6."
+    )
     ttft_p99_ms: float | None
     itl_p99_ms: float | None
     accuracy: list[AccuracyCheck]
     accuracy_drop: float | None = Field(
-        description="The largest per-metric drop (the SLA's mode); None when not measured.")
+        description="The largest per-metric drop (the SLA's mode); None when not measured."
+    )
     on_pareto_front: bool
     rank: int | None = Field(description="1 = champion; None for rejected trials.")
 
@@ -101,8 +107,8 @@ class Selection(_Record):
     objective: Objective
     usd_per_gpu_hour: float
     rows: list[TrialSelection] = Field(
-        description="One per trial: ranked feasible trials first (by rank), then rejected ones "
-        "by slug.")
+        description="One per trial: ranked feasible trials first (by rank), then rejected ones by slug."
+    )
     champion: str | None
     champion_reason: str = Field(description="Why the champion won, or why there is none.")
     capacity: CapacityPlan | None = Field(description="None without a target rate or champion.")
@@ -120,5 +126,4 @@ class Selection(_Record):
         for row in self.rows:
             if row.slug == slug:
                 return row
-        raise KeyError(f"no trial {slug} in this selection (trials: "
-                       f"{', '.join(r.slug for r in self.rows)})")
+        raise KeyError(f"no trial {slug} in this selection (trials: {', '.join(r.slug for r in self.rows)})")

@@ -35,8 +35,7 @@ def level_misses(level: ConcurrencyResult, sla: SLA) -> list[str]:
     return misses
 
 
-def operating_point(benchmark: BenchmarkResult, sla: SLA
-                    ) -> tuple[ConcurrencyResult | None, str | None]:
+def operating_point(benchmark: BenchmarkResult, sla: SLA) -> tuple[ConcurrencyResult | None, str | None]:
     """The highest concurrency level meeting the latency SLA, or None and a reason naming what
     each level missed."""
     levels = sorted(benchmark.levels, key=lambda level: level.concurrency)
@@ -45,8 +44,7 @@ def operating_point(benchmark: BenchmarkResult, sla: SLA
     meeting = [level for level in levels if not level_misses(level, sla)]
     if meeting:
         return meeting[-1], None
-    detail = "; ".join(f"c={level.concurrency}: {', '.join(level_misses(level, sla))}"
-                       for level in levels)
+    detail = "; ".join(f"c={level.concurrency}: {', '.join(level_misses(level, sla))}" for level in levels)
     return None, f"latency SLA unmet at every level ({detail})"
 
 
@@ -76,14 +74,23 @@ def point_metrics(level: ConcurrencyResult, gpus: int, usd_per_gpu_hour: float) 
     goodput = level.goodput
     if goodput is None:
         goodput = level.request_rate
-        notes.append(f"c={level.concurrency}: the benchmark recorded no goodput (run without an "
-                     "SLA); every completed request counted as good")
+        notes.append(
+            f"c={level.concurrency}: the benchmark recorded no goodput (run without an "
+            "SLA); every completed request counted as good"
+        )
     if goodput <= 0 or level.request_rate <= 0 or level.output_tok_s <= 0:
-        raise ValueError(f"c={level.concurrency}: no good output to charge the cost to "
-                         f"(goodput {goodput}, {level.output_tok_s} tok/s); not an operating point")
+        raise ValueError(
+            f"c={level.concurrency}: no good output to charge the cost to "
+            f"(goodput {goodput}, {level.output_tok_s} tok/s); not an operating point"
+        )
     good_tok_s = level.output_tok_s * goodput / level.request_rate
     cost = usd_per_1m_tokens(gpus, usd_per_gpu_hour, good_tok_s)
-    return PointMetrics(goodput=goodput, goodput_per_gpu=goodput / gpus,
-                        output_tok_s=level.output_tok_s, good_output_tok_s=good_tok_s,
-                        tok_s_per_gpu=level.output_tok_s_per_gpu, usd_per_1m_output_tokens=cost,
-                        notes=tuple(notes))
+    return PointMetrics(
+        goodput=goodput,
+        goodput_per_gpu=goodput / gpus,
+        output_tok_s=level.output_tok_s,
+        good_output_tok_s=good_tok_s,
+        tok_s_per_gpu=level.output_tok_s_per_gpu,
+        usd_per_1m_output_tokens=cost,
+        notes=tuple(notes),
+    )

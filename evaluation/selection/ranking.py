@@ -44,8 +44,11 @@ def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 def pareto_front(rows: list[TrialSelection]) -> set[str]:
     """Slugs of the feasible rows that no other feasible row dominates."""
     points = {row.slug: pareto_axes(row) for row in rows if row.feasible}
-    return {slug for slug, axes in points.items()
-            if not any(dominates(other, axes) for name, other in points.items() if name != slug)}
+    return {
+        slug
+        for slug, axes in points.items()
+        if not any(dominates(other, axes) for name, other in points.items() if name != slug)
+    }
 
 
 def rank_key(row: TrialSelection, objective: Objective) -> tuple[float, float, str]:
@@ -63,8 +66,7 @@ def rank_key(row: TrialSelection, objective: Objective) -> tuple[float, float, s
 def objective_value(row: TrialSelection, objective: Objective) -> str:
     """The number a feasible row is ranked by, with its unit, for reasons and captions."""
     return {
-        Objective.MIN_COST_PER_1M_TOKENS:
-            f"${row.usd_per_1m_output_tokens:,.4f} per 1M output tokens",
+        Objective.MIN_COST_PER_1M_TOKENS: f"${row.usd_per_1m_output_tokens:,.4f} per 1M output tokens",
         Objective.MAX_GOODPUT_PER_GPU: f"{row.goodput_per_gpu:,.3f} req/s per GPU",
         Objective.MAX_THROUGHPUT: f"{row.good_output_tok_s:,.1f} good output tok/s",
         Objective.MIN_TTFT: f"TTFT p99 {row.ttft_p99_ms:,.0f} ms",

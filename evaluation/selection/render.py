@@ -20,12 +20,15 @@ def _num(value: float | None, spec: str) -> str:
 
 def _sla_words(selection: Selection) -> str:
     sla = selection.sla
-    parts = [f"TTFT p99 <= {sla.ttft_p99_ms:g} ms" if sla.ttft_p99_ms else "TTFT unconstrained",
-             f"ITL p99 <= {sla.itl_p99_ms:g} ms" if sla.itl_p99_ms else "ITL unconstrained"]
+    parts = [
+        f"TTFT p99 <= {sla.ttft_p99_ms:g} ms" if sla.ttft_p99_ms else "TTFT unconstrained",
+        f"ITL p99 <= {sla.itl_p99_ms:g} ms" if sla.itl_p99_ms else "ITL unconstrained",
+    ]
     if sla.max_accuracy_drop is not None:
         mode = sla.accuracy_drop_mode
-        parts.append(f"accuracy drop <= {format_drop(sla.max_accuracy_drop, mode)} ({mode}, "
-                     f"{sla.accuracy_gate} gate)")
+        parts.append(
+            f"accuracy drop <= {format_drop(sla.max_accuracy_drop, mode)} ({mode}, {sla.accuracy_gate} gate)"
+        )
     return ", ".join(parts)
 
 
@@ -35,42 +38,62 @@ def selection_caption(selection: Selection) -> str:
     where = f"measured on {selection.hardware}"
     if entry is not None and entry.is_cpu:
         where += " (CPU reference stack: not GPU figures)"
-    caption = (f"{where}; SLA: {_sla_words(selection)}; objective {selection.objective.value}; "
-               f"${selection.usd_per_gpu_hour:g}/GPU-hour; numbers at the operating point c; "
-               "$/1M is charged to good tok/s (tokens of requests meeting the SLA), tok/s counts "
-               "every completed request; * = Pareto front")
+    caption = (
+        f"{where}; SLA: {_sla_words(selection)}; objective {selection.objective.value}; "
+        f"${selection.usd_per_gpu_hour:g}/GPU-hour; numbers at the operating point c; "
+        "$/1M is charged to good tok/s (tokens of requests meeting the SLA), tok/s counts "
+        "every completed request; * = Pareto front"
+    )
     if selection.capacity is not None:
         plan = selection.capacity
-        caption += (f". Capacity for {plan.target_request_rate:g} req/s: {plan.replicas} x "
-                    f"{plan.gpus_per_replica} GPU = {plan.total_gpus} GPUs, "
-                    f"${plan.usd_per_hour:,.2f}/hour")
+        caption += (
+            f". Capacity for {plan.target_request_rate:g} req/s: {plan.replicas} x "
+            f"{plan.gpus_per_replica} GPU = {plan.total_gpus} GPUs, "
+            f"${plan.usd_per_hour:,.2f}/hour"
+        )
     return caption
 
 
 def selection_table(selection: Selection) -> Table:
     """The selection as a table: rank, numbers at the operating point, accuracy, reasons."""
-    title = (f"champion: {selection.champion}" if selection.champion
-             else f"no champion: {selection.champion_reason}")
+    title = (
+        f"champion: {selection.champion}"
+        if selection.champion
+        else f"no champion: {selection.champion_reason}"
+    )
     table = Table(title=title, caption=selection_caption(selection))
-    for name, justify in (("#", "right"), ("trial", "left"), ("c", "right"),
-                          ("goodput req/s", "right"), ("good tok/s", "right"), ("tok/s", "right"),
-                          ("tok/s/GPU", "right"),
-                          ("$/1M out", "right"), ("TTFT p99 ms", "right"),
-                          ("ITL p99 ms", "right"), ("acc drop", "right"), ("why rejected", "left")):
+    for name, justify in (
+        ("#", "right"),
+        ("trial", "left"),
+        ("c", "right"),
+        ("goodput req/s", "right"),
+        ("good tok/s", "right"),
+        ("tok/s", "right"),
+        ("tok/s/GPU", "right"),
+        ("$/1M out", "right"),
+        ("TTFT p99 ms", "right"),
+        ("ITL p99 ms", "right"),
+        ("acc drop", "right"),
+        ("why rejected", "left"),
+    ):
         table.add_column(name, justify=justify)
     for row in selection.rows:
         mode = selection.sla.accuracy_drop_mode
         table.add_row(
             str(row.rank) if row.rank else "-",
             row.slug + (" *" if row.on_pareto_front else ""),
-            _num(row.operating_concurrency, "d"), _num(row.goodput, ".2f"),
+            _num(row.operating_concurrency, "d"),
+            _num(row.goodput, ".2f"),
             _num(row.good_output_tok_s, ",.1f"),
-            _num(row.output_tok_s, ",.1f"), _num(row.tok_s_per_gpu, ",.1f"),
-            _num(row.usd_per_1m_output_tokens, ",.4f"), _num(row.ttft_p99_ms, ",.0f"),
+            _num(row.output_tok_s, ",.1f"),
+            _num(row.tok_s_per_gpu, ",.1f"),
+            _num(row.usd_per_1m_output_tokens, ",.4f"),
+            _num(row.ttft_p99_ms, ",.0f"),
             _num(row.itl_p99_ms, ".1f"),
             "-" if row.accuracy_drop is None else format_drop(row.accuracy_drop, mode),
             "; ".join(row.reasons),
-            style="bold" if row.slug == selection.champion else None)
+            style="bold" if row.slug == selection.champion else None,
+        )
     return table
 
 
@@ -79,4 +102,3 @@ def selection_table_text(selection: Selection, width: int = 240) -> str:
     console = Console(record=True, width=width, file=io.StringIO())
     console.print(selection_table(selection))
     return console.export_text()
-

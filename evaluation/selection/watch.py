@@ -47,13 +47,14 @@ class Samples(_Record):
 
     metric: str
     direction: Direction
-    reference: list[float] = Field(min_length=1, description="The champion's values when it was "
-                                                             "registered: the reference mean.")
+    reference: list[float] = Field(
+        min_length=1, description="The champion's values when it was registered: the reference mean."
+    )
     current: list[float] = Field(min_length=1, description="The new measurement(s).")
-    history: list[float] = Field(default=[], description="Later re-measurements of the reference "
-                                                         "engine: the spread (noise) only.")
-    floor: float = Field(ge=0, description="Smallest change that counts, as a share of the "
-                                           "reference mean.")
+    history: list[float] = Field(
+        default=[], description="Later re-measurements of the reference engine: the spread (noise) only."
+    )
+    floor: float = Field(ge=0, description="Smallest change that counts, as a share of the reference mean.")
 
 
 class MetricCheck(_Record):
@@ -66,8 +67,9 @@ class MetricCheck(_Record):
     n_reference: int
     n_current: int
     n_history: int = Field(default=0, description="Re-measurements pooled into the spread only.")
-    worse_by: float = Field(description="Positive: the current side is worse, in the metric's "
-                                        "unit; negative: better.")
+    worse_by: float = Field(
+        description="Positive: the current side is worse, in the metric's unit; negative: better."
+    )
     threshold: float = Field(description="The change that counts (see the module docstring).")
     pooled_std: float | None = Field(description="None when no spread could be estimated.")
     basis: Literal["noise", "floor"] = Field(description="Which term set the threshold.")
@@ -88,9 +90,11 @@ class MetricCheck(_Record):
         change = f"worse by {self.worse_by:.4g}" if self.worse_by >= 0 else f"better by {-self.worse_by:.4g}"
         verdict = " (counts)" if self.worse or self.better else " (within threshold)"
         history = f", +{self.n_history} for the noise" if self.n_history else ""
-        return (f"{self.metric}: {self.reference_mean:.4g} -> {self.current_mean:.4g} "
-                f"(n={self.n_reference}, m={self.n_current}{history}), {change}{verdict}; threshold "
-                f"{self.threshold:.4g} ({self.basis}){'; ' + self.note if self.note else ''}")
+        return (
+            f"{self.metric}: {self.reference_mean:.4g} -> {self.current_mean:.4g} "
+            f"(n={self.n_reference}, m={self.n_current}{history}), {change}{verdict}; threshold "
+            f"{self.threshold:.4g} ({self.basis}){'; ' + self.note if self.note else ''}"
+        )
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -124,10 +128,20 @@ def compare(samples: Samples, noise_k: float) -> MetricCheck:
         noise = noise_k * spread * math.sqrt(1 / n + 1 / m)
         threshold, basis = (noise, "noise") if noise > floor else (floor, "floor")
         note = ""
-    return MetricCheck(metric=samples.metric, direction=samples.direction, reference_mean=ref,
-                       current_mean=cur, n_reference=n, n_current=m,
-                       n_history=len(samples.history), worse_by=worse_by,
-                       threshold=threshold, pooled_std=spread, basis=basis, note=note)
+    return MetricCheck(
+        metric=samples.metric,
+        direction=samples.direction,
+        reference_mean=ref,
+        current_mean=cur,
+        n_reference=n,
+        n_current=m,
+        n_history=len(samples.history),
+        worse_by=worse_by,
+        threshold=threshold,
+        pooled_std=spread,
+        basis=basis,
+        note=note,
+    )
 
 
 def dominates(checks: Sequence[MetricCheck]) -> bool:
@@ -153,23 +167,31 @@ class Verdict(_Record):
     champion: str
     status: Literal["ok", "regressed", "dominated", "unchecked"] = Field(
         description="dominated when a candidate dominates the champion (whether or not it also "
-                    "regressed), else regressed, else unchecked when the check measured nothing "
-                    "of the champion that it had to (`unchecked_reason`), else ok.")
+        "regressed), else regressed, else unchecked when the check measured nothing "
+        "of the champion that it had to (`unchecked_reason`), else ok."
+    )
     regressed: bool
     regressions: list[str] = Field(description="Each metric (or SLA miss) that regressed, in words.")
     dominated_by: str | None
     checks: list[MetricCheck] = Field(description="The champion's new measurements vs its reference.")
     candidates: list[Candidate] = Field(description="New trials vs the champion, best-ranked first.")
     unchecked_reason: str | None = Field(
-        default=None, description="Why the champion was not checked (status unchecked).")
+        default=None, description="Why the champion was not checked (status unchecked)."
+    )
     notes: list[str]
     summary: str
 
 
-def watch_verdict(champion: str, champion_samples: Sequence[Samples],
-                  candidate_samples: Sequence[tuple[str, Sequence[Samples]]], *, noise_k: float,
-                  sla_misses: Sequence[str] = (), notes: Sequence[str] = (),
-                  unchecked: str | None = None) -> Verdict:
+def watch_verdict(
+    champion: str,
+    champion_samples: Sequence[Samples],
+    candidate_samples: Sequence[tuple[str, Sequence[Samples]]],
+    *,
+    noise_k: float,
+    sla_misses: Sequence[str] = (),
+    notes: Sequence[str] = (),
+    unchecked: str | None = None,
+) -> Verdict:
     """The verdict on `champion` from its re-measured metrics (`champion_samples`, maybe none),
     the new trials' metrics against its own (`candidate_samples`, in rank order: the first that
     dominates is named) and the SLA misses of its new measurements (`sla_misses`: given only
@@ -178,14 +200,15 @@ def watch_verdict(champion: str, champion_samples: Sequence[Samples],
     all the verdict is unchecked too. Unchecked is never ok: nothing says the champion holds."""
     checks = [compare(s, noise_k) for s in champion_samples]
     regressions = [c.describe() for c in checks if c.worse] + [f"SLA: {m}" for m in sla_misses]
-    candidates = [Candidate(slug=slug, checks=[compare(s, noise_k) for s in samples])
-                  for slug, samples in candidate_samples]
+    candidates = [
+        Candidate(slug=slug, checks=[compare(s, noise_k) for s in samples])
+        for slug, samples in candidate_samples
+    ]
     dominated_by = next((c.slug for c in candidates if c.dominates), None)
     regressed = bool(regressions)
     if unchecked is None and not checks and not candidates and not regressions:
         unchecked = "nothing new was measured to compare"
-    status = ("dominated" if dominated_by else "regressed" if regressed else
-              "unchecked" if unchecked else "ok")
+    status = "dominated" if dominated_by else "regressed" if regressed else "unchecked" if unchecked else "ok"
     all_notes = list(notes) + sorted({f"{c.metric}: {c.note}" for c in checks if c.note})
     parts = [f"champion {champion}: {status}"]
     if unchecked:
@@ -194,10 +217,22 @@ def watch_verdict(champion: str, champion_samples: Sequence[Samples],
         parts.append("regressed on " + "; ".join(regressions))
     if dominated_by:
         winner = next(c for c in candidates if c.slug == dominated_by)
-        parts.append(f"dominated by {dominated_by} (better on "
-                     + ", ".join(c.metric for c in winner.checks if c.better) + ")")
+        parts.append(
+            f"dominated by {dominated_by} (better on "
+            + ", ".join(c.metric for c in winner.checks if c.better)
+            + ")"
+        )
     elif candidates:
         parts.append(f"{len(candidates)} new trial(s) compared, none dominates")
-    return Verdict(champion=champion, status=status, regressed=regressed, regressions=regressions,
-                   dominated_by=dominated_by, checks=checks, candidates=candidates,
-                   unchecked_reason=unchecked, notes=all_notes, summary="; ".join(parts))
+    return Verdict(
+        champion=champion,
+        status=status,
+        regressed=regressed,
+        regressions=regressions,
+        dominated_by=dominated_by,
+        checks=checks,
+        candidates=candidates,
+        unchecked_reason=unchecked,
+        notes=all_notes,
+        summary="; ".join(parts),
+    )

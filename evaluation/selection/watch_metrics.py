@@ -72,8 +72,9 @@ def accuracy_values(record: TrialRecord) -> Values:
     if accuracy.top1_accuracy is not None:
         found["top1_accuracy"] = Value(_UP, accuracy.top1_accuracy, accuracy=True)
     for task in accuracy.tasks:
-        found[f"{task.task}.{task.metric}"] = Value(_UP if task.higher_is_better else _DOWN,
-                                                    task.score, accuracy=True)
+        found[f"{task.task}.{task.metric}"] = Value(
+            _UP if task.higher_is_better else _DOWN, task.score, accuracy=True
+        )
     return found
 
 
@@ -99,8 +100,9 @@ def operating_values(row: TrialSelection) -> Values:
     return found
 
 
-def _samples(reference: Sequence[Values], current: Sequence[Values], watch: Watch,
-             notes: list[str]) -> list[Samples]:
+def _samples(
+    reference: Sequence[Values], current: Sequence[Values], watch: Watch, notes: list[str]
+) -> list[Samples]:
     """One Samples per metric present in the registered measurement (`reference[0]`) and every
     current one; a metric missing on either side is named in `notes` rather than compared. The
     later re-measurements (`reference[1:]`) that have a metric add to its spread only."""
@@ -113,16 +115,26 @@ def _samples(reference: Sequence[Values], current: Sequence[Values], watch: Watc
     out = []
     for name in sorted(common):
         first = registered[name]
-        out.append(Samples(metric=name, direction=first.direction, reference=[first.value],
-                           history=[values[name].value for values in later if name in values],
-                           current=[values[name].value for values in current],
-                           floor=watch.accuracy_min_change if first.accuracy else watch.min_relative_change))
+        out.append(
+            Samples(
+                metric=name,
+                direction=first.direction,
+                reference=[first.value],
+                history=[values[name].value for values in later if name in values],
+                current=[values[name].value for values in current],
+                floor=watch.accuracy_min_change if first.accuracy else watch.min_relative_change,
+            )
+        )
     return out
 
 
-def champion_samples(reference: Sequence[TrialRecord], current: Sequence[TrialRecord], sla: SLA,
-                     usd_per_gpu_hour: float, watch: Watch
-                     ) -> tuple[list[Samples], list[str], list[str]]:
+def champion_samples(
+    reference: Sequence[TrialRecord],
+    current: Sequence[TrialRecord],
+    sla: SLA,
+    usd_per_gpu_hour: float,
+    watch: Watch,
+) -> tuple[list[Samples], list[str], list[str]]:
     """The champion's re-measurements against its reference records (registered measurement
     first, then later re-measurements: see the module docstring): (samples, SLA misses, notes).
     SLA misses are returned only when NO current measurement meets the SLA (a single
@@ -130,26 +142,41 @@ def champion_samples(reference: Sequence[TrialRecord], current: Sequence[TrialRe
     notes: list[str] = []
     concurrency = operating_concurrency(reference[0], sla, usd_per_gpu_hour)
     if concurrency is None:
-        notes.append("the champion's reference record meets the latency SLA at no level: "
-                     "latencies compared at no fixed concurrency")
+        notes.append(
+            "the champion's reference record meets the latency SLA at no level: "
+            "latencies compared at no fixed concurrency"
+        )
     rows = [judge_trial(r, sla, usd_per_gpu_hour) for r in (*reference, *current)]
 
     def values(record: TrialRecord, row: TrialSelection) -> Values:
-        fixed = level_values(record, row, concurrency) if concurrency is not None else \
-            {"goodput_req_s": Value(_UP, row.goodput or 0.0)}
+        fixed = (
+            level_values(record, row, concurrency)
+            if concurrency is not None
+            else {"goodput_req_s": Value(_UP, row.goodput or 0.0)}
+        )
         return {**fixed, **accuracy_values(record)}
 
     ref_values = [values(r, row) for r, row in zip(reference, rows)]
-    cur_rows = rows[len(reference):]
+    cur_rows = rows[len(reference) :]
     cur_values = [values(r, row) for r, row in zip(current, cur_rows)]
-    misses = [] if any(row.feasible for row in cur_rows) else \
-        [f"{r.slug} measurement {i}: {'; '.join(row.reasons)}"
-         for i, (r, row) in enumerate(zip(current, cur_rows), start=1)]
+    misses = (
+        []
+        if any(row.feasible for row in cur_rows)
+        else [
+            f"{r.slug} measurement {i}: {'; '.join(row.reasons)}"
+            for i, (r, row) in enumerate(zip(current, cur_rows), start=1)
+        ]
+    )
     return _samples(ref_values, cur_values, watch, notes), misses, notes
 
 
-def candidate_samples(reference: Sequence[TrialRecord], candidate: Sequence[TrialRecord],
-                      sla: SLA, usd_per_gpu_hour: float, watch: Watch) -> list[Samples]:
+def candidate_samples(
+    reference: Sequence[TrialRecord],
+    candidate: Sequence[TrialRecord],
+    sla: SLA,
+    usd_per_gpu_hour: float,
+    watch: Watch,
+) -> list[Samples]:
     """A new trial (its records, all of one engine) against the champion's reference records
     (registered measurement first), each at its own operating point. A candidate that does not
     meet the SLA gives no samples: it cannot dominate."""

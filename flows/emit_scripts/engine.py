@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, PAYLOAD_TEMPLATE, triton_endpoint
 from enginesweep.engines.llmapi.commands import serve_command
 from enginesweep.engines.trtllm.commands import (
     Command,
@@ -39,7 +40,6 @@ from enginesweep.evaluation.benchmark.aiperf_runner import (
     TEMPLATE_NAME,
     aiperf_command,
 )
-from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, PAYLOAD_TEMPLATE, triton_endpoint
 from enginesweep.evaluation.planning.records import PlannedTrial
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = "$HTTP_PORT", "$GRPC_PORT", "$METRICS_PORT"
@@ -58,11 +58,14 @@ def script_paths(trial: PlannedTrial, calib_dataset: str | None) -> TrialPaths:
     """The trial's paths, rooted in the script's variables."""
     work = PurePosixPath("$WORK")
     return TrialPaths(
-        tools=SCRIPT_TOOLS, hf_checkpoint=PurePosixPath("$MODEL_DIR"),
+        tools=SCRIPT_TOOLS,
+        hf_checkpoint=PurePosixPath("$MODEL_DIR"),
         checkpoint_dir=work / "checkpoints" / checkpoint_key(trial.config),
         engine_dir=work / "trials" / trial.slug / "engine",
         repo_dir=work / "trials" / trial.slug / "triton_repo",
-        timing_cache=work / "timing.cache", calib_dataset=calib_dataset)
+        timing_cache=work / "timing.cache",
+        calib_dataset=calib_dataset,
+    )
 
 
 def calib_variable(spec_dataset: str | None) -> str:
@@ -115,7 +118,9 @@ def shell_line(command: Command) -> str:
     return "\n".join([*lines, current])
 
 
-def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionContract, spec_name: str) -> str:
+def trial_script(
+    resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionContract, spec_name: str
+) -> str:
     """The script of one feasible trtllm-engine trial."""
     spec, cfg = resolved.spec, trial.config
     server = spec.execution.engine_server
@@ -124,38 +129,66 @@ def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionC
     checkpoint = checkpoint_command(contract, cfg, spec.build, partial)
     checkpoint = Command(checkpoint.tool, [*OFFLINE, *checkpoint.argv])
     build = build_command(contract, cfg, paths)
-    required = required_files(SCRIPT_TOOLS, [cfg], server=server, calib_dataset="$CALIB_DATASET",
-                              accuracy=False)
+    required = required_files(
+        SCRIPT_TOOLS, [cfg], server=server, calib_dataset="$CALIB_DATASET", accuracy=False
+    )
     trial_dir = PurePosixPath("$WORK") / "trials" / trial.slug
     bench_dir = trial_dir / "benchmark"
     url = f"http://127.0.0.1:{HTTP_PORT}"
     if server == "trtllm-serve":
-        serve = serve_command(contract, model_dir=str(paths.engine_dir), port=HTTP_PORT,
-                              backend="tensorrt", tokenizer="$MODEL_DIR",
-                              extra=["--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp),
-                                     "--kv_cache_free_gpu_memory_fraction",
-                                     str(spec.build.kv_cache_free_gpu_mem_fraction)])
+        serve = serve_command(
+            contract,
+            model_dir=str(paths.engine_dir),
+            port=HTTP_PORT,
+            backend="tensorrt",
+            tokenizer="$MODEL_DIR",
+            extra=[
+                "--tp_size",
+                str(cfg.tp),
+                "--pp_size",
+                str(cfg.pp),
+                "--kv_cache_free_gpu_memory_fraction",
+                str(spec.build.kv_cache_free_gpu_mem_fraction),
+            ],
+        )
         repository = "# 3. No Triton repository: trtllm-serve reads the engine folder itself."
         serve_step = serve_block(shell_line(serve), f"{url}/health", HTTP_PORT)
         endpoint, model_name = OPENAI_COMPLETIONS, str(paths.engine_dir)
-        metrics = (f'curl -sf "{url}/metrics" > "{bench_dir}/iteration-stats.json" '
-                   "|| true  # JSON iteration stats, not Prometheus")
+        metrics = (
+            f'curl -sf "{url}/metrics" > "{bench_dir}/iteration-stats.json" '
+            "|| true  # JSON iteration stats, not Prometheus"
+        )
     else:
         commands = repository_commands(contract, repository_values(cfg, spec.build, paths), paths)
-        repository = ("# 3. Triton model repository (inflight_batcher_llm), filled in place.\n"
-                      + "\n".join(shell_line(c) for c in commands))
-        launch = launch_command(contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
-                                metrics_port=METRICS_PORT)
+        repository = "# 3. Triton model repository (inflight_batcher_llm), filled in place.\n" + "\n".join(
+            shell_line(c) for c in commands
+        )
+        launch = launch_command(
+            contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_port=METRICS_PORT
+        )
         serve_step = serve_block(shell_line(launch), f"{url}/v2/health/ready", HTTP_PORT)
         endpoint, model_name = triton_endpoint(SERVED_MODEL), SERVED_MODEL
         metrics = f'curl -sf "http://127.0.0.1:{METRICS_PORT}/metrics" > "{bench_dir}/metrics.txt"'
-    bench = Command("aiperf", aiperf_command(
-        url=url, model=model_name, workload=spec.workload, tokenizer=Path("$MODEL_DIR"),
-        artifact_dir=Path(str(bench_dir)), executable=Path("aiperf"), endpoint=endpoint))
-    payload = (f"""cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
+    bench = Command(
+        "aiperf",
+        aiperf_command(
+            url=url,
+            model=model_name,
+            workload=spec.workload,
+            tokenizer=Path("$MODEL_DIR"),
+            artifact_dir=Path(str(bench_dir)),
+            executable=Path("aiperf"),
+            endpoint=endpoint,
+        ),
+    )
+    payload = (
+        f"""cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
 {PAYLOAD_TEMPLATE.rstrip()}
 JSON
-""" if endpoint.kind == "template" else "")
+"""
+        if endpoint.kind == "template"
+        else ""
+    )
     repo_id = spec.model.repo_id or "the model"
     return f"""#!/usr/bin/env bash
 # {trial.slug}: {cfg.quant.value} weights, {cfg.kv_cache.value} KV cache, TP{cfg.tp} x PP{cfg.pp} on {trial.gpu}

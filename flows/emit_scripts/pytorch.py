@@ -21,13 +21,24 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from enginesweep.build_configs.loading import ResolvedSpec
-from enginesweep.engines.llmapi.commands import lm_eval_command, quantize_command, required_files, serve_command
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, triton_endpoint
+from enginesweep.engines.llmapi.commands import (
+    lm_eval_command,
+    quantize_command,
+    required_files,
+    serve_command,
+)
 from enginesweep.engines.llmapi.options import check_options, llm_api_options, model_yaml
 from enginesweep.engines.llmapi.repository import PAYLOAD_TEMPLATE as LLMAPI_PAYLOAD
 from enginesweep.engines.llmapi.repository import decouple_shell
 from enginesweep.engines.trtllm.commands import Command, TrialPaths, launch_command
 from enginesweep.engines.trtllm.contract import ContractError, VersionContract
 from enginesweep.engines.trtllm.layout import SCRIPT_TOOLS, Required, layout_shell
+from enginesweep.evaluation.benchmark.aiperf_runner import (
+    TEMPLATE_NAME,
+    aiperf_command,
+)
+from enginesweep.evaluation.planning.records import PlannedTrial
 from enginesweep.flows.emit_scripts.engine import (
     GRPC_PORT,
     HTTP_PORT,
@@ -39,12 +50,6 @@ from enginesweep.flows.emit_scripts.engine import (
     shell_line,
     version_gate,
 )
-from enginesweep.evaluation.benchmark.aiperf_runner import (
-    TEMPLATE_NAME,
-    aiperf_command,
-)
-from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, triton_endpoint
-from enginesweep.evaluation.planning.records import PlannedTrial
 
 TRITON_MODEL = "tensorrt_llm"
 
@@ -57,8 +62,9 @@ def _literal_yaml(data: dict, *, allow: str = "") -> str:
     return text.rstrip()
 
 
-def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionContract,
-                 spec_name: str) -> str:
+def trial_script(
+    resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionContract, spec_name: str
+) -> str:
     """The script of one feasible trtllm-pytorch trial."""
     spec, cfg = resolved.spec, trial.config
     server = spec.execution.pytorch_server
@@ -73,12 +79,22 @@ def trial_script(resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionC
     required: list[Required] = []
     steps = []
     if quantized:
-        export = quantize_command(contract, cfg, spec.build, hf_checkpoint=PurePosixPath("$MODEL_DIR"),
-                                  export_dir=shared, calib_dataset=PurePosixPath("$CALIB_DATASET"))
-        required += [Required("enginesweep (the project, installed in this image: scripts/setup-gpu)",
-                              "enginesweep", program=True),
-                     Required("the calibration dataset (JSON lines with a text column)",
-                              "$CALIB_DATASET")]
+        export = quantize_command(
+            contract,
+            cfg,
+            spec.build,
+            hf_checkpoint=PurePosixPath("$MODEL_DIR"),
+            export_dir=shared,
+            calib_dataset=PurePosixPath("$CALIB_DATASET"),
+        )
+        required += [
+            Required(
+                "enginesweep (the project, installed in this image: scripts/setup-gpu)",
+                "enginesweep",
+                program=True,
+            ),
+            Required("the calibration dataset (JSON lines with a text column)", "$CALIB_DATASET"),
+        ]
         steps.append(f"""# 1. Unified HF checkpoint (ModelOpt, through `enginesweep quantize`: the stack's own export),
 #    shared by every trial with the same weight and KV formats (the export does not fix TP or
 #    PP); offline, calibrated on CALIB_DATASET; written aside, renamed when complete.
@@ -88,8 +104,7 @@ if [ ! -f "{shared}/hf_quant_config.json" ]; then
 fi""")
     else:
         steps.append("# 1. Unquantized baseline: the Hugging Face checkpoint is served as it is.")
-    required += required_files(SCRIPT_TOOLS, [cfg], server=server, calib_dataset=None,
-                               lm_eval=None)
+    required += required_files(SCRIPT_TOOLS, [cfg], server=server, calib_dataset=None, lm_eval=None)
     steps.append(f"""# 2. LLM-API options (keys checked against TensorRT-LLM {contract.line}'s TorchLlmArgs).
 mkdir -p "{trial_dir}"
 cat > "{trial_dir}/llm_api_options.yaml" <<'YAML'
@@ -97,11 +112,17 @@ cat > "{trial_dir}/llm_api_options.yaml" <<'YAML'
 YAML""")
     url = f"http://127.0.0.1:{HTTP_PORT}"
     if server == "triton":
-        paths = TrialPaths(tools=SCRIPT_TOOLS, hf_checkpoint=checkpoint,
-                           checkpoint_dir=checkpoint, engine_dir=trial_dir,
-                           repo_dir=trial_dir / "triton_repo", timing_cache=trial_dir / "unused")
-        launch = launch_command(contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT,
-                                metrics_port=METRICS_PORT)
+        paths = TrialPaths(
+            tools=SCRIPT_TOOLS,
+            hf_checkpoint=checkpoint,
+            checkpoint_dir=checkpoint,
+            engine_dir=trial_dir,
+            repo_dir=trial_dir / "triton_repo",
+            timing_cache=trial_dir / "unused",
+        )
+        launch = launch_command(
+            contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_port=METRICS_PORT
+        )
         body = _literal_yaml(model_yaml(contract, options, model=str(checkpoint)), allow=str(checkpoint))
         ready = f"{url}/v2/health/ready"
         config = f"{paths.repo_dir}/{TRITON_MODEL}/config.pbtxt"
@@ -119,22 +140,40 @@ SERVE=({shell_line(launch).replace(chr(92) + chr(10) + "    ", "")})""")
         model_name = TRITON_MODEL
         metrics = f'curl -sf "http://127.0.0.1:{METRICS_PORT}/metrics" > "{bench_dir}/metrics.txt"'
     else:
-        serve = serve_command(contract, model_dir=str(checkpoint),
-                              options_file=f"{trial_dir}/llm_api_options.yaml", port=HTTP_PORT)
+        serve = serve_command(
+            contract,
+            model_dir=str(checkpoint),
+            options_file=f"{trial_dir}/llm_api_options.yaml",
+            port=HTTP_PORT,
+        )
         ready = f"{url}/health"
         steps.append(f"""# 3. trtllm-serve (OpenAI-compatible) with the options.
 SERVE=({shell_line(serve).replace(chr(92) + chr(10) + "    ", "")})""")
         endpoint, model_name = OPENAI_COMPLETIONS, str(checkpoint)
-        metrics = (f'curl -sf "{url}/metrics" > "{bench_dir}/iteration-stats.json" '
-                   "|| true  # JSON iteration stats, not Prometheus")
-    bench = Command("aiperf", aiperf_command(
-        url=url, model=model_name, workload=spec.workload,
-        tokenizer=Path(str(checkpoint)), artifact_dir=Path(str(bench_dir)),
-        executable=Path("aiperf"), endpoint=endpoint))
-    payload = (f"""cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
+        metrics = (
+            f'curl -sf "{url}/metrics" > "{bench_dir}/iteration-stats.json" '
+            "|| true  # JSON iteration stats, not Prometheus"
+        )
+    bench = Command(
+        "aiperf",
+        aiperf_command(
+            url=url,
+            model=model_name,
+            workload=spec.workload,
+            tokenizer=Path(str(checkpoint)),
+            artifact_dir=Path(str(bench_dir)),
+            executable=Path("aiperf"),
+            endpoint=endpoint,
+        ),
+    )
+    payload = (
+        f"""cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
 {endpoint.payload.rstrip()}
 JSON
-""" if endpoint.payload else "")
+"""
+        if endpoint.payload
+        else ""
+    )
     serve = serve_block('"${SERVE[@]}"', ready, HTTP_PORT)
     steps.append(f"""# 4. Serve on this script's ports, in a session of its own; stop exactly that session on exit.
 {serve}
@@ -146,9 +185,15 @@ mkdir -p "{bench_dir}"
 stop_server
 trap - EXIT""")
     if spec.accuracy.tasks:
-        evaluate = lm_eval_command(cfg, spec.accuracy, model_dir=str(checkpoint),
-                                   tokenizer_dir=str(checkpoint), tasks=spec.accuracy.tasks,
-                                   include_path="$TASKS_DIR", output_path=f"{trial_dir}/accuracy")
+        evaluate = lm_eval_command(
+            cfg,
+            spec.accuracy,
+            model_dir=str(checkpoint),
+            tokenizer_dir=str(checkpoint),
+            tasks=spec.accuracy.tasks,
+            include_path="$TASKS_DIR",
+            output_path=f"{trial_dir}/accuracy",
+        )
         steps.append(f"""# 6. Accuracy with lm-eval's TensorRT-LLM model, every item logged (samples_*.jsonl) for the
 #    paired comparison with the baseline; after the server, since both need the GPU's memory.
 #    TASKS_DIR: one folder with the task YAMLs and their data (the built-in ones are written

@@ -28,18 +28,31 @@ def test_tiny_llama_builds_serves_and_benchmarks(tmp_path: Path):
     model = build_tiny_llama(tmp_path / "tiny", tokenizer)
     stack = get_stack("trtllm-engine")
     recipe = QuantRecipe(quant=QuantFormat.BF16, kv_cache=KVCacheFormat.AUTO)
-    quantized = stack.quantize(model, recipe, tmp_path / "quantized", key="tiny",
-                               calibration_texts=["hello"], log=print)
+    quantized = stack.quantize(
+        model, recipe, tmp_path / "quantized", key="tiny", calibration_texts=["hello"], log=print
+    )
     knobs = BuildKnobs(max_batch_size=4, max_num_tokens=512, max_seq_len=256)
-    build = stack.build(quantized, knobs, tmp_path / "trial" / "bundle", slug="tiny", checkpoint={},
-                        target={"gpu": "detected"})
+    build = stack.build(
+        quantized,
+        knobs,
+        tmp_path / "trial" / "bundle",
+        slug="tiny",
+        checkpoint={},
+        target={"gpu": "detected"},
+    )
     assert build.manifest.trtllm_checkpoint["max_batch_size"] == 4
     repo = stack.write_model_repository(build, tmp_path / "trial" / "triton_repo")
-    workload = Workload(isl=LengthDistribution(mean=32), osl=LengthDistribution(mean=16),
-                        concurrency=[2], request_count=8)
+    workload = Workload(
+        isl=LengthDistribution(mean=32), osl=LengthDistribution(mean=16), concurrency=[2], request_count=8
+    )
     with stack.server(repo, tmp_path / "trial" / "server") as server:
-        artifacts = run_aiperf(url=server.url, model=stack.served_model, workload=workload,
-                               tokenizer=tokenizer, artifact_dir=tmp_path / "trial" / "benchmark")
+        artifacts = run_aiperf(
+            url=server.url,
+            model=stack.served_model,
+            workload=workload,
+            tokenizer=tokenizer,
+            artifact_dir=tmp_path / "trial" / "benchmark",
+        )
         blocks = kv_cache_blocks(urllib.request.urlopen(server.metrics_url, timeout=10).read().decode())
     result = parse_benchmark(artifacts, workload, SLA(), hardware="gpu", gpus=1)
     (level,) = result.levels

@@ -34,10 +34,15 @@ def report(tmp_path_factory, corpus) -> dict:
     assert shutil.which("unshare"), "unshare (util-linux) is needed for the no-network check"
     work = tmp_path_factory.mktemp("accuracy")
     out = work / "report.json"
-    done = subprocess.run(["unshare", "-rn", sys.executable, str(JOB), str(out), str(work)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
-                               "HOME": str(Path.home())})
+    done = subprocess.run(
+        ["unshare", "-rn", sys.executable, str(JOB), str(out), str(work)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(Path.home())},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return json.loads(out.read_text())
 
@@ -74,15 +79,17 @@ def test_a_broken_2bit_quantization_is_rejected_by_both_gates(report: dict) -> N
     for gate in ("strict", "lenient"):
         verdict = broken["gate"][gate]
         assert not verdict["passed"]
-        assert any("> allowed 5.00% (relative) and significant" in reason
-                   for reason in verdict["reasons"]), verdict["reasons"]
+        assert any("> allowed 5.00% (relative) and significant" in reason for reason in verdict["reasons"]), (
+            verdict["reasons"]
+        )
 
 
 def test_real_quantizations_are_judged_with_their_evidence(report: dict) -> None:
     """FP8 and the INT8 KV cache keep perplexity within a few percent on SmolLM2, INT4-AWQ
     does not (the CPU sweep measured +22%); each verdict carries its interval and test."""
-    ppl = {name: {d["metric"]: d for d in report["variants"][name]["deltas"]}["perplexity"]
-           for name in VARIANTS}
+    ppl = {
+        name: {d["metric"]: d for d in report["variants"][name]["deltas"]}["perplexity"] for name in VARIANTS
+    }
     assert ppl["fp8"]["delta"] / ppl["fp8"]["baseline"] < 0.06
     assert ppl["kv-int8"]["delta"] / ppl["kv-int8"]["baseline"] < 0.03
     assert ppl["int4_awq"]["ci_low"] > 0  # a real, significant loss
@@ -113,27 +120,48 @@ def test_builtin_tasks_are_deterministic_and_well_formed(corpus: Path, tmp_path:
     assert again == first and {p.name: p.stat().st_mtime_ns for p in again.iterdir()} == stamp
 
 
-@pytest.mark.parametrize(("accuracy", "message"), [
-    ({"tasks": ["enginesweep_cloze", "no_such_task"]},
-     "accuracy.tasks: unknown task(s) no_such_task: neither in"),
-    ({"task_paths": ["/nonexistent/tasks"]},
-     "accuracy.task_paths: /nonexistent/tasks does not exist"),
-])
-def test_unknown_tasks_are_refused_before_any_trial_runs(tmp_path: Path, tiny_llama_dir: Path,
-                                                         accuracy: dict, message: str) -> None:
+@pytest.mark.parametrize(
+    ("accuracy", "message"),
+    [
+        (
+            {"tasks": ["enginesweep_cloze", "no_such_task"]},
+            "accuracy.tasks: unknown task(s) no_such_task: neither in",
+        ),
+        ({"task_paths": ["/nonexistent/tasks"]}, "accuracy.task_paths: /nonexistent/tasks does not exist"),
+    ],
+)
+def test_unknown_tasks_are_refused_before_any_trial_runs(
+    tmp_path: Path, tiny_llama_dir: Path, accuracy: dict, message: str
+) -> None:
     import yaml
 
-    spec = {"name": "bad-tasks", "model": {"path": str(tiny_llama_dir), "name": "tiny"},
-            "stack": "reference", "target": {"gpu": "cpu"},
-            "axes": {"quant": ["bf16"], "kv_cache": ["auto"], "max_batch_size": [2],
-                     "max_num_tokens": [128], "max_seq_len": [64]},
-            "workload": {"isl": {"mean": 8}, "osl": {"mean": 2}},
-            "accuracy": accuracy, "workspace": str(tmp_path / "ws")}
+    spec = {
+        "name": "bad-tasks",
+        "model": {"path": str(tiny_llama_dir), "name": "tiny"},
+        "stack": "reference",
+        "target": {"gpu": "cpu"},
+        "axes": {
+            "quant": ["bf16"],
+            "kv_cache": ["auto"],
+            "max_batch_size": [2],
+            "max_num_tokens": [128],
+            "max_seq_len": [64],
+        },
+        "workload": {"isl": {"mean": 8}, "osl": {"mean": 2}},
+        "accuracy": accuracy,
+        "workspace": str(tmp_path / "ws"),
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     script = Path(sys.executable).parent / "enginesweep"
-    done = subprocess.run([str(script), "trial", str(path), "--slug", "tiny__bf16__kv-auto__tp1"],
-                          capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    done = subprocess.run(
+        [str(script), "trial", str(path), "--slug", "tiny__bf16__kv-auto__tp1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert message in " ".join(done.stderr.split())
     assert not (tmp_path / "ws" / "sweeps").exists()  # nothing started

@@ -28,13 +28,16 @@ def _installed() -> None:
     assert reason is None, reason
 
 
-def _plan(*args: str, env: dict[str, str] | None = None, offline: bool = False) -> subprocess.CompletedProcess:
+def _plan(
+    *args: str, env: dict[str, str] | None = None, offline: bool = False
+) -> subprocess.CompletedProcess:
     command = [*ENGINESWEEP, "plan", *args]
     if offline:  # a network namespace with no interface but loopback down: nothing is reachable
         assert shutil.which("unshare"), "unshare (util-linux) is needed for the no-network check"
         command = ["unshare", "-rn", *command]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, **(env or {})}
+    )
 
 
 def test_plan_uses_aiconfigurator_where_it_covers_with_no_network():
@@ -52,8 +55,11 @@ def test_plan_uses_aiconfigurator_where_it_covers_with_no_network():
         assert "trtllm 1.3.0rc20 / SILICON" in trials[slug]["source_version"]
         assert any("PyTorch flow" in note for note in trials[slug]["notes"])
         levels = trials[slug]["per_concurrency"]
-        assert [l["concurrency"] for l in levels] == [1, 8, 32, 128]
-        assert levels[-1]["itl_ms"] > levels[0]["itl_ms"] and levels[-1]["output_tok_s"] > levels[0]["output_tok_s"]
+        assert [level["concurrency"] for level in levels] == [1, 8, 32, 128]
+        assert (
+            levels[-1]["itl_ms"] > levels[0]["itl_ms"]
+            and levels[-1]["output_tok_s"] > levels[0]["output_tok_s"]
+        )
     int8 = trials["llama-3.1-8b-instruct__fp8__kv-int8__tp1"]
     assert int8["source"] == "predicted:roofline"
     assert "aiconfigurator does not cover a int8 KV cache on h100_sxm" in int8["notes"][-1]
@@ -82,24 +88,39 @@ def test_published_nvidia_rows_within_ten_percent():
     """NVIDIA's perf-overview (trtllm-bench, ModelOpt FP8/NVFP4): Llama-3.1-8B FP8 1xH100 128/128
     -> 28,312 tok/s and Llama-3.3-70B FP8 TP2 H100 2048/2048 -> 3,082 tok/s, and 78 other rows."""
     results = {c.row.name: c for c in compare(published_rows(), predictor="aiconfigurator")}
-    assert all(c.error_pct is not None for c in results.values()), \
-        [c.note for c in results.values() if c.error_pct is None]
+    assert all(c.error_pct is not None for c in results.values()), [
+        c.note for c in results.values() if c.error_pct is None
+    ]
     assert abs(results["llama-3.1-8b fp8 H100-SXM-80GB tp1 128/128"].error_pct) < 10
     assert abs(results["llama-3.3-70b fp8 H100-SXM-80GB tp2 2048/2048"].error_pct) < 10
     assert mean_abs_error_pct(list(results.values())) < 10
     for row_name, comparison in sorted(results.items()):  # the report, in the test log
-        print(f"{row_name:52s} published {comparison.row.output_tok_s:8.0f}  "
-              f"predicted {comparison.predicted_tok_s:8.0f}  {comparison.error_pct:+6.1f}%")
-
+        print(
+            f"{row_name:52s} published {comparison.row.output_tok_s:8.0f}  "
+            f"predicted {comparison.predicted_tok_s:8.0f}  {comparison.error_pct:+6.1f}%"
+        )
 
 
 def test_calibration_applies_to_aiconfigurator_predictions_too(tmp_path):
     from enginesweep.evaluation.planning.calibration import STORE_NAME, CalibrationStore, Pair, fit
 
-    pairs = [Pair(trial=f"t{i}", model="Llama-3.1-8B", workload="1024/256",
-                  measured_at="2026-11-26T00:00:00+00:00", hardware="H100-SXM-80GB",
-                  stack="trtllm-engine", runtime="1.2.0", predictor="predicted:aiconfigurator",
-                  metric="itl_ms", concurrency=8, predicted=10.0, measured=12.0) for i in range(3)]
+    pairs = [
+        Pair(
+            trial=f"t{i}",
+            model="Llama-3.1-8B",
+            workload="1024/256",
+            measured_at="2026-11-26T00:00:00+00:00",
+            hardware="H100-SXM-80GB",
+            stack="trtllm-engine",
+            runtime="1.2.0",
+            predictor="predicted:aiconfigurator",
+            metric="itl_ms",
+            concurrency=8,
+            predicted=10.0,
+            measured=12.0,
+        )
+        for i in range(3)
+    ]
     CalibrationStore().update(fit(pairs)).save(tmp_path / STORE_NAME)
     args = ("llama-3.1-8b-h100", "--json", "--set", f"workspace={tmp_path}")
     raw = {t["slug"]: t["predicted"] for t in json.loads(_plan(*args, "--uncalibrated").stdout)["trials"]}

@@ -30,8 +30,14 @@ from enginesweep.evaluation.benchmark.results import RECORDS_FILE, parse_benchma
 pytestmark = pytest.mark.integration
 
 MODEL = "streamer"
-WORKLOAD = Workload(isl={"mean": 24, "stddev": 4}, osl={"mean": 12}, concurrency=[1, 4],
-                    request_count=8, warmup_request_count=1, seed=3)
+WORKLOAD = Workload(
+    isl={"mean": 24, "stddev": 4},
+    osl={"mean": 12},
+    concurrency=[1, 4],
+    request_count=8,
+    warmup_request_count=1,
+    seed=3,
+)
 
 CONFIG = f"""
 name: "{MODEL}"
@@ -48,7 +54,7 @@ output [ {{ name: "text_output" data_type: TYPE_STRING dims: [ 1 ] }} ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 """
 
-MODEL_PY = '''
+MODEL_PY = """
 import threading
 import time
 
@@ -92,7 +98,7 @@ class TritonPythonModel:
             piece = pb_utils.Tensor("text_output", np.array([PIECE], dtype=object))
             sender.send(pb_utils.InferenceResponse(output_tensors=[piece]))
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +111,16 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield running
 
 
-def test_aiperf_sweep_against_triton(server: TritonServer, smol_tokenizer_dir: Path,
-                                     tmp_path: Path) -> None:
+def test_aiperf_sweep_against_triton(server: TritonServer, smol_tokenizer_dir: Path, tmp_path: Path) -> None:
     started = time.monotonic()
-    artifacts = run_aiperf(url=server.url, model=MODEL, workload=WORKLOAD,
-                           tokenizer=smol_tokenizer_dir, artifact_dir=tmp_path / "bench",
-                           timeout_s=240)
+    artifacts = run_aiperf(
+        url=server.url,
+        model=MODEL,
+        workload=WORKLOAD,
+        tokenizer=smol_tokenizer_dir,
+        artifact_dir=tmp_path / "bench",
+        timeout_s=240,
+    )
     print(f"aiperf ran 2 levels in {time.monotonic() - started:.1f} s")
     assert (artifacts / TEMPLATE_NAME).is_file() and (artifacts / LOG_NAME).is_file()
     assert not (artifacts / TMP_NAME).exists()  # the scratch TMPDIR is removed after success
@@ -135,15 +145,27 @@ def test_aiperf_failure_raises_with_the_log_tail(tmp_path: Path) -> None:
     empty = tmp_path / "not-a-tokenizer"
     empty.mkdir()
     with pytest.raises(AiperfError, match="(?s)exited with code 1.*Failed to load tokenizer"):
-        run_aiperf(url="http://127.0.0.1:9", model=MODEL, workload=WORKLOAD, tokenizer=empty,
-                   artifact_dir=tmp_path / "bench", timeout_s=120)
+        run_aiperf(
+            url="http://127.0.0.1:9",
+            model=MODEL,
+            workload=WORKLOAD,
+            tokenizer=empty,
+            artifact_dir=tmp_path / "bench",
+            timeout_s=120,
+        )
     assert (tmp_path / "bench" / TMP_NAME).is_dir()  # kept for inspection when aiperf failed
 
 
 def test_aiperf_timeout_stops_all_its_processes(tmp_path: Path, smol_tokenizer_dir: Path) -> None:
     with pytest.raises(AiperfError, match="did not finish within 2 s"):
-        run_aiperf(url="http://127.0.0.1:9", model=MODEL, workload=WORKLOAD,
-                   tokenizer=smol_tokenizer_dir, artifact_dir=tmp_path / "bench", timeout_s=2)
+        run_aiperf(
+            url="http://127.0.0.1:9",
+            model=MODEL,
+            workload=WORKLOAD,
+            tokenizer=smol_tokenizer_dir,
+            artifact_dir=tmp_path / "bench",
+            timeout_s=2,
+        )
     assert processes_with_tmpdir(tmp_path / "bench" / TMP_NAME) == []
 
 

@@ -27,7 +27,9 @@ def _records(tmp_path: Path) -> list[TrialRecord]:
         record = TrialRecord.model_validate_json(path.read_text())
         bundle = tmp_path / "bundles" / record.slug
         bundle.mkdir(parents=True)
-        (bundle / "manifest.json").write_text(json.dumps({"versions": {"stack": "reference", "torch": TORCH}}))
+        (bundle / "manifest.json").write_text(
+            json.dumps({"versions": {"stack": "reference", "torch": TORCH}})
+        )
         # The sweep records the architecture's name; these fixtures predate that field.
         out.append(record.model_copy(update={"bundle_dir": str(bundle), "model": "SmolLM2-135M"}))
     return out
@@ -39,13 +41,27 @@ def _expected_pairs(records: list[TrialRecord]) -> list[Pair]:
         measured = {lvl.concurrency: lvl for lvl in record.benchmark.levels}
         for level in record.predicted["per_concurrency"]:
             got = measured[level["concurrency"]]
-            for metric, value in (("ttft_ms", got.ttft_ms.p99), ("itl_ms", got.itl_ms.p99),
-                                  ("output_tok_s", got.output_tok_s)):
-                pairs.append(Pair(trial=record.slug, model="SmolLM2-135M", workload="128/16",
-                                  measured_at="2026-11-26T00:00:00+00:00", hardware="cpu",
-                                  stack="reference", runtime=TORCH, predictor="predicted:roofline",
-                                  metric=metric, concurrency=level["concurrency"],
-                                  predicted=level[metric], measured=value))
+            for metric, value in (
+                ("ttft_ms", got.ttft_ms.p99),
+                ("itl_ms", got.itl_ms.p99),
+                ("output_tok_s", got.output_tok_s),
+            ):
+                pairs.append(
+                    Pair(
+                        trial=record.slug,
+                        model="SmolLM2-135M",
+                        workload="128/16",
+                        measured_at="2026-11-26T00:00:00+00:00",
+                        hardware="cpu",
+                        stack="reference",
+                        runtime=TORCH,
+                        predictor="predicted:roofline",
+                        metric=metric,
+                        concurrency=level["concurrency"],
+                        predicted=level[metric],
+                        measured=value,
+                    )
+                )
     return pairs
 
 
@@ -69,13 +85,24 @@ def test_calibrate_reports_the_error_fits_factors_and_the_next_plan_uses_them(cl
     (expected,) = fit(_expected_pairs(records))
     assert expected.trials == 4 and expected.pairs == {"ttft_ms": 8, "itl_ms": 8, "output_tok_s": 8}
     row = next(line for line in result.stdout.splitlines() if "itl_ms" in line)
-    for text in ("cpu", "reference", TORCH, "predicted:roofline", "SmolLM2-135M", "128/16",
-                 f"{expected.mape_before_pct['itl_ms']:.1f}", f"{expected.factors['itl_ms']:.3f}"):
+    for text in (
+        "cpu",
+        "reference",
+        TORCH,
+        "predicted:roofline",
+        "SmolLM2-135M",
+        "128/16",
+        f"{expected.mape_before_pct['itl_ms']:.1f}",
+        f"{expected.factors['itl_ms']:.3f}",
+    ):
         assert text in row, row
     store = json.loads((workspace / STORE_NAME).read_text())
     assert store["groups"][0]["factors"] == pytest.approx(expected.factors)
     # The roofline's CPU ITL is far off (no batching in the reference server): the fit says so.
-    assert expected.factors["itl_ms"] > 3 and expected.mape_after_pct["itl_ms"] < expected.mape_before_pct["itl_ms"]
+    assert (
+        expected.factors["itl_ms"] > 3
+        and expected.mape_after_pct["itl_ms"] < expected.mape_before_pct["itl_ms"]
+    )
     # TTFT's ratios are so spread that the median factor would raise the error: not kept, and the
     # table says so.
     assert "ttft_ms" not in expected.factors and "no gain: not kept" in result.stdout
@@ -84,18 +111,30 @@ def test_calibrate_reports_the_error_fits_factors_and_the_next_plan_uses_them(cl
     calibrated = json.loads(cli("plan", "smollm2-cpu-smoke", *overrides, "--json").stdout)
     for before, after in zip(raw["trials"], calibrated["trials"]):
         assert after["predicted"]["source"] == "predicted:roofline+calibrated"
-        assert after["predicted"]["calibration"]["key"] == f"cpu/reference/{TORCH}/predicted:roofline/SmolLM2-135M"
-        assert after["predicted"]["itl_ms"] == pytest.approx(before["predicted"]["itl_ms"] * expected.factors["itl_ms"])
+        assert (
+            after["predicted"]["calibration"]["key"]
+            == f"cpu/reference/{TORCH}/predicted:roofline/SmolLM2-135M"
+        )
+        assert after["predicted"]["itl_ms"] == pytest.approx(
+            before["predicted"]["itl_ms"] * expected.factors["itl_ms"]
+        )
 
     # MLflow: the calibration is a run of its own; measured metrics are as logged, and the
     # predicted-vs-measured error of every metric sits beside them under pred_ names.
     client = tracker.client
     runs = {r.data.tags.get("enginesweep.kind"): r for r in client.search_runs([tracker.experiment_id])}
-    assert "calib_factor.cpu.reference.2.13.0_cpu.predicted_roofline.SmolLM2-135M.itl_ms" in \
-        runs["calibration"].data.metrics
-    trial_run = next(r for r in client.search_runs([tracker.experiment_id])
-                     if r.data.tags.get("enginesweep.slug") == records[0].slug)
-    itl = {m.step: m.value for m in client.get_metric_history(trial_run.info.run_id, "by_concurrency/itl_p50_ms")}
+    assert (
+        "calib_factor.cpu.reference.2.13.0_cpu.predicted_roofline.SmolLM2-135M.itl_ms"
+        in runs["calibration"].data.metrics
+    )
+    trial_run = next(
+        r
+        for r in client.search_runs([tracker.experiment_id])
+        if r.data.tags.get("enginesweep.slug") == records[0].slug
+    )
+    itl = {
+        m.step: m.value for m in client.get_metric_history(trial_run.info.run_id, "by_concurrency/itl_p50_ms")
+    }
     assert itl == {lvl.concurrency: pytest.approx(lvl.itl_ms.p50) for lvl in records[0].benchmark.levels}
     assert "pred_error_output_tok_s_pct" in trial_run.data.metrics
     names = set(trial_run.data.metrics)
@@ -119,8 +158,14 @@ def test_a_calibrated_prediction_is_divided_back_before_the_next_fit(cli, tmp_pa
         pred["calibration"] = {"key": first.key, "factors": factors}
         calibrated.append(record.model_copy(update={"predicted": pred}))
     _log(uri, tmp_path, calibrated)
-    result = cli("calibrate", "smollm2-cpu-smoke", "--set", f"workspace={tmp_path / 'ws'}",
-                 "--set", f"tracking.mlflow_uri={uri}")
+    result = cli(
+        "calibrate",
+        "smollm2-cpu-smoke",
+        "--set",
+        f"workspace={tmp_path / 'ws'}",
+        "--set",
+        f"tracking.mlflow_uri={uri}",
+    )
     assert result.exit_code == 0, result.output
     store = json.loads((tmp_path / "ws" / STORE_NAME).read_text())
     assert store["groups"][0]["factors"] == pytest.approx(factors, rel=1e-4)
@@ -129,29 +174,47 @@ def test_a_calibrated_prediction_is_divided_back_before_the_next_fit(cli, tmp_pa
 
 def test_calibrate_without_measurements_says_what_to_do(cli, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = cli("calibrate", "smollm2-cpu-smoke", "--set", f"workspace={tmp_path}",
-                 "--set", f"tracking.mlflow_uri={uri}")
+    result = cli(
+        "calibrate",
+        "smollm2-cpu-smoke",
+        "--set",
+        f"workspace={tmp_path}",
+        "--set",
+        f"tracking.mlflow_uri={uri}",
+    )
     assert result.exit_code == 1
     assert "no MLflow experiment named 'enginesweep' (run a sweep first)" in result.stderr
-
 
 
 def test_plan_log_records_the_plan_and_what_top_k_pruned(cli, tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = cli("plan", "smollm2-cpu-smoke", "--top-k", "1", "--log", "--set", f"workspace={tmp_path}",
-                 "--set", f"tracking.mlflow_uri={uri}")
+    result = cli(
+        "plan",
+        "smollm2-cpu-smoke",
+        "--top-k",
+        "1",
+        "--log",
+        "--set",
+        f"workspace={tmp_path}",
+        "--set",
+        f"tracking.mlflow_uri={uri}",
+    )
     assert result.exit_code == 0, result.output
     client = MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("enginesweep").experiment_id],
-                                filter_string="tags.`enginesweep.kind` = 'plan'")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("enginesweep").experiment_id],
+        filter_string="tags.`enginesweep.kind` = 'plan'",
+    )
     assert f"plan logged to MLflow run {run.info.run_id}" in result.stderr
     # 4 trials: the cheapest and the unquantized baseline kept (or one trial if they coincide).
     assert run.data.params["trials"] == "4" and run.data.params["top_k"] == "1"
     assert int(run.data.params["pruned"]) + int(run.data.params["kept"]) == 4
     assert run.data.params["to_run"] == run.data.params["kept"]  # one GPU: cpu
-    plan = json.loads(Path(client.download_artifacts(run.info.run_id, "plan.json", str(tmp_path))).read_text())
+    plan = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "plan.json", str(tmp_path))).read_text()
+    )
     pruned = [t for t in plan["trials"] if t["pruned"]]
     assert len(pruned) == int(run.data.params["pruned"]) >= 2
     text = Path(client.download_artifacts(run.info.run_id, "plan.txt", str(tmp_path))).read_text()

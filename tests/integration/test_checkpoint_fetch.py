@@ -22,9 +22,9 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-from testkit.hub_server import REPO_ROOT, AuthGate, MirrorRepo, OlahServer, require_olah, tiny_safetensors
 
 from enginesweep.engines.checkpoints import local_checkpoint
+from testkit.hub_server import REPO_ROOT, AuthGate, MirrorRepo, OlahServer, require_olah, tiny_safetensors
 
 pytestmark = [pytest.mark.integration, pytest.mark.container]
 
@@ -104,8 +104,9 @@ def hub(mirror: Mirror, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         yield server.url
 
 
-def fetch(endpoint: str, hf_home: Path, repo_id: str, revision: str, *, token: str | None = None,
-          **kwargs: object) -> Fetched:
+def fetch(
+    endpoint: str, hf_home: Path, repo_id: str, revision: str, *, token: str | None = None, **kwargs: object
+) -> Fetched:
     """`fetch_checkpoint` in a fresh interpreter pointed at `endpoint`, its cache in `hf_home`."""
     # No token, cache or offline switch of the caller's environment leaks in.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
@@ -113,8 +114,15 @@ def fetch(endpoint: str, hf_home: Path, repo_id: str, revision: str, *, token: s
     if token is not None:
         env["HF_TOKEN"] = token
     args = json.dumps({"repo_id": repo_id, "revision": revision, **kwargs})
-    done = subprocess.run([sys.executable, "-c", _FETCH, args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _FETCH, args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return Fetched(json.loads(done.stdout), done.stderr, done.stdout)
 
@@ -147,7 +155,10 @@ def test_pinned_sha_fetches_only_the_default_patterns(hub, mirror, tmp_path):
     # A local folder gets the same identity fields (and no commit).
     same = local_checkpoint(local)
     assert (same.files, same.config_sha256, same.commit_sha) == (
-        record["files"], record["config_sha256"], None)
+        record["files"],
+        record["config_sha256"],
+        None,
+    )
 
 
 def test_repo_with_only_pickled_weights_is_refused_by_default(hub, tmp_path):
@@ -157,8 +168,9 @@ def test_repo_with_only_pickled_weights_is_refused_by_default(hub, tmp_path):
 
 
 def test_allow_patterns_are_passed_through(hub, mirror, tmp_path):
-    record = fetch(hub, tmp_path / "hf", REPO, mirror.shas["v1"],
-                   allow_patterns=["config.json", "*.bin"]).result
+    record = fetch(
+        hub, tmp_path / "hf", REPO, mirror.shas["v1"], allow_patterns=["config.json", "*.bin"]
+    ).result
     assert set(record["files"]) == {"config.json", "pytorch_model.bin"}
 
 
@@ -166,23 +178,25 @@ def test_unknown_revision_names_the_revision_and_the_choices(hub, tmp_path):
     # olah answers an unknown branch with RepoNotFound (the hub: RevisionNotFound); either way
     # the message must be about the revision.
     error = fetch(hub, tmp_path / "hf", REPO, "no-such-branch").result["error"]
-    assert error == (f"{REPO} has no revision 'no-such-branch' (branches: dev, main; tags: v1.0): "
-                     "use one of those or a full commit sha of the repository")
+    assert error == (
+        f"{REPO} has no revision 'no-such-branch' (branches: dev, main; tags: v1.0): "
+        "use one of those or a full commit sha of the repository"
+    )
     error = fetch(hub, tmp_path / "hf", REPO, "0" * 40).result["error"]
     if HUB_1:
         assert error.startswith(f"{REPO} has no revision '{'0' * 40}'"), error
     else:
         # hub 0.x asks /api/models/<repo>/revision/<sha>, where olah answers an unknown commit
         # with 500 (the hub: 404 RevisionNotFound); a 5xx is no answer, and nothing is cached.
-        assert error.startswith(f"{REPO}@{'0' * 40}: no answer from the hub at {hub} "
-                                "(HfHubHTTPError: 500 Server Error"), error
+        assert error.startswith(
+            f"{REPO}@{'0' * 40}: no answer from the hub at {hub} (HfHubHTTPError: 500 Server Error"
+        ), error
 
 
 def test_unknown_repo_names_the_repo(hub, mirror, tmp_path):
     for revision in ("main", mirror.shas["v1"]):
         error = fetch(hub, tmp_path / "hf", "acme/no-such-model", revision).result["error"]
-        assert error.startswith(
-            f"repository acme/no-such-model not found on {hub}: check the repo id")
+        assert error.startswith(f"repository acme/no-such-model not found on {hub}: check the repo id")
         assert "export HF_TOKEN=" in error
 
 
@@ -201,8 +215,9 @@ def test_warm_cache_serves_a_pinned_commit_with_the_hub_gone(mirror, tmp_path):
     assert "the branch or tag may have moved" in branch.stderr
     # A commit never fetched cannot come from anywhere.
     error = fetch(endpoint, hf_home, REPO, mirror.shas["dev"]).result["error"]
-    assert error.startswith(f"{REPO}@{mirror.shas['dev']}: no answer from the hub at {endpoint} "
-                            f"({CONNECT_ERROR}")
+    assert error.startswith(
+        f"{REPO}@{mirror.shas['dev']}: no answer from the hub at {endpoint} ({CONNECT_ERROR}"
+    )
     assert "holds no complete copy of it" in error
 
 
@@ -218,9 +233,11 @@ def test_gated_repo_needs_the_token_from_the_environment(hub, mirror, tmp_path):
 
 def test_token_never_appears_in_records_logs_or_errors(hub, mirror, tmp_path):
     canary = "hf_canary_7f3c9e1d2b8a4f60"
-    runs = [fetch(hub, tmp_path / "hf", REPO, "main", token=canary),
-            fetch(hub, tmp_path / "hf", "acme/no-such-model", "main", token=canary),
-            fetch(hub, tmp_path / "hf", REPO, "no-such-branch", token=canary)]
+    runs = [
+        fetch(hub, tmp_path / "hf", REPO, "main", token=canary),
+        fetch(hub, tmp_path / "hf", "acme/no-such-model", "main", token=canary),
+        fetch(hub, tmp_path / "hf", REPO, "no-such-branch", token=canary),
+    ]
     assert runs[0].result["commit_sha"] == mirror.shas["main"]
     assert "token from $HF_TOKEN" in runs[0].stderr
     assert "$HF_TOKEN is set" in runs[1].result["error"]
@@ -244,8 +261,15 @@ def resolve(endpoint: str, hf_home: Path, repo_id: str, revision: str) -> dict:
     """`resolve_revision` in a fresh interpreter pointed at `endpoint` (as `fetch` does)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home))
-    done = subprocess.run([sys.executable, "-c", _RESOLVE, repo_id, revision], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _RESOLVE, repo_id, revision],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -256,7 +280,8 @@ def test_resolve_revision_names_the_commit_without_downloading(hub, mirror, tmp_
         assert resolve(hub, hf_home, REPO, revision) == {"sha": mirror.shas[expected]}
     assert not list(hf_home.rglob("*.safetensors"))  # asked, not fetched
     assert resolve(hub, hf_home, REPO, "no-such-branch")["error"].startswith(
-        f"{REPO} has no revision 'no-such-branch' (branches: dev, main; tags: v1.0)")
+        f"{REPO} has no revision 'no-such-branch' (branches: dev, main; tags: v1.0)"
+    )
     # No answer: whether the branch moved is unknown, and no cached ref may stand in for it.
     gone = resolve("http://127.0.0.1:9", hf_home, REPO, "main")["error"]
     assert gone.startswith(f"{REPO}@main: no answer from the hub at http://127.0.0.1:9 ({CONNECT_ERROR}")

@@ -16,13 +16,29 @@ SCRIPT = Path(sys.executable).parent / "enginesweep"
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_console_script_sizes_a_deployment_as_json(tmp_path):
-    done = run("size", "--model", "llama-3.1-405b", "--gpu", "H100-SXM-80GB", "--quant", "fp8",
-               "--tp", "8", "--isl", "2048", "--osl", "512", "--json", cwd=tmp_path)
+    done = run(
+        "size",
+        "--model",
+        "llama-3.1-405b",
+        "--gpu",
+        "H100-SXM-80GB",
+        "--quant",
+        "fp8",
+        "--tp",
+        "8",
+        "--isl",
+        "2048",
+        "--osl",
+        "512",
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     trial = json.loads(done.stdout)
     assert trial["feasible"] is True

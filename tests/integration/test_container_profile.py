@@ -33,11 +33,14 @@ FOLDERS = ("build_configs", "engines", "evaluation", "flows")
 PACKAGES = tuple(f"enginesweep.{folder}" for folder in FOLDERS)
 # The container tests: the recipes' ModelOpt configs, the checkpoint fetch against olah, the
 # trtllm-pytorch stack's real ModelOpt export, the trtllm-engine stack with stand-ins, this file.
-CONTAINER_PATHS = ("tests/unit/test_quant_recipes.py", "tests/integration/test_checkpoint_fetch.py",
-                   "tests/integration/test_trtllm_pytorch_stack.py",
-                   "tests/integration/test_trtllm_engine_stack.py",
-                   "tests/integration/test_gpu_layouts.py",
-                   "tests/integration/test_container_profile.py")
+CONTAINER_PATHS = (
+    "tests/unit/test_quant_recipes.py",
+    "tests/integration/test_checkpoint_fetch.py",
+    "tests/integration/test_trtllm_pytorch_stack.py",
+    "tests/integration/test_trtllm_engine_stack.py",
+    "tests/integration/test_gpu_layouts.py",
+    "tests/integration/test_container_profile.py",
+)
 # What must be among them whatever else is marked (brief: FP8, FP8 + FP8 KV, INT4-AWQ exports; the
 # fetch with hub<1; an engine-stack trial; every module imported).
 REQUIRED = (
@@ -57,9 +60,17 @@ RUNS_ELSEWHERE = {"enginesweep.engines.triton.reference_model": "triton_python_b
 # from its own .venv-aic as a subprocess.
 NOT_OURS = {"tensorrt_llm", "triton_python_backend_utils", "aiconfigurator"}
 # The GPU stacks' side: what a trial of trtllm-engine/trtllm-pytorch and the CLI can reach.
-GPU_SEEDS = tuple(f"enginesweep.{seed}" for seed in (
-    "engines.stacks.trtllm_engine", "engines.stacks.trtllm_pytorch", "engines.llmapi", "engines.trtllm",
-    "flows", "evaluation"))
+GPU_SEEDS = tuple(
+    f"enginesweep.{seed}"
+    for seed in (
+        "engines.stacks.trtllm_engine",
+        "engines.stacks.trtllm_pytorch",
+        "engines.llmapi",
+        "engines.trtllm",
+        "flows",
+        "evaluation",
+    )
+)
 PROTECTED = ("torch", "transformers", "nvidia-modelopt", "numpy", "datasets", "huggingface-hub")
 
 _IMPORT_ALL = """
@@ -101,8 +112,14 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.container
 def test_every_module_of_the_four_packages_imports():
     """In a fresh interpreter, as a user's would: no module needs what only `.[reference]` brings."""
-    done = subprocess.run([sys.executable, "-c", _IMPORT_ALL, *PACKAGES], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL, *PACKAGES],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     failed = json.loads(done.stdout.splitlines()[-1])
     assert set(failed) == set(RUNS_ELSEWHERE), failed
@@ -129,16 +146,22 @@ def test_every_import_the_gpu_stacks_can_reach_is_installed_here():
             elif top not in sys.stdlib_module_names and top != "__future__":
                 outside.setdefault(top, set()).add(module)
     assert {"enginesweep.engines.quantize.hf_export", "enginesweep.engines.checkpoints"} <= seen
-    missing = {top: sorted(where) for top, where in outside.items()
-               if top not in NOT_OURS and importlib.util.find_spec(top) is None}
+    missing = {
+        top: sorted(where)
+        for top, where in outside.items()
+        if top not in NOT_OURS and importlib.util.find_spec(top) is None
+    }
     assert missing == {}, f"imported by the GPU side but not installed here: {missing}"
 
 
 def _trtllm_versions() -> dict[str, str]:
-    probe = ("import importlib.metadata as m, json; print(json.dumps({n: m.version(n) for n in "
-             f"{list(PROTECTED)!r}}}))")
-    done = subprocess.run([str(TRTLLM_PYTHON), "-c", probe], capture_output=True, text=True,
-                          timeout=60, check=True)
+    probe = (
+        "import importlib.metadata as m, json; print(json.dumps({n: m.version(n) for n in "
+        f"{list(PROTECTED)!r}}}))"
+    )
+    done = subprocess.run(
+        [str(TRTLLM_PYTHON), "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
     return json.loads(done.stdout)
 
 
@@ -146,8 +169,9 @@ def _trtllm_versions() -> dict[str, str]:
 def trtllm_env() -> dict[str, str]:
     """.venv-trtllm's versions of the protected packages; a missing env is an error with the fix."""
     if not TRTLLM_PYTHON.exists():
-        pytest.fail(f"{TRTLLM_PYTHON} is missing: run scripts/setup-trtllm-env "
-                    "(scripts/setup-test-services runs it)")
+        pytest.fail(
+            f"{TRTLLM_PYTHON} is missing: run scripts/setup-trtllm-env (scripts/setup-test-services runs it)"
+        )
     return _trtllm_versions()
 
 
@@ -166,27 +190,58 @@ def test_the_container_tests_pass_in_the_trtllm_environment(trtllm_env, tmp_path
     """Every test marked `container` passes in .venv-trtllm: as many as this environment
     collects, the required ones among them, none skipped."""
     collect = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "container", "-p", "no:cacheprovider",
-         "--collect-only", "-q", *CONTAINER_PATHS], cwd=REPO_ROOT, capture_output=True,
-        text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "container",
+            "-p",
+            "no:cacheprovider",
+            "--collect-only",
+            "-q",
+            *CONTAINER_PATHS,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert collect.returncode == 0, collect.stdout[-3000:]
     # As junit names them: dotted module path and test name.
-    expected = {line.replace(".py::", "::").replace("/", ".")
-                for line in collect.stdout.splitlines() if "::" in line}
+    expected = {
+        line.replace(".py::", "::").replace("/", ".") for line in collect.stdout.splitlines() if "::" in line
+    }
     assert set(REQUIRED) <= {name.split("::", 1)[1] for name in expected}
     report = tmp_path / "junit.xml"
     done = subprocess.run(
-        [str(TRTLLM_PYTHON), "-m", "pytest", "-m", "container", "-p", "no:cacheprovider",
-         f"--junitxml={report}", "-q", *CONTAINER_PATHS], cwd=REPO_ROOT, capture_output=True,
-        text=True, timeout=1500, check=False)
+        [
+            str(TRTLLM_PYTHON),
+            "-m",
+            "pytest",
+            "-m",
+            "container",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+            "-q",
+            *CONTAINER_PATHS,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
     output = done.stdout[-8000:] + done.stderr[-2000:]
     assert done.returncode == 0, output
     cases = ElementTree.parse(report).getroot().iter("testcase")
-    outcomes = {f"{case.get('classname')}::{case.get('name')}": {child.tag for child in case}
-                for case in cases}
+    outcomes = {
+        f"{case.get('classname')}::{case.get('name')}": {child.tag for child in case} for case in cases
+    }
     assert set(outcomes) == expected, output
-    not_passed = {name: tags for name, tags in outcomes.items()
-                  if tags & {"skipped", "failure", "error"}}
+    not_passed = {name: tags for name, tags in outcomes.items() if tags & {"skipped", "failure", "error"}}
     assert not_passed == {}, output
     assert f"{len(expected)} passed" in done.stdout, output
     print(done.stdout[-3000:])
@@ -197,19 +252,42 @@ def test_the_gpu_extra_resolves_under_tensorrt_llm_1_2_s_pins(trtllm_env, tmp_pa
     replaced by the environment's own build, the named deviation) and moves none of the
     protected packages, both in .venv-trtllm as it is and resolved from nothing."""
     constraints = tmp_path / "constraints.txt"
-    lines = [line for line in CONSTRAINTS.read_text().splitlines()
-             if not (line.startswith("torch") and line[5:6] in "<>=~!; ")]
+    lines = [
+        line
+        for line in CONSTRAINTS.read_text().splitlines()
+        if not (line.startswith("torch") and line[5:6] in "<>=~!; ")
+    ]
     assert len(lines) < len(CONSTRAINTS.read_text().splitlines())  # TensorRT-LLM's torch line went
     constraints.write_text("\n".join([*lines, f"torch=={trtllm_env['torch']}", ""]))
 
     def dry_run(report: Path, *extra: str) -> dict:
         done = subprocess.run(
-            [str(TRTLLM_PYTHON), "-m", "pip", "install", "--dry-run", "--quiet", "--report",
-             str(report), *extra, "-c", str(constraints), "-e", ".[gpu]"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200, check=False)
+            [
+                str(TRTLLM_PYTHON),
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--quiet",
+                "--report",
+                str(report),
+                *extra,
+                "-c",
+                str(constraints),
+                "-e",
+                ".[gpu]",
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-        return {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
-                for item in json.loads(report.read_text())["install"]}
+        return {
+            item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+            for item in json.loads(report.read_text())["install"]
+        }
 
     # In the environment as it is: nothing protected would be installed or changed.
     installs = dry_run(tmp_path / "as-is.json")
@@ -219,8 +297,9 @@ def test_the_gpu_extra_resolves_under_tensorrt_llm_1_2_s_pins(trtllm_env, tmp_pa
     # that `.[gpu]` needs at all resolves to the version the environment holds.
     resolved = dry_run(tmp_path / "fresh.json", "--ignore-installed")
     assert {"prefect", "mlflow", "aiperf", "lm-eval", "numpy", "transformers"} <= set(resolved)
-    assert {name: resolved[name] for name in PROTECTED if name in resolved} == \
-        {name: trtllm_env[name] for name in PROTECTED if name in resolved}
+    assert {name: resolved[name] for name in PROTECTED if name in resolved} == {
+        name: trtllm_env[name] for name in PROTECTED if name in resolved
+    }
     print("resolved:", {name: resolved[name] for name in ("prefect", "mlflow", "aiperf", "lm-eval")})
 
 
@@ -229,23 +308,38 @@ def test_setup_gpu_runs_again_changing_nothing_under_the_images_pip_constraint(t
     a PIP_CONSTRAINT the image sets is applied and its names are protected; nothing is added or
     moved. A PIP_CONSTRAINT naming a missing file stops it before pip runs."""
     probe = "import importlib.metadata as m; print(m.version('rich'))"
-    rich = subprocess.run([str(TRTLLM_PYTHON), "-c", probe], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    rich = subprocess.run(
+        [str(TRTLLM_PYTHON), "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
     image_constraints = tmp_path / "constraint.txt"
     image_constraints.write_text(f"rich=={rich}\n")
     command = ["scripts/setup-gpu", "--python", str(TRTLLM_PYTHON)]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PIP_CONSTRAINT": str(image_constraints)}, check=False)
+    done = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PIP_CONSTRAINT": str(image_constraints)},
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert f"the image's PIP_CONSTRAINT applies to every pip call: {image_constraints}" in done.stdout
     assert "0 packages added; 0 unprotected packages changed" in done.stdout
     assert "protected packages unchanged, `pip check` reports nothing new" in done.stdout
     protected = (REPO_ROOT / "build" / "setup-gpu" / ".venv-trtllm" / "protected.txt").read_text()
     assert f"rich=={rich}" in protected.splitlines()
-    assert {f"{name}=={trtllm_env[name]}" for name in ("transformers", "datasets", "numpy")} <= \
-        set(protected.splitlines())
-    missing = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "PIP_CONSTRAINT": str(tmp_path / "absent.txt")},
-                             check=False)
+    assert {f"{name}=={trtllm_env[name]}" for name in ("transformers", "datasets", "numpy")} <= set(
+        protected.splitlines()
+    )
+    missing = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PIP_CONSTRAINT": str(tmp_path / "absent.txt")},
+        check=False,
+    )
     assert missing.returncode != 0
     assert f"PIP_CONSTRAINT names {tmp_path / 'absent.txt'}, which does not exist" in missing.stderr

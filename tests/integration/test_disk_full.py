@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from testkit.tiny_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.integration
@@ -36,11 +37,13 @@ def test_a_full_workspace_fails_the_trial_cleanly(tmp_path, tiny_llama_dir):
     workspace = tmp_path / "ws"
     workspace.mkdir()
     # 12 MiB: room for the locks and the tasks, not for the FP8 checkpoint of the tiny model.
-    script = (f'WS={workspace}; mount -t tmpfs -o size=12m tmpfs "$WS" || exit 90\n'
-              f'"{SCRIPT}" trial {spec} --slug {SLUG} 2>"$WS/../stderr.txt"; rc=$?\n'
-              + REPORT.format(slug=SLUG))
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
-                          timeout=600, check=False)
+    script = (
+        f'WS={workspace}; mount -t tmpfs -o size=12m tmpfs "$WS" || exit 90\n'
+        f'"{SCRIPT}" trial {spec} --slug {SLUG} 2>"$WS/../stderr.txt"; rc=$?\n' + REPORT.format(slug=SLUG)
+    )
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600, check=False
+    )
     if done.returncode == 90:
         pytest.skip(f"no tmpfs in a user namespace here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stdout + done.stderr

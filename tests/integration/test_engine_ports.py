@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
-from testkit.standin_layouts import STANDINS, build_layout
 
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.build_configs.schema import Build
@@ -29,6 +28,7 @@ from enginesweep.engines.stacks import BuildKnobs
 from enginesweep.engines.stacks.gpu_server import StepFailed
 from enginesweep.engines.stacks.trtllm_engine import TrtllmEngineStack
 from enginesweep.engines.triton.server import free_port
+from testkit.standin_layouts import STANDINS, build_layout
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,11 @@ def test_a_listener_is_told_apart_by_its_session():
         port = server.getsockname()[1]
         assert foreign_listener(port, session=os.getsid(0)) is None
         other = foreign_listener(port, session=os.getsid(0) + 1)
-        assert other is not None and f"pid {os.getpid()}" in other and "outside the trial's server session" in other
+        assert (
+            other is not None
+            and f"pid {os.getpid()}" in other
+            and "outside the trial's server session" in other
+        )
     assert "no process of this user listens on port" in foreign_listener(port, session=os.getsid(0))
 
 
@@ -51,21 +55,43 @@ def test_two_engine_trials_at_once_each_benchmark_their_own_server(tmp_path, tin
     of their own, and each server answered exactly the requests its own trial's aiperf sent."""
     layout = build_layout(tmp_path, "tritonserver")
     env = layout.environment()
-    env.update({"PYTHONPATH": str(STANDINS / "pylib"), "STANDIN_GPU_LOG": str(tmp_path / "events.jsonl"),
-                "ENGINESWEEP_GPU_LOCK_DIR": str(tmp_path / "gpu_locks")})
-    spec = {"name": "two-engines", "model": {"path": str(tiny_llama_dir), "name": "tiny"},
-            "stack": "trtllm-engine", "target": {"gpu": "H100-SXM-80GB", "gpus_available": 2},
-            "axes": {"quant": ["fp8"], "kv_cache": ["auto"], "tp": [1], "max_batch_size": [2, 4],
-                     "max_num_tokens": [256], "max_seq_len": [256]},
-            "build": {"calib_size": 2, "calib_max_seq_length": 32},
-            "workload": {"isl": {"mean": 16}, "osl": {"mean": 8}, "concurrency": [2], "request_count": 40},
-            "accuracy": {"tasks": []},
-            "execution": {"gpus": [0, 1], "trtllm_root": str(layout.root)},
-            "workspace": str(tmp_path / "ws")}
+    env.update(
+        {
+            "PYTHONPATH": str(STANDINS / "pylib"),
+            "STANDIN_GPU_LOG": str(tmp_path / "events.jsonl"),
+            "ENGINESWEEP_GPU_LOCK_DIR": str(tmp_path / "gpu_locks"),
+        }
+    )
+    spec = {
+        "name": "two-engines",
+        "model": {"path": str(tiny_llama_dir), "name": "tiny"},
+        "stack": "trtllm-engine",
+        "target": {"gpu": "H100-SXM-80GB", "gpus_available": 2},
+        "axes": {
+            "quant": ["fp8"],
+            "kv_cache": ["auto"],
+            "tp": [1],
+            "max_batch_size": [2, 4],
+            "max_num_tokens": [256],
+            "max_seq_len": [256],
+        },
+        "build": {"calib_size": 2, "calib_max_seq_length": 32},
+        "workload": {"isl": {"mean": 16}, "osl": {"mean": 8}, "concurrency": [2], "request_count": 40},
+        "accuracy": {"tasks": []},
+        "execution": {"gpus": [0, 1], "trtllm_root": str(layout.root)},
+        "workspace": str(tmp_path / "ws"),
+    }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     with (tmp_path / "run.log").open("w") as sink:
-        code = subprocess.run([str(SCRIPT), "run", "spec.yaml"], cwd=tmp_path, env=env, stdout=sink,
-                              stderr=subprocess.STDOUT, timeout=900, check=False).returncode
+        code = subprocess.run(
+            [str(SCRIPT), "run", "spec.yaml"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+            check=False,
+        ).returncode
     assert code == 0, (tmp_path / "run.log").read_text()[-6000:]
     trials = sorted((tmp_path / "ws" / "sweeps" / "two-engines").glob("tiny__*"))
     assert len(trials) == 2
@@ -74,8 +100,12 @@ def test_two_engine_trials_at_once_each_benchmark_their_own_server(tmp_path, tin
         server_log = (trial / "server" / "server.log").read_text()
         port = int(re.search(r"--http_port (\d+)", server_log).group(1))
         ports.append(port)
-        sent = sum(1 for path in (trial / "benchmark").rglob("profile_export.jsonl")
-                   for line in path.read_text().splitlines() if line.strip())
+        sent = sum(
+            1
+            for path in (trial / "benchmark").rglob("profile_export.jsonl")
+            for line in path.read_text().splitlines()
+            if line.strip()
+        )
         answered = server_log.count("generate model=ensemble")
         assert sent >= 40 and answered == sent, (trial.name, sent, answered)
         assert json.loads((trial / "record.json").read_text())["status"] == "ok"
@@ -96,33 +126,50 @@ def test_a_server_that_is_not_the_trials_own_fails_the_trial(tmp_path, monkeypat
     layout = build_layout(tmp_path, "checkout")
     layout.apply(monkeypatch)
     ports = (free_port(), free_port(), free_port())
-    stack = TrtllmEngineStack(version="1.2.0rc8", trtllm_root=str(layout.root),
-                              build=Build(calib_size=2), ports=ports)
+    stack = TrtllmEngineStack(
+        version="1.2.0rc8", trtllm_root=str(layout.root), build=Build(calib_size=2), ports=ports
+    )
     sleeper = tmp_path / "silent-tritonserver"
     sleeper.write_text("#!/bin/sh\nexec sleep 300\n")
     sleeper.chmod(0o755)
-    stack.layout = replace(stack.layout, tools=replace(stack.layout.tools,
-                                                       tritonserver=PurePosixPath(sleeper)))
+    stack.layout = replace(
+        stack.layout, tools=replace(stack.layout.tools, tritonserver=PurePosixPath(sleeper))
+    )
     recipe = QuantRecipe(quant=QuantFormat.BF16, kv_cache=KVCacheFormat.AUTO)
-    quantized = stack.quantize(tmp_path / "hf", recipe, tmp_path / "q", key="k", calibration_texts=[],
-                               log=lambda _: None)
-    build = stack.build(quantized, BuildKnobs(max_batch_size=2, max_num_tokens=64, max_seq_len=64),
-                        tmp_path / "bundle", slug="t", checkpoint={}, target={})
+    quantized = stack.quantize(
+        tmp_path / "hf", recipe, tmp_path / "q", key="k", calibration_texts=[], log=lambda _: None
+    )
+    build = stack.build(
+        quantized,
+        BuildKnobs(max_batch_size=2, max_num_tokens=64, max_seq_len=64),
+        tmp_path / "bundle",
+        slug="t",
+        checkpoint={},
+        target={},
+    )
     repo = stack.write_model_repository(build, tmp_path / "repo")
     stranger: list[subprocess.Popen] = []
 
     def squat() -> None:  # after the trial's check that the port is free, before it is ready
         time.sleep(2.0)
-        stranger.append(subprocess.Popen([sys.executable, "-c", _ANSWER_EVERYTHING, str(ports[0])],
-                                         start_new_session=True))
+        stranger.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _ANSWER_EVERYTHING, str(ports[0])], start_new_session=True
+            )
+        )
 
     thread = threading.Thread(target=squat)
     thread.start()
     try:
-        with pytest.raises(StepFailed, match=rf"is not this trial's: port {ports[0]} is held by pid "
-                                             rf"\d+ .*outside the trial's server session"):
-            with stack.server(repo, tmp_path / "server"):
-                pytest.fail("the stranger's server was taken for the trial's")
+        with (
+            pytest.raises(
+                StepFailed,
+                match=rf"is not this trial's: port {ports[0]} is held by pid "
+                rf"\d+ .*outside the trial's server session",
+            ),
+            stack.server(repo, tmp_path / "server"),
+        ):
+            pytest.fail("the stranger's server was taken for the trial's")
         thread.join()
         launcher = int((tmp_path / "server" / "server.pid").read_text())
         assert session_pids(launcher) == []  # the trial's own session is gone

@@ -24,15 +24,30 @@ def bundle(root: Path, name: str, payload: bytes) -> Path:
     entry = root / "bundles" / name
     (entry / "model").mkdir(parents=True)
     (entry / "model" / "w.bin").write_bytes(payload)
-    write_manifest(entry, slug=name, stack="reference", inputs={"n": name}, versions={},
-                   target={"gpu": "cpu"}, trtllm_checkpoint={})
+    write_manifest(
+        entry,
+        slug=name,
+        stack="reference",
+        inputs={"n": name},
+        versions={},
+        target={"gpu": "cpu"},
+        trtllm_checkpoint={},
+    )
     return entry
 
 
 def record(ws: Path, slug: str, bundle_dir: Path, quantized: Path) -> None:
-    TrialRecord(slug=slug, sweep="s", stack="reference", hardware="cpu", status="ok", config={},
-                predicted=None, bundle_dir=str(bundle_dir), quantized_dir=str(quantized)
-                ).save(ws / "sweeps" / "s" / slug / "record.json")
+    TrialRecord(
+        slug=slug,
+        sweep="s",
+        stack="reference",
+        hardware="cpu",
+        status="ok",
+        config={},
+        predicted=None,
+        bundle_dir=str(bundle_dir),
+        quantized_dir=str(quantized),
+    ).save(ws / "sweeps" / "s" / slug / "record.json")
 
 
 @pytest.fixture
@@ -56,21 +71,30 @@ def workspace(tmp_path: Path) -> tuple[Path, Path]:
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("m")
     run = client.create_run(client.create_experiment("e"))
-    client.create_model_version("m", source="runs:/x/engine", run_id=run.info.run_id,
-                                tags={"content_hash": Manifest.load(registered).content_hash})
-    spec = {"name": "gc-test", "model": {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
-                                         "architecture": "smollm2-135m"},
-            "stack": "reference", "target": {"gpu": "cpu"},
-            "axes": {"quant": ["bf16"], "kv_cache": ["auto"]},
-            "workload": {"isl": {"mean": 8}, "osl": {"mean": 2}}, "workspace": str(ws)}
+    client.create_model_version(
+        "m",
+        source="runs:/x/engine",
+        run_id=run.info.run_id,
+        tags={"content_hash": Manifest.load(registered).content_hash},
+    )
+    spec = {
+        "name": "gc-test",
+        "model": {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "architecture": "smollm2-135m"},
+        "stack": "reference",
+        "target": {"gpu": "cpu"},
+        "axes": {"quant": ["bf16"], "kv_cache": ["auto"]},
+        "workload": {"isl": {"mean": 8}, "osl": {"mean": 2}},
+        "workspace": str(ws),
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return ws, path
 
 
 def gc(spec: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT), "gc", str(spec), *args], capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [str(SCRIPT), "gc", str(spec), *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_gc_keeps_what_records_and_the_registry_name_and_removes_the_rest(workspace) -> None:

@@ -29,30 +29,41 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     serve = bin_dir / "trtllm-serve"
-    serve.write_text(f"#!/bin/sh\nexec python3 {STANDINS / 'trtllm_serve.py'} \"$@\"\n")
+    serve.write_text(f'#!/bin/sh\nexec python3 {STANDINS / "trtllm_serve.py"} "$@"\n')
     smi = bin_dir / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 9.0'\n")
     for tool in (serve, smi):
         tool.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(STANDINS / "pylib"),
-                                                        os.environ.get("PYTHONPATH")])),
-            "STANDIN_GPU_LOG": str(tmp_path / "gpu_events.jsonl"),
-            "ENGINESWEEP_GPU_LOCK_DIR": str(tmp_path / "gpu_locks"),
-            "TRTLLM_ROOT": str(tmp_path / "trtllm")}
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(STANDINS / "pylib"), os.environ.get("PYTHONPATH")])),
+        "STANDIN_GPU_LOG": str(tmp_path / "gpu_events.jsonl"),
+        "ENGINESWEEP_GPU_LOCK_DIR": str(tmp_path / "gpu_locks"),
+        "TRTLLM_ROOT": str(tmp_path / "trtllm"),
+    }
 
 
 def _spec(tmp_path: Path, model_dir: Path, runner: str) -> Path:
-    spec = {"name": f"gpu-concurrency-{runner}", "model": {"path": str(model_dir), "name": "tiny"},
-            "stack": "trtllm-pytorch", "target": {"gpu": "H100-SXM-80GB", "gpus_available": 4},
-            "axes": {"quant": ["bf16"], "kv_cache": ["auto"], "tp": [1], "pp": [2],
-                     "max_batch_size": [1, 2, 4, 8, 16, 32], "max_num_tokens": [512],
-                     "max_seq_len": [256]},
-            "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [2],
-                         "request_count": 6},
-            "accuracy": {"tasks": []},
-            "execution": {"runner": runner, "gpus": [0, 1, 2, 3], "pytorch_server": "trtllm-serve"},
-            "workspace": str(tmp_path / "ws")}
+    spec = {
+        "name": f"gpu-concurrency-{runner}",
+        "model": {"path": str(model_dir), "name": "tiny"},
+        "stack": "trtllm-pytorch",
+        "target": {"gpu": "H100-SXM-80GB", "gpus_available": 4},
+        "axes": {
+            "quant": ["bf16"],
+            "kv_cache": ["auto"],
+            "tp": [1],
+            "pp": [2],
+            "max_batch_size": [1, 2, 4, 8, 16, 32],
+            "max_num_tokens": [512],
+            "max_seq_len": [256],
+        },
+        "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [2], "request_count": 6},
+        "accuracy": {"tasks": []},
+        "execution": {"runner": runner, "gpus": [0, 1, 2, 3], "pytorch_server": "trtllm-serve"},
+        "workspace": str(tmp_path / "ws"),
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -63,8 +74,10 @@ def _intervals(events_path: Path) -> list[tuple[float, float, frozenset[int]]]:
     starts = {e["pid"]: e for e in events if e["event"] == "start"}
     stops = {e["pid"]: e for e in events if e["event"] == "stop"}
     assert starts.keys() == stops.keys(), "a server was never stopped"
-    return [(starts[pid]["t"], stops[pid]["t"], frozenset(int(g) for g in starts[pid]["gpus"].split(",")))
-            for pid in starts]
+    return [
+        (starts[pid]["t"], stops[pid]["t"], frozenset(int(g) for g in starts[pid]["gpus"].split(",")))
+        for pid in starts
+    ]
 
 
 def _left_behind(marker: str, wait_s: float = 15.0) -> list[str]:
@@ -91,8 +104,15 @@ def test_six_pp2_trials_on_four_gpus_never_share_a_gpu(tmp_path, tiny_llama_dir,
     _spec(tmp_path, tiny_llama_dir, runner)  # run by a relative path: trial processes must find it
     log = tmp_path / "run.log"
     with log.open("w") as sink:  # a file, not a pipe: a process left behind cannot hang the test
-        code = subprocess.run([str(SCRIPT), "run", "spec.yaml"], cwd=tmp_path, env=env,
-                              stdout=sink, stderr=subprocess.STDOUT, timeout=900, check=False).returncode
+        code = subprocess.run(
+            [str(SCRIPT), "run", "spec.yaml"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+            check=False,
+        ).returncode
     output = log.read_text()
     assert code == 0, output[-6000:]
     if runner == "dask":  # the trials' tasks ran on the cluster prefect-dask started
@@ -137,8 +157,13 @@ def test_sigterm_stops_running_and_waiting_trials_and_frees_every_gpu(tmp_path, 
     _spec(tmp_path, tiny_llama_dir, "local")
     events = tmp_path / "gpu_events.jsonl"
     with (tmp_path / "run.log").open("w") as sink:
-        sweep = subprocess.Popen([str(SCRIPT), "run", "spec.yaml", "--set", "workload.request_count=400"],
-                                 cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        sweep = subprocess.Popen(
+            [str(SCRIPT), "run", "spec.yaml", "--set", "workload.request_count=400"],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and sweep.poll() is None:
@@ -156,8 +181,9 @@ def test_sigterm_stops_running_and_waiting_trials_and_frees_every_gpu(tmp_path, 
     intervals = _intervals(events)  # every started server was stopped
     assert len(intervals) == 2, "a trial started after the stop"
     records = [json.loads(p.read_text()) for p in (tmp_path / "ws" / "sweeps").glob("*/*/record.json")]
-    assert len(records) == 2 and all(r["status"] == "failed" and "KeyboardInterrupt" in r["error"]
-                                     for r in records)
+    assert len(records) == 2 and all(
+        r["status"] == "failed" and "KeyboardInterrupt" in r["error"] for r in records
+    )
     assert _left_behind(str(tmp_path)) == []
     slots = GpuSlots([0, 1, 2, 3], tmp_path / "gpu_locks")
     taken = slots._try_take(4)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from testkit.standin_layouts import SHAPES, STANDINS, build_layout
 
 pytestmark = pytest.mark.integration
@@ -26,22 +27,46 @@ SCRIPT = Path(sys.executable).parent / "enginesweep"
 REPO = Path(__file__).resolve().parents[2]
 TRITON = {"tritonserver": "triton", "checkout": "triton", "release": "trtllm-serve"}
 """The server each layout can run: the release image has no Triton."""
-SHAPE_NAMES = {"tritonserver": "tritonserver image", "checkout": "source checkout", "release": "release image"}
+SHAPE_NAMES = {
+    "tritonserver": "tritonserver image",
+    "checkout": "source checkout",
+    "release": "release image",
+}
 
 
-def _spec(tmp_path: Path, model: Path, shape: str, root: Path | None, stack: str, *,
-          server: str | None = None, quant: str = "fp8") -> Path:
+def _spec(
+    tmp_path: Path,
+    model: Path,
+    shape: str,
+    root: Path | None,
+    stack: str,
+    *,
+    server: str | None = None,
+    quant: str = "fp8",
+) -> Path:
     server = server or TRITON[shape]
     execution = {"engine_server": server, "pytorch_server": server}
     if root is not None:
         execution["trtllm_root"] = str(root)
-    spec = {"name": f"{shape}-{stack}", "model": {"path": str(model), "name": "tiny"}, "stack": stack,
-            "target": {"gpu": "H100-SXM-80GB"},
-            "axes": {"quant": [quant], "kv_cache": ["auto"], "tp": [1], "max_batch_size": [4],
-                     "max_num_tokens": [256], "max_seq_len": [256]},
-            "build": {"calib_size": 2, "calib_max_seq_length": 32, "awq_block_size": 64},
-            "workload": {"isl": {"mean": 16}, "osl": {"mean": 4}, "concurrency": [2], "request_count": 4},
-            "accuracy": {"tasks": []}, "execution": execution, "workspace": str(tmp_path / "ws")}
+    spec = {
+        "name": f"{shape}-{stack}",
+        "model": {"path": str(model), "name": "tiny"},
+        "stack": stack,
+        "target": {"gpu": "H100-SXM-80GB"},
+        "axes": {
+            "quant": [quant],
+            "kv_cache": ["auto"],
+            "tp": [1],
+            "max_batch_size": [4],
+            "max_num_tokens": [256],
+            "max_seq_len": [256],
+        },
+        "build": {"calib_size": 2, "calib_max_seq_length": 32, "awq_block_size": 64},
+        "workload": {"isl": {"mean": 16}, "osl": {"mean": 4}, "concurrency": [2], "request_count": 4},
+        "accuracy": {"tasks": []},
+        "execution": execution,
+        "workspace": str(tmp_path / "ws"),
+    }
     path = tmp_path / f"{shape}-{stack}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -67,7 +92,10 @@ def test_doctor_reports_each_layouts_files(tmp_path, tiny_llama_dir, shape):
         checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
         assert checks["tensorrt_llm"]["ok"] and checks["tensorrt_llm"]["detail"].startswith("1.2.0")
         assert checks["layout"]["ok"], checks["layout"]
-        assert f"{SHAPE_NAMES[shape]} at {layout.root} (from execution.trtllm_root)" in checks["layout"]["detail"]
+        assert (
+            f"{SHAPE_NAMES[shape]} at {layout.root} (from execution.trtllm_root)"
+            in checks["layout"]["detail"]
+        )
         files = {name: c for name, c in checks.items() if name.startswith(("file: ", "program: "))}
         assert files and all(c["ok"] for c in files.values()), [c for c in files.values() if not c["ok"]]
         details = " ".join(c["detail"] for c in files.values())
@@ -124,7 +152,7 @@ def test_a_trial_of_each_gpu_stack_runs_through_in_each_layout(tmp_path, tiny_ll
 def _layout_block(script: Path) -> str:
     """The layout probe of an emitted script (from its comment to its `require` helpers)."""
     text = script.read_text()
-    return text[text.index("# Where TensorRT-LLM's files are"):text.index("require() {")]
+    return text[text.index("# Where TensorRT-LLM's files are") : text.index("require() {")]
 
 
 def test_emitted_scripts_find_the_layout_and_run_end_to_end(tmp_path, tiny_llama_dir):
@@ -134,31 +162,54 @@ def test_emitted_scripts_find_the_layout_and_run_end_to_end(tmp_path, tiny_llama
     for real: `enginesweep quantize` on the tiny Llama). `bash -x` shows the files they used."""
     spec = _spec(tmp_path, tiny_llama_dir, "tritonserver", None, "trtllm-engine")
     out = tmp_path / "probe"
-    assert _run([str(SCRIPT), "plan", str(spec), "--predictor", "roofline", "--emit-scripts", str(out)],
-                os.environ.copy()).returncode == 0
+    assert (
+        _run(
+            [str(SCRIPT), "plan", str(spec), "--predictor", "roofline", "--emit-scripts", str(out)],
+            os.environ.copy(),
+        ).returncode
+        == 0
+    )
     (script,) = out.glob("*.sh")
-    probe = _layout_block(script) + 'printf "%s|%s|%s|%s|%s\\n" "$LAYOUT" "${TRTLLM_EXAMPLES:-}" ' \
+    probe = (
+        _layout_block(script) + 'printf "%s|%s|%s|%s|%s\\n" "$LAYOUT" "${TRTLLM_EXAMPLES:-}" '
         '"${TRITON_MODELS:-}" "${FILL_TEMPLATE:-}" "${LAUNCH_TRITON_SERVER:-}"'
+    )
     for shape in ("tritonserver", "checkout", "release"):
         layout = build_layout(tmp_path / "trees", shape)
         done = _run(["bash", "-c", probe], {**_env(layout), "TRTLLM_ROOT": str(layout.root)})
         assert done.returncode == 0, done.stderr
         examples, models, tools, scripts = SHAPES[shape]
-        expected = [f"{SHAPE_NAMES[shape]} at {layout.root}", str(layout.root / examples),
-                    *((str(layout.root / models), str(layout.root / tools / "fill_template.py"),
-                       str(layout.root / scripts / "launch_triton_server.py")) if models else ("", "", ""))]
+        expected = [
+            f"{SHAPE_NAMES[shape]} at {layout.root}",
+            str(layout.root / examples),
+            *(
+                (
+                    str(layout.root / models),
+                    str(layout.root / tools / "fill_template.py"),
+                    str(layout.root / scripts / "launch_triton_server.py"),
+                )
+                if models
+                else ("", "", "")
+            ),
+        ]
         assert done.stdout.strip().split("|") == expected
     for shape, stack in (("tritonserver", "trtllm-engine"), ("release", "trtllm-pytorch")):
         layout = build_layout(tmp_path / f"{shape}-{stack}-tree", shape)
         spec = _spec(tmp_path, tiny_llama_dir, shape, None, stack)  # the script probes TRTLLM_ROOT
         out = tmp_path / f"scripts-{shape}-{stack}"
-        done = _run([str(SCRIPT), "plan", str(spec), "--predictor", "roofline", "--emit-scripts", str(out)],
-                    os.environ.copy())
+        done = _run(
+            [str(SCRIPT), "plan", str(spec), "--predictor", "roofline", "--emit-scripts", str(out)],
+            os.environ.copy(),
+        )
         assert done.returncode == 0, done.stderr
         (script,) = out.glob("*.sh")
         work = tmp_path / f"work-{shape}-{stack}"
-        env = {**_env(layout), "TRTLLM_ROOT": str(layout.root), "MODEL_DIR": str(tiny_llama_dir),
-               "WORK": str(work)}
+        env = {
+            **_env(layout),
+            "TRTLLM_ROOT": str(layout.root),
+            "MODEL_DIR": str(tiny_llama_dir),
+            "WORK": str(work),
+        }
         ran = _run(["bash", "-x", str(script)], env)
         assert ran.returncode == 0, ran.stderr[-3000:]
         trace = ran.stderr
@@ -192,8 +243,13 @@ def test_a_layout_missing_one_file_fails_before_any_work(tmp_path, tiny_llama_di
     assert not (workspace / "quantized").exists() and not (workspace / "sweeps").exists()
     # The emitted script stops at the same file, before it writes anything.
     out = tmp_path / "scripts"
-    assert _run([str(SCRIPT), "plan", str(spec), "--predictor", "roofline", "--emit-scripts", str(out)],
-                os.environ.copy()).returncode == 0
+    assert (
+        _run(
+            [str(SCRIPT), "plan", str(spec), "--predictor", "roofline", "--emit-scripts", str(out)],
+            os.environ.copy(),
+        ).returncode
+        == 0
+    )
     (script,) = out.glob("*.sh")
     work = tmp_path / "work"
     ran = _run(["bash", str(script)], {**env, "MODEL_DIR": str(tiny_llama_dir), "WORK": str(work)})
@@ -224,8 +280,19 @@ def test_offline_trials_get_through_quantization_on_their_local_calibration(tmp_
         (level,) = record["benchmark"]["levels"]
         assert level["request_count"] == 4 and level["error_count"] == 0
     # The control: the stand-in, like quantize.py, goes to the hub for a dataset name; offline it fails.
-    control = _run(["unshare", "-rn", sys.executable, str(STANDINS / "checkpoint_tool.py"), "--qformat", "fp8",
-                    "--output_dir", str(tmp_path / "control")], {**env, "HF_DATASETS_OFFLINE": "1"})
+    control = _run(
+        [
+            "unshare",
+            "-rn",
+            sys.executable,
+            str(STANDINS / "checkpoint_tool.py"),
+            "--qformat",
+            "fp8",
+            "--output_dir",
+            str(tmp_path / "control"),
+        ],
+        {**env, "HF_DATASETS_OFFLINE": "1"},
+    )
     assert control.returncode != 0 and not (tmp_path / "control").exists()
 
 
@@ -233,8 +300,9 @@ def test_the_acceptance_command_says_no_gpu_here(tmp_path):
     """On this machine (no nvidia-smi): doctor's report for both stacks, then "no GPU", exit 1,
     no traceback, and a summary that says so."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
-                                  if not (Path(p) / "nvidia-smi").exists())
+    env["PATH"] = os.pathsep.join(
+        p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "nvidia-smi").exists()
+    )
     env["PATH"] = f"{SCRIPT.parent}{os.pathsep}{env['PATH']}"
     done = _run([str(REPO / "scripts" / "gpu-acceptance"), "--out", str(tmp_path / "acc")], env)
     assert done.returncode == 1
@@ -253,9 +321,11 @@ def _in_the_container_env() -> bool:
 
 
 @pytest.mark.container
-@pytest.mark.skipif(not _in_the_container_env(),
-                    reason="the doctor passes only beside TensorRT-LLM 1.2's ModelOpt 0.37: this runs in "
-                           ".venv-trtllm (test_container_profile.py runs it there)")
+@pytest.mark.skipif(
+    not _in_the_container_env(),
+    reason="the doctor passes only beside TensorRT-LLM 1.2's ModelOpt 0.37: this runs in "
+    ".venv-trtllm (test_container_profile.py runs it there)",
+)
 def test_gpu_acceptance_on_a_fake_gpu_runs_both_stacks_and_writes_the_summary(tmp_path, tiny_llama_dir):
     """The acceptance command past the doctor, in the container-shaped environment (Prefect,
     MLflow and ModelOpt at the versions the GPU profile resolves beside TensorRT-LLM 1.2): a fake
@@ -265,8 +335,21 @@ def test_gpu_acceptance_on_a_fake_gpu_runs_both_stacks_and_writes_the_summary(tm
     env = _env(layout)
     spec = _spec(tmp_path, tiny_llama_dir, "tritonserver", None, "trtllm-engine")
     out = tmp_path / "acceptance"
-    done = _run([str(SCRIPT), "gpu-acceptance", "--spec", str(spec), "--skip-tests", "--out", str(out),
-                 "--set", f"execution.trtllm_root={layout.root}"], env, timeout=1500)
+    done = _run(
+        [
+            str(SCRIPT),
+            "gpu-acceptance",
+            "--spec",
+            str(spec),
+            "--skip-tests",
+            "--out",
+            str(out),
+            "--set",
+            f"execution.trtllm_root={layout.root}",
+        ],
+        env,
+        timeout=1500,
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert done.returncode == 0, (done.stdout[-4000:], summary)
     assert summary["verdict"] == "passed"

@@ -47,10 +47,10 @@ class _Hub(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(CONFIG)
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         self._answer(body=False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._answer(body=True)
 
     def log_message(self, *args) -> None:
@@ -72,8 +72,11 @@ def hub():
 
 def _validate(tmp_path: Path, endpoint: str, repo_id: str) -> subprocess.CompletedProcess:
     spec = {
-        "name": "hub-config", "model": {"repo_id": repo_id}, "stack": "trtllm-engine",
-        "target": {"gpu": "H100-SXM-80GB"}, "axes": {"quant": ["fp8"]},
+        "name": "hub-config",
+        "model": {"repo_id": repo_id},
+        "stack": "trtllm-engine",
+        "target": {"gpu": "H100-SXM-80GB"},
+        "axes": {"quant": ["fp8"]},
         "workload": {"isl": {"mean": 512}, "osl": {"mean": 128}},
     }
     path = tmp_path / "spec.yaml"
@@ -81,8 +84,14 @@ def _validate(tmp_path: Path, endpoint: str, repo_id: str) -> subprocess.Complet
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf")}
     env.pop("HF_HUB_OFFLINE", None)
     script = Path(sys.executable).parent / "enginesweep"
-    return subprocess.run([str(script), "plan", str(path), "--json"], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [str(script), "plan", str(path), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_repo_without_shipped_architecture_reads_only_config_json(tmp_path, hub):
@@ -94,8 +103,10 @@ def test_repo_without_shipped_architecture_reads_only_config_json(tmp_path, hub)
     # Only config.json is fetched. (huggingface_hub >= 2.4 also GETs /api/agent-harnesses from the
     # same endpoint once a day for its request headers; that carries no model data.)
     files = [r for r in _Hub.requests if "/resolve/" in r]
-    assert files == ["HEAD /acme/llama-2-7b-copy/resolve/main/config.json",
-                     "GET /acme/llama-2-7b-copy/resolve/main/config.json"]
+    assert files == [
+        "HEAD /acme/llama-2-7b-copy/resolve/main/config.json",
+        "GET /acme/llama-2-7b-copy/resolve/main/config.json",
+    ]
 
 
 def test_unknown_repo_is_a_spec_error_naming_repo_id(tmp_path, hub):

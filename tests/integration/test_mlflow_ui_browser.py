@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from testkit.postgres_server import _children  # live children of a pid, from /proc
-from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
 from enginesweep.engines.processes import http_ok, kill_marked, session_pids, stop_process_group, wait_ready
 from enginesweep.engines.triton.server import free_port
 from enginesweep.evaluation.selection.headline import HEADLINE_METRICS
+from testkit.postgres_server import _children  # live children of a pid, from /proc
+from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,15 @@ SETUP_HINT = "run scripts/setup-test-services (it installs Debian's chromium pac
 # Headless as root on a machine without a display or internet: no sandbox (root), no GPU, and
 # nothing that phones home (the closed network refuses those connections, many at a time).
 # Playwright adds --headless itself; the profile folder is a fresh one per launch.
-CHROMIUM_FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 REQUIRED_METRICS = ("ttft_p99_ms", "itl_p99_ms")
 VIEWPORT = {"width": 1920, "height": 1200}
 UI_TIMEOUT_MS = 60_000  # first page loads on a busy 2-core machine
@@ -70,6 +77,7 @@ def artifact_dir() -> Path:
 def mlflow_format_metric(value: float) -> str:
     """A metric value as MLflow's UI displays it: `Utils.formatMetric` of MLflow 3.17's bundle
     (mlflow/server/js/build/static/js/main.*.js), JavaScript's rounding and number printing."""
+
     def js_round(x: float) -> int:  # Math.round: halves go up, not to even
         return math.floor(x + 0.5)
 
@@ -86,6 +94,7 @@ def mlflow_format_metric(value: float) -> str:
 
 
 # --- the sweep and its runs -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TrialRun:
@@ -113,8 +122,14 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Swe
     require_chromium()  # before minutes of sweeping, not after
     root = tmp_path_factory.mktemp("ui_sweep")
     spec = write_tiny_sweep(root, tiny_llama_dir)
-    done = subprocess.run([str(SCRIPT), "run", str(spec), "--set", "workload.concurrency=[1]"],
-                          cwd=root, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        [str(SCRIPT), "run", str(spec), "--set", "workload.concurrency=[1]"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'ws' / 'mlflow.db'}")
@@ -122,8 +137,11 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Swe
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("enginesweep.kind") == "sweep"]
     assert len(parents) == 1
-    trials = tuple(TrialRun(r.info.run_id, r.info.run_name, dict(r.data.metrics))
-                   for r in runs if r.data.tags.get("enginesweep.kind") == "trial")
+    trials = tuple(
+        TrialRun(r.info.run_id, r.info.run_name, dict(r.data.metrics))
+        for r in runs
+        if r.data.tags.get("enginesweep.kind") == "trial"
+    )
     assert sorted(t.slug for t in trials) == sorted(TRIALS)
     # Which headline metrics exist is the tracker's business; these two always do.
     headline = tuple(name for name in HEADLINE_METRICS if all(name in t.metrics for t in trials))
@@ -132,6 +150,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Swe
 
 
 # --- the UI server and the browser ------------------------------------------------------------
+
 
 @dataclass
 class RunningUI:
@@ -147,12 +166,22 @@ def enginesweep_ui(spec: Path, log_path: Path) -> Iterator[RunningUI]:
     `leftovers` and SIGKILLed by pid."""
     port = free_port()
     with log_path.open("ab") as log:
-        verb = subprocess.Popen([str(SCRIPT), "ui", str(spec), "--port", str(port)], cwd=spec.parent,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        verb = subprocess.Popen(
+            [str(SCRIPT), "ui", str(spec), "--port", str(port)],
+            cwd=spec.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     ui = RunningUI(f"http://127.0.0.1:{port}")
     try:
-        wait_ready(verb, lambda: http_ok(f"{ui.url}/health"), timeout_s=120, what="enginesweep ui",
-                   log_tail=lambda: log_path.read_text(errors="replace")[-3000:])
+        wait_ready(
+            verb,
+            lambda: http_ok(f"{ui.url}/health"),
+            timeout_s=120,
+            what="enginesweep ui",
+            log_tail=lambda: log_path.read_text(errors="replace")[-3000:],
+        )
         yield ui
     finally:
         servers = _children(verb.pid)  # `mlflow server`: setsid, so its pid is its session id
@@ -180,8 +209,12 @@ def page(tmp_path: Path):
     profile = tmp_path / "chromium-profile"
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(chromium), headless=True, args=list(CHROMIUM_FLAGS),
-            viewport=VIEWPORT)
+            profile,
+            executable_path=str(chromium),
+            headless=True,
+            args=list(CHROMIUM_FLAGS),
+            viewport=VIEWPORT,
+        )
         try:
             context.set_default_timeout(UI_TIMEOUT_MS)
             yield context.pages[0] if context.pages else context.new_page()
@@ -196,8 +229,9 @@ def page(tmp_path: Path):
 def save_screenshot(page, name: str) -> Path:
     """A screenshot of the whole page. MLflow scrolls inside its <main>, not the document, so the
     viewport is first made as tall as that content."""
-    overflow = page.evaluate("() => { const m = document.querySelector('main');"
-                             " return m ? m.scrollHeight - m.clientHeight : 0; }")
+    overflow = page.evaluate(
+        "() => { const m = document.querySelector('main'); return m ? m.scrollHeight - m.clientHeight : 0; }"
+    )
     if overflow > 0:
         page.set_viewport_size({"width": VIEWPORT["width"], "height": VIEWPORT["height"] + overflow})
         page.wait_for_timeout(500)  # plots re-render to the new size
@@ -208,6 +242,7 @@ def save_screenshot(page, name: str) -> Path:
 
 
 # --- what the browser sees --------------------------------------------------------------------
+
 
 def compare_url(ui_url: str, sweep: Sweep) -> str:
     """MLflow 3.17's compare page for the trial runs, as its own `getCompareRunPageRoute` builds
@@ -236,8 +271,9 @@ def metrics_table(page, wanted: set[str]) -> dict[str, list[str]]:
     so it is scrolled through and read at each position, rows keyed by their pixel offset; a
     pass that missed any of `wanted` (the grid re-renders after the scroll event, late on a
     busy machine) is repeated with longer waits."""
-    section = page.locator(".du-bois-light-collapse-item",
-                           has=page.locator("[aria-label='collapse Metrics']"))
+    section = page.locator(
+        ".du-bois-light-collapse-item", has=page.locator("[aria-label='collapse Metrics']")
+    )
     grids = section.locator(".ReactVirtualized__Grid")
     assert grids.count() == 2, "the metrics table is no longer a names grid beside a values grid"
     names_grid, values_grid = grids.nth(0), grids.nth(1)
@@ -245,8 +281,7 @@ def metrics_table(page, wanted: set[str]) -> dict[str, list[str]]:
     cells: dict[str, dict[float, str]] = {}
 
     def table() -> dict[str, list[str]]:
-        return {name: [text for _, text in sorted(cells.get(top, {}).items())]
-                for top, name in names.items()}
+        return {name: [text for _, text in sorted(cells.get(top, {}).items())] for top, name in names.items()}
 
     for wait_ms in (150, 600, 2000):
         height = values_grid.evaluate("g => g.scrollHeight")
@@ -254,12 +289,14 @@ def metrics_table(page, wanted: set[str]) -> dict[str, list[str]]:
             values_grid.evaluate("(g, y) => { g.scrollTop = y; }", top)
             page.wait_for_timeout(wait_ms)
             for row_top, name in names_grid.evaluate(
-                    "g => [...g.querySelectorAll('a[title=\"Plot chart\"]')]"
-                    ".map(a => [a.parentElement.style.top, a.textContent])"):
+                "g => [...g.querySelectorAll('a[title=\"Plot chart\"]')]"
+                ".map(a => [a.parentElement.style.top, a.textContent])"
+            ):
                 names[row_top] = name
             for row_top, left, text in values_grid.evaluate(
-                    "g => [...g.querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer > div')]"
-                    ".map(c => [c.style.top, parseFloat(c.style.left), c.textContent])"):
+                "g => [...g.querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer > div')]"
+                ".map(c => [c.style.top, parseFloat(c.style.left), c.textContent])"
+            ):
                 cells.setdefault(row_top, {})[left] = text
         shown = table()
         if wanted <= {name for name, values in shown.items() if values}:

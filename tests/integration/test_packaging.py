@@ -18,9 +18,24 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_pip_install_puts_only_enginesweep_at_the_top_of_site_packages(tmp_path):
     target = tmp_path / "site-packages"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO_ROOT)],
-                   check=True, capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO_ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     (record,) = target.glob("enginesweep-*.dist-info/RECORD")
     paths = [row[0] for row in csv.reader(record.read_text().splitlines())]
     # The console script is recorded as ../../bin/enginesweep (outside site-packages), not a module.
@@ -36,12 +51,20 @@ def test_pip_install_puts_only_enginesweep_at_the_top_of_site_packages(tmp_path)
     assert any(p.startswith("enginesweep/evaluation/planning/published/") for p in paths)
     assert (target / dist_info / "top_level.txt").read_text().split() == ["enginesweep"]
     # The installed copy runs from anywhere, with no repository on the path.
-    done = subprocess.run([sys.executable, "-c",
-                           "import sys; sys.path.insert(0, sys.argv[1]); "
-                           "import enginesweep.build_configs.loading as loading; "
-                           "print(loading.__file__); print(loading.load_spec('smollm2-cpu-smoke').spec.name)",
-                           str(target)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "import enginesweep.build_configs.loading as loading; "
+            "print(loading.__file__); print(loading.load_spec('smollm2-cpu-smoke').spec.name)",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     module_file, name = done.stdout.split()
     assert Path(module_file).is_relative_to(target), module_file

@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from enginesweep.engines import textdata
 from enginesweep.evaluation.accuracy.paired import compare_accuracy
 from enginesweep.evaluation.accuracy.perplexity import evaluate_perplexity
-
-import torch  # noqa: E402 - the reference stack is part of the set-up: fail, never skip
-import transformers  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -44,19 +43,33 @@ def held_out(corpus: Path) -> str:
 def tiny_llama(tokenizer: Any) -> Any:
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=2 * WINDOW)
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=2 * WINDOW,
+    )
     return transformers.LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
 def baseline(tiny_llama: Any, tokenizer: Any, held_out: str):
-    return evaluate_perplexity(tiny_llama, tokenizer, held_out, window_tokens=WINDOW,
-                               max_windows=12, hardware="cpu", dataset_name="britannica",
-                               batch_size=4)
+    return evaluate_perplexity(
+        tiny_llama,
+        tokenizer,
+        held_out,
+        window_tokens=WINDOW,
+        max_windows=12,
+        hardware="cpu",
+        dataset_name="britannica",
+        batch_size=4,
+    )
 
 
 # --- the corpus -----------------------------------------------------------------------------
+
 
 def test_held_out_text_is_the_article_without_scan_markup(held_out: str) -> None:
     assert held_out.startswith("Shakespeare, William (1564--1616), English poet, player")
@@ -65,8 +78,7 @@ def test_held_out_text_is_the_article_without_scan_markup(held_out: str) -> None
     assert len(held_out) > 250_000
 
 
-def test_calibration_is_deterministic_and_never_in_the_held_out_text(corpus: Path,
-                                                                     held_out: str) -> None:
+def test_calibration_is_deterministic_and_never_in_the_held_out_text(corpus: Path, held_out: str) -> None:
     first = textdata.calibration_texts(corpus, 10, passage_chars=800)
     assert first == textdata.calibration_texts(corpus, 10, passage_chars=800)
     assert len(first) == 10 and all(len(p) >= 790 for p in first)
@@ -78,10 +90,10 @@ def test_calibration_is_deterministic_and_never_in_the_held_out_text(corpus: Pat
 
 def test_calibration_refuses_more_passages_than_a_play_holds(corpus: Path) -> None:
     # The Tempest holds about 98k characters: one passage of 60k, not two.
-    assert len(textdata.calibration_texts(corpus, 1, passage_chars=60_000,
-                                          plays=["tempest_gut"])) == 1
-    with pytest.raises(textdata.CorpusError,
-                       match=r"tempest_gut yields 1 passage\(s\) of 60000 characters, passage 2"):
+    assert len(textdata.calibration_texts(corpus, 1, passage_chars=60_000, plays=["tempest_gut"])) == 1
+    with pytest.raises(
+        textdata.CorpusError, match=r"tempest_gut yields 1 passage\(s\) of 60000 characters, passage 2"
+    ):
         textdata.calibration_texts(corpus, 2, passage_chars=60_000, plays=["tempest_gut"])
 
 
@@ -92,25 +104,41 @@ def test_a_cached_tarball_with_the_wrong_hash_is_refused(tmp_path: Path) -> None
 
 
 def test_gutenberg_licence_text_is_stripped() -> None:
-    raw = ("The Project Gutenberg EBook of Hamlet\n\nsmall print\n"
-           "*** START OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\n\n\n\nWho's there?\n"
-           "*** END OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\nlicence\n")
+    raw = (
+        "The Project Gutenberg EBook of Hamlet\n\nsmall print\n"
+        "*** START OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\n\n\n\nWho's there?\n"
+        "*** END OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\nlicence\n"
+    )
     assert textdata.strip_boilerplate(raw) == "Who's there?\n"
 
 
 # --- windows and formulas -------------------------------------------------------------------
 
-def test_window_count_follows_the_token_count(tiny_llama: Any, tokenizer: Any,
-                                              held_out: str) -> None:
+
+def test_window_count_follows_the_token_count(tiny_llama: Any, tokenizer: Any, held_out: str) -> None:
     text = held_out[:3000]
     tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    result = evaluate_perplexity(tiny_llama, tokenizer, text, window_tokens=WINDOW,
-                                 max_windows=None, hardware="cpu", dataset_name="britannica")
+    result = evaluate_perplexity(
+        tiny_llama,
+        tokenizer,
+        text,
+        window_tokens=WINDOW,
+        max_windows=None,
+        hardware="cpu",
+        dataset_name="britannica",
+    )
     assert len(result.window_nll) == len(result.window_top1) == tokens // WINDOW
     assert tokens // WINDOW >= 3
     with pytest.raises(ValueError, match="fewer than one 128-token window"):
-        evaluate_perplexity(tiny_llama, tokenizer, held_out[:100], window_tokens=WINDOW,
-                            max_windows=None, hardware="cpu", dataset_name="britannica")
+        evaluate_perplexity(
+            tiny_llama,
+            tokenizer,
+            held_out[:100],
+            window_tokens=WINDOW,
+            max_windows=None,
+            hardware="cpu",
+            dataset_name="britannica",
+        )
 
 
 def test_baseline_record_is_consistent(baseline, tokenizer: Any, held_out: str) -> None:
@@ -126,11 +154,12 @@ def test_baseline_record_is_consistent(baseline, tokenizer: Any, held_out: str) 
     assert 0.5 * vocab < baseline.perplexity < 2 * vocab
 
 
-def test_window_nll_matches_the_models_own_shifted_loss(tiny_llama: Any, tokenizer: Any,
-                                                        held_out: str, baseline) -> None:
+def test_window_nll_matches_the_models_own_shifted_loss(
+    tiny_llama: Any, tokenizer: Any, held_out: str, baseline
+) -> None:
     ids = tokenizer(held_out, add_special_tokens=False)["input_ids"]
     for k in (0, 5):
-        window = torch.tensor([ids[k * WINDOW:(k + 1) * WINDOW]])
+        window = torch.tensor([ids[k * WINDOW : (k + 1) * WINDOW]])
         with torch.inference_mode():
             loss = tiny_llama(input_ids=window, labels=window).loss.item()
         assert baseline.window_nll[k] == pytest.approx(loss, rel=1e-5)
@@ -147,18 +176,25 @@ class UnigramLM(torch.nn.Module):
         return SimpleNamespace(logits=self.log_probs.expand(*input_ids.shape, -1))
 
 
-def test_unigram_model_scores_the_next_token_not_the_current_one(tokenizer: Any,
-                                                                 held_out: str) -> None:
+def test_unigram_model_scores_the_next_token_not_the_current_one(tokenizer: Any, held_out: str) -> None:
     ids = np.array(tokenizer(held_out, add_special_tokens=False)["input_ids"])
     # Unigram frequencies of the whole text, lightly smoothed so that no token has p = 0.
     counts = np.bincount(ids, minlength=len(tokenizer)) + 0.01
     log_probs = np.log(counts / counts.sum())
     model = UnigramLM(torch.tensor(log_probs, dtype=torch.float32))
-    result = evaluate_perplexity(model, tokenizer, held_out, window_tokens=WINDOW, max_windows=4,
-                                 hardware="cpu", dataset_name="britannica", batch_size=3)
+    result = evaluate_perplexity(
+        model,
+        tokenizer,
+        held_out,
+        window_tokens=WINDOW,
+        max_windows=4,
+        hardware="cpu",
+        dataset_name="britannica",
+        batch_size=3,
+    )
     top = int(np.argmax(log_probs))
     for k in range(4):
-        targets = ids[k * WINDOW + 1:(k + 1) * WINDOW]  # the first token of a window is context
+        targets = ids[k * WINDOW + 1 : (k + 1) * WINDOW]  # the first token of a window is context
         assert result.window_nll[k] == pytest.approx(-log_probs[targets].mean(), rel=2e-5)
         assert result.window_top1[k] == pytest.approx(np.mean(targets == top), abs=1e-12)
     assert result.top1_accuracy > 0.0
@@ -168,21 +204,35 @@ def test_unigram_model_scores_the_next_token_not_the_current_one(tokenizer: Any,
 
 # --- an FP8 fake-quantized variant ----------------------------------------------------------
 
+
 def test_fp8_fake_quantized_copy_is_close_and_the_paired_interval_finite(
-        tiny_llama: Any, tokenizer: Any, corpus: Path, held_out: str, baseline) -> None:
+    tiny_llama: Any, tokenizer: Any, corpus: Path, held_out: str, baseline
+) -> None:
     import modelopt.torch.quantization as mtq
+
     passages = textdata.calibration_texts(corpus, 8)
-    batches = [tokenizer(p, return_tensors="pt", add_special_tokens=False, truncation=True,
-                         max_length=WINDOW)["input_ids"] for p in passages]
+    batches = [
+        tokenizer(p, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=WINDOW)[
+            "input_ids"
+        ]
+        for p in passages
+    ]
 
     def calibrate(model: Any) -> None:
         for batch in batches:
             model(input_ids=batch)
 
     quantized = mtq.quantize(copy.deepcopy(tiny_llama), mtq.FP8_DEFAULT_CFG, calibrate)
-    variant = evaluate_perplexity(quantized, tokenizer, held_out, window_tokens=WINDOW,
-                                  max_windows=12, hardware="cpu", dataset_name="britannica",
-                                  batch_size=4)
+    variant = evaluate_perplexity(
+        quantized,
+        tokenizer,
+        held_out,
+        window_tokens=WINDOW,
+        max_windows=12,
+        hardware="cpu",
+        dataset_name="britannica",
+        batch_size=4,
+    )
     assert variant.window_nll != baseline.window_nll
     assert variant.perplexity == pytest.approx(baseline.perplexity, rel=0.01)
 

@@ -22,31 +22,50 @@ import sys
 from pathlib import Path
 
 import pytest
-from testkit.postgres_server import PostgresServer, postgres_server, require_postgres  # noqa: F401 - fixture
-from testkit.tiny_sweep import write_tiny_sweep
 
 from enginesweep.engines.processes import http_ok, stop_process_group, wait_ready
 from enginesweep.engines.triton.server import free_port
+from testkit.postgres_server import PostgresServer, postgres_server, require_postgres  # noqa: F401 - fixture
+from testkit.tiny_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 SLUG = "tiny__bf16__kv-auto__tp1"
 MODEL = "tiny-engine"  # the registry name write_tiny_sweep's spec sets
-HEADLINE = ("ttft_p99_ms", "itl_p99_ms", "output_tok_s_per_gpu", "goodput_rps_at_sla",
-            "by_concurrency/output_tok_s", "by_concurrency/goodput_req_s")
+HEADLINE = (
+    "ttft_p99_ms",
+    "itl_p99_ms",
+    "output_tok_s_per_gpu",
+    "goodput_rps_at_sla",
+    "by_concurrency/output_tok_s",
+    "by_concurrency/goodput_req_s",
+)
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path,
-          postgres_server: PostgresServer):  # noqa: F811 - the fixture imported above
+def swept(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, postgres_server: PostgresServer):  # noqa: F811 - the fixture imported above
     """The one-trial sweep, run by the CLI into the PostgreSQL store: (workspace root, result)."""
     root = tmp_path_factory.mktemp("pg_sweep")
     spec = write_tiny_sweep(root, tiny_llama_dir, name="pg-sweep")
     done = subprocess.run(
-        [str(SCRIPT), "run", str(spec), "--set", "axes.quant=[bf16]", "--set", "workload.concurrency=[1]",
-         "--set", f"tracking.mlflow_uri={postgres_server.sqlalchemy_uri}"],
-        cwd=root, capture_output=True, text=True, timeout=900, check=False)
+        [
+            str(SCRIPT),
+            "run",
+            str(spec),
+            "--set",
+            "axes.quant=[bf16]",
+            "--set",
+            "workload.concurrency=[1]",
+            "--set",
+            f"tracking.mlflow_uri={postgres_server.sqlalchemy_uri}",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return root, done
 
@@ -59,8 +78,9 @@ def client(postgres_server: PostgresServer):  # noqa: F811
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def test_missing_postgres_is_an_error_naming_the_setup_script(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch):
+def test_missing_postgres_is_an_error_naming_the_setup_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """Without server binaries the fixture fails with the fix, it does not skip."""
     monkeypatch.setenv("PATH", str(tmp_path))  # no initdb on PATH either
     with pytest.raises(RuntimeError, match="run scripts/setup-test-services"):
@@ -94,17 +114,22 @@ def test_the_rows_are_in_the_postgres_database(swept, postgres_server):  # noqa:
         "SELECT r.run_uuid, r.name, r.status, kind.value FROM runs r "
         "JOIN experiments e ON e.experiment_id = r.experiment_id "
         "JOIN tags kind ON kind.run_uuid = r.run_uuid AND kind.key = 'enginesweep.kind' "
-        "WHERE e.name = 'enginesweep' AND r.lifecycle_stage = 'active' ORDER BY kind.value")
+        "WHERE e.name = 'enginesweep' AND r.lifecycle_stage = 'active' ORDER BY kind.value"
+    )
     assert [(name, status, kind) for _, name, status, kind in rows] == [
-        ("pg-sweep", "FINISHED", "sweep"), (SLUG, "FINISHED", "trial")]
+        ("pg-sweep", "FINISHED", "sweep"),
+        (SLUG, "FINISHED", "trial"),
+    ]
     trial_run = rows[1][0]
-    metrics = dict(postgres_server.query(
-        "SELECT key, value FROM latest_metrics WHERE run_uuid = %s", (trial_run,)))
+    metrics = dict(
+        postgres_server.query("SELECT key, value FROM latest_metrics WHERE run_uuid = %s", (trial_run,))
+    )
     assert set(HEADLINE) <= set(metrics) and metrics["by_concurrency/output_tok_s"] > 0
     aliases = postgres_server.query(
         "SELECT a.alias, v.version, v.run_id FROM registered_model_aliases a "
         "JOIN model_versions v ON v.name = a.name AND v.version = a.version WHERE a.name = %s",
-        (MODEL,))
+        (MODEL,),
+    )
     assert aliases == [("champion", 1, trial_run)]
 
 
@@ -127,8 +152,7 @@ def test_champion_version_and_artifacts_under_the_workspace(swept, client):
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory: pytest.TempPathFactory,
-                    postgres_server: PostgresServer):  # noqa: F811
+def tracking_server(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer):  # noqa: F811
     """`mlflow server` on database `team` of the PostgreSQL server, serving artifacts from a local
     folder (where a team points --artifacts-destination at s3://...): (its URL, that folder)."""
     postgres_server.create_database("team")
@@ -141,21 +165,40 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory,
     log_path = workdir / "mlflow-server.log"
     with log_path.open("ab") as log:
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server",
-             "--backend-store-uri", postgres_server.uri_for("team"),
-             "--artifacts-destination", store.as_uri(),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                postgres_server.uri_for("team"),
+                "--artifacts-destination",
+                store.as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_ready(server, lambda: http_ok(f"{url}/health"), timeout_s=180, what="mlflow server",
-                   log_tail=lambda: log_path.read_text(errors="replace")[-3000:])
+        wait_ready(
+            server,
+            lambda: http_ok(f"{url}/health"),
+            timeout_s=180,
+            what="mlflow server",
+            log_tail=lambda: log_path.read_text(errors="replace")[-3000:],
+        )
         yield url, store
     finally:
         stop_process_group(server)  # its uvicorn worker too
 
 
-def test_a_tracking_server_keeps_artifacts_in_its_own_store(swept, tracking_server,
-                                                             postgres_server):  # noqa: F811
+def test_a_tracking_server_keeps_artifacts_in_its_own_store(swept, tracking_server, postgres_server):  # noqa: F811
     """What the sweep does through `tracking.mlflow_uri: http://...`: the runs and the registry
     rows go to PostgreSQL through the server, every artifact (records, the promoted engine) to
     the server's artifact store, none to the client's workspace."""
@@ -173,11 +216,11 @@ def test_a_tracking_server_keeps_artifacts_in_its_own_store(swept, tracking_serv
     tracker = SweepTracker(url, "enginesweep", artifact_root=mlruns)
     parent = tracker.start_sweep("pg-sweep", spec_yaml="name: pg-sweep\n", plan_json="{}", params={})
     child = tracker.log_trial(parent, record, trial_dir)
-    promotion = promote(tracker.client, model_name=MODEL, run_id=child,
-                        bundle_dir=Path(record.bundle_dir))
+    promotion = promote(tracker.client, model_name=MODEL, run_id=child, bundle_dir=Path(record.bundle_dir))
 
     assert tracker.client.get_experiment(tracker.experiment_id).artifact_location.startswith(
-        "mlflow-artifacts:")
+        "mlflow-artifacts:"
+    )
     assert promotion.version == "1"
     served = {p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file()}
     assert any(path.endswith(f"{parent}/artifacts/spec.yaml") for path in served), served
@@ -187,5 +230,8 @@ def test_a_tracking_server_keeps_artifacts_in_its_own_store(swept, tracking_serv
     rows = postgres_server.query(
         "SELECT r.name, a.alias FROM runs r JOIN registered_model_aliases a ON a.name = %s "
         "JOIN model_versions v ON v.name = a.name AND v.version = a.version "
-        "AND v.run_id = r.run_uuid", (MODEL,), database="team")
+        "AND v.run_id = r.run_uuid",
+        (MODEL,),
+        database="team",
+    )
     assert rows == [(SLUG, "champion")]

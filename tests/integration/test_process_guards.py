@@ -92,8 +92,12 @@ def test_reaping_kills_the_leftovers_of_a_dead_leader_and_spares_a_reused_pid(tm
     marker = str(tmp_path / "trial-folder")
     # A session whose leader (bash) dies and leaves a helper (sleep) behind, like a server
     # killed by PDEATHSIG leaving a Python-backend stub.
-    leader = subprocess.Popen(["bash", "-c", f"sleep 300 & echo $!; exit 0 # {marker}"],
-                              start_new_session=True, stdout=subprocess.PIPE, text=True)
+    leader = subprocess.Popen(
+        ["bash", "-c", f"sleep 300 & echo $!; exit 0 # {marker}"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     helper = int(leader.stdout.readline())
     leader.wait(timeout=10)
     assert helper in session_pids(leader.pid) and leader.pid not in session_pids(leader.pid)

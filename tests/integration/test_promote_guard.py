@@ -27,17 +27,29 @@ def store(tmp_path: Path):
     bundle = ws / "bundles" / "b"
     (bundle / "model").mkdir(parents=True)
     (bundle / "model" / "w.bin").write_bytes(b"w" * 4096)
-    write_manifest(bundle, slug=SLUG, stack="reference", inputs={"n": 1}, versions={},
-                   target={"gpu": "cpu"}, trtllm_checkpoint={})
+    write_manifest(
+        bundle,
+        slug=SLUG,
+        stack="reference",
+        inputs={"n": 1},
+        versions={},
+        target={"gpu": "cpu"},
+        trtllm_checkpoint={},
+    )
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.create_experiment("smollm2-cpu-smoke",
-                                          artifact_location=(ws / "mlruns").resolve().as_uri())
+    experiment = client.create_experiment(
+        "smollm2-cpu-smoke", artifact_location=(ws / "mlruns").resolve().as_uri()
+    )
 
     def trial_run(status: str = "ok") -> str:
         record = TrialRecord.load(RECORDS / f"{SLUG}.json").model_copy(
-            update={"bundle_dir": str(bundle), "status": status,
-                    "error": "benchmark: server died" if status != "ok" else None})
+            update={
+                "bundle_dir": str(bundle),
+                "status": status,
+                "error": "benchmark: server died" if status != "ok" else None,
+            }
+        )
         path = tmp_path / "record.json"
         record.save(path)
         run_id = client.create_run(experiment, run_name=SLUG).info.run_id
@@ -50,8 +62,16 @@ def store(tmp_path: Path):
 
 
 def promote(cli, ws: Path, run_id: str, *args: str):
-    return cli("promote", "smollm2-cpu-smoke", run_id, *args, "--set", f"workspace={ws}",
-               "--set", f"tracking.mlflow_uri=sqlite:///{ws / 'mlflow.db'}")
+    return cli(
+        "promote",
+        "smollm2-cpu-smoke",
+        run_id,
+        *args,
+        "--set",
+        f"workspace={ws}",
+        "--set",
+        f"tracking.mlflow_uri=sqlite:///{ws / 'mlflow.db'}",
+    )
 
 
 def versions(client) -> list:

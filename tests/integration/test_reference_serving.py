@@ -11,20 +11,20 @@ import urllib.request
 
 import pytest
 
-from enginesweep.engines import textdata
+from enginesweep.engines import processes, textdata
 from enginesweep.engines.quantize.modelopt_cpu import quantize_checkpoint
 from enginesweep.engines.quantize.recipes import CalibrationSpec, QuantRecipe
-from enginesweep.engines.triton.repository import SERVED_MODEL, write_reference_repository
-from enginesweep.engines import processes
 from enginesweep.engines.triton import server as server_module
+from enginesweep.engines.triton.repository import SERVED_MODEL, write_reference_repository
 from enginesweep.engines.triton.server import ServerError, TritonServer
 
 pytestmark = pytest.mark.integration
 
 
 def post(url: str, body: dict) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, response.read().decode()
@@ -33,17 +33,23 @@ def post(url: str, body: dict) -> tuple[int, str]:
 
 
 def events(body: str) -> list[dict]:
-    return [json.loads(line[len("data: "):]) for line in body.splitlines() if line.startswith("data: ")]
+    return [json.loads(line[len("data: ") :]) for line in body.splitlines() if line.startswith("data: ")]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_llama_dir, corpus):
     root = tmp_path_factory.mktemp("serve")
     texts = textdata.calibration_texts(corpus, 2, passage_chars=300)
-    recipe = QuantRecipe(quant="fp8", kv_cache="int8", calibration=CalibrationSpec(
-        dataset="plays", sha256=textdata.text_sha256("".join(texts)), samples=2, seq_len=64))
-    quantize_checkpoint(tiny_llama_dir, recipe, root / "q", key="k", calibration_texts=texts,
-                        log=lambda line: None)
+    recipe = QuantRecipe(
+        quant="fp8",
+        kv_cache="int8",
+        calibration=CalibrationSpec(
+            dataset="plays", sha256=textdata.text_sha256("".join(texts)), samples=2, seq_len=64
+        ),
+    )
+    quantize_checkpoint(
+        tiny_llama_dir, recipe, root / "q", key="k", calibration_texts=texts, log=lambda line: None
+    )
     repo = write_reference_repository(root / "repo", root / "q" / "model", max_batch_size=2, max_seq_len=64)
     with TritonServer(repo, root / "work", models=(SERVED_MODEL,)) as running:
         yield running
@@ -51,8 +57,10 @@ def server(tmp_path_factory, tiny_llama_dir, corpus):
 
 
 def test_streams_text_output_deltas(server):
-    status, body = post(f"{server.url}/v2/models/{SERVED_MODEL}/generate_stream",
-                        {"text_input": "To be, or not to be", "max_tokens": 12, "min_tokens": 12, "stream": True})
+    status, body = post(
+        f"{server.url}/v2/models/{SERVED_MODEL}/generate_stream",
+        {"text_input": "To be, or not to be", "max_tokens": 12, "min_tokens": 12, "stream": True},
+    )
     assert status == 200
     chunks = events(body)
     assert len(chunks) >= 2 and all("error" not in c for c in chunks), chunks
@@ -61,15 +69,19 @@ def test_streams_text_output_deltas(server):
 
 
 def test_non_streaming_request_gets_one_answer(server):
-    status, body = post(f"{server.url}/v2/models/{SERVED_MODEL}/generate_stream",
-                        {"text_input": "Hello", "max_tokens": 4, "min_tokens": 4})
+    status, body = post(
+        f"{server.url}/v2/models/{SERVED_MODEL}/generate_stream",
+        {"text_input": "Hello", "max_tokens": 4, "min_tokens": 4},
+    )
     chunks = events(body)
     assert status == 200 and len(chunks) == 1 and "text_output" in chunks[0], chunks
 
 
 def test_max_seq_len_is_enforced_with_a_clear_error(server):
-    _, body = post(f"{server.url}/v2/models/{SERVED_MODEL}/generate_stream",
-                   {"text_input": "word " * 40, "max_tokens": 60, "stream": True})
+    _, body = post(
+        f"{server.url}/v2/models/{SERVED_MODEL}/generate_stream",
+        {"text_input": "word " * 40, "max_tokens": 60, "stream": True},
+    )
     assert "exceed max_seq_len 64" in body
 
 
@@ -125,10 +137,18 @@ def test_ports_busy_on_every_try_fail_naming_the_port(tmp_path, monkeypatch):
     ports = iter(sock.getsockname()[1] for sock in held)
     monkeypatch.setattr(server_module, "free_port", lambda: next(ports))
     try:
-        server = TritonServer(tmp_path / "repo", tmp_path / "work", http_port=next(ports),
-                              grpc_port=next(ports), metrics_port=next(ports))
-        with pytest.raises(ServerError, match=r"port \d+ on 127.0.0.1 was in use by another process on "
-                                              rf"each of {server_module.PORT_ATTEMPTS} tries"):
+        server = TritonServer(
+            tmp_path / "repo",
+            tmp_path / "work",
+            http_port=next(ports),
+            grpc_port=next(ports),
+            metrics_port=next(ports),
+        )
+        with pytest.raises(
+            ServerError,
+            match=r"port \d+ on 127.0.0.1 was in use by another process on "
+            rf"each of {server_module.PORT_ATTEMPTS} tries",
+        ):
             server.start(timeout_s=60)
         assert server.process is None
     finally:

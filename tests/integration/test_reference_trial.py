@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit.tiny_sweep import write_tiny_sweep
 
 from enginesweep.build_configs.loading import load_spec
 from enginesweep.engines.compat import BundleMismatch
 from enginesweep.engines.manifest import verify_bundle
 from enginesweep.evaluation.records import TrialRecord
 from enginesweep.flows.trial import run_trial
+from testkit.tiny_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,22 @@ def write_spec(tmp_path: Path, model_dir: Path, **workload) -> Path:
         "model": {"path": str(model_dir), "name": "tiny"},
         "stack": "reference",
         "target": {"gpu": "cpu"},
-        "axes": {"quant": ["bf16", "fp8"], "kv_cache": ["auto", "int8"], "max_batch_size": [4],
-                 "max_num_tokens": [512], "max_seq_len": [256]},
+        "axes": {
+            "quant": ["bf16", "fp8"],
+            "kv_cache": ["auto", "int8"],
+            "max_batch_size": [4],
+            "max_num_tokens": [512],
+            "max_seq_len": [256],
+        },
         "build": {"awq_block_size": 64, "calib_size": 4, "calib_max_seq_length": 64},
-        "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [1, 4],
-                     "request_count": 8, "warmup_request_count": 1, **workload},
+        "workload": {
+            "isl": {"mean": 32},
+            "osl": {"mean": 8},
+            "concurrency": [1, 4],
+            "request_count": 8,
+            "warmup_request_count": 1,
+            **workload,
+        },
         "sla": {"ttft_p99_ms": 60000, "itl_p99_ms": 10000},
         "accuracy": {"window_tokens": 64, "max_windows": 8, "task_limit": 12},
         "workspace": str(tmp_path / "ws"),
@@ -87,8 +98,11 @@ def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
     assert record.host_load is not None and len(record.host_load) == 2
 
     # a second trial with the same recipe but other knobs reuses the quantized checkpoint
-    again = run_trial(load_spec(write_spec(tmp_path, tiny_llama_dir),
-                                ["axes.max_batch_size=[2]"]), "tiny__fp8__kv-int8__tp1", log=lines.append)
+    again = run_trial(
+        load_spec(write_spec(tmp_path, tiny_llama_dir), ["axes.max_batch_size=[2]"]),
+        "tiny__fp8__kv-int8__tp1",
+        log=lines.append,
+    )
     assert again.stage_seconds["quantize"] == 0.0
     assert any("reusing" in line for line in lines)
 
@@ -120,8 +134,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _trial_in_benchmark(tmp_path: Path, model_dir: Path, **workload
-                        ) -> tuple[subprocess.Popen, Path, list[str]]:
+def _trial_in_benchmark(
+    tmp_path: Path, model_dir: Path, **workload
+) -> tuple[subprocess.Popen, Path, list[str]]:
     """`enginesweep trial` on the bf16 tiny trial, returned once aiperf is profiling; with the
     trial folder and the command (to run it again)."""
     spec = write_spec(tmp_path, model_dir, request_count=400, **workload)
@@ -129,8 +144,13 @@ def _trial_in_benchmark(tmp_path: Path, model_dir: Path, **workload
     command = [str(script), "trial", str(spec), "--slug", "tiny__bf16__kv-auto__tp1"]
     # SIGINT back to its default in the child: a suite started in the background (`cmd &`)
     # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     trial_dir = tmp_path / "ws" / "sweeps" / "tiny-trial" / "tiny__bf16__kv-auto__tp1"
     aiperf_log = trial_dir / "benchmark" / "aiperf.log"
     aiperf_pid = trial_dir / "benchmark" / "aiperf.pid"
@@ -193,8 +213,13 @@ def test_sigkill_mid_benchmark_leaves_no_server_and_the_rerun_completes(tmp_path
         assert time.monotonic() < deadline, "tritonserver or aiperf outlived the SIGKILLed trial"
         time.sleep(0.5)
 
-    done = subprocess.run([*command, "--set", "workload.request_count=8"], capture_output=True,
-                          text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [*command, "--set", "workload.request_count=8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert _session_leftovers(server_sid) == [] and _session_leftovers(aiperf_sid) == []
     leftovers = subprocess.run(["pgrep", "-f", str(trial_dir)], capture_output=True, text=True).stdout
@@ -220,13 +245,22 @@ def test_two_sweeps_on_one_workspace_build_a_shared_trial_once(tmp_path, tiny_ll
         spec = yaml.safe_load(spec_path.read_text())
         spec["axes"]["quant"], spec["workspace"] = ["fp8"], str(shared)
         spec_path.write_text(yaml.safe_dump(spec))
-        procs.append(subprocess.Popen([str(script), "run", str(spec_path)], cwd=folder,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [str(script), "run", str(spec_path)],
+                cwd=folder,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [proc.communicate(timeout=900)[0] for proc in procs]
     for proc, output in zip(procs, outputs):
         assert proc.returncode == 0, output[-4000:]
-    records = [json.loads((shared / "sweeps" / name / "tiny__fp8__kv-auto__tp1" / "record.json").read_text())
-               for name in ("sweep-a", "sweep-b")]
+    records = [
+        json.loads((shared / "sweeps" / name / "tiny__fp8__kv-auto__tp1" / "record.json").read_text())
+        for name in ("sweep-a", "sweep-b")
+    ]
     # One sweep quantized and built; the other waited on the lock and reused the stored bundle.
     assert sorted("quantize" in r["executed_stages"] for r in records) == [False, True]
     assert sorted("build" in r["executed_stages"] for r in records) == [False, True]
@@ -240,10 +274,13 @@ def test_two_sweeps_on_one_workspace_build_a_shared_trial_once(tmp_path, tiny_ll
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{shared / 'mlflow.db'}")
-    parents = client.search_runs([client.get_experiment_by_name("enginesweep").experiment_id],
-                                 "tags.`enginesweep.kind` = 'sweep'")
+    parents = client.search_runs(
+        [client.get_experiment_by_name("enginesweep").experiment_id], "tags.`enginesweep.kind` = 'sweep'"
+    )
     assert sorted((p.info.run_name, p.info.status) for p in parents) == [
-        ("sweep-a", "FINISHED"), ("sweep-b", "FINISHED")]
+        ("sweep-a", "FINISHED"),
+        ("sweep-b", "FINISHED"),
+    ]
 
 
 def test_a_server_killed_mid_benchmark_fails_the_trial_with_the_reason(tmp_path, tiny_llama_dir):
@@ -254,8 +291,10 @@ def test_a_server_killed_mid_benchmark_fails_the_trial_with_the_reason(tmp_path,
     record = json.loads((trial_dir / "record.json").read_text())
     assert record["status"] == "failed" and record["benchmark"] is None
     # Either aiperf reports the refused connections or the liveness check names the server.
-    assert ("ServerDied: the server died during the benchmark" in record["error"]
-            or "AiperfError" in record["error"]), record["error"]
+    assert (
+        "ServerDied: the server died during the benchmark" in record["error"]
+        or "AiperfError" in record["error"]
+    ), record["error"]
     assert "executed_stages" in record and "serve+benchmark" not in record["stage_seconds"]
     leftovers = subprocess.run(["pgrep", "-f", str(trial_dir)], capture_output=True, text=True).stdout
     assert leftovers == "", leftovers

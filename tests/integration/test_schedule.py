@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testkit.hub_server import MirrorRepo, OlahServer, require_olah
 
 from enginesweep.engines.demo_model import build_tiny_llama
+from testkit.hub_server import MirrorRepo, OlahServer, require_olah
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +54,21 @@ def _spec(root: Path, *, watch: dict | None = None, **model: str) -> Path:
         "model": {"repo_id": REPO, "revision": "main", "name": "tiny", **model},
         "stack": "reference",
         "target": {"gpu": "cpu"},
-        "axes": {"quant": ["bf16"], "kv_cache": ["auto"], "max_batch_size": [4],
-                 "max_num_tokens": [256], "max_seq_len": [128]},
+        "axes": {
+            "quant": ["bf16"],
+            "kv_cache": ["auto"],
+            "max_batch_size": [4],
+            "max_num_tokens": [256],
+            "max_seq_len": [128],
+        },
         "build": {"calib_size": 2, "calib_max_seq_length": 32},
-        "workload": {"isl": {"mean": 16}, "osl": {"mean": 4}, "concurrency": [1],
-                     "request_count": 4, "warmup_request_count": 1},
+        "workload": {
+            "isl": {"mean": 16},
+            "osl": {"mean": 4},
+            "concurrency": [1],
+            "request_count": 4,
+            "warmup_request_count": 1,
+        },
         "sla": {"ttft_p99_ms": 60000, "itl_p99_ms": 10000},
         "accuracy": {"window_tokens": 32, "max_windows": 2, "tasks": []},
         "registry": {"model_name": "tiny-scheduled-engine"},
@@ -94,13 +104,15 @@ def _scheduled_runs(client, experiment: str) -> list:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    return client.search_runs([found.experiment_id], "tags.`enginesweep.schedule.settled` = 'true'",
-                              order_by=["attributes.start_time ASC"])
+    return client.search_runs(
+        [found.experiment_id],
+        "tags.`enginesweep.schedule.settled` = 'true'",
+        order_by=["attributes.start_time ASC"],
+    )
 
 
 def _children(client, run) -> list:
-    return client.search_runs([run.info.experiment_id],
-                              f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    return client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
 
 
 @pytest.fixture
@@ -122,17 +134,28 @@ def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, 
     spec = _spec(tmp_path)
     marker = f"ENGINESWEEP_SCHEDULE_TEST={uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PREFECT_"))}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_PROGRESS_BARS="1",
-               PREFECT_RUNNER_POLL_FREQUENCY="1", **dict([marker.split("=")]))
+    env.update(
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        **dict([marker.split("=")]),
+    )
     log_path = tmp_path / "schedule.log"
     uri = f"sqlite:///{tmp_path / 'ws' / 'mlflow.db'}"
     started = time.monotonic()
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(SCRIPT), "schedule", str(spec), "--interval", str(INTERVAL_S)],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(SCRIPT), "schedule", str(spec), "--interval", str(INTERVAL_S)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     new_sha = None
     try:
+
         def wait_for(what: str, done, timeout_s: float = RUN_TIMEOUT_S):
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
@@ -185,9 +208,13 @@ def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, 
         assert tags["enginesweep.schedule.revision_sha"] == first_sha
         assert tags["enginesweep.schedule.repeat"] == "1/1"
         # The drift check re-benchmarked the champion alone; nothing was quantized or built.
-        drift = [r for r in client.search_runs(
-            [second.info.experiment_id],
-            f"tags.`enginesweep.schedule.flow_run` = '{tags['enginesweep.schedule.flow_run']}'")]
+        drift = [
+            r
+            for r in client.search_runs(
+                [second.info.experiment_id],
+                f"tags.`enginesweep.schedule.flow_run` = '{tags['enginesweep.schedule.flow_run']}'",
+            )
+        ]
         assert len(drift) == 1
         for parent in drift:
             (child,) = _children(client, parent)
@@ -202,11 +229,14 @@ def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, 
         assert {"goodput_req_s", "ttft_p99_ms@c1", "itl_p99_ms@c1", "perplexity"} <= set(checks)
         # A drift check reuses the engine's accuracy: those checks compare equal values.
         accuracy = {"perplexity", "top1_accuracy"} & set(checks)
-        assert all(checks[m]["worse_by"] == 0 and checks[m]["reference_mean"] == checks[m]["current_mean"]
-                   for m in accuracy), {m: checks[m] for m in accuracy}
+        assert all(
+            checks[m]["worse_by"] == 0 and checks[m]["reference_mean"] == checks[m]["current_mean"]
+            for m in accuracy
+        ), {m: checks[m] for m in accuracy}
         # One measurement on each side: no spread to pool, so the floor alone, and it says so.
-        assert all(c["n_reference"] == 1 and c["n_current"] == 1 and c["basis"] == "floor"
-                   for c in checks.values())
+        assert all(
+            c["n_reference"] == 1 and c["n_current"] == 1 and c["basis"] == "floor" for c in checks.values()
+        )
         assert any("no noise estimate" in note for note in report["verdict"]["notes"])
         version = client.get_model_version("tiny-scheduled-engine", champion.version)
         assert version.tags["enginesweep.watch.verdict"] == tags["enginesweep.watch.verdict"]
@@ -224,7 +254,9 @@ def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, 
         print(f"three scheduled runs in {time.monotonic() - started:.0f} s")
 
         # The fourth run (a drift check) is stopped while its Triton server is up.
-        wait_for("the fourth run's benchmark", lambda: log_path.read_text().count("; aiperf at concurrency") >= 4)
+        wait_for(
+            "the fourth run's benchmark", lambda: log_path.read_text().count("; aiperf at concurrency") >= 4
+        )
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -271,14 +303,33 @@ def test_deploy_registers_the_scheduled_sweep_for_a_work_pool(tmp_path):
         env.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(tmp_path / "prefect"))
 
         def deploy(pool: str) -> subprocess.CompletedProcess:
-            return subprocess.run([str(SCRIPT), "deploy", str(spec), "--pool", pool, "--cron", "0 3 * * *",
-                                   "--set", "watch.policy=auto"], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True, timeout=120, check=False)
+            return subprocess.run(
+                [
+                    str(SCRIPT),
+                    "deploy",
+                    str(spec),
+                    "--pool",
+                    pool,
+                    "--cron",
+                    "0 3 * * *",
+                    "--set",
+                    "watch.policy=auto",
+                ],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
 
         def api(method: str, path: str, body: dict | None = None):
-            request = urllib.request.Request(server.api_url + path, method=method,
-                                             data=json.dumps(body).encode() if body else None,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                server.api_url + path,
+                method=method,
+                data=json.dumps(body).encode() if body else None,
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=30) as answer:
                 return json.loads(answer.read() or b"null")
 
@@ -293,8 +344,10 @@ def test_deploy_registers_the_scheduled_sweep_for_a_work_pool(tmp_path):
     assert found["work_pool_name"] == "gpu-pool"
     assert found["entrypoint"] == "enginesweep.flows.scheduled.scheduled_sweep_flow"
     workspace = json.dumps(str((tmp_path / "ws-relative").resolve()))
-    assert found["parameters"] == {"config": str(spec),
-                                   "overrides": ["watch.policy=auto", f"workspace={workspace}"]}
+    assert found["parameters"] == {
+        "config": str(spec),
+        "overrides": ["watch.policy=auto", f"workspace={workspace}"],
+    }
     assert [s["schedule"]["cron"] for s in found["schedules"]] == ["0 3 * * *"]
     assert found["global_concurrency_limit"]["limit"] == 1
     assert found["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"

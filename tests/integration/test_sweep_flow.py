@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from testkit.tiny_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.integration
@@ -24,8 +25,9 @@ CANARY = "hf_canary_sweep_5d1e8a0c9b7f4e23"
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     # Every run carries a canary token: it must never reach anything the sweep writes.
     env = {**os.environ, "HF_TOKEN": CANARY}
-    return subprocess.run([str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=900,
-                          check=False, env=env)
+    return subprocess.run(
+        [str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=900, check=False, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +118,9 @@ def test_promotion_second_promotion_and_rollback(swept, client):
     path, root, _ = swept
     champion = client.get_model_version_by_alias("tiny-engine", "champion")
     assert str(champion.version) == "1" and champion.tags["content_hash"]
-    children = client.search_runs([client.get_experiment_by_name("enginesweep").experiment_id],
-                                  "tags.`enginesweep.kind` = 'trial'")
+    children = client.search_runs(
+        [client.get_experiment_by_name("enginesweep").experiment_id], "tags.`enginesweep.kind` = 'trial'"
+    )
     other = next(r for r in children if r.info.run_id != champion.run_id)
 
     done = cli("promote", str(path), other.info.run_id, cwd=root)
@@ -140,11 +143,21 @@ def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
 
     path, root, _ = swept
     port = free_port()
-    proc = subprocess.Popen([str(SCRIPT), "ui", str(path), "--port", str(port)], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(SCRIPT), "ui", str(path), "--port", str(port)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        wait_ready(proc, lambda: http_ok(f"http://127.0.0.1:{port}/health"), timeout_s=120,
-                   what="the MLflow UI", log_tail=lambda: "")
+        wait_ready(
+            proc,
+            lambda: http_ok(f"http://127.0.0.1:{port}/health"),
+            timeout_s=120,
+            what="the MLflow UI",
+            log_tail=lambda: "",
+        )
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=enginesweep"
         with urllib.request.urlopen(api, timeout=10) as answer:
             assert b'"name": "enginesweep"' in answer.read().replace(b'":"', b'": "')
@@ -158,8 +171,9 @@ def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
 def _first_sweep(client):
     """The module's first sweep run and its trial runs (the re-run test adds a second, last)."""
     experiment = client.get_experiment_by_name("enginesweep").experiment_id
-    parent = client.search_runs([experiment], "tags.`enginesweep.kind` = 'sweep'",
-                                order_by=["start_time ASC"])[0]
+    parent = client.search_runs(
+        [experiment], "tags.`enginesweep.kind` = 'sweep'", order_by=["start_time ASC"]
+    )[0]
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     return parent, children
 
@@ -174,12 +188,17 @@ def test_trial_runs_carry_the_headline_metrics_and_tags(swept, client):
     _, root, _ = swept
     parent, children = _first_sweep(client)
     selection = Selection.model_validate_json(
-        Path(client.download_artifacts(parent.info.run_id, "selection.json", str(root))).read_text())
+        Path(client.download_artifacts(parent.info.run_id, "selection.json", str(root))).read_text()
+    )
     assert len(children) == len(selection.rows) == 2
     for child in children:
         tags, metrics = child.data.tags, child.data.metrics
         assert {k: tags[k] for k in ("provenance", "stack", "hardware", "status")} == {
-            "provenance": "cpu-measured", "stack": "reference", "hardware": "cpu", "status": "ok"}
+            "provenance": "cpu-measured",
+            "stack": "reference",
+            "hardware": "cpu",
+            "status": "ok",
+        }
         assert set(HEADLINE_METRICS) <= set(metrics), sorted(set(HEADLINE_METRICS) - set(metrics))
         row = selection.row(child.info.run_name)
         assert metrics["goodput_rps_at_sla"] == pytest.approx(row.goodput)
@@ -228,13 +247,18 @@ def test_the_sweep_writes_its_report_with_each_successful_trial_in_every_plot(sw
             title = page.figures[figure]["layout"]["title"]["text"]
             assert "measured on cpu (CPU reference stack" in title
         for figure in ("latency-ttft", "latency-itl"):
-            assert {t["name"]: len(t["x"]) for t in page.figures[figure]["data"]} == \
-                {slug: len(r.benchmark.levels) for slug, r in ok.items()}
+            assert {t["name"]: len(t["x"]) for t in page.figures[figure]["data"]} == {
+                slug: len(r.benchmark.levels) for slug, r in ok.items()
+            }
         assert points_by_trial(page.figures["predicted-vs-measured"]) == {
-            slug: 3 * len({p["concurrency"] for p in r.predicted["per_concurrency"]}
-                          & {lv.concurrency for lv in r.benchmark.levels}) for slug, r in ok.items()}
-        assert "predicted:roofline" in \
-            page.figures["predicted-vs-measured"]["layout"]["title"]["text"]
+            slug: 3
+            * len(
+                {p["concurrency"] for p in r.predicted["per_concurrency"]}
+                & {lv.concurrency for lv in r.benchmark.levels}
+            )
+            for slug, r in ok.items()
+        }
+        assert "predicted:roofline" in page.figures["predicted-vs-measured"]["layout"]["title"]["text"]
         memory = page.figures["memory-breakdown"]["data"]
         assert {slug for trace in memory for slug in trace["customdata"]} == set(ok)
         assert "planner.target_request_rate is not set" in " ".join(page.text)
@@ -243,8 +267,9 @@ def test_the_sweep_writes_its_report_with_each_successful_trial_in_every_plot(sw
     assert again.returncode == 0, again.stdout + again.stderr
     rebuilt = parse((root / "again" / "report.html").read_text())
     assert rebuilt.sections == SECTIONS
-    assert {f: points_by_trial(rebuilt.figures[f]) for f in ONE_POINT_PER_TRIAL} == \
-        {f: {slug: 1 for slug in ok} for f in ONE_POINT_PER_TRIAL}
+    assert {f: points_by_trial(rebuilt.figures[f]) for f in ONE_POINT_PER_TRIAL} == {
+        f: {slug: 1 for slug in ok} for f in ONE_POINT_PER_TRIAL
+    }
     assert run_id in again.stdout
 
 
@@ -259,18 +284,20 @@ def test_an_unchanged_rerun_reuses_every_trial_and_runs_nothing(swept, client):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[reuse]" in done.stdout + done.stderr
     assert {slug: p.read_bytes() for slug, p in records.items()} == before  # untouched
-    parents = client.search_runs([client.get_experiment_by_name("enginesweep").experiment_id],
-                                 "tags.`enginesweep.kind` = 'sweep'", order_by=["start_time DESC"])
+    parents = client.search_runs(
+        [client.get_experiment_by_name("enginesweep").experiment_id],
+        "tags.`enginesweep.kind` = 'sweep'",
+        order_by=["start_time DESC"],
+    )
     latest = parents[0].info.run_id
-    children = client.search_runs([parents[0].info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{latest}'")
+    children = client.search_runs([parents[0].info.experiment_id], f"tags.`mlflow.parentRunId` = '{latest}'")
     assert sorted(c.info.run_name for c in children) == sorted(records)  # each trial once
     assert {c.data.tags["enginesweep.executed_stages"] for c in children} == {"none (reused)"}
     # The same champion engine is not registered again (versions 1 and 2 are the earlier test's).
     assert len(client.search_model_versions("name='tiny-engine'")) == 2
     assert str(client.get_model_version_by_alias("tiny-engine", "champion").version) == "1"
     # The first run's records name what they did: every stage ran there.
-    for child in client.search_runs([parents[0].info.experiment_id],
-                                    f"tags.`mlflow.parentRunId` = '{parents[-1].info.run_id}'"):
-        assert child.data.tags["enginesweep.executed_stages"] == \
-            "quantize,build,serve+benchmark,accuracy"
+    for child in client.search_runs(
+        [parents[0].info.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[-1].info.run_id}'"
+    ):
+        assert child.data.tags["enginesweep.executed_stages"] == "quantize,build,serve+benchmark,accuracy"

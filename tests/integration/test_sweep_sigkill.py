@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
 from enginesweep.engines.processes import session_pids
+from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +73,14 @@ def test_a_sweep_killed_at_a_random_point_resumes_and_holds_each_trial_once(tmp_
     print(f"SIGKILL at '{point}' + {delay:.1f} s (ENGINESWEEP_FAULT_SEED={seed})")
 
     # A session of its own, so everything it started can be found (and cleaned up) afterwards.
-    proc = subprocess.Popen([str(SCRIPT), "run", str(spec)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(SCRIPT), "run", str(spec)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while not points[point]():
@@ -94,8 +100,14 @@ def test_a_sweep_killed_at_a_random_point_resumes_and_holds_each_trial_once(tmp_
                 os.kill(pid, signal.SIGKILL)
         proc.stdout.close()
 
-    again = subprocess.run([str(SCRIPT), "run", str(spec)], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=900, check=False)
+    again = subprocess.run(
+        [str(SCRIPT), "run", str(spec)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "resuming parent run" in again.stdout + again.stderr  # the killed run's, not a new one
 

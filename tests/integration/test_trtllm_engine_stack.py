@@ -9,18 +9,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from testkit.standin_layouts import build_layout
 
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.build_configs.schema import Build
+from enginesweep.engines.processes import session_pids
 from enginesweep.engines.quantize.recipes import QuantRecipe
 from enginesweep.engines.stacks import BuildKnobs, StackUnavailable, get_stack
-from enginesweep.engines.processes import session_pids
 from enginesweep.engines.stacks.trtllm_engine import StepFailed, TrtllmEngineStack
 from enginesweep.engines.triton.server import free_port
 from enginesweep.engines.trtllm.contract import UnsupportedVersion
 from enginesweep.engines.trtllm.outputs import kv_cache_blocks
 from enginesweep.engines.trtllm.templates import TemplateError
+from testkit.standin_layouts import build_layout
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,12 @@ def root(tmp_path, monkeypatch) -> Path:
 
 
 def _stack(root: Path) -> TrtllmEngineStack:
-    return TrtllmEngineStack(version="1.2.0rc8", trtllm_root=str(root), build=Build(calib_size=4),
-                             ports=(free_port(), free_port(), free_port()))
+    return TrtllmEngineStack(
+        version="1.2.0rc8",
+        trtllm_root=str(root),
+        build=Build(calib_size=4),
+        ports=(free_port(), free_port(), free_port()),
+    )
 
 
 RECIPE = QuantRecipe(quant=QuantFormat.FP8, kv_cache=KVCacheFormat.FP8, tp=2, pp=1)
@@ -46,11 +50,22 @@ KNOBS = BuildKnobs(max_batch_size=64, max_num_tokens=4096, max_seq_len=2048)
 
 
 def _built(stack, tmp_path):
-    quantized = stack.quantize(tmp_path / "hf", RECIPE, tmp_path / "quantized", key="k1",
-                               calibration_texts=["to be", "or not"], log=lambda _: None)
-    return quantized, stack.build(quantized, KNOBS, tmp_path / "trial" / "bundle", slug="t1",
-                                  checkpoint={"repo_id": "x/y", "sha": "0" * 40},
-                                  target={"gpu": "H100-SXM-80GB", "sm": 90})
+    quantized = stack.quantize(
+        tmp_path / "hf",
+        RECIPE,
+        tmp_path / "quantized",
+        key="k1",
+        calibration_texts=["to be", "or not"],
+        log=lambda _: None,
+    )
+    return quantized, stack.build(
+        quantized,
+        KNOBS,
+        tmp_path / "trial" / "bundle",
+        slug="t1",
+        checkpoint={"repo_id": "x/y", "sha": "0" * 40},
+        target={"gpu": "H100-SXM-80GB", "sm": 90},
+    )
 
 
 @pytest.mark.container  # also under TensorRT-LLM 1.2's package versions (.venv-trtllm)
@@ -58,16 +73,25 @@ def test_quantize_build_repository_and_serve_end_to_end(root, tmp_path):
     stack = _stack(root)
     quantized, build = _built(stack, tmp_path)
     checkpoint = json.loads((Path(quantized.trtllm_checkpoint_dir) / "config.json").read_text())
-    assert checkpoint["mapping"]["tp_size"] == 2 and checkpoint["quantization"]["kv_cache_quant_algo"] == "FP8"
+    assert (
+        checkpoint["mapping"]["tp_size"] == 2 and checkpoint["quantization"]["kv_cache_quant_algo"] == "FP8"
+    )
     calibration = (tmp_path / "quantized" / "calibration" / "train.jsonl").read_text().splitlines()
     assert [json.loads(line)["text"] for line in calibration] == ["to be", "or not"]
     assert "--kv_cache_dtype fp8" in (tmp_path / "quantized" / "quantize.log").read_text()
 
     bundle = Path(build.bundle_dir)
-    assert sorted(p.name for p in (bundle / "engine").glob("rank*.engine")) == ["rank0.engine", "rank1.engine"]
+    assert sorted(p.name for p in (bundle / "engine").glob("rank*.engine")) == [
+        "rank0.engine",
+        "rank1.engine",
+    ]
     engine = build.manifest.trtllm_checkpoint
-    assert (engine["quant_algo"], engine["tp_size"], engine["max_batch_size"], engine["kv_cache_type"]) == \
-        ("FP8", 2, 64, "paged")
+    assert (engine["quant_algo"], engine["tp_size"], engine["max_batch_size"], engine["kv_cache_type"]) == (
+        "FP8",
+        2,
+        64,
+        "paged",
+    )
     assert build.manifest.versions["tensorrt_llm"] == "1.2.0rc8"
     assert not bundle.with_name("bundle.tmp").exists()
 
@@ -88,8 +112,9 @@ def test_quantize_build_repository_and_serve_end_to_end(root, tmp_path):
 
 def test_a_failed_build_is_a_reason_with_its_log_and_no_bundle(root, tmp_path, monkeypatch):
     stack = _stack(root)
-    quantized = stack.quantize(tmp_path / "hf", RECIPE, tmp_path / "quantized", key="k1",
-                               calibration_texts=["x"], log=lambda _: None)
+    quantized = stack.quantize(
+        tmp_path / "hf", RECIPE, tmp_path / "quantized", key="k1", calibration_texts=["x"], log=lambda _: None
+    )
     monkeypatch.setenv("STANDIN_FAIL", "oom")
     with pytest.raises(StepFailed) as failed:
         stack.build(quantized, KNOBS, tmp_path / "trial" / "bundle", slug="t1", checkpoint={}, target={})
@@ -114,8 +139,9 @@ def test_a_failed_checkpoint_step_and_a_server_that_never_starts(root, tmp_path,
                 pass
     monkeypatch.setenv("STANDIN_FAIL", "quantize")
     with pytest.raises(StepFailed, match="quantize: RuntimeError: calibration dataset not found"):
-        stack.quantize(tmp_path / "hf", RECIPE, tmp_path / "q2", key="k2", calibration_texts=["x"],
-                       log=lambda _: None)
+        stack.quantize(
+            tmp_path / "hf", RECIPE, tmp_path / "q2", key="k2", calibration_texts=["x"], log=lambda _: None
+        )
     assert not (tmp_path / "q2" / "checkpoint").exists() and not (tmp_path / "q2" / "checkpoint.tmp").exists()
 
 
@@ -124,7 +150,9 @@ def test_a_repository_with_a_structural_placeholder_left_is_refused(root, tmp_pa
     _, build = _built(stack, tmp_path)
     template = root / "triton_backend/all_models/inflight_batcher_llm/ensemble/config.pbtxt"
     template.write_text(template.read_text().replace("dims: [ 1 ] }", "dims: [ ${new_dims} ] }", 1))
-    with pytest.raises(TemplateError, match=r"ensemble/config.pbtxt: required placeholder\(s\) new_dims left unfilled"):
+    with pytest.raises(
+        TemplateError, match=r"ensemble/config.pbtxt: required placeholder\(s\) new_dims left unfilled"
+    ):
         stack.write_model_repository(build, tmp_path / "trial" / "triton_repo")
 
 
@@ -152,11 +180,15 @@ def test_a_sweep_trial_whose_build_runs_out_of_memory_is_recorded_as_failed(root
     model = tmp_path / "hf"
     model.mkdir()
     (model / "config.json").write_text(json.dumps(shipped_config()))
-    spec = {"name": "engine-oom", "model": {"path": str(model), "architecture": "llama-3.1-8b"},
-            "stack": "trtllm-engine", "target": {"gpu": "H100-SXM-80GB"},
-            "axes": {"quant": ["fp8"], "kv_cache": ["fp8"], "tp": [1]},
-            "workload": {"isl": {"mean": 128}, "osl": {"mean": 16}, "concurrency": [1]},
-            "workspace": str(tmp_path / "ws")}
+    spec = {
+        "name": "engine-oom",
+        "model": {"path": str(model), "architecture": "llama-3.1-8b"},
+        "stack": "trtllm-engine",
+        "target": {"gpu": "H100-SXM-80GB"},
+        "axes": {"quant": ["fp8"], "kv_cache": ["fp8"], "tp": [1]},
+        "workload": {"isl": {"mean": 128}, "osl": {"mean": 16}, "concurrency": [1]},
+        "workspace": str(tmp_path / "ws"),
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     resolved = load_spec(path)
@@ -173,7 +205,9 @@ def test_a_sweep_trial_whose_build_runs_out_of_memory_is_recorded_as_failed(root
 def shipped_config() -> dict:
     from importlib import resources
 
-    return json.loads(resources.files("enginesweep.build_configs").joinpath("architectures/llama-3.1-8b.json").read_text())
+    return json.loads(
+        resources.files("enginesweep.build_configs").joinpath("architectures/llama-3.1-8b.json").read_text()
+    )
 
 
 def test_metrics_are_sampled_while_a_benchmark_runs(root, tmp_path):

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from testkit.standin_layouts import build_layout
 import yaml
 
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
@@ -31,6 +30,7 @@ from enginesweep.engines.trtllm.contract import ContractError
 from enginesweep.engines.trtllm.templates import parse_config
 from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
 from enginesweep.evaluation.benchmark.results import parse_benchmark
+from testkit.standin_layouts import build_layout
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,10 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 STANDINS = FIXTURES / "trtllm_standins"
 CALIBRATION = CalibrationSpec(dataset="test", sha256="0" * 64, samples=2, seq_len=32)
 KNOBS = BuildKnobs(max_batch_size=8, max_num_tokens=512, max_seq_len=256)
-TEXTS = ["The quick brown fox jumps over the lazy dog. " * 4, "To be, or not to be: that is the question. " * 4]
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. " * 4,
+    "To be, or not to be: that is the question. " * 4,
+]
 
 
 @pytest.fixture
@@ -50,9 +53,13 @@ def root(tmp_path, monkeypatch) -> Path:
 
 
 def _stack(root: Path, server_kind: str, build: Build | None = None) -> TrtllmPytorchStack:
-    return TrtllmPytorchStack(version="1.2.0", trtllm_root=str(root), server_kind=server_kind,
-                              build=build or Build(awq_block_size=64, calib_max_seq_length=32),
-                              ports=(free_port(), free_port(), free_port()))
+    return TrtllmPytorchStack(
+        version="1.2.0",
+        trtllm_root=str(root),
+        server_kind=server_kind,
+        build=build or Build(awq_block_size=64, calib_max_seq_length=32),
+        ports=(free_port(), free_port(), free_port()),
+    )
 
 
 def _recipe(quant: QuantFormat, kv: KVCacheFormat, tp: int = 1) -> QuantRecipe:
@@ -60,18 +67,29 @@ def _recipe(quant: QuantFormat, kv: KVCacheFormat, tp: int = 1) -> QuantRecipe:
 
 
 def _bundle(stack, tiny_llama_dir, tmp_path, recipe):
-    quantized = stack.quantize(tiny_llama_dir, recipe, tmp_path / "quantized", key="k1",
-                               calibration_texts=TEXTS, log=lambda _: None)
-    build = stack.build(quantized, KNOBS, tmp_path / "trial" / "bundle", slug="t1",
-                        checkpoint={"repo_id": "x/y", "sha": "0" * 40},
-                        target={"gpu": "H100-SXM-80GB", "sm": 90})
+    quantized = stack.quantize(
+        tiny_llama_dir, recipe, tmp_path / "quantized", key="k1", calibration_texts=TEXTS, log=lambda _: None
+    )
+    build = stack.build(
+        quantized,
+        KNOBS,
+        tmp_path / "trial" / "bundle",
+        slug="t1",
+        checkpoint={"repo_id": "x/y", "sha": "0" * 40},
+        target={"gpu": "H100-SXM-80GB", "sm": 90},
+    )
     return quantized, build
 
 
 @pytest.mark.container  # also with ModelOpt 0.37 + transformers 4.57.1 (TensorRT-LLM 1.2's)
-@pytest.mark.parametrize(("quant", "kv"), [(QuantFormat.FP8, KVCacheFormat.AUTO),
-                                           (QuantFormat.FP8, KVCacheFormat.FP8),
-                                           (QuantFormat.INT4_AWQ, KVCacheFormat.AUTO)])
+@pytest.mark.parametrize(
+    ("quant", "kv"),
+    [
+        (QuantFormat.FP8, KVCacheFormat.AUTO),
+        (QuantFormat.FP8, KVCacheFormat.FP8),
+        (QuantFormat.INT4_AWQ, KVCacheFormat.AUTO),
+    ],
+)
 def test_a_real_unified_hf_export_is_recorded_in_the_bundle(root, tiny_llama_dir, tmp_path, quant, kv):
     stack = _stack(root, "triton")
     recipe = _recipe(quant, kv, tp=2)
@@ -80,7 +98,9 @@ def test_a_real_unified_hf_export_is_recorded_in_the_bundle(root, tiny_llama_dir
     written = json.loads((export / "hf_quant_config.json").read_text())
     assert quant_config_problems(written, recipe) == []
     assert written["quantization"]["quant_algo"] == quant.spec.trtllm_quant_algo
-    assert json.loads((export / "config.json").read_text())["quantization_config"]["quant_method"] == "modelopt"
+    assert (
+        json.loads((export / "config.json").read_text())["quantization_config"]["quant_method"] == "modelopt"
+    )
     assert (export / "tokenizer.json").is_file() and not (tmp_path / "quantized" / "checkpoint.tmp").exists()
 
     bundle = Path(build.bundle_dir)
@@ -90,8 +110,9 @@ def test_a_real_unified_hf_export_is_recorded_in_the_bundle(root, tiny_llama_dir
     options = yaml.safe_load((bundle / "llm_api_options.yaml").read_text())
     assert options["tensor_parallel_size"] == 2 and options["max_batch_size"] == 8
     assert options["kv_cache_config"]["dtype"] == ("fp8" if kv is KVCacheFormat.FP8 else "auto")
-    assert (bundle / "checkpoint" / "model.safetensors").stat().st_ino == \
-        (export / "model.safetensors").stat().st_ino  # linked, not copied
+    assert (bundle / "checkpoint" / "model.safetensors").stat().st_ino == (
+        export / "model.safetensors"
+    ).stat().st_ino  # linked, not copied
 
 
 def test_the_unquantized_baseline_serves_the_source_checkpoint(root, tiny_llama_dir, tmp_path):
@@ -100,8 +121,14 @@ def test_the_unquantized_baseline_serves_the_source_checkpoint(root, tiny_llama_
     assert quantized.model_dir == str(tiny_llama_dir) and quantized.trtllm_config == {}
     assert build.manifest.trtllm_checkpoint["format"] == "Hugging Face (unquantized)"
     with pytest.raises(ContractError, match="int8_sq: not a unified-HF format"):
-        stack.quantize(tiny_llama_dir, _recipe(QuantFormat.INT8_SQ, KVCacheFormat.AUTO),
-                       tmp_path / "q2", key="k2", calibration_texts=TEXTS, log=lambda _: None)
+        stack.quantize(
+            tiny_llama_dir,
+            _recipe(QuantFormat.INT8_SQ, KVCacheFormat.AUTO),
+            tmp_path / "q2",
+            key="k2",
+            calibration_texts=TEXTS,
+            log=lambda _: None,
+        )
 
 
 def test_triton_llmapi_repository_is_decoupled_parsed_and_served(root, tiny_llama_dir, tmp_path):
@@ -116,7 +143,10 @@ def test_triton_llmapi_repository_is_decoupled_parsed_and_served(root, tiny_llam
     assert body["kv_cache_config"]["free_gpu_memory_fraction"] == 0.9
     with stack.server(repo, tmp_path / "trial" / "server") as server:
         assert urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=5).status == 200
-        assert server.model == "tensorrt_llm" and server.endpoint.path == "/v2/models/tensorrt_llm/generate_stream"
+        assert (
+            server.model == "tensorrt_llm"
+            and server.endpoint.path == "/v2/models/tensorrt_llm/generate_stream"
+        )
         assert "sampling_param_max_tokens" in server.endpoint.payload
         pid = server.process.pid
     assert session_pids(pid) == []
@@ -131,15 +161,23 @@ def test_trtllm_serve_is_benchmarked_by_aiperf_on_the_completions_route(root, ti
     workload = Workload(isl={"mean": 32}, osl={"mean": 8}, concurrency=[1, 2], request_count=6)
     with stack.server(repo, tmp_path / "trial" / "server") as server:
         assert server.metrics_url is None  # its /metrics is JSON iteration stats, not Prometheus
-        artifacts = run_aiperf(url=server.url, model=server.model, workload=workload,
-                               tokenizer=stack.tokenizer_dir(build), artifact_dir=tmp_path / "bench",
-                               endpoint=server.endpoint, timeout_s=600)
+        artifacts = run_aiperf(
+            url=server.url,
+            model=server.model,
+            workload=workload,
+            tokenizer=stack.tokenizer_dir(build),
+            artifact_dir=tmp_path / "bench",
+            endpoint=server.endpoint,
+            timeout_s=600,
+        )
         pid = server.process.pid
     assert session_pids(pid) == []
     result = parse_benchmark(artifacts, workload, SLA(), hardware="cpu", gpus=1)
     assert [level.concurrency for level in result.levels] == [1, 2]
-    assert all(level.request_count == 6 and level.error_count == 0 and level.output_tok_s > 0
-               for level in result.levels)
+    assert all(
+        level.request_count == 6 and level.error_count == 0 and level.output_tok_s > 0
+        for level in result.levels
+    )
     assert result.endpoint.endswith("/v1/completions")
 
 
@@ -166,21 +204,32 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
     monkeypatch.setattr(pytorch_module, "installed_version", lambda: "1.2.0")
     monkeypatch.setenv("TRTLLM_ROOT", str(root))
     lm_eval = tmp_path / "checkout-bin" / "lm-eval-trtllm"
-    lm_eval.write_text(f"#!/bin/sh\nexec {sys.executable} {STANDINS / 'lm_eval_trtllm.py'} \"$@\"\n")
+    lm_eval.write_text(f'#!/bin/sh\nexec {sys.executable} {STANDINS / "lm_eval_trtllm.py"} "$@"\n')
     lm_eval.chmod(0o755)
     monkeypatch.setenv("ENGINESWEEP_LM_EVAL", str(lm_eval))
     monkeypatch.setenv("STANDIN_HF_MODEL", str(tiny_llama_dir))
     smi = Path(os.environ["PATH"].split(os.pathsep)[0]) / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 9.0'\n")
     smi.chmod(0o755)
-    spec = {"name": "pytorch-e2e", "model": {"path": str(tiny_llama_dir)}, "stack": "trtllm-pytorch",
-            "target": {"gpu": "H100-SXM-80GB"},
-            "axes": {"quant": ["fp8"], "kv_cache": ["fp8"], "tp": [1], "max_batch_size": [4],
-                     "max_num_tokens": [512], "max_seq_len": [256]},
-            "build": {"calib_size": 2, "calib_max_seq_length": 32},
-            "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [2], "request_count": 4},
-            "accuracy": {"task_limit": 12, "batch_size": 4},
-            "execution": {"pytorch_server": "trtllm-serve"}, "workspace": str(tmp_path / "ws")}
+    spec = {
+        "name": "pytorch-e2e",
+        "model": {"path": str(tiny_llama_dir)},
+        "stack": "trtllm-pytorch",
+        "target": {"gpu": "H100-SXM-80GB"},
+        "axes": {
+            "quant": ["fp8"],
+            "kv_cache": ["fp8"],
+            "tp": [1],
+            "max_batch_size": [4],
+            "max_num_tokens": [512],
+            "max_seq_len": [256],
+        },
+        "build": {"calib_size": 2, "calib_max_seq_length": 32},
+        "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [2], "request_count": 4},
+        "accuracy": {"task_limit": 12, "batch_size": 4},
+        "execution": {"pytorch_server": "trtllm-serve"},
+        "workspace": str(tmp_path / "ws"),
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     resolved = load_spec(path)
@@ -197,12 +246,16 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
     assert record.accuracy.perplexity is None and record.baseline_accuracy.perplexity is None
     assert [t.task for t in record.accuracy.tasks] == ["enginesweep_cloze", "enginesweep_recall"]
     assert all(len(t.item_values) == 12 for t in record.accuracy.tasks)
-    assert [d.metric for d in record.accuracy_deltas] == ["enginesweep_cloze.acc",
-                                                          "enginesweep_recall.exact_match"]
+    assert [d.metric for d in record.accuracy_deltas] == [
+        "enginesweep_cloze.acc",
+        "enginesweep_recall.exact_match",
+    ]
     assert all(d.delta == 0 and d.n == 12 for d in record.accuracy_deltas)
     log = (tmp_path / "ws" / "sweeps" / "pytorch-e2e" / trial.slug / "accuracy" / "lm_eval.log").read_text()
     commands = [line for line in log.splitlines() if line.startswith("$ ")]
-    assert len(commands) == 2 and all("--model trtllm" in c and "tensor_parallel_size=1" in c for c in commands)
+    assert len(commands) == 2 and all(
+        "--model trtllm" in c and "tensor_parallel_size=1" in c for c in commands
+    )
     assert f"model={tiny_llama_dir}," in commands[0]  # the baseline: the unquantized source
     assert f"model={record.bundle_dir}/checkpoint," in commands[1]  # the variant: the bundle
 
@@ -227,6 +280,7 @@ def test_a_server_left_by_a_killed_run_is_reaped_before_the_next_start(root, tin
             break
         except OSError:
             import time
+
             time.sleep(0.1)
     with stack.server(repo, workdir) as server:  # not "a server already answers": it was reaped
         assert server.process.pid != orphan.pid

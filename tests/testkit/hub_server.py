@@ -40,24 +40,33 @@ OLAH_CLI = REPO_ROOT / ".venv-olah" / "bin" / "olah-cli"
 READY_TIMEOUT_S = 30.0
 # Headers the gate sets itself (or http.server does) rather than copying from olah.
 _HOP_HEADERS = ("transfer-encoding", "connection", "content-length", "date", "server")
-_GIT_IDENTITY = {"GIT_AUTHOR_NAME": "enginesweep tests", "GIT_COMMITTER_NAME": "enginesweep tests",
-                 "GIT_AUTHOR_EMAIL": "tests@example.invalid",
-                 "GIT_COMMITTER_EMAIL": "tests@example.invalid"}
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "enginesweep tests",
+    "GIT_COMMITTER_NAME": "enginesweep tests",
+    "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+    "GIT_COMMITTER_EMAIL": "tests@example.invalid",
+}
 
 
 def require_olah() -> Path:
     """The olah command; a missing install is an error with the fix, never a skip."""
     if not OLAH_CLI.exists():
-        raise RuntimeError(f"{OLAH_CLI} is missing: run scripts/setup-olah (olah lives in its own "
-                           "virtualenv .venv-olah because its pins conflict with aiperf's)")
+        raise RuntimeError(
+            f"{OLAH_CLI} is missing: run scripts/setup-olah (olah lives in its own "
+            "virtualenv .venv-olah because its pins conflict with aiperf's)"
+        )
     return OLAH_CLI
 
 
 def tiny_safetensors(seed: int) -> bytes:
     """A valid safetensors file of two small tensors (a few hundred bytes)."""
     rng = np.random.default_rng(seed)
-    return safetensors_bytes({"embed.weight": rng.standard_normal((8, 4)).astype(np.float32),
-                              "norm.weight": np.ones(4, dtype=np.float32)})
+    return safetensors_bytes(
+        {
+            "embed.weight": rng.standard_normal((8, 4)).astype(np.float32),
+            "norm.weight": np.ones(4, dtype=np.float32),
+        }
+    )
 
 
 class MirrorRepo:
@@ -71,8 +80,14 @@ class MirrorRepo:
 
     def git(self, *args: str) -> str:
         command = ["git", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false", *args]
-        done = subprocess.run(command, cwd=self.path, env={**os.environ, **_GIT_IDENTITY},
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            command,
+            cwd=self.path,
+            env={**os.environ, **_GIT_IDENTITY},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return done.stdout.strip()
 
     def write(self, name: str, data: bytes | str | dict) -> None:
@@ -88,8 +103,7 @@ class MirrorRepo:
         obj = self.path / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
         obj.parent.mkdir(parents=True, exist_ok=True)
         obj.write_bytes(data)
-        self.write(name, f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\n"
-                         f"size {len(data)}\n")
+        self.write(name, f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {len(data)}\n")
 
     def commit(self, message: str) -> str:
         """Commit everything in the work tree; the new commit's full sha."""
@@ -129,15 +143,22 @@ class OlahServer:
             f'repos-path = "{self.workdir / "repos"}"\n'
             f'mirrors-path = ["{self.mirrors}"]\n'
             "\n[accessibility]\n"
-            "offline = true\n")
+            "offline = true\n"
+        )
         return config
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> OlahServer:
-        command = [str(require_olah()), "--config", str(self.write_config()),
-                   "--log-path", str(self.workdir / "logs")]
+        command = [
+            str(require_olah()),
+            "--config",
+            str(self.write_config()),
+            "--log-path",
+            str(self.workdir / "logs"),
+        ]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, cwd=self.workdir, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
             self._wait_ready(timeout_s)
         except BaseException:
@@ -149,8 +170,13 @@ class OlahServer:
         # `/` answers before the mirror routes work; a repo's revision API is the real signal.
         probe = f"{self.url}/api/models/{self.probe_repo}/revision/main"
         assert self.process is not None
-        wait_ready(self.process, lambda: http_ok(probe), timeout_s=timeout_s, what="olah",
-                   log_tail=lambda: self.log_path.read_text(errors="replace")[-3000:])
+        wait_ready(
+            self.process,
+            lambda: http_ok(probe),
+            timeout_s=timeout_s,
+            what="olah",
+            log_tail=lambda: self.log_path.read_text(errors="replace")[-3000:],
+        )
 
     def stop(self) -> None:
         """Stop olah's whole process group. Idempotent."""
@@ -172,10 +198,10 @@ class AuthGate:
         gate = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 gate.answer(self)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 gate.answer(self)
 
             def log_message(self, *args: object) -> None:
@@ -196,13 +222,11 @@ class AuthGate:
                 status = 401 if sent is None else 403
                 request.send_response(status)
                 request.send_header("X-Error-Code", "GatedRepo")
-                request.send_header("X-Error-Message",
-                                    f"Access to model {self.repo_id} is restricted.")
+                request.send_header("X-Error-Message", f"Access to model {self.repo_id} is restricted.")
                 request.send_header("Content-Length", "0")
                 request.end_headers()
                 return
-        upstream = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port,
-                                              timeout=30)
+        upstream = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
         try:
             headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
             upstream.request(request.command, request.path, headers=headers)

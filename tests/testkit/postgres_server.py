@@ -41,8 +41,7 @@ SETUP_HINT = "run scripts/setup-test-services (it installs Debian's postgresql p
 READY_TIMEOUT_S = 60.0
 SUPERUSER = "enginesweep"
 # Only loopback and the private unix socket, and no passwords: the server lives for one test.
-PG_HBA = ("local all all trust\n"
-          "host all all 127.0.0.1/32 trust\n")
+PG_HBA = "local all all trust\nhost all all 127.0.0.1/32 trust\n"
 
 
 def find_postgres_bindir(search: Sequence[Path] = (DEBIAN_BINARIES,)) -> Path | None:
@@ -64,9 +63,11 @@ def require_postgres(search: Sequence[Path] = (DEBIAN_BINARIES,)) -> Path:
     """The server binaries' folder; missing ones are an error with the fix, never a skip."""
     bindir = find_postgres_bindir(search)
     if bindir is None or not all((bindir / tool).exists() for tool in ("initdb", "postgres", "pg_ctl")):
-        raise RuntimeError(f"PostgreSQL server binaries not found (no initdb under "
-                           f"{', '.join(str(root) for root in search)}/*/bin nor on PATH): "
-                           f"{SETUP_HINT}")
+        raise RuntimeError(
+            f"PostgreSQL server binaries not found (no initdb under "
+            f"{', '.join(str(root) for root in search)}/*/bin nor on PATH): "
+            f"{SETUP_HINT}"
+        )
     return bindir
 
 
@@ -78,8 +79,10 @@ def _run_as() -> list[str]:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        raise RuntimeError("running as root, and there is no 'postgres' system user to run the "
-                           f"server as (PostgreSQL refuses root): {SETUP_HINT}") from None
+        raise RuntimeError(
+            "running as root, and there is no 'postgres' system user to run the "
+            f"server as (PostgreSQL refuses root): {SETUP_HINT}"
+        ) from None
     return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
 
 
@@ -108,8 +111,14 @@ class PostgresServer:
         return self.root / "postgres.log"
 
     def _as_server_user(self, *command: str | Path, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([*_run_as(), *map(str, command)], capture_output=True, text=True,
-                              timeout=120, check=False, **kwargs)
+        return subprocess.run(
+            [*_run_as(), *map(str, command)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            **kwargs,
+        )
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> PostgresServer:
         """initdb, start the postmaster, wait until it answers, create `database`."""
@@ -125,24 +134,50 @@ class PostgresServer:
                     os.chown(path, owner.pw_uid, owner.pw_gid)
             data = self.root / "data"
             done = self._as_server_user(
-                self.bindir / "initdb", "--pgdata", data, "--username", SUPERUSER, "--auth", "trust",
-                "--encoding", "UTF8", "--locale", "C", "--no-sync")
+                self.bindir / "initdb",
+                "--pgdata",
+                data,
+                "--username",
+                SUPERUSER,
+                "--auth",
+                "trust",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+                "--no-sync",
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
             (data / "pg_hba.conf").write_text(PG_HBA)
             if prefix:
                 os.chown(data / "pg_hba.conf", owner.pw_uid, owner.pw_gid)
-            settings = {"listen_addresses": "127.0.0.1", "port": str(self.port),
-                        "unix_socket_directories": str(self.root / "socket"),
-                        "fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+            settings = {
+                "listen_addresses": "127.0.0.1",
+                "port": str(self.port),
+                "unix_socket_directories": str(self.root / "socket"),
+                "fsync": "off",
+                "full_page_writes": "off",
+                "synchronous_commit": "off",
+            }
             command = [*prefix, str(self.bindir / "postgres"), "-D", str(data)]
             for key, value in settings.items():
                 command += ["-c", f"{key}={value}"]
             with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, start_new_session=True)
-            wait_ready(self.process, self._accepts_connections, timeout_s=timeout_s,
-                       what="postgres", log_tail=lambda: self.log_path.read_text(errors="replace")[-3000:])
+                self.process = subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            wait_ready(
+                self.process,
+                self._accepts_connections,
+                timeout_s=timeout_s,
+                what="postgres",
+                log_tail=lambda: self.log_path.read_text(errors="replace")[-3000:],
+            )
             self.create_database(self.database)
         except BaseException:
             self.stop()
@@ -153,8 +188,9 @@ class PostgresServer:
         import psycopg2
 
         try:
-            psycopg2.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres",
-                             connect_timeout=2).close()
+            psycopg2.connect(
+                host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres", connect_timeout=2
+            ).close()
         except psycopg2.OperationalError:
             return False
         return True
@@ -163,8 +199,7 @@ class PostgresServer:
         """CREATE DATABASE `name` (owned by the superuser the stores connect as)."""
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=SUPERUSER,
-                                      dbname="postgres")
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres")
         try:
             connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
             with connection.cursor() as cursor:
@@ -177,8 +212,9 @@ class PostgresServer:
         psycopg2 (no MLflow)."""
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=SUPERUSER,
-                                      dbname=database or self.database)
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=SUPERUSER, dbname=database or self.database
+        )
         try:
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
@@ -193,8 +229,17 @@ class PostgresServer:
         if process is not None:
             if process.poll() is None and self.root is not None:
                 # A fast shutdown rolls back open sessions (MLflow's pooled connections) at once.
-                self._as_server_user(self.bindir / "pg_ctl", "stop", "--pgdata", self.root / "data",
-                                     "--mode", "fast", "--wait", "--timeout", "30")
+                self._as_server_user(
+                    self.bindir / "pg_ctl",
+                    "stop",
+                    "--pgdata",
+                    self.root / "data",
+                    "--mode",
+                    "fast",
+                    "--wait",
+                    "--timeout",
+                    "30",
+                )
             # Fallback for a postmaster pg_ctl could not stop. Its children call setsid() each,
             # so its process group does not hold them: they are killed by pid.
             children = _children(process.pid)

@@ -8,10 +8,16 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
-SECTIONS = {"summary": "Summary", "champion": "Champion", "trials": "Trials",
-            "pareto": "Pareto plots", "latency-curves": "Latency vs throughput",
-            "predicted-vs-measured": "Predicted vs measured", "memory": "Memory breakdown",
-            "capacity": "Capacity plan"}
+SECTIONS = {
+    "summary": "Summary",
+    "champion": "Champion",
+    "trials": "Trials",
+    "pareto": "Pareto plots",
+    "latency-curves": "Latency vs throughput",
+    "predicted-vs-measured": "Predicted vs measured",
+    "memory": "Memory breakdown",
+    "capacity": "Capacity plan",
+}
 ONE_POINT_PER_TRIAL = ("pareto-goodput-ttft", "pareto-cost-accuracy", "pareto-size-throughput")
 
 
@@ -82,7 +88,11 @@ def points_by_trial(figure: dict) -> dict[str, int]:
 
 def point_of(figure: dict, slug: str) -> tuple:
     """The (x, y) of trial `slug`'s one point in the figure."""
-    found = [(trace["x"][i], trace["y"][i]) for trace in figure["data"]
-             for i, name in enumerate(trace["customdata"]) if name == slug]
+    found = [
+        (trace["x"][i], trace["y"][i])
+        for trace in figure["data"]
+        for i, name in enumerate(trace["customdata"])
+        if name == slug
+    ]
     assert len(found) == 1, (slug, found)
     return found[0]

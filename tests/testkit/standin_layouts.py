@@ -60,8 +60,9 @@ class StandinLayout:
         env = dict(os.environ if base is None else base)
         # The stand-ins run as `python3 tool.py`: this environment's python3 (it has `datasets`),
         # and its console scripts (aiperf, enginesweep, lm-eval) come with it.
-        env["PATH"] = os.pathsep.join([str(self.bin_dir), str(Path(sys.executable).parent),
-                                       env.get("PATH", "")])
+        env["PATH"] = os.pathsep.join(
+            [str(self.bin_dir), str(Path(sys.executable).parent), env.get("PATH", "")]
+        )
         env["STANDIN_FIXTURES"] = str(FIXTURES / "trtllm")
         env.pop("STANDIN_FAIL", None)
         env.pop("TRTLLM_ROOT", None)
@@ -91,21 +92,25 @@ def build_layout(base: Path, shape: str) -> StandinLayout:
         (root / scripts).mkdir(parents=True)
         shutil.copy(STANDINS / "launch_triton_server.py", root / scripts / "launch_triton_server.py")
         triton = base / f"{shape}-tritonserver"
-        tritonserver = _executable(triton / "bin" / "tritonserver",
-                                   f'exec python3 {STANDINS / "fake_triton.py"} "$@"')
+        tritonserver = _executable(
+            triton / "bin" / "tritonserver", f'exec python3 {STANDINS / "fake_triton.py"} "$@"'
+        )
         for backend in ("tensorrtllm", "python"):
             (triton / "backends" / backend).mkdir(parents=True)
     bin_dir = base / f"{shape}-bin"
     _executable(bin_dir / "trtllm-build", f'exec python3 {STANDINS / "trtllm_build.py"} "$@"')
     _executable(bin_dir / "trtllm-serve", f'exec python3 {STANDINS / "trtllm_serve.py"} "$@"')
     # An H100 as nvidia-smi lists it for each query the project makes.
-    _executable(bin_dir / "nvidia-smi", """case "$*" in
+    _executable(
+        bin_dir / "nvidia-smi",
+        """case "$*" in
     *memory.free*) echo '0, NVIDIA H100 80GB HBM3, 9.0, 80871, 81559' ;;
     *name,compute_cap*) echo 'NVIDIA H100 80GB HBM3, 9.0' ;;
     *query-gpu=name*) echo 'NVIDIA H100 80GB HBM3' ;;
     -L*) echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-0000-0000-0000-000000000000)' ;;
     *) echo "stand-in nvidia-smi: no answer for: $*" >&2; exit 2 ;;
-esac""")
+esac""",
+    )
     if tritonserver is not None:  # on PATH, as in the image (/opt/tritonserver/bin)
         os.symlink(tritonserver, bin_dir / "tritonserver")
     return StandinLayout(shape, root, bin_dir, tritonserver)

@@ -20,8 +20,14 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 # Published parameter counts (billions) of the shipped models.
 PUBLISHED_PARAMS_B = {
-    "llama-3.1-8b": 8.03, "llama-3.1-70b": 70.55, "llama-3.3-70b": 70.55, "llama-3.1-405b": 405.85,
-    "mistral-7b": 7.25, "qwen2.5-7b": 7.62, "qwen2.5-72b": 72.71, "smollm2-135m": 0.1345,
+    "llama-3.1-8b": 8.03,
+    "llama-3.1-70b": 70.55,
+    "llama-3.3-70b": 70.55,
+    "llama-3.1-405b": 405.85,
+    "mistral-7b": 7.25,
+    "qwen2.5-7b": 7.62,
+    "qwen2.5-72b": 72.71,
+    "smollm2-135m": 0.1345,
 }
 
 
@@ -67,11 +73,14 @@ def test_qwen2_has_attention_bias():
     assert shipped_architecture("llama-3.1-8b").attention_bias is False
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ('{"model_type": "bert"}', "lacks hidden_size, intermediate_size, num_hidden_layers"),
-    ("[1, 2]", "is not a JSON object"),
-    ("{not json", "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"model_type": "bert"}', "lacks hidden_size, intermediate_size, num_hidden_layers"),
+        ("[1, 2]", "is not a JSON object"),
+        ("{not json", "is not valid JSON"),
+    ],
+)
 def test_unusable_config_is_refused_with_the_reason(tmp_path, content, message):
     (tmp_path / "config.json").write_text(content)
     with pytest.raises(ArchitectureError, match=message):

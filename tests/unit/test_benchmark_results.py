@@ -43,14 +43,23 @@ NO_SLA = SLA()
 GENEROUS = SLA(ttft_p99_ms=60_000, itl_p99_ms=60_000)
 IMPOSSIBLE = SLA(ttft_p99_ms=1e-6, itl_p99_ms=1e-6)
 # Our metric -> aiperf's summary key.
-SUMMARY_KEYS = {"ttft_ms": "time_to_first_token", "itl_ms": "inter_token_latency",
-                "e2e_ms": "request_latency"}
+SUMMARY_KEYS = {
+    "ttft_ms": "time_to_first_token",
+    "itl_ms": "inter_token_latency",
+    "e2e_ms": "request_latency",
+}
 
 
 def workload(concurrency: list[int], requests: int, warmup: int = 0) -> Workload:
     """The workloads the fixtures were captured with."""
-    return Workload(isl={"mean": 32, "stddev": 4}, osl={"mean": 16}, concurrency=concurrency,
-                    request_count=requests, warmup_request_count=warmup, seed=7)
+    return Workload(
+        isl={"mean": 32, "stddev": 4},
+        osl={"mean": 16},
+        concurrency=concurrency,
+        request_count=requests,
+        warmup_request_count=warmup,
+        seed=7,
+    )
 
 
 def sweep(sla: SLA = NO_SLA, gpus: int = 1) -> BenchmarkResult:
@@ -95,10 +104,13 @@ def test_percentiles_match_aiperfs_summary(concurrency: int) -> None:
     own = summary(SWEEP / f"concurrency_{concurrency}")
     for ours, theirs in SUMMARY_KEYS.items():
         for stat in ("avg", "p50", "p90", "p99", "min", "max"):
-            assert getattr(getattr(level, ours), stat) == pytest.approx(own[theirs][stat],
-                                                                          rel=1e-9), (ours, stat)
+            assert getattr(getattr(level, ours), stat) == pytest.approx(own[theirs][stat], rel=1e-9), (
+                ours,
+                stat,
+            )
     assert level.output_tok_s_per_user == pytest.approx(
-        own["output_token_throughput_per_user"]["avg"], rel=1e-9)
+        own["output_token_throughput_per_user"]["avg"], rel=1e-9
+    )
     # Our span is first request sent -> last response, which is aiperf's benchmark_duration.
     assert level.duration_s == pytest.approx(own["benchmark_duration"]["avg"], abs=1e-6)
     # aiperf divides by its phase window (slightly longer): close, not equal.
@@ -136,14 +148,12 @@ def test_goodput_counts_the_requests_under_the_ttft_bound() -> None:
 
 
 def test_sla_checks_ttft_and_mean_itl_each_when_set() -> None:
-    request = RequestTiming(ttft_ms=100, itl_ms=20, e2e_ms=400, output_tokens=16, start_ns=0,
-                            end_ns=1)
+    request = RequestTiming(ttft_ms=100, itl_ms=20, e2e_ms=400, output_tokens=16, start_ns=0, end_ns=1)
     assert meets_sla(request, SLA(ttft_p99_ms=100, itl_p99_ms=20))
     assert not meets_sla(request, SLA(ttft_p99_ms=99))
     assert not meets_sla(request, SLA(itl_p99_ms=19))
     assert meets_sla(request, SLA(ttft_p99_ms=200))
-    one_token = RequestTiming(ttft_ms=100, itl_ms=None, e2e_ms=100, output_tokens=1, start_ns=0,
-                              end_ns=1)
+    one_token = RequestTiming(ttft_ms=100, itl_ms=None, e2e_ms=100, output_tokens=1, start_ns=0, end_ns=1)
     assert meets_sla(one_token, SLA(itl_p99_ms=1))
 
 
@@ -197,14 +207,25 @@ def test_result_round_trips_as_json(tmp_path: Path) -> None:
 
 # --- the aiperf command ---------------------------------------------------------------------
 
-WORKLOAD = Workload(isl={"mean": 128, "stddev": 8}, osl={"mean": 64, "stddev": 4},
-                    concurrency=[4, 1], request_count=20, warmup_request_count=3, seed=5)
+WORKLOAD = Workload(
+    isl={"mean": 128, "stddev": 8},
+    osl={"mean": 64, "stddev": 4},
+    concurrency=[4, 1],
+    request_count=20,
+    warmup_request_count=3,
+    seed=5,
+)
 
 
 def command(artifact_dir: Path, load: Workload = WORKLOAD) -> list[str]:
-    return aiperf_command(url="http://127.0.0.1:8000", model="ensemble", workload=load,
-                          tokenizer=Path("/models/tok"), artifact_dir=artifact_dir,
-                          ipc_dir=Path("/tmp/aiperf-ipc-1"))
+    return aiperf_command(
+        url="http://127.0.0.1:8000",
+        model="ensemble",
+        workload=load,
+        tokenizer=Path("/models/tok"),
+        artifact_dir=artifact_dir,
+        ipc_dir=Path("/tmp/aiperf-ipc-1"),
+    )
 
 
 def value(argv: list[str], flag: str) -> str:
@@ -217,19 +238,31 @@ def test_command_has_every_flag() -> None:
     argv = command(art)
     assert Path(argv[0]).name == "aiperf" and argv[1] == "profile"
     expected = {
-        "--model": "ensemble", "--url": "http://127.0.0.1:8000", "--endpoint-type": "template",
+        "--model": "ensemble",
+        "--url": "http://127.0.0.1:8000",
+        "--endpoint-type": "template",
         "--custom-endpoint": "/v2/models/ensemble/generate_stream",
-        "--synthetic-input-tokens-mean": "128", "--synthetic-input-tokens-stddev": "8",
-        "--output-tokens-mean": "64", "--output-tokens-stddev": "4",
-        "--concurrency": "1,4", "--request-count": "20", "--warmup-request-count": "3",
-        "--random-seed": "5", "--tokenizer": "/models/tok", "--artifact-dir": str(art),
-        "--export-level": "records", "--ui-type": "none", "--zmq-ipc-path": "/tmp/aiperf-ipc-1",
+        "--synthetic-input-tokens-mean": "128",
+        "--synthetic-input-tokens-stddev": "8",
+        "--output-tokens-mean": "64",
+        "--output-tokens-stddev": "4",
+        "--concurrency": "1,4",
+        "--request-count": "20",
+        "--warmup-request-count": "3",
+        "--random-seed": "5",
+        "--tokenizer": "/models/tok",
+        "--artifact-dir": str(art),
+        "--export-level": "records",
+        "--ui-type": "none",
+        "--zmq-ipc-path": "/tmp/aiperf-ipc-1",
     }
     assert {flag: value(argv, flag) for flag in expected} == expected
     assert "--streaming" in argv
     extra = argv.index("--extra-inputs")
-    assert argv[extra + 1:extra + 3] == [f"payload_template:{art / TEMPLATE_NAME}",
-                                         f"response_field:{RESPONSE_FIELD}"]
+    assert argv[extra + 1 : extra + 3] == [
+        f"payload_template:{art / TEMPLATE_NAME}",
+        f"response_field:{RESPONSE_FIELD}",
+    ]
 
 
 def test_no_warmup_leaves_the_flag_out() -> None:
@@ -245,16 +278,18 @@ def test_a_comma_in_the_template_path_is_refused() -> None:
 
 def test_template_renders_tensorrt_llm_fields_as_aiperf_renders_it() -> None:
     import jinja2  # comes with aiperf, part of the set-up
+
     text = 'He said "stop" <now> & then\n\\ left – ünïcode'
     # aiperf's TemplateEndpoint compiles the template with autoescaping on.
-    rendered = jinja2.Environment(autoescape=True).from_string(PAYLOAD_TEMPLATE).render(
-        text=text, max_tokens=64, stream=True)
-    assert json.loads(rendered) == {"text_input": text, "max_tokens": 64, "min_tokens": 64,
-                                    "stream": True}
+    rendered = (
+        jinja2.Environment(autoescape=True)
+        .from_string(PAYLOAD_TEMPLATE)
+        .render(text=text, max_tokens=64, stream=True)
+    )
+    assert json.loads(rendered) == {"text_input": text, "max_tokens": 64, "min_tokens": 64, "stream": True}
 
 
-def test_environment_drops_offline_switches(monkeypatch: pytest.MonkeyPatch,
-                                            tmp_path: Path) -> None:
+def test_environment_drops_offline_switches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     env = aiperf_environment(tmp_path)
@@ -291,11 +326,23 @@ def test_request_streamed_in_one_chunk_does_not_break_per_user_speed():
     from enginesweep.evaluation.benchmark.results import LevelRecords, RequestTiming, summarize_level
 
     records = LevelRecords(
-        requests=[RequestTiming(ttft_ms=40.0, itl_ms=0.0, e2e_ms=40.0, output_tokens=4,
-                                start_ns=0, end_ns=40_000_000),
-                  RequestTiming(ttft_ms=50.0, itl_ms=20.0, e2e_ms=110.0, output_tokens=4,
-                                start_ns=500_000_000, end_ns=1_000_000_000)],
-        errors=[], start_ns=0, end_ns=1_000_000_000)
+        requests=[
+            RequestTiming(
+                ttft_ms=40.0, itl_ms=0.0, e2e_ms=40.0, output_tokens=4, start_ns=0, end_ns=40_000_000
+            ),
+            RequestTiming(
+                ttft_ms=50.0,
+                itl_ms=20.0,
+                e2e_ms=110.0,
+                output_tokens=4,
+                start_ns=500_000_000,
+                end_ns=1_000_000_000,
+            ),
+        ],
+        errors=[],
+        start_ns=0,
+        end_ns=1_000_000_000,
+    )
     level = summarize_level(1, records, SLA(), gpus=1)
     assert level.itl_ms.min == 0.0
     assert level.output_tok_s_per_user == pytest.approx(50.0)

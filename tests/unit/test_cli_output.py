@@ -10,13 +10,39 @@ from enginesweep.build_configs.gpus import gpu_catalog
 
 pytestmark = pytest.mark.unit
 
-SIZE = ["size", "--model", "llama-3.1-8b", "--gpu", "H100-SXM-80GB", "--quant", "fp8",
-        "--kv-cache", "fp8", "--tp", "1", "--pp", "1", "--isl", "1024", "--osl", "256", "--json"]
+SIZE = [
+    "size",
+    "--model",
+    "llama-3.1-8b",
+    "--gpu",
+    "H100-SXM-80GB",
+    "--quant",
+    "fp8",
+    "--kv-cache",
+    "fp8",
+    "--tp",
+    "1",
+    "--pp",
+    "1",
+    "--isl",
+    "1024",
+    "--osl",
+    "256",
+    "--json",
+]
 
 DOCUMENTED_TRIAL_KEYS = {
-    "slug", "feasible", "reasons", "memory.weights_bytes_per_gpu", "memory.kv_bytes_per_token",
-    "memory.kv_capacity_tokens", "memory.max_concurrent_sequences", "predicted.source",
-    "predicted.output_tok_s", "predicted.ttft_ms", "predicted.itl_ms",
+    "slug",
+    "feasible",
+    "reasons",
+    "memory.weights_bytes_per_gpu",
+    "memory.kv_bytes_per_token",
+    "memory.kv_capacity_tokens",
+    "memory.max_concurrent_sequences",
+    "predicted.source",
+    "predicted.output_tok_s",
+    "predicted.ttft_ms",
+    "predicted.itl_ms",
     "predicted.usd_per_1m_output_tokens",
 }
 
@@ -77,18 +103,29 @@ def test_plan_json_lists_rejected_trials_too(cli):
 
 
 def test_plan_override_changes_the_sweep(cli):
-    result = cli("plan", "llama-3.1-8b-h100", "--set", "axes.tp=[1]", "--set", "axes.kv_cache=[auto]",
-                 "--json")
+    result = cli(
+        "plan", "llama-3.1-8b-h100", "--set", "axes.tp=[1]", "--set", "axes.kv_cache=[auto]", "--json"
+    )
     assert result.exit_code == 0, result.output
     slugs = [t["slug"] for t in json.loads(result.stdout)["trials"]]
-    assert slugs == ["llama-3.1-8b-instruct__bf16__kv-auto__tp1",
-                     "llama-3.1-8b-instruct__fp8__kv-auto__tp1",
-                     "llama-3.1-8b-instruct__int4_awq__kv-auto__tp1"]
+    assert slugs == [
+        "llama-3.1-8b-instruct__bf16__kv-auto__tp1",
+        "llama-3.1-8b-instruct__fp8__kv-auto__tp1",
+        "llama-3.1-8b-instruct__int4_awq__kv-auto__tp1",
+    ]
 
 
 def test_plan_with_no_feasible_trial_exits_1(cli):
-    result = cli("plan", "llama-3.3-70b-h100", "--set", "axes.tp=[1]", "--set", "axes.quant=[bf16]",
-                 "--set", "axes.kv_cache=[auto]")
+    result = cli(
+        "plan",
+        "llama-3.3-70b-h100",
+        "--set",
+        "axes.tp=[1]",
+        "--set",
+        "axes.quant=[bf16]",
+        "--set",
+        "axes.kv_cache=[auto]",
+    )
     assert result.exit_code == 1
     assert "no feasible trial" in result.stderr
     assert "rejected: memory" in result.stdout
@@ -102,11 +139,14 @@ def test_plan_table_marks_predictions(cli):
     assert "cpu target" in result.stdout
 
 
-@pytest.mark.parametrize(("what", "expected"), [
-    ("configs", ["smollm2-cpu-smoke", "llama-3.1-8b-h100"]),
-    ("gpus", list(gpu_catalog())),
-    ("models", ["llama-3.1-405b", "smollm2-135m", "qwen2.5-72b"]),
-])
+@pytest.mark.parametrize(
+    ("what", "expected"),
+    [
+        ("configs", ["smollm2-cpu-smoke", "llama-3.1-8b-h100"]),
+        ("gpus", list(gpu_catalog())),
+        ("models", ["llama-3.1-405b", "smollm2-135m", "qwen2.5-72b"]),
+    ],
+)
 def test_ls(cli, what, expected):
     result = cli("ls", what)
     assert result.exit_code == 0

@@ -46,8 +46,12 @@ def test_infeasible_combinations_are_kept_with_reasons(spec_file):
     plan = expand(load_spec(spec_file(edit)))
     rejected = {t.slug: t.reasons for t in plan.rejected}
     assert rejected == {
-        "llama-3.1-8b-instruct__bf16__kv-auto__tp2__pp2": ["tp=2 x pp=2 = 4 GPUs exceeds target.gpus_available=2"],
-        "llama-3.1-8b-instruct__fp8__kv-auto__tp2__pp2": ["tp=2 x pp=2 = 4 GPUs exceeds target.gpus_available=2"],
+        "llama-3.1-8b-instruct__bf16__kv-auto__tp2__pp2": [
+            "tp=2 x pp=2 = 4 GPUs exceeds target.gpus_available=2"
+        ],
+        "llama-3.1-8b-instruct__fp8__kv-auto__tp2__pp2": [
+            "tp=2 x pp=2 = 4 GPUs exceeds target.gpus_available=2"
+        ],
     }
     assert len(plan.feasible) == 6
 
@@ -62,11 +66,15 @@ def test_price_override_changes_cost_only(spec_file):
 
 def test_exclude_removes_matching_points_only(spec_file):
     def edit(spec):
-        spec["axes"].update(kv_cache=["auto", "fp8"], exclude=[{"quant": "fp8", "kv_cache": "auto"},
-                                                                {"tp": 2, "kv_cache": "fp8"}])
+        spec["axes"].update(
+            kv_cache=["auto", "fp8"],
+            exclude=[{"quant": "fp8", "kv_cache": "auto"}, {"tp": 2, "kv_cache": "fp8"}],
+        )
 
     slugs = [t.slug for t in expand(load_spec(spec_file(edit))).trials]
-    assert slugs == ["llama-3.1-8b-instruct__bf16__kv-auto__tp1",
-                     "llama-3.1-8b-instruct__bf16__kv-auto__tp2",
-                     "llama-3.1-8b-instruct__bf16__kv-fp8__tp1",
-                     "llama-3.1-8b-instruct__fp8__kv-fp8__tp1"]
+    assert slugs == [
+        "llama-3.1-8b-instruct__bf16__kv-auto__tp1",
+        "llama-3.1-8b-instruct__bf16__kv-auto__tp2",
+        "llama-3.1-8b-instruct__bf16__kv-fp8__tp1",
+        "llama-3.1-8b-instruct__fp8__kv-fp8__tp1",
+    ]

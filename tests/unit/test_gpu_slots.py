@@ -34,8 +34,9 @@ def test_no_oversubscription_under_random_trial_failures(tmp_path):
     violations: list[str] = []
     peak = [0]
     failures = []
-    plans = [(f"t{i}", rng.choice([1, 2, 2, 4]), rng.uniform(0.01, 0.08), rng.random() < 0.4)
-             for i in range(24)]
+    plans = [
+        (f"t{i}", rng.choice([1, 2, 2, 4]), rng.uniform(0.01, 0.08), rng.random() < 0.4) for i in range(24)
+    ]
 
     def trial(name: str, width: int, hold_s: float, fails: bool) -> None:
         try:
@@ -55,7 +56,7 @@ def test_no_oversubscription_under_random_trial_failures(tmp_path):
                     raise TrialFailed(name)
         except TrialFailed:
             failures.append(name)
-        except BaseException as exc:  # noqa: BLE001 - a thread's error would otherwise only warn
+        except BaseException as exc:
             violations.append(f"{name}: {type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=trial, args=plan) for plan in plans]
@@ -73,11 +74,14 @@ def test_no_oversubscription_under_random_trial_failures(tmp_path):
 
 def test_a_killed_holder_frees_its_gpus(tmp_path):
     """A trial process SIGKILLed while holding GPUs cannot keep them: the kernel drops its locks."""
-    code = ("import sys, time; from pathlib import Path; from enginesweep.engines.gpu_slots import GpuSlots\n"
-            "with GpuSlots([0, 1, 2, 3], Path(sys.argv[1])).hold(3, log=lambda _: None) as lease:\n"
-            "    print(lease.visible, flush=True); time.sleep(600)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "locks")],
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys, time; from pathlib import Path; from enginesweep.engines.gpu_slots import GpuSlots\n"
+        "with GpuSlots([0, 1, 2, 3], Path(sys.argv[1])).hold(3, log=lambda _: None) as lease:\n"
+        "    print(lease.visible, flush=True); time.sleep(600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "locks")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "0,1,2"
         slots = GpuSlots([0, 1, 2, 3], tmp_path / "locks")
@@ -114,8 +118,7 @@ def test_a_waiting_trial_says_so_once_and_gets_the_gpus_when_freed(tmp_path):
     said: list[str] = []
     got: list[list[int]] = []
     with slots.hold(2, log=lambda _: None):
-        waiter = threading.Thread(target=lambda: got.append(
-            _take(slots, 1, said)))
+        waiter = threading.Thread(target=lambda: got.append(_take(slots, 1, said)))
         waiter.start()
         time.sleep(0.2)
         assert got == [] and said == ["  trial x waits for 1 free GPUs of [0, 1]"]

@@ -30,16 +30,23 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 
 def _sources(*folders: str) -> list[Path]:
-    return sorted(p for folder in folders for p in (REPO_ROOT / folder).rglob("*.py")
-                  if "fixtures" not in p.relative_to(REPO_ROOT).parts)
+    return sorted(
+        p
+        for folder in folders
+        for p in (REPO_ROOT / folder).rglob("*.py")
+        if "fixtures" not in p.relative_to(REPO_ROOT).parts
+    )
 
 
 def test_the_code_imports_itself_only_through_the_enginesweep_namespace():
     """`import flows...` would work from the repository root and nowhere else (and would load a
     second copy of a module beside its `enginesweep.` one)."""
-    bare = [f"{path.relative_to(REPO_ROOT)}:{line}: {module}"
-            for path in _sources(*FOLDERS) for line, module in _imports(path)
-            if module.split(".")[0] in LAYERS]
+    bare = [
+        f"{path.relative_to(REPO_ROOT)}:{line}: {module}"
+        for path in _sources(*FOLDERS)
+        for line, module in _imports(path)
+        if module.split(".")[0] in LAYERS
+    ]
     assert bare == []
 
 
@@ -65,9 +72,10 @@ def test_the_layers_test_sees_lazy_imports(tmp_path):
 def test_the_build_side_loads_no_planner():
     """A build-side import of the trial's config once loaded the whole planner (aiconfigurator,
     roofline, ...): the stacks must load without any module of evaluation.planning."""
-    code = ("import sys, enginesweep.engines.stacks, enginesweep.engines.stacks.trtllm_engine, "
-            "enginesweep.engines.stacks.trtllm_pytorch, enginesweep.engines.stacks.reference; "
-            "print(sorted(m for m in sys.modules if m.startswith('enginesweep.evaluation')))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd="/")
+    code = (
+        "import sys, enginesweep.engines.stacks, enginesweep.engines.stacks.trtllm_engine, "
+        "enginesweep.engines.stacks.trtllm_pytorch, enginesweep.engines.stacks.reference; "
+        "print(sorted(m for m in sys.modules if m.startswith('enginesweep.evaluation')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert done.stdout.strip() == "[]", done.stdout

@@ -22,9 +22,14 @@ def make_bundle(root: Path) -> Path:
 
 
 def manifest_fields():
-    return dict(slug="m__fp8__kv-auto__tp1", stack="reference",
-                inputs={"checkpoint": {"sha": "x"}, "build_knobs": {"max_batch_size": 8}},
-                versions={"torch": "2.13.0"}, target={"gpu": "cpu"}, trtllm_checkpoint={})
+    return dict(
+        slug="m__fp8__kv-auto__tp1",
+        stack="reference",
+        inputs={"checkpoint": {"sha": "x"}, "build_knobs": {"max_batch_size": 8}},
+        versions={"torch": "2.13.0"},
+        target={"gpu": "cpu"},
+        trtllm_checkpoint={},
+    )
 
 
 def test_manifest_records_files_sizes_and_hash(tmp_path):
@@ -65,8 +70,9 @@ def test_missing_or_corrupt_manifest_is_refused(tmp_path):
 
 
 def test_repository_config_parses_with_tritons_schema(tmp_path):
-    repo = write_reference_repository(tmp_path / "repo", tmp_path / "bundle" / "model",
-                                      max_batch_size=4, max_seq_len=512)
+    repo = write_reference_repository(
+        tmp_path / "repo", tmp_path / "bundle" / "model", max_batch_size=4, max_seq_len=512
+    )
     text = (repo / SERVED_MODEL / "config.pbtxt").read_text()
     config = text_format.Parse(text, mc.ModelConfig())
     assert config.backend == "python" and config.model_transaction_policy.decoupled

@@ -7,8 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from enginesweep.evaluation.accuracy.paired import (compare_accuracy, mean_aggregate, paired_delta,
-                                        perplexity_aggregate)
+from enginesweep.evaluation.accuracy.paired import (
+    compare_accuracy,
+    mean_aggregate,
+    paired_delta,
+    perplexity_aggregate,
+)
 from enginesweep.evaluation.records import AccuracyResult
 
 pytestmark = pytest.mark.unit
@@ -41,11 +45,11 @@ def test_perplexity_of_a_constant_nll_shift_by_ln2_doubles() -> None:
     baseline = [2.0] * 10
     variant = [2.0 + math.log(2.0)] * 10
     result = paired_delta("perplexity", baseline, variant, aggregate=perplexity_aggregate)
-    assert result.baseline == pytest.approx(math.e ** 2)
-    assert result.variant == pytest.approx(2 * math.e ** 2)
-    assert result.delta == pytest.approx(math.e ** 2)
-    assert result.ci_low == pytest.approx(math.e ** 2)
-    assert result.ci_high == pytest.approx(math.e ** 2)
+    assert result.baseline == pytest.approx(math.e**2)
+    assert result.variant == pytest.approx(2 * math.e**2)
+    assert result.delta == pytest.approx(math.e**2)
+    assert result.ci_low == pytest.approx(math.e**2)
+    assert result.ci_high == pytest.approx(math.e**2)
 
 
 def test_two_windows_percentile_interval_by_hand() -> None:
@@ -95,39 +99,54 @@ def test_pairing_removes_shared_window_difficulty() -> None:
 
 
 def test_confidence_and_resamples_are_recorded() -> None:
-    result = paired_delta("m", noise(20, 13), noise(20, 14), aggregate=mean_aggregate,
-                          confidence=0.9, resamples=500)
+    result = paired_delta(
+        "m", noise(20, 13), noise(20, 14), aggregate=mean_aggregate, confidence=0.9, resamples=500
+    )
     assert (result.metric, result.confidence, result.resamples) == ("m", 0.9, 500)
 
 
-@pytest.mark.parametrize(("baseline", "variant", "message"), [
-    ([1.0, 2.0, 3.0], [1.0, 2.0], "unpaired input: 3 baseline windows vs 2 variant"),
-    ([], [], "at least 2 windows, got 0"),
-    ([1.0], [1.0], "at least 2 windows, got 1"),
-    ([1.0, float("nan")], [1.0, 2.0], "must be finite"),
-    ([1.0, 2.0], [1.0, float("inf")], "must be finite"),
-    ([[1.0, 2.0]], [[1.0, 2.0]], "flat sequences"),
-])
+@pytest.mark.parametrize(
+    ("baseline", "variant", "message"),
+    [
+        ([1.0, 2.0, 3.0], [1.0, 2.0], "unpaired input: 3 baseline windows vs 2 variant"),
+        ([], [], "at least 2 windows, got 0"),
+        ([1.0], [1.0], "at least 2 windows, got 1"),
+        ([1.0, float("nan")], [1.0, 2.0], "must be finite"),
+        ([1.0, 2.0], [1.0, float("inf")], "must be finite"),
+        ([[1.0, 2.0]], [[1.0, 2.0]], "flat sequences"),
+    ],
+)
 def test_unpaired_or_unusable_input_is_refused(baseline, variant, message) -> None:
     with pytest.raises(ValueError, match=message):
         paired_delta("m", baseline, variant, aggregate=mean_aggregate)
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"confidence": 1.0}, "confidence must lie strictly between 0 and 1"),
-    ({"confidence": 0.0}, "confidence must lie strictly between 0 and 1"),
-    ({"resamples": 0}, "resamples must be positive"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"confidence": 1.0}, "confidence must lie strictly between 0 and 1"),
+        ({"confidence": 0.0}, "confidence must lie strictly between 0 and 1"),
+        ({"resamples": 0}, "resamples must be positive"),
+    ],
+)
 def test_bad_options_are_refused(options, message) -> None:
     with pytest.raises(ValueError, match=message):
         paired_delta("m", [1.0, 2.0], [1.0, 2.0], aggregate=mean_aggregate, **options)
 
 
-def accuracy(nll: list[float], top1: list[float], sha: str = "a" * 64,
-             window_tokens: int = 128) -> AccuracyResult:
-    return AccuracyResult(hardware="cpu", dataset="text", dataset_sha256=sha,
-                          window_tokens=window_tokens, perplexity=math.exp(np.mean(nll)),
-                          top1_accuracy=float(np.mean(top1)), window_nll=nll, window_top1=top1)
+def accuracy(
+    nll: list[float], top1: list[float], sha: str = "a" * 64, window_tokens: int = 128
+) -> AccuracyResult:
+    return AccuracyResult(
+        hardware="cpu",
+        dataset="text",
+        dataset_sha256=sha,
+        window_tokens=window_tokens,
+        perplexity=math.exp(np.mean(nll)),
+        top1_accuracy=float(np.mean(top1)),
+        window_nll=nll,
+        window_top1=top1,
+    )
 
 
 def test_compare_accuracy_gives_perplexity_and_top1_deltas() -> None:
@@ -136,7 +155,7 @@ def test_compare_accuracy_gives_perplexity_and_top1_deltas() -> None:
     perplexity, top1 = compare_accuracy(baseline, variant)
     assert (perplexity.metric, top1.metric) == ("perplexity", "top1_accuracy")
     assert perplexity.baseline == pytest.approx(baseline.perplexity)
-    assert perplexity.delta == pytest.approx(math.e ** 2)
+    assert perplexity.delta == pytest.approx(math.e**2)
     assert top1.delta == pytest.approx(-0.25)
 
 

@@ -11,7 +11,14 @@ import pytest
 from enginesweep.build_configs.loading import SpecError, load_spec
 from enginesweep.build_configs.schema import SLA, Objective
 from enginesweep.evaluation.planning import expand
-from enginesweep.evaluation.planning.calibration import STORE_NAME, CalibrationStore, Pair, fit, fit_factor, mape
+from enginesweep.evaluation.planning.calibration import (
+    STORE_NAME,
+    CalibrationStore,
+    Pair,
+    fit,
+    fit_factor,
+    mape,
+)
 from enginesweep.evaluation.planning.fidelity import compare, mean_abs_error_pct, published_rows
 from enginesweep.evaluation.planning.prediction import assemble, capacity, level, rescale
 from enginesweep.evaluation.planning.prune import is_baseline
@@ -22,10 +29,20 @@ SLA_300_30 = SLA(ttft_p99_ms=300, itl_p99_ms=30)
 
 
 def _prediction(levels, sla=SLA_300_30, osl=100, gpus=2, usd=2.0):
-    made = [level(concurrency=c, in_flight=c, ttft_ms=t, itl_ms=i, output_tok_s=tok, osl=osl, sla=sla)
-            for c, t, i, tok in levels]
-    return assemble(source="predicted:roofline", source_version="test", hardware="H100-SXM-80GB",
-                    gpus=gpus, usd_per_gpu_hour=usd, lone=made[0], saturated=made[-1], levels=made)
+    made = [
+        level(concurrency=c, in_flight=c, ttft_ms=t, itl_ms=i, output_tok_s=tok, osl=osl, sla=sla)
+        for c, t, i, tok in levels
+    ]
+    return assemble(
+        source="predicted:roofline",
+        source_version="test",
+        hardware="H100-SXM-80GB",
+        gpus=gpus,
+        usd_per_gpu_hour=usd,
+        lone=made[0],
+        saturated=made[-1],
+        levels=made,
+    )
 
 
 def test_sla_operating_point_and_cost_come_from_the_highest_level_meeting_the_sla():
@@ -57,11 +74,19 @@ def test_no_capacity_plan_when_no_level_meets_the_sla():
 
 
 def _pair(metric, predicted, measured, trial="t1", concurrency=1, **key):
-    fields = {"hardware": "cpu", "stack": "reference", "runtime": "2.13.0+cpu",
-              "predictor": "predicted:roofline", "model": "SmolLM2-135M", "workload": "128/16",
-              "measured_at": "2026-11-26T12:00:00+00:00", **key}
-    return Pair(trial=trial, metric=metric, concurrency=concurrency, predicted=predicted,
-                measured=measured, **fields)
+    fields = {
+        "hardware": "cpu",
+        "stack": "reference",
+        "runtime": "2.13.0+cpu",
+        "predictor": "predicted:roofline",
+        "model": "SmolLM2-135M",
+        "workload": "128/16",
+        "measured_at": "2026-11-26T12:00:00+00:00",
+        **key,
+    }
+    return Pair(
+        trial=trial, metric=metric, concurrency=concurrency, predicted=predicted, measured=measured, **fields
+    )
 
 
 def test_mape_and_factor_on_known_values():
@@ -74,11 +99,25 @@ def test_mape_and_factor_on_known_values():
 
 
 def test_fit_groups_by_hardware_stack_runtime_predictor_and_model():
-    pairs = [_pair("itl_ms", 10, 30, trial="a"), _pair("itl_ms", 10, 30, trial="b", concurrency=4),
-             _pair("itl_ms", 10, 30, trial="b", concurrency=8),
-             _pair("output_tok_s", 100, 50, trial="a"),
-             *[_pair("itl_ms", 10, 11, hardware="H100-SXM-80GB", stack="trtllm-engine", runtime="1.2.0",
-                     model="Llama-3.1-8B", trial=f"t{i}") for i in range(3)]]
+    pairs = [
+        _pair("itl_ms", 10, 30, trial="a"),
+        _pair("itl_ms", 10, 30, trial="b", concurrency=4),
+        _pair("itl_ms", 10, 30, trial="b", concurrency=8),
+        _pair("output_tok_s", 100, 50, trial="a"),
+        *[
+            _pair(
+                "itl_ms",
+                10,
+                11,
+                hardware="H100-SXM-80GB",
+                stack="trtllm-engine",
+                runtime="1.2.0",
+                model="Llama-3.1-8B",
+                trial=f"t{i}",
+            )
+            for i in range(3)
+        ],
+    ]
     fits = {f.key: f for f in fit(pairs)}
     cpu = fits["cpu/reference/2.13.0+cpu/predicted:roofline/SmolLM2-135M"]
     assert cpu.trials == 2 and cpu.pairs == {"itl_ms": 3, "output_tok_s": 1}
@@ -96,8 +135,9 @@ def _three(metric, predicted, measured, **key):
 def test_calibration_rescales_rejudges_and_labels_the_prediction():
     pred = _prediction([(1, 50, 10, 100), (8, 120, 20, 700), (32, 250, 25, 2000)])
     assert pred.max_concurrency_meeting_sla == 32
-    (group,) = fit([*_three("ttft_ms", 100, 200), *_three("itl_ms", 10, 20),
-                    *_three("output_tok_s", 100, 50)])
+    (group,) = fit(
+        [*_three("ttft_ms", 100, 200), *_three("itl_ms", 10, 20), *_three("output_tok_s", 100, 50)]
+    )
     calibrated = rescale(pred, group.calibration(), sla=SLA_300_30, osl=100, gpus=2, usd_per_gpu_hour=2.0)
     assert calibrated.source == "predicted:roofline+calibrated"
     assert calibrated.calibration.factors == {"ttft_ms": 2.0, "itl_ms": 2.0, "output_tok_s": 0.5}
@@ -130,8 +170,17 @@ def test_plans_apply_a_stored_calibration_and_say_so(spec_file, tmp_path):
 
     resolved = load_spec(spec_file(edit))
     raw = expand(resolved).trials[0].predicted
-    group = fit(_three("itl_ms", 1.0, 1.5, hardware="H100-SXM-80GB", stack="trtllm-engine",
-                       runtime="1.2.0", model="Llama-3.1-8B"))
+    group = fit(
+        _three(
+            "itl_ms",
+            1.0,
+            1.5,
+            hardware="H100-SXM-80GB",
+            stack="trtllm-engine",
+            runtime="1.2.0",
+            model="Llama-3.1-8B",
+        )
+    )
     CalibrationStore().update(group).save(tmp_path / "ws" / STORE_NAME)
     calibrated = expand(resolved).trials[0].predicted
     assert calibrated.source == "predicted:roofline+calibrated"
@@ -173,9 +222,15 @@ def test_top_k_follows_the_objective(spec_file):
 
     plan = expand(load_spec(spec_file(edit)), top_k=1)
     kept = [t for t in plan.feasible if t.pruned is None and not is_baseline(t)]
-    at_sla = {t.slug: next(l.ttft_ms for l in t.predicted.per_concurrency
-                           if l.concurrency == t.predicted.max_concurrency_meeting_sla)
-              for t in plan.feasible if t.predicted.max_concurrency_meeting_sla}
+    at_sla = {
+        t.slug: next(
+            level.ttft_ms
+            for level in t.predicted.per_concurrency
+            if level.concurrency == t.predicted.max_concurrency_meeting_sla
+        )
+        for t in plan.feasible
+        if t.predicted.max_concurrency_meeting_sla
+    }
     assert kept and kept[0].slug == min(at_sla, key=at_sla.get)
 
 
@@ -190,8 +245,9 @@ def test_plan_cli_top_k_prints_pruned_rows(cli):
 def test_several_gpus_are_planned_and_compared_but_a_sweep_needs_run_on(spec_file, cli):
     def edit(spec):
         _sweep_with_sla(spec)
-        spec["target"].update(gpu=["H100-SXM-80GB", "A100-SXM-80GB"],
-                              usd_per_gpu_hour={"A100-SXM-80GB": 1.25})
+        spec["target"].update(
+            gpu=["H100-SXM-80GB", "A100-SXM-80GB"], usd_per_gpu_hour={"A100-SXM-80GB": 1.25}
+        )
 
     path = spec_file(edit)
     resolved = load_spec(path)
@@ -200,7 +256,8 @@ def test_several_gpus_are_planned_and_compared_but_a_sweep_needs_run_on(spec_fil
     assert plan.trials[0].slug == "llama-3.1-8b-instruct__bf16__kv-auto__tp1__h100-sxm-80gb"
     a100 = [t for t in plan.trials if t.gpu == "A100-SXM-80GB"]
     assert {t.slug for t in a100 if not t.feasible} == {
-        t.slug for t in a100 if t.config.quant.value == "fp8" or t.config.kv_cache.value == "fp8"}
+        t.slug for t in a100 if t.config.quant.value == "fp8" or t.config.kv_cache.value == "fp8"
+    }
     assert plan.to_run == []  # no run_on: nothing is built
     with pytest.raises(SpecError, match="target.run_on: target.gpu lists 2 GPUs"):
         resolved.gpu  # noqa: B018
@@ -221,12 +278,24 @@ def test_gpu_option_replaces_the_spec_targets(cli):
     assert plan["gpus"] == ["H100-SXM-80GB", "H200-SXM-141GB"] and len(plan["trials"]) == 36
 
 
-@pytest.mark.parametrize(("target", "message"), [
-    ({"gpu": ["H100-SXM-80GB", "H100-SXM-80GB"]}, "target.gpu: Value error, duplicate values"),
-    ({"gpu": ["H100-SXM-80GB"], "run_on": "H200-SXM-141GB"}, "run_on: 'H200-SXM-141GB' is not one of target.gpu"),
-    ({"gpu": ["H100-SXM-80GB", "L40S"], "usd_per_gpu_hour": 2.0}, "one price for several GPUs is ambiguous"),
-    ({"gpu": ["H100-SXM-80GB"], "usd_per_gpu_hour": {"L40S": 1.0}}, "usd_per_gpu_hour: L40S not in target.gpu"),
-])
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ({"gpu": ["H100-SXM-80GB", "H100-SXM-80GB"]}, "target.gpu: Value error, duplicate values"),
+        (
+            {"gpu": ["H100-SXM-80GB"], "run_on": "H200-SXM-141GB"},
+            "run_on: 'H200-SXM-141GB' is not one of target.gpu",
+        ),
+        (
+            {"gpu": ["H100-SXM-80GB", "L40S"], "usd_per_gpu_hour": 2.0},
+            "one price for several GPUs is ambiguous",
+        ),
+        (
+            {"gpu": ["H100-SXM-80GB"], "usd_per_gpu_hour": {"L40S": 1.0}},
+            "usd_per_gpu_hour: L40S not in target.gpu",
+        ),
+    ],
+)
 def test_bad_multi_gpu_targets_are_refused(cli, spec_file, target, message):
     def edit(spec):
         spec["target"] = {**target, "gpus_available": 2}
@@ -237,9 +306,28 @@ def test_bad_multi_gpu_targets_are_refused(cli, spec_file, target, message):
 
 
 def test_size_target_rps_prints_a_capacity_plan(cli):
-    result = cli("size", "--model", "llama-3.1-8b", "--gpu", "H100-SXM-80GB", "--quant", "fp8",
-                 "--tp", "1,2", "--isl", "1024", "--osl", "256", "--ttft-p99-ms", "500",
-                 "--itl-p99-ms", "30", "--target-rps", "50", "--json")
+    result = cli(
+        "size",
+        "--model",
+        "llama-3.1-8b",
+        "--gpu",
+        "H100-SXM-80GB",
+        "--quant",
+        "fp8",
+        "--tp",
+        "1,2",
+        "--isl",
+        "1024",
+        "--osl",
+        "256",
+        "--ttft-p99-ms",
+        "500",
+        "--itl-p99-ms",
+        "30",
+        "--target-rps",
+        "50",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     for trial in plan["trials"]:
@@ -247,19 +335,51 @@ def test_size_target_rps_prints_a_capacity_plan(cli):
         assert cap["replicas"] == math.ceil(50 / pred["goodput_req_s_at_sla"] - 1e-9)
         assert cap["total_gpus"] == cap["replicas"] * trial["config"]["tp"]
         assert cap["usd_per_hour"] == pytest.approx(cap["total_gpus"] * 3.0)
-    table = cli("size", "--model", "llama-3.1-8b", "--gpu", "H100-SXM-80GB", "--quant", "fp8",
-                "--tp", "1,2", "--ttft-p99-ms", "500", "--itl-p99-ms", "30", "--target-rps", "50")
+    table = cli(
+        "size",
+        "--model",
+        "llama-3.1-8b",
+        "--gpu",
+        "H100-SXM-80GB",
+        "--quant",
+        "fp8",
+        "--tp",
+        "1,2",
+        "--ttft-p99-ms",
+        "500",
+        "--itl-p99-ms",
+        "30",
+        "--target-rps",
+        "50",
+    )
     assert "Capacity plan for 50 requests/s" in table.stdout
 
 
 def test_kv_warning_names_the_concurrency_that_queues(cli):
-    result = cli("size", "--model", "llama-3.3-70b", "--gpu", "H100-SXM-80GB", "--quant", "fp8",
-                 "--kv-cache", "fp8", "--isl", "2048", "--osl", "2048", "--concurrency", "1,64",
-                 "--json")
+    result = cli(
+        "size",
+        "--model",
+        "llama-3.3-70b",
+        "--gpu",
+        "H100-SXM-80GB",
+        "--quant",
+        "fp8",
+        "--kv-cache",
+        "fp8",
+        "--isl",
+        "2048",
+        "--osl",
+        "2048",
+        "--concurrency",
+        "1,64",
+        "--json",
+    )
     trial = json.loads(result.stdout)
     assert trial["memory"]["kv_limited_sequences"] < 64
-    assert f"the KV cache fits {trial['memory']['max_concurrent_sequences']} sequences in flight; " \
-           "concurrency 64 queues" in trial["warnings"]
+    assert (
+        f"the KV cache fits {trial['memory']['max_concurrent_sequences']} sequences in flight; "
+        "concurrency 64 queues" in trial["warnings"]
+    )
     queued = trial["predicted"]["per_concurrency"][1]
     assert queued["in_flight"] == trial["memory"]["max_concurrent_sequences"]
 
@@ -285,8 +405,22 @@ def test_roofline_against_nvidias_published_rows():
 def test_70b_fp8_tp1_fits_h200_with_a_large_kv_cache_but_h100_only_a_small_one(cli, gpu, sequences):
     """NVIDIA benchmarks Llama-3.3-70B FP8 at TP1 on H200 and at TP2 on H100: at TP1 an H100 has
     ~6 GB left for KV after 70.6 GB of FP8 weights (12 sequences of 2048+2048 tokens)."""
-    result = cli("size", "--model", "llama-3.3-70b", "--gpu", gpu, "--quant", "fp8", "--kv-cache",
-                 "fp8", "--isl", "2048", "--osl", "2048", "--json")
+    result = cli(
+        "size",
+        "--model",
+        "llama-3.3-70b",
+        "--gpu",
+        gpu,
+        "--quant",
+        "fp8",
+        "--kv-cache",
+        "fp8",
+        "--isl",
+        "2048",
+        "--osl",
+        "2048",
+        "--json",
+    )
     trial = json.loads(result.stdout)
     assert trial["feasible"] is True
     assert trial["memory"]["kv_limited_sequences"] == sequences
@@ -298,9 +432,24 @@ def test_70b_fp8_tp1_fits_h200_with_a_large_kv_cache_but_h100_only_a_small_one(c
 def test_roofline_latency_agrees_with_its_throughput_by_littles_law(cli):
     """A request's latency (TTFT + (OSL-1) * ITL) at B in flight must be what the throughput
     implies: B / request_rate. Otherwise SLA verdicts and capacity plans are optimistic."""
-    trial = json.loads(cli("size", "--model", "llama-3.1-8b", "--gpu", "H100-SXM-80GB", "--quant",
-                           "fp8", "--isl", "1024", "--osl", "256", "--concurrency", "1,8,32,128",
-                           "--json").stdout)
+    trial = json.loads(
+        cli(
+            "size",
+            "--model",
+            "llama-3.1-8b",
+            "--gpu",
+            "H100-SXM-80GB",
+            "--quant",
+            "fp8",
+            "--isl",
+            "1024",
+            "--osl",
+            "256",
+            "--concurrency",
+            "1,8,32,128",
+            "--json",
+        ).stdout
+    )
     for lvl in trial["predicted"]["per_concurrency"]:
         latency_s = (lvl["ttft_ms"] + 255 * lvl["itl_ms"]) / 1e3
         assert latency_s == pytest.approx(lvl["in_flight"] / lvl["request_rate"], rel=0.05), lvl
@@ -319,26 +468,47 @@ def test_top_k_prunes_per_gpu_and_keeps_a_baseline_on_each(spec_file):
 
 
 def test_gpu_comparison_lists_a_gpu_with_no_feasible_trial(cli):
-    result = cli("plan", "llama-3.3-70b-h100", "--gpu", "H200-SXM-141GB,L4", "--set", "axes.tp=[1]",
-                 "--set", "axes.quant=[fp8]")
+    result = cli(
+        "plan",
+        "llama-3.3-70b-h100",
+        "--gpu",
+        "H200-SXM-141GB,L4",
+        "--set",
+        "axes.tp=[1]",
+        "--set",
+        "axes.quant=[fp8]",
+    )
     assert result.exit_code == 0, result.output
-    table = result.stdout[result.stdout.index("GPUs side by side"):]
+    table = result.stdout[result.stdout.index("GPUs side by side") :]
     assert "L4" in table and "no feasible trial" in table
 
 
 def test_osl_of_one_plans_without_dividing_by_zero(cli):
-    result = cli("size", "--model", "llama-3.1-8b", "--gpu", "H100-SXM-80GB", "--quant", "fp8",
-                 "--osl", "1", "--json")
+    result = cli(
+        "size", "--model", "llama-3.1-8b", "--gpu", "H100-SXM-80GB", "--quant", "fp8", "--osl", "1", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["predicted"]["output_tok_s"] > 0
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--target-rps", "0"], "must be a positive number of requests/s"),
-    (["--gpu", "H100-SXM-80GB,L40S", "--usd-per-gpu-hour", "2"], "--usd-per-gpu-hour: one price is for one GPU"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-rps", "0"], "must be a positive number of requests/s"),
+        (
+            ["--gpu", "H100-SXM-80GB,L40S", "--usd-per-gpu-hour", "2"],
+            "--usd-per-gpu-hour: one price is for one GPU",
+        ),
+    ],
+)
 def test_size_refuses_bad_capacity_options(cli, args, message):
-    argv = ["size", "--model", "llama-3.1-8b", *(["--gpu", "H100-SXM-80GB"] if "--gpu" not in args else []), *args]
+    argv = [
+        "size",
+        "--model",
+        "llama-3.1-8b",
+        *(["--gpu", "H100-SXM-80GB"] if "--gpu" not in args else []),
+        *args,
+    ]
     result = cli(*argv)
     assert result.exit_code == 2
     assert message in result.output
@@ -365,14 +535,21 @@ def test_coverage_names_what_the_database_lacks():
     from enginesweep.build_configs.gpus import get_gpu
     from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
     from enginesweep.build_configs.schema import Stack
-    from enginesweep.evaluation.planning.aiconfigurator import coverage_gap
     from enginesweep.build_configs.trial import TrialConfig
+    from enginesweep.evaluation.planning.aiconfigurator import coverage_gap
 
     llama = shipped_architecture("llama-3.1-8b")
 
     def gap(quant="fp8", kv="auto", gpu="H100-SXM-80GB", arch=llama, osl=256):
-        cfg = TrialConfig(quant=QuantFormat(quant), kv_cache=KVCacheFormat(kv), tp=1, pp=1,
-                          max_batch_size=64, max_num_tokens=8192, max_seq_len=4096)
+        cfg = TrialConfig(
+            quant=QuantFormat(quant),
+            kv_cache=KVCacheFormat(kv),
+            tp=1,
+            pp=1,
+            max_batch_size=64,
+            max_num_tokens=8192,
+            max_seq_len=4096,
+        )
         return coverage_gap(arch, get_gpu(gpu), cfg, Stack.TRTLLM_ENGINE, osl)
 
     assert gap() is None and gap(kv="fp8") is None and gap(quant="bf16", gpu="A100-SXM-80GB") is None
@@ -402,13 +579,20 @@ def test_an_aiconfigurator_answer_becomes_a_labelled_prediction(spec_file, monke
     resolved = load_spec(spec_file(edit))
     (trial,) = expand(resolved).trials
     assert trial.memory.max_concurrent_sequences == 1024 > 600
-    answer = {"label": "h100_sxm / trtllm 1.3.0rc20 / SILICON",
-              "points": {"1": _row(1, 30, 4, 255), "8": _row(8, 40, 5, 1600),
-                         "600": _row(400, 300, 25, 15000)},  # its memory model fits only 400
-              "saturated": _row(400, 900, 26, 16000)}
+    answer = {
+        "label": "h100_sxm / trtllm 1.3.0rc20 / SILICON",
+        "points": {
+            "1": _row(1, 30, 4, 255),
+            "8": _row(8, 40, 5, 1600),
+            "600": _row(400, 300, 25, 15000),
+        },  # its memory model fits only 400
+        "saturated": _row(400, 900, 26, 16000),
+    }
     pred = aic.to_prediction(answer, trial, resolved, usd_per_gpu_hour=3.0)
     assert pred.source == "predicted:aiconfigurator"
-    assert pred.source_version == "aiconfigurator 0.12.0 (core 0.12.0) / h100_sxm / trtllm 1.3.0rc20 / SILICON"
+    assert (
+        pred.source_version == "aiconfigurator 0.12.0 (core 0.12.0) / h100_sxm / trtllm 1.3.0rc20 / SILICON"
+    )
     lone, eight, queued = pred.per_concurrency
     assert lone.output_tok_s == pytest.approx(255 * 256 / 255)  # every token, not OSL-1
     assert (eight.ttft_ms, eight.itl_ms, eight.in_flight) == (40, 5, 8)
@@ -419,8 +603,10 @@ def test_an_aiconfigurator_answer_becomes_a_labelled_prediction(spec_file, monke
     assert any("fits 400 sequences, not the planner's 1024" in note for note in pred.notes)
     assert any("PyTorch flow: an approximation of the TensorRT engine path" in note for note in pred.notes)
     big = dict(answer, saturated=_row(700, 900, 26, 17000))
-    assert any("beyond the 512 its database measures (extrapolated)" in note
-               for note in aic.to_prediction(big, trial, resolved, usd_per_gpu_hour=3.0).notes)
+    assert any(
+        "beyond the 512 its database measures (extrapolated)" in note
+        for note in aic.to_prediction(big, trial, resolved, usd_per_gpu_hour=3.0).notes
+    )
 
 
 def test_a_factor_that_does_not_lower_the_error_is_not_kept():
@@ -432,7 +618,10 @@ def test_a_factor_that_does_not_lower_the_error_is_not_kept():
     from enginesweep.evaluation.planning.calibration import fit_factor as factor_of
 
     assert mape(skewed, factor_of(skewed)) > mape(skewed)
-    assert "itl_ms" not in fit([_pair("itl_ms", p, m, trial=f"s{i}") for i, (p, m) in enumerate(skewed)])[0].factors
+    assert (
+        "itl_ms"
+        not in fit([_pair("itl_ms", p, m, trial=f"s{i}") for i, (p, m) in enumerate(skewed)])[0].factors
+    )
 
 
 def test_an_unusable_aiconfigurator_answer_falls_back_to_the_roofline(spec_file, monkeypatch):
@@ -441,8 +630,13 @@ def test_an_unusable_aiconfigurator_answer_falls_back_to_the_roofline(spec_file,
 
     monkeypatch.setattr(aic, "unavailable_reason", lambda: None)
     monkeypatch.setattr(aic, "version_label", lambda: "aiconfigurator test")
-    monkeypatch.setattr(aic, "predict_batch", lambda requests: {
-        r["id"]: {"label": "x", "points": {}, "saturated": _row(8, 1, 1, 10)} for r in requests})
+    monkeypatch.setattr(
+        aic,
+        "predict_batch",
+        lambda requests: {
+            r["id"]: {"label": "x", "points": {}, "saturated": _row(8, 1, 1, 10)} for r in requests
+        },
+    )
     plan = expand(load_spec(spec_file()))
     for trial in plan.feasible:
         assert trial.predicted.source == "predicted:roofline"

@@ -18,16 +18,45 @@ from enginesweep.evaluation.planning.prediction import usd_per_1m_tokens
 pytestmark = pytest.mark.unit
 
 
-def size(model: str, gpu: str, quant: str, kv: str = "auto", tp: int = 1, pp: int = 1,
-         isl: int = 1024, osl: int = 256, gpus: int | None = None, batch: int = 256, sla: SLA = SLA(),
-         concurrency: tuple[int, ...] = (1,)):
-    cfg = TrialConfig(quant=QuantFormat(quant), kv_cache=KVCacheFormat(kv), tp=tp, pp=pp,
-                      max_batch_size=batch, max_num_tokens=8192, max_seq_len=isl + osl)
-    workload = Workload(isl=LengthDistribution(mean=isl), osl=LengthDistribution(mean=osl),
-                        concurrency=list(concurrency))
+NO_SLA = SLA()  # frozen: one instance serves every call
+
+
+def size(
+    model: str,
+    gpu: str,
+    quant: str,
+    kv: str = "auto",
+    tp: int = 1,
+    pp: int = 1,
+    isl: int = 1024,
+    osl: int = 256,
+    gpus: int | None = None,
+    batch: int = 256,
+    sla: SLA = NO_SLA,
+    concurrency: tuple[int, ...] = (1,),
+):
+    cfg = TrialConfig(
+        quant=QuantFormat(quant),
+        kv_cache=KVCacheFormat(kv),
+        tp=tp,
+        pp=pp,
+        max_batch_size=batch,
+        max_num_tokens=8192,
+        max_seq_len=isl + osl,
+    )
+    workload = Workload(
+        isl=LengthDistribution(mean=isl), osl=LengthDistribution(mean=osl), concurrency=list(concurrency)
+    )
     target = get_gpu(gpu)
-    return plan_trial(shipped_architecture(model), target, cfg, workload=workload, sla=sla,
-                      gpus_available=gpus or tp * pp, usd_per_gpu_hour=target.usd_per_gpu_hour)
+    return plan_trial(
+        shipped_architecture(model),
+        target,
+        cfg,
+        workload=workload,
+        sla=sla,
+        gpus_available=gpus or tp * pp,
+        usd_per_gpu_hour=target.usd_per_gpu_hour,
+    )
 
 
 def test_llama_8b_parameter_count_and_bf16_weights():
@@ -70,8 +99,12 @@ def test_kv_per_gpu_splits_by_tp_and_pp():
 def test_kv_capacity_follows_the_documented_formula():
     trial = size("llama-3.1-8b", "H100-SXM-80GB", "fp8", "fp8")
     mem = trial.memory
-    free = mem.gpu_memory_bytes - mem.weights_bytes_per_gpu - mem.runtime_reserve_bytes_per_gpu \
+    free = (
+        mem.gpu_memory_bytes
+        - mem.weights_bytes_per_gpu
+        - mem.runtime_reserve_bytes_per_gpu
         - mem.activation_bytes_per_gpu
+    )
     assert mem.gpu_memory_bytes == int(79.65 * GIB)
     assert mem.kv_budget_bytes_per_gpu == int(free * 0.9)
     assert mem.kv_capacity_tokens == mem.kv_budget_bytes_per_gpu // 65_536
@@ -164,8 +197,13 @@ def test_cost_formula():
 
 
 def test_sla_picks_the_highest_concurrency_that_meets_it():
-    loose = size("llama-3.1-8b", "H100-SXM-80GB", "fp8", sla=SLA(itl_p99_ms=1000, ttft_p99_ms=10_000),
-                 concurrency=(1, 8, 64))
+    loose = size(
+        "llama-3.1-8b",
+        "H100-SXM-80GB",
+        "fp8",
+        sla=SLA(itl_p99_ms=1000, ttft_p99_ms=10_000),
+        concurrency=(1, 8, 64),
+    )
     assert loose.predicted.max_concurrency_meeting_sla == 64
     assert all(level.meets_sla for level in loose.predicted.per_concurrency)
     strict = size("llama-3.1-8b", "H100-SXM-80GB", "fp8", sla=SLA(itl_p99_ms=0.5), concurrency=(1, 8))
@@ -196,7 +234,8 @@ def test_rules_reject_trials_with_reasons():
     tp3 = size("llama-3.1-8b", "H100-SXM-80GB", "bf16", tp=3)
     assert "tp=3 does not divide" in tp3.reasons[0]
     awq = size("smollm2-135m", "H100-SXM-80GB", "int4_awq")
-    assert awq.reasons == ["int4_awq with tp=1 needs hidden_size/tp=576/1 divisible by "
-                           "build.awq_block_size=128 (SmolLM2-135M)"]
+    assert awq.reasons == [
+        "int4_awq with tp=1 needs hidden_size/tp=576/1 divisible by build.awq_block_size=128 (SmolLM2-135M)"
+    ]
     world = size("llama-3.1-8b", "H100-SXM-80GB", "bf16", tp=2, pp=2, gpus=2)
     assert world.reasons == ["tp=2 x pp=2 = 4 GPUs exceeds target.gpus_available=2"]

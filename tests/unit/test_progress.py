@@ -42,8 +42,13 @@ def test_a_log_gets_one_plain_line_per_event_with_counts_and_eta():
         ProgressEvent(kind="stage", slug="a__bf16", stage="build", time=110),
         ProgressEvent(kind="finished", slug="a__bf16", status="ok", time=160),
         ProgressEvent(kind="stage", slug="b__fp8", stage="serve+benchmark", time=161),
-        ProgressEvent(kind="finished", slug="b__fp8", status="failed",
-                      error="RuntimeError: boom\r\n\x1b[31mred\x1b[0m", time=191),
+        ProgressEvent(
+            kind="finished",
+            slug="b__fp8",
+            status="failed",
+            error="RuntimeError: boom\r\n\x1b[31mred\x1b[0m",
+            time=191,
+        ),
         ProgressEvent(kind="finished", slug="c__fp8", status="reused", time=192),
     ]
     with SweepProgress(console, clock=FakeClock(), warn=warnings.append):
@@ -71,8 +76,9 @@ def test_the_eta_divides_by_the_trials_running_at_once():
         progress.emit(ProgressEvent(kind="planned", slugs=tuple("abcde"), concurrency=2, time=0))
         progress.emit(ProgressEvent(kind="stage", slug="a", stage="build", time=0))
         progress.emit(ProgressEvent(kind="finished", slug="a", status="ok", time=120))
-    assert buffer.getvalue().splitlines()[-1] == \
-        "[progress 1/5] a: ok after 2:00 | done 1, failed 0, ETA 4:00"  # 120 s x 4 / 2
+    assert (
+        buffer.getvalue().splitlines()[-1] == "[progress 1/5] a: ok after 2:00 | done 1, failed 0, ETA 4:00"
+    )  # 120 s x 4 / 2
 
 
 def test_a_broken_view_warns_once_and_never_raises_into_the_sweep():
@@ -122,8 +128,9 @@ def test_a_childs_progress_line_becomes_an_event_in_the_parent_and_is_not_logged
         with progress.trial("tiny__fp8"), _stage("build", {}, lambda line: print(line, flush=True)):
             pass
     """)
-    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     logged: list[str] = []
     events: list[ProgressEvent] = []
     previous = progress.use_sink(events.append)

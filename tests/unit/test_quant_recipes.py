@@ -17,8 +17,12 @@ from modelopt.torch.quantization.config import QuantizeConfig
 from packaging.version import Version
 
 from enginesweep.engines.quantize.export_check import export_problems
-from enginesweep.engines.quantize.recipes import (CalibrationSpec, QuantRecipe, entries_are_listed,
-                                      modelopt_config)
+from enginesweep.engines.quantize.recipes import (
+    CalibrationSpec,
+    QuantRecipe,
+    entries_are_listed,
+    modelopt_config,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -36,8 +40,11 @@ def quantizer_cfgs(config, name):
     for entry in config["quant_cfg"]:
         if entry.get("quantizer_name") == name:
             cfg = entry.get("cfg", {})
-            found.append(cfg if isinstance(cfg, list) else
-                         {**cfg, **({"enable": entry["enable"]} if "enable" in entry else {})})
+            found.append(
+                cfg
+                if isinstance(cfg, list)
+                else {**cfg, **({"enable": entry["enable"]} if "enable" in entry else {})}
+            )
     return found
 
 
@@ -51,7 +58,7 @@ def accepted_by_modelopt(config) -> None:
 
 @pytest.mark.container
 def test_the_shape_is_read_from_the_presets_and_matches_the_version_it_changed_in():
-    assert LISTED == (Version(modelopt.__version__) >= Version("0.44"))
+    assert (Version(modelopt.__version__) >= Version("0.44")) == LISTED
     assert isinstance(mtq.INT4_AWQ_CFG["quant_cfg"], list if LISTED else dict)
 
 
@@ -83,8 +90,10 @@ def test_int8_kv_on_16_bit_weights_enables_only_the_kv_quantizer():
             {"quantizer_name": KV, "cfg": {"num_bits": 8, "axis": None}},
         ]
     else:
-        assert config["quant_cfg"] == {"default": {"enable": False},
-                                       KV: {"num_bits": 8, "axis": None, "enable": True}}
+        assert config["quant_cfg"] == {
+            "default": {"enable": False},
+            KV: {"num_bits": 8, "axis": None, "enable": True},
+        }
 
 
 @pytest.mark.container
@@ -111,17 +120,25 @@ def test_recipe_preset_is_not_mutated():
 def test_recipe_key_changes_with_every_input():
     calib = CalibrationSpec(dataset="d", sha256="s", samples=16, seq_len=256)
     base = QuantRecipe(quant="fp8", kv_cache="int8", calibration=calib)
-    keys = {base.key("ckpt-a"), base.key("ckpt-b"),
-            base.model_copy(update={"tp": 2}).key("ckpt-a"),
-            base.model_copy(update={"calibration": calib.model_copy(update={"samples": 8})}).key("ckpt-a")}
+    keys = {
+        base.key("ckpt-a"),
+        base.key("ckpt-b"),
+        base.model_copy(update={"tp": 2}).key("ckpt-a"),
+        base.model_copy(update={"calibration": calib.model_copy(update={"samples": 8})}).key("ckpt-a"),
+    }
     assert len(keys) == 4
     assert base.key("ckpt-a") == QuantRecipe(quant="fp8", kv_cache="int8", calibration=calib).key("ckpt-a")
 
 
 SOURCE = json.loads((FIXTURES / "smollm2-transformers5-config.json").read_text())
 GOOD_EXPORT = {
-    "vocab_size": 49152, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
-    "hidden_size": 576, "intermediate_size": 1536, "rotary_base": 100000.0,
+    "vocab_size": 49152,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "rotary_base": 100000.0,
     "mapping": {"world_size": 1, "tp_size": 1, "pp_size": 1},
     "quantization": {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "group_size": 64},
 }
@@ -132,19 +149,28 @@ def test_matching_export_has_no_problems():
     assert export_problems(GOOD_EXPORT, SOURCE, AWQ) == []
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({"rotary_base": None}, "rotary_base: exported None, source 100000.0"),
-    ({"rotary_base": 10000.0}, "rotary_base: exported 10000.0"),
-    ({"vocab_size": 49153}, "vocab_size: exported 49153, source 49152"),
-    ({"num_hidden_layers": 29}, "num_hidden_layers"),
-    ({"mapping": {"world_size": 2, "tp_size": 2, "pp_size": 1}}, "mapping.tp_size: exported 2, recipe 1"),
-    ({"quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": None, "group_size": 64}},
-     "quantization.quant_algo: exported 'FP8', recipe 'W4A16_AWQ'"),
-    ({"quantization": {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "group_size": 128}},
-     "quantization.group_size: exported 128, recipe 64"),
-    ({"quantization": {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": "INT8", "group_size": 64}},
-     "quantization.kv_cache_quant_algo: exported 'INT8', recipe None"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"rotary_base": None}, "rotary_base: exported None, source 100000.0"),
+        ({"rotary_base": 10000.0}, "rotary_base: exported 10000.0"),
+        ({"vocab_size": 49153}, "vocab_size: exported 49153, source 49152"),
+        ({"num_hidden_layers": 29}, "num_hidden_layers"),
+        ({"mapping": {"world_size": 2, "tp_size": 2, "pp_size": 1}}, "mapping.tp_size: exported 2, recipe 1"),
+        (
+            {"quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": None, "group_size": 64}},
+            "quantization.quant_algo: exported 'FP8', recipe 'W4A16_AWQ'",
+        ),
+        (
+            {"quantization": {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": None, "group_size": 128}},
+            "quantization.group_size: exported 128, recipe 64",
+        ),
+        (
+            {"quantization": {"quant_algo": "W4A16_AWQ", "kv_cache_quant_algo": "INT8", "group_size": 64}},
+            "quantization.kv_cache_quant_algo: exported 'INT8', recipe None",
+        ),
+    ],
+)
 def test_each_disagreement_is_reported(change, expected):
     problems = export_problems({**GOOD_EXPORT, **change}, SOURCE, AWQ)
     assert any(expected in problem for problem in problems), problems
@@ -152,8 +178,13 @@ def test_each_disagreement_is_reported(change, expected):
 
 def test_uneven_tp_shards_are_reported():
     recipe = QuantRecipe(quant="bf16", kv_cache="auto", tp=2)
-    exported = {**GOOD_EXPORT, "mapping": {"world_size": 2, "tp_size": 2, "pp_size": 1},
-                "quantization": {"quant_algo": None, "kv_cache_quant_algo": None}}
+    exported = {
+        **GOOD_EXPORT,
+        "mapping": {"world_size": 2, "tp_size": 2, "pp_size": 1},
+        "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
+    }
     problems = export_problems(exported, SOURCE, recipe)
-    assert problems == ["num_attention_heads=9 is not divisible by tp=2: the shards are invalid",
-                        "num_key_value_heads=3 is not divisible by tp=2: the shards are invalid"]
+    assert problems == [
+        "num_attention_heads=9 is not divisible by tp=2: the shards are invalid",
+        "num_key_value_heads=3 is not divisible by tp=2: the shards are invalid",
+    ]

@@ -21,13 +21,28 @@ def trial_folder(tmp_path: Path, **changes) -> Path:
     bundle = tmp_path / "bundle"
     (bundle / "model").mkdir(parents=True)
     (bundle / "model" / "weights.bin").write_bytes(b"\0" * 64)
-    manifest = write_manifest(bundle, slug="t", stack="reference", inputs={"x": 1},
-                              versions={"stack": "reference"}, target={"gpu": "cpu"},
-                              trtllm_checkpoint={})
-    record = TrialRecord(slug="t", sweep="s", stack="reference", hardware="cpu", status="ok",
-                         config={}, predicted=None, bundle_dir=str(bundle),
-                         content_hash=manifest.content_hash, trial_key=KEY,
-                         executed_stages=["quantize", "build", "serve+benchmark", "accuracy"])
+    manifest = write_manifest(
+        bundle,
+        slug="t",
+        stack="reference",
+        inputs={"x": 1},
+        versions={"stack": "reference"},
+        target={"gpu": "cpu"},
+        trtllm_checkpoint={},
+    )
+    record = TrialRecord(
+        slug="t",
+        sweep="s",
+        stack="reference",
+        hardware="cpu",
+        status="ok",
+        config={},
+        predicted=None,
+        bundle_dir=str(bundle),
+        content_hash=manifest.content_hash,
+        trial_key=KEY,
+        executed_stages=["quantize", "build", "serve+benchmark", "accuracy"],
+    )
     record.model_copy(update=changes).save(tmp_path / "record.json")
     return tmp_path
 
@@ -38,14 +53,19 @@ def test_an_unchanged_successful_trial_is_reused(tmp_path: Path) -> None:
     assert previous is not None and previous.trial_key == KEY and lines == []
 
 
-@pytest.mark.parametrize(("setup", "why"), [
-    (lambda d: None, None),  # control: reusable
-    (lambda d: (d / "record.json").write_text("{ half a record"), "previous record unreadable"),
-    (lambda d: (d / "bundle" / "model" / "weights.bin").write_bytes(b"\1" * 64),
-     "previous bundle not reused"),
-    (lambda d: (d / "bundle" / "model" / "extra.bin").write_bytes(b"x"), "previous bundle not reused"),
-    (lambda d: (d / "bundle" / "model" / "weights.bin").unlink(), "previous bundle not reused"),
-])
+@pytest.mark.parametrize(
+    ("setup", "why"),
+    [
+        (lambda d: None, None),  # control: reusable
+        (lambda d: (d / "record.json").write_text("{ half a record"), "previous record unreadable"),
+        (
+            lambda d: (d / "bundle" / "model" / "weights.bin").write_bytes(b"\1" * 64),
+            "previous bundle not reused",
+        ),
+        (lambda d: (d / "bundle" / "model" / "extra.bin").write_bytes(b"x"), "previous bundle not reused"),
+        (lambda d: (d / "bundle" / "model" / "weights.bin").unlink(), "previous bundle not reused"),
+    ],
+)
 def test_a_damaged_previous_result_is_run_again(tmp_path: Path, setup, why) -> None:
     folder = trial_folder(tmp_path)
     setup(folder)
@@ -57,11 +77,14 @@ def test_a_damaged_previous_result_is_run_again(tmp_path: Path, setup, why) -> N
         assert previous is None and any(why in line for line in lines), lines
 
 
-@pytest.mark.parametrize(("changes", "why"), [
-    ({"status": "failed"}, "it failed"),
-    ({"trial_key": "other"}, "its inputs changed"),
-    ({"trial_key": None}, "its inputs changed"),
-])
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"status": "failed"}, "it failed"),
+        ({"trial_key": "other"}, "its inputs changed"),
+        ({"trial_key": None}, "its inputs changed"),
+    ],
+)
 def test_a_failed_or_changed_trial_is_run_again(tmp_path: Path, changes, why) -> None:
     lines: list[str] = []
     assert _reusable(trial_folder(tmp_path, **changes), KEY, lines.append) is None
@@ -74,22 +97,26 @@ def test_no_previous_record_means_a_first_run(tmp_path: Path) -> None:
 
 def test_executed_stages_leave_out_a_reused_checkpoint() -> None:
     assert _executed({"checkpoint": 0.1, "quantize": 0.0, "build": 1.0, "accuracy": 2.0}) == [
-        "build", "accuracy"]
+        "build",
+        "accuracy",
+    ]
     assert _executed({"checkpoint": 0.1, "quantize": 3.0}) == ["quantize"]
     assert _executed({"checkpoint": 0.1, "build": 0.0, "serve+benchmark": 9.0}) == ["serve+benchmark"]
 
 
 def test_records_are_written_atomically(tmp_path: Path) -> None:
     path = tmp_path / "r" / "record.json"
-    record = TrialRecord(slug="t", sweep="s", stack="reference", hardware="cpu", status="ok",
-                         config={}, predicted=None)
+    record = TrialRecord(
+        slug="t", sweep="s", stack="reference", hardware="cpu", status="ok", config={}, predicted=None
+    )
     record.save(path)
     assert TrialRecord.load(path) == record
     assert sorted(p.name for p in path.parent.iterdir()) == ["record.json"]  # no temp file left
 
 
 def test_a_pinned_commit_keys_the_same_trials_as_the_branch_it_resolves_to(
-        spec_file, tmp_path: Path, monkeypatch) -> None:
+    spec_file, tmp_path: Path, monkeypatch
+) -> None:
     """A scheduled run pins `model.revision=<sha>`; `enginesweep run` names `main`: one commit,
     one checkpoint identity, so one trial key (else the pinned run rebuilds everything)."""
     from enginesweep.build_configs.loading import load_spec
@@ -100,9 +127,14 @@ def test_a_pinned_commit_keys_the_same_trials_as_the_branch_it_resolves_to(
     sha = "0123456789abcdef0123456789abcdef01234567"
 
     def fetch(repo_id, revision, **_):
-        return checkpoints.FetchedCheckpoint(repo_id=repo_id, revision=revision, commit_sha=sha,
-                                             local_dir=tmp_path, files={"model.safetensors": 8},
-                                             config_sha256="c" * 64)
+        return checkpoints.FetchedCheckpoint(
+            repo_id=repo_id,
+            revision=revision,
+            commit_sha=sha,
+            local_dir=tmp_path,
+            files={"model.safetensors": 8},
+            config_sha256="c" * 64,
+        )
 
     monkeypatch.setattr(checkpoints, "fetch_checkpoint", fetch)
     keys = set()

@@ -15,14 +15,24 @@ from pathlib import Path
 import pytest
 
 from enginesweep.build_configs.loading import load_spec
-from enginesweep.flows.schedule_state import ScheduleInputs, changes, model_revision, pinned_overrides, spec_hash
+from enginesweep.flows.schedule_state import (
+    ScheduleInputs,
+    changes,
+    model_revision,
+    pinned_overrides,
+    spec_hash,
+)
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).parent.parent.parent
 SCRIPT = Path(sys.executable).parent / "enginesweep"
-INPUTS = ScheduleInputs(revision="acme/m@main", revision_sha="a" * 40,
-                        runtime_version="aiperf=0.13.0, torch=2.13.0", spec_hash="0123456789abcdef")
+INPUTS = ScheduleInputs(
+    revision="acme/m@main",
+    revision_sha="a" * 40,
+    runtime_version="aiperf=0.13.0, torch=2.13.0",
+    spec_hash="0123456789abcdef",
+)
 
 
 def test_nothing_changed_is_an_empty_list_and_each_change_is_named():
@@ -106,14 +116,28 @@ def _fresh_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_prefect_yaml_loads_with_prefects_own_loader_and_its_entrypoint_runs_our_flow(tmp_path):
-    done = subprocess.run([sys.executable, "-c", _PREFECT_YAML_CHECK], cwd=ROOT, env=_fresh_env(tmp_path),
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _PREFECT_YAML_CHECK],
+        cwd=ROOT,
+        env=_fresh_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["warnings"] == ""  # Prefect prints validation problems instead of raising
-    assert found["deployments"] == [{"name": "smollm2-cpu-smoke-nightly", "flow": "enginesweep-scheduled",
-                                     "schedules": ["0 3 * * *"], "limit": 1, "strategy": "CANCEL_NEW",
-                                     "pool": "enginesweep"}]
+    assert found["deployments"] == [
+        {
+            "name": "smollm2-cpu-smoke-nightly",
+            "flow": "enginesweep-scheduled",
+            "schedules": ["0 3 * * *"],
+            "limit": 1,
+            "strategy": "CANCEL_NEW",
+            "pool": "enginesweep",
+        }
+    ]
 
 
 def test_schedule_needs_exactly_one_of_cron_and_interval(cli, spec_file):
@@ -127,17 +151,26 @@ def test_deploy_without_a_prefect_server_says_how_to_get_one(spec_file):
 
     from enginesweep.flows.cli import app
 
-    result = CliRunner().invoke(app, ["deploy", str(spec_file()), "--pool", "p", "--interval", "60"],
-                                env={"PREFECT_API_URL": None, "COLUMNS": "240"})
+    result = CliRunner().invoke(
+        app,
+        ["deploy", str(spec_file()), "--pool", "p", "--interval", "60"],
+        env={"PREFECT_API_URL": None, "COLUMNS": "240"},
+    )
     assert result.exit_code == 2
     assert "deploy needs a Prefect server: export PREFECT_API_URL=" in result.stderr
 
 
 def test_a_bad_cron_is_refused_naming_the_option(spec_file, tmp_path):
     spec = spec_file(lambda s: s.update(workspace=str(tmp_path / "ws")))
-    done = subprocess.run([str(SCRIPT), "schedule", str(spec), "--cron", "61 * * * *"], cwd=tmp_path,
-                          env=_fresh_env(tmp_path), capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [str(SCRIPT), "schedule", str(spec), "--cron", "61 * * * *"],
+        cwd=tmp_path,
+        env=_fresh_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--cron: Invalid cron string" in done.stderr and "five fields" in done.stderr
     assert not (tmp_path / "ws" / "prefect" / "server.log").exists()  # refused before any server

@@ -44,8 +44,7 @@ INT4 = "llama-3.1-8b__int4_awq__kv-auto__tp1"
 KV_FP8 = "llama-3.1-8b__fp8__kv-fp8__tp1"
 FAILED = "llama-3.1-8b__int8_sq__kv-auto__tp1"
 
-SLA_GPU = SLA(ttft_p99_ms=500, itl_p99_ms=30, max_accuracy_drop=0.02,
-              accuracy_drop_mode="relative")
+SLA_GPU = SLA(ttft_p99_ms=500, itl_p99_ms=30, max_accuracy_drop=0.02, accuracy_drop_mode="relative")
 PRICE = 3.0
 
 
@@ -63,10 +62,11 @@ def run(records, sla: SLA = SLA_GPU, **kwargs) -> Selection:
 
 def with_level(record: TrialRecord, concurrency: int, **changes) -> TrialRecord:
     """The record with one benchmark level's fields changed."""
-    levels = [level.model_copy(update=changes) if level.concurrency == concurrency else level
-              for level in record.benchmark.levels]
-    return record.model_copy(update={"benchmark": record.benchmark.model_copy(
-        update={"levels": levels})})
+    levels = [
+        level.model_copy(update=changes) if level.concurrency == concurrency else level
+        for level in record.benchmark.levels
+    ]
+    return record.model_copy(update={"benchmark": record.benchmark.model_copy(update={"levels": levels})})
 
 
 def renamed(record: TrialRecord, slug: str) -> TrialRecord:
@@ -74,9 +74,16 @@ def renamed(record: TrialRecord, slug: str) -> TrialRecord:
 
 
 def delta(metric: str, baseline: float, variant: float, low: float, high: float) -> PairedDelta:
-    return PairedDelta(metric=metric, baseline=baseline, variant=variant,
-                       delta=variant - baseline, ci_low=low, ci_high=high, confidence=0.95,
-                       resamples=2000)
+    return PairedDelta(
+        metric=metric,
+        baseline=baseline,
+        variant=variant,
+        delta=variant - baseline,
+        ci_low=low,
+        ci_high=high,
+        confidence=0.95,
+        resamples=2000,
+    )
 
 
 # --- fixtures are real records --------------------------------------------------------------
@@ -170,8 +177,9 @@ def test_relative_gate_passes_what_the_absolute_gate_rejects() -> None:
     absolute = run(records.values(), SLA_GPU.model_copy(update={"accuracy_drop_mode": "absolute"}))
     row = absolute.row(FP8)
     assert not row.feasible
-    assert row.reasons == ["accuracy drop perplexity 0.08 > allowed 0.02 (absolute) and "
-                           "significant (95% CI 0.05 .. 0.11)"]
+    assert row.reasons == [
+        "accuracy drop perplexity 0.08 > allowed 0.02 (absolute) and significant (95% CI 0.05 .. 0.11)"
+    ]
     assert row.operating_concurrency == 32  # rejected on accuracy alone: the numbers remain
     assert row.accuracy[1].passed  # top-1 fell by 0.003 <= 0.02
 
@@ -187,43 +195,43 @@ def test_a_top1_drop_is_baseline_minus_variant_with_the_interval_flipped() -> No
 def test_a_drop_equal_to_the_allowance_passes_and_one_above_is_rejected() -> None:
     record = gpu_records()[FP8]
     lenient = SLA_GPU.model_copy(update={"accuracy_gate": "lenient"})
-    at_limit = record.model_copy(update={"accuracy_deltas": [
-        delta("perplexity", 8.0, 8.16, 0.1, 0.2)]})  # 0.16 / 8 = exactly 2%
+    at_limit = record.model_copy(
+        update={"accuracy_deltas": [delta("perplexity", 8.0, 8.16, 0.1, 0.2)]}
+    )  # 0.16 / 8 = exactly 2%
     assert run([at_limit], lenient).row(FP8).feasible
-    above = record.model_copy(update={"accuracy_deltas": [
-        delta("perplexity", 8.0, 8.17, 0.1, 0.2)]})
+    above = record.model_copy(update={"accuracy_deltas": [delta("perplexity", 8.0, 8.17, 0.1, 0.2)]})
     assert run([above], lenient).row(FP8).reasons[0] == (
-        "accuracy drop perplexity 2.12% > allowed 2.00% (relative) and significant (95% CI "
-        "1.25% .. 2.50%)")
+        "accuracy drop perplexity 2.12% > allowed 2.00% (relative) and significant (95% CI 1.25% .. 2.50%)"
+    )
     # Strict: the interval's upper end (2.5%) exceeds the allowance, so even the drop at the
     # limit is rejected: the evaluation cannot rule out a 2.5% loss.
     assert run([at_limit]).row(FP8).reasons == [
         "accuracy drop perplexity 2.00%: the evaluation cannot rule out a drop > allowed 2.00% "
         "(relative) (95% CI 1.25% .. 2.50%); evaluate more items or set sla.accuracy_gate: "
-        "lenient"]
+        "lenient"
+    ]
 
 
 def test_accuracy_rejection_lists_every_failing_metric() -> None:
     row = run(gpu_records().values()).row(INT4)
     assert not row.feasible and row.operating_concurrency == 32
     assert row.reasons == [
-        "accuracy drop perplexity 5.00% > allowed 2.00% (relative) and significant (95% CI "
-        "4.12% .. 5.88%)",
+        "accuracy drop perplexity 5.00% > allowed 2.00% (relative) and significant (95% CI 4.12% .. 5.88%)",
         "accuracy drop top1_accuracy 2.50% > allowed 2.00% (relative) and significant (95% CI "
         "1.50% .. 3.50%)",
     ]
 
 
 def test_without_an_accuracy_limit_the_drop_is_recorded_but_not_gated() -> None:
-    row = run(gpu_records().values(), SLA_GPU.model_copy(update={"max_accuracy_drop": None})
-              ).row(INT4)
+    row = run(gpu_records().values(), SLA_GPU.model_copy(update={"max_accuracy_drop": None})).row(INT4)
     assert row.feasible and row.accuracy_drop == pytest.approx(0.05)
     assert all(check.passed and check.allowed is None for check in row.accuracy)
 
 
 def test_the_unquantized_baseline_always_passes_the_accuracy_gate() -> None:
-    noisy = gpu_records()[BF16].model_copy(update={"accuracy_deltas": [
-        delta("perplexity", 8.0, 8.8, 0.7, 0.9)]})  # 10% "worse": noise, still the reference
+    noisy = gpu_records()[BF16].model_copy(
+        update={"accuracy_deltas": [delta("perplexity", 8.0, 8.8, 0.7, 0.9)]}
+    )  # 10% "worse": noise, still the reference
     row = run([noisy]).row(BF16)
     assert row.is_baseline and row.feasible and row.accuracy[0].passed
     assert row.accuracy_drop == pytest.approx(0.1)
@@ -236,21 +244,22 @@ def test_an_unmeasured_accuracy_rejects_a_quantized_trial_but_not_the_baseline()
     selection = run([quantized, baseline])
     assert selection.row(FP8).reasons == [
         "accuracy not measured against the baseline (no paired deltas), so the drop limit 0.02 "
-        "cannot be checked"]
+        "cannot be checked"
+    ]
     assert selection.row(BF16).feasible and selection.row(BF16).accuracy_drop == 0.0
 
 
 def test_a_zero_baseline_gives_a_zero_relative_drop_when_nothing_got_worse() -> None:
     # top-1 of an untrained toy model can be 0: it cannot fall, so its relative drop is 0.
-    check = accuracy_check(delta("top1_accuracy", 0.0, 0.01, 0.0, 0.02), SLA_GPU,
-                           baseline_trial=False)
+    check = accuracy_check(delta("top1_accuracy", 0.0, 0.01, 0.0, 0.02), SLA_GPU, baseline_trial=False)
     assert (check.drop, check.drop_ci_low, check.drop_ci_high) == (0.0, 0.0, 0.0)
     assert check.passed
 
 
 def test_an_accuracy_metric_without_a_known_direction_is_an_error() -> None:
-    record = gpu_records()[FP8].model_copy(update={"accuracy_deltas": [
-        delta("bleu", 30.0, 29.0, -1.5, -0.5)]})
+    record = gpu_records()[FP8].model_copy(
+        update={"accuracy_deltas": [delta("bleu", 30.0, 29.0, -1.5, -0.5)]}
+    )
     with pytest.raises(ValueError, match="'bleu' has no known direction"):
         run([record])
 
@@ -259,8 +268,10 @@ def test_a_failed_trial_is_rejected_with_its_error() -> None:
     row = run(gpu_records().values()).row(FAILED)
     assert (row.status, row.feasible, row.rank) == ("failed", False, None)
     assert not row.on_pareto_front
-    assert row.reasons == ["trial failed: RuntimeError: trtllm-build exited with status 1: "
-                           "[TensorRT-LLM][ERROR] CUDA out of memory while building the engine"]
+    assert row.reasons == [
+        "trial failed: RuntimeError: trtllm-build exited with status 1: "
+        "[TensorRT-LLM][ERROR] CUDA out of memory while building the engine"
+    ]
 
 
 # --- Pareto front and ranking ---------------------------------------------------------------
@@ -273,14 +284,39 @@ def test_pareto_front_of_the_fixture_sweep() -> None:
     assert sorted(selection.pareto_front) == [BF16, FP8]
 
 
-def make_row(slug: str, cost: float, drop: float | None, ttft: float, *, goodput: float = 1.0,
-             tok_s: float = 100.0, gpus: int = 1, feasible: bool = True) -> TrialSelection:
+def make_row(
+    slug: str,
+    cost: float,
+    drop: float | None,
+    ttft: float,
+    *,
+    goodput: float = 1.0,
+    tok_s: float = 100.0,
+    gpus: int = 1,
+    feasible: bool = True,
+) -> TrialSelection:
     return TrialSelection(
-        slug=slug, status="ok", is_baseline=False, gpus=gpus, feasible=feasible,
-        reasons=[] if feasible else ["x"], notes=[], operating_concurrency=8, goodput=goodput,
-        goodput_per_gpu=goodput / gpus, output_tok_s=tok_s, good_output_tok_s=tok_s,
-        tok_s_per_gpu=tok_s / gpus, usd_per_1m_output_tokens=cost, ttft_p99_ms=ttft,
-        itl_p99_ms=10.0, accuracy=[], accuracy_drop=drop, on_pareto_front=False, rank=None)
+        slug=slug,
+        status="ok",
+        is_baseline=False,
+        gpus=gpus,
+        feasible=feasible,
+        reasons=[] if feasible else ["x"],
+        notes=[],
+        operating_concurrency=8,
+        goodput=goodput,
+        goodput_per_gpu=goodput / gpus,
+        output_tok_s=tok_s,
+        good_output_tok_s=tok_s,
+        tok_s_per_gpu=tok_s / gpus,
+        usd_per_1m_output_tokens=cost,
+        ttft_p99_ms=ttft,
+        itl_p99_ms=10.0,
+        accuracy=[],
+        accuracy_drop=drop,
+        on_pareto_front=False,
+        rank=None,
+    )
 
 
 def test_pareto_front_on_a_constructed_case() -> None:
@@ -288,22 +324,25 @@ def test_pareto_front_on_a_constructed_case() -> None:
         make_row("cheap", 1.0, 0.03, 400),
         make_row("accurate", 2.0, 0.00, 400),
         make_row("fast", 3.0, 0.03, 100),
-        make_row("dominated", 2.0, 0.03, 400),      # no better than "accurate" anywhere
-        make_row("twin-a", 1.5, 0.01, 300),          # identical twins dominate neither other
+        make_row("dominated", 2.0, 0.03, 400),  # no better than "accurate" anywhere
+        make_row("twin-a", 1.5, 0.01, 300),  # identical twins dominate neither other
         make_row("twin-b", 1.5, 0.01, 300),
-        make_row("unmeasured", 1.0, None, 400),      # unknown drop counts as the worst
+        make_row("unmeasured", 1.0, None, 400),  # unknown drop counts as the worst
         make_row("rejected", 0.1, 0.0, 10, feasible=False),
     ]
     assert pareto_front(rows) == {"cheap", "accurate", "fast", "twin-a", "twin-b"}
     assert dominates((1, 1, 1), (1, 1, 2)) and not dominates((1, 1, 1), (1, 1, 1))
 
 
-@pytest.mark.parametrize(("objective", "order"), [
-    (Objective.MIN_COST_PER_1M_TOKENS, [FP8, BF16, FP8_TP2]),   # $1.111, $1.389, $1.667
-    (Objective.MAX_GOODPUT_PER_GPU, [FP8, BF16, FP8_TP2]),      # 3.0, 2.4, 2.0 req/s per GPU
-    (Objective.MAX_THROUGHPUT, [FP8_TP2, FP8, BF16]),           # 1000, 750, 600 good tok/s
-    (Objective.MIN_TTFT, [BF16, FP8_TP2, FP8]),                 # 300, 350, 480 ms
-])
+@pytest.mark.parametrize(
+    ("objective", "order"),
+    [
+        (Objective.MIN_COST_PER_1M_TOKENS, [FP8, BF16, FP8_TP2]),  # $1.111, $1.389, $1.667
+        (Objective.MAX_GOODPUT_PER_GPU, [FP8, BF16, FP8_TP2]),  # 3.0, 2.4, 2.0 req/s per GPU
+        (Objective.MAX_THROUGHPUT, [FP8_TP2, FP8, BF16]),  # 1000, 750, 600 good tok/s
+        (Objective.MIN_TTFT, [BF16, FP8_TP2, FP8]),  # 300, 350, 480 ms
+    ],
+)
 def test_each_objective_ranks_the_feasible_trials(objective: Objective, order: list[str]) -> None:
     selection = run(gpu_records().values(), SLA_GPU.model_copy(update={"objective": objective}))
     assert [row.slug for row in selection.feasible] == order
@@ -314,8 +353,11 @@ def test_each_objective_ranks_the_feasible_trials(objective: Objective, order: l
 
 
 def test_objective_ties_are_broken_by_cost_then_slug() -> None:
-    rows = [make_row("b", cost=2.0, drop=0, ttft=100), make_row("c", cost=1.0, drop=0, ttft=100),
-            make_row("a", cost=2.0, drop=0, ttft=100)]
+    rows = [
+        make_row("b", cost=2.0, drop=0, ttft=100),
+        make_row("c", cost=1.0, drop=0, ttft=100),
+        make_row("a", cost=2.0, drop=0, ttft=100),
+    ]
     ordered = sorted(rows, key=lambda row: rank_key(row, Objective.MIN_TTFT))
     assert [row.slug for row in ordered] == ["c", "a", "b"]
     equal = [make_row(s, cost=1.0, drop=0, ttft=100, goodput=2.0, tok_s=50) for s in "zyx"]
@@ -343,8 +385,9 @@ def test_nothing_feasible_gives_no_champion_and_says_why() -> None:
     impossible = SLA_GPU.model_copy(update={"ttft_p99_ms": 10.0})
     selection = run(gpu_records().values(), impossible, target_request_rate=10.0)
     assert selection.champion is None and selection.capacity is None
-    assert selection.champion_reason == ("no feasible trial: all 6 trial(s) were rejected "
-                                         "(each row says why)")
+    assert selection.champion_reason == (
+        "no feasible trial: all 6 trial(s) were rejected (each row says why)"
+    )
     assert selection.feasible == [] and selection.pareto_front == []
 
 
@@ -353,7 +396,8 @@ def test_champion_reason_names_the_objective_and_its_value() -> None:
     assert selection.champion == FP8
     assert selection.champion_reason == (
         "lowest cost per 1M output tokens ($1.1111 per 1M output tokens) of 3 feasible trial(s); "
-        "ties broken by cost, then slug")
+        "ties broken by cost, then slug"
+    )
 
 
 # --- refusing what must not be compared -----------------------------------------------------
@@ -370,15 +414,16 @@ def test_cpu_and_gpu_records_are_never_ranked_together() -> None:
 
 def test_a_record_whose_benchmark_ran_elsewhere_is_refused() -> None:
     record = gpu_records()[FP8]
-    moved = record.model_copy(update={"benchmark": record.benchmark.model_copy(
-        update={"hardware": "cpu"})})
+    moved = record.model_copy(update={"benchmark": record.benchmark.model_copy(update={"hardware": "cpu"})})
     with pytest.raises(MixedHardwareError, match=r"cpu: .*tp1 \(BenchmarkResult\)"):
         run([moved])
 
 
 def test_records_from_other_hardware_than_the_target_are_refused() -> None:
-    with pytest.raises(MixedHardwareError, match="selecting for H100-SXM-80GB, but some records "
-                                                 "were measured on other hardware: cpu: smollm2"):
+    with pytest.raises(
+        MixedHardwareError,
+        match="selecting for H100-SXM-80GB, but some records were measured on other hardware: cpu: smollm2",
+    ):
         run(cpu_records(), hardware="H100-SXM-80GB")
     assert run(gpu_records().values(), hardware="H100-SXM-80GB").champion == FP8
 
@@ -395,8 +440,9 @@ def test_other_incomparable_inputs_are_refused() -> None:
     records = gpu_records()
     with pytest.raises(ValueError, match=f"share a slug \\({FP8}\\)"):
         run([records[FP8], records[FP8]])
-    other = records[BF16].model_copy(update={"benchmark": records[BF16].benchmark.model_copy(
-        update={"osl": 128})})
+    other = records[BF16].model_copy(
+        update={"benchmark": records[BF16].benchmark.model_copy(update={"osl": 128})}
+    )
     with pytest.raises(ValueError, match="different workloads .*1024/128, 1024/256"):
         run([records[FP8], other])
 
@@ -422,10 +468,10 @@ def test_capacity_plan_of_a_two_gpu_champion() -> None:
 
 def test_an_exact_fit_never_asks_for_one_replica_more() -> None:
     row = run(gpu_records().values()).row(FP8)
-    assert capacity_plan(row, 9.0, PRICE).replicas == 3          # 9 / 3.0 = 3 exactly
+    assert capacity_plan(row, 9.0, PRICE).replicas == 3  # 9 / 3.0 = 3 exactly
     assert capacity_plan(row, 9.0001, PRICE).replicas == 4
     slow = make_row("slow", 1.0, 0.0, 100, goodput=0.1)
-    assert 0.3 / 0.1 != 3.0                                       # float noise, absorbed
+    assert 0.3 / 0.1 != 3.0  # float noise, absorbed
     assert capacity_plan(slow, 0.3, PRICE).replicas == 3
     assert capacity_plan(slow, 0.01, PRICE).replicas == 1
 
@@ -493,4 +539,3 @@ def test_sweep_records_load_from_trial_folders(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no \\*/record.json"):
         load_sweep_records(tmp_path / FP8)
     assert math.isclose(run(records).row(FP8).good_output_tok_s, 750.0)
-

@@ -13,8 +13,13 @@ NAMES = sorted(shipped_configs())
 
 
 def test_the_promised_configs_ship():
-    assert {"smollm2-cpu-smoke", "llama-3.1-8b-h100", "llama-3.3-70b-h100", "llama-3.3-70b-h200",
-            "example-annotated"} <= set(NAMES)
+    assert {
+        "smollm2-cpu-smoke",
+        "llama-3.1-8b-h100",
+        "llama-3.3-70b-h100",
+        "llama-3.3-70b-h200",
+        "example-annotated",
+    } <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -49,5 +54,7 @@ def test_validate_passes_every_shipped_config(cli):
 def test_70b_h100_plan_rejects_bf16_on_one_gpu_only():
     plan = expand(load_spec("llama-3.3-70b-h100"))
     rejected = {trial.slug for trial in plan.rejected}
-    assert rejected == {"llama-3.3-70b-instruct__bf16__kv-auto__tp1",
-                        "llama-3.3-70b-instruct__bf16__kv-fp8__tp1"}
+    assert rejected == {
+        "llama-3.3-70b-instruct__bf16__kv-auto__tp1",
+        "llama-3.3-70b-instruct__bf16__kv-fp8__tp1",
+    }

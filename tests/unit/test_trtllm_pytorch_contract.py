@@ -5,8 +5,8 @@ installed harness's own parser, plan-time rules, and the emitted scripts (shellc
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,11 +18,16 @@ import pytest
 from enginesweep.build_configs import rules
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.build_configs.schema import Accuracy, Build, Stack
-from enginesweep.engines.llmapi.commands import check_lm_eval, lm_eval_command, quantize_command, serve_command
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.engines.llmapi.commands import (
+    check_lm_eval,
+    lm_eval_command,
+    quantize_command,
+    serve_command,
+)
 from enginesweep.engines.llmapi.options import check_model_yaml, check_options, llm_api_options, model_yaml
 from enginesweep.engines.quantize.recipes import QuantRecipe, modelopt_config
 from enginesweep.engines.trtllm.contract import ContractError, check_command, contract_for
-from enginesweep.build_configs.trial import TrialConfig
 
 pytestmark = pytest.mark.unit
 
@@ -30,8 +35,9 @@ CONTRACT = contract_for("1.2.0")
 
 
 def _cfg(quant=QuantFormat.FP8, kv=KVCacheFormat.FP8, tp=2, batch=64) -> TrialConfig:
-    return TrialConfig(quant=quant, kv_cache=kv, tp=tp, pp=1, max_batch_size=batch,
-                       max_num_tokens=8192, max_seq_len=4096)
+    return TrialConfig(
+        quant=quant, kv_cache=kv, tp=tp, pp=1, max_batch_size=batch, max_num_tokens=8192, max_seq_len=4096
+    )
 
 
 def test_generated_options_keep_the_contract_and_say_what_they_set():
@@ -40,17 +46,31 @@ def test_generated_options_keep_the_contract_and_say_what_they_set():
     assert options["tensor_parallel_size"] == 2 and options["kv_cache_config"]["dtype"] == "fp8"
     # Sizes above the trial's batch limit are dropped (the LLM API requires max = its largest).
     assert options["cuda_graph_config"] == {"batch_sizes": [1, 8, 64], "enable_padding": True}
-    assert llm_api_options(_cfg(kv=KVCacheFormat.AUTO), Build())["cuda_graph_config"] == \
-        {"max_batch_size": 64, "enable_padding": True}
+    assert llm_api_options(_cfg(kv=KVCacheFormat.AUTO), Build())["cuda_graph_config"] == {
+        "max_batch_size": 64,
+        "enable_padding": True,
+    }
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"tensor_parallel_size": 1, "max_num_seqs": 8}, "'max_num_seqs' is not an LLM-API option"),
-    ({"kv_cache_config": {"free_gpu_mem_fraction": 0.9}}, "kv_cache_config.free_gpu_mem_fraction is not accepted"),
-    ({"kv_cache_config": {"dtype": "int8"}}, "kv_cache_config.dtype 'int8' is not one of auto, fp8"),
-    ({"scheduler_config": {"capacity_scheduler_policy": "MAX_UTILIZATION"}}, "no key list for the 'scheduler_config'"),
-    ({"build_config": {"max_batch_size": 8}}, "'build_config' is not an LLM-API option"),  # TRT backend only
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tensor_parallel_size": 1, "max_num_seqs": 8}, "'max_num_seqs' is not an LLM-API option"),
+        (
+            {"kv_cache_config": {"free_gpu_mem_fraction": 0.9}},
+            "kv_cache_config.free_gpu_mem_fraction is not accepted",
+        ),
+        ({"kv_cache_config": {"dtype": "int8"}}, "kv_cache_config.dtype 'int8' is not one of auto, fp8"),
+        (
+            {"scheduler_config": {"capacity_scheduler_policy": "MAX_UTILIZATION"}},
+            "no key list for the 'scheduler_config'",
+        ),
+        (
+            {"build_config": {"max_batch_size": 8}},
+            "'build_config' is not an LLM-API option",
+        ),  # TRT backend only
+    ],
+)
 def test_a_deliberately_unknown_llm_api_key_fails(options, message):
     with pytest.raises(ContractError, match=message):
         check_options(CONTRACT, options)
@@ -91,14 +111,26 @@ def test_quantize_command_per_format_is_the_cli_verb_and_its_refusals():
 
     from enginesweep.flows.cli import app
 
-    paths = dict(hf_checkpoint=PurePosixPath("/m"), export_dir=PurePosixPath("/w/out"),
-                 calib_dataset=PurePosixPath("/data/calib"))
-    awq = quantize_command(CONTRACT, _cfg(QuantFormat.INT4_AWQ, KVCacheFormat.AUTO), Build(awq_block_size=64), **paths)
+    paths = dict(
+        hf_checkpoint=PurePosixPath("/m"),
+        export_dir=PurePosixPath("/w/out"),
+        calib_dataset=PurePosixPath("/data/calib"),
+    )
+    awq = quantize_command(
+        CONTRACT, _cfg(QuantFormat.INT4_AWQ, KVCacheFormat.AUTO), Build(awq_block_size=64), **paths
+    )
     assert awq.argv[:2] == ["enginesweep", "quantize"]
     flags = dict(zip(awq.argv[2::2], awq.argv[3::2]))
-    assert flags == {"--model": "/m", "--quant": "int4_awq", "--kv-cache": "auto",
-                     "--calib-dataset": "/data/calib", "--calib-size": "32", "--calib-seq-len": "512",
-                     "--export-dir": "/w/out", "--awq-block-size": "64"}
+    assert flags == {
+        "--model": "/m",
+        "--quant": "int4_awq",
+        "--kv-cache": "auto",
+        "--calib-dataset": "/data/calib",
+        "--calib-size": "32",
+        "--calib-seq-len": "512",
+        "--export-dir": "/w/out",
+        "--awq-block-size": "64",
+    }
     fp8 = quantize_command(CONTRACT, _cfg(), Build(calib_size=100), **paths)
     fp8_flags = dict(zip(fp8.argv[2::2], fp8.argv[3::2]))
     assert fp8_flags["--kv-cache"] == "fp8" and fp8_flags["--calib-size"] == "100"
@@ -122,7 +154,9 @@ def test_the_stacks_modelopt_configs_are_the_ones_hf_ptq_picks():
         assert quant.spec.modelopt_config == name and hasattr(mtq, name)
     recipe = QuantRecipe(quant=QuantFormat.FP8, kv_cache=KVCacheFormat.FP8)
     kv_entry = json.loads(json.dumps(modelopt_config(recipe)["quant_cfg"][-1]))
-    assert kv_entry == json.loads(json.dumps(getattr(mtq, modelopt["kv_qformat_configs"]["fp8"])["quant_cfg"][0]))
+    assert kv_entry == json.loads(
+        json.dumps(getattr(mtq, modelopt["kv_qformat_configs"]["fp8"])["quant_cfg"][0])
+    )
     # The plan's rule and the contract agree on which quantized formats the stack cannot export.
     quantized = {q for q in QuantFormat if q.is_quantized}
     exportable = {q for q in quantized if q.spec.trtllm_qformat in modelopt["qformat_configs"]}
@@ -131,22 +165,36 @@ def test_the_stacks_modelopt_configs_are_the_ones_hf_ptq_picks():
 
 
 def test_lm_eval_command_is_accepted_by_the_installed_harness():
-    command = lm_eval_command(_cfg(), Accuracy(task_limit=50, batch_size=8), model_dir="/w/ckpt",
-                              tokenizer_dir="/w/ckpt", tasks=["enginesweep_cloze", "mmlu"],
-                              include_path="/tasks", output_path="/w/acc")
+    command = lm_eval_command(
+        _cfg(),
+        Accuracy(task_limit=50, batch_size=8),
+        model_dir="/w/ckpt",
+        tokenizer_dir="/w/ckpt",
+        tasks=["enginesweep_cloze", "mmlu"],
+        include_path="/tasks",
+        output_path="/w/acc",
+    )
     argv = command.argv
     assert argv[:4] == ["lm-eval", "run", "--model", "trtllm"]
     assert "model=/w/ckpt,tokenizer=/w/ckpt,tensor_parallel_size=2" in argv[argv.index("--model_args") + 1]
     assert "--log_samples" in argv and argv[argv.index("--limit") + 1] == "50"
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["run", "--model", "trtllm", "--model_args", "pretrained=/m", "--tasks", "t"], "takes no pretrained"),
-    (["run", "--model", "trtllm", "--tasks", "t", "--log-samples"], "unrecognized arguments"),
-    (["run", "--model", "hf", "--tasks", "t"], "evaluate with 'trtllm'"),
-    (["run", "--model", "trtllm", "--tasks", "t", "--include_path", "/a", "--include_path", "/b"],
-     "keeps only the last --include_path"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["run", "--model", "trtllm", "--model_args", "pretrained=/m", "--tasks", "t"],
+            "takes no pretrained",
+        ),
+        (["run", "--model", "trtllm", "--tasks", "t", "--log-samples"], "unrecognized arguments"),
+        (["run", "--model", "hf", "--tasks", "t"], "evaluate with 'trtllm'"),
+        (
+            ["run", "--model", "trtllm", "--tasks", "t", "--include_path", "/a", "--include_path", "/b"],
+            "keeps only the last --include_path",
+        ),
+    ],
+)
 def test_lm_eval_refusals(argv, message):
     with pytest.raises(ContractError, match=message):
         check_lm_eval(argv)
@@ -154,10 +202,12 @@ def test_lm_eval_refusals(argv, message):
 
 def test_plan_rules_of_the_pytorch_stack():
     assert "hf_ptq.py exports int8_sq as a TensorRT-LLM checkpoint" in rules.quant_supported(
-        QuantFormat.INT8_SQ, _h100(), Stack.TRTLLM_PYTORCH)
+        QuantFormat.INT8_SQ, _h100(), Stack.TRTLLM_PYTORCH
+    )
     assert rules.quant_supported(QuantFormat.INT8_SQ, _h100(), Stack.TRTLLM_ENGINE) is None
     assert "no format that leaves the weights unquantized" in rules.quant_kv_combination(
-        QuantFormat.BF16, KVCacheFormat.FP8, Stack.TRTLLM_PYTORCH)
+        QuantFormat.BF16, KVCacheFormat.FP8, Stack.TRTLLM_PYTORCH
+    )
     assert rules.quant_kv_combination(QuantFormat.BF16, KVCacheFormat.FP8, Stack.TRTLLM_ENGINE) is None
 
 
@@ -174,17 +224,26 @@ def test_the_both_stacks_config_plans_and_rejects_int8_kv_on_pytorch_at_plan_tim
     assert len(trials) == 36 and {t["stack"] for t in trials.values()} == {"trtllm-engine", "trtllm-pytorch"}
     int8 = trials["llama-3.1-8b-instruct__fp8__kv-int8__tp1__trtllm-pytorch"]
     assert not int8["feasible"] and int8["predicted"] is None
-    assert int8["reasons"] == ["kv_cache int8 is not supported by the trtllm-pytorch stack "
-                               "(ModelOpt's HF export has no INT8 KV)"]
+    assert int8["reasons"] == [
+        "kv_cache int8 is not supported by the trtllm-pytorch stack (ModelOpt's HF export has no INT8 KV)"
+    ]
     assert trials["llama-3.1-8b-instruct__fp8__kv-int8__tp1__trtllm-engine"]["feasible"]
     assert not trials["llama-3.1-8b-instruct__bf16__kv-fp8__tp1__trtllm-pytorch"]["feasible"]
-    same = [trials[f"llama-3.1-8b-instruct__fp8__kv-fp8__tp1__{s}"] for s in ("trtllm-engine", "trtllm-pytorch")]
+    same = [
+        trials[f"llama-3.1-8b-instruct__fp8__kv-fp8__tp1__{s}"] for s in ("trtllm-engine", "trtllm-pytorch")
+    ]
     assert all(t["feasible"] for t in same) and same[0]["config"] == same[1]["config"]
 
 
 def test_a_spec_of_only_int8_kv_on_pytorch_is_a_spec_error(cli):
-    result = cli("plan", "llama-3.1-8b-h100-both-stacks", "--set", "stack=trtllm-pytorch",
-                 "--set", "axes.kv_cache=[int8]")
+    result = cli(
+        "plan",
+        "llama-3.1-8b-h100-both-stacks",
+        "--set",
+        "stack=trtllm-pytorch",
+        "--set",
+        "axes.kv_cache=[int8]",
+    )
     assert result.exit_code == 2
     assert "axes.kv_cache[0]: kv_cache int8 is not supported by the trtllm-pytorch stack" in result.stderr
 
@@ -201,8 +260,9 @@ def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp
 
     out = tmp_path / "scripts"
     overrides = ["--set", f"execution.pytorch_server={server}"]
-    result = cli("plan", "llama-3.1-8b-h100-both-stacks", *overrides, "--predictor", "roofline",
-                 "--emit-scripts", out)
+    result = cli(
+        "plan", "llama-3.1-8b-h100-both-stacks", *overrides, "--predictor", "roofline", "--emit-scripts", out
+    )
     assert result.exit_code == 0, result.output
     scripts = sorted(out.glob("*.sh"))
     pytorch = [s for s in scripts if s.stem.endswith("__trtllm-pytorch")]
@@ -210,15 +270,21 @@ def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp
     readme = (out / "README.md").read_text()
     assert "## trtllm-pytorch stack" in readme and "## trtllm-engine stack" in readme
     shellcheck = Path(sys.executable).with_name("shellcheck")
-    done = subprocess.run([str(shellcheck if shellcheck.is_file() else shutil.which("shellcheck")),
-                           *map(str, scripts)], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(shellcheck if shellcheck.is_file() else shutil.which("shellcheck")), *map(str, scripts)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout
     resolved = load_spec("llama-3.1-8b-h100-both-stacks", [f"execution.pytorch_server={server}"])
-    trial = next(t for t in expand(resolved, predictor="roofline").feasible
-                 if t.slug == "llama-3.1-8b-instruct__fp8__kv-fp8__tp2__trtllm-pytorch")
+    trial = next(
+        t
+        for t in expand(resolved, predictor="roofline").feasible
+        if t.slug == "llama-3.1-8b-instruct__fp8__kv-fp8__tp2__trtllm-pytorch"
+    )
     text = (out / f"{trial.slug}.sh").read_text()
     flat = re.sub(r" \\\n\s+", " ", text)  # continued lines joined
-    assert "enginesweep quantize --model \"$MODEL_DIR\" --quant fp8 --kv-cache fp8" in flat
+    assert 'enginesweep quantize --model "$MODEL_DIR" --quant fp8 --kv-cache fp8' in flat
     assert '--calib-dataset "$CALIB_DATASET"' in flat and "dtype: fp8" in text
     assert "lm-eval run --model trtllm" in text
     assert "8000" not in text and "hf_ptq" not in text and "--dataset" not in text
@@ -230,20 +296,34 @@ def test_emitted_scripts_for_both_stacks_are_shellcheck_clean_and_gated(cli, tmp
         assert 'SERVE=(python3 "$LAUNCH_TRITON_SERVER" --world_size 2' in text and "decoupled: true" in text
         assert "sampling_param_max_tokens" in text
     else:
-        assert "trtllm-serve serve \"$WORK/checkpoints/fp8__kv-fp8\"" in text
+        assert 'trtllm-serve serve "$WORK/checkpoints/fp8__kv-fp8"' in text
         assert "--endpoint-type completions" in text and "ignore_eos:true" in text
     env = {"PATH": os.environ["PATH"], "WORK": str(tmp_path / "w")}
-    refused = subprocess.run(["bash", str(out / f"{trial.slug}.sh")],
-                             env={**env, "MODEL_DIR": "/models/a,b"}, capture_output=True, text=True)
+    refused = subprocess.run(
+        ["bash", str(out / f"{trial.slug}.sh")],
+        env={**env, "MODEL_DIR": "/models/a,b"},
+        capture_output=True,
+        text=True,
+    )
     assert refused.returncode == 2 and "may not hold ','" in refused.stderr
-    gated = subprocess.run(["bash", str(out / f"{trial.slug}.sh")], env={**env, "MODEL_DIR": "/m"},
-                           capture_output=True, text=True)
+    gated = subprocess.run(
+        ["bash", str(out / f"{trial.slug}.sh")],
+        env={**env, "MODEL_DIR": "/m"},
+        capture_output=True,
+        text=True,
+    )
     assert gated.returncode != 0 and "No module named 'tensorrt_llm'" in gated.stderr
     assert not (tmp_path / "w").exists()
 
 
-@pytest.mark.parametrize("policy", ["# model_transaction_policy {\n#   decoupled: False\n# }\n",
-                                    "model_transaction_policy {\n  decoupled: False\n}\n", ""])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "# model_transaction_policy {\n#   decoupled: False\n# }\n",
+        "model_transaction_policy {\n  decoupled: False\n}\n",
+        "",
+    ],
+)
 def test_the_scripts_decoupling_lines_make_a_decoupled_model(tmp_path, policy):
     """The very lines the scripts run, on the shipped layout (block commented out), an explicit
     `decoupled: False` and no block at all; the result parsed with Triton's schema."""
@@ -251,8 +331,10 @@ def test_the_scripts_decoupling_lines_make_a_decoupled_model(tmp_path, policy):
     from enginesweep.engines.trtllm.templates import parse_config
 
     config = tmp_path / "config.pbtxt"
-    config.write_text(f'name: "tensorrt_llm"\nbackend: "python"\nmax_batch_size: 0\n{policy}'
-                      'input [ { name: "text_input" data_type: TYPE_STRING dims: [ -1 ] } ]\n')
+    config.write_text(
+        f'name: "tensorrt_llm"\nbackend: "python"\nmax_batch_size: 0\n{policy}'
+        'input [ { name: "text_input" data_type: TYPE_STRING dims: [ -1 ] } ]\n'
+    )
     done = subprocess.run(["bash", "-c", decouple_shell(str(config))], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     parsed = parse_config(config.read_text(), model="tensorrt_llm")
@@ -272,7 +354,9 @@ def test_a_bundles_store_key_names_the_options_it_holds():
     target = {"gpu": "H100-SXM-80GB", "sm": 90}
 
     def key(build: Build) -> str:
-        return bundle_key(TrtllmPytorchStack(version="1.2.0", build=build, ports=(1, 2, 3)), "q", knobs, target)
+        return bundle_key(
+            TrtllmPytorchStack(version="1.2.0", build=build, ports=(1, 2, 3)), "q", knobs, target
+        )
 
     assert key(Build()) == key(Build(calib_size=99))  # calibration is the quantized key's business
     assert key(Build()) != key(Build(enable_block_reuse=False))

@@ -29,8 +29,7 @@ PRICE = 3.0
 
 
 def samples(reference, current, direction, floor=0.05, metric="m") -> Samples:
-    return Samples(metric=metric, direction=direction, reference=reference, current=current,
-                   floor=floor)
+    return Samples(metric=metric, direction=direction, reference=reference, current=current, floor=floor)
 
 
 def test_pooled_std_pools_each_sides_own_deviations():
@@ -81,16 +80,35 @@ def test_one_measurement_on_each_side_uses_the_floor_and_says_so():
 
 
 def test_verdict_flags_regressions_and_names_the_first_dominating_candidate():
-    champion = [samples([100], [90, 92, 94], UP, metric="goodput_req_s"),
-                samples([50], [50, 50, 51], DOWN, metric="ttft_p99_ms@c8")]
+    champion = [
+        samples([100], [90, 92, 94], UP, metric="goodput_req_s"),
+        samples([50], [50, 50, 51], DOWN, metric="ttft_p99_ms@c8"),
+    ]
     # "loser": better goodput but 20% worse latency; "winner": better goodput, same latency;
     # "also": dominates too but is ranked after "winner".
-    candidates = [("loser", [samples([100], [120], UP, metric="goodput_req_s"),
-                             samples([50], [60], DOWN, metric="ttft_p99_ms")]),
-                  ("winner", [samples([100], [120], UP, metric="goodput_req_s"),
-                              samples([50], [50], DOWN, metric="ttft_p99_ms")]),
-                  ("also", [samples([100], [130], UP, metric="goodput_req_s"),
-                            samples([50], [50], DOWN, metric="ttft_p99_ms")])]
+    candidates = [
+        (
+            "loser",
+            [
+                samples([100], [120], UP, metric="goodput_req_s"),
+                samples([50], [60], DOWN, metric="ttft_p99_ms"),
+            ],
+        ),
+        (
+            "winner",
+            [
+                samples([100], [120], UP, metric="goodput_req_s"),
+                samples([50], [50], DOWN, metric="ttft_p99_ms"),
+            ],
+        ),
+        (
+            "also",
+            [
+                samples([100], [130], UP, metric="goodput_req_s"),
+                samples([50], [50], DOWN, metric="ttft_p99_ms"),
+            ],
+        ),
+    ]
     verdict = watch_verdict("champ", champion, candidates, noise_k=3)
     assert verdict.regressed and verdict.dominated_by == "winner" and verdict.status == "dominated"
     assert len(verdict.regressions) == 1 and verdict.regressions[0].startswith("goodput_req_s: 100 -> 92")
@@ -100,12 +118,20 @@ def test_verdict_flags_regressions_and_names_the_first_dominating_candidate():
 
 
 def test_no_sla_met_in_any_repeat_is_a_regression_even_within_thresholds():
-    verdict = watch_verdict("champ", [samples([100], [100, 100], UP)], [], noise_k=3,
-                            sla_misses=["champ measurement 1: latency SLA unmet"])
-    assert verdict.status == "regressed" and verdict.regressions == ["SLA: champ measurement 1: latency SLA unmet"]
+    verdict = watch_verdict(
+        "champ",
+        [samples([100], [100, 100], UP)],
+        [],
+        noise_k=3,
+        sla_misses=["champ measurement 1: latency SLA unmet"],
+    )
+    assert verdict.status == "regressed" and verdict.regressions == [
+        "SLA: champ measurement 1: latency SLA unmet"
+    ]
 
 
 # -- records -> samples ------------------------------------------------------------------------
+
 
 def record(name: str) -> TrialRecord:
     return TrialRecord.load(RECORDS / f"llama-3.1-8b__{name}.json")
@@ -158,33 +184,43 @@ def test_a_cheaper_faster_candidate_dominates_a_costlier_one_does_not():
     found = {s.metric: s for s in candidate_samples([champion], [faster], SLA_GPU, PRICE, Watch())}
     assert found["usd_per_1m_output_tokens"].current[0] == pytest.approx(0.98765, abs=1e-5)
     # fp8 tp2: more goodput (4.0) and lower TTFT (350), but 2 GPUs: $1.6667 > $1.1111.
-    costlier = candidate_samples([champion], [record("fp8__kv-auto__tp2")], SLA_GPU, PRICE,
-                                 Watch(accuracy_min_change=0.02))
-    verdict = watch_verdict(champion.slug, [], [("tp2", costlier), ("faster", list(found.values()))],
-                            noise_k=3)
+    costlier = candidate_samples(
+        [champion], [record("fp8__kv-auto__tp2")], SLA_GPU, PRICE, Watch(accuracy_min_change=0.02)
+    )
+    verdict = watch_verdict(
+        champion.slug, [], [("tp2", costlier), ("faster", list(found.values()))], noise_k=3
+    )
     assert verdict.dominated_by == "faster" and not verdict.regressed
     tp2 = next(c for c in verdict.candidates if c.slug == "tp2")
     assert [c.metric for c in tp2.checks if c.worse] == ["usd_per_1m_output_tokens"]
 
 
 def test_a_candidate_that_misses_the_sla_cannot_dominate():
-    assert candidate_samples([record("fp8__kv-auto__tp1")], [record("fp8__kv-fp8__tp1")], SLA_GPU,
-                             PRICE, Watch()) == []
+    assert (
+        candidate_samples(
+            [record("fp8__kv-auto__tp1")], [record("fp8__kv-fp8__tp1")], SLA_GPU, PRICE, Watch()
+        )
+        == []
+    )
 
 
 # -- the spec section ----------------------------------------------------------------------------
+
 
 def test_watch_defaults_are_manual_with_three_repeats():
     watch = Watch()
     assert (watch.policy, watch.repeats, watch.noise_k) == ("manual", 3, 3.0)
 
 
-@pytest.mark.parametrize(("field", "value", "expected"), [
-    ("policy", "sometimes", "watch.policy: Input should be 'manual' or 'auto'"),
-    ("repeats", 0, "watch.repeats: Input should be greater than 0"),
-    ("min_relative_change", 1.5, "watch.min_relative_change: Input should be less than 1"),
-    ("cadence", 3, "watch.cadence: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("policy", "sometimes", "watch.policy: Input should be 'manual' or 'auto'"),
+        ("repeats", 0, "watch.repeats: Input should be greater than 0"),
+        ("min_relative_change", 1.5, "watch.min_relative_change: Input should be less than 1"),
+        ("cadence", 3, "watch.cadence: unknown key"),
+    ],
+)
 def test_bad_watch_settings_name_the_field(cli, spec_file, field, value, expected):
     result = cli("validate", spec_file(lambda spec: spec.setdefault("watch", {}).update({field: value})))
     assert result.exit_code == 2, result.output
@@ -193,19 +229,27 @@ def test_bad_watch_settings_name_the_field(cli, spec_file, field, value, expecte
 
 # -- which records of a run are measurements of the champion, which are candidates ---------------
 
+
 def champion_of(record_: TrialRecord):
     from enginesweep.flows.champion_watch import Champion
 
-    return Champion(model_name="m", version="1", run_id="r", slug=record_.slug,
-                    content_hash=record_.content_hash, record=record_)
+    return Champion(
+        model_name="m",
+        version="1",
+        run_id="r",
+        slug=record_.slug,
+        content_hash=record_.content_hash,
+        record=record_,
+    )
 
 
 def gpu_spec(spec_file, *overrides: str):
     """BASE_SPEC (H100, ISL/OSL 1024/256 like the fixtures) under the fixtures' SLA."""
     from enginesweep.build_configs.loading import load_spec
 
-    return load_spec(spec_file(), ["sla.ttft_p99_ms=500", "sla.itl_p99_ms=30",
-                                   "target.usd_per_gpu_hour=3.0", *overrides])
+    return load_spec(
+        spec_file(), ["sla.ttft_p99_ms=500", "sla.itl_p99_ms=30", "target.usd_per_gpu_hour=3.0", *overrides]
+    )
 
 
 def test_judge_tells_the_champions_engine_from_a_new_one_of_the_same_slug(spec_file):
@@ -215,7 +259,8 @@ def test_judge_tells_the_champions_engine_from_a_new_one_of_the_same_slug(spec_f
     champion = champion_of(base)
     again = with_level(base, 32, ttft_p99=470.0).model_copy(update={"executed_stages": ["serve+benchmark"]})
     rebuilt = with_level(base, 32, ttft_p99=400.0, output_tok_s=900.0).model_copy(
-        update={"content_hash": "cd" * 32, "executed_stages": ["quantize", "build", "serve+benchmark"]})
+        update={"content_hash": "cd" * 32, "executed_stages": ["quantize", "build", "serve+benchmark"]}
+    )
     reused = base.model_copy(update={"executed_stages": []})  # not a new measurement
     verdict = judge(champion, [again, rebuilt, reused], [base.slug], gpu_spec(spec_file))
     assert {c.metric for c in verdict.checks} >= {"ttft_p99_ms@c32", "goodput_req_s"}
@@ -238,6 +283,7 @@ def test_judge_compares_nothing_across_workloads(spec_file):
 
 # -- a check that measured nothing of the champion is never ok ------------------------------------
 
+
 def test_a_verdict_with_nothing_compared_is_unchecked_not_ok():
     verdict = watch_verdict("champ", [], [], noise_k=3)
     assert verdict.status == "unchecked" and not verdict.regressed
@@ -249,8 +295,13 @@ def test_a_drift_check_whose_rebenchmark_failed_is_unchecked(spec_file):
     from enginesweep.flows.champion_watch import judge
 
     base = record("fp8__kv-auto__tp1")
-    failed = base.model_copy(update={"status": "failed", "error": "ServerDied: the server died",
-                                     "executed_stages": ["serve+benchmark"]})
+    failed = base.model_copy(
+        update={
+            "status": "failed",
+            "error": "ServerDied: the server died",
+            "executed_stages": ["serve+benchmark"],
+        }
+    )
     verdict = judge(champion_of(base), [failed], [base.slug], gpu_spec(spec_file), drift_check=True)
     assert verdict.status == "unchecked" and verdict.checks == []
     assert "re-benchmark of the champion" in verdict.unchecked_reason
@@ -289,11 +340,20 @@ def test_an_unchecked_verdict_is_recorded_on_the_run_and_leaves_the_versions_ver
 
     base = record("fp8__kv-auto__tp1")
     verdict = judge(champion_of(base), [], [base.slug], gpu_spec(spec_file), drift_check=True)
-    inputs = ScheduleInputs(revision="r@main", revision_sha="a" * 40, runtime_version="x=1",
-                            spec_hash="h")
-    report = WatchReport(sweep="s", mode="drift-check", inputs=inputs, changes=[],
-                         parent_run_ids=["run-1"], policy="manual", champion=base.slug,
-                         champion_version="1", verdict=verdict, action="none", checked_at="now")
+    inputs = ScheduleInputs(revision="r@main", revision_sha="a" * 40, runtime_version="x=1", spec_hash="h")
+    report = WatchReport(
+        sweep="s",
+        mode="drift-check",
+        inputs=inputs,
+        changes=[],
+        parent_run_ids=["run-1"],
+        policy="manual",
+        champion=base.slug,
+        champion_version="1",
+        verdict=verdict,
+        action="none",
+        checked_at="now",
+    )
     client = _Client()
     record_report(client, report, champion_of(base))
     assert client.run_tags["enginesweep.watch.verdict"] == "unchecked"
@@ -305,10 +365,14 @@ def test_an_unchecked_verdict_is_recorded_on_the_run_and_leaves_the_versions_ver
 
 # -- numbers of another GPU are never compared --------------------------------------------------------
 
+
 def on_hardware(base: TrialRecord, hardware: str) -> TrialRecord:
     """`base` as if measured on `hardware` (the record and its benchmark and accuracy results)."""
-    parts = {name: getattr(base, name).model_copy(update={"hardware": hardware})
-             for name in ("benchmark", "accuracy", "baseline_accuracy") if getattr(base, name)}
+    parts = {
+        name: getattr(base, name).model_copy(update={"hardware": hardware})
+        for name in ("benchmark", "accuracy", "baseline_accuracy")
+        if getattr(base, name)
+    }
     return base.model_copy(update={"hardware": hardware, **parts})
 
 
@@ -317,14 +381,17 @@ def test_a_candidate_measured_on_another_gpu_cannot_dominate(spec_file):
 
     base = record("fp8__kv-auto__tp1")  # H100-SXM-80GB, as the spec's target
     faster = with_level(base, 32, ttft_p99=400.0, output_tok_s=900.0).model_copy(
-        update={"slug": "other", "content_hash": "cd" * 32, "executed_stages": ["serve+benchmark"]})
+        update={"slug": "other", "content_hash": "cd" * 32, "executed_stages": ["serve+benchmark"]}
+    )
     assert judge(champion_of(base), [faster], ["other"], gpu_spec(spec_file)).dominated_by == "other"
-    verdict = judge(champion_of(base), [on_hardware(faster, "H200-SXM-141GB")], ["other"],
-                    gpu_spec(spec_file))
+    verdict = judge(
+        champion_of(base), [on_hardware(faster, "H200-SXM-141GB")], ["other"], gpu_spec(spec_file)
+    )
     assert verdict.dominated_by is None and verdict.candidates == []
     assert verdict.status == "unchecked"
-    assert any("left out, not measured on H100-SXM-80GB: other (H200-SXM-141GB)" in note
-               for note in verdict.notes)
+    assert any(
+        "left out, not measured on H100-SXM-80GB: other (H200-SXM-141GB)" in note for note in verdict.notes
+    )
 
 
 def test_a_champion_measured_on_another_gpu_is_compared_with_nothing(spec_file):
@@ -332,7 +399,8 @@ def test_a_champion_measured_on_another_gpu_is_compared_with_nothing(spec_file):
 
     base = record("fp8__kv-auto__tp1")
     faster = with_level(base, 32, ttft_p99=400.0, output_tok_s=900.0).model_copy(
-        update={"slug": "other", "content_hash": "cd" * 32, "executed_stages": ["serve+benchmark"]})
+        update={"slug": "other", "content_hash": "cd" * 32, "executed_stages": ["serve+benchmark"]}
+    )
     sweep = gpu_spec(spec_file, "target.gpu=H200-SXM-141GB")
     verdict = judge(champion_of(base), [on_hardware(faster, "H200-SXM-141GB")], ["other"], sweep)
     assert verdict.status == "unchecked" and verdict.dominated_by is None
@@ -341,10 +409,13 @@ def test_a_champion_measured_on_another_gpu_is_compared_with_nothing(spec_file):
 
 # -- the reference is the registered measurement; re-measurements set the noise only -------------
 
+
 def test_history_widens_the_noise_but_never_moves_the_reference_mean():
     # s_p pools [100, 110] (SS 50) and [100, 100] (SS 0) over 1 + 1 dof: 5; n stays 1.
-    check = compare(Samples(metric="m", direction=UP, reference=[100], history=[100, 110],
-                            current=[100, 100], floor=0.0), noise_k=3)
+    check = compare(
+        Samples(metric="m", direction=UP, reference=[100], history=[100, 110], current=[100, 100], floor=0.0),
+        noise_k=3,
+    )
     assert check.reference_mean == 100 and check.n_reference == 1 and check.n_history == 2
     assert check.pooled_std == pytest.approx(5.0)
     assert check.threshold == pytest.approx(3 * 5 * math.sqrt(1 + 1 / 2))
@@ -359,11 +430,14 @@ def test_a_regression_is_not_absorbed_into_the_reference(spec_file):
     base = record("fp8__kv-auto__tp1")
     registered = with_level(base, 32, output_tok_s=100.0)
     champion = champion_of(registered)
-    day = [with_level(base, 32, output_tok_s=80.0).model_copy(
-        update={"executed_stages": ["serve+benchmark"]}) for _ in range(3)]
+    day = [
+        with_level(base, 32, output_tok_s=80.0).model_copy(update={"executed_stages": ["serve+benchmark"]})
+        for _ in range(3)
+    ]
     day2 = judge(champion, day, [base.slug], gpu_spec(spec_file), drift_check=True)
-    day3 = judge(champion.model_copy(update={"history": day}), day, [base.slug],
-                 gpu_spec(spec_file), drift_check=True)
+    day3 = judge(
+        champion.model_copy(update={"history": day}), day, [base.slug], gpu_spec(spec_file), drift_check=True
+    )
     for verdict in (day2, day3):
         check = next(c for c in verdict.checks if c.metric == "output_tok_s@c32")
         assert check.reference_mean == 100 and check.current_mean == 80 and check.worse

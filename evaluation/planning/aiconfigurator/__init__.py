@@ -24,8 +24,9 @@ How a trial is asked (points are batch sizes; TRT-LLM's in-flight batcher is wha
   model a backlog of simultaneous arrivals and inflate TTFT;
 * saturation = the trial's max concurrent sequences, stepped down until aiconfigurator's own
   memory model fits it, at the context budget (ISL x 1, 2, 4, ... within max_num_tokens) with
-  the highest throughput, as its own sweep does. Its database measures batch sizes up to 512 and its own sweep stops there;
-  a larger saturation batch (short sequences on big GPUs) is extrapolated and the note says so;
+  the highest throughput, as its own sweep does. Its database measures batch sizes up to 512 and
+  its own sweep stops there; a larger saturation batch (short sequences on big GPUs) is
+  extrapolated and the note says so;
 * its throughput counts OSL-1 tokens per request (not the first); we scale by OSL/(OSL-1) to count
   every output token, as aiperf and trtllm-bench do. Its TTFT is under load (it includes its
   queueing factor), which is what a TTFT p99 SLA is about.
@@ -40,17 +41,18 @@ import math
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from enginesweep.build_configs.architectures import ModelArchitecture
 from enginesweep.build_configs.gpus import GPU
 from enginesweep.build_configs.loading import ResolvedSpec
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.build_configs.schema import Stack
-from enginesweep.evaluation.planning.prediction import assemble, level
 from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.evaluation.planning.prediction import assemble, level
 from enginesweep.evaluation.planning.records import ConcurrencyPrediction, PlannedTrial, Prediction
 
 PYTHON_ENV = "ENGINESWEEP_AICONFIGURATOR_PYTHON"
@@ -67,8 +69,16 @@ SYSTEMS: dict[str, tuple[str, str, dict[QuantFormat, str]]] = {
     "H200-SXM-141GB": ("h200_sxm", "1.3.0rc20", _HOPPER_LIKE),
     "L40S": ("l40s", "1.3.0rc20", _HOPPER_LIKE),
     "B200": ("b200_sxm", "1.3.0rc20", {**_HOPPER_LIKE, QuantFormat.NVFP4: "nvfp4"}),
-    "A100-SXM-80GB": ("a100_sxm", "1.0.0", {QuantFormat.BF16: "bfloat16", QuantFormat.INT4_AWQ: "int4_wo",
-                                            QuantFormat.INT8_WO: "int8_wo", QuantFormat.INT8_SQ: "sq"}),
+    "A100-SXM-80GB": (
+        "a100_sxm",
+        "1.0.0",
+        {
+            QuantFormat.BF16: "bfloat16",
+            QuantFormat.INT4_AWQ: "int4_wo",
+            QuantFormat.INT8_WO: "int8_wo",
+            QuantFormat.INT8_SQ: "sq",
+        },
+    ),
 }
 _KV = {KVCacheFormat.AUTO: "bfloat16", KVCacheFormat.FP8: "fp8"}
 
@@ -89,13 +99,14 @@ def unavailable_reason() -> str | None:
     """Why aiconfigurator cannot be used here, or None (checks the venv, does not start it)."""
     python = python_path()
     if not python.is_file():
-        return (f"aiconfigurator is not installed ({python} does not exist; run scripts/setup-aic "
-                f"or set {PYTHON_ENV})")
+        return (
+            f"aiconfigurator is not installed ({python} does not exist; run scripts/setup-aic "
+            f"or set {PYTHON_ENV})"
+        )
     return None
 
 
-def coverage_gap(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, stack: Stack, osl: int
-                 ) -> str | None:
+def coverage_gap(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, stack: Stack, osl: int) -> str | None:
     """What of this trial aiconfigurator's database does not cover, or None."""
     if osl < 2:
         return "an OSL of 1 (it counts the OSL-1 tokens after the first)"
@@ -148,17 +159,25 @@ def request_for(trial: PlannedTrial, resolved: ResolvedSpec) -> dict[str, Any]:
     batches = sorted({1, *(_in_flight(trial, c) for c in spec.workload.concurrency)})
     saturation = max(1, trial.memory.max_concurrent_sequences)
     return {
-        "id": trial.slug, "config": resolved.architecture.hf_config(), "system": system,
-        "backend_version": version, "gemm": gemms[cfg.quant], "kv": _KV[cfg.kv_cache],
-        "fmha": _fmha(cfg.quant, cfg.kv_cache), "tp": cfg.tp, "pp": cfg.pp, "isl": isl, "osl": osl,
+        "id": trial.slug,
+        "config": resolved.architecture.hf_config(),
+        "system": system,
+        "backend_version": version,
+        "gemm": gemms[cfg.quant],
+        "kv": _KV[cfg.kv_cache],
+        "fmha": _fmha(cfg.quant, cfg.kv_cache),
+        "tp": cfg.tp,
+        "pp": cfg.pp,
+        "isl": isl,
+        "osl": osl,
         "free_gpu_memory_fraction": spec.build.kv_cache_free_gpu_mem_fraction,
         # Paged KV holds the tokens sequences actually use: size its check like our memory model,
         # by the workload's ISL+OSL (max_seq_len would reserve worst-case sequences).
         "max_seq_len": isl + osl,
-        "points": [{"name": str(b), "batch": b, "ctx": ctx_tokens(b, isl, osl, cfg.max_num_tokens)}
-                   for b in batches],
-        "saturation": {"batch": saturation,
-                       "ctx_options": ctx_options(saturation, isl, cfg.max_num_tokens)},
+        "points": [
+            {"name": str(b), "batch": b, "ctx": ctx_tokens(b, isl, osl, cfg.max_num_tokens)} for b in batches
+        ],
+        "saturation": {"batch": saturation, "ctx_options": ctx_options(saturation, isl, cfg.max_num_tokens)},
     }
 
 
@@ -166,11 +185,14 @@ def request_for(trial: PlannedTrial, resolved: ResolvedSpec) -> dict[str, Any]:
 def version_label() -> str:
     """`aiconfigurator X (core Y)` from the venv's metadata, without importing it."""
     python = python_path()
-    code = ("from importlib import metadata as m; "
-            "print(m.version('aiconfigurator'), m.version('aiconfigurator-core'))")
+    code = (
+        "from importlib import metadata as m; "
+        "print(m.version('aiconfigurator'), m.version('aiconfigurator-core'))"
+    )
     try:
-        done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=30,
-                              check=True)
+        done = subprocess.run(
+            [str(python), "-c", code], capture_output=True, text=True, timeout=30, check=True
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         raise AiconfiguratorError(f"cannot read aiconfigurator's version with {python}: {exc}") from exc
     main, core = done.stdout.split()
@@ -185,11 +207,18 @@ def predict_batch(requests: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
     # the call, not one left in /tmp per plan.
     try:
         with tempfile.TemporaryDirectory(prefix="enginesweep-aic-mpl-") as mpl_dir:
-            done = subprocess.run([str(python), str(WORKER)], input=payload, capture_output=True,
-                                  text=True, timeout=TIMEOUT_S,
-                                  env={**os.environ, "PYTHONNOUSERSITE": "1", "MPLCONFIGDIR": mpl_dir})
+            done = subprocess.run(
+                [str(python), str(WORKER)],
+                input=payload,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S,
+                env={**os.environ, "PYTHONNOUSERSITE": "1", "MPLCONFIGDIR": mpl_dir},
+            )
     except subprocess.TimeoutExpired:
-        raise AiconfiguratorError(f"aiconfigurator took over {TIMEOUT_S} s for {len(requests)} trial(s)") from None
+        raise AiconfiguratorError(
+            f"aiconfigurator took over {TIMEOUT_S} s for {len(requests)} trial(s)"
+        ) from None
     except OSError as exc:
         raise AiconfiguratorError(f"cannot start {python}: {exc}") from exc
     if done.returncode != 0:
@@ -199,11 +228,12 @@ def predict_batch(requests: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
         answer = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
         raise AiconfiguratorError(f"aiconfigurator worker answered no JSON: {exc}") from exc
-    return {slug: (got["error"] if "error" in got else got) for slug, got in answer["results"].items()}
+    return {slug: got.get("error", got) for slug, got in answer["results"].items()}
 
 
-def to_prediction(answer: dict[str, Any], trial: PlannedTrial, resolved: ResolvedSpec, *,
-                  usd_per_gpu_hour: float) -> Prediction:
+def to_prediction(
+    answer: dict[str, Any], trial: PlannedTrial, resolved: ResolvedSpec, *, usd_per_gpu_hour: float
+) -> Prediction:
     """A `Prediction` from the worker's answer for `trial`."""
     spec = resolved.spec
     sla, osl = spec.sla, spec.workload.osl.mean
@@ -217,24 +247,53 @@ def to_prediction(answer: dict[str, Any], trial: PlannedTrial, resolved: Resolve
         waves = math.ceil(concurrency / batch)
         if waves > 1:  # beyond the KV / batch limit, later requests wait for whole requests
             ttft += (waves - 1) * (row["ttft_ms"] + osl * row["tpot_ms"])
-        return level(concurrency=concurrency, in_flight=batch, ttft_ms=ttft, itl_ms=row["tpot_ms"],
-                     output_tok_s=row["tok_s"] * first_token, osl=osl, sla=sla)
+        return level(
+            concurrency=concurrency,
+            in_flight=batch,
+            ttft_ms=ttft,
+            itl_ms=row["tpot_ms"],
+            output_tok_s=row["tok_s"] * first_token,
+            osl=osl,
+            sla=sla,
+        )
 
     sat = answer["saturated"]
-    saturated = level(concurrency=sat["batch"], in_flight=sat["batch"], ttft_ms=sat["ttft_ms"],
-                      itl_ms=sat["tpot_ms"], output_tok_s=sat["tok_s"] * first_token, osl=osl, sla=sla)
-    notes = ["aiconfigurator database measured on TRT-LLM's PyTorch flow"
-             + (": an approximation of the TensorRT engine path" if trial.stack == Stack.TRTLLM_ENGINE.value else "")]
+    saturated = level(
+        concurrency=sat["batch"],
+        in_flight=sat["batch"],
+        ttft_ms=sat["ttft_ms"],
+        itl_ms=sat["tpot_ms"],
+        output_tok_s=sat["tok_s"] * first_token,
+        osl=osl,
+        sla=sla,
+    )
+    notes = [
+        "aiconfigurator database measured on TRT-LLM's PyTorch flow"
+        + (
+            ": an approximation of the TensorRT engine path"
+            if trial.stack == Stack.TRTLLM_ENGINE.value
+            else ""
+        )
+    ]
     wanted = max(1, trial.memory.max_concurrent_sequences)
     if sat["batch"] < wanted:
-        notes.append(f"aiconfigurator's memory model fits {sat['batch']} sequences, not the planner's "
-                     f"{wanted}; saturation predicted at {sat['batch']}")
+        notes.append(
+            f"aiconfigurator's memory model fits {sat['batch']} sequences, not the planner's "
+            f"{wanted}; saturation predicted at {sat['batch']}"
+        )
     if sat["batch"] > MEASURED_BATCH_LIMIT:
-        notes.append(f"saturation batch {sat['batch']} is beyond the {MEASURED_BATCH_LIMIT} its database "
-                     "measures (extrapolated)")
-    return assemble(source="predicted:aiconfigurator",
-                    source_version=f"{version_label()} / {answer['label']}",
-                    hardware=trial.gpu, gpus=trial.config.world_size, usd_per_gpu_hour=usd_per_gpu_hour,
-                    lone=at(1), saturated=saturated,
-                    levels=[at(c) for c in spec.workload.concurrency], notes=notes)
-
+        notes.append(
+            f"saturation batch {sat['batch']} is beyond the {MEASURED_BATCH_LIMIT} its database "
+            "measures (extrapolated)"
+        )
+    return assemble(
+        source="predicted:aiconfigurator",
+        source_version=f"{version_label()} / {answer['label']}",
+        hardware=trial.gpu,
+        gpus=trial.config.world_size,
+        usd_per_gpu_hour=usd_per_gpu_hour,
+        lone=at(1),
+        saturated=saturated,
+        levels=[at(c) for c in spec.workload.concurrency],
+        notes=notes,
+    )

@@ -42,13 +42,24 @@ class PointError(Exception):
 def _estimate(cli_estimate, model_dir: str, trial: dict, batch: int, ctx: int) -> dict:
     try:
         result = cli_estimate(
-            model_dir, trial["system"], mode="agg", backend_name="trtllm",
-            backend_version=trial["backend_version"], database_mode=DATABASE_MODE,
-            isl=trial["isl"], osl=trial["osl"], batch_size=batch, ctx_tokens=ctx,
-            tp_size=trial["tp"], pp_size=trial["pp"], gemm_quant_mode=trial["gemm"],
-            kvcache_quant_mode=trial["kv"], fmha_quant_mode=trial["fmha"],
+            model_dir,
+            trial["system"],
+            mode="agg",
+            backend_name="trtllm",
+            backend_version=trial["backend_version"],
+            database_mode=DATABASE_MODE,
+            isl=trial["isl"],
+            osl=trial["osl"],
+            batch_size=batch,
+            ctx_tokens=ctx,
+            tp_size=trial["tp"],
+            pp_size=trial["pp"],
+            gemm_quant_mode=trial["gemm"],
+            kvcache_quant_mode=trial["kv"],
+            fmha_quant_mode=trial["fmha"],
             free_gpu_memory_fraction=trial["free_gpu_memory_fraction"],
-            max_seq_len=trial["max_seq_len"])
+            max_seq_len=trial["max_seq_len"],
+        )
     except RuntimeError as exc:
         if str(exc).startswith("OOM"):
             raise PointError(f"batch {batch} does not fit in memory ({str(exc)[:160]})") from None
@@ -56,9 +67,15 @@ def _estimate(cli_estimate, model_dir: str, trial: dict, batch: int, ctx: int) -
     if result.kv_cache_warning:
         raise PointError(f"batch {batch} exceeds the KV-cache capacity ({result.kv_cache_warning})")
     row = result.get()
-    return {"batch": batch, "ctx": ctx, "ttft_ms": float(result.ttft), "tpot_ms": float(result.tpot),
-            "tok_s": float(row["tokens/s"]), "memory_gb": float(result.memory),
-            "label": f"{row['system']} / {row['backend']} {row['version']} / {DATABASE_MODE}"}
+    return {
+        "batch": batch,
+        "ctx": ctx,
+        "ttft_ms": float(result.ttft),
+        "tpot_ms": float(result.tpot),
+        "tok_s": float(row["tokens/s"]),
+        "memory_gb": float(result.memory),
+        "label": f"{row['system']} / {row['backend']} {row['version']} / {DATABASE_MODE}",
+    }
 
 
 def _saturated(cli_estimate, model_dir: str, trial: dict) -> dict:
@@ -95,7 +112,7 @@ def _run_trial(cli_estimate, trial: dict, scratch: Path) -> dict:
             points[point["name"]] = _estimate(cli_estimate, str(model_dir), trial, batch, ctx)
     except PointError as exc:
         return {"error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - one trial's failure must not lose the others
+    except Exception as exc:
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     return {"points": points, "saturated": saturated, "label": saturated.pop("label")}
 
@@ -111,9 +128,16 @@ def main() -> int:
     for answer in results.values():
         for row in answer.get("points", {}).values():
             row.pop("label", None)
-    json.dump({"versions": {"aiconfigurator": metadata.version("aiconfigurator"),
-                            "aiconfigurator-core": metadata.version("aiconfigurator-core")},
-               "results": results}, sys.stdout)
+    json.dump(
+        {
+            "versions": {
+                "aiconfigurator": metadata.version("aiconfigurator"),
+                "aiconfigurator-core": metadata.version("aiconfigurator-core"),
+            },
+            "results": results,
+        },
+        sys.stdout,
+    )
     return 0
 
 

@@ -31,20 +31,26 @@ SLA_LIMIT = SLA(max_accuracy_drop=0.05, accuracy_drop_mode="relative")
 
 # 2-bit weights in groups of 64, every linear layer but lm_head: far below what any deployment
 # uses. It must be rejected; that it is, is the point of the test.
-BROKEN_2BIT = {"quant_cfg": [
-    {"quantizer_name": "*", "enable": False},
-    {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 2, "block_sizes": {-1: 64}}},
-    {"quantizer_name": "*lm_head*", "enable": False}], "algorithm": "max"}
+BROKEN_2BIT = {
+    "quant_cfg": [
+        {"quantizer_name": "*", "enable": False},
+        {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 2, "block_sizes": {-1: 64}}},
+        {"quantizer_name": "*lm_head*", "enable": False},
+    ],
+    "algorithm": "max",
+}
 
 
 def variants() -> dict[str, dict | None]:
     def cfg(quant: QuantFormat, kv: KVCacheFormat) -> dict | None:
         return modelopt_config(QuantRecipe(quant=quant, kv_cache=kv, awq_block_size=64))
 
-    return {"fp8": cfg(QuantFormat.FP8, KVCacheFormat.AUTO),
-            "int4_awq": cfg(QuantFormat.INT4_AWQ, KVCacheFormat.AUTO),
-            "kv-int8": cfg(QuantFormat.BF16, KVCacheFormat.INT8),
-            "int2-broken": BROKEN_2BIT}
+    return {
+        "fp8": cfg(QuantFormat.FP8, KVCacheFormat.AUTO),
+        "int4_awq": cfg(QuantFormat.INT4_AWQ, KVCacheFormat.AUTO),
+        "kv-int8": cfg(QuantFormat.BF16, KVCacheFormat.INT8),
+        "int2-broken": BROKEN_2BIT,
+    }
 
 
 def main(out: Path, work: Path) -> None:
@@ -55,8 +61,10 @@ def main(out: Path, work: Path) -> None:
     text = textdata.evaluation_text(corpus)
     include = task_include_paths(CFG, work, corpus)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    calibration = [tokenizer(t, return_tensors="pt", truncation=True, max_length=128)["input_ids"]
-                   for t in textdata.calibration_texts(corpus, 4, passage_chars=600)]
+    calibration = [
+        tokenizer(t, return_tensors="pt", truncation=True, max_length=128)["input_ids"]
+        for t in textdata.calibration_texts(corpus, 4, passage_chars=600)
+    ]
 
     def forward_loop(model) -> None:
         with torch.inference_mode():
@@ -64,17 +72,28 @@ def main(out: Path, work: Path) -> None:
                 model(input_ids=ids)
 
     def evaluate(model):
-        return evaluate_model(model, tokenizer, text=text, dataset_name="britannica", cfg=CFG,
-                              include_paths=include, cache_dir=work / "datasets",
-                              hardware="cpu", log_file=work / "lm_eval.log")
+        return evaluate_model(
+            model,
+            tokenizer,
+            text=text,
+            dataset_name="britannica",
+            cfg=CFG,
+            include_paths=include,
+            cache_dir=work / "datasets",
+            hardware="cpu",
+            log_file=work / "lm_eval.log",
+        )
 
     def load():
         return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
 
     start = time.perf_counter()
     baseline = evaluate(load())
-    report: dict = {"baseline": baseline.model_dump(mode="json"), "variants": {},
-                    "seconds": {"baseline": time.perf_counter() - start}}
+    report: dict = {
+        "baseline": baseline.model_dump(mode="json"),
+        "variants": {},
+        "seconds": {"baseline": time.perf_counter() - start},
+    }
     for name, config in variants().items():
         start = time.perf_counter()
         model = load()
@@ -84,12 +103,19 @@ def main(out: Path, work: Path) -> None:
         verdicts = {}
         for gate in ("strict", "lenient"):
             checks, worst, reasons = accuracy_gate(
-                deltas, SLA_LIMIT.model_copy(update={"accuracy_gate": gate}), baseline_trial=False)
-            verdicts[gate] = {"passed": not reasons, "reasons": reasons, "worst": worst,
-                              "checks": [c.model_dump(mode="json") for c in checks]}
-        report["variants"][name] = {"result": result.model_dump(mode="json"),
-                                    "deltas": [d.model_dump(mode="json") for d in deltas],
-                                    "gate": verdicts}
+                deltas, SLA_LIMIT.model_copy(update={"accuracy_gate": gate}), baseline_trial=False
+            )
+            verdicts[gate] = {
+                "passed": not reasons,
+                "reasons": reasons,
+                "worst": worst,
+                "checks": [c.model_dump(mode="json") for c in checks],
+            }
+        report["variants"][name] = {
+            "result": result.model_dump(mode="json"),
+            "deltas": [d.model_dump(mode="json") for d in deltas],
+            "gate": verdicts,
+        }
         report["seconds"][name] = time.perf_counter() - start
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
     out.write_text(json.dumps(report, indent=1))
