@@ -27,6 +27,9 @@ from enginesweep.build_configs.architectures import (
 from enginesweep.build_configs.gpus import GPU, get_gpu
 from enginesweep.build_configs.schema import Stack, SweepSpec
 
+CPU_HARDWARE = "cpu"
+"""The hardware label of CPU measurements (the reference stack's)."""
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -59,6 +62,12 @@ class ResolvedSpec:
     architecture: ModelArchitecture
     gpus: tuple[GPU, ...]
     source: str
+
+    @property
+    def hardware(self) -> str:
+        """What the sweep's numbers are measured on: `cpu` for the reference stack (it runs on the
+        CPU whatever the target), else the GPU the sweep runs on (`target.run_on`)."""
+        return CPU_HARDWARE if Stack.REFERENCE in self.spec.stack else self.gpu.name
 
     @property
     def gpu(self) -> GPU:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 
+from enginesweep.engines.interrupts import raise_if_stopped
+
 PREFIX = "@@enginesweep-progress "
 """Marks a child's stdout line as an event, not a log line."""
 
@@ -89,3 +91,45 @@ def from_line(line: str) -> ProgressEvent | None:
         return ProgressEvent(**data)
     except (ValueError, TypeError):
         return None
+
+
+class StageClock:
+    """Times a trial's named stages, in the order they ran, and announces each (the log and the
+    live view of `enginesweep run`). A stop request that a library swallowed ends the trial at a
+    stage's boundary at the latest."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.timings: dict[str, float] = {}
+        """Stage -> seconds; insertion order is the order the stages ran."""
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Run one stage: announced, timed, checked for a stop request before and after."""
+        raise_if_stopped()
+        self.log(f"[{name}] ...")
+        stage_started(name)
+        start = time.perf_counter()
+        yield
+        raise_if_stopped()
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        self.log(f"[{name}] done in {self.timings[name]:.1f} s")
+
+    def reused(self, name: str) -> None:
+        """Record `name` as done by reusing a stored result (0 s, and not an executed stage)."""
+        self.timings[name] = 0.0
+
+    def move(self, seconds: float, source: str, target: str) -> None:
+        """Count `seconds` of stage `source`'s time as stage `target`'s (work done inside one
+        stage on behalf of another)."""
+        self.timings[source] = round(self.timings[source] - seconds, 3)
+        self.timings[target] = round(self.timings.get(target, 0.0) + seconds, 3)
+
+    def executed(self) -> list[str]:
+        """Stages that did work in this run (getting the checkpoint, or reusing a stored
+        quantized checkpoint or bundle, is not one)."""
+        return [
+            name
+            for name, seconds in self.timings.items()
+            if name != "checkpoint" and not (name in ("quantize", "build") and seconds == 0.0)
+        ]

@@ -31,7 +31,7 @@ from enginesweep.build_configs.loading import ResolvedSpec
 from enginesweep.engines.registry import promote
 from enginesweep.evaluation.records import TrialRecord
 from enginesweep.evaluation.selection.choose import MixedHardwareError, common_hardware
-from enginesweep.evaluation.selection.watch import Verdict, watch_verdict
+from enginesweep.evaluation.selection.watch import Samples, Verdict, watch_verdict
 from enginesweep.evaluation.selection.watch_metrics import candidate_samples, champion_samples
 from enginesweep.flows.schedule_state import ScheduleInputs
 
@@ -162,61 +162,58 @@ def _not_measured(champion: Champion, records: Sequence[TrialRecord]) -> str:
     )
 
 
-def judge(
-    champion: Champion,
-    records: Sequence[TrialRecord],
-    ranking: Sequence[str],
-    resolved: ResolvedSpec,
-    *,
-    drift_check: bool = False,
+def _comparable(record: TrialRecord, workload: tuple[int, int], hardware: str) -> bool:
+    """Whether `record` benchmarked this spec's workload (ISL/OSL) on `hardware`."""
+    return (
+        record.benchmark is not None
+        and (record.benchmark.isl, record.benchmark.osl) == workload
+        and _measured_on(record, hardware)
+    )
+
+
+def _incomparable_verdict(
+    champion: Champion, workload: tuple[int, int], hardware: str, noise_k: float
 ) -> Verdict:
-    """The verdict on `champion` from this run's `records` (every sweep of the run, in order);
-    `ranking`: the slugs in the selection's order, so the best-ranked dominating trial is named.
-    `drift_check`: the run was meant to re-measure the champion, so a run that did not (a failed
-    re-benchmark, another engine built) is `unchecked`, never `ok`. Only numbers of this spec's
-    workload (ISL/OSL) and of the hardware the sweep runs on are compared: others are left out,
-    and the verdict's notes say which."""
-    from enginesweep.flows.trial import hardware_of
+    """The `unchecked` verdict when the champion's own measurement cannot be compared."""
+    measured = (
+        (champion.record.benchmark.isl, champion.record.benchmark.osl) if champion.record.benchmark else None
+    )
+    why = (
+        f"the champion was measured on {champion.record.hardware}, this sweep runs on {hardware}"
+        if measured == workload
+        else f"the champion was measured under another workload than ISL/OSL {workload[0]}/{workload[1]}"
+    )
+    return watch_verdict(
+        champion.slug,
+        [],
+        [],
+        noise_k=noise_k,
+        notes=[f"{why}: nothing compared; promote a trial of this workload and hardware to watch it"],
+        unchecked=f"{why}: its numbers are not comparable",
+    )
 
-    spec = resolved.spec
-    usd = resolved.usd_per_gpu_hour
-    hardware = hardware_of(resolved)
-    workload = (spec.workload.isl.mean, spec.workload.osl.mean)
-    notes: list[str] = []
 
-    def comparable(record: TrialRecord) -> bool:
-        return (
-            record.benchmark is not None
-            and (record.benchmark.isl, record.benchmark.osl) == workload
-            and _measured_on(record, hardware)
-        )
-
-    if not comparable(champion.record):
-        measured = (
-            (champion.record.benchmark.isl, champion.record.benchmark.osl)
-            if champion.record.benchmark
-            else None
-        )
-        why = (
-            f"the champion was measured on {champion.record.hardware}, this sweep runs on {hardware}"
-            if measured == workload
-            else f"the champion was measured under another workload than ISL/OSL {workload[0]}/{workload[1]}"
-        )
-        return watch_verdict(
-            champion.slug,
-            [],
-            [],
-            noise_k=spec.watch.noise_k,
-            notes=[f"{why}: nothing compared; promote a trial of this workload and hardware to watch it"],
-            unchecked=f"{why}: its numbers are not comparable",
-        )
-    history = [r for r in champion.history if comparable(r)]
+def _comparable_history(
+    champion: Champion, workload: tuple[int, int], hardware: str, notes: list[str]
+) -> Champion:
+    """`champion` with only the re-measurements comparable to this run (a note says how many left)."""
+    history = [r for r in champion.history if _comparable(r, workload, hardware)]
     if len(history) < len(champion.history):
         notes.append(
             f"{len(champion.history) - len(history)} earlier re-measurement(s) of the "
             "champion left out: another workload or hardware"
         )
-    champion = champion.model_copy(update={"history": history})
+    return champion.model_copy(update={"history": history})
+
+
+def _split_measured(
+    champion: Champion,
+    records: Sequence[TrialRecord],
+    ranking: Sequence[str],
+    hardware: str,
+    notes: list[str],
+) -> tuple[list[TrialRecord], dict[str, list[TrialRecord]]]:
+    """This run's measurements on `hardware`: the champion engine's, and the others by slug in rank order."""
     measured = _measured(records)
     elsewhere = sorted({f"{r.slug} ({r.hardware})" for r in measured if not _measured_on(r, hardware)})
     if elsewhere:
@@ -236,21 +233,61 @@ def judge(
             f"{champion.content_hash[:12]} -> {built}): it was measured as a candidate; "
             "the champion itself was not"
         )
+    return same, others
+
+
+def _candidates(
+    champion: Champion,
+    others: dict[str, list[TrialRecord]],
+    resolved: ResolvedSpec,
+    notes: list[str],
+) -> list[tuple[str, list[Samples]]]:
+    """The candidates' samples that meet the SLA, by slug; a note for each that does not."""
+    spec = resolved.spec
+    candidates: list[tuple[str, list[Samples]]] = []
+    for slug, group in others.items():
+        found = candidate_samples(champion.reference, group, spec.sla, resolved.usd_per_gpu_hour, spec.watch)
+        if found:
+            candidates.append((slug, found))
+        else:
+            notes.append(f"{slug}: does not meet the SLA, so it cannot dominate")
+    return candidates
+
+
+def judge(
+    champion: Champion,
+    records: Sequence[TrialRecord],
+    ranking: Sequence[str],
+    resolved: ResolvedSpec,
+    *,
+    drift_check: bool = False,
+) -> Verdict:
+    """The verdict on `champion` from this run's `records` (every sweep of the run, in order);
+    `ranking`: the slugs in the selection's order, so the best-ranked dominating trial is named.
+    `drift_check`: the run was meant to re-measure the champion, so a run that did not (a failed
+    re-benchmark, another engine built) is `unchecked`, never `ok`. Only numbers of this spec's
+    workload (ISL/OSL) and of the hardware the sweep runs on are compared: others are left out,
+    and the verdict's notes say which."""
+    spec = resolved.spec
+    hardware = resolved.hardware
+    workload = (spec.workload.isl.mean, spec.workload.osl.mean)
+    if not _comparable(champion.record, workload, hardware):
+        return _incomparable_verdict(champion, workload, hardware, spec.watch.noise_k)
+    # The notes keep the order the checks run in: history, hardware, engine, reference, SLA.
+    notes: list[str] = []
+    champion = _comparable_history(champion, workload, hardware, notes)
+    same, others = _split_measured(champion, records, ranking, hardware, notes)
     samples, misses, more = (
-        champion_samples(champion.reference, same, spec.sla, usd, spec.watch) if same else ([], [], [])
+        champion_samples(champion.reference, same, spec.sla, resolved.usd_per_gpu_hour, spec.watch)
+        if same
+        else ([], [], [])
     )
     if same and not champion.history:
         notes.append(
             "the reference is the champion's one measurement at its sweep: the noise "
             "between runs is not known yet (later checks add theirs to the spread)"
         )
-    candidates = []
-    for slug, group in others.items():
-        found = candidate_samples(champion.reference, group, spec.sla, usd, spec.watch)
-        if found:
-            candidates.append((slug, found))
-        else:
-            notes.append(f"{slug}: does not meet the SLA, so it cannot dominate")
+    candidates = _candidates(champion, others, resolved, notes)
     unchecked = _not_measured(champion, records) if drift_check and not same else None
     return watch_verdict(
         champion.slug,

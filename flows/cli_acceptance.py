@@ -37,6 +37,7 @@ VERSIONED = (
 
 
 def _versions() -> dict[str, str | None]:
+    """The installed version of each package in VERSIONED (None when it is not installed)."""
     found: dict[str, str | None] = {}
     for name in VERSIONED:
         try:
@@ -137,6 +138,7 @@ def _sweep(
 
 
 def _markdown(summary: dict[str, Any]) -> str:
+    """The summary as `summary.md`."""
     lines = [
         f"# GPU acceptance: {summary['verdict']}",
         "",
@@ -174,6 +176,86 @@ def _markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _resolve_stacks(spec: str, sets: list[str]) -> dict[str, Any]:
+    """The spec resolved once per GPU stack; a spec error fails the command."""
+    from enginesweep.build_configs.loading import SpecError, load_spec
+
+    resolved = {}
+    for stack in STACKS:
+        try:  # each stack's own view: its server settings and sweep size
+            resolved[stack] = load_spec(spec, [*sets, f"stack={stack}"])
+        except SpecError as exc:
+            raise _fail(str(exc)) from None
+    return resolved
+
+
+def _doctor(resolved: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Print each stack's doctor report; its checks as JSON, by stack."""
+    from enginesweep.flows.gpu_doctor import as_json, diagnose
+
+    found = {}
+    for stack in STACKS:
+        out.print(f"== enginesweep doctor --stack {stack}", highlight=False)
+        checks = diagnose(stack, resolved[stack])
+        for check in checks:
+            out.print(check.line(), highlight=False, markup=False, soft_wrap=True)
+        found[stack] = as_json(checks)["checks"]
+    return found
+
+
+def _catalog_target(gpu: str | None, names: list[str], out_dir: Path, summary: dict[str, Any]) -> str:
+    """The catalog GPU to plan with; without a GPU or a catalog entry, write the summary and fail."""
+    from enginesweep.build_configs.gpus import catalog_name, gpu_catalog
+
+    if not names:
+        summary["verdict"] = "no GPU"
+        _write(out_dir, summary)
+        raise _fail(
+            "no GPU: nvidia-smi lists none here, so nothing can be accepted on this machine; "
+            "run this inside NVIDIA's image on a GPU host (README, 'On a GPU machine')",
+            code=1,
+        )
+    target = gpu or catalog_name(names[0])
+    if target is None or target not in gpu_catalog():
+        summary["verdict"] = "no catalog entry"
+        _write(out_dir, summary)
+        raise _fail(
+            f"--gpu: {names[0]} has no entry of its own in the GPU catalog; pass --gpu with "
+            f"the closest one ({', '.join(n for n in gpu_catalog() if n != 'cpu')}): the "
+            f"numbers stay labelled with {names[0]}"
+        )
+    return target
+
+
+def _sweeps(
+    spec: str, resolved: dict[str, Any], sets: list[str], summary: dict[str, Any], out_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """The acceptance sweep of each stack whose doctor checks all pass (the others skipped)."""
+    gpu_name, target = summary["gpu"], summary["catalog_gpu"]
+    sweeps: dict[str, dict[str, Any]] = {}
+    for stack in STACKS:
+        failed = [c["name"] for c in summary["doctor"][stack] if not c["ok"]]
+        if failed:
+            sweeps[stack] = {
+                "status": "skipped",
+                "trials": [],
+                "reason": f"doctor checks failed: {', '.join(failed)}",
+            }
+            continue
+        out.print(f"== {SPEC} on {stack} ({gpu_name})", highlight=False)
+        sweeps[stack] = _sweep(spec, resolved[stack].spec.name, sets, stack, target, out_dir, gpu_name)
+    return sweeps
+
+
+def _passed(summary: dict[str, Any]) -> bool:
+    """Whether every doctor check, the gpu test tier (when run) and every sweep passed."""
+    return (
+        all(c["ok"] for checks in summary["doctor"].values() for c in checks)
+        and summary.get("gpu_tests", {"status": "passed"})["status"] == "passed"
+        and all(s["status"] == "passed" for s in summary["sweeps"].values())
+    )
+
+
 @app.command("gpu-acceptance")
 def gpu_acceptance(
     out_dir: Annotated[
@@ -199,67 +281,20 @@ def gpu_acceptance(
 ) -> None:
     """On a GPU host: doctor, the gpu test tier and a small real sweep of each GPU stack on the
     demo model, with a summary of versions, pass/fail and numbers measured on this GPU."""
-    from enginesweep.build_configs.gpus import catalog_name, gpu_catalog
-    from enginesweep.build_configs.loading import SpecError, load_spec
-    from enginesweep.flows.gpu_doctor import as_json, diagnose
-
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The summary's keys keep this order in summary.json: versions, doctor, spec, gpu, then the rest.
     summary: dict[str, Any] = {"versions": _versions(), "doctor": {}, "spec": spec}
-    resolved = {}
-    for stack in STACKS:
-        try:  # each stack's own view: its server settings and sweep size
-            resolved[stack] = load_spec(spec, [*(set_ or []), f"stack={stack}"])
-        except SpecError as exc:
-            raise _fail(str(exc)) from None
-    for stack in STACKS:
-        out.print(f"== enginesweep doctor --stack {stack}", highlight=False)
-        checks = diagnose(stack, resolved[stack])
-        for check in checks:
-            out.print(check.line(), highlight=False, markup=False, soft_wrap=True)
-        summary["doctor"][stack] = as_json(checks)["checks"]
+    resolved = _resolve_stacks(spec, set_ or [])
+    summary["doctor"] = _doctor(resolved)
     names = _gpu_names()
     summary["gpu"] = names[0] if names else None
-    if not names:
-        summary["verdict"] = "no GPU"
-        _write(out_dir, summary)
-        raise _fail(
-            "no GPU: nvidia-smi lists none here, so nothing can be accepted on this machine; "
-            "run this inside NVIDIA's image on a GPU host (README, 'On a GPU machine')",
-            code=1,
-        )
-    target = gpu or catalog_name(names[0])
-    if target is None or target not in gpu_catalog():
-        summary["verdict"] = "no catalog entry"
-        _write(out_dir, summary)
-        raise _fail(
-            f"--gpu: {names[0]} has no entry of its own in the GPU catalog; pass --gpu with "
-            f"the closest one ({', '.join(n for n in gpu_catalog() if n != 'cpu')}): the "
-            f"numbers stay labelled with {names[0]}"
-        )
-    summary["catalog_gpu"] = target
+    summary["catalog_gpu"] = _catalog_target(gpu, names, out_dir, summary)
     if not skip_tests:
         out.print("== the gpu test tier", highlight=False)
         summary["gpu_tests"] = _gpu_tests(out_dir)
         out.print(f"gpu tests: {summary['gpu_tests']['status']}", highlight=False)
-    summary["sweeps"] = {}
-    for stack in STACKS:
-        failed = [c["name"] for c in summary["doctor"][stack] if not c["ok"]]
-        if failed:
-            summary["sweeps"][stack] = {
-                "status": "skipped",
-                "trials": [],
-                "reason": f"doctor checks failed: {', '.join(failed)}",
-            }
-            continue
-        out.print(f"== {SPEC} on {stack} ({names[0]})", highlight=False)
-        summary["sweeps"][stack] = _sweep(
-            spec, resolved[stack].spec.name, set_ or [], stack, target, out_dir, names[0]
-        )
-    passed = (
-        all(c["ok"] for checks in summary["doctor"].values() for c in checks)
-        and summary.get("gpu_tests", {"status": "passed"})["status"] == "passed"
-        and all(s["status"] == "passed" for s in summary["sweeps"].values())
-    )
+    summary["sweeps"] = _sweeps(spec, resolved, set_ or [], summary, out_dir)
+    passed = _passed(summary)
     summary["verdict"] = "passed" if passed else "failed"
     _write(out_dir, summary)
     out.print(f"GPU acceptance {summary['verdict']}: {out_dir / 'summary.md'}", highlight=False)
@@ -268,5 +303,6 @@ def gpu_acceptance(
 
 
 def _write(folder: Path, summary: dict[str, Any]) -> None:
+    """`summary.json` and `summary.md` in `folder`."""
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "summary.md").write_text(_markdown(summary))

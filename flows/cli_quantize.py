@@ -13,12 +13,69 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.flows.cli_common import _fail, app, err
+
+if TYPE_CHECKING:
+    from enginesweep.engines.quantize.recipes import QuantRecipe
+
+
+def _check_paths(model: Path, export_dir: Path) -> None:
+    """Fail unless `model` is a checkpoint folder and `export_dir` is free."""
+    if not (model / "config.json").is_file():
+        raise _fail(f"--model: {model} holds no config.json (a local Hugging Face checkpoint folder)")
+    if export_dir.exists():
+        raise _fail(f"--export-dir: {export_dir} exists; remove it or name another folder")
+
+
+def _calibration_texts(
+    quant: QuantFormat, kv_cache: KVCacheFormat, calib_dataset: Path, calib_size: int
+) -> list[str]:
+    """The calibration texts, once the newest contract accepts the formats; fail otherwise."""
+    from enginesweep.build_configs.trial import TrialConfig
+    from enginesweep.engines.llmapi.commands import ptq_formats
+    from enginesweep.engines.quantize.hf_export import ExportError, local_texts
+    from enginesweep.engines.trtllm.contract import ContractError, contracts
+
+    config = TrialConfig(
+        quant=quant, kv_cache=kv_cache, tp=1, pp=1, max_batch_size=1, max_num_tokens=1, max_seq_len=2
+    )
+    try:
+        ptq_formats(contracts()[max(contracts())], config)
+        return local_texts(calib_dataset, calib_size)
+    except (ContractError, ExportError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _export(
+    model: Path, recipe: QuantRecipe, export_dir: Path, texts: list[str], seq_len: int
+) -> dict[str, Any]:
+    """Quantize into `<export_dir>.partial`, renamed when whole; returns the written quant config."""
+    from enginesweep.engines.quantize.hf_export import ExportError, export_unified_hf
+
+    partial = export_dir.with_name(export_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        written = export_unified_hf(
+            model,
+            recipe,
+            partial,
+            calibration_texts=texts,
+            seq_len=seq_len,
+            log=lambda line: err.print(line, highlight=False, markup=False),
+        )
+    except ExportError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise _fail(str(exc), code=1) from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # nothing half-written under either name
+        raise
+    partial.rename(export_dir)
+    return written
 
 
 @app.command()
@@ -49,43 +106,12 @@ def quantize(
     (what the stack does in-process; offline, on a local calibration folder)."""
     # Before transformers and datasets are imported: they read these once.
     os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    from enginesweep.build_configs.trial import TrialConfig
-    from enginesweep.engines.llmapi.commands import ptq_formats
-    from enginesweep.engines.quantize.hf_export import ExportError, export_unified_hf, local_texts
     from enginesweep.engines.quantize.recipes import QuantRecipe
-    from enginesweep.engines.trtllm.contract import ContractError, contracts
 
-    if not (model / "config.json").is_file():
-        raise _fail(f"--model: {model} holds no config.json (a local Hugging Face checkpoint folder)")
-    if export_dir.exists():
-        raise _fail(f"--export-dir: {export_dir} exists; remove it or name another folder")
-    config = TrialConfig(
-        quant=quant, kv_cache=kv_cache, tp=1, pp=1, max_batch_size=1, max_num_tokens=1, max_seq_len=2
-    )
-    try:
-        ptq_formats(contracts()[max(contracts())], config)
-        texts = local_texts(calib_dataset, calib_size)
-    except (ContractError, ExportError) as exc:
-        raise _fail(str(exc)) from None
+    _check_paths(model, export_dir)
+    texts = _calibration_texts(quant, kv_cache, calib_dataset, calib_size)
     recipe = QuantRecipe(quant=quant, kv_cache=kv_cache, awq_block_size=awq_block_size)
-    partial = export_dir.with_name(export_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        written = export_unified_hf(
-            model,
-            recipe,
-            partial,
-            calibration_texts=texts,
-            seq_len=calib_seq_len,
-            log=lambda line: err.print(line, highlight=False, markup=False),
-        )
-    except ExportError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise _fail(str(exc), code=1) from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # nothing half-written under either name
-        raise
-    partial.rename(export_dir)
+    written = _export(model, recipe, export_dir, texts, calib_seq_len)
     quantization = written.get("quantization", {})
     err.print(
         f"wrote {export_dir}: quant_algo {quantization.get('quant_algo')}, kv_cache_quant_algo "

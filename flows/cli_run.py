@@ -8,14 +8,21 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from enginesweep.build_configs.loading import SpecError, load_spec
+from enginesweep.build_configs.loading import ResolvedSpec, SpecError, load_spec
 from enginesweep.flows.cli_common import ConfigArg, JsonOpt, SetOpt, _fail, app, err, handle_sigterm, out
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from enginesweep.engines.registry import Promotion
+    from enginesweep.engines.stacks.base import Stack
+    from enginesweep.flows.sweep import SweepOutcome
 
 
 @app.command()
@@ -32,14 +39,10 @@ def setup() -> None:
         raise _fail("the reference stack is incomplete (see the table)", code=1)
 
 
-def _preflight_accuracy(resolved, stacks) -> None:
+def _preflight_accuracy(resolved: ResolvedSpec, stacks: list[Stack]) -> None:
     """Unknown accuracy tasks or task paths are bad input: refused before any trial runs."""
-    evaluates = [
-        s
-        for s in stacks
-        if s.measures_accuracy or hasattr(s, "accuracy_command") or getattr(s, "accuracy_by_serving", False)
-    ]
-    if not evaluates or not resolved.spec.accuracy.tasks:
+    # Every stack scores the tasks its own way (`Stack.accuracy_mode`), so any stack needs them.
+    if not stacks or not resolved.spec.accuracy.tasks:
         return
     from enginesweep.engines import textdata
     from enginesweep.evaluation.accuracy.harness import TaskError
@@ -70,7 +73,8 @@ def trial(
     from enginesweep.engines.stacks import StackUnavailable, get_stack
     from enginesweep.evaluation.reports.trial_tables import trial_table
     from enginesweep.flows.preflight import PreflightError, check_workspace
-    from enginesweep.flows.trial import TrialError, run_trial  # heavy imports only for this verb
+    from enginesweep.flows.trial import run_trial  # heavy imports only for this verb
+    from enginesweep.flows.trial_inputs import TrialError
 
     try:
         check_workspace(resolved.spec.workspace.resolve())
@@ -104,24 +108,8 @@ def trial(
         out.print(trial_table(record))
 
 
-@app.command()
-def run(
-    config: ConfigArg,
-    set_: SetOpt = None,
-    rebenchmark: Annotated[
-        bool,
-        typer.Option(
-            "--rebenchmark", help="Benchmark unchanged trials again (their bundles and accuracy are kept)."
-        ),
-    ] = False,
-    rerun: Annotated[
-        bool,
-        typer.Option("--rerun", help="Run every trial again, reusing nothing but quantized checkpoints."),
-    ] = False,
-) -> None:
-    """Run the whole sweep as a Prefect flow: every feasible trial, MLflow tracking, selection
-    under the SLA, promotion of the champion. Trials whose inputs are unchanged since a
-    successful run are reused, not run again. Exit 0 complete, 3 partial (a trial failed)."""
+def _resolve_runnable(config: str, set_: list[str] | None) -> tuple[ResolvedSpec, list[Stack]]:
+    """The spec and its stacks, once every check that can refuse before a trial starts passed."""
     try:
         resolved = load_spec(config, set_ or [])
         resolved.gpu  # noqa: B018 - several target GPUs and no run_on: refuse before starting
@@ -143,23 +131,35 @@ def run(
     except (PreflightError, LayoutError) as exc:
         raise _fail(str(exc)) from None
     _preflight_accuracy(resolved, stacks)
+    return resolved, stacks
+
+
+def _run_sweep(
+    config: str, set_: list[str] | None, resolved: ResolvedSpec, *, rerun: bool, rebenchmark: bool
+) -> SweepOutcome:
+    """Start Prefect's local API and run the sweep flow with live progress; Ctrl-C exits 130."""
     from enginesweep.flows.prefect_env import configure_prefect, start_ephemeral_api
 
     configure_prefect(resolved.spec.workspace)
     _quiet_libraries()
     handle_sigterm()
     start_ephemeral_api(resolved.spec.workspace)
-    from enginesweep.evaluation.selection.render import selection_table
     from enginesweep.flows.progress_view import SweepProgress
     from enginesweep.flows.sweep import sweep_flow
 
     try:
         # Live table on a terminal, one plain line per event in a log.
         with SweepProgress(out, warn=lambda message: err.print(message, markup=False, highlight=False)):
-            outcome = sweep_flow(config, set_ or [], rerun=rerun, rebenchmark=rebenchmark)
+            return sweep_flow(config, set_ or [], rerun=rerun, rebenchmark=rebenchmark)
     except KeyboardInterrupt:
         err.print("interrupted: every server and load generator was stopped")
         raise typer.Exit(130) from None
+
+
+def _print_sweep_outcome(config: str, resolved: ResolvedSpec, outcome: SweepOutcome) -> None:
+    """The selection, the champion (or why none) and where MLflow keeps the run."""
+    from enginesweep.evaluation.selection.render import selection_table
+
     out.print(selection_table(outcome.selection))
     if outcome.promoted_version:
         out.print(
@@ -174,17 +174,101 @@ def run(
         f"{outcome.parent_run_id}\nopen the UI: enginesweep ui {config}",
         highlight=False,
     )
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    rebenchmark: Annotated[
+        bool,
+        typer.Option(
+            "--rebenchmark", help="Benchmark unchanged trials again (their bundles and accuracy are kept)."
+        ),
+    ] = False,
+    rerun: Annotated[
+        bool,
+        typer.Option("--rerun", help="Run every trial again, reusing nothing but quantized checkpoints."),
+    ] = False,
+) -> None:
+    """Run the whole sweep as a Prefect flow: every feasible trial, MLflow tracking, selection
+    under the SLA, promotion of the champion. Trials whose inputs are unchanged since a
+    successful run are reused, not run again. Exit 0 complete, 3 partial (a trial failed)."""
+    resolved, _ = _resolve_runnable(config, set_)
+    outcome = _run_sweep(config, set_, resolved, rerun=rerun, rebenchmark=rebenchmark)
+    _print_sweep_outcome(config, resolved, outcome)
     if outcome.status != "complete":
         err.print(f"sweep {outcome.status}: see the FAILED trial runs")
         raise typer.Exit(3)
 
 
-def _registry_client(config: str, set_: list[str] | None):
+def _registry_client(config: str, set_: list[str] | None) -> tuple[ResolvedSpec, MlflowClient, str]:
+    """The spec, an MLflow client of its tracking store and its registered model's name."""
     resolved = load_spec(config, set_ or [])
     from enginesweep.evaluation.tracking import open_client
     from enginesweep.flows.sweep_settings import registered_model_name, tracking_uri
 
     return resolved, open_client(tracking_uri(resolved)), registered_model_name(resolved)
+
+
+def _trial_bundle(client: MlflowClient, run_id: str) -> str:
+    """The engine bundle folder of trial run `run_id`; fail when the run is unreadable or not a trial."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise _fail(f"run {run_id}: the tracking store cannot be read: {exc}", code=1) from None
+        raise _fail(
+            f"run {run_id}: not found in the spec's tracking store; `enginesweep ui` lists the runs"
+        ) from None
+    bundle = run.data.params.get("bundle_dir")
+    if not bundle:
+        raise _fail(f"run {run_id} has no bundle_dir param: is it an enginesweep trial run?")
+    return bundle
+
+
+def _promotion_tags(run_id: str, objections: list[str], force: bool) -> dict[str, str]:
+    """The version's tags; refuse a trial with objections unless `force` (then they are tagged)."""
+    tags = {"promoted_by": "hand"}
+    if objections and not force:
+        raise _fail(
+            f"run {run_id} is not fit to promote: "
+            + "; ".join(objections)
+            + ". Pass --force to promote it anyway (recorded on the model version)."
+        )
+    if objections:
+        tags.update({"forced": "true", "forced_over": "; ".join(objections)[:5000]})
+    return tags
+
+
+def _register(
+    client: MlflowClient,
+    name: str,
+    run_id: str,
+    bundle: str,
+    resolved: ResolvedSpec,
+    tags: dict[str, str],
+    force: bool,
+) -> Promotion:
+    """Register the bundle as a version of `name` and point the spec's alias at it."""
+    from enginesweep.engines.manifest import ManifestError
+    from enginesweep.engines.registry import PromotionError
+    from enginesweep.engines.registry import promote as promote_bundle
+
+    try:
+        return promote_bundle(
+            client,
+            model_name=name,
+            run_id=run_id,
+            bundle_dir=Path(bundle),
+            alias=resolved.spec.registry.alias,
+            tags=tags,
+            allow_unfinished=force,
+        )
+    except (PromotionError, ManifestError) as exc:
+        raise _fail(str(exc), code=1) from None
 
 
 @app.command()
@@ -210,52 +294,17 @@ def promote(
     except SpecError as exc:
         raise _fail(str(exc)) from None
     configure_prefect(resolved.spec.workspace)
-    from mlflow.exceptions import MlflowException
-
-    from enginesweep.engines.manifest import ManifestError
-    from enginesweep.engines.registry import PromotionError
-    from enginesweep.engines.registry import promote as promote_bundle
-
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise _fail(f"run {run_id}: the tracking store cannot be read: {exc}", code=1) from None
-        raise _fail(
-            f"run {run_id}: not found in the spec's tracking store; `enginesweep ui` lists the runs"
-        ) from None
-    bundle = run.data.params.get("bundle_dir")
-    if not bundle:
-        raise _fail(f"run {run_id} has no bundle_dir param: is it an enginesweep trial run?")
+    bundle = _trial_bundle(client, run_id)
     objections = _promotion_objections(client, run_id, resolved)
-    tags = {"promoted_by": "hand"}
-    if objections and not force:
-        raise _fail(
-            f"run {run_id} is not fit to promote: "
-            + "; ".join(objections)
-            + ". Pass --force to promote it anyway (recorded on the model version)."
-        )
-    overridden = "; ".join(objections)[:5000]
-    if objections:
-        tags.update({"forced": "true", "forced_over": overridden})
-    try:
-        done = promote_bundle(
-            client,
-            model_name=name,
-            run_id=run_id,
-            bundle_dir=Path(bundle),
-            alias=resolved.spec.registry.alias,
-            tags=tags,
-            allow_unfinished=force,
-        )
-    except (PromotionError, ManifestError) as exc:
-        raise _fail(str(exc), code=1) from None
+    tags = _promotion_tags(run_id, objections, force)
+    done = _register(client, name, run_id, bundle, resolved, tags, force)
     if not done.registered:
         out.print(
             f"{name} version {done.version} is already '{done.alias}' (the same engine): nothing changed",
             highlight=False,
         )
         return
+    overridden = "; ".join(objections)[:5000]
     if objections:  # recorded on the run only once the promotion happened
         client.set_tag(run_id, "enginesweep.forced_promotion", overridden)
     forced = f" (forced over: {overridden})" if objections else ""
@@ -301,6 +350,18 @@ def rollback(config: ConfigArg, set_: SetOpt = None) -> None:
     out.print(f"{name}: '{done.alias}' -> version {done.version} (was {done.previous_version})")
 
 
+def _runs_link(uri: str, experiment: str, port: int) -> str:
+    """The page of the experiment's runs in MLflow's model-training view (its UI's `workflowType`
+    parameter; without it, MLflow 3.17 opens every experiment on an empty GenAI overview), or the
+    experiment list in that view before the first sweep made the experiment."""
+    from enginesweep.evaluation.tracking import open_client
+
+    base = f"http://127.0.0.1:{port}/#/experiments"
+    found = open_client(uri).get_experiment_by_name(experiment)
+    where = f"/{found.experiment_id}/runs" if found is not None else ""
+    return f"{base}{where}?workflowType=machine_learning"
+
+
 @app.command()
 def ui(
     config: ConfigArg,
@@ -321,6 +382,16 @@ def ui(
     _check_port_free(port)
     uri = tracking_uri(resolved)
     out.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
+    out.print(
+        f"  the sweep's runs: {_runs_link(uri, resolved.spec.tracking.experiment, port)}", highlight=False
+    )
+    out.print(
+        "  MLflow opens an experiment in its GenAI view (traces) unless the switch at the top of its "
+        "sidebar says 'Model training': choose it once in your browser, then a click on the "
+        "experiment shows its runs",
+        highlight=False,
+    )
+    sys.stdout.flush()  # the link must reach a log file now, not when the server exits
     # Job execution off: with it on, `mlflow server` can leave orphaned consumer processes.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     mlflow = Path(sys.executable).parent / "mlflow"

@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from enginesweep.build_configs.architectures import ArchitectureError, ModelArchitecture, shipped_architecture
-from enginesweep.build_configs.schema import Objective, Stack
-from enginesweep.evaluation.planning import expand
+from enginesweep.build_configs.schema import Objective, Predictor, Stack
+from enginesweep.evaluation.planning import Plan, expand
 from enginesweep.evaluation.planning.adhoc import adhoc_spec
 from enginesweep.evaluation.planning.predictors import PredictorError
 from enginesweep.evaluation.reports.plan_tables import plan_report, size_table
 from enginesweep.flows.cli_common import JsonOpt, _fail, app, out
 from enginesweep.flows.cli_plan import CalibratedOpt, PredictorOpt, RpsOpt, TopKOpt, gpu_list
 
+if TYPE_CHECKING:
+    from enginesweep.build_configs.loading import ResolvedSpec
+
 
 def _architecture(model: str) -> ModelArchitecture:
+    """A config.json or checkpoint folder when `model` is a path, else a shipped architecture."""
     path = Path(model)
     if path.exists():
         return ModelArchitecture.from_file(path)
@@ -34,6 +38,7 @@ def _architecture(model: str) -> ModelArchitecture:
 
 
 def _ints(flag: str, value: str) -> list[int]:
+    """A comma-separated list of positive integers; fail naming `flag` otherwise."""
     try:
         numbers = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
@@ -44,6 +49,7 @@ def _ints(flag: str, value: str) -> list[int]:
 
 
 def _words(value: str) -> list[str]:
+    """A comma-separated list of words, blanks dropped."""
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
@@ -62,6 +68,7 @@ _FLAG_OF = {
 
 
 def _flag(loc: tuple) -> str:
+    """The option a validation error's spec location came from (else the location itself)."""
     dotted = ".".join(str(part) for part in loc if not isinstance(part, int))
     for prefix, flag in _FLAG_OF.items():
         if dotted.startswith(prefix):
@@ -69,95 +76,92 @@ def _flag(loc: tuple) -> str:
     return dotted
 
 
-@app.command()
-def size(
-    model: Annotated[
-        str, typer.Option(help="Shipped architecture name, a config.json, or a checkpoint dir.")
-    ],
-    gpu: Annotated[str, typer.Option(help="GPU catalog name(s), comma-separated (`enginesweep ls gpus`).")],
-    quant: Annotated[str, typer.Option(help="Weight format(s), comma-separated.")] = "bf16",
-    kv_cache: Annotated[str, typer.Option(help="KV-cache format(s), comma-separated.")] = "auto",
-    tp: Annotated[str, typer.Option(help="Tensor-parallel size(s), comma-separated.")] = "1",
-    pp: Annotated[str, typer.Option(help="Pipeline-parallel size(s), comma-separated.")] = "1",
-    isl: Annotated[int, typer.Option(min=1, help="Input tokens per request.")] = 1024,
-    osl: Annotated[int, typer.Option(min=1, help="Output tokens per request.")] = 256,
-    concurrency: Annotated[
-        str, typer.Option(help="Concurrency levels to predict, comma-separated.")
-    ] = "1,8,32,128",
-    ttft_p99_ms: Annotated[float | None, typer.Option(min=0.0, help="SLA: TTFT p99 limit.")] = None,
-    itl_p99_ms: Annotated[float | None, typer.Option(min=0.0, help="SLA: ITL p99 limit.")] = None,
-    objective: Annotated[
-        Objective, typer.Option(help="What --top-k and the comparison rank by.")
-    ] = Objective.MIN_COST_PER_1M_TOKENS,
-    max_batch_size: Annotated[int, typer.Option(min=1)] = 256,
-    max_num_tokens: Annotated[int, typer.Option(min=1)] = 8192,
-    max_seq_len: Annotated[int | None, typer.Option(min=1, help="Default: ISL+OSL.")] = None,
-    gpus: Annotated[
-        int | None, typer.Option(min=1, help="GPUs available (default: the largest TP*PP).")
-    ] = None,
-    awq_block_size: Annotated[int, typer.Option(help="AWQ group size (64 or 128).")] = 128,
-    usd_per_gpu_hour: Annotated[
-        float | None, typer.Option(min=0, help="Override the catalog price (one GPU).")
-    ] = None,
-    stack: Annotated[
-        Stack | None, typer.Option(help="Default: reference on cpu, else trtllm-engine.")
-    ] = None,
-    target_rps: RpsOpt = None,
-    top_k: TopKOpt = None,
-    predictor: PredictorOpt = None,
-    calibrated: CalibratedOpt = None,
-    workspace: Annotated[Path, typer.Option(help="Where `calibrate` keeps its factors.")] = Path(
-        "enginesweep-workspace"
-    ),
-    json_: JsonOpt = False,
-) -> None:
-    """Size deployments: memory, KV capacity, max concurrency under the SLA, predicted latency,
-    throughput and cost, and (with --target-rps) replicas, GPUs and $/hour."""
+# The options' help texts, kept here so that `size`'s signature stays one line per option.
+_HELP_MODEL = "Shipped architecture name, a config.json, or a checkpoint dir."
+_HELP_GPU = "GPU catalog name(s), comma-separated (`enginesweep ls gpus`)."
+_HELP_QUANT = "Weight format(s), comma-separated."
+_HELP_KV_CACHE = "KV-cache format(s), comma-separated."
+_HELP_TP = "Tensor-parallel size(s), comma-separated."
+_HELP_PP = "Pipeline-parallel size(s), comma-separated."
+_HELP_ISL = "Input tokens per request."
+_HELP_OSL = "Output tokens per request."
+_HELP_CONCURRENCY = "Concurrency levels to predict, comma-separated."
+_HELP_TTFT = "SLA: TTFT p99 limit."
+_HELP_ITL = "SLA: ITL p99 limit."
+_HELP_OBJECTIVE = "What --top-k and the comparison rank by."
+_HELP_MAX_SEQ_LEN = "Default: ISL+OSL."
+_HELP_GPUS = "GPUs available (default: the largest TP*PP)."
+_HELP_AWQ = "AWQ group size (64 or 128)."
+_HELP_PRICE = "Override the catalog price (one GPU)."
+_HELP_STACK = "Default: reference on cpu, else trtllm-engine."
+_HELP_WORKSPACE = "Where `calibrate` keeps its factors."
+
+
+def _model_architecture(model: str) -> ModelArchitecture:
+    """The --model architecture; fail when it cannot be read."""
     try:
-        arch = _architecture(model)
+        return _architecture(model)
     except ArchitectureError as exc:
         raise _fail(f"--model: {exc}") from None
+
+
+def _priced_gpus(gpu: str, usd_per_gpu_hour: float | None) -> list[str]:
+    """The --gpu names; fail when one --usd-per-gpu-hour would price several."""
     names = gpu_list(gpu)
     if usd_per_gpu_hour is not None and len(names) > 1:
         raise _fail(
             "--usd-per-gpu-hour: one price is for one GPU; with several --gpu use the "
             "catalog prices, or a spec file with a target.usd_per_gpu_hour mapping"
         )
+    return names
+
+
+def _sizing_spec(
+    arch: ModelArchitecture,
+    names: list[str],
+    *,
+    quant: str,
+    kv_cache: str,
+    tp: str,
+    pp: str,
+    concurrency: str,
+    calibrated: bool | None,
+    **settings: Any,
+) -> ResolvedSpec:
+    """The ad-hoc spec of the options (`settings` go to `adhoc_spec` as they are); a bad value fails."""
     tps, pps = _ints("--tp", tp), _ints("--pp", pp)
     levels = _ints("--concurrency", concurrency)
     try:
-        resolved = adhoc_spec(
+        return adhoc_spec(
             arch,
             names,
             quant=_words(quant),
             kv_cache=_words(kv_cache),
             tp=tps,
             pp=pps,
-            isl=isl,
-            osl=osl,
             concurrency=levels,
-            max_batch_size=max_batch_size,
-            max_num_tokens=max_num_tokens,
-            max_seq_len=max_seq_len,
-            stack=stack,
-            ttft_p99_ms=ttft_p99_ms,
-            itl_p99_ms=itl_p99_ms,
-            objective=objective,
-            gpus_available=gpus,
-            awq_block_size=awq_block_size,
-            usd_per_gpu_hour=usd_per_gpu_hour,
             calibrated=calibrated is not False,
-            workspace=workspace,
+            **settings,
         )
     except ValidationError as exc:
         problems = [
             f"{_flag(tuple(e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
         ]
         raise _fail("; ".join(problems)) from None
+
+
+def _plan(
+    resolved: ResolvedSpec, top_k: int | None, target_rps: float | None, predictor: Predictor | None
+) -> Plan:
+    """The plan of the ad-hoc spec; a predictor error fails."""
     try:
-        plan = expand(resolved, top_k=top_k, target_request_rate=target_rps, predictor=predictor)
+        return expand(resolved, top_k=top_k, target_request_rate=target_rps, predictor=predictor)
     except PredictorError as exc:
         raise _fail(str(exc)) from None
+
+
+def _print_sizing(plan: Plan, objective: Objective, json_: bool) -> None:
+    """One configuration's sizing sheet, or several's comparison (as JSON with --json)."""
     single = len(plan.trials) == 1
     if json_:
         sys.stdout.write((plan.trials[0] if single else plan).model_dump_json(indent=2) + "\n")
@@ -169,3 +173,61 @@ def size(
     else:
         for renderable in plan_report(plan, objective):
             out.print(renderable)
+
+
+@app.command()
+def size(
+    model: Annotated[str, typer.Option(help=_HELP_MODEL)],
+    gpu: Annotated[str, typer.Option(help=_HELP_GPU)],
+    quant: Annotated[str, typer.Option(help=_HELP_QUANT)] = "bf16",
+    kv_cache: Annotated[str, typer.Option(help=_HELP_KV_CACHE)] = "auto",
+    tp: Annotated[str, typer.Option(help=_HELP_TP)] = "1",
+    pp: Annotated[str, typer.Option(help=_HELP_PP)] = "1",
+    isl: Annotated[int, typer.Option(min=1, help=_HELP_ISL)] = 1024,
+    osl: Annotated[int, typer.Option(min=1, help=_HELP_OSL)] = 256,
+    concurrency: Annotated[str, typer.Option(help=_HELP_CONCURRENCY)] = "1,8,32,128",
+    ttft_p99_ms: Annotated[float | None, typer.Option(min=0.0, help=_HELP_TTFT)] = None,
+    itl_p99_ms: Annotated[float | None, typer.Option(min=0.0, help=_HELP_ITL)] = None,
+    objective: Annotated[Objective, typer.Option(help=_HELP_OBJECTIVE)] = Objective.MIN_COST_PER_1M_TOKENS,
+    max_batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    max_num_tokens: Annotated[int, typer.Option(min=1)] = 8192,
+    max_seq_len: Annotated[int | None, typer.Option(min=1, help=_HELP_MAX_SEQ_LEN)] = None,
+    gpus: Annotated[int | None, typer.Option(min=1, help=_HELP_GPUS)] = None,
+    awq_block_size: Annotated[int, typer.Option(help=_HELP_AWQ)] = 128,
+    usd_per_gpu_hour: Annotated[float | None, typer.Option(min=0, help=_HELP_PRICE)] = None,
+    stack: Annotated[Stack | None, typer.Option(help=_HELP_STACK)] = None,
+    target_rps: RpsOpt = None,
+    top_k: TopKOpt = None,
+    predictor: PredictorOpt = None,
+    calibrated: CalibratedOpt = None,
+    workspace: Annotated[Path, typer.Option(help=_HELP_WORKSPACE)] = Path("enginesweep-workspace"),
+    json_: JsonOpt = False,
+) -> None:
+    """Size deployments: memory, KV capacity, max concurrency under the SLA, predicted latency,
+    throughput and cost, and (with --target-rps) replicas, GPUs and $/hour."""
+    arch = _model_architecture(model)
+    names = _priced_gpus(gpu, usd_per_gpu_hour)
+    resolved = _sizing_spec(
+        arch,
+        names,
+        quant=quant,
+        kv_cache=kv_cache,
+        tp=tp,
+        pp=pp,
+        concurrency=concurrency,
+        calibrated=calibrated,
+        isl=isl,
+        osl=osl,
+        max_batch_size=max_batch_size,
+        max_num_tokens=max_num_tokens,
+        max_seq_len=max_seq_len,
+        stack=stack,
+        ttft_p99_ms=ttft_p99_ms,
+        itl_p99_ms=itl_p99_ms,
+        objective=objective,
+        gpus_available=gpus,
+        awq_block_size=awq_block_size,
+        usd_per_gpu_hour=usd_per_gpu_hour,
+        workspace=workspace,
+    )
+    _print_sizing(_plan(resolved, top_k, target_rps, predictor), objective, json_)

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from enginesweep.engines.locks import try_lock
+from enginesweep.engines.store import STORES, TMP_SUFFIX, Workspace, entry_lock
 from enginesweep.evaluation.records import TrialRecord
-
-STORES = ("bundles", "quantized")
 
 
 class GcBusy(RuntimeError):
@@ -42,7 +41,7 @@ def referenced_by_records(workspace: Path) -> tuple[set[Path], list[str]]:
     read (it then keeps everything: a record it cannot read might name anything)."""
     names: set[Path] = set()
     unreadable: list[str] = []
-    for path in sorted((workspace / "sweeps").glob("*/*/record.json")):
+    for path in Workspace(workspace).records():
         try:
             record = TrialRecord.load(path)
         except (OSError, ValueError) as exc:
@@ -71,12 +70,6 @@ def _bundle_hash(entry: Path) -> str | None:
         return None
 
 
-def _entry_lock(entry: Path) -> Path:
-    """The key lock of a store entry: `x`, `x.tmp` (half-built) and `x-build.log` share `x`'s."""
-    name = entry.name.removesuffix(".tmp").removesuffix("-build.log")
-    return entry.parent / ".locks" / f"{name}.lock"
-
-
 def _size(paths: Iterable[Path], seen: set[tuple[int, int]], linked_elsewhere: set[tuple[int, int]]) -> int:
     total = 0
     for path in paths:
@@ -101,11 +94,11 @@ def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport
         return report
     doomed: list[Path] = []
     for store in STORES:
-        root = workspace / store
+        root = Workspace(workspace).store(store)
         if not root.is_dir():
             continue
         for entry in sorted(p for p in root.iterdir() if p.name != ".locks"):
-            crash_leftover = entry.name.endswith(".tmp")
+            crash_leftover = entry.name.endswith(TMP_SUFFIX)
             keep = not crash_leftover and (
                 entry.resolve() in referenced
                 or (store == "bundles" and _bundle_hash(entry) in registered)
@@ -125,7 +118,7 @@ def collect(workspace: Path, *, registered: set[str], dry_run: bool) -> GcReport
     seen: set[tuple[int, int]] = set()
     for entry in doomed:
         # Held while deleting: a build that starts now waits, then finds nothing and rebuilds.
-        with try_lock(_entry_lock(entry)) as taken:
+        with try_lock(entry_lock(entry)) as taken:
             if not taken:
                 report.skipped.append((entry, "in use by another run (its lock is held)"))
                 continue

@@ -128,14 +128,13 @@ def run_on_gpus(
 
 def failed_record(resolved: ResolvedSpec, planned: PlannedTrial, error: str) -> TrialRecord:
     """The record of a trial that failed before it could record anything itself."""
-    from enginesweep.flows.trial import hardware_of
 
     return TrialRecord(
         slug=planned.slug,
         sweep=resolved.spec.name,
         stack=planned.stack,
         model=resolved.architecture.name,
-        hardware=hardware_of(resolved),
+        hardware=resolved.hardware,
         status="failed",
         error=error,
         config=planned.config.model_dump(mode="json"),

@@ -82,9 +82,9 @@ def model_revision(resolved: ResolvedSpec) -> tuple[str, str]:
 
 def runtime_version() -> str:
     """The library versions every trial key holds, as one comparable string."""
-    from enginesweep.flows.trial import key_versions
+    from enginesweep.engines.versions import package_versions
 
-    return ", ".join(f"{name}={version}" for name, version in sorted(key_versions().items()))
+    return ", ".join(f"{name}={version}" for name, version in sorted(package_versions().items()))
 
 
 def spec_hash(resolved: ResolvedSpec) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from enginesweep.build_configs.loading import ResolvedSpec
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
 from enginesweep.build_configs.schema import SweepSpec
 from enginesweep.build_configs.trial import TrialConfig
@@ -28,9 +29,16 @@ from enginesweep.engines import progress
 from enginesweep.engines.compat import refuse_mismatch
 from enginesweep.engines.locks import key_lock
 from enginesweep.engines.manifest import inputs_hash
-from enginesweep.engines.stacks import BuildResult
+from enginesweep.engines.progress import StageClock
+from enginesweep.engines.stacks import BuildResult, Stack
+from enginesweep.engines.stacks.base import Server
+from enginesweep.engines.store import Workspace, get_or_build
+from enginesweep.engines.versions import ACCURACY_PACKAGES, versions_of
 from enginesweep.evaluation.accuracy.external import cached
+from enginesweep.evaluation.accuracy.trial_accuracy import AccuracyInputs
 from enginesweep.evaluation.accuracy.variant import tasks_fingerprint
+from enginesweep.evaluation.planning import PlannedTrial
+from enginesweep.evaluation.planning.expand import trial_slug
 from enginesweep.evaluation.records import AccuracyResult
 from enginesweep.evaluation.selection.accuracy_gate import is_baseline
 
@@ -82,7 +90,7 @@ class ServedAccuracy:
     def __init__(
         self,
         *,
-        stack: Any,
+        stack: Stack,
         spec: SweepSpec,
         cfg: TrialConfig,
         checkpoint: dict[str, Any],
@@ -113,7 +121,42 @@ class ServedAccuracy:
         self.variant: AccuracyResult | None = None
         self.variant_seconds = 0.0
 
-    def evaluate_variant(self, server: Any, model: str) -> None:
+    @classmethod
+    def for_trial(
+        cls,
+        stack: Stack,
+        resolved: ResolvedSpec,
+        planned: PlannedTrial,
+        inputs: AccuracyInputs,
+        corpus: Path,
+        workspace: Workspace,
+        log: Callable[[str], None],
+    ) -> ServedAccuracy:
+        """The served accuracy of trial `planned`; its baseline engine, when it must be served,
+        comes from the same store as the trial's bundle (built there once)."""
+
+        def baseline_bundle(base: TrialConfig) -> BuildResult:
+            slug = trial_slug(planned.model, base)
+            source = (inputs.source_dir, inputs.checkpoint)
+            # The baseline's quantize/build are not this trial's stages: a clock of their own.
+            clock = StageClock(log)
+            return get_or_build(stack, resolved, base, slug, source, corpus, workspace, clock, log).build
+
+        return cls(
+            stack=stack,
+            spec=resolved.spec,
+            cfg=planned.config,
+            checkpoint=inputs.checkpoint,
+            include_paths=inputs.include_paths,
+            workspace=workspace.root,
+            trial_dir=workspace.trial_dir(resolved.spec.name, planned.slug),
+            hardware=inputs.hardware,
+            versions=versions_of(ACCURACY_PACKAGES),
+            baseline_bundle=baseline_bundle,
+            log=log,
+        )
+
+    def evaluate_variant(self, server: Server) -> None:
         """Score the trial's engine on its running server (after the benchmark)."""
         start = time.perf_counter()
         accuracy = self.spec.accuracy
@@ -123,7 +166,7 @@ class ServedAccuracy:
             f"the running server, {self.concurrency} requests at once (lm-eval log: {log_file})"
         )
         progress.stage_started("accuracy")
-        self.variant = self._evaluate(server, model, log_file)
+        self.variant = self._evaluate(server, log_file)
         for name, reason in self.variant.skipped_tasks.items():
             self.log(f"  accuracy: task {name} skipped: {reason}")
         self.variant_seconds = round(time.perf_counter() - start, 3)
@@ -161,16 +204,15 @@ class ServedAccuracy:
         work = self.workspace / "accuracy" / f"served-baseline-{self.key}"
         repo = self.stack.write_model_repository(build, work / "triton_repo")
         with self.stack.server(repo, work / "server") as server:
-            model = getattr(server, "model", None) or self.stack.served_model
-            return self._evaluate(server, model, work / "lm_eval.log")
+            return self._evaluate(server, work / "lm_eval.log")
 
-    def _evaluate(self, server: Any, model: str, log_file: Path) -> AccuracyResult:
+    def _evaluate(self, server: Server, log_file: Path) -> AccuracyResult:
         # lm-eval is imported only when a trial measures accuracy this way.
         from enginesweep.evaluation.accuracy.served import evaluate_served, served_endpoint
 
         accuracy = self.spec.accuracy
         return evaluate_served(
-            served_endpoint(server.url, model, getattr(server, "endpoint", None)),
+            served_endpoint(server.url, server.model, server.endpoint),
             tasks=list(accuracy.tasks),
             include_paths=self.include_paths,
             limit=accuracy.task_limit,

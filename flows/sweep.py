@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -55,7 +56,8 @@ from enginesweep.flows.sweep_owner import (
 )
 from enginesweep.flows.sweep_reporting import report_sweep
 from enginesweep.flows.sweep_settings import registered_model_name, tracking_uri
-from enginesweep.flows.trial import checkpoint_source, hardware_of, run_trial
+from enginesweep.flows.trial import run_trial
+from enginesweep.flows.trial_inputs import checkpoint_source
 
 # Inputs are specs and records, not hashable data: no task caching until the content-addressed
 # store lands (the reliability issue).
@@ -151,7 +153,7 @@ def select_task(records: list[TrialRecord], resolved: ResolvedSpec) -> Selection
         resolved.spec.sla,
         usd_per_gpu_hour=resolved.usd_per_gpu_hour,
         target_request_rate=resolved.spec.planner.target_request_rate,
-        hardware=hardware_of(resolved),
+        hardware=resolved.hardware,
     )
 
 
@@ -218,17 +220,7 @@ def sweep_flow(
                 spec.name,
                 spec_yaml=spec_yaml,
                 plan_json=plan.model_dump_json(indent=2),
-                params={
-                    "stack": ",".join(s.value for s in spec.stack),
-                    "gpu": resolved.gpu.name,
-                    "model": resolved.architecture.name,
-                    "trials": len(plan.trials),
-                    "feasible_trials": len(plan.feasible),
-                    "pruned_trials": len(plan.pruned),
-                    "trials_to_run": len(plan.to_run),
-                    "top_k": plan.top_k,
-                    "planned_gpus": ",".join(plan.gpus),
-                },
+                params=_sweep_params(resolved, plan),
                 tags={FINGERPRINT_TAG: fingerprint, OWNER_TAG: owner_label(owners)},
             ),
             held,
@@ -247,6 +239,104 @@ def sweep_flow(
         )
 
 
+def _sweep_params(resolved: ResolvedSpec, plan: Plan) -> dict[str, object]:
+    """The parent run's parameters: what was swept and how much of it runs."""
+    return {
+        "stack": ",".join(s.value for s in resolved.spec.stack),
+        "gpu": resolved.gpu.name,
+        "model": resolved.architecture.name,
+        "trials": len(plan.trials),
+        "feasible_trials": len(plan.feasible),
+        "pruned_trials": len(plan.pruned),
+        "trials_to_run": len(plan.to_run),
+        "top_k": plan.top_k,
+        "planned_gpus": ",".join(plan.gpus),
+    }
+
+
+def _trials_to_run(plan: Plan, only: list[str] | None) -> list[PlannedTrial]:
+    """The plan's trials to run (feasible, not pruned), restricted to `only` when given."""
+    to_run = plan.to_run
+    if only is None:
+        return to_run
+    unknown = sorted(set(only) - {p.slug for p in to_run})
+    if unknown:
+        raise ValueError(f"only: {', '.join(unknown)} not among the trials this sweep runs")
+    return [p for p in to_run if p.slug in set(only)]
+
+
+def _run_trials(
+    resolved: ResolvedSpec,
+    to_run: list[PlannedTrial],
+    tracker: SweepTracker,
+    parent_id: str,
+    logged: dict[str, list],
+    *,
+    reuse: bool,
+    rebenchmark: bool,
+) -> tuple[list[TrialRecord], dict[str, str]]:
+    """Every trial run (or reused), each tracked as a child run as soon as it ends; the records in
+    plan order and slug -> child run id."""
+    on_gpus = [p for p in to_run if p.stack != Stack.REFERENCE.value]
+    check_gpus(resolved, on_gpus)
+    progress.emit(
+        ProgressEvent(
+            kind="planned",
+            slugs=tuple(p.slug for p in to_run),
+            concurrency=trials_at_once(resolved.spec.execution, on_gpus),
+        )
+    )
+    checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
+    runs: dict[str, str] = {}
+
+    def track(record: TrialRecord) -> None:
+        status = "reused" if record.status == "ok" and not record.executed_stages else record.status
+        progress.emit(
+            ProgressEvent(kind="finished", slug=record.slug, status=status, error=record.error or "")
+        )
+        runs[record.slug] = track_trial_task(
+            tracker, parent_id, record, resolved, logged.pop(record.slug, [])
+        )
+
+    if on_gpus:
+        return _gpu_trials(resolved, to_run, checkpoint, track, reuse=reuse, rebenchmark=rebenchmark), runs
+    records = []
+    for planned in to_run:  # feasible, not pruned, on the GPU this sweep runs on
+        records.append(
+            trial_task(resolved, planned.slug, checkpoint, planned, reuse=reuse, rebenchmark=rebenchmark)
+        )
+        track(records[-1])
+    return records, runs
+
+
+def _finish_parent(
+    tracker: SweepTracker,
+    parent_id: str,
+    resolved: ResolvedSpec,
+    plan: Plan,
+    selection: Selection,
+    records: list[TrialRecord],
+) -> str:
+    """Close the parent run with the plan and selection tables; returns the sweep's status."""
+    failed = [r.slug for r in records if r.status != "ok"]
+    status = "partial" if failed else "complete"
+    tracker.finish_sweep(
+        parent_id,
+        status="FINISHED",
+        tables={
+            "plan.txt": plan_report_text(plan, resolved.spec.sla.objective),
+            "selection.txt": selection_table_text(selection),
+            "selection.json": selection.model_dump_json(indent=2),
+        },
+        tags={
+            "enginesweep.status": status,
+            "enginesweep.champion": selection.champion or "none",
+            "enginesweep.failed_trials": ",".join(failed) or "none",
+        },
+    )
+    return status
+
+
 def _sweep(
     resolved: ResolvedSpec,
     plan: Plan,
@@ -263,46 +353,10 @@ def _sweep(
     the child runs it already holds, when resumed)."""
     spec = resolved.spec
     try:
-        to_run = plan.to_run
-        if only is not None:
-            unknown = sorted(set(only) - {p.slug for p in to_run})
-            if unknown:
-                raise ValueError(f"only: {', '.join(unknown)} not among the trials this sweep runs")
-            to_run = [p for p in to_run if p.slug in set(only)]
-        on_gpus = [p for p in to_run if p.stack != Stack.REFERENCE.value]
-        check_gpus(resolved, on_gpus)
-        progress.emit(
-            ProgressEvent(
-                kind="planned",
-                slugs=tuple(p.slug for p in to_run),
-                concurrency=trials_at_once(spec.execution, on_gpus),
-            )
+        to_run = _trials_to_run(plan, only)
+        records, runs = _run_trials(
+            resolved, to_run, tracker, parent_id, logged, reuse=not rerun, rebenchmark=rebenchmark
         )
-        checkpoint = fetch_task(resolved)  # once: every trial uses the same pinned snapshot
-        runs: dict[str, str] = {}
-
-        def track(record: TrialRecord) -> None:
-            status = "reused" if record.status == "ok" and not record.executed_stages else record.status
-            progress.emit(
-                ProgressEvent(kind="finished", slug=record.slug, status=status, error=record.error or "")
-            )
-            runs[record.slug] = track_trial_task(
-                tracker, parent_id, record, resolved, logged.pop(record.slug, [])
-            )
-
-        if all(p.stack == Stack.REFERENCE.value for p in to_run):
-            records = []
-            for planned in to_run:  # feasible, not pruned, on the GPU this sweep runs on
-                records.append(
-                    trial_task(
-                        resolved, planned.slug, checkpoint, planned, reuse=not rerun, rebenchmark=rebenchmark
-                    )
-                )
-                track(records[-1])
-        else:
-            records = _gpu_trials(
-                resolved, to_run, checkpoint, track, reuse=not rerun, rebenchmark=rebenchmark
-            )
         selection = select_task(records, resolved)
         tracker.log_accuracy_gate(runs, selection.rows)
         promotion = (
@@ -313,22 +367,7 @@ def _sweep(
     except BaseException:
         tracker.finish_sweep(parent_id, status="FAILED", tables={}, tags={"enginesweep.status": "failed"})
         raise
-    failed = [r.slug for r in records if r.status != "ok"]
-    status = "partial" if failed else "complete"
-    tracker.finish_sweep(
-        parent_id,
-        status="FINISHED",
-        tables={
-            "plan.txt": plan_report_text(plan, spec.sla.objective),
-            "selection.txt": selection_table_text(selection),
-            "selection.json": selection.model_dump_json(indent=2),
-        },
-        tags={
-            "enginesweep.status": status,
-            "enginesweep.champion": selection.champion or "none",
-            "enginesweep.failed_trials": ",".join(failed) or "none",
-        },
-    )
+    status = _finish_parent(tracker, parent_id, resolved, plan, selection, records)
     report_sweep(
         tracker, parent_id, runs, selection, spec.workspace.resolve(), get_run_logger()
     )  # never raises
@@ -368,41 +407,23 @@ def _gpu_trials(
     # per sweep run so a later run does not read an old one.
     stop_file = workspace / "sweeps" / resolved.spec.name / f".stop-{uuid.uuid4().hex}"
     done: dict[str, TrialRecord] = {}
+    parameters = {
+        "resolved": resolved,
+        "checkpoint": checkpoint,
+        "reuse": reuse,
+        "rebenchmark": rebenchmark,
+        "cwd": os.getcwd(),
+        "stop_file": str(stop_file),
+    }
     with task_runner(execution, len(to_run)) as runner:
         try:
             check_cluster(runner, to_run)
             futures = {}
             for planned in to_run:
                 with gpu_request(execution, planned):
-                    futures[
-                        runner.submit(
-                            trial_task,
-                            parameters={
-                                "resolved": resolved,
-                                "slug": planned.slug,
-                                "checkpoint": checkpoint,
-                                "planned": planned,
-                                "reuse": reuse,
-                                "rebenchmark": rebenchmark,
-                                "cwd": os.getcwd(),
-                                "stop_file": str(stop_file),
-                            },
-                        )
-                    ] = planned
-            while futures:
-                # Short waits, not one long one: a signal's handler runs in this thread only
-                # between them (Prefect's raises TerminationSignal here on SIGTERM).
-                next(iter(futures)).wait(timeout=0.5)
-                raise_if_stopped()
-                for future in [f for f in futures if f.wrapped_future.done()]:
-                    planned = futures.pop(future)
-                    try:
-                        record = future.result()
-                    except Exception as exc:
-                        record = failed_record(resolved, planned, f"{type(exc).__name__}: {exc}")
-                        record.save(workspace / "sweeps" / resolved.spec.name / planned.slug / "record.json")
-                    done[record.slug] = record
-                    track(record)
+                    task = {**parameters, "slug": planned.slug, "planned": planned}
+                    futures[runner.submit(trial_task, parameters=task)] = planned
+            _collect(futures, resolved, done, track)
         except BaseException as exc:
             # Before the runner's exit, which waits for its running tasks: tell them to stop
             # (trials waiting for GPUs give up, running ones stop their process, which saves
@@ -413,3 +434,26 @@ def _gpu_trials(
             raise
     stop_file.unlink(missing_ok=True)  # only after the runner waited for every task
     return [done[p.slug] for p in to_run]
+
+
+def _collect(
+    futures: dict, resolved: ResolvedSpec, done: dict[str, TrialRecord], track: Callable[[TrialRecord], None]
+) -> None:
+    """Wait for the submitted trials, tracking each as it ends; a task that crashed becomes a
+    failed record (never an older one)."""
+    while futures:
+        # Short waits, not one long one: a signal's handler runs in this thread only
+        # between them (Prefect's raises TerminationSignal here on SIGTERM).
+        next(iter(futures)).wait(timeout=0.5)
+        raise_if_stopped()
+        for future in [f for f in futures if f.wrapped_future.done()]:
+            planned = futures.pop(future)
+            try:
+                record = future.result()
+            except Exception as exc:
+                record = failed_record(resolved, planned, f"{type(exc).__name__}: {exc}")
+                record.save(
+                    resolved.spec.workspace / "sweeps" / resolved.spec.name / planned.slug / "record.json"
+                )
+            done[record.slug] = record
+            track(record)

@@ -111,6 +111,30 @@ def serve_command(
     return Command(SERVE_TOOL, [executable, "serve", model_dir, *args])
 
 
+def engine_serve_command(
+    contract: VersionContract,
+    cfg: TrialConfig,
+    *,
+    engine_dir: str,
+    port: int | str,
+    tokenizer: str,
+    kv_fraction: float,
+) -> Command:
+    """`trtllm-serve ENGINE --backend tensorrt` with the engine's TP/PP and the KV-cache share (the
+    limits are the engine's own, fixed at build time)."""
+    extra = [
+        "--tp_size",
+        str(cfg.tp),
+        "--pp_size",
+        str(cfg.pp),
+        "--kv_cache_free_gpu_memory_fraction",
+        str(kv_fraction),
+    ]
+    return serve_command(
+        contract, model_dir=engine_dir, port=port, backend="tensorrt", tokenizer=tokenizer, extra=extra
+    )
+
+
 def _lm_eval_parser() -> argparse.ArgumentParser:
     from lm_eval._cli.harness import HarnessCLI
 

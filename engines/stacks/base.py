@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,8 +20,17 @@ from enginesweep.engines.quantize.modelopt_cpu import QuantizeResult
 from enginesweep.engines.quantize.recipes import QuantRecipe
 from enginesweep.engines.trtllm.layout import Required, check_required
 
-if TYPE_CHECKING:  # a type only: the build side imports nothing of the measure side at run time
+if TYPE_CHECKING:  # types only: a stack module imports what it uses itself
+    from enginesweep.build_configs.schema import Accuracy
     from enginesweep.build_configs.trial import TrialConfig
+    from enginesweep.engines.endpoints import Endpoint
+    from enginesweep.engines.trtllm.commands import Command
+    from enginesweep.engines.trtllm.layout import Layout
+
+AccuracyMode = Literal["in_process", "command", "served"]
+"""How a stack's trials get their accuracy: evaluated in this process on the bundle's model
+(reference), by an lm-eval command out of process on the bundle's checkpoint (trtllm-pytorch), or
+scored through the running server, the engine as served (trtllm-engine: generative tasks only)."""
 
 # name -> "module:Class"; a stack listed in _PLANNED is known but not implemented yet.
 _REGISTRY = {
@@ -72,6 +81,22 @@ class BuildResult(BaseModel):
     build_seconds: float
 
 
+class Server(Protocol):
+    """A running, health-checked inference server (what `Stack.server` yields)."""
+
+    url: str
+    metrics_url: str | None
+    """Where the server exports Prometheus metrics; None when it exports none."""
+    model: str
+    """The model clients call."""
+    endpoint: Endpoint
+    """How the load generator and the accuracy client talk to it."""
+
+    def alive(self) -> bool:
+        """False once the server died."""
+        ...
+
+
 class Stack(Protocol):
     """One runtime: how to quantize, build, lay out a Triton repository and serve."""
 
@@ -101,13 +126,9 @@ class Stack(Protocol):
         target: dict[str, Any],
     ) -> BuildResult: ...
 
-    measures_accuracy: bool
-    """Whether a trial's accuracy can be evaluated in-process on its bundle (reference: yes;
-    engines need lm-eval/trtllm-eval on the GPU, which the accuracy-gate issue brings)."""
-
-    accuracy_by_serving: bool
-    """Whether a trial's tasks are scored through its running server, the engine as served
-    (generative tasks only: no prompt log-probabilities); optional, False when absent."""
+    accuracy_mode: AccuracyMode
+    layout: Layout | None
+    """Where TensorRT-LLM's and Triton's files were found on this host (None: the stack uses none)."""
 
     def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path: ...
 
@@ -126,10 +147,20 @@ class Stack(Protocol):
         (`engines.trtllm.layout.check_required`)."""
         ...
 
-    def server(self, repo_dir: Path, workdir: Path) -> AbstractContextManager[Any]:
-        """A context manager that starts a health-checked server and always stops it; it yields
-        an object with a `url` attribute, an `alive()` method (False once the server died) and
-        `metrics_url` where the server exports metrics."""
+    def bundle_settings(self) -> dict[str, Any]:
+        """The spec's settings a stack writes into its bundles (part of a bundle's store key);
+        empty when it writes none."""
+        ...
+
+    def accuracy_command(
+        self, model_dir: Path, cfg: TrialConfig, accuracy: Accuracy, *, include_path: Path, output_path: Path
+    ) -> Command:
+        """The lm-eval command scoring `model_dir` on the spec's tasks (`accuracy_mode`
+        "command" only; the other stacks raise NotImplementedError)."""
+        ...
+
+    def server(self, repo_dir: Path, workdir: Path) -> AbstractContextManager[Server]:
+        """A context manager that starts a health-checked server and always stops it."""
         ...
 
 
@@ -153,4 +184,4 @@ def get_stack(name: str, spec: Any = None) -> Stack:
 def preflight_stack(stack: Stack, configs: Sequence[TrialConfig], *, accuracy: bool) -> None:
     """Raise LayoutError (every missing file or program, the layouts probed, the fix) before a
     trial of `stack` does any work on this host; nothing when all it will use is there."""
-    check_required(stack.required(configs, accuracy=accuracy), stack.name, getattr(stack, "layout", None))
+    check_required(stack.required(configs, accuracy=accuracy), stack.name, stack.layout)

@@ -61,7 +61,8 @@ class ReferenceStack:
 
     name = "reference"
     served_model = SERVED_MODEL
-    measures_accuracy = True
+    accuracy_mode = "in_process"
+    layout = None  # it uses none of TensorRT-LLM's or Triton's files (pytriton brings its server)
 
     def __init__(self, spec: Any = None) -> None:
         """The reference stack takes no settings from the spec."""
@@ -165,6 +166,16 @@ class ReferenceStack:
         if built_on and built_on != platform.machine():
             problems.append(f"built on {built_on}, this host is {platform.machine()}")
         return problems
+
+    def bundle_settings(self) -> dict[str, Any]:
+        """It writes no spec setting into its bundles."""
+        return {}
+
+    def accuracy_command(self, model_dir: Path, cfg: TrialConfig, accuracy: Any, **_: Path) -> Any:
+        """Not this stack's way (its `accuracy_mode` is 'in_process')."""
+        raise NotImplementedError(
+            f"the {self.name} stack measures accuracy in_process, not by an lm-eval command"
+        )
 
     def server(self, repo_dir: Path, workdir: Path) -> TritonServer:
         return TritonServer(repo_dir, workdir, models=(self.served_model,))

@@ -33,7 +33,7 @@ from enginesweep.build_configs.trial import TrialConfig
 from enginesweep.engines.compat import host_gpu, host_gpu_sm, sm_of, version_mismatches
 from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, Endpoint, triton_endpoint
 from enginesweep.engines.files import write_atomic
-from enginesweep.engines.llmapi.commands import serve_command
+from enginesweep.engines.llmapi.commands import engine_serve_command
 from enginesweep.engines.manifest import Manifest, write_manifest
 from enginesweep.engines.quantize.modelopt_cpu import QuantizeResult
 from enginesweep.engines.quantize.recipes import QuantRecipe
@@ -128,8 +128,7 @@ class TrtllmEngineStack:
 
     name = "trtllm-engine"
     served_model = "ensemble"
-    measures_accuracy = False
-    accuracy_by_serving = True
+    accuracy_mode = "served"
 
     def __init__(
         self,
@@ -368,6 +367,16 @@ class TrtllmEngineStack:
             problems.append(f"built for SM{built_for} ({on}), this host's GPU is SM{here}")
         return problems
 
+    def bundle_settings(self) -> dict[str, Any]:
+        """Its bundles hold no spec setting beyond the build knobs (already in the key)."""
+        return {}
+
+    def accuracy_command(self, model_dir: Path, cfg: TrialConfig, accuracy: Any, **_: Path) -> Any:
+        """Not this stack's way (its `accuracy_mode` is 'served')."""
+        raise NotImplementedError(
+            f"the {self.name} stack measures accuracy served, not by an lm-eval command"
+        )
+
     @contextlib.contextmanager
     def server(self, repo_dir: Path, workdir: Path) -> Iterator[EngineServer]:
         """The trial's server on its own ports, in a session of its own (launch_triton_server.py
@@ -420,20 +429,13 @@ class TrtllmEngineStack:
     def serve_command(self, cfg: TrialConfig, *, engine_dir: Path, tokenizer_dir: Path) -> Command:
         """`trtllm-serve ENGINE --backend tensorrt` with the engine's TP/PP and the KV-cache share
         (the limits are the engine's own, fixed at build time)."""
-        return serve_command(
+        return engine_serve_command(
             self.contract,
-            model_dir=str(engine_dir),
+            cfg,
+            engine_dir=str(engine_dir),
             port=self.http_port,
-            backend="tensorrt",
             tokenizer=str(tokenizer_dir),
-            extra=[
-                "--tp_size",
-                str(cfg.tp),
-                "--pp_size",
-                str(cfg.pp),
-                "--kv_cache_free_gpu_memory_fraction",
-                str(self.build_settings.kv_cache_free_gpu_mem_fraction),
-            ],
+            kv_fraction=self.build_settings.kv_cache_free_gpu_mem_fraction,
         )
 
 

@@ -79,8 +79,8 @@ class TrtllmPytorchStack:
 
     name = "trtllm-pytorch"
     served_model = "tensorrt_llm"
-    measures_accuracy = False
-    """Not in-process: its accuracy is `accuracy_command`, run out of process by the trial."""
+    accuracy_mode = "command"
+    """Its accuracy is `accuracy_command`, run out of process by the trial."""
 
     def __init__(
         self,

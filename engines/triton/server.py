@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from importlib import util
 from pathlib import Path
 
+from enginesweep.engines.endpoints import Endpoint, triton_endpoint
 from enginesweep.engines.processes import (
     STOP_GRACE_S,
     http_ok,
@@ -107,6 +108,20 @@ class TritonServer:
     @property
     def log_path(self) -> Path:
         return self.workdir / "server.log"
+
+    # What a trial's benchmark reads of its server (`engines.stacks.base.Server`).
+    metrics_url = None
+    """No KV-cache metrics to sample: the reference model is a Python backend, not TensorRT-LLM's."""
+
+    @property
+    def model(self) -> str:
+        """The model clients call: the first of `models`."""
+        return self.models[0]
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """TensorRT-LLM's `generate_stream` contract, which the reference model speaks."""
+        return triton_endpoint(self.model)
 
     def command(self) -> list[str]:
         """The exact command line (every address on loopback)."""

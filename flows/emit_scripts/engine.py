@@ -17,12 +17,14 @@ stopped whole, readiness polled, metrics scraped once after the benchmark.
 from __future__ import annotations
 
 import shlex
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from enginesweep.build_configs.loading import ResolvedSpec
-from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, PAYLOAD_TEMPLATE, triton_endpoint
-from enginesweep.engines.llmapi.commands import serve_command
+from enginesweep.build_configs.schema import Build, SweepSpec
+from enginesweep.build_configs.trial import TrialConfig
+from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, PAYLOAD_TEMPLATE, Endpoint, triton_endpoint
+from enginesweep.engines.llmapi.commands import engine_serve_command
 from enginesweep.engines.trtllm.commands import (
     Command,
     TrialPaths,
@@ -45,6 +47,7 @@ from enginesweep.evaluation.planning.records import PlannedTrial
 HTTP_PORT, GRPC_PORT, METRICS_PORT = "$HTTP_PORT", "$GRPC_PORT", "$METRICS_PORT"
 """The server's ports: free ones picked when the script starts (`ports_shell`), or the
 environment's; never a fixed 8000, which another server on the host may hold."""
+_URL = f"http://127.0.0.1:{HTTP_PORT}"
 SERVED_MODEL = "ensemble"
 CALIBRATION_FOLDER = "calibration"
 """Beside the scripts: `train.jsonl`, one `{"text": ...}` row per calibration sample (the split
@@ -118,6 +121,17 @@ def shell_line(command: Command) -> str:
     return "\n".join([*lines, current])
 
 
+@dataclass(frozen=True)
+class _Serving:
+    """How one trial is served: its steps 3 and 4, and what aiperf and the scrape need."""
+
+    repository: str
+    serve_step: str
+    endpoint: Endpoint
+    model_name: str
+    metrics: str
+
+
 def trial_script(
     resolved: ResolvedSpec, trial: PlannedTrial, contract: VersionContract, spec_name: str
 ) -> str:
@@ -125,82 +139,70 @@ def trial_script(
     spec, cfg = resolved.spec, trial.config
     server = spec.execution.engine_server
     paths = script_paths(trial, "$CALIB_DATASET")
-    partial = replace(paths, checkpoint_dir=PurePosixPath(f"{paths.checkpoint_dir}.partial"))
-    checkpoint = checkpoint_command(contract, cfg, spec.build, partial)
-    checkpoint = Command(checkpoint.tool, [*OFFLINE, *checkpoint.argv])
+    checkpoint = _checkpoint_step(contract, cfg, spec.build, paths)
     build = build_command(contract, cfg, paths)
     required = required_files(
         SCRIPT_TOOLS, [cfg], server=server, calib_dataset="$CALIB_DATASET", accuracy=False
     )
-    trial_dir = PurePosixPath("$WORK") / "trials" / trial.slug
-    bench_dir = trial_dir / "benchmark"
-    url = f"http://127.0.0.1:{HTTP_PORT}"
-    if server == "trtllm-serve":
-        serve = serve_command(
-            contract,
-            model_dir=str(paths.engine_dir),
-            port=HTTP_PORT,
-            backend="tensorrt",
-            tokenizer="$MODEL_DIR",
-            extra=[
-                "--tp_size",
-                str(cfg.tp),
-                "--pp_size",
-                str(cfg.pp),
-                "--kv_cache_free_gpu_memory_fraction",
-                str(spec.build.kv_cache_free_gpu_mem_fraction),
-            ],
-        )
-        repository = "# 3. No Triton repository: trtllm-serve reads the engine folder itself."
-        serve_step = serve_block(shell_line(serve), f"{url}/health", HTTP_PORT)
-        endpoint, model_name = OPENAI_COMPLETIONS, str(paths.engine_dir)
-        metrics = (
-            f'curl -sf "{url}/metrics" > "{bench_dir}/iteration-stats.json" '
-            "|| true  # JSON iteration stats, not Prometheus"
-        )
-    else:
-        commands = repository_commands(contract, repository_values(cfg, spec.build, paths), paths)
-        repository = "# 3. Triton model repository (inflight_batcher_llm), filled in place.\n" + "\n".join(
-            shell_line(c) for c in commands
-        )
-        launch = launch_command(
-            contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_port=METRICS_PORT
-        )
-        serve_step = serve_block(shell_line(launch), f"{url}/v2/health/ready", HTTP_PORT)
-        endpoint, model_name = triton_endpoint(SERVED_MODEL), SERVED_MODEL
-        metrics = f'curl -sf "http://127.0.0.1:{METRICS_PORT}/metrics" > "{bench_dir}/metrics.txt"'
-    bench = Command(
-        "aiperf",
-        aiperf_command(
-            url=url,
-            model=model_name,
-            workload=spec.workload,
-            tokenizer=Path("$MODEL_DIR"),
-            artifact_dir=Path(str(bench_dir)),
-            executable=Path("aiperf"),
-            endpoint=endpoint,
-        ),
-    )
-    payload = (
-        f"""cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
-{PAYLOAD_TEMPLATE.rstrip()}
-JSON
+    bench_dir = PurePosixPath("$WORK") / "trials" / trial.slug / "benchmark"
+    serve = _trtllm_serve if server == "trtllm-serve" else _triton_serve
+    serving = serve(contract, spec, cfg, paths, bench_dir)
+    benchmark = _benchmark_step(spec, serving, bench_dir)
+    return f"""{_preamble(spec, trial, contract, spec_name, required)}
+{checkpoint}
+
+# 2. Engine.
+{shell_line(build)}
+
+{serving.repository}
+
+# 4. Serve on this script's ports, in a session of its own (a launcher returns at once;
+#    mpirun's ranks leave its process group, not its session); stop exactly that session on exit.
+{serving.serve_step}
+
+{benchmark}
 """
-        if endpoint.kind == "template"
-        else ""
-    )
+
+
+def script_environment(spec: SweepSpec) -> str:
+    """The shell's strict mode and the variables every trial script reads (MODEL_DIR required)."""
     repo_id = spec.model.repo_id or "the model"
+    return f"""set -euo pipefail
+: "${{MODEL_DIR:?set MODEL_DIR to the local Hugging Face checkpoint folder of {repo_id}}}"
+WORK="${{WORK:-$PWD/enginesweep-work}}"
+SCRIPTS_DIR="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+{calib_variable(spec.build.calib_dataset)}
+export MODEL_DIR WORK CALIB_DATASET"""
+
+
+def script_checks(spec: SweepSpec, required: list[Required]) -> str:
+    """The layout probe, every file and program the trial uses, and the server's free ports."""
+    return f"""{layout_shell(spec.execution.trtllm_root, spec.execution.trtllm_paths)}
+
+# Every file and program this trial uses, before any work.
+{require_lines(required)}
+
+# The server's ports: free ones (or HTTP_PORT, GRPC_PORT, METRICS_PORT from the environment).
+{ports_shell()}"""
+
+
+def _preamble(
+    spec: SweepSpec,
+    trial: PlannedTrial,
+    contract: VersionContract,
+    spec_name: str,
+    required: list[Required],
+) -> str:
+    """The script's header and environment, up to the checks and the ports, before any work."""
+    cfg, server = trial.config, spec.execution.engine_server
+    # MODEL_DIR and WORK reach fill_template.py's `key:value,...` argument only when the shell
+    # expands them, after `fill_args` escaped the rest: the script must refuse what it splits on.
     return f"""#!/usr/bin/env bash
 # {trial.slug}: {cfg.quant.value} weights, {cfg.kv_cache.value} KV cache, TP{cfg.tp} x PP{cfg.pp} on {trial.gpu}
 # TensorRT-LLM {contract.line} engine path (trtllm-engine stack), served by {server}. Generated by
 # `enginesweep plan {spec_name} --emit-scripts`: the stack runs these same commands.
 # Run inside NVIDIA's image (see README.md), on {cfg.world_size} GPU(s).
-set -euo pipefail
-: "${{MODEL_DIR:?set MODEL_DIR to the local Hugging Face checkpoint folder of {repo_id}}}"
-WORK="${{WORK:-$PWD/enginesweep-work}}"
-SCRIPTS_DIR="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
-{calib_variable(spec.build.calib_dataset)}
-export MODEL_DIR WORK CALIB_DATASET
+{script_environment(spec)}
 case "$MODEL_DIR$WORK" in
     *[,:\\\\]*) echo "MODEL_DIR and WORK may not hold ',', ':' or a backslash (fill_template.py splits on them)" >&2
         exit 2 ;;
@@ -209,35 +211,93 @@ esac
 # The commands below are checked against TensorRT-LLM {contract.line}'s options: refuse another version.
 {version_gate(contract)}
 
-{layout_shell(spec.execution.trtllm_root, spec.execution.trtllm_paths)}
+{script_checks(spec, required)}"""
 
-# Every file and program this trial uses, before any work.
-{require_lines(required)}
 
-# The server's ports: free ones (or HTTP_PORT, GRPC_PORT, METRICS_PORT from the environment).
-{ports_shell()}
-# 1. Checkpoint, shared by every trial with the same quant, KV cache, TP and PP: written aside,
+def _checkpoint_step(contract: VersionContract, cfg: TrialConfig, build: Build, paths: TrialPaths) -> str:
+    """Step 1: the shared checkpoint, quantized offline into a `.partial` folder, then moved."""
+    # Written aside so that an interrupted run never leaves a half checkpoint that the next
+    # trial sharing it would take for a complete one.
+    partial = replace(paths, checkpoint_dir=PurePosixPath(f"{paths.checkpoint_dir}.partial"))
+    checkpoint = checkpoint_command(contract, cfg, build, partial)
+    checkpoint = Command(checkpoint.tool, [*OFFLINE, *checkpoint.argv])
+    return f"""# 1. Checkpoint, shared by every trial with the same quant, KV cache, TP and PP: written aside,
 #    moved into place only when complete. Offline: the calibration texts are CALIB_DATASET.
 if [ ! -f "{paths.checkpoint_dir}/config.json" ]; then
     rm -rf "{partial.checkpoint_dir}"
 {_indent(shell_line(checkpoint))}
     mv "{partial.checkpoint_dir}" "{paths.checkpoint_dir}"
-fi
+fi"""
 
-# 2. Engine.
-{shell_line(build)}
 
-{repository}
+def _trtllm_serve(
+    contract: VersionContract, spec: SweepSpec, cfg: TrialConfig, paths: TrialPaths, bench_dir: PurePosixPath
+) -> _Serving:
+    """trtllm-serve on the engine folder, benchmarked through OpenAI completions."""
+    serve = engine_serve_command(
+        contract,
+        cfg,
+        engine_dir=str(paths.engine_dir),
+        port=HTTP_PORT,
+        tokenizer="$MODEL_DIR",
+        kv_fraction=spec.build.kv_cache_free_gpu_mem_fraction,
+    )
+    return _Serving(
+        repository="# 3. No Triton repository: trtllm-serve reads the engine folder itself.",
+        serve_step=serve_block(shell_line(serve), f"{_URL}/health", HTTP_PORT),
+        endpoint=OPENAI_COMPLETIONS,
+        model_name=str(paths.engine_dir),
+        metrics=(
+            f'curl -sf "{_URL}/metrics" > "{bench_dir}/iteration-stats.json" '
+            "|| true  # JSON iteration stats, not Prometheus"
+        ),
+    )
 
-# 4. Serve on this script's ports, in a session of its own (a launcher returns at once;
-#    mpirun's ranks leave its process group, not its session); stop exactly that session on exit.
-{serve_step}
 
-# 5. Benchmark every concurrency level with aiperf ({endpoint.kind} endpoint).
+def _triton_serve(
+    contract: VersionContract, spec: SweepSpec, cfg: TrialConfig, paths: TrialPaths, bench_dir: PurePosixPath
+) -> _Serving:
+    """Triton on a filled inflight_batcher_llm repository, benchmarked through generate_stream."""
+    commands = repository_commands(contract, repository_values(cfg, spec.build, paths), paths)
+    launch = launch_command(
+        contract, cfg, paths, http_port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_port=METRICS_PORT
+    )
+    return _Serving(
+        repository="# 3. Triton model repository (inflight_batcher_llm), filled in place.\n"
+        + "\n".join(shell_line(c) for c in commands),
+        serve_step=serve_block(shell_line(launch), f"{_URL}/v2/health/ready", HTTP_PORT),
+        endpoint=triton_endpoint(SERVED_MODEL),
+        model_name=SERVED_MODEL,
+        metrics=f'curl -sf "http://127.0.0.1:{METRICS_PORT}/metrics" > "{bench_dir}/metrics.txt"',
+    )
+
+
+def _benchmark_step(spec: SweepSpec, serving: _Serving, bench_dir: PurePosixPath) -> str:
+    """Step 5: aiperf at every concurrency level (its payload template first), then the scrape."""
+    bench = Command(
+        "aiperf",
+        aiperf_command(
+            url=_URL,
+            model=serving.model_name,
+            workload=spec.workload,
+            tokenizer=Path("$MODEL_DIR"),
+            artifact_dir=Path(str(bench_dir)),
+            executable=Path("aiperf"),
+            endpoint=serving.endpoint,
+        ),
+    )
+    payload = (
+        f"""cat > "{bench_dir}/{TEMPLATE_NAME}" <<'JSON'
+{PAYLOAD_TEMPLATE.rstrip()}
+JSON
+"""
+        if serving.endpoint.kind == "template"
+        else ""
+    )
+    return f"""# 5. Benchmark every concurrency level with aiperf ({serving.endpoint.kind} endpoint).
 mkdir -p "{bench_dir}"
 {payload}{shell_line(bench)}
-{metrics}
-"""
+{serving.metrics}"""
 
 
 def version_gate(contract: VersionContract) -> str:
@@ -276,6 +336,7 @@ curl -sf "{ready_url}" >/dev/null"""
 
 
 def _indent(text: str) -> str:
+    """`text` indented one level, as a body inside an `if`."""
     return "\n".join("    " + line for line in text.splitlines())
 
 

@@ -155,6 +155,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Swe
 @dataclass
 class RunningUI:
     url: str
+    runs_link: str = ""  # the sweep's runs page, as `enginesweep ui` prints it
     leftovers: list[int] = field(default_factory=list)  # pids found alive after the stop
 
 
@@ -182,6 +183,9 @@ def enginesweep_ui(spec: Path, log_path: Path) -> Iterator[RunningUI]:
             what="enginesweep ui",
             log_tail=lambda: log_path.read_text(errors="replace")[-3000:],
         )
+        printed = re.search(r"the sweep's runs: (\S+)", log_path.read_text(errors="replace"))
+        assert printed, "enginesweep ui printed no link to the sweep's runs"
+        ui.runs_link = printed.group(1)
         yield ui
     finally:
         servers = _children(verb.pid)  # `mlflow server`: setsid, so its pid is its session id
@@ -309,11 +313,8 @@ def test_missing_chromium_is_an_error_naming_the_setup_script(tmp_path: Path):
         require_chromium(tmp_path / "chromium")
 
 
-def test_the_runs_page_finds_the_sweeps_trials_and_compares_them(sweep: Sweep, ui: RunningUI, page):
-    """The user's way in: the experiment's runs, the sweep's parent run expanded to its trial
-    runs (named by their slugs), both selected, "Compare"."""
-    page.goto(f"{ui.url}/#/experiments/{sweep.experiment_id}/runs?workflowType=machine_learning")
-    close_assistant(page)
+def expect_trial_rows(page, sweep: Sweep) -> None:
+    """The runs table shows the sweep's parent run; expanded, its trial runs by their slugs."""
     # ag-grid draws each row once per pinned section; the left one holds the name and checkbox.
     rows = page.locator(".ag-pinned-left-cols-container [role=row]")
     parent = rows.and_(page.locator(f"[row-id='{sweep.parent_run_id}']"))
@@ -325,7 +326,34 @@ def test_the_runs_page_finds_the_sweeps_trials_and_compares_them(sweep: Sweep, u
         row.wait_for()
         # the name cell truncates long slugs: the link's own text is the whole name
         assert row.get_by_role("link", name=trial.slug, exact=True).count() == 1, row.inner_text()
-        row.locator("input.ag-checkbox-input").check()
+
+
+def test_the_printed_link_and_the_experiment_list_open_the_trial_runs(sweep: Sweep, ui: RunningUI, page):
+    """The link `enginesweep ui` prints opens the sweep's runs. From the experiment list, with the
+    sidebar's switch on "Model training" (the printed hint: MLflow 3.17 opens any experiment in
+    its GenAI view otherwise), a click on the experiment shows the same runs."""
+    assert ui.runs_link.endswith(f"/#/experiments/{sweep.experiment_id}/runs?workflowType=machine_learning")
+    page.goto(ui.runs_link)
+    close_assistant(page)
+    expect_trial_rows(page, sweep)
+    save_screenshot(page, "mlflow-ui-printed-link.png")
+    page.goto(f"{ui.url}/#/experiments")
+    page.get_by_text("Model training", exact=True).click()
+    page.locator("[data-testid='experiment-list-item-link'][title='enginesweep']").click()
+    page.wait_for_url(f"**/#/experiments/{sweep.experiment_id}/runs**")
+    expect_trial_rows(page, sweep)
+    save_screenshot(page, "mlflow-ui-from-the-list.png")
+
+
+def test_the_runs_page_finds_the_sweeps_trials_and_compares_them(sweep: Sweep, ui: RunningUI, page):
+    """The user's way in: the experiment's runs, the sweep's parent run expanded to its trial
+    runs (named by their slugs), both selected, "Compare"."""
+    page.goto(f"{ui.url}/#/experiments/{sweep.experiment_id}/runs?workflowType=machine_learning")
+    close_assistant(page)
+    expect_trial_rows(page, sweep)
+    rows = page.locator(".ag-pinned-left-cols-container [role=row]")
+    for trial in sweep.trials:
+        rows.and_(page.locator(f"[row-id='{trial.run_id}']")).locator("input.ag-checkbox-input").check()
     save_screenshot(page, "mlflow-ui-runs.png")
     page.get_by_role("button", name="Compare", exact=True).click()
     page.wait_for_url("**/#/compare-runs?**")

@@ -119,13 +119,13 @@ def test_a_childs_progress_line_becomes_an_event_in_the_parent_and_is_not_logged
     assert progress.from_line("[build] ...") is None
     assert progress.from_line(progress.PREFIX + "{not json") is None  # logged as text, not lost
 
-    # The child's side as trial_process.main sets it up, and a stage of flows.trial.
+    # The child's side as trial_process.main sets it up, and a stage of a trial.
     child = textwrap.dedent("""
         from enginesweep.engines import progress
-        from enginesweep.flows.trial import _stage
         progress.use_sink(lambda event: print(progress.to_line(event), flush=True))
         print("a log line", flush=True)
-        with progress.trial("tiny__fp8"), _stage("build", {}, lambda line: print(line, flush=True)):
+        clock = progress.StageClock(lambda line: print(line, flush=True))
+        with progress.trial("tiny__fp8"), clock.stage("build"):
             pass
     """)
     process = subprocess.Popen(

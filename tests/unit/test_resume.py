@@ -1,4 +1,4 @@
-"""When a previous trial result may stand for a new run (`flows.trial._reusable`): only a
+"""When a previous trial result may stand for a new run (`flows.trial_inputs.reusable_record`): only a
 successful record with the same key whose bundle still hashes to its manifest; anything else is
 run again, saying why. And records are written atomically."""
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from enginesweep.engines.manifest import write_manifest
+from enginesweep.engines.progress import StageClock
 from enginesweep.evaluation.records import TrialRecord
-from enginesweep.flows.trial import _executed, _reusable
+from enginesweep.flows.trial_inputs import reusable_record
 
 pytestmark = pytest.mark.unit
 
@@ -49,7 +50,7 @@ def trial_folder(tmp_path: Path, **changes) -> Path:
 
 def test_an_unchanged_successful_trial_is_reused(tmp_path: Path) -> None:
     lines: list[str] = []
-    previous = _reusable(trial_folder(tmp_path), KEY, lines.append)
+    previous = reusable_record(trial_folder(tmp_path), KEY, lines.append)
     assert previous is not None and previous.trial_key == KEY and lines == []
 
 
@@ -70,7 +71,7 @@ def test_a_damaged_previous_result_is_run_again(tmp_path: Path, setup, why) -> N
     folder = trial_folder(tmp_path)
     setup(folder)
     lines: list[str] = []
-    previous = _reusable(folder, KEY, lines.append)
+    previous = reusable_record(folder, KEY, lines.append)
     if why is None:
         assert previous is not None
     else:
@@ -87,12 +88,18 @@ def test_a_damaged_previous_result_is_run_again(tmp_path: Path, setup, why) -> N
 )
 def test_a_failed_or_changed_trial_is_run_again(tmp_path: Path, changes, why) -> None:
     lines: list[str] = []
-    assert _reusable(trial_folder(tmp_path, **changes), KEY, lines.append) is None
+    assert reusable_record(trial_folder(tmp_path, **changes), KEY, lines.append) is None
     assert lines == [f"  previous result not reused: {why}"]
 
 
 def test_no_previous_record_means_a_first_run(tmp_path: Path) -> None:
-    assert _reusable(tmp_path, KEY, print) is None
+    assert reusable_record(tmp_path, KEY, print) is None
+
+
+def _executed(timings: dict[str, float]) -> list[str]:
+    clock = StageClock(print)
+    clock.timings.update(timings)
+    return clock.executed()
 
 
 def test_executed_stages_leave_out_a_reused_checkpoint() -> None:
@@ -122,7 +129,7 @@ def test_a_pinned_commit_keys_the_same_trials_as_the_branch_it_resolves_to(
     from enginesweep.build_configs.loading import load_spec
     from enginesweep.engines import checkpoints
     from enginesweep.evaluation.planning import expand
-    from enginesweep.flows.trial import checkpoint_source, trial_key
+    from enginesweep.flows.trial_inputs import checkpoint_source, trial_key
 
     sha = "0123456789abcdef0123456789abcdef01234567"
 

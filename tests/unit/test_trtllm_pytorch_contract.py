@@ -348,7 +348,7 @@ def test_a_bundles_store_key_names_the_options_it_holds():
     with stale options; the other stacks' keys do not depend on those settings."""
     from enginesweep.engines.stacks import BuildKnobs
     from enginesweep.engines.stacks.trtllm_pytorch import TrtllmPytorchStack
-    from enginesweep.flows.trial import bundle_key
+    from enginesweep.engines.store import bundle_key
 
     knobs = BuildKnobs(max_batch_size=8, max_num_tokens=512, max_seq_len=256)
     target = {"gpu": "H100-SXM-80GB", "sm": 90}
@@ -362,7 +362,7 @@ def test_a_bundles_store_key_names_the_options_it_holds():
     assert key(Build()) != key(Build(enable_block_reuse=False))
     assert key(Build()) != key(Build(cuda_graph_batch_sizes=[1, 8]))
     assert key(Build()) != key(Build(kv_cache_free_gpu_mem_fraction=0.8))
-    engine = SimpleNamespace(name="trtllm-engine")  # a stack without bundle settings
+    engine = SimpleNamespace(name="trtllm-engine", bundle_settings=dict)  # a stack without bundle settings
     assert bundle_key(engine, "q", knobs, target) == bundle_key(engine, "q", knobs, target)
     assert bundle_key(engine, "q", knobs, target) != key(Build())
 

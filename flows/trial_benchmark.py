@@ -1,0 +1,72 @@
+"""The serve-and-benchmark stage of a trial: the bundle served on this host (its runtime checked
+first), aiperf at every concurrency of the workload against it, the server's metrics sampled, and
+the served accuracy scored on the same server when the stack measures it that way."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from enginesweep.engines.compat import refuse_mismatch
+from enginesweep.engines.stacks import BuildResult
+from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
+from enginesweep.evaluation.benchmark.results import BenchmarkResult, parse_benchmark
+from enginesweep.evaluation.benchmark.server_metrics import MetricsSampler
+from enginesweep.flows.served_accuracy import ServedAccuracy
+from enginesweep.flows.trial_run import TrialRun
+
+
+class ServerDied(RuntimeError):
+    """The inference server exited while it was being benchmarked."""
+
+
+@dataclass(frozen=True)
+class Benchmarked:
+    """What serve-and-benchmark measured, and the host's load average before it."""
+
+    benchmark: BenchmarkResult
+    server_metrics: dict[str, Any] | None
+    load_before: float
+
+
+def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccuracy | None) -> Benchmarked:
+    """Serve the bundle and run aiperf at every concurrency of the workload (and the served
+    accuracy, on the same server)."""
+    spec, stack, trial_dir = run.resolved.spec, run.stack, run.trial_dir
+    load_before = os.getloadavg()[0]
+    if load_before > (os.cpu_count() or 1) / 2:
+        run.log(
+            f"  warning: the host's load average is {load_before:.1f} before the benchmark; "
+            "other work on this machine makes these CPU measurements noisy"
+        )
+    with run.clock.stage("serve+benchmark"):
+        refuse_mismatch(build.bundle_dir, stack.host_mismatches(build.manifest))
+        repo = stack.write_model_repository(build, trial_dir / "triton_repo")
+        with stack.server(repo, trial_dir / "server") as server:
+            run.log(
+                f"  serving {server.model} at {server.url}; aiperf at concurrency "
+                f"{spec.workload.concurrency} (progress: {trial_dir / 'benchmark' / 'aiperf.log'})"
+            )
+            with MetricsSampler(server.metrics_url, trial_dir / "benchmark" / "metrics") as sampler:
+                artifacts = run_aiperf(
+                    url=server.url,
+                    model=server.model,
+                    workload=spec.workload,
+                    tokenizer=stack.tokenizer_dir(build),
+                    artifact_dir=trial_dir / "benchmark",
+                    endpoint=server.endpoint,
+                )
+            if not server.alive():  # its failed requests would otherwise pass for a slow engine's numbers
+                raise ServerDied(f"the server died during the benchmark; its log: {trial_dir / 'server'}")
+            if served is not None:  # the very engine benchmarked, on its GPUs
+                served.evaluate_variant(server)
+        benchmark = parse_benchmark(
+            artifacts,
+            spec.workload,
+            spec.sla,
+            hardware=run.record.hardware,
+            gpus=run.planned.config.world_size,
+        )
+        benchmark.save(artifacts / "benchmark.json")
+    return Benchmarked(benchmark, sampler.summary(), load_before)
