@@ -362,6 +362,26 @@ def _runs_link(uri: str, experiment: str, port: int) -> str:
     return f"{base}{where}?workflowType=machine_learning"
 
 
+def _print_where(uri: str, experiment: str, port: int) -> None:
+    """The UI's address, the link to the sweep's runs and how MLflow's view switch works."""
+    out.print(
+        f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False, soft_wrap=True
+    )
+    out.print(
+        f"  the sweep's runs: {_runs_link(uri, experiment, port)}",
+        highlight=False,
+        soft_wrap=True,  # a link must stay on one line, in a log file too
+    )
+    out.print(
+        "  MLflow opens an experiment in its GenAI view (traces) unless the switch at the top of its "
+        "sidebar says 'Model training': choose it once in your browser, then a click on the "
+        "experiment shows its runs",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stdout.flush()  # the link must reach a log file now, not when the server exits
+
+
 @app.command()
 def ui(
     config: ConfigArg,
@@ -381,17 +401,7 @@ def ui(
 
     _check_port_free(port)
     uri = tracking_uri(resolved)
-    out.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)", highlight=False)
-    out.print(
-        f"  the sweep's runs: {_runs_link(uri, resolved.spec.tracking.experiment, port)}", highlight=False
-    )
-    out.print(
-        "  MLflow opens an experiment in its GenAI view (traces) unless the switch at the top of its "
-        "sidebar says 'Model training': choose it once in your browser, then a click on the "
-        "experiment shows its runs",
-        highlight=False,
-    )
-    sys.stdout.flush()  # the link must reach a log file now, not when the server exits
+    _print_where(uri, resolved.spec.tracking.experiment, port)
     # Job execution off: with it on, `mlflow server` can leave orphaned consumer processes.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     mlflow = Path(sys.executable).parent / "mlflow"
