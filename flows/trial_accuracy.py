@@ -23,7 +23,6 @@ def served_accuracy(run: TrialRun) -> ServedAccuracy | None:
         run.resolved,
         run.planned,
         run.accuracy_inputs(),
-        run.source,
         run.corpus,
         run.workspace,
         run.log,

@@ -21,7 +21,7 @@ import pytest
 from enginesweep.engines import textdata
 from enginesweep.evaluation.accuracy import tasks as builtin
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 JOB = Path(__file__).parent / "jobs" / "accuracy_variants.py"
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,7 +27,7 @@ from enginesweep.evaluation.benchmark.aiperf_runner import (
 )
 from enginesweep.evaluation.benchmark.results import RECORDS_FILE, parse_benchmark, read_records
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "streamer"
 WORKLOAD = Workload(

@@ -24,7 +24,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRTLLM_PYTHON = REPO_ROOT / ".venv-trtllm" / "bin" / "python"

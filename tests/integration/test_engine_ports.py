@@ -30,7 +30,7 @@ from enginesweep.engines.stacks.trtllm_engine import TrtllmEngineStack
 from enginesweep.engines.triton.server import free_port
 from testkit.standin_layouts import STANDINS, build_layout
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 

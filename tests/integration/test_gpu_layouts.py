@@ -21,7 +21,7 @@ import yaml
 
 from testkit.standin_layouts import SHAPES, STANDINS, build_layout
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 REPO = Path(__file__).resolve().parents[2]

@@ -37,7 +37,7 @@ from enginesweep.evaluation.selection.headline import HEADLINE_METRICS
 from testkit.postgres_server import _children  # live children of a pid, from /proc
 from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -28,7 +28,7 @@ from enginesweep.engines.triton.server import free_port
 from testkit.postgres_server import PostgresServer, postgres_server, require_postgres  # noqa: F401 - fixture
 from testkit.tiny_sweep import write_tiny_sweep
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 SLUG = "tiny__bf16__kv-auto__tp1"

@@ -22,7 +22,7 @@ from enginesweep.evaluation.records import TrialRecord
 from enginesweep.flows.trial import run_trial
 from testkit.tiny_sweep import write_tiny_sweep
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def write_spec(tmp_path: Path, model_dir: Path, **workload) -> Path:

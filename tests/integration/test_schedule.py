@@ -27,7 +27,7 @@ import yaml
 from enginesweep.engines.demo_model import build_tiny_llama
 from testkit.hub_server import MirrorRepo, OlahServer, require_olah
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 REPO = "acme/tiny-scheduled"

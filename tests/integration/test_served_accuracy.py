@@ -28,7 +28,7 @@ from enginesweep.evaluation.accuracy.tasks import CLOZE, RECALL, builtin_tasks_d
 from enginesweep.evaluation.records import AccuracyResult, TaskResult
 from testkit.standin_layouts import build_layout
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 STANDINS = FIXTURES / "trtllm_standins"

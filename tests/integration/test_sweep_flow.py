@@ -14,7 +14,7 @@ import pytest
 
 from testkit.tiny_sweep import write_tiny_sweep
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 

@@ -24,7 +24,7 @@ import pytest
 from enginesweep.engines.processes import session_pids
 from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 

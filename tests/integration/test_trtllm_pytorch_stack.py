@@ -32,7 +32,7 @@ from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
 from enginesweep.evaluation.benchmark.results import parse_benchmark
 from testkit.standin_layouts import build_layout
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 STANDINS = FIXTURES / "trtllm_standins"
