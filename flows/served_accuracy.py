@@ -1,5 +1,5 @@
 """The accuracy stage of stacks whose accuracy is measured on what they serve
-(`Stack.accuracy_by_serving`: trtllm-engine, whose TensorRT engines lm-eval cannot load).
+(`Stack.accuracy_mode == "served"`: trtllm-engine, whose TensorRT engines lm-eval cannot load).
 
 The variant is scored on the trial's own running server after the benchmark (same server, same
 GPUs). The baseline is the unquantized engine of the same TP/PP, build knobs and settings (bf16
