@@ -44,10 +44,6 @@ class Workspace:
     def sweeps(self) -> Path:
         return self.root / "sweeps"
 
-    @property
-    def accuracy(self) -> Path:
-        return self.root / "accuracy"
-
     def store(self, name: str) -> Path:
         """One of STORES."""
         return self.root / name

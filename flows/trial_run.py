@@ -33,8 +33,8 @@ class TrialRun:
     log: Callable[[str], None]
     record: TrialRecord
     clock: StageClock
-    source: tuple[Path, dict[str, Any]] = (Path(), {})
-    """The checkpoint's folder and its identity (what the keys hash)."""
+    source: tuple[Path, dict[str, Any]] = field(default_factory=lambda: (Path(), {}))
+    """The checkpoint's folder and its identity (what the keys hash); set by the prepare stage."""
     corpus: Path = Path()
     include: list[Path] = field(default_factory=list)
     """The accuracy tasks' files (empty when the trial measures no task)."""
