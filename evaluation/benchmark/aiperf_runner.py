@@ -33,6 +33,7 @@ from enginesweep.engines.processes import (
 AIPERF_VERSION = "0.13.0"
 TEMPLATE_NAME = "payload_template.json"
 LOG_NAME = "aiperf.log"
+PID_NAME = "aiperf.pid"  # the session id of the running aiperf
 TMP_NAME = "tmp"
 RESPONSE_FIELD = "text_output"
 DEFAULT_TIMEOUT_S = 3600.0
@@ -166,6 +167,12 @@ def run_aiperf(
         raise AiperfError(f"the tokenizer must be a local directory, got {tokenizer!s}")
     artifact_dir = Path(artifact_dir).resolve()
     artifact_dir.mkdir(parents=True, exist_ok=True)
+    # What an earlier, SIGKILLed run of this folder left running is stopped first (it would
+    # write on); then its level folders go: aiperf leaves them, and with other levels this time
+    # a stale `concurrency_<N>/` would be read as this run's.
+    reap_stale_session(artifact_dir / PID_NAME, str(artifact_dir))
+    for stale in artifact_dir.glob("concurrency_*"):
+        shutil.rmtree(stale, ignore_errors=True)
     endpoint = endpoint or triton_endpoint(model)
     if endpoint.payload is not None:
         (artifact_dir / TEMPLATE_NAME).write_text(endpoint.payload)
@@ -205,8 +212,7 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
         log.flush()
         # A session of its own: aiperf spawns a dozen service processes, and a timeout or an
         # interrupt must stop all of them, not only the parent.
-        pidfile = log_path.with_name("aiperf.pid")
-        reap_stale_session(pidfile, str(log_path.parent))  # left by a SIGKILLed run
+        pidfile = log_path.with_name(PID_NAME)  # read by the next run's reaper (run_aiperf)
         process = subprocess.Popen(
             command,
             stdout=log,

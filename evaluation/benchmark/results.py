@@ -182,11 +182,10 @@ def summarize_level(concurrency: int, records: LevelRecords, sla: SLA, gpus: int
 
 
 def level_dir(artifact_dir: Path, concurrency: int, levels: list[int]) -> Path:
-    """Where aiperf wrote one level: `concurrency_<N>/` in a sweep, the folder itself otherwise."""
-    folder = artifact_dir / f"concurrency_{concurrency}"
-    if folder.is_dir() or len(levels) > 1:
-        return folder
-    return artifact_dir
+    """Where aiperf wrote one level: `concurrency_<N>/` in a sweep of several levels, the folder
+    itself for a single level (decided by the levels asked for, never by what is on disk: a
+    folder an earlier run left must not stand for this one's)."""
+    return artifact_dir / f"concurrency_{concurrency}" if len(levels) > 1 else artifact_dir
 
 
 def read_summary(folder: Path) -> dict[str, Any]:

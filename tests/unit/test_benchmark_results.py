@@ -181,6 +181,15 @@ def test_a_missing_file_raises_naming_it(tmp_path: Path, missing: str) -> None:
         parse_benchmark(tmp_path / "run", workload([2], 9), NO_SLA, hardware="cpu", gpus=1)
 
 
+def test_a_level_folder_an_earlier_run_left_is_not_read(tmp_path: Path) -> None:
+    """A single-level run writes its files into the folder itself: a `concurrency_2/` that an
+    earlier run of other levels left there (a killed trial run again) is not this run's level."""
+    shutil.copytree(ERRORS, tmp_path / "run")
+    shutil.copytree(SWEEP / "concurrency_2", tmp_path / "run" / "concurrency_2")
+    (level,) = parse_benchmark(tmp_path / "run", workload([2], 9), NO_SLA, hardware="cpu", gpus=1).levels
+    assert (level.request_count, level.error_count) == (6, 3)  # ERRORS's, not the stale sweep's 8
+
+
 def test_a_missing_level_raises() -> None:
     with pytest.raises(BenchmarkParseError, match="concurrency_4"):
         parse_benchmark(SWEEP, workload([1, 4], 8, 2), NO_SLA, hardware="cpu", gpus=1)
