@@ -1,8 +1,9 @@
 """Typed records of the measure side, saved as JSON beside the artifacts they describe.
 
 Every measured number carries its provenance: `hardware` says what it was measured on (`cpu` for
-the reference stack, a GPU catalog name otherwise) and `source` is always `measured` here.
-Predictions live in `evaluation.planning.records` and never in these records.
+the reference stack, a GPU catalog name otherwise) and `source` is always `measured` here. A
+trial record keeps the plan's prediction it ran with beside its measurements, in its own field
+(`predicted`, typed by `evaluation.planning.records`, its `source` naming the predictor).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from enginesweep.build_configs.trial import TrialConfig
 from enginesweep.engines.files import write_atomic
+from enginesweep.evaluation.planning.records import ConcurrencyPrediction, Prediction
 
 
 class _Record(BaseModel):
@@ -146,6 +149,27 @@ class PairedDelta(_Record):
     )
 
 
+class RecordedLevelPrediction(ConcurrencyPrediction):
+    """One level of a recorded prediction (see `RecordedPrediction`)."""
+
+    in_flight: int | None = Field(default=None, description="None: the record predates this field.")
+    request_rate: float | None = Field(default=None, description="None: the record predates this field.")
+
+
+class RecordedPrediction(Prediction):
+    """The plan's prediction as a trial record keeps it. A record written before a field of
+    `Prediction` existed still reads: that field is None (not recorded), never filled in."""
+
+    source_version: str | None = Field(default=None, description="None: the record predates this field.")
+    per_concurrency: list[RecordedLevelPrediction]
+    output_tok_s_at_sla: float | None = Field(
+        default=None, description="None: the record predates this field."
+    )
+    goodput_req_s_at_sla: float | None = Field(
+        default=None, description="None: the record predates this field."
+    )
+
+
 class TrialRecord(_Record):
     """Everything one trial produced, saved as `record.json` in the trial's folder. Measured
     numbers (benchmark, accuracy) and the plan's prediction sit side by side, each labelled."""
@@ -157,8 +181,10 @@ class TrialRecord(_Record):
     hardware: str = Field(description="What the measurements were taken on (`cpu` here).")
     status: Literal["ok", "failed"]
     error: str | None = None
-    config: dict = Field(description="The trial's point in the sweep space (TrialConfig).")
-    predicted: dict | None = Field(description="The plan's prediction (predicted:roofline).")
+    config: TrialConfig = Field(description="The trial's point in the sweep space.")
+    predicted: RecordedPrediction | None = Field(
+        description="The plan's prediction the trial ran with (its source names the predictor)."
+    )
     bundle_dir: str | None = None
     content_hash: str | None = None
     engine_bytes: int | None = None

@@ -211,7 +211,7 @@ class SweepTracker:
                 "enginesweep.sweep": record.sweep,
                 "enginesweep.status": record.status,
                 "provenance.measured_on": record.hardware,
-                "provenance.predicted_by": (record.predicted or {}).get("source", "none"),
+                "provenance.predicted_by": record.predicted.source if record.predicted else "none",
                 "enginesweep.executed_stages": ",".join(record.executed_stages) or "none (reused)",
                 # Short names the runs table filters on (the dotted ones above stay for readers).
                 "provenance": provenance_tag(record.hardware),
@@ -248,7 +248,7 @@ class SweepTracker:
         return self.log_trial(parent_id, record, trial_dir)
 
     def _params(self, run_id: str, record: TrialRecord) -> None:
-        params = {**record.config, "stack": record.stack, "hardware": record.hardware}
+        params = {**record.config.model_dump(mode="json"), "stack": record.stack, "hardware": record.hardware}
         if record.model:
             params["model"] = record.model
         if record.benchmark:
@@ -257,12 +257,12 @@ class SweepTracker:
             params["content_hash"] = record.content_hash
         if record.bundle_dir:
             params["bundle_dir"] = record.bundle_dir  # what `enginesweep promote RUN_ID` registers
-        calibration = (record.predicted or {}).get("calibration")
+        calibration = record.predicted.calibration if record.predicted else None
         if calibration:  # so the closed loop can divide a calibrated prediction back to raw
-            params.update({f"calibration.factor.{k}": f"{v:.6g}" for k, v in calibration["factors"].items()})
-            params["calibration.key"] = calibration["key"]
+            params.update({f"calibration.factor.{k}": f"{v:.6g}" for k, v in calibration.factors.items()})
+            params["calibration.key"] = calibration.key
         if record.predicted:
-            params["predicted_by"] = record.predicted["source"]
+            params["predicted_by"] = record.predicted.source
         manifest = _manifest(record)
         if manifest:
             params.update({f"version.{k}": v for k, v in manifest.get("versions", {}).items()})
@@ -277,26 +277,26 @@ class SweepTracker:
                     value = read(level)
                     if value is not None:
                         log(run_id, CURVE + name, float(value), step=level.concurrency)
-        predicted = record.predicted or {}
+        predicted = record.predicted
         measured = {lvl.concurrency: lvl for lvl in (record.benchmark.levels if record.benchmark else [])}
-        for level in predicted.get("per_concurrency", []):
-            step = level["concurrency"]
-            log(run_id, "pred_ttft_ms", level["ttft_ms"], step=step)
-            log(run_id, "pred_itl_ms", level["itl_ms"], step=step)
-            log(run_id, "pred_output_tok_s", level["output_tok_s"], step=step)
+        for level in predicted.per_concurrency if predicted else []:
+            step = level.concurrency
+            log(run_id, "pred_ttft_ms", level.ttft_ms, step=step)
+            log(run_id, "pred_itl_ms", level.itl_ms, step=step)
+            log(run_id, "pred_output_tok_s", level.output_tok_s, step=step)
             if step in measured:
                 got = measured[step]
-                log(run_id, "pred_error_ttft_pct", _error_pct(level["ttft_ms"], got.ttft_ms.p50), step=step)
-                log(run_id, "pred_error_itl_pct", _error_pct(level["itl_ms"], got.itl_ms.p50), step=step)
+                log(run_id, "pred_error_ttft_pct", _error_pct(level.ttft_ms, got.ttft_ms.p50), step=step)
+                log(run_id, "pred_error_itl_pct", _error_pct(level.itl_ms, got.itl_ms.p50), step=step)
                 log(
                     run_id,
                     "pred_error_output_tok_s_pct",
-                    _error_pct(level["output_tok_s"], got.output_tok_s),
+                    _error_pct(level.output_tok_s, got.output_tok_s),
                     step=step,
                 )
         if predicted:
-            log(run_id, "pred_saturated_output_tok_s", predicted["output_tok_s"])
-            log(run_id, "pred_usd_per_1m_output_tokens", predicted["usd_per_1m_output_tokens"])
+            log(run_id, "pred_saturated_output_tok_s", predicted.output_tok_s)
+            log(run_id, "pred_usd_per_1m_output_tokens", predicted.usd_per_1m_output_tokens)
         if record.accuracy:
             if record.accuracy.perplexity is not None:
                 log(run_id, "perplexity", record.accuracy.perplexity)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import importlib.util
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,45 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from enginesweep.flows.cli import app
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share two cores: torch's default of a thread per core in each would be four
+    # spinning OpenMP threads, which has made an evaluation five times slower. Set before torch
+    # is imported; the processes the tests start inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # A worker starts with COLUMNS=80 and LINES=24 in its environment (not the user's terminal):
+    # rich would fix the CLI consoles' width at 80 when flows.cli_common is imported below.
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+# GPU locks of the tests' fake GPUs go to a folder of this session (each worker its own), never
+# to the machine's /tmp/enginesweep-gpu-slots-<uid> that a real sweep here would use.
+if "ENGINESWEEP_GPU_LOCK_DIR" not in os.environ:
+    os.environ["ENGINESWEEP_GPU_LOCK_DIR"] = tempfile.mkdtemp(prefix="enginesweep-test-gpu-locks-")
+    atexit.register(shutil.rmtree, os.environ["ENGINESWEEP_GPU_LOCK_DIR"], True)
+
+from enginesweep.flows.cli import app  # after the environment above
+
+# The modules that take longest, longest first (tests/README.md has their times). The suite runs
+# them first so that the two workers finish together; a new slow module belongs here.
+LONGEST_FIRST = (
+    "test_accuracy_gate",
+    "test_gpu_concurrency",
+    "test_reference_trial",
+    "test_container_profile",
+    "test_gpu_layouts",
+    "test_schedule",
+    "test_sweep_sigkill",
+    "test_mlflow_ui_browser",  # reads the shared tiny sweep: before test_sweep_flow writes to it
+    "test_sweep_flow",
+    "test_trtllm_pytorch_stack",
+    "test_served_accuracy",
+    "test_engine_ports",
+    "test_postgres_backend",
+    "test_aiperf_against_triton",
+)
+
+# Modules that share a session fixture run as one unit on one xdist worker, so that the fixture
+# is built once: the tiny sweep's readers (integration/conftest.py, `tiny_sweep_run`).
+SHARED_MODULES = {"test_mlflow_ui_browser": "tiny-sweep", "test_sweep_flow": "tiny-sweep"}
 
 BASE_SPEC: dict[str, Any] = {
     "name": "test-sweep",
@@ -46,6 +87,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+    # xdist (--dist loadfile) hands out whole modules in this order.
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: files keep their order
 
 
 @pytest.fixture
@@ -75,3 +119,20 @@ def cli() -> Callable[..., Any]:
         return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "240"})
 
     return invoke
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown when xdist is not loaded
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the modules of `SHARED_MODULES` as one unit. (xdist's own
+    `loadgroup` would do this through marks, but it renames node ids through an attribute that
+    pytest 9 no longer reads, so its groups are silently ignored.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedModules(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_MODULES.get(Path(module).stem, module)
+
+    return SharedModules(config, log)

@@ -251,24 +251,22 @@ def prediction_rows(views: list[TrialView]) -> list[tuple[TrialView, str, int, s
     trial has both a prediction and a measurement of."""
     rows = []
     for view in views:
-        # The record keeps the plan's prediction as it was written (a dict): records older than
-        # a field the Prediction schema now requires must still be read.
         predicted = view.record.predicted if view.ok else None
         if not predicted:
             continue
         measured = {level.concurrency: level for level in view.levels}
-        for level in predicted.get("per_concurrency", []):
-            got = measured.get(level["concurrency"])
+        for level in predicted.per_concurrency:
+            got = measured.get(level.concurrency)
             if got is None:
                 continue
             for metric, field, read in PREDICTED_PAIRS:
                 rows.append(
                     (
                         view,
-                        predicted.get("source", "predicted (no source recorded)"),
-                        level["concurrency"],
+                        predicted.source,
+                        level.concurrency,
                         metric,
-                        float(level[field]),
+                        float(getattr(level, field)),
                         float(read(got)),
                     )
                 )

@@ -57,7 +57,7 @@ class TrialView:
     def config(self) -> TrialConfig | None:
         if self.planned is not None:
             return self.planned.config
-        return TrialConfig.model_validate(self.record.config) if self.record else None
+        return self.record.config if self.record else None
 
     @property
     def levels(self) -> list[ConcurrencyResult]:
@@ -198,7 +198,7 @@ def prediction_source(view: TrialView) -> str | None:
     """The predictor of the prediction a trial ran with (its record's: a reused trial keeps the
     one of the run that measured it); the plan's only for a trial that did not run."""
     if view.record is not None:
-        return (view.record.predicted or {}).get("source")
+        return view.record.predicted.source if view.record.predicted else None
     planned = view.planned
     return planned.predicted.source if planned is not None and planned.predicted else None
 

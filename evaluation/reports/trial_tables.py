@@ -50,8 +50,8 @@ def trial_table(record: TrialRecord) -> Table:
         rows.append(
             (
                 "pred (cpu roofline)",
-                f"TTFT {pred['ttft_ms']:.0f} ms, ITL {pred['itl_ms']:.1f} ms, "
-                f"{pred['output_tok_s']:.1f} tok/s saturated",
+                f"TTFT {pred.ttft_ms:.0f} ms, ITL {pred.itl_ms:.1f} ms, "
+                f"{pred.output_tok_s:.1f} tok/s saturated",
             )
         )
     if record.accuracy and record.accuracy.perplexity is not None:

@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from enginesweep.build_configs.schema import SLA
-from enginesweep.build_configs.trial import TrialConfig
 from enginesweep.evaluation.planning.prediction import replicas_for
 from enginesweep.evaluation.records import TrialRecord
 from enginesweep.evaluation.selection.accuracy_gate import accuracy_gate, is_baseline
@@ -54,7 +53,7 @@ def _empty_row(record: TrialRecord, gpus: int, baseline: bool, reasons: list[str
 def judge_trial(record: TrialRecord, sla: SLA, usd_per_gpu_hour: float) -> TrialSelection:
     """One record's operating point, numbers there, accuracy checks and every reason to reject it
     (a trial missing the latency SLA and the accuracy limit gets both reasons)."""
-    config = TrialConfig.model_validate(record.config)
+    config = record.config
     gpus, baseline = config.world_size, is_baseline(config)
     if record.status == "failed":
         return _empty_row(

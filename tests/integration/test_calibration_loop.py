@@ -39,8 +39,8 @@ def _expected_pairs(records: list[TrialRecord]) -> list[Pair]:
     pairs = []
     for record in records:
         measured = {lvl.concurrency: lvl for lvl in record.benchmark.levels}
-        for level in record.predicted["per_concurrency"]:
-            got = measured[level["concurrency"]]
+        for level in record.predicted.per_concurrency:
+            got = measured[level.concurrency]
             for metric, value in (
                 ("ttft_ms", got.ttft_ms.p99),
                 ("itl_ms", got.itl_ms.p99),
@@ -57,8 +57,8 @@ def _expected_pairs(records: list[TrialRecord]) -> list[Pair]:
                         runtime=TORCH,
                         predictor="predicted:roofline",
                         metric=metric,
-                        concurrency=level["concurrency"],
-                        predicted=level[metric],
+                        concurrency=level.concurrency,
+                        predicted=getattr(level, metric),
                         measured=value,
                     )
                 )
@@ -150,13 +150,13 @@ def test_a_calibrated_prediction_is_divided_back_before_the_next_fit(cli, tmp_pa
     factors = first.factors
     calibrated = []
     for record in records:
-        pred = json.loads(json.dumps(record.predicted))
+        pred = record.predicted.model_dump(mode="json")
         for level in pred["per_concurrency"]:
             for metric, factor in factors.items():
                 level[metric] *= factor
         pred["source"] = "predicted:roofline+calibrated"
-        pred["calibration"] = {"key": first.key, "factors": factors}
-        calibrated.append(record.model_copy(update={"predicted": pred}))
+        pred["calibration"] = first.calibration().model_dump(mode="json")
+        calibrated.append(TrialRecord.model_validate({**record.model_dump(mode="json"), "predicted": pred}))
     _log(uri, tmp_path, calibrated)
     result = cli(
         "calibrate",

@@ -198,6 +198,8 @@ def test_the_container_tests_pass_in_the_trtllm_environment(trtllm_env, tmp_path
             "container",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",  # in this process: the outer suite's worker is already one of the two
             "--collect-only",
             "-q",
             *CONTAINER_PATHS,
@@ -224,6 +226,8 @@ def test_the_container_tests_pass_in_the_trtllm_environment(trtllm_env, tmp_path
             "container",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",  # in this process: the outer suite's worker is already one of the two
             f"--junitxml={report}",
             "-q",
             *CONTAINER_PATHS,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from enginesweep.engines.manifest import write_manifest
-from enginesweep.evaluation.records import TrialRecord
+from testkit.records import ok_record
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +37,9 @@ def bundle(root: Path, name: str, payload: bytes) -> Path:
 
 
 def record(ws: Path, slug: str, bundle_dir: Path, quantized: Path) -> None:
-    TrialRecord(
-        slug=slug,
-        sweep="s",
-        stack="reference",
-        hardware="cpu",
-        status="ok",
-        config={},
-        predicted=None,
-        bundle_dir=str(bundle_dir),
-        quantized_dir=str(quantized),
-    ).save(ws / "sweeps" / "s" / slug / "record.json")
+    ok_record(slug, bundle_dir=str(bundle_dir), quantized_dir=str(quantized)).save(
+        ws / "sweeps" / "s" / slug / "record.json"
+    )
 
 
 @pytest.fixture

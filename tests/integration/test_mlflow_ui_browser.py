@@ -1,7 +1,8 @@
 """The MLflow UI in a real browser, on a finished sweep: what a user does after `enginesweep run`.
 
-A reduced sweep (tiny_sweep's bf16 and fp8 trials, one concurrency level) runs through the
-`enginesweep run` CLI; `enginesweep ui SPEC` serves its store on 127.0.0.1; headless Chromium
+The session's tiny sweep (bf16 and fp8 trials through the `enginesweep run` CLI, shared with
+test_sweep_flow: `tiny_sweep_run`) is what the user looks at; `enginesweep ui SPEC` serves its
+store on 127.0.0.1; headless Chromium
 (Debian's `chromium`, driven by Playwright, no browser download) opens the experiment's runs,
 expands the sweep's parent run, selects the two trial runs (named by their slugs) and presses
 "Compare"; the compare view must show each trial's slug and, for every headline metric the runs
@@ -35,7 +36,7 @@ from enginesweep.engines.processes import http_ok, kill_marked, session_pids, st
 from enginesweep.engines.triton.server import free_port
 from enginesweep.evaluation.selection.headline import HEADLINE_METRICS
 from testkit.postgres_server import _children  # live children of a pid, from /proc
-from testkit.tiny_sweep import TRIALS, write_tiny_sweep
+from testkit.tiny_sweep import TRIALS, SweepRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -114,29 +115,24 @@ class Sweep:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Sweep:
-    """Two trials (bf16, fp8) at one concurrency level through the real CLI, then the runs as
-    MLflow's client reads them."""
+def sweep(tiny_sweep_run: SweepRun) -> Sweep:
+    """The session's two-trial sweep (bf16, fp8), and its runs as MLflow's client reads them:
+    the first sweep run of the store and its trial runs (test_sweep_flow, which shares the
+    store, runs the sweep again after this module)."""
     from mlflow.tracking import MlflowClient
 
-    require_chromium()  # before minutes of sweeping, not after
-    root = tmp_path_factory.mktemp("ui_sweep")
-    spec = write_tiny_sweep(root, tiny_llama_dir)
-    done = subprocess.run(
-        [str(SCRIPT), "run", str(spec), "--set", "workload.concurrency=[1]"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    require_chromium()
+    done, root = tiny_sweep_run.done, tiny_sweep_run.root
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'ws' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("enginesweep")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("enginesweep.kind") == "sweep"]
-    assert len(parents) == 1
+    parents = client.search_runs(
+        [experiment.experiment_id], "tags.`enginesweep.kind` = 'sweep'", order_by=["start_time ASC"]
+    )
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'"
+    )
     trials = tuple(
         TrialRun(r.info.run_id, r.info.run_name, dict(r.data.metrics))
         for r in runs
@@ -146,7 +142,9 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Swe
     # Which headline metrics exist is the tracker's business; these two always do.
     headline = tuple(name for name in HEADLINE_METRICS if all(name in t.metrics for t in trials))
     assert set(REQUIRED_METRICS) <= set(headline), [sorted(t.metrics) for t in trials]
-    return Sweep(spec, root, experiment.experiment_id, parents[0].info.run_id, trials, headline)
+    return Sweep(
+        tiny_sweep_run.spec, root, experiment.experiment_id, parents[0].info.run_id, trials, headline
+    )
 
 
 # --- the UI server and the browser ------------------------------------------------------------

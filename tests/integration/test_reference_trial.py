@@ -20,6 +20,7 @@ from enginesweep.engines.compat import BundleMismatch
 from enginesweep.engines.manifest import verify_bundle
 from enginesweep.evaluation.records import TrialRecord
 from enginesweep.flows.trial import run_trial
+from testkit.procs import processes_matching
 from testkit.tiny_sweep import write_tiny_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,7 +64,7 @@ def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
 
     assert record.status == "ok", record.error
     assert record.hardware == "cpu" and record.benchmark.hardware == "cpu"
-    assert record.benchmark.source == "measured" and record.predicted["source"] == "predicted:roofline"
+    assert record.benchmark.source == "measured" and record.predicted.source == "predicted:roofline"
     # the bundle is intact and its TRT-LLM checkpoint is the real export
     manifest = verify_bundle(Path(record.bundle_dir))
     assert manifest.content_hash == record.content_hash
@@ -99,7 +100,9 @@ def test_fp8_int8kv_trial_end_to_end(tmp_path, tiny_llama_dir):
 
     # a second trial with the same recipe but other knobs reuses the quantized checkpoint
     again = run_trial(
-        load_spec(write_spec(tmp_path, tiny_llama_dir), ["axes.max_batch_size=[2]"]),
+        load_spec(
+            write_spec(tmp_path, tiny_llama_dir), ["axes.max_batch_size=[2]", "workload.concurrency=[1]"]
+        ),
         "tiny__fp8__kv-int8__tp1",
         log=lines.append,
     )
@@ -187,8 +190,8 @@ def test_interrupted_trial_leaves_no_process_or_port(tmp_path, tiny_llama_dir, s
     assert proc.returncode == 130, output
     assert "interrupted" in output
     assert not _alive(server_pid)
-    leftovers = subprocess.run(["pgrep", "-f", str(trial_dir)], capture_output=True, text=True).stdout
-    assert leftovers == "", f"processes still running for this trial: {leftovers}"
+    leftovers = processes_matching(str(trial_dir))
+    assert leftovers == [], f"processes still running for this trial: {leftovers}"
     record = json.loads((trial_dir / "record.json").read_text())
     assert record["status"] == "failed"
 
@@ -214,7 +217,7 @@ def test_sigkill_mid_benchmark_leaves_no_server_and_the_rerun_completes(tmp_path
         time.sleep(0.5)
 
     done = subprocess.run(
-        [*command, "--set", "workload.request_count=8"],
+        [*command, "--set", "workload.request_count=8", "--set", "workload.concurrency=[1]"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -222,8 +225,8 @@ def test_sigkill_mid_benchmark_leaves_no_server_and_the_rerun_completes(tmp_path
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert _session_leftovers(server_sid) == [] and _session_leftovers(aiperf_sid) == []
-    leftovers = subprocess.run(["pgrep", "-f", str(trial_dir)], capture_output=True, text=True).stdout
-    assert leftovers == "", f"processes still running for this trial: {leftovers}"
+    leftovers = processes_matching(str(trial_dir))
+    assert leftovers == [], f"processes still running for this trial: {leftovers}"
     record = json.loads((trial_dir / "record.json").read_text())
     assert record["status"] == "ok" and record["benchmark"]["levels"][0]["request_count"] == 8
     assert not list(trial_dir.rglob("*.tmp")) and not list(trial_dir.rglob(".*.tmp"))
@@ -244,6 +247,7 @@ def test_two_sweeps_on_one_workspace_build_a_shared_trial_once(tmp_path, tiny_ll
         spec_path = write_tiny_sweep(folder, tiny_llama_dir, name=name)
         spec = yaml.safe_load(spec_path.read_text())
         spec["axes"]["quant"], spec["workspace"] = ["fp8"], str(shared)
+        spec["workload"]["concurrency"] = [1]  # one level: what is shared is the store, not the load
         spec_path.write_text(yaml.safe_dump(spec))
         procs.append(
             subprocess.Popen(
@@ -296,5 +300,5 @@ def test_a_server_killed_mid_benchmark_fails_the_trial_with_the_reason(tmp_path,
         or "AiperfError" in record["error"]
     ), record["error"]
     assert "executed_stages" in record and "serve+benchmark" not in record["stage_seconds"]
-    leftovers = subprocess.run(["pgrep", "-f", str(trial_dir)], capture_output=True, text=True).stdout
-    assert leftovers == "", leftovers
+    leftovers = processes_matching(str(trial_dir))
+    assert leftovers == [], leftovers

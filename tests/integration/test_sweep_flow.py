@@ -4,40 +4,28 @@ on sqlite, selects and promotes; then a promotion by hand and a rollback move th
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from testkit.tiny_sweep import write_tiny_sweep
+from testkit.procs import processes_matching
+from testkit.tiny_sweep import CANARY, SweepRun, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
 
 
-CANARY = "hf_canary_sweep_5d1e8a0c9b7f4e23"
-
-
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    # Every run carries a canary token: it must never reach anything the sweep writes.
-    env = {**os.environ, "HF_TOKEN": CANARY}
-    return subprocess.run(
-        [str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=900, check=False, env=env
-    )
+    return run_cli(*args, cwd=cwd)  # every run carries the canary token
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory, tiny_llama_dir):
-    root = tmp_path_factory.mktemp("sweep")
-    path = write_tiny_sweep(root, tiny_llama_dir)
-    start = time.perf_counter()
-    done = cli("run", str(path), cwd=root)
-    (root / "cold_seconds").write_text(str(time.perf_counter() - start))
-    return path, root, done
+def swept(tiny_sweep_run: SweepRun):
+    """The session's tiny sweep (integration/conftest.py): spec, folder, what the run printed."""
+    return tiny_sweep_run.spec, tiny_sweep_run.root, tiny_sweep_run.done
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +152,8 @@ def test_ui_serves_the_sweeps_store_on_loopback_and_stops(swept):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    leftovers = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout
-    assert leftovers == "", leftovers
+    leftovers = processes_matching(f"--port {port}")
+    assert leftovers == [], leftovers
 
 
 def _first_sweep(client):
@@ -253,7 +241,7 @@ def test_the_sweep_writes_its_report_with_each_successful_trial_in_every_plot(sw
         assert points_by_trial(page.figures["predicted-vs-measured"]) == {
             slug: 3
             * len(
-                {p["concurrency"] for p in r.predicted["per_concurrency"]}
+                {p.concurrency for p in r.predicted.per_concurrency}
                 & {lv.concurrency for lv in r.benchmark.levels}
             )
             for slug, r in ok.items()

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from enginesweep.engines.processes import session_pids
+from testkit.procs import processes_matching
 from testkit.tiny_sweep import TRIALS, write_tiny_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,14 +57,12 @@ def _survivors(session: int, workspace: Path) -> list[str]:
             found.append(f"{pid} " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
         except OSError:  # it just ended
             continue
-    done = subprocess.run(["pgrep", "-af", str(workspace)], capture_output=True, text=True)
-    found += [line for line in done.stdout.splitlines() if "pgrep" not in line]
-    return found
+    return found + processes_matching(str(workspace))
 
 
-def _janitors() -> list[str]:
-    done = subprocess.run(["pgrep", "-af", "-m engines.janitor"], capture_output=True, text=True)
-    return [line for line in done.stdout.splitlines() if "pgrep" not in line]
+def _janitors(cwd: Path) -> list[str]:
+    """The janitors the runs started (they inherit the sweep's working directory)."""
+    return processes_matching("-m enginesweep.engines.janitor", cwd=cwd)
 
 
 def test_a_sweep_killed_at_a_random_point_resumes_and_holds_each_trial_once(tmp_path, tiny_llama_dir):
@@ -72,7 +71,7 @@ def test_a_sweep_killed_at_a_random_point_resumes_and_holds_each_trial_once(tmp_
     raw = os.environ.get("ENGINESWEEP_FAULT_SEED", str(DEFAULT_FAULT_SEED))
     seed = time.time_ns() % 1_000_000 if raw == "random" else int(raw)
     rng = random.Random(seed)
-    spec = write_tiny_sweep(tmp_path, tiny_llama_dir)
+    spec = write_tiny_sweep(tmp_path, tiny_llama_dir, concurrency=(1,))  # the kill, not the load
     workspace = tmp_path / "ws"
     points = kill_points(workspace / "sweeps" / "tiny-sweep")
     point = rng.choice(sorted(points))
@@ -134,6 +133,6 @@ def test_a_sweep_killed_at_a_random_point_resumes_and_holds_each_trial_once(tmp_
     assert _survivors(proc.pid, workspace) == []
     # ...and the janitors of both runs ended once their sweep did.
     deadline = time.monotonic() + 20
-    while _janitors() and time.monotonic() < deadline:
+    while _janitors(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _janitors() == []
+    assert _janitors(tmp_path) == []

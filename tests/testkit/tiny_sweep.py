@@ -1,8 +1,13 @@
 """The reduced sweep the flow tests run: two tiny-Llama trials (bf16 and fp8) on the reference
-stack, small enough to run in about two minutes on two cores."""
+stack, small enough to run in about two minutes on two cores; and the one run of it that the
+modules reading a finished sweep share (`tiny_sweep_run` in integration/conftest.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -10,8 +15,11 @@ import yaml
 TRIALS = ("tiny__bf16__kv-auto__tp1", "tiny__fp8__kv-auto__tp1")
 
 
-def write_tiny_sweep(root: Path, model_dir: Path, name: str = "tiny-sweep") -> Path:
-    """Write the spec (workspace `root/ws`) and return its path."""
+def write_tiny_sweep(
+    root: Path, model_dir: Path, name: str = "tiny-sweep", concurrency: tuple[int, ...] = (1, 2)
+) -> Path:
+    """Write the spec (workspace `root/ws`) and return its path. Two concurrency levels by
+    default (the flow tests read curves); one is enough where the load is not the subject."""
     spec = {
         "name": name,
         "model": {"path": str(model_dir), "name": "tiny"},
@@ -28,7 +36,7 @@ def write_tiny_sweep(root: Path, model_dir: Path, name: str = "tiny-sweep") -> P
         "workload": {
             "isl": {"mean": 16},
             "osl": {"mean": 4},
-            "concurrency": [1, 2],
+            "concurrency": list(concurrency),
             "request_count": 4,
             "warmup_request_count": 1,
         },
@@ -40,3 +48,33 @@ def write_tiny_sweep(root: Path, model_dir: Path, name: str = "tiny-sweep") -> P
     path = root / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
+
+
+# Every `enginesweep` run on the shared sweep carries this token: it must reach nothing the sweep
+# writes (test_sweep_flow checks the workspace and the output).
+CANARY = "hf_canary_sweep_5d1e8a0c9b7f4e23"
+SCRIPT = Path(sys.executable).parent / "enginesweep"
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`enginesweep ARGS` in `cwd` with HF_TOKEN set to the canary; output captured."""
+    env = {**os.environ, "HF_TOKEN": CANARY}
+    return subprocess.run(
+        [str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=900, check=False, env=env
+    )
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """The tiny sweep, run once through `enginesweep run`: its spec, the folder holding the spec
+    and the workspace (`root/ws`), and what the run printed."""
+
+    spec: Path
+    root: Path
+    done: subprocess.CompletedProcess
+
+
+def run_tiny_sweep(root: Path, model_dir: Path) -> SweepRun:
+    """Write the tiny sweep under `root` and run it (cold: a new workspace)."""
+    spec = write_tiny_sweep(root, model_dir)
+    return SweepRun(spec, root, run_cli("run", str(spec), cwd=root))

@@ -12,6 +12,7 @@ from enginesweep.engines.manifest import write_manifest
 from enginesweep.engines.progress import StageClock
 from enginesweep.evaluation.records import TrialRecord
 from enginesweep.flows.trial_inputs import reusable_record
+from testkit.records import ok_record
 
 pytestmark = pytest.mark.unit
 
@@ -31,14 +32,7 @@ def trial_folder(tmp_path: Path, **changes) -> Path:
         target={"gpu": "cpu"},
         trtllm_checkpoint={},
     )
-    record = TrialRecord(
-        slug="t",
-        sweep="s",
-        stack="reference",
-        hardware="cpu",
-        status="ok",
-        config={},
-        predicted=None,
+    record = ok_record(
         bundle_dir=str(bundle),
         content_hash=manifest.content_hash,
         trial_key=KEY,
@@ -113,9 +107,7 @@ def test_executed_stages_leave_out_a_reused_checkpoint() -> None:
 
 def test_records_are_written_atomically(tmp_path: Path) -> None:
     path = tmp_path / "r" / "record.json"
-    record = TrialRecord(
-        slug="t", sweep="s", stack="reference", hardware="cpu", status="ok", config={}, predicted=None
-    )
+    record = ok_record()
     record.save(path)
     assert TrialRecord.load(path) == record
     assert sorted(p.name for p in path.parent.iterdir()) == ["record.json"]  # no temp file left

@@ -186,7 +186,7 @@ def test_the_html_report_has_every_section_and_a_point_for_every_successful_tria
         assert all(set(t["customdata"]) == {t["name"]} for t in traces)
     # Three metrics at each level where the plan predicted and the benchmark measured.
     predicted = {
-        r.slug: {p["concurrency"] for p in r.predicted["per_concurrency"]}
+        r.slug: {p.concurrency for p in r.predicted.per_concurrency}
         & {lv.concurrency for lv in r.benchmark.levels}
         for r in gpu_source.records
         if r.status == "ok"
@@ -265,7 +265,9 @@ def test_reused_trials_are_labelled_with_the_prediction_they_ran_with(gpu_source
     champion = gpu_source.selection.champion
     failed = next(r.slug for r in gpu_source.records if r.status == "failed")
     records = [
-        r.model_copy(update={"predicted": {**r.predicted, "source": "predicted:aiconfigurator"}})
+        r.model_copy(
+            update={"predicted": r.predicted.model_copy(update={"source": "predicted:aiconfigurator"})}
+        )
         if r.slug == champion
         else r
         for r in gpu_source.records
