@@ -11,15 +11,12 @@ from pathlib import Path
 import pytest
 
 from testkit.procs import processes_matching
-from testkit.tiny_sweep import CANARY, SweepRun, run_cli
+from testkit.tiny_sweep import CANARY, SweepRun
+from testkit.tiny_sweep import run_cli as cli  # every run carries the canary token
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "enginesweep"
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return run_cli(*args, cwd=cwd)  # every run carries the canary token
 
 
 @pytest.fixture(scope="module")
