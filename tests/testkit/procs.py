@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from enginesweep.engines.processes import command_line
+
 
 def processes_matching(text: str, cwd: Path | None = None) -> list[str]:
     """`pid command line` of every process but this one whose command line contains `text`
@@ -18,10 +20,10 @@ def processes_matching(text: str, cwd: Path | None = None) -> list[str]:
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == me:
             continue
+        line = command_line(int(proc.name)).strip()  # '' once it has ended
+        if text not in line:
+            continue
         try:
-            line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            if text not in line:
-                continue
             if cwd is not None and Path(os.readlink(proc / "cwd")) != cwd.resolve():
                 continue
         except OSError:  # it ended while we looked
