@@ -193,13 +193,16 @@ def load_quantized_model(model_dir: Path, *, fold: bool = True):
     restored onto a model built from `config.json` (weights and quantizer scales included), and
     weight fake-quantization is folded in once where ModelOpt can. A folder without the ModelOpt
     file is an unquantized checkpoint and loads as such."""
-    import modelopt.torch.opt as mto
-    import modelopt.torch.quantization as mtq
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     state = model_dir / MODELOPT_FILE
     if state.exists():
+        # Imported only here: ModelOpt's import takes seconds (its plugins import half of
+        # transformers), which an unquantized model's server start would pay for nothing.
+        import modelopt.torch.opt as mto
+        import modelopt.torch.quantization as mtq
+
         config = AutoConfig.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         mto.restore(model, state)

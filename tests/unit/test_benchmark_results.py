@@ -21,6 +21,7 @@ from enginesweep.evaluation.benchmark.aiperf_runner import (
     TEMPLATE_NAME,
     aiperf_command,
     aiperf_environment,
+    tokenizer_hub_view,
 )
 from enginesweep.evaluation.benchmark.results import (
     RECORDS_FILE,
@@ -298,12 +299,32 @@ def test_template_renders_tensorrt_llm_fields_as_aiperf_renders_it() -> None:
     assert json.loads(rendered) == {"text_input": text, "max_tokens": 64, "min_tokens": 64, "stream": True}
 
 
-def test_environment_drops_offline_switches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    env = aiperf_environment(tmp_path)
-    assert "HF_HUB_OFFLINE" not in env and "TRANSFORMERS_OFFLINE" not in env
-    assert env["TMPDIR"] == str(tmp_path)
+def test_environment_is_offline_on_the_hub_view(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    env = aiperf_environment(tmp_path, tmp_path / "hub")
+    assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "1"
+    assert env["HF_HUB_CACHE"] == str(tmp_path / "hub") and env["TMPDIR"] == str(tmp_path)
+    assert "HF_HUB_CACHE" not in aiperf_environment(tmp_path)
+
+
+def test_the_hub_view_is_the_folders_files_under_the_refs_snapshot(tmp_path: Path) -> None:
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "tokenizer_config.json").write_text('{"x": 1}')
+    (folder / "sub").mkdir()  # folders are not part of a tokenizer
+    repo = tokenizer_hub_view(folder, tmp_path / "hub")
+    entry = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
+    commit = (entry / "refs" / "main").read_text()
+    assert len(commit) == 40 and set(commit) <= set("0123456789abcdef")
+    snapshot = entry / "snapshots" / commit
+    assert {p.name: p.resolve() for p in snapshot.iterdir()} == {
+        "tokenizer.json": (folder / "tokenizer.json").resolve(),
+        "tokenizer_config.json": (folder / "tokenizer_config.json").resolve(),
+    }
+    (folder / "special_tokens_map.json").write_text("{}")
+    assert tokenizer_hub_view(folder, tmp_path / "hub") == repo  # a rerun replaces the view
+    assert [p.name for p in (entry / "snapshots").iterdir()] != [commit]
 
 
 def test_aiperfs_own_parser_accepts_the_command(tmp_path: Path) -> None:
