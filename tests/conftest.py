@@ -20,7 +20,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers share two cores: torch's default of a thread per core in each would be four
     # spinning OpenMP threads, which has made an evaluation five times slower. Set before torch
     # is imported; the processes the tests start inherit it.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not os.environ.get("OMP_NUM_THREADS"):  # unset or empty (libgomp rejects "")
+        os.environ["OMP_NUM_THREADS"] = "1"
     # A worker starts with COLUMNS=80 and LINES=24 in its environment (not the user's terminal):
     # rich would fix the CLI consoles' width at 80 when flows.cli_common is imported below.
     for name in ("COLUMNS", "LINES"):

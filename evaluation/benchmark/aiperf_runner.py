@@ -115,6 +115,10 @@ def aiperf_command(
         "records",
         "--ui-type",
         "none",
+        # Neither is read: the trial samples the server's metrics itself (server_metrics.py), and
+        # GPU telemetry would probe DCGM ports on localhost. Off, they are two fewer services.
+        "--no-server-metrics",
+        "--no-gpu-telemetry",
     ]
     if workload.warmup_request_count > 0:
         # aiperf 0.13.0 rejects `--warmup-request-count 0`; leaving it out means no warmup.

@@ -129,6 +129,9 @@ def test_aiperf_sweep_against_triton(server: TritonServer, smol_tokenizer_dir: P
     log = (artifacts / LOG_NAME).read_text()
     assert log.count("HF offline mode already set, skipping cache warming") == 2
     assert "Prefetching" not in log
+    # nor the two services whose outputs nothing reads (server metrics, GPU telemetry)
+    assert "Registered: Worker (" in log and "Server_Metrics_Manager" not in log
+    assert "Gpu_Telemetry_Manager" not in log and "localhost:9400" not in log
 
     generous = SLA(ttft_p99_ms=60_000, itl_p99_ms=60_000)
     result = parse_benchmark(artifacts, WORKLOAD, generous, hardware="cpu", gpus=1)

@@ -111,6 +111,9 @@ def main(out: Path, work: Path, names: tuple[str, ...] | None = None) -> None:
         start = time.perf_counter()
         model = load()
         mtq.quantize(model, config, forward_loop)
+        # Weight fake-quantization applied once, as the trials' loader does (load_quantized_model):
+        # the same numbers, without re-quantizing every weight in every forward pass.
+        mtq.fold_weight(model)
         result = evaluate(model)
         deltas = compare_variant(baseline, result, confidence=CFG.confidence)
         verdicts = {}
