@@ -4,13 +4,26 @@ of the tiny sweep shared by the modules that read a finished sweep."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from enginesweep.engines import textdata
-from enginesweep.engines.demo_model import build_tiny_llama, save_smollm2_tokenizer
+from enginesweep.engines.demo_model import build_tiny_llama, prepare_smollm2, save_smollm2_tokenizer
+from enginesweep.engines.locks import key_lock
 from testkit.tiny_sweep import SweepRun, run_tiny_sweep
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2-135M-Instruct as a Hugging Face checkpoint, converted from the GGUF once
+    per test session (about 27 CPU-seconds): under xdist into the folder the workers share, the
+    first worker converting while the other waits on the lock. Read-only for the tests."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with key_lock(root / "smollm2.lock", "another worker converting SmolLM2", log=lambda _: None):
+        return prepare_smollm2(root / "smollm2", log=lambda _: None)
 
 
 @pytest.fixture(scope="session")

@@ -35,9 +35,10 @@ METRICS = ("perplexity", "top1_accuracy", "enginesweep_cloze.acc", "enginesweep_
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, corpus) -> dict:
+def report(tmp_path_factory, corpus, smollm2_checkpoint) -> dict:
     assert shutil.which("unshare"), "unshare (util-linux) is needed for the no-network check"
     work = tmp_path_factory.mktemp("accuracy")
+    (work / "smollm2").symlink_to(smollm2_checkpoint)  # the job's prepare_smollm2 finds it there
     out = work / "report.json"
     done = subprocess.run(
         ["unshare", "-rn", sys.executable, str(JOB), str(out), str(work), ",".join(VARIANTS)],

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from enginesweep.engines.demo_model import prepare_smollm2
 from enginesweep.engines.quantize.modelopt_cpu import load_quantized_model
 from enginesweep.engines.triton.repository import SERVED_MODEL, write_reference_repository
 from enginesweep.engines.triton.server import TritonServer, free_port
@@ -36,9 +35,9 @@ LIMIT = 24
 
 
 @pytest.fixture(scope="module")
-def smol_dir(tmp_path_factory) -> Path:
-    """The real SmolLM2-135M-Instruct as a Hugging Face checkpoint (~25 s, once)."""
-    return prepare_smollm2(tmp_path_factory.mktemp("smol") / "smollm2", log=lambda _: None)
+def smol_dir(smollm2_checkpoint: Path) -> Path:
+    """The real SmolLM2-135M-Instruct as a Hugging Face checkpoint (converted once a session)."""
+    return smollm2_checkpoint
 
 
 @pytest.fixture(scope="module")
