@@ -5,8 +5,12 @@ head dim, MLP size, vocabulary, context length, tied embeddings. These are read 
 Hugging Face `config.json` (a local file or directory, or the hub's config file alone), or from the
 architecture files shipped in `architectures/` (same field names) so that planning works offline.
 
-Only dense decoder-only transformers with a gated MLP (Llama, Mistral, Qwen2 families) are sized
-today; a mixture-of-experts config is refused with a clear message rather than sized wrongly.
+Decoder-only transformers with a gated MLP are sized: dense ones (Llama, Mistral, Qwen2) and
+mixture-of-experts ones (Mixtral, Qwen3-MoE, gpt-oss, DeepSeek-V3), with multi-head latent attention
+(MLA: one compressed KV vector per token and layer, not one per head) and sliding-window layers
+(which hold at most their window of each sequence). How a `config.json` maps onto these numbers,
+and which keys are refused because they would change memory or compute unmodelled, is in
+`hf_architecture.py`.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-_MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size")
+from enginesweep.build_configs.hf_architecture import HFConfigError, architecture_fields
 
 
 class ArchitectureError(ValueError):
@@ -27,7 +31,7 @@ class ArchitectureError(ValueError):
 
 
 class ModelArchitecture(BaseModel):
-    """The numbers that size a dense decoder-only transformer."""
+    """The numbers that size a decoder-only transformer, dense or mixture-of-experts."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,6 +51,57 @@ class ModelArchitecture(BaseModel):
         default=None, description="config.json `architectures[0]`, e.g. LlamaForCausalLM."
     )
     model_type: str | None = None
+    # -- mixture of experts (num_experts = 0: a dense model) -------------------------------------
+    num_experts: int = Field(default=0, ge=0, description="Routed experts per MoE layer.")
+    experts_per_token: int = Field(default=0, ge=0, description="Routed experts each token uses.")
+    num_shared_experts: int = Field(default=0, ge=0, description="Experts every token uses (DeepSeek).")
+    expert_intermediate_size: int | None = Field(default=None, gt=0, description="FFN width of one expert.")
+    num_dense_layers: int = Field(
+        default=0, ge=0, description="Layers of a MoE model with a dense MLP (DeepSeek-V3's first 3)."
+    )
+    expert_bias: bool = Field(default=False, description="Experts and router carry biases (gpt-oss).")
+    # -- multi-head latent attention (DeepSeek) --------------------------------------------------
+    kv_lora_rank: int | None = Field(default=None, gt=0)
+    q_lora_rank: int | None = Field(default=None, gt=0)
+    qk_rope_head_dim: int | None = Field(default=None, gt=0)
+    qk_nope_head_dim: int | None = Field(default=None, gt=0)
+    v_head_dim: int | None = Field(default=None, gt=0)
+    # -- attention windows -----------------------------------------------------------------------
+    sliding_window: int | None = Field(default=None, gt=0, description="Tokens a sliding layer attends.")
+    num_sliding_layers: int = Field(default=0, ge=0, description="Layers with the sliding window.")
+    attention_sinks: bool = Field(default=False, description="A learned sink logit per head (gpt-oss).")
+    # -- weights as the checkpoint ships them ----------------------------------------------------
+    shipped_expert_format: str | None = Field(
+        default=None, description="Expert weights' format in the checkpoint: mxfp4 or fp8_block."
+    )
+    shipped_dense_format: str | None = Field(
+        default=None, description="Attention and dense weights' format in the checkpoint: fp8_block."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelArchitecture:
+        if self.num_experts and not (0 < self.experts_per_token <= self.num_experts):
+            raise ValueError(f"experts_per_token {self.experts_per_token} must be 1..{self.num_experts}")
+        if self.num_dense_layers > self.num_layers or self.num_sliding_layers > self.num_layers:
+            raise ValueError("more dense or sliding layers than layers")
+        if self.num_sliding_layers and self.sliding_window is None:
+            raise ValueError("sliding layers without a sliding_window")
+        mla = (self.kv_lora_rank, self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim)
+        if any(v is not None for v in mla) and any(v is None for v in mla):
+            raise ValueError("MLA needs kv_lora_rank, qk_rope_head_dim, qk_nope_head_dim and v_head_dim")
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+    @property
+    def num_moe_layers(self) -> int:
+        return self.num_layers - self.num_dense_layers if self.is_moe else 0
 
     def hf_config(self) -> dict[str, Any]:
         """A Hugging Face `config.json` with the sizing fields (for tools that read one)."""
@@ -70,18 +125,63 @@ class ModelArchitecture(BaseModel):
 
     # -- parameter counts ------------------------------------------------------------------------
     @property
-    def linear_params_per_layer(self) -> int:
-        """Weights of the quantizable GEMMs of one layer (q, k, v, o, gate, up, down)."""
-        q_out = self.num_attention_heads * self.head_dim
-        kv_out = self.num_kv_heads * self.head_dim
-        attention = self.hidden_size * (q_out + 2 * kv_out) + q_out * self.hidden_size
-        mlp = 3 * self.hidden_size * self.intermediate_size
-        return attention + mlp
+    def attention_params_per_layer(self) -> int:
+        """Attention GEMM weights of one layer (q, k, v, o; MLA's down- and up-projections)."""
+        h, heads = self.hidden_size, self.num_attention_heads
+        if self.is_mla:
+            qk_head = self.qk_nope_head_dim + self.qk_rope_head_dim
+            q = (
+                h * self.q_lora_rank + self.q_lora_rank * heads * qk_head
+                if self.q_lora_rank
+                else h * heads * qk_head
+            )
+            kv = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank * heads * (
+                self.qk_nope_head_dim + self.v_head_dim
+            )
+            return q + kv + heads * self.v_head_dim * h
+        q_out, kv_out = heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return h * (q_out + 2 * kv_out) + q_out * h
+
+    @property
+    def dense_mlp_params(self) -> int:
+        """One dense gated MLP (gate, up, down)."""
+        return 3 * self.hidden_size * self.intermediate_size
+
+    @property
+    def expert_params(self) -> int:
+        """One expert's gated MLP (gate, up, down)."""
+        return 3 * self.hidden_size * (self.expert_intermediate_size or self.intermediate_size)
+
+    @property
+    def router_params(self) -> int:
+        return self.hidden_size * self.num_experts
+
+    @property
+    def attention_params(self) -> int:
+        """Attention of every layer (kept with the dense part: split by TP, never by EP)."""
+        return self.num_layers * self.attention_params_per_layer
+
+    @property
+    def dense_params(self) -> int:
+        """Dense MLPs, shared experts and routers: every GPU of a TP group holds its TP share."""
+        dense_layers = self.num_layers - self.num_moe_layers
+        shared = self.num_moe_layers * (self.num_shared_experts * self.expert_params + self.router_params)
+        return dense_layers * self.dense_mlp_params + shared
+
+    @property
+    def routed_expert_params(self) -> int:
+        """Routed experts of every MoE layer (split across the GPUs by EP x expert-TP)."""
+        return self.num_moe_layers * self.num_experts * self.expert_params
 
     @property
     def linear_params(self) -> int:
-        """All quantizable GEMM weights of the decoder layers."""
-        return self.num_layers * self.linear_params_per_layer
+        """All quantizable GEMM weights of the decoder layers (attention, MLPs, experts)."""
+        return self.attention_params + self.dense_params + self.routed_expert_params
+
+    @property
+    def linear_params_per_layer(self) -> int:
+        """Mean GEMM weights of one layer."""
+        return self.linear_params // self.num_layers
 
     @property
     def embedding_params(self) -> int:
@@ -92,65 +192,69 @@ class ModelArchitecture(BaseModel):
 
     @property
     def other_params(self) -> int:
-        """Norms and attention biases: small, kept in 16 bits."""
-        norms = (2 * self.num_layers + 1) * self.hidden_size
+        """Norms, biases and attention sinks: small, kept in 16 bits."""
+        layers, heads = self.num_layers, self.num_attention_heads
+        norms = (2 * layers + 1) * self.hidden_size
+        if self.is_mla:  # the latent vectors' own norms
+            norms += layers * (self.kv_lora_rank + (self.q_lora_rank or 0))
         bias = 0
-        if self.attention_bias:
-            bias = self.num_layers * (self.num_attention_heads + 2 * self.num_kv_heads) * self.head_dim
-        return norms + bias
+        if self.attention_bias:  # q, k and v (o's, where a model has one, is H more)
+            bias = layers * (heads + 2 * self.num_kv_heads) * self.head_dim
+        if self.expert_bias:  # every expert's gate/up and down, and the router
+            width = self.expert_intermediate_size or self.intermediate_size
+            bias += self.num_moe_layers * (
+                self.num_experts * (2 * width + self.hidden_size) + self.num_experts
+            )
+        sinks = layers * heads if self.attention_sinks else 0
+        return norms + bias + sinks
 
     @property
     def total_params(self) -> int:
         return self.linear_params + self.embedding_params + self.other_params
 
     @property
+    def active_params(self) -> int:
+        """Parameters one token computes with: all but the routed experts it is not sent to."""
+        unused = self.num_moe_layers * (self.num_experts - self.experts_per_token) * self.expert_params
+        return self.total_params - unused
+
+    @property
+    def active_linear_params(self) -> int:
+        """GEMM weights one token multiplies with (the roofline's compute)."""
+        unused = self.num_moe_layers * (self.num_experts - self.experts_per_token) * self.expert_params
+        return self.linear_params - unused
+
+    # -- KV cache --------------------------------------------------------------------------------
+    @property
+    def kv_elements_per_token_per_layer(self) -> int:
+        """Elements one layer caches per token: K and V of every KV head, or MLA's one latent
+        vector (kv_lora_rank + qk_rope_head_dim) shared by all heads."""
+        if self.is_mla:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.num_kv_heads * self.head_dim
+
+    @property
     def kv_elements_per_token(self) -> int:
-        """K and V elements cached per token, summed over layers: 2 * layers * kv_heads * head_dim."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim
+        """Elements cached per token, summed over layers, as if every layer held every token."""
+        return self.num_layers * self.kv_elements_per_token_per_layer
+
+    def cached_tokens_per_layer(self, sequence_tokens: int) -> float:
+        """Mean tokens of one `sequence_tokens`-long sequence a layer holds: full layers all of
+        them, sliding-window layers at most their window."""
+        sliding = self.num_sliding_layers
+        window = min(self.sliding_window or sequence_tokens, sequence_tokens)
+        return ((self.num_layers - sliding) * sequence_tokens + sliding * window) / self.num_layers
 
     # -- readers ---------------------------------------------------------------------------------
     @classmethod
     def from_hf_config(cls, config: dict[str, Any], name: str) -> ModelArchitecture:
         """Read the sizing numbers from a Hugging Face `config.json` dictionary."""
-        moe = [key for key in _MOE_KEYS if config.get(key)]
-        if moe:
-            raise ArchitectureError(
-                f"{name}: mixture-of-experts configs ({', '.join(moe)}) are not sized yet; "
-                "only dense decoder-only models are supported"
-            )
-        required = (
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "vocab_size",
-        )
-        missing = [key for key in required if key not in config]
-        if missing:
-            raise ArchitectureError(
-                f"{name}: config.json lacks {', '.join(missing)}; is this a decoder-only LLM config?"
-            )
-        heads = int(config["num_attention_heads"])
-        rope = config.get("rope_theta")
-        # transformers 5 keeps the RoPE base only under rope_parameters.
-        if rope is None and isinstance(config.get("rope_parameters"), dict):
-            rope = config["rope_parameters"].get("rope_theta")
-        return cls(
-            name=name,
-            hidden_size=int(config["hidden_size"]),
-            intermediate_size=int(config["intermediate_size"]),
-            num_layers=int(config["num_hidden_layers"]),
-            num_attention_heads=heads,
-            num_kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or config["hidden_size"] // heads),
-            vocab_size=int(config["vocab_size"]),
-            max_position_embeddings=int(config.get("max_position_embeddings") or 4096),
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-            attention_bias=bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
-            rope_theta=float(rope) if rope is not None else None,
-            family=(config.get("architectures") or [None])[0],
-            model_type=config.get("model_type"),
-        )
+        try:
+            return cls(name=name, **architecture_fields(config))
+        except HFConfigError as exc:
+            raise ArchitectureError(f"{name}: {exc}") from None
+        except ValidationError as exc:
+            raise ArchitectureError(f"{name}: inconsistent config.json ({exc.errors()[0]['msg']})") from None
 
     @classmethod
     def from_file(cls, path: Path) -> ModelArchitecture:

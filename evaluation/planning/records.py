@@ -22,6 +22,21 @@ class MemoryBreakdown(_Record):
     gpu_memory_bytes: int
     weights_bytes_total: int = Field(description="All weights of the model in this format.")
     weights_bytes_per_gpu: int = Field(description="Weights on the fullest GPU (TP and PP split).")
+    dense_bytes_per_gpu: int | None = Field(
+        default=None,
+        description="MoE models: attention, dense MLPs, shared experts, routers, embeddings and norms"
+        " on the fullest GPU (None for dense models).",
+    )
+    expert_bytes_per_gpu: int | None = Field(
+        default=None, description="MoE models: routed experts on the fullest GPU (None for dense models)."
+    )
+    dense_bytes_per_weight: float | None = Field(
+        default=None, description="MoE models: bytes per attention/dense GEMM weight (scales included)."
+    )
+    expert_bytes_per_weight: float | None = Field(
+        default=None,
+        description="MoE models: bytes per expert weight, the checkpoint's own format where smaller.",
+    )
     runtime_reserve_bytes_per_gpu: int = Field(description="CUDA context, runtime, comm buffers.")
     activation_bytes_per_gpu: int = Field(description="Activations for max_num_tokens and logits.")
     kv_bytes_per_token: int = Field(

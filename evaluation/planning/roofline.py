@@ -8,6 +8,9 @@ F = dense TFLOP/s of the format's compute dtype, BW = memory bandwidth, tp/pp = 
 * Prefill of ISL tokens (compute-bound): flops = 2*P*ISL + 2*L*(heads*head_dim)*ISL^2 (causal
   attention); t = flops / (tp * F * MFU), floored by the weight read W/tp / (BW * BW_EFF), plus
   2*L TP all-reduces of ISL*H*2 bytes and (pp-1) stage hops.
+* A mixture-of-experts model computes with its active parameters (P counts only the k routed
+  experts of E a token uses) and a decode round of B tokens reads all its other weights and the
+  expected E * (1 - (1 - k/E)^B) experts they touch; expert-parallel all-to-all is not modelled yet.
 * One decode round for B sequences at context C (memory-bound): each stage reads its weights once
   per micro-batch and the KV of its layers, so t = (W/tp + B*C*KV/(tp*pp)) / (BW * BW_EFF), or the
   compute time 2*P*B/(tp*pp) / (F * MFU) if larger, plus 2*L all-reduces of (B/pp)*H*2 bytes.
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from enginesweep.build_configs.architectures import ModelArchitecture
 from enginesweep.build_configs.gpus import GPU
 from enginesweep.build_configs.schema import SLA, Workload
+from enginesweep.evaluation.planning.memory import weight_parts_total
 from enginesweep.evaluation.planning.prediction import assemble, level
 from enginesweep.evaluation.planning.records import (
     ConcurrencyPrediction,
@@ -67,7 +71,18 @@ class Deployment:
 
     @property
     def gemm_params(self) -> int:
-        return self.arch.linear_params + self.arch.vocab_size * self.arch.hidden_size
+        """GEMM weights one token multiplies with: a MoE model's active ones, plus the LM head."""
+        return self.arch.active_linear_params + self.arch.vocab_size * self.arch.hidden_size
+
+    def decode_weight_bytes(self, batch: int) -> float:
+        """Weight bytes one decode round reads: all but a MoE model's routed experts, and of those
+        the expected number that `batch` tokens touch, E * (1 - (1 - k/E)^batch) of E."""
+        if not self.arch.is_moe:
+            return self.mem.weights_bytes_total
+        _, experts, _ = weight_parts_total(self.arch, self.cfg.quant)
+        e, k = self.arch.num_experts, self.arch.experts_per_token
+        touched = 1 - (1 - k / e) ** max(batch, 1)
+        return self.mem.weights_bytes_total - experts * (1 - touched)
 
     def allreduce_s(self, tokens: float) -> float:
         """One ring all-reduce of `tokens` hidden states across the TP group."""
@@ -100,7 +115,7 @@ class Deployment:
         """Time for every one of `batch` sequences to produce one token (= ITL)."""
         tp, pp = self.cfg.tp, self.cfg.pp
         memory = (
-            self.mem.weights_bytes_total / tp + batch * context * self.mem.kv_bytes_per_token / (tp * pp)
+            self.decode_weight_bytes(batch) / tp + batch * context * self.mem.kv_bytes_per_token / (tp * pp)
         ) / self.bytes_per_s
         compute = 2 * self.gemm_params * batch / (tp * pp) / self.flops_per_s
         comm = 2 * self.arch.num_layers * self.allreduce_s(batch / pp)

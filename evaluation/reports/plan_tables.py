@@ -16,7 +16,7 @@ from rich.text import Text
 from enginesweep.build_configs.schema import Objective
 from enginesweep.evaluation.planning.expand import Plan
 from enginesweep.evaluation.planning.prune import predicted_objective
-from enginesweep.evaluation.planning.records import PlannedTrial, Prediction
+from enginesweep.evaluation.planning.records import MemoryBreakdown, PlannedTrial, Prediction
 
 
 def _gb(value: float) -> str:
@@ -224,6 +224,23 @@ def plan_report_text(plan: Plan, objective: Objective) -> str:
     return console.export_text()
 
 
+def _moe_weight_rows(mem: MemoryBreakdown) -> list[tuple[str, str]]:
+    """A MoE model's weights per GPU in its two parts (and their bytes per weight)."""
+    if mem.expert_bytes_per_gpu is None or mem.dense_bytes_per_gpu is None:
+        return []
+    return [
+        (
+            "  attention + dense per GPU",
+            f"{_gb(mem.dense_bytes_per_gpu)} GB ({mem.dense_bytes_per_weight:.3g} bytes/weight;"
+            " embeddings, norms, routers included)",
+        ),
+        (
+            "  experts per GPU",
+            f"{_gb(mem.expert_bytes_per_gpu)} GB ({mem.expert_bytes_per_weight:.3g} bytes/weight)",
+        ),
+    ]
+
+
 def size_table(trial: PlannedTrial) -> Table:
     """The sizing calculator's answer for one trial, as label/value rows."""
     mem, pred = trial.memory, trial.predicted
@@ -241,6 +258,7 @@ def size_table(trial: PlannedTrial) -> Table:
         ("GPU memory", f"{_gb(mem.gpu_memory_bytes)} GB"),
         ("weights (whole model)", f"{_gb(mem.weights_bytes_total)} GB"),
         ("weights per GPU", f"{_gb(mem.weights_bytes_per_gpu)} GB"),
+        *_moe_weight_rows(mem),
         (
             "runtime + activations per GPU",
             f"{_gb(mem.runtime_reserve_bytes_per_gpu + mem.activation_bytes_per_gpu)} GB",

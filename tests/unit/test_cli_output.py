@@ -90,6 +90,20 @@ def test_size_table_labels_predictions(cli):
     assert "pred ITL" in result.stdout and "not a measurement" in result.stdout
 
 
+def test_size_of_a_moe_model_splits_each_gpus_weights_into_attention_dense_and_experts(cli):
+    """Mixtral-8x7B bf16 on two H100s: 46.7e9 params, of which 45.1e9 in experts, split by TP."""
+    result = cli("size", "--model", "mixtral-8x7b", "--gpu", "H100-SXM-80GB", "--tp", "2")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.replace("│", " ").split())  # the table's cells, in order
+    assert "attention + dense per GPU 1.6 GB (2 bytes/weight" in text
+    assert "experts per GPU 45.1 GB (2 bytes/weight)" in text
+    memory = json.loads(
+        cli("size", "--model", "mixtral-8x7b", "--gpu", "H100-SXM-80GB", "--tp", "2", "--json").stdout
+    )["memory"]
+    assert memory["dense_bytes_per_gpu"] + memory["expert_bytes_per_gpu"] == memory["weights_bytes_per_gpu"]
+    assert memory["kv_bytes_per_token"] == 131_072
+
+
 def test_plan_json_lists_rejected_trials_too(cli):
     result = cli("plan", "llama-3.3-70b-h100", "--json")
     assert result.exit_code == 0, result.output

@@ -126,9 +126,13 @@ CASES = [
         ["model.architecture: 'llama-9' is not a shipped architecture (known: "],
     ),
     (
-        "moe-architecture",
-        _set("model.architecture", str(FIXTURES / "mixtral-8x7b-config.json")),
-        ["model.architecture:", "mixture-of-experts configs (num_local_experts) are not sized yet"],
+        "unmodelled-architecture-key",
+        _set("model.architecture", str(FIXTURES / "unmodelled-shared-expert-config.json")),
+        [
+            "model.architecture:",
+            "config.json key 'shared_expert_intermediate_size' (a shared expert of its own width"
+            " (Qwen2-MoE)) is not sized yet",
+        ],
     ),
     ("missing-section", _drop("workload"), ["workload: Field required"]),
     (
