@@ -139,6 +139,11 @@ def _windows(config: dict[str, Any], layers: int) -> dict[str, Any]:
         if len(types) != layers:
             raise HFConfigError(f"config.json key 'layer_types' has {len(types)} entries for {layers} layers")
         sliding = types.count("sliding_attention")
+    elif window and str(config.get("model_type", "")).startswith(("gemma", "cohere")):
+        # These alternate sliding and full layers; without layer_types the pattern is unknown.
+        raise HFConfigError(
+            "config.json key 'sliding_window' without layer_types (the pattern of its layers)"
+        )
     elif not window or config.get("use_sliding_window") is False:
         sliding = 0
     elif config.get("use_sliding_window") and config.get("max_window_layers") is not None:

@@ -15,7 +15,7 @@ dp = tp with attention data-parallelism, else 1):
 * runtime_reserve = 1.5 GiB per GPU (CUDA context, runtime, cuBLAS workspaces), + 0.5 GiB when
   TP*PP > 1 (NCCL buffers).
 * activations = max_num_tokens * (4H + 2I/tp) * 2 bytes + max_batch_size * V/tp * 4 bytes (fp32
-  logits); a MoE model's MLP term is its experts': max_num_tokens * k * (2H + 2 I_e*ep/tp) * 2 with
+  logits); a MoE model's MLP term is its experts': max_num_tokens * k * 2 I_e/(tp/ep) * 2 with
   k experts per token, plus with ep > 1 the all-to-all dispatch and combine buffers,
   2 * max_num_tokens * k * H * 2 bytes.
 * kv per token and layer: 2 * kv_heads * head_dim * kv_bytes, split by tp (kv_heads/tp, at least
@@ -59,6 +59,13 @@ class Parallel:
     pp: int = 1
     ep: int = 1
     attention_dp: bool = False
+
+    def __post_init__(self) -> None:
+        # TensorRT-LLM's Mapping: expert-TP x EP = TP (EP lies within the TP group).
+        if self.tp < 1 or self.pp < 1 or self.ep < 1 or self.tp % self.ep:
+            raise ValueError(f"ep {self.ep} must divide tp {self.tp} (expert TP x EP = TP)")
+        if self.attention_dp and self.tp == 1:
+            raise ValueError("attention-DP needs tp > 1 (its ranks are the TP group's)")
 
     @property
     def dp(self) -> int:
@@ -142,9 +149,9 @@ def activation_bytes(arch: ModelArchitecture, cfg: TrialConfig, par: Parallel) -
         return int(tokens * (4 * h + 2 * arch.intermediate_size / par.tp) * _BYTES_16BIT + logits)
     k = arch.experts_per_token
     width = arch.expert_intermediate_size or arch.intermediate_size
-    mlp = tokens * k * (2 * h + 2 * width * par.ep / par.tp) * _BYTES_16BIT
+    experts = tokens * k * 2 * width / (par.tp // par.ep) * _BYTES_16BIT  # k copies' gate/up
     all_to_all = 2 * tokens * k * h * _BYTES_16BIT if par.ep > 1 else 0
-    return int(tokens * 2 * h * _BYTES_16BIT + mlp + all_to_all + logits)
+    return int(tokens * 4 * h * _BYTES_16BIT + experts + all_to_all + logits)
 
 
 def memory_breakdown(

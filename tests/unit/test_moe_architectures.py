@@ -181,6 +181,7 @@ def test_experts_split_by_ep_times_expert_tp_attention_by_tp_or_whole_with_atten
         ({"layer_types": ["linear_attention"] * 32}, "layer_types"),
         ({"quantization_config": {"quant_method": "gptq"}}, "quantization_config"),
         ({"moe_layer_freq": 2}, "moe_layer_freq"),
+        ({"model_type": "gemma2", "sliding_window": 4096}, "sliding_window"),
     ],
 )
 def test_keys_that_change_memory_unmodelled_are_errors_naming_the_key(extra, key):
@@ -197,6 +198,18 @@ def test_keys_that_change_memory_unmodelled_are_errors_naming_the_key(extra, key
     }
     with pytest.raises(ArchitectureError, match=f"'{key}'"):
         ModelArchitecture.from_hf_config(config, name="x")
+
+
+@pytest.mark.parametrize(
+    ("par", "message"),
+    [
+        (dict(tp=4, ep=8), "ep 8 must divide tp 4"),
+        (dict(tp=1, attention_dp=True), "attention-DP needs tp > 1"),
+    ],
+)
+def test_impossible_parallel_layouts_are_refused(par, message):
+    with pytest.raises(ValueError, match=message):
+        Parallel(**par)
 
 
 def test_dense_models_size_as_before():
