@@ -19,7 +19,7 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -71,10 +71,10 @@ class ModelArchitecture(BaseModel):
     num_sliding_layers: int = Field(default=0, ge=0, description="Layers with the sliding window.")
     attention_sinks: bool = Field(default=False, description="A learned sink logit per head (gpt-oss).")
     # -- weights as the checkpoint ships them ----------------------------------------------------
-    shipped_expert_format: str | None = Field(
+    shipped_expert_format: Literal["mxfp4", "fp8_block"] | None = Field(
         default=None, description="Expert weights' format in the checkpoint: mxfp4 or fp8_block."
     )
-    shipped_dense_format: str | None = Field(
+    shipped_dense_format: Literal["fp8_block"] | None = Field(
         default=None, description="Attention and dense weights' format in the checkpoint: fp8_block."
     )
 
@@ -104,7 +104,8 @@ class ModelArchitecture(BaseModel):
         return self.num_layers - self.num_dense_layers if self.is_moe else 0
 
     def hf_config(self) -> dict[str, Any]:
-        """A Hugging Face `config.json` with the sizing fields (for tools that read one)."""
+        """A Hugging Face `config.json` with the dense sizing fields (for tools that read one: only
+        aiconfigurator, which is asked for dense families only until its MoE ones are wired)."""
         return {
             "architectures": [self.family] if self.family else [],
             "model_type": self.model_type,
