@@ -52,6 +52,37 @@ def test_generated_options_keep_the_contract_and_say_what_they_set():
     }
 
 
+def test_the_moe_options_of_the_1_2_line_pass_the_contract():
+    """What a MoE trial will write (issue 20): expert and attention data parallelism and the MoE
+    backend, as top-level keys and the `moe_config` section (1.2.0's MoeConfig)."""
+    check_options(
+        CONTRACT,
+        {
+            "tensor_parallel_size": 8,
+            "moe_expert_parallel_size": 8,
+            "moe_tensor_parallel_size": 1,
+            "enable_attention_dp": True,
+            "attention_dp_config": {"enable_balance": True},
+            "moe_config": {"backend": "CUTLASS", "max_num_tokens": 8192},
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"moe_expert_paralel_size": 8}, "'moe_expert_paralel_size' is not an LLM-API option"),
+        ({"enable_attention_data_parallel": True}, "'enable_attention_data_parallel' is not an LLM-API"),
+        ({"moe_config": {"backnd": "CUTLASS"}}, "moe_config.backnd is not accepted"),
+        ({"moe_config": {"backend": "AUTO"}}, "moe_config.backend 'AUTO' is not one of CUTLASS"),  # post-1.2
+        ({"attention_dp_config": {"balance": True}}, "attention_dp_config.balance is not accepted"),
+    ],
+)
+def test_a_misspelt_moe_option_fails(options, message):
+    with pytest.raises(ContractError, match=message):
+        check_options(CONTRACT, options)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
