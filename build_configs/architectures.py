@@ -214,16 +214,19 @@ class ModelArchitecture(BaseModel):
         return self.linear_params + self.embedding_params + self.other_params
 
     @property
+    def idle_expert_params(self) -> int:
+        """Routed-expert weights one token is not sent to (0 for a dense model)."""
+        return self.num_moe_layers * (self.num_experts - self.experts_per_token) * self.expert_params
+
+    @property
     def active_params(self) -> int:
         """Parameters one token computes with: all but the routed experts it is not sent to."""
-        unused = self.num_moe_layers * (self.num_experts - self.experts_per_token) * self.expert_params
-        return self.total_params - unused
+        return self.total_params - self.idle_expert_params
 
     @property
     def active_linear_params(self) -> int:
         """GEMM weights one token multiplies with (the roofline's compute)."""
-        unused = self.num_moe_layers * (self.num_experts - self.experts_per_token) * self.expert_params
-        return self.linear_params - unused
+        return self.linear_params - self.idle_expert_params
 
     # -- KV cache --------------------------------------------------------------------------------
     @property
@@ -239,12 +242,13 @@ class ModelArchitecture(BaseModel):
         """Elements cached per token, summed over layers, as if every layer held every token."""
         return self.num_layers * self.kv_elements_per_token_per_layer
 
-    def cached_tokens_per_layer(self, sequence_tokens: int) -> float:
-        """Mean tokens of one `sequence_tokens`-long sequence a layer holds: full layers all of
-        them, sliding-window layers at most their window."""
+    def kv_held_fraction(self, sequence_tokens: int) -> float:
+        """The share of one `sequence_tokens`-long sequence the mean layer holds in its KV cache:
+        full layers all of it, sliding-window layers at most their window (1.0 without them)."""
         sliding = self.num_sliding_layers
         window = min(self.sliding_window or sequence_tokens, sequence_tokens)
-        return ((self.num_layers - sliding) * sequence_tokens + sliding * window) / self.num_layers
+        held = (self.num_layers - sliding) * sequence_tokens + sliding * window
+        return held / (self.num_layers * sequence_tokens)
 
     # -- readers ---------------------------------------------------------------------------------
     @classmethod

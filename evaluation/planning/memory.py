@@ -124,7 +124,7 @@ def weights_bytes_per_gpu(arch: ModelArchitecture, quant: QuantFormat, tp: int, 
 def kv_bytes_per_token(arch: ModelArchitecture, kv_bytes: int, sequence_tokens: int) -> float:
     """KV bytes one token of an ISL+OSL sequence costs, whole model (sliding layers: their
     window's share)."""
-    held = arch.cached_tokens_per_layer(sequence_tokens) / sequence_tokens
+    held = arch.kv_held_fraction(sequence_tokens)
     return arch.kv_elements_per_token * kv_bytes * held
 
 
@@ -137,7 +137,7 @@ def kv_bytes_per_token_per_gpu(
     else:
         heads = arch.num_kv_heads if par.attention_dp else math.ceil(arch.num_kv_heads / par.tp)
         per_layer = 2 * heads * arch.head_dim
-    held = arch.cached_tokens_per_layer(sequence_tokens) / sequence_tokens
+    held = arch.kv_held_fraction(sequence_tokens)
     return math.ceil(arch.num_layers / par.pp) * per_layer * kv_bytes * held
 
 
