@@ -91,8 +91,13 @@ def architecture_fields(config: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def expert_count(config: dict[str, Any]) -> int:
+    """Routed experts per MoE layer of a config.json (0: a dense model)."""
+    return next((int(config[k]) for k in _EXPERT_COUNT_KEYS if config.get(k)), 0)
+
+
 def _moe(config: dict[str, Any], layers: int) -> dict[str, Any]:
-    experts = next((int(config[k]) for k in _EXPERT_COUNT_KEYS if config.get(k)), 0)
+    experts = expert_count(config)
     if not experts:
         return {}
     top_k = config.get("num_experts_per_tok") or config.get("experts_per_token")

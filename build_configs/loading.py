@@ -231,6 +231,12 @@ def _target_rule(
     return "; ".join(dict.fromkeys(r for r in reasons if r)) if all(reasons) else None
 
 
+def _every_stack(rule: Callable[[Stack], str | None], stacks: Sequence[Stack]) -> str | None:
+    """A stack rule is a spec error only when every listed stack rejects the value."""
+    reasons = [rule(stack) for stack in stacks]
+    return "; ".join(dict.fromkeys(r for r in reasons if r)) if all(reasons) else None
+
+
 def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
     """Axis values that no combination of the other axes (and no listed GPU) can make feasible."""
     spec, arch, gpus = resolved.spec, resolved.architecture, resolved.gpus
@@ -254,13 +260,37 @@ def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
     for i, kv in enumerate(axes.kv_cache):
         add(f"axes.kv_cache[{i}]", _target_rule(lambda g, s: rules.kv_supported(kv, g, s), gpus, stacks))  # noqa: B023 - called at once
     for i, tp in enumerate(axes.tp):
-        add(f"axes.tp[{i}]", rules.tp_divides_heads(arch, tp))
+        heads = [rules.tp_divides_heads(arch, tp, adp) for adp in axes.attention_dp]
+        if all(heads):
+            add(f"axes.tp[{i}]", heads[0])
         if all(rules.world_size_fits(tp, pp, available) for pp in axes.pp):
             add(f"axes.tp[{i}]", rules.world_size_fits(tp, min(axes.pp), available))
     for i, pp in enumerate(axes.pp):
         add(f"axes.pp[{i}]", rules.pp_fits_layers(arch, pp))
         if all(rules.world_size_fits(tp, pp, available) for tp in axes.tp):
             add(f"axes.pp[{i}]", rules.world_size_fits(min(axes.tp), pp, available))
+    for i, ep in enumerate(axes.ep):
+        if ep > 1:
+            add(f"axes.ep[{i}]", _every_stack(lambda s: rules.stack_parallelism(s, ep, False), stacks))  # noqa: B023 - called at once
+        found = [rules.expert_parallel(arch, tp, ep) for tp in axes.tp]
+        if all(found):
+            add(f"axes.ep[{i}]", "; ".join(dict.fromkeys(r for r in found if r)))
+        checkpoints = [
+            rules.engine_expert_checkpoint(stack, quant, kv, ep)
+            for stack in stacks
+            for quant in axes.quant
+            for kv in axes.kv_cache
+        ]
+        if all(checkpoints):
+            add(f"axes.ep[{i}]", checkpoints[0])
+    for i, adp in enumerate(axes.attention_dp):
+        if adp:
+            adp_stacks = _every_stack(lambda s: rules.stack_parallelism(s, 1, True), stacks)
+            add(f"axes.attention_dp[{i}]", adp_stacks)
+            found = [rules.attention_dp_fits(arch, tp, adp) for tp in axes.tp]
+            if all(found):
+                add(f"axes.attention_dp[{i}]", "; ".join(dict.fromkeys(r for r in found if r)))
+    add("stack", _every_stack(lambda s: rules.stack_runs_model(s, arch), stacks))
     for i, seq in enumerate(axes.max_seq_len):
         add(f"axes.max_seq_len[{i}]", rules.seq_len_fits(arch, seq, spec.workload.sequence_tokens))
     return errors

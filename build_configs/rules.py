@@ -78,23 +78,24 @@ def kv_supported(kv: KVCacheFormat, gpu: GPU, stack: Stack) -> str | None:
     return None
 
 
-def tp_divides_heads(arch: ModelArchitecture, tp: int) -> str | None:
-    """Tensor parallelism splits attention heads and KV heads evenly across ranks."""
-    bad = [
-        f"{field}={count}"
-        for field, count in (
-            ("num_attention_heads", arch.num_attention_heads),
-            ("num_key_value_heads", arch.num_kv_heads),
-        )
-        if count % tp
-    ]
+def tp_divides_heads(arch: ModelArchitecture, tp: int, attention_dp: bool = False) -> str | None:
+    """Tensor parallelism splits the attention heads evenly; KV heads are split too, or, when
+    fewer than tp, each copied to tp/kv ranks (TensorRT-LLM's duplicate_kv_weight needs one count
+    to divide the other). With attention-DP every rank keeps the whole attention."""
+    if attention_dp:
+        return None
+    heads, kv = arch.num_attention_heads, arch.num_kv_heads
+    bad = []
+    if heads % tp:
+        bad.append(f"num_attention_heads={heads}")
+    if kv % tp and tp % kv:
+        bad.append(f"num_key_value_heads={kv}")
     if bad:
-        valid = [
-            n
-            for n in range(1, arch.num_kv_heads + 1)
-            if arch.num_kv_heads % n == 0 and arch.num_attention_heads % n == 0
-        ]
-        return f"tp={tp} does not divide {' and '.join(bad)} of {arch.name} (valid tp: {valid})"
+        valid = [n for n in range(1, heads + 1) if heads % n == 0 and (kv % n == 0 or n % kv == 0)]
+        return (
+            f"tp={tp} does not split {' and '.join(bad)} of {arch.name}: heads must divide by tp, "
+            f"KV heads divide by tp or tp by them (valid tp: {valid})"
+        )
     return None
 
 
@@ -139,4 +140,80 @@ def seq_len_fits(arch: ModelArchitecture, max_seq_len: int, sequence_tokens: int
             f"max_seq_len={max_seq_len} exceeds max_position_embeddings="
             f"{arch.max_position_embeddings} of {arch.name}"
         )
+    return None
+
+
+def expert_parallel(arch: ModelArchitecture, tp: int, ep: int) -> str | None:
+    """EP splits the routed experts over ranks of the TP group: TensorRT-LLM's Mapping needs
+    expert TP x EP = TP, and its fused MoE needs EP to divide the expert count."""
+    if ep == 1:
+        return None
+    if not arch.is_moe:
+        return f"ep={ep} needs a mixture-of-experts model; {arch.name} has no experts (use ep 1)"
+    if tp % ep:
+        return (
+            f"ep={ep} does not divide tp={tp}: the experts are split within the TP group "
+            "(expert TP x EP = TP in TensorRT-LLM), so ep must divide tp"
+        )
+    if arch.num_experts % ep:
+        valid = [n for n in range(1, arch.num_experts + 1) if arch.num_experts % n == 0]
+        return f"ep={ep} does not divide the {arch.num_experts} experts of {arch.name} (valid ep: {valid})"
+    return None
+
+
+def attention_dp_fits(arch: ModelArchitecture, tp: int, attention_dp: bool) -> str | None:
+    """Attention-DP turns the TP group's ranks into data-parallel attention ranks, so it needs
+    TP > 1; enginesweep sizes it for mixture-of-experts models only (their experts stay split)."""
+    if not attention_dp:
+        return None
+    if tp == 1:
+        return "attention_dp needs tp > 1: its data-parallel ranks are the TP group's (tp=1 has one)"
+    if not arch.is_moe:
+        return (
+            f"attention_dp on {arch.name}, a dense model: enginesweep sizes attention-DP for "
+            "mixture-of-experts models only (set attention_dp to false)"
+        )
+    return None
+
+
+# Families TensorRT-LLM 1.2's TensorRT engine path converts with expert parallelism (the llama
+# example's convert_checkpoint.py takes --moe_tp_size/--moe_ep_size for Mixtral); every other MoE
+# family is a PyTorch-backend model there (DeepSeek-V3, gpt-oss, Qwen3-MoE).
+ENGINE_MOE_FAMILIES = ("MixtralForCausalLM",)
+
+
+def stack_runs_model(stack: Stack, arch: ModelArchitecture) -> str | None:
+    """The engine path builds only the MoE families its converters know; the CPU reference stack
+    serves any transformers model (MLA and MoE included)."""
+    if stack is Stack.TRTLLM_ENGINE and arch.is_moe and arch.family not in ENGINE_MOE_FAMILIES:
+        return (
+            f"the trtllm-engine stack cannot build {arch.name} ({arch.family or 'unknown family'}): "
+            "it converts with TensorRT-LLM 1.2's llama example, whose only mixture-of-experts "
+            "family is Mixtral (DeepSeek-V3, gpt-oss and Qwen3-MoE run on the PyTorch backend); "
+            "use stack trtllm-pytorch"
+        )
+    return None
+
+
+def engine_expert_checkpoint(stack: Stack, quant: QuantFormat, kv: KVCacheFormat, ep: int) -> str | None:
+    """The engine path fixes EP in its checkpoint: TensorRT-LLM 1.2's convert_checkpoint.py
+    takes --moe_ep_size (16-bit weights, unquantized KV), its quantize.py has no such option."""
+    if stack is Stack.TRTLLM_ENGINE and ep > 1 and (quant.is_quantized or kv is not KVCacheFormat.AUTO):
+        return (
+            f"ep={ep} with {quant.value} weights and a {kv.value} KV cache on the trtllm-engine "
+            "stack: TensorRT-LLM 1.2's quantize.py has no expert-parallel option (only "
+            "convert_checkpoint.py's 16-bit path has); use bf16 with kv_cache auto, or trtllm-pytorch"
+        )
+    return None
+
+
+def stack_parallelism(stack: Stack, ep: int, attention_dp: bool) -> str | None:
+    """Which stacks can run EP and attention-DP: the PyTorch backend both; the engine path EP
+    through its converter, not attention-DP; the reference stack is one CPU process."""
+    if stack is Stack.REFERENCE and (ep > 1 or attention_dp):
+        return (
+            "the reference stack serves from one CPU process: ep and attention_dp need a TensorRT-LLM stack"
+        )
+    if stack is Stack.TRTLLM_ENGINE and attention_dp:
+        return "attention_dp is a PyTorch-backend option (enable_attention_dp): use stack trtllm-pytorch"
     return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -180,7 +180,17 @@ def _unique(values: list) -> list:
 
 
 _Axis = Annotated[list[PositiveInt], Field(min_length=1)]
-AXIS_NAMES = ("quant", "kv_cache", "tp", "pp", "max_batch_size", "max_num_tokens", "max_seq_len")
+AXIS_NAMES = (
+    "quant",
+    "kv_cache",
+    "tp",
+    "pp",
+    "ep",
+    "attention_dp",
+    "max_batch_size",
+    "max_num_tokens",
+    "max_seq_len",
+)
 
 
 class Axes(_Strict):
@@ -191,12 +201,25 @@ class Axes(_Strict):
     kv_cache: list[KVCacheFormat] = Field(default=[KVCacheFormat.AUTO], min_length=1)
     tp: _Axis = [1]
     pp: _Axis = [1]
+    ep: _Axis = Field(
+        default=[1],
+        description="Expert-parallel sizes (mixture-of-experts models): the routed experts are "
+        "split over `ep` ranks of the TP group, each expert over tp/ep of them (TensorRT-LLM's "
+        "moe_expert_parallel_size; expert TP x EP = TP).",
+    )
+    attention_dp: list[bool] = Field(
+        default=[False],
+        min_length=1,
+        description="Attention data-parallelism (mixture-of-experts models, tp > 1): each TP rank "
+        "holds the whole attention and its own sequences; experts stay split (TensorRT-LLM's "
+        "enable_attention_dp).",
+    )
     max_batch_size: _Axis = [64]
     max_num_tokens: _Axis = [8192]
     max_seq_len: _Axis = [4096]
-    exclude: list[dict[str, str | int]] = []
+    exclude: list[dict[str, str | bool | int]] = []
 
-    @field_validator("quant", "kv_cache", "tp", "pp", "max_batch_size", "max_num_tokens", "max_seq_len")
+    @field_validator(*AXIS_NAMES)
     @classmethod
     def _no_duplicates(cls, value: list) -> list:
         return _unique(value)
@@ -216,12 +239,17 @@ class Axes(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
-    def excluded_by(self, point: dict[str, str | int]) -> int | None:
+    def excluded_by(self, point: dict[str, str | bool | int]) -> int | None:
         """Index of the first `exclude` entry matching `point` (axis name -> value), or None."""
         for i, entry in enumerate(self.exclude):
             if all(point.get(key) == value for key, value in entry.items()):
                 return i
         return None
+
+
+MoeBackend = Literal["CUTLASS", "CUTEDSL", "WIDEEP", "TRTLLM", "DEEPGEMM", "VANILLA", "TRITON"]
+"""TensorRT-LLM 1.2's MoeConfig.backend values (engines/trtllm/flags checks them again)."""
+_LATER_BUILD_FIELDS: dict[str, Any] = {"moe_backend": None}
 
 
 class Build(_Strict):
@@ -259,6 +287,22 @@ class Build(_Strict):
         description="trtllm-pytorch: cuda_graph_config.batch_sizes; None captures "
         "padded sizes up to each trial's max_batch_size.",
     )
+
+    moe_backend: MoeBackend | None = Field(
+        default=None,
+        description="trtllm-pytorch, mixture-of-experts models: moe_config.backend (TensorRT-LLM "
+        "1.2: CUTLASS, CUTEDSL, WIDEEP, TRTLLM, DEEPGEMM, VANILLA, TRITON); None leaves "
+        "TensorRT-LLM's default (CUTLASS in 1.2). gpt-oss's MXFP4 experts on Hopper want TRITON.",
+    )
+
+    def key_fields(self) -> dict[str, Any]:
+        """The settings as they enter cache keys: fields added after keys were first written
+        are left out at their defaults, so a workspace made before them keeps its keys."""
+        return {
+            name: value
+            for name, value in self.model_dump(mode="json").items()
+            if not (name in _LATER_BUILD_FIELDS and value == _LATER_BUILD_FIELDS[name])
+        }
 
     @field_validator("cuda_graph_batch_sizes")
     @classmethod

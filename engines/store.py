@@ -127,7 +127,13 @@ def quant_plan(
         # The GPU stacks calibrate on it instead of the corpus texts.
         calibration = named_calibration(build_cfg.calib_dataset, samples, tokens)
     recipe = QuantRecipe(
-        quant=cfg.quant, kv_cache=cfg.kv_cache, tp=cfg.tp, pp=cfg.pp, awq_block_size=build_cfg.awq_block_size
+        quant=cfg.quant,
+        kv_cache=cfg.kv_cache,
+        tp=cfg.tp,
+        pp=cfg.pp,
+        # Only the engine path cuts its checkpoint for EP; an HF checkpoint serves every EP.
+        ep=cfg.ep if stack.name == StackName.TRTLLM_ENGINE.value else 1,
+        awq_block_size=build_cfg.awq_block_size,
     )
     if recipe.needs_calibration:
         recipe = recipe.model_copy(update={"calibration": calibration})
@@ -172,7 +178,7 @@ def bundle_key(stack: Stack, quantized_key: str, knobs: BuildKnobs, target: dict
     return inputs_hash(
         {
             "quantized": quantized_key,
-            "knobs": knobs.model_dump(),
+            "knobs": knobs.key_fields(),
             "stack": stack.name,
             "versions": package_versions(),
             "target": target,
@@ -184,7 +190,11 @@ def bundle_key(stack: Stack, quantized_key: str, knobs: BuildKnobs, target: dict
 def knobs_of(cfg: TrialConfig) -> BuildKnobs:
     """The build limits of a trial's point."""
     return BuildKnobs(
-        max_batch_size=cfg.max_batch_size, max_num_tokens=cfg.max_num_tokens, max_seq_len=cfg.max_seq_len
+        max_batch_size=cfg.max_batch_size,
+        max_num_tokens=cfg.max_num_tokens,
+        max_seq_len=cfg.max_seq_len,
+        ep=cfg.ep,
+        attention_dp=cfg.attention_dp,
     )
 
 

@@ -53,11 +53,22 @@ def _words(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _switches(flag: str, value: str) -> list[bool]:
+    """A comma-separated list of off/on; fail naming `flag` otherwise."""
+    words = _words(value)
+    unknown = [w for w in words if w not in ("off", "on")]
+    if unknown or not words:
+        raise _fail(f"{flag}: '{value}' is not off, on, or off,on")
+    return [w == "on" for w in words]
+
+
 _FLAG_OF = {
     "axes.quant": "--quant",
     "axes.kv_cache": "--kv-cache",
     "axes.tp": "--tp",
     "axes.pp": "--pp",
+    "axes.ep": "--ep",
+    "axes.attention_dp": "--attention-dp",
     "workload.concurrency": "--concurrency",
     "sla": "--ttft-p99-ms/--itl-p99-ms",
     "build.awq_block_size": "--awq-block-size",
@@ -83,6 +94,8 @@ _HELP_QUANT = "Weight format(s), comma-separated."
 _HELP_KV_CACHE = "KV-cache format(s), comma-separated."
 _HELP_TP = "Tensor-parallel size(s), comma-separated."
 _HELP_PP = "Pipeline-parallel size(s), comma-separated."
+_HELP_EP = "Expert-parallel size(s) within TP (MoE models), comma-separated."
+_HELP_ADP = "Attention data-parallelism (MoE, tp > 1): off, on, or off,on to compare."
 _HELP_ISL = "Input tokens per request."
 _HELP_OSL = "Output tokens per request."
 _HELP_CONCURRENCY = "Concurrency levels to predict, comma-separated."
@@ -93,7 +106,7 @@ _HELP_MAX_SEQ_LEN = "Default: ISL+OSL."
 _HELP_GPUS = "GPUs available (default: the largest TP*PP)."
 _HELP_AWQ = "AWQ group size (64 or 128)."
 _HELP_PRICE = "Override the catalog price (one GPU)."
-_HELP_STACK = "Default: reference on cpu, else trtllm-engine."
+_HELP_STACK = "Default: reference on cpu, else trtllm-engine (trtllm-pytorch for MoE models it cannot build)."
 _HELP_WORKSPACE = "Where `calibrate` keeps its factors."
 
 
@@ -124,6 +137,8 @@ def _sizing_spec(
     kv_cache: str,
     tp: str,
     pp: str,
+    ep: str,
+    attention_dp: str,
     concurrency: str,
     calibrated: bool | None,
     **settings: Any,
@@ -139,6 +154,8 @@ def _sizing_spec(
             kv_cache=_words(kv_cache),
             tp=tps,
             pp=pps,
+            ep=_ints("--ep", ep),
+            attention_dp=_switches("--attention-dp", attention_dp),
             concurrency=levels,
             calibrated=calibrated is not False,
             **settings,
@@ -183,6 +200,8 @@ def size(
     kv_cache: Annotated[str, typer.Option(help=_HELP_KV_CACHE)] = "auto",
     tp: Annotated[str, typer.Option(help=_HELP_TP)] = "1",
     pp: Annotated[str, typer.Option(help=_HELP_PP)] = "1",
+    ep: Annotated[str, typer.Option(help=_HELP_EP)] = "1",
+    attention_dp: Annotated[str, typer.Option(help=_HELP_ADP)] = "off",
     isl: Annotated[int, typer.Option(min=1, help=_HELP_ISL)] = 1024,
     osl: Annotated[int, typer.Option(min=1, help=_HELP_OSL)] = 256,
     concurrency: Annotated[str, typer.Option(help=_HELP_CONCURRENCY)] = "1,8,32,128",
@@ -214,6 +233,8 @@ def size(
         kv_cache=kv_cache,
         tp=tp,
         pp=pp,
+        ep=ep,
+        attention_dp=attention_dp,
         concurrency=concurrency,
         calibrated=calibrated,
         isl=isl,

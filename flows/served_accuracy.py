@@ -75,8 +75,8 @@ def baseline_key(
             "tasks": tasks_sha256,
             "stack": stack,
             "serving": spec.execution.model_dump(mode="json", include={"engine_server", "pytorch_server"}),
-            "config": cfg.model_dump(mode="json"),
-            "build": spec.build.model_dump(mode="json"),
+            "config": cfg.identity(),
+            "build": spec.build.key_fields(),
             "hardware": hardware,
             "versions": versions,
         }

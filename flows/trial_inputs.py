@@ -99,8 +99,8 @@ def trial_key(
     return inputs_hash(
         {
             "checkpoint": checkpoint,
-            "config": planned.config.model_dump(mode="json"),
-            "build": spec.build.model_dump(mode="json"),
+            "config": planned.config.identity(),
+            "build": spec.build.key_fields(),
             "workload": spec.workload.model_dump(mode="json"),
             "accuracy": spec.accuracy.model_dump(mode="json"),
             "tasks": tasks_fingerprint(task_paths) if task_paths else None,

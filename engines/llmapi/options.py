@@ -19,9 +19,12 @@ from enginesweep.engines.trtllm.contract import ContractError, VersionContract
 _KV_DTYPE = {KVCacheFormat.AUTO: "auto", KVCacheFormat.FP8: "fp8"}
 
 
-def llm_api_options(cfg: TrialConfig, build: Build) -> dict[str, Any]:
+def llm_api_options(cfg: TrialConfig, build: Build, *, moe: bool = False) -> dict[str, Any]:
     """The LLM-API options of one trial: parallelism, limits, KV cache and CUDA graphs, each
-    explicit (defaults move between releases)."""
+    explicit (defaults move between releases); for a mixture-of-experts model (`moe`) also its
+    expert layout (expert TP x EP = TP), attention-DP and the MoE backend where the spec sets one."""
+    if not moe and (cfg.ep > 1 or cfg.attention_dp):
+        raise ContractError("ep and attention_dp apply to mixture-of-experts models only")
     if cfg.kv_cache not in _KV_DTYPE:
         raise ContractError(
             f"kv_cache {cfg.kv_cache.value}: the LLM API's kv_cache_config.dtype "
@@ -35,9 +38,19 @@ def llm_api_options(cfg: TrialConfig, build: Build) -> dict[str, Any]:
         if sizes
         else {"max_batch_size": cfg.max_batch_size, "enable_padding": True}
     )
+    layout: dict[str, Any] = {}
+    if moe:
+        layout = {
+            "moe_expert_parallel_size": cfg.ep,
+            "moe_tensor_parallel_size": cfg.tp // cfg.ep,
+            "enable_attention_dp": cfg.attention_dp,
+        }
+        if build.moe_backend:
+            layout["moe_config"] = {"backend": build.moe_backend}
     return {
         "tensor_parallel_size": cfg.tp,
         "pipeline_parallel_size": cfg.pp,
+        **layout,
         "max_batch_size": cfg.max_batch_size,
         "max_num_tokens": cfg.max_num_tokens,
         "max_seq_len": cfg.max_seq_len,

@@ -51,6 +51,9 @@ class QuantRecipe(BaseModel):
     kv_cache: KVCacheFormat
     tp: int = 1
     pp: int = 1
+    ep: int = 1
+    """Expert-parallel ranks the checkpoint is cut for: the engine path only (its
+    convert_checkpoint.py fixes them); the HF checkpoints of the other stacks do not depend on it."""
     awq_block_size: int = 128
     calibration: CalibrationSpec | None = None
 
@@ -61,13 +64,14 @@ class QuantRecipe(BaseModel):
     @property
     def slug(self) -> str:
         """Readable name of the quantized checkpoint: `fp8__kv-int8__tp1__pp1`."""
-        return f"{self.quant.value}__kv-{self.kv_cache.value}__tp{self.tp}__pp{self.pp}"
+        slug = f"{self.quant.value}__kv-{self.kv_cache.value}__tp{self.tp}__pp{self.pp}"
+        return slug + (f"__ep{self.ep}" if self.ep > 1 else "")
 
     def key(self, checkpoint_id: str) -> str:
         """Content key of the quantized checkpoint made from `checkpoint_id` with this recipe."""
-        payload = json.dumps(
-            {"checkpoint": checkpoint_id, "recipe": self.model_dump(mode="json")}, sort_keys=True
-        )
+        # ep is left out at 1, so checkpoints stored before it existed keep their keys.
+        recipe = self.model_dump(mode="json", exclude={"ep"} if self.ep == 1 else set())
+        payload = json.dumps({"checkpoint": checkpoint_id, "recipe": recipe}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

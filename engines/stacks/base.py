@@ -66,6 +66,15 @@ class BuildKnobs(BaseModel):
     max_batch_size: int
     max_num_tokens: int
     max_seq_len: int
+    # Runtime layout of a MoE model on the PyTorch backend (the engine path fixes EP in its
+    # checkpoint instead). Keys leave them out at their defaults (`key_fields`).
+    ep: int = 1
+    attention_dp: bool = False
+
+    def key_fields(self) -> dict[str, Any]:
+        """The knobs as they enter store keys and manifests: `ep` and `attention_dp` left out at
+        their defaults, so bundles stored before they existed keep their keys."""
+        return self.model_dump(exclude_defaults=True)
 
 
 class BuildResult(BaseModel):

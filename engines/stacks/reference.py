@@ -126,7 +126,7 @@ class ReferenceStack:
         """Link the quantized checkpoint into `tmp` and write its build config and manifest."""
         _link_tree(Path(quantized.model_dir), tmp / "model")
         _link_tree(Path(quantized.trtllm_checkpoint_dir), tmp / "trtllm_checkpoint")
-        (tmp / "build_config.json").write_text(json.dumps(knobs.model_dump(), indent=2) + "\n")
+        (tmp / "build_config.json").write_text(json.dumps(knobs.key_fields(), indent=2) + "\n")
         recipe = quantized.recipe
         return write_manifest(
             tmp,
@@ -136,7 +136,7 @@ class ReferenceStack:
                 "checkpoint": checkpoint,
                 "quant_recipe": recipe.model_dump(mode="json", exclude={"calibration"}),
                 "calibration": recipe.calibration.model_dump() if recipe.calibration else None,
-                "build_knobs": knobs.model_dump(),
+                "build_knobs": knobs.key_fields(),
             },
             versions={"stack": self.name, **quantized.versions, **_triton_version()},
             target={**target, "host": host_hardware()},

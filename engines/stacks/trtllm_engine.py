@@ -273,7 +273,7 @@ class TrtllmEngineStack:
             shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
             raise StepFailed("build", build_failure_reason(log_path.read_text(errors="replace")), log_path)
         summary = engine_summary(json.loads((tmp / "engine" / "config.json").read_text()))
-        (tmp / "build_config.json").write_text(json.dumps(knobs.model_dump(), indent=2) + "\n")
+        (tmp / "build_config.json").write_text(json.dumps(knobs.key_fields(), indent=2) + "\n")
         (tmp / TRIAL_FACTS).write_text(
             json.dumps(
                 {"config": cfg.model_dump(mode="json"), "tokenizer_dir": quantized.model_dir}, indent=2
@@ -287,7 +287,7 @@ class TrtllmEngineStack:
             inputs={
                 "checkpoint": checkpoint,
                 "quant_recipe": quantized.recipe.model_dump(mode="json", exclude={"calibration"}),
-                "build_knobs": knobs.model_dump(),
+                "build_knobs": knobs.key_fields(),
                 "command": command.argv,
             },
             versions={"stack": self.name, "tensorrt_llm": self.version, "engine": summary.runtime_version},
@@ -452,6 +452,7 @@ def _config(recipe: QuantRecipe, knobs: BuildKnobs | None = None) -> TrialConfig
         kv_cache=recipe.kv_cache,
         tp=recipe.tp,
         pp=recipe.pp,
+        ep=recipe.ep,
         max_batch_size=knobs.max_batch_size,
         max_num_tokens=knobs.max_num_tokens,
         max_seq_len=knobs.max_seq_len,

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from enginesweep.build_configs.hf_architecture import expert_count
 from enginesweep.build_configs.quant import QuantFormat
 from enginesweep.build_configs.schema import Accuracy, Build, Stack
 from enginesweep.build_configs.trial import TrialConfig
@@ -191,7 +192,7 @@ class TrtllmPytorchStack:
         """The bundle: the checkpoint (hard-linked), the checked LLM-API options and the manifest."""
         start = time.perf_counter()
         cfg = _config(quantized.recipe, knobs)
-        options = llm_api_options(cfg, self.build_settings)
+        options = llm_api_options(cfg, self.build_settings, moe=_is_moe(Path(quantized.model_dir)))
         check_options(self.contract, options)
         tmp = bundle_dir.with_name(bundle_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -208,7 +209,7 @@ class TrtllmPytorchStack:
                 inputs={
                     "checkpoint": checkpoint,
                     "quant_recipe": quantized.recipe.model_dump(mode="json", exclude={"calibration"}),
-                    "build_knobs": knobs.model_dump(),
+                    "build_knobs": knobs.key_fields(),
                     "llm_api_options": options,
                 },
                 versions={
@@ -276,7 +277,7 @@ class TrtllmPytorchStack:
         return self.build_settings.model_dump(
             mode="json",
             include={"kv_cache_free_gpu_mem_fraction", "enable_block_reuse", "cuda_graph_batch_sizes"},
-        )
+        ) | ({"moe_backend": self.build_settings.moe_backend} if self.build_settings.moe_backend else {})
 
     def tokenizer_dir(self, build: BuildResult) -> Path:
         return Path(build.bundle_dir) / "checkpoint"
@@ -381,6 +382,16 @@ def lm_eval_executable() -> str:
     return os.environ.get("ENGINESWEEP_LM_EVAL") or str(Path(sys.executable).with_name("lm-eval"))
 
 
+def _is_moe(checkpoint: Path) -> bool:
+    """Whether the checkpoint's config.json names routed experts (its LLM-API options then set
+    the MoE layout explicitly)."""
+    try:
+        config = json.loads((checkpoint / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return expert_count(config) > 0
+
+
 def _config(recipe: QuantRecipe, knobs: BuildKnobs | None = None) -> TrialConfig:
     knobs = knobs or BuildKnobs(max_batch_size=1, max_num_tokens=1, max_seq_len=2)
     return TrialConfig(
@@ -388,6 +399,8 @@ def _config(recipe: QuantRecipe, knobs: BuildKnobs | None = None) -> TrialConfig
         kv_cache=recipe.kv_cache,
         tp=recipe.tp,
         pp=recipe.pp,
+        ep=knobs.ep,
+        attention_dp=knobs.attention_dp,
         max_batch_size=knobs.max_batch_size,
         max_num_tokens=knobs.max_num_tokens,
         max_seq_len=knobs.max_seq_len,

@@ -67,8 +67,10 @@ class TrialPaths:
 
 
 def checkpoint_key(cfg: TrialConfig) -> str:
-    """The shared quantized checkpoint of every trial with this (quant, kv, tp, pp)."""
-    return f"{cfg.quant.value}__kv-{cfg.kv_cache.value}__tp{cfg.tp}__pp{cfg.pp}"
+    """The shared quantized checkpoint of every trial with this (quant, kv, tp, pp, ep): the
+    engine path fixes the expert layout in the checkpoint."""
+    key = f"{cfg.quant.value}__kv-{cfg.kv_cache.value}__tp{cfg.tp}__pp{cfg.pp}"
+    return key + (f"__ep{cfg.ep}" if cfg.ep > 1 else "")
 
 
 def _checked(contract: VersionContract, tool: str, program: list[str], args: list[str]) -> Command:
@@ -96,11 +98,15 @@ def checkpoint_command(
             "--pp_size",
             str(cfg.pp),
         ]
+        if cfg.ep > 1:  # Mixtral: experts over ep ranks, each over tp/ep (product = tp)
+            args += ["--moe_tp_size", str(cfg.tp // cfg.ep), "--moe_ep_size", str(cfg.ep)]
         program = ["python3", str(paths.tools.convert_checkpoint_py)]
         return _checked(contract, "convert_checkpoint.py", program, args)
     # A 16-bit model with a quantized KV cache goes through quantize.py `full_prec`: it calibrates
     # the KV scales on --calib_dataset (convert_checkpoint.py's --int8_kv_cache cannot read a local
     # dataset folder, and its --fp8_kv_cache is not calibrated at all).
+    if cfg.ep > 1:
+        raise ContractError("quantize.py has no expert-parallel option (rules.engine_expert_checkpoint)")
     qformat = "full_prec" if sixteen_bit else cfg.quant.spec.trtllm_qformat
     samples, tokens = build.calibration(Stack.TRTLLM_ENGINE, cfg.quant)
     if qformat is None:

@@ -13,7 +13,16 @@ from typing import Any
 from enginesweep.build_configs.architectures import ModelArchitecture
 from enginesweep.build_configs.gpus import get_gpu
 from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.rules import stack_runs_model
 from enginesweep.build_configs.schema import Objective, Stack, SweepSpec
+
+
+def default_stack(arch: ModelArchitecture, gpus: Sequence[str]) -> Stack:
+    """reference on the CPU; on GPUs the engine path, unless it cannot build the model (most
+    mixture-of-experts families are PyTorch-backend models): then trtllm-pytorch."""
+    if list(gpus) == ["cpu"]:
+        return Stack.REFERENCE
+    return Stack.TRTLLM_PYTORCH if stack_runs_model(Stack.TRTLLM_ENGINE, arch) else Stack.TRTLLM_ENGINE
 
 
 def adhoc_spec(
@@ -24,6 +33,8 @@ def adhoc_spec(
     kv_cache: Sequence[str],
     tp: Sequence[int],
     pp: Sequence[int] = (1,),
+    ep: Sequence[int] = (1,),
+    attention_dp: Sequence[bool] = (False,),
     isl: int,
     osl: int,
     concurrency: Sequence[int],
@@ -42,7 +53,7 @@ def adhoc_spec(
 ) -> ResolvedSpec:
     """A resolved spec for these lists (their product is the sweep space). Raises pydantic's
     ValidationError for bad values (its `loc` names the spec field)."""
-    chosen = stack or (Stack.REFERENCE if list(gpus) == ["cpu"] else Stack.TRTLLM_ENGINE)
+    chosen = stack or default_stack(arch, gpus)
     data: dict[str, Any] = {
         "name": "size",
         "model": {"repo_id": "size/adhoc", "name": re.sub(r"[^a-z0-9.]+", "-", arch.name.lower())},
@@ -57,6 +68,8 @@ def adhoc_spec(
             "kv_cache": list(kv_cache),
             "tp": list(tp),
             "pp": list(pp),
+            "ep": list(ep),
+            "attention_dp": list(attention_dp),
             "max_batch_size": [max_batch_size],
             "max_num_tokens": [max_num_tokens],
             "max_seq_len": [max_seq_len or isl + osl],

@@ -1,7 +1,8 @@
 """Expand a sweep spec into trials: every combination of the axes, each sized, predicted, and
 either feasible or rejected with its reasons (a rejected trial is kept, never silently dropped).
 
-Slugs are deterministic: `<model>__<quant>__kv-<kv>__tp<N>`, then `__pp<N>` when PP > 1, then one
+Slugs are deterministic: `<model>__<quant>__kv-<kv>__tp<N>`, then `__pp<N>` when PP > 1,
+`__ep<N>` when EP > 1 and `__adp` with attention-DP, then one
 `__bs<N>` / `__nt<N>` / `__sl<N>` part for each build knob the spec sweeps over more than one
 value, then `__<stack>` when the spec lists several stacks, then `__<gpu>` when it lists several
 GPUs. The slug names the trial's folder and its
@@ -79,6 +80,10 @@ def trial_slug(
     parts = [model, cfg.quant.value, f"kv-{cfg.kv_cache.value}", f"tp{cfg.tp}"]
     if cfg.pp > 1:
         parts.append(f"pp{cfg.pp}")
+    if cfg.ep > 1:
+        parts.append(f"ep{cfg.ep}")
+    if cfg.attention_dp:
+        parts.append("adp")
     for knob, tag in (("max_batch_size", "bs"), ("max_num_tokens", "nt"), ("max_seq_len", "sl")):
         if knob in varied_knobs:
             parts.append(f"{tag}{getattr(cfg, knob)}")
@@ -129,7 +134,12 @@ def plan_trial(
             rules.quant_supported(cfg.quant, gpu, stack or Stack.TRTLLM_ENGINE),
             rules.kv_supported(cfg.kv_cache, gpu, stack or Stack.TRTLLM_ENGINE),
             rules.quant_kv_combination(cfg.quant, cfg.kv_cache, stack or Stack.TRTLLM_ENGINE),
-            rules.tp_divides_heads(arch, cfg.tp),
+            rules.stack_runs_model(stack, arch) if stack else None,
+            rules.stack_parallelism(stack, cfg.ep, cfg.attention_dp) if stack else None,
+            rules.engine_expert_checkpoint(stack, cfg.quant, cfg.kv_cache, cfg.ep) if stack else None,
+            rules.tp_divides_heads(arch, cfg.tp, cfg.attention_dp),
+            rules.expert_parallel(arch, cfg.tp, cfg.ep),
+            rules.attention_dp_fits(arch, cfg.tp, cfg.attention_dp),
             rules.awq_divisible(arch, cfg.quant, cfg.tp, awq_block_size),
             rules.world_size_fits(cfg.tp, cfg.pp, gpus_available),
             rules.pp_fits_layers(arch, cfg.pp),
@@ -194,11 +204,13 @@ def expand(
     several = len(resolved.gpus) > 1
     trials = []
     for gpu, stack in itertools.product(resolved.gpus, spec.stack):
-        for quant, kv, tp, pp, batch, tokens, seq in itertools.product(
+        for quant, kv, tp, pp, ep, adp, batch, tokens, seq in itertools.product(
             axes.quant,
             axes.kv_cache,
             axes.tp,
             axes.pp,
+            axes.ep,
+            axes.attention_dp,
             axes.max_batch_size,
             axes.max_num_tokens,
             axes.max_seq_len,
@@ -208,6 +220,8 @@ def expand(
                 kv_cache=kv,
                 tp=tp,
                 pp=pp,
+                ep=ep,
+                attention_dp=adp,
                 max_batch_size=batch,
                 max_num_tokens=tokens,
                 max_seq_len=seq,

@@ -73,6 +73,15 @@ class Parallel:
         return self.tp if self.attention_dp else 1
 
 
+def trial_parallel(cfg: TrialConfig) -> Parallel:
+    """The trial's layout; a combination the rules reject (ep not dividing tp, attention-DP at
+    tp 1) is sized as plain TP x PP so that its rejection still shows a memory breakdown."""
+    try:
+        return Parallel(tp=cfg.tp, pp=cfg.pp, ep=cfg.ep, attention_dp=cfg.attention_dp)
+    except ValueError:
+        return Parallel(tp=cfg.tp, pp=cfg.pp)
+
+
 def part_bytes_per_weight(arch: ModelArchitecture, quant: QuantFormat) -> tuple[float, float]:
     """Bytes per weight of (attention + dense, routed experts): the trial's format, or the
     checkpoint's own where that is already smaller."""
@@ -164,8 +173,8 @@ def memory_breakdown(
     par: Parallel | None = None,
 ) -> MemoryBreakdown:
     """Size one trial's memory on `gpu` (see the module docstring for each formula). `par`
-    defaults to the trial's TP x PP."""
-    par = par or Parallel(tp=cfg.tp, pp=cfg.pp)
+    defaults to the trial's own layout (`trial_parallel`)."""
+    par = par or trial_parallel(cfg)
     kv_bytes = cfg.kv_cache.bytes_per_element()
     dense_gpu, experts_gpu = weight_parts_per_gpu(arch, cfg.quant, par)
     weights_gpu = dense_gpu + experts_gpu

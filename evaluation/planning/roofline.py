@@ -10,7 +10,17 @@ F = dense TFLOP/s of the format's compute dtype, BW = memory bandwidth, tp/pp = 
   2*L TP all-reduces of ISL*H*2 bytes and (pp-1) stage hops.
 * A mixture-of-experts model computes with its active parameters (P counts only the k routed
   experts of E a token uses) and a decode round of B tokens reads all its other weights and the
-  expected E * (1 - (1 - k/E)^B) experts they touch; expert-parallel all-to-all is not modelled yet.
+  expected E * (1 - (1 - k/E)^B) experts they touch.
+* Expert parallelism without attention-DP: every rank of the TP group holds every token, so EP
+  moves no tokens; its bytes, FLOPs and all-reduces are those of TP (the roofline cannot tell EP
+  from expert-TP: kernel efficiency and expert load imbalance are not modelled; the note says so).
+* Attention-DP (MoE): each rank runs attention and the dense parts for its own B/tp sequences, so
+  a decode round reads the whole dense weights on every rank plus its share of the touched
+  experts, and the attention all-reduce is gone. Each MoE layer exchanges tokens instead: an
+  all-to-all when ep = tp (every rank sends its B/tp tokens' k copies, (ep-1)/ep of them away, to
+  the experts and back), else an all-gather and a reduce-scatter of B tokens across the TP group.
+  A lone request's prefill runs its attention and dense parts on one rank (TTFT grows); the
+  prefills of many requests spread over the ranks (throughput does not lose).
 * One decode round for B sequences at context C (memory-bound): each stage reads its weights once
   per micro-batch and the KV of its layers, so t = (W/tp + B*C*KV/(tp*pp)) / (BW * BW_EFF), or the
   compute time 2*P*B/(tp*pp) / (F * MFU) if larger, plus 2*L all-reduces of (B/pp)*H*2 bytes.
@@ -35,7 +45,7 @@ from dataclasses import dataclass
 from enginesweep.build_configs.architectures import ModelArchitecture
 from enginesweep.build_configs.gpus import GPU
 from enginesweep.build_configs.schema import SLA, Workload
-from enginesweep.evaluation.planning.memory import weight_parts_total
+from enginesweep.evaluation.planning.memory import Parallel, trial_parallel, weight_parts_total
 from enginesweep.evaluation.planning.prediction import assemble, level
 from enginesweep.evaluation.planning.records import (
     ConcurrencyPrediction,
@@ -84,6 +94,48 @@ class Deployment:
         touched = 1 - (1 - k / e) ** max(batch, 1)
         return self.mem.weights_bytes_total - experts * (1 - touched)
 
+    @property
+    def par(self) -> Parallel:
+        return trial_parallel(self.cfg)
+
+    @property
+    def adp(self) -> bool:
+        """Attention-DP as the roofline models it (MoE models; the rules refuse the rest)."""
+        return self.par.attention_dp and self.arch.is_moe
+
+    @property
+    def expert_bytes_total(self) -> int:
+        return weight_parts_total(self.arch, self.cfg.quant)[1] if self.arch.is_moe else 0
+
+    def decode_gpu_weight_bytes(self, batch: int) -> float:
+        """Weight bytes ONE GPU reads in a decode round of `batch` tokens (all stages in turn):
+        1/tp of what the model reads, or with attention-DP the whole dense part and 1/tp of the
+        touched experts."""
+        read = self.decode_weight_bytes(batch)
+        if not self.adp:
+            return read / self.cfg.tp
+        dense = self.mem.weights_bytes_total - self.expert_bytes_total
+        return dense + (read - dense) / self.cfg.tp
+
+    def token_exchange_s(self, tokens: float) -> float:
+        """Attention-DP: moving `tokens` (the whole group's) to their experts and back, one MoE
+        layer: an all-to-all when ep = tp, else an all-gather plus a reduce-scatter."""
+        tp, ep, link = self.cfg.tp, self.par.ep, self.gpu.interconnect_gb_s * 1e9
+        hidden = self.arch.hidden_size * 2
+        if ep == tp:
+            sent = tokens / tp * self.arch.experts_per_token * hidden * (ep - 1) / ep
+        else:
+            sent = (tp - 1) / tp * tokens * hidden
+        return 2 * sent / link + 2 * self.gpu.interconnect_latency_us * 1e-6
+
+    def layer_comm_s(self, tokens: float) -> float:
+        """Communication of one forward pass over `tokens`: 2*L TP all-reduces, or with
+        attention-DP one token exchange per MoE layer."""
+        if self.adp:
+            moe_layers = self.arch.num_layers - self.arch.num_dense_layers
+            return moe_layers * self.token_exchange_s(tokens)
+        return 2 * self.arch.num_layers * self.allreduce_s(tokens)
+
     def allreduce_s(self, tokens: float) -> float:
         """One ring all-reduce of `tokens` hidden states across the TP group."""
         tp = self.cfg.tp
@@ -101,29 +153,40 @@ class Deployment:
         flops = 2 * self.gemm_params * isl + 2 * self.arch.num_layers * q_width * isl**2
         return flops / (self.cfg.tp * self.flops_per_s)
 
+    def lone_prefill_compute_s(self, isl: int) -> float:
+        """One request's prefill alone: across the TP group, or with attention-DP its attention
+        and dense parts on one rank and its experts across the group."""
+        if not self.adp:
+            return self.prefill_compute_s(isl)
+        arch = self.arch
+        expert_params = arch.num_moe_layers * arch.experts_per_token * arch.expert_params
+        whole = self.prefill_compute_s(isl) * self.cfg.tp
+        experts = 2 * expert_params * isl / self.flops_per_s
+        return whole - experts + experts / self.cfg.tp
+
     def prefill_s(self, isl: int) -> float:
         """TTFT of a lone request: prefill floored by one weight read, plus communication."""
-        weight_read = self.mem.weights_bytes_total / self.cfg.tp / self.bytes_per_s
-        comm = 2 * self.arch.num_layers * self.allreduce_s(isl)
+        weight_read = self.decode_gpu_weight_bytes(isl) / self.bytes_per_s
+        comm = self.layer_comm_s(isl)
         hops = (self.cfg.pp - 1) * (
             isl * self.arch.hidden_size * 2 / (self.gpu.interconnect_gb_s * 1e9)
             + self.gpu.interconnect_latency_us * 1e-6
         )
-        return max(self.prefill_compute_s(isl), weight_read) + comm + hops
+        return max(self.lone_prefill_compute_s(isl), weight_read) + comm + hops
 
     def decode_round_s(self, batch: int, context: float) -> float:
         """Time for every one of `batch` sequences to produce one token (= ITL)."""
         tp, pp = self.cfg.tp, self.cfg.pp
         memory = (
-            self.decode_weight_bytes(batch) / tp + batch * context * self.mem.kv_bytes_per_token / (tp * pp)
+            self.decode_gpu_weight_bytes(batch) + batch * context * self.mem.kv_bytes_per_token / (tp * pp)
         ) / self.bytes_per_s
         compute = 2 * self.gemm_params * batch / (tp * pp) / self.flops_per_s
-        comm = 2 * self.arch.num_layers * self.allreduce_s(batch / pp)
+        comm = self.layer_comm_s(batch / pp)
         hops = pp * (pp - 1) * self.gpu.interconnect_latency_us * 1e-6
         return max(memory, compute) + comm + hops
 
 
-ROOFLINE_VERSION = f"roofline-2 (MFU {MFU}, BW_EFF {BW_EFF}, runtime reserve 1.5 GiB)"
+ROOFLINE_VERSION = f"roofline-3 (MFU {MFU}, BW_EFF {BW_EFF}, runtime reserve 1.5 GiB)"
 
 
 def _at_concurrency(dep: Deployment, workload: Workload, sla: SLA, concurrency: int) -> ConcurrencyPrediction:
@@ -152,6 +215,11 @@ def predict(dep: Deployment, workload: Workload, sla: SLA, usd_per_gpu_hour: flo
     """Roofline prediction for one feasible trial."""
     saturation = max(1, dep.mem.max_concurrent_sequences)
     notes = ["cpu target: order-of-magnitude only"] if dep.gpu.is_cpu else []
+    if dep.cfg.ep > 1:
+        notes.append(
+            "expert parallelism: same bytes, FLOPs and collectives as expert-TP here; "
+            "kernel efficiency and expert load imbalance are not modelled"
+        )
     return assemble(
         source="predicted:roofline",
         source_version=ROOFLINE_VERSION,

@@ -87,7 +87,7 @@ def trial_script(
     trial_dir = work / "trials" / trial.slug
     shared = work / "checkpoints" / f"{cfg.quant.value}__kv-{cfg.kv_cache.value}"
     checkpoint = shared if cfg.quant.is_quantized else PurePosixPath("$MODEL_DIR")
-    options = llm_api_options(cfg, spec.build)
+    options = llm_api_options(cfg, spec.build, moe=resolved.architecture.is_moe)
     check_options(contract, options)
     bench_dir = trial_dir / "benchmark"
     quantize, required = _quantize_step(contract, cfg, spec.build, shared)

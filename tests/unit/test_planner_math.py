@@ -232,7 +232,7 @@ def test_rules_reject_trials_with_reasons():
     fp8_on_a100 = size("llama-3.1-8b", "A100-SXM-80GB", "fp8")
     assert fp8_on_a100.reasons == ["fp8 needs SM89+; A100-SXM-80GB is SM80"]
     tp3 = size("llama-3.1-8b", "H100-SXM-80GB", "bf16", tp=3)
-    assert "tp=3 does not divide" in tp3.reasons[0]
+    assert "tp=3 does not split" in tp3.reasons[0]
     awq = size("smollm2-135m", "H100-SXM-80GB", "int4_awq")
     assert awq.reasons == [
         "int4_awq with tp=1 needs hidden_size/tp=576/1 divisible by build.awq_block_size=128 (SmolLM2-135M)"

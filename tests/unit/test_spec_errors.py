@@ -56,8 +56,9 @@ CASES = [
         "tp-not-dividing-heads",
         _both(_set("axes.tp", [1, 3]), _set("target.gpus_available", 4)),
         [
-            "axes.tp[1]: tp=3 does not divide num_attention_heads=32 and num_key_value_heads=8 of "
-            "Llama-3.1-8B (valid tp: [1, 2, 4, 8])"
+            "axes.tp[1]: tp=3 does not split num_attention_heads=32 and num_key_value_heads=8 of "
+            "Llama-3.1-8B: heads must divide by tp, KV heads divide by tp or tp by them "
+            "(valid tp: [1, 2, 4, 8, 16, 32])"
         ],
     ),
     (
@@ -267,7 +268,7 @@ def test_rule_problems_are_listed_together(cli, spec_file):
     assert result.exit_code == 2
     assert "(2 problems)" in result.stderr
     assert "axes.quant[1]: fp8 needs SM89+" in result.stderr
-    assert "axes.tp[1]: tp=3 does not divide" in result.stderr
+    assert "axes.tp[1]: tp=3 does not split" in result.stderr
 
 
 @pytest.mark.parametrize(
