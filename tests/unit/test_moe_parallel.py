@@ -326,3 +326,16 @@ def test_build_settings_enter_keys_as_before_unless_a_moe_backend_is_set():
     assert "moe_backend" not in Build().key_fields()
     assert set(Build().key_fields()) == set(Build.model_fields) - {"moe_backend"}
     assert Build(moe_backend="TRITON").key_fields()["moe_backend"] == "TRITON"
+
+
+def test_the_shipped_qwen3_235b_spec_compares_tp8_tp4_with_ep_and_attention_dp():
+    from enginesweep.build_configs.loading import load_spec
+    from enginesweep.evaluation.planning.expand import expand
+
+    plan = expand(load_spec("qwen3-235b-a22b-h100"))
+    feasible = {t.slug for t in plan.feasible}
+    for slug in ("tp8", "tp4__ep4", "tp8__ep8__adp", "tp4__ep4__adp"):
+        assert f"qwen3-235b-a22b__fp8__kv-fp8__{slug}" in feasible
+    bf16_tp4 = next(t for t in plan.trials if t.slug == "qwen3-235b-a22b__bf16__kv-auto__tp4")
+    assert not bf16_tp4.feasible and "memory" in bf16_tp4.reasons[0]  # 470 GB over 4 x 80 GB
+    assert all(t.predicted.source == "predicted:roofline" for t in plan.feasible)

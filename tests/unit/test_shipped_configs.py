@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from enginesweep.build_configs.loading import load_spec, shipped_configs
+from enginesweep.build_configs.schema import AXIS_NAMES
 from enginesweep.evaluation.planning import expand
 
 pytestmark = pytest.mark.unit
@@ -35,8 +38,10 @@ def test_config_loads_and_plans(name):
     resolved = load_spec(name)
     plan = expand(resolved)
     axes = resolved.spec.axes
-    product = len(axes.quant) * len(axes.kv_cache) * len(axes.tp) * len(axes.pp)
-    assert len(plan.trials) == (product - len(axes.exclude)) * len(resolved.gpus) * len(resolved.spec.stack)
+    values = [[getattr(v, "value", v) for v in getattr(axes, name)] for name in AXIS_NAMES]
+    points = [dict(zip(AXIS_NAMES, point, strict=True)) for point in itertools.product(*values)]
+    kept = sum(axes.excluded_by(point) is None for point in points)
+    assert len(plan.trials) == kept * len(resolved.gpus) * len(resolved.spec.stack)
     assert plan.feasible, f"{name}: no feasible trial"
     for trial in plan.feasible:
         assert trial.predicted is not None and trial.predicted.output_tok_s > 0
