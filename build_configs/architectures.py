@@ -30,6 +30,10 @@ class ArchitectureError(ValueError):
     """A config.json that cannot be sized (missing fields, unsupported family)."""
 
 
+_OWN_KEYS = ("_comment", "display_name", "repo_ids", "published")
+"""Keys of the shipped architecture files that are not config.json's."""
+
+
 class ModelArchitecture(BaseModel):
     """The numbers that size a decoder-only transformer, dense or mixture-of-experts."""
 
@@ -51,6 +55,12 @@ class ModelArchitecture(BaseModel):
         default=None, description="config.json `architectures[0]`, e.g. LlamaForCausalLM."
     )
     model_type: str | None = None
+    source_config: str | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="The config.json it was read from, as JSON text (for tools that read one).",
+    )
     # -- mixture of experts (num_experts = 0: a dense model) -------------------------------------
     num_experts: int = Field(default=0, ge=0, description="Routed experts per MoE layer.")
     experts_per_token: int = Field(default=0, ge=0, description="Routed experts each token uses.")
@@ -104,8 +114,11 @@ class ModelArchitecture(BaseModel):
         return self.num_layers - self.num_dense_layers if self.is_moe else 0
 
     def hf_config(self) -> dict[str, Any]:
-        """A Hugging Face `config.json` with the dense sizing fields (for tools that read one: only
-        aiconfigurator, which is asked for dense families only until its MoE ones are wired)."""
+        """A Hugging Face `config.json` for tools that read one (aiconfigurator): the one it was
+        read from (less enginesweep's own keys), else one with the dense sizing fields."""
+        if self.source_config is not None:
+            config = json.loads(self.source_config)
+            return {k: v for k, v in config.items() if k not in _OWN_KEYS}
         return {
             "architectures": [self.family] if self.family else [],
             "model_type": self.model_type,
@@ -255,7 +268,7 @@ class ModelArchitecture(BaseModel):
     def from_hf_config(cls, config: dict[str, Any], name: str) -> ModelArchitecture:
         """Read the sizing numbers from a Hugging Face `config.json` dictionary."""
         try:
-            return cls(name=name, **architecture_fields(config))
+            return cls(name=name, source_config=json.dumps(config), **architecture_fields(config))
         except HFConfigError as exc:
             raise ArchitectureError(f"{name}: {exc}") from None
         except ValidationError as exc:

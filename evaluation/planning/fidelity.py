@@ -1,6 +1,7 @@
 """How close the planner's predictions come to NVIDIA's published TensorRT-LLM throughput.
 
-The rows (`published/trtllm-perf-overview-v1.0.csv`) are offline max-throughput runs of
+The rows (`published/trtllm-perf-overview-v1.0.csv`, and `...-moe.csv` for the mixture-of-experts
+models with their assumed expert layout) are offline max-throughput runs of
 `trtllm-bench` (every request exactly ISL/OSL tokens, the GPU group saturated). Each row becomes
 a one-trial plan on the row's GPU, model, format and TP, whose saturated output tok/s is the
 prediction. `max_batch_size` is the one assumption: NVIDIA does not publish the batch limit
@@ -27,6 +28,7 @@ from enginesweep.evaluation.planning.expand import expand
 from enginesweep.evaluation.planning.records import PlannedTrial
 
 PUBLISHED = "trtllm-perf-overview-v1.0.csv"
+PUBLISHED_MOE = "trtllm-perf-overview-v1.0-moe.csv"
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,18 @@ class PublishedRow:
     isl: int
     osl: int
     output_tok_s: float
+    ep: int = 1
+    attention_dp: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.model} {self.quant} {self.gpu} tp{self.tp} {self.isl}/{self.osl}"
+        layout = f"tp{self.tp}" + (f" ep{self.ep}" if self.ep > 1 else "")
+        layout += " adp" if self.attention_dp else ""
+        return f"{self.model} {self.quant} {self.gpu} {layout} {self.isl}/{self.osl}"
+
+    @property
+    def is_moe(self) -> bool:
+        return shipped_architecture(self.model).is_moe
 
 
 @dataclass(frozen=True)
@@ -65,24 +75,27 @@ class Comparison:
 
 
 def published_rows() -> list[PublishedRow]:
-    """Every row of the shipped published-figures file."""
-    text = resources.files("enginesweep.evaluation.planning").joinpath("published", PUBLISHED).read_text()
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    """Every row of the shipped published-figures files (dense, then mixture-of-experts)."""
     rows = []
-    for item in csv.DictReader(lines):
-        rows.append(
-            PublishedRow(
-                model=item["model"],
-                gpu=item["gpu"],
-                quant=item["quant"],
-                kv_cache=item["kv_cache"],
-                tp=int(item["tp"]),
-                pp=int(item["pp"]),
-                isl=int(item["isl"]),
-                osl=int(item["osl"]),
-                output_tok_s=float(item["output_tok_s"]),
+    for name in (PUBLISHED, PUBLISHED_MOE):
+        text = resources.files("enginesweep.evaluation.planning").joinpath("published", name).read_text()
+        lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+        for item in csv.DictReader(lines):
+            rows.append(
+                PublishedRow(
+                    model=item["model"],
+                    gpu=item["gpu"],
+                    quant=item["quant"],
+                    kv_cache=item["kv_cache"],
+                    tp=int(item["tp"]),
+                    pp=int(item["pp"]),
+                    isl=int(item["isl"]),
+                    osl=int(item["osl"]),
+                    output_tok_s=float(item["output_tok_s"]),
+                    ep=int(item.get("ep") or 1),
+                    attention_dp=item.get("attention_dp") == "true",
+                )
             )
-        )
     return rows
 
 
@@ -94,6 +107,8 @@ def _planned(row: PublishedRow, max_batch_size: int) -> tuple[ResolvedSpec, Plan
         kv_cache=[row.kv_cache],
         tp=[row.tp],
         pp=[row.pp],
+        ep=[row.ep],
+        attention_dp=[row.attention_dp],
         isl=row.isl,
         osl=row.osl,
         concurrency=[1],

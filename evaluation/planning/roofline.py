@@ -215,6 +215,11 @@ def predict(dep: Deployment, workload: Workload, sla: SLA, usd_per_gpu_hour: flo
     """Roofline prediction for one feasible trial."""
     saturation = max(1, dep.mem.max_concurrent_sequences)
     notes = ["cpu target: order-of-magnitude only"] if dep.gpu.is_cpu else []
+    if dep.arch.is_moe:
+        notes.append(
+            "mixture-of-experts on the roofline: no efficiency term for expert GEMMs or routing; "
+            "it overpredicts NVIDIA's published MoE throughput severalfold (docs/planner-fidelity.md)"
+        )
     if dep.cfg.ep > 1:
         notes.append(
             "expert parallelism: same bytes, FLOPs and collectives as expert-TP here; "

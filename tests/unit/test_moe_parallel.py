@@ -339,3 +339,27 @@ def test_the_shipped_qwen3_235b_spec_compares_tp8_tp4_with_ep_and_attention_dp()
     bf16_tp4 = next(t for t in plan.trials if t.slug == "qwen3-235b-a22b__bf16__kv-auto__tp4")
     assert not bf16_tp4.feasible and "memory" in bf16_tp4.reasons[0]  # 470 GB over 4 x 80 GB
     assert all(t.predicted.source == "predicted:roofline" for t in plan.feasible)
+
+
+def test_aiconfigurator_is_asked_with_the_trials_expert_layout_and_shipped_expert_formats():
+    from enginesweep.evaluation.planning.aiconfigurator import coverage_gap, moe_layout
+
+    assert moe_layout(QWEN_235B, cfg(tp=8, ep=4), "fp8_static") == {
+        "tp": 8,
+        "dp": 1,
+        "gemm": "fp8_static",
+        "moe_tp": 2,
+        "moe_ep": 4,
+        "moe": "fp8",
+    }
+    # attention-DP: attention TP 1 on 8 data-parallel ranks
+    assert moe_layout(QWEN_235B, cfg(tp=8, ep=8, adp=True), "fp8_static")["tp"] == 1
+    assert moe_layout(QWEN_235B, cfg(tp=8, ep=8, adp=True), "fp8_static")["dp"] == 8
+    # DeepSeek ships FP8 block-scaled weights; gpt-oss MXFP4 experts run as W4A16 on Hopper
+    assert moe_layout(DEEPSEEK, cfg(tp=8), "fp8_static")["gemm"] == "fp8_block"
+    gpt_oss = shipped_architecture("gpt-oss-120b")
+    assert moe_layout(gpt_oss, cfg(tp=1, quant="bf16"), "bfloat16")["moe"] == "w4a16_mxfp4"
+    assert moe_layout(LLAMA_8B, cfg(tp=2), "fp8_static") == {"tp": 2, "dp": 1, "gemm": "fp8_static"}
+    # Mixtral is not in its support matrix: the roofline, with the reason
+    assert "MixtralForCausalLM" in coverage_gap(MIXTRAL, H100, cfg(tp=2), Stack.TRTLLM_PYTORCH, 128)
+    assert coverage_gap(QWEN_235B, H100, cfg(tp=8, ep=8, adp=True), Stack.TRTLLM_PYTORCH, 128) is None

@@ -10,7 +10,13 @@ What it covers here (the rest keeps the roofline, with the reason in the predict
 
 * GPUs with a measured TRT-LLM database: H100-SXM, H200-SXM, B200, L40S (trtllm 1.3.0rc20) and
   A100-SXM (trtllm 1.0.0). H100-PCIe and L4 have none.
-* Dense Llama-family models (LlamaForCausalLM, Qwen2ForCausalLM); not Mistral.
+* Dense Llama-family models (LlamaForCausalLM, Qwen2ForCausalLM); not Mistral. Mixture-of-experts
+  families its support matrix lists as passing on TRT-LLM 1.3.0rc20 for H100/H200/B200 (Qwen3-MoE,
+  DeepSeek-V3/R1, gpt-oss); not Mixtral. A MoE trial is asked with its layout: attention TP = tp
+  (1 with attention-DP, whose ranks are then `attention_dp_size` = tp), expert TP = tp/ep, EP = ep;
+  its experts in the format the checkpoint ships (DeepSeek FP8 block scales, gpt-oss MXFP4 as
+  W4A16) or the trial's. With attention-DP a point's batch is per rank: a level of B sequences is
+  asked as ceil(B/tp) per rank and its throughput is the group's.
 * Weights bf16 and FP8 (ModelOpt per-tensor = its `fp8_static`) everywhere, NVFP4 on B200,
   int4 weight-only (our int4_awq), int8 weight-only and SmoothQuant on A100 only; KV cache 16-bit
   or FP8. Its SILICON mode is used: measured kernels only, never its formula-based estimates.
@@ -61,6 +67,11 @@ WORKER = Path(__file__).with_name("worker.py")
 TIMEOUT_S = 300
 MEASURED_BATCH_LIMIT = 512
 FAMILIES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
+MOE_FAMILIES = ("Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM", "GptOssForCausalLM")
+_MOE_SYSTEMS = ("h100_sxm", "h200_sxm", "b200_sxm")
+_MOE_MODES = {QuantFormat.BF16: "bfloat16", QuantFormat.FP8: "fp8", QuantFormat.NVFP4: "nvfp4"}
+_SHIPPED_MODES = {"fp8_block": ("fp8_block", "fp8_block"), "mxfp4": (None, "w4a16_mxfp4")}
+"""A checkpoint's own format as aiconfigurator's (GEMM mode, MoE mode); None keeps the trial's."""
 
 _HOPPER_LIKE = {QuantFormat.BF16: "bfloat16", QuantFormat.FP8: "fp8_static"}
 SYSTEMS: dict[str, tuple[str, str, dict[QuantFormat, str]]] = {
@@ -113,8 +124,12 @@ def coverage_gap(arch: ModelArchitecture, gpu: GPU, cfg: TrialConfig, stack: Sta
     if gpu.name not in SYSTEMS:
         return f"{gpu.name} (no measured database for it)"
     system, _, gemms = SYSTEMS[gpu.name]
-    if arch.family not in FAMILIES:
+    if arch.family in MOE_FAMILIES and system not in _MOE_SYSTEMS:
+        return f"the {arch.family} model family on {system} (not in its support matrix)"
+    if arch.family not in FAMILIES + MOE_FAMILIES:
         return f"the {arch.family or 'unknown'} model family"
+    if arch.is_moe and cfg.quant not in _MOE_MODES and arch.shipped_expert_format not in _SHIPPED_MODES:
+        return f"{cfg.quant.value} experts (no measured MoE kernels)"
     if cfg.quant not in gemms:
         return f"{cfg.quant.value} weights on {system} (no measured kernels)"
     if cfg.kv_cache not in _KV or (cfg.kv_cache is KVCacheFormat.FP8 and system == "a100_sxm"):
@@ -142,31 +157,52 @@ def ctx_options(batch: int, isl: int, max_num_tokens: int) -> list[int]:
     return [isl * k for k in (2**i for i in range(16)) if k <= limit] or [isl]
 
 
-def _fmha(quant: QuantFormat, kv: KVCacheFormat) -> str:
-    # FP8 context attention needs FP8 Q/K/V: an FP8 KV cache with FP8 (or FP4) GEMMs.
-    return "fp8" if kv is KVCacheFormat.FP8 and quant in (QuantFormat.FP8, QuantFormat.NVFP4) else "bfloat16"
+def _fmha(quant: QuantFormat, kv: KVCacheFormat, mla: bool = False) -> str:
+    # FP8 context attention needs FP8 Q/K/V: an FP8 KV cache with FP8 (or FP4) GEMMs. Its
+    # database has no FP8 context-MLA kernels: MLA's context attention is timed in bf16.
+    fp8 = kv is KVCacheFormat.FP8 and quant in (QuantFormat.FP8, QuantFormat.NVFP4) and not mla
+    return "fp8" if fp8 else "bfloat16"
 
 
 def _in_flight(trial: PlannedTrial, concurrency: int) -> int:
     return max(1, min(concurrency, trial.memory.max_concurrent_sequences))
 
 
+def moe_layout(arch: ModelArchitecture, cfg: TrialConfig, gemm: str) -> dict[str, Any]:
+    """The worker's layout and formats of a trial: attention TP and DP, and for a MoE model its
+    expert TP, EP and expert format (the checkpoint's own where it ships one)."""
+    dp = cfg.tp if cfg.attention_dp else 1
+    layout: dict[str, Any] = {"tp": cfg.tp // dp, "dp": dp, "gemm": gemm}
+    if arch.is_moe:
+        shipped_gemm, shipped_moe = _SHIPPED_MODES.get(arch.shipped_expert_format or "", (None, None))
+        dense_gemm, _ = _SHIPPED_MODES.get(arch.shipped_dense_format or "", (None, None))
+        layout.update(
+            moe_tp=cfg.tp // cfg.ep,
+            moe_ep=cfg.ep,
+            moe=shipped_moe or _MOE_MODES[cfg.quant],
+            gemm=dense_gemm or shipped_gemm or gemm,
+        )
+    return layout
+
+
 def request_for(trial: PlannedTrial, resolved: ResolvedSpec) -> dict[str, Any]:
-    """The worker's request for one covered, feasible trial of `resolved`."""
-    spec, cfg = resolved.spec, trial.config
+    """The worker's request for one covered, feasible trial of `resolved` (points by in-flight
+    sequences per attention-DP rank: the whole group's, without attention-DP)."""
+    spec, cfg, arch = resolved.spec, trial.config, resolved.architecture
     system, version, gemms = SYSTEMS[trial.gpu]
+    layout = moe_layout(arch, cfg, gemms.get(cfg.quant, "bfloat16"))
     isl, osl = spec.workload.isl.mean, spec.workload.osl.mean
-    batches = sorted({1, *(_in_flight(trial, c) for c in spec.workload.concurrency)})
-    saturation = max(1, trial.memory.max_concurrent_sequences)
+    dp = layout["dp"]
+    batches = sorted({1, *(-(-_in_flight(trial, c) // dp) for c in spec.workload.concurrency)})
+    saturation = max(1, trial.memory.max_concurrent_sequences // dp)
     return {
         "id": trial.slug,
-        "config": resolved.architecture.hf_config(),
+        "config": arch.hf_config(),
         "system": system,
         "backend_version": version,
-        "gemm": gemms[cfg.quant],
+        **layout,
         "kv": _KV[cfg.kv_cache],
-        "fmha": _fmha(cfg.quant, cfg.kv_cache),
-        "tp": cfg.tp,
+        "fmha": _fmha(cfg.quant, cfg.kv_cache, arch.is_mla),
         "pp": cfg.pp,
         "isl": isl,
         "osl": osl,
@@ -240,24 +276,28 @@ def to_prediction(
     first_token = osl / (osl - 1)  # it counts OSL-1 tokens per request (coverage needs OSL >= 2)
     points = answer["points"]
 
+    dp = trial.config.tp if trial.config.attention_dp else 1
+
     def at(concurrency: int) -> ConcurrencyPrediction:
-        row = points[str(_in_flight(trial, concurrency))]
-        batch = row["batch"]  # aiconfigurator's memory model may fit fewer than asked
+        row = points[str(-(-_in_flight(trial, concurrency) // dp))]
+        batch = row["batch"] * dp  # per rank; its memory model may fit fewer than asked
+        # With attention-DP its row fills every rank; fewer sequences leave ranks partly idle.
+        in_flight = min(batch, _in_flight(trial, concurrency))
         ttft = row["ttft_ms"]
         waves = math.ceil(concurrency / batch)
         if waves > 1:  # beyond the KV / batch limit, later requests wait for whole requests
             ttft += (waves - 1) * (row["ttft_ms"] + osl * row["tpot_ms"])
         return level(
             concurrency=concurrency,
-            in_flight=batch,
+            in_flight=in_flight,
             ttft_ms=ttft,
             itl_ms=row["tpot_ms"],
-            output_tok_s=row["tok_s"] * first_token,
+            output_tok_s=row["tok_s"] * first_token * in_flight / batch,
             osl=osl,
             sla=sla,
         )
 
-    sat = answer["saturated"]
+    sat = {**answer["saturated"], "batch": answer["saturated"]["batch"] * dp}
     saturated = level(
         concurrency=sat["batch"],
         in_flight=sat["batch"],
@@ -275,6 +315,9 @@ def to_prediction(
             else ""
         )
     ]
+    arch = resolved.architecture
+    if arch.is_mla and trial.config.kv_cache is KVCacheFormat.FP8:
+        notes.append("context attention timed in bf16: its database has no FP8 context-MLA kernels")
     wanted = max(1, trial.memory.max_concurrent_sequences)
     if sat["batch"] < wanted:
         notes.append(

@@ -6,6 +6,7 @@ Protocol: one JSON request on stdin, one JSON answer on stdout, nothing else on 
 
     request  {"trials": [{"id", "config": {HF config.json fields}, "system", "backend_version",
                           "gemm", "kv", "fmha", "tp", "pp", "isl", "osl",
+                          ["dp", "moe_tp", "moe_ep", "moe"] (attention-DP ranks; MoE layout),
                           "free_gpu_memory_fraction", "max_seq_len",
                           "points": [{"name", "batch", "ctx"}], "saturation": {"batch", "ctx_options"}}]}
     answer   {"versions": {"aiconfigurator": "0.12.0"},
@@ -54,6 +55,10 @@ def _estimate(cli_estimate, model_dir: str, trial: dict, batch: int, ctx: int) -
             ctx_tokens=ctx,
             tp_size=trial["tp"],
             pp_size=trial["pp"],
+            attention_dp_size=trial.get("dp", 1),
+            moe_tp_size=trial.get("moe_tp"),
+            moe_ep_size=trial.get("moe_ep"),
+            moe_quant_mode=trial.get("moe"),
             gemm_quant_mode=trial["gemm"],
             kvcache_quant_mode=trial["kv"],
             fmha_quant_mode=trial["fmha"],
