@@ -376,3 +376,22 @@ def test_request_streamed_in_one_chunk_does_not_break_per_user_speed():
     level = summarize_level(1, records, SLA(), gpus=1)
     assert level.itl_ms.min == 0.0
     assert level.output_tok_s_per_user == pytest.approx(50.0)
+
+
+def test_aiperf_runs_from_its_own_venv_when_there_is_one(tmp_path, monkeypatch) -> None:
+    """`$ENGINESWEEP_AIPERF` first, then the checkout's `.venv-aiperf` (no torch: its processes
+    load the tokenizer 4x faster), then the running environment's own console script."""
+    import sys
+
+    from enginesweep.evaluation.benchmark import aiperf_runner
+
+    monkeypatch.delenv(aiperf_runner.AIPERF_ENV, raising=False)
+    monkeypatch.setattr(aiperf_runner, "OWN_VENV", tmp_path / "missing")
+    assert aiperf_runner.aiperf_executable() == Path(sys.executable).parent / "aiperf"
+    own = tmp_path / ".venv-aiperf"
+    (own / "bin").mkdir(parents=True)
+    (own / "bin" / "aiperf").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(aiperf_runner, "OWN_VENV", own)
+    assert aiperf_runner.aiperf_executable() == own / "bin" / "aiperf"
+    monkeypatch.setenv(aiperf_runner.AIPERF_ENV, "/opt/aiperf/bin/aiperf")
+    assert aiperf_runner.aiperf_executable() == Path("/opt/aiperf/bin/aiperf")
