@@ -291,6 +291,7 @@ def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
             if all(found):
                 add(f"axes.attention_dp[{i}]", "; ".join(dict.fromkeys(r for r in found if r)))
     add("stack", _every_stack(lambda s: rules.stack_runs_model(s, arch), stacks))
+    add("target.gpu", _gpu_rule(lambda g: rules.shipped_format_runs(arch, g), gpus))
     for i, seq in enumerate(axes.max_seq_len):
         add(f"axes.max_seq_len[{i}]", rules.seq_len_fits(arch, seq, spec.workload.sequence_tokens))
     return errors

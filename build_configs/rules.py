@@ -143,6 +143,27 @@ def seq_len_fits(arch: ModelArchitecture, max_seq_len: int, sequence_tokens: int
     return None
 
 
+# SMs whose TensorRT-LLM 1.2 kernels run a checkpoint's own format: FP8 block-scaled GEMMs and MoE
+# (DeepSeek-V3) on Hopper and datacenter Blackwell (SM100/103, not SM120); MXFP4 experts (gpt-oss)
+# on Hopper (W4A16, TRITON or CUTLASS MoE backend) and Blackwell.
+SHIPPED_FORMAT_SMS = {"fp8_block": (90, 100, 103), "mxfp4": (90, 100, 103, 120)}
+
+
+def shipped_format_runs(arch: ModelArchitecture, gpu: GPU) -> str | None:
+    """A checkpoint that ships FP8 block-scaled or MXFP4 weights needs the SMs whose kernels run
+    them (the CPU reference stack dequantizes on load)."""
+    if gpu.is_cpu:
+        return None
+    for shipped in dict.fromkeys((arch.shipped_dense_format, arch.shipped_expert_format)):
+        sms = SHIPPED_FORMAT_SMS.get(shipped or "")
+        if sms and gpu.sm not in sms:
+            return (
+                f"{arch.name} ships {shipped} weights; TensorRT-LLM 1.2 runs them on SM "
+                f"{', '.join(map(str, sms))}, not on {gpu.name} (SM{gpu.sm})"
+            )
+    return None
+
+
 def expert_parallel(arch: ModelArchitecture, tp: int, ep: int) -> str | None:
     """EP splits the routed experts over ranks of the TP group: TensorRT-LLM's Mapping needs
     expert TP x EP = TP, and its fused MoE needs EP to divide the expert count."""

@@ -137,6 +137,7 @@ def plan_trial(
             rules.stack_runs_model(stack, arch) if stack else None,
             rules.stack_parallelism(stack, cfg.ep, cfg.attention_dp) if stack else None,
             rules.engine_expert_checkpoint(stack, cfg.quant, cfg.kv_cache, cfg.ep) if stack else None,
+            rules.shipped_format_runs(arch, gpu),
             rules.tp_divides_heads(arch, cfg.tp, cfg.attention_dp),
             rules.expert_parallel(arch, cfg.tp, cfg.ep),
             rules.attention_dp_fits(arch, cfg.tp, cfg.attention_dp),

@@ -363,3 +363,48 @@ def test_aiconfigurator_is_asked_with_the_trials_expert_layout_and_shipped_exper
     # Mixtral is not in its support matrix: the roofline, with the reason
     assert "MixtralForCausalLM" in coverage_gap(MIXTRAL, H100, cfg(tp=2), Stack.TRTLLM_PYTORCH, 128)
     assert coverage_gap(QWEN_235B, H100, cfg(tp=8, ep=8, adp=True), Stack.TRTLLM_PYTORCH, 128) is None
+
+
+def test_shipped_fp8_block_and_mxfp4_weights_need_the_sms_that_run_them(cli):
+    a100, l40s, b200 = (get_gpu(n) for n in ("A100-SXM-80GB", "L40S", "B200"))
+    gpt_oss = shipped_architecture("gpt-oss-120b")
+    assert "ships fp8_block weights" in rules.shipped_format_runs(DEEPSEEK, a100)
+    assert "ships mxfp4 weights" in rules.shipped_format_runs(gpt_oss, l40s)
+    assert (
+        rules.shipped_format_runs(DEEPSEEK, H100) is None and rules.shipped_format_runs(gpt_oss, b200) is None
+    )
+    assert rules.shipped_format_runs(QWEN_235B, a100) is None  # bf16 as shipped
+    assert rules.shipped_format_runs(DEEPSEEK, get_gpu("cpu")) is None
+    result = cli("validate", "deepseek-v3-h200", "--set", "target.gpu=A100-SXM-80GB")
+    assert result.exit_code == 2
+    assert "target.gpu: DeepSeek-V3 ships fp8_block weights" in result.stderr
+
+
+def test_emitted_scripts_carry_the_expert_layout_on_both_stacks(cli, tmp_path):
+    """`plan --emit-scripts`: the PyTorch backend's options file sets the MoE layout; the engine
+    path cuts Mixtral for EP in convert_checkpoint.py, both checked against the 1.2 contract."""
+    pytorch = tmp_path / "pytorch"
+    result = cli(
+        "plan",
+        "qwen3-235b-a22b-h100",
+        "--emit-scripts",
+        pytorch,
+        *("--set", "axes.quant=[fp8]", "--set", "axes.exclude=[]", "--set", "axes.kv_cache=[fp8]"),
+        *("--set", "axes.tp=[8]", "--set", "axes.ep=[8]", "--set", "axes.attention_dp=[true]"),
+    )
+    assert result.exit_code == 0, result.output
+    script = (pytorch / "qwen3-235b-a22b__fp8__kv-fp8__tp8__ep8__adp.sh").read_text()
+    for line in ("moe_expert_parallel_size: 8", "moe_tensor_parallel_size: 1", "enable_attention_dp: true"):
+        assert line in script
+    engine = tmp_path / "engine"
+    result = cli(
+        "plan",
+        "llama-3.1-8b-h100",
+        "--emit-scripts",
+        engine,
+        *("--set", "model.architecture=mixtral-8x7b", "--set", "axes.quant=[bf16]"),
+        *("--set", "axes.kv_cache=[auto]", "--set", "axes.tp=[2]", "--set", "axes.ep=[2]"),
+    )
+    assert result.exit_code == 0, result.output
+    (script_path,) = engine.glob("*__ep2.sh")
+    assert "--moe_tp_size 1 --moe_ep_size 2" in script_path.read_text()
