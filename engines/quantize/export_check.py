@@ -26,9 +26,9 @@ _SHAPE_FIELDS = (
 class ExportMismatch(RuntimeError):
     """An exported checkpoint disagrees with its source or recipe."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], what: str = "exported TRT-LLM checkpoint"):
         self.problems = problems
-        super().__init__("exported TRT-LLM checkpoint disagrees with its source: " + "; ".join(problems))
+        super().__init__(f"{what} disagrees with its source: " + "; ".join(problems))
 
 
 def source_rope_theta(source: dict[str, Any]) -> float | None:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from enginesweep.build_configs.hf_architecture import expert_count
+from enginesweep.engines.quantize.moe_export_check import moe_export_problems
 from enginesweep.engines.quantize.recipes import QuantRecipe, modelopt_config
 
 HF_QUANT_CONFIG = "hf_quant_config.json"
@@ -82,6 +84,13 @@ def export_unified_hf(
         raise ExportError(
             f"{export_dir / HF_QUANT_CONFIG} disagrees with {recipe.slug}: " + "; ".join(problems)
         )
+    source = json.loads((Path(source_dir) / "config.json").read_text())
+    if expert_count(source):
+        problems = moe_export_problems(export_dir, source)
+        if problems:
+            raise ExportError(
+                f"the MoE export of {recipe.slug} disagrees with its source: " + "; ".join(problems)
+            )
     return written
 
 

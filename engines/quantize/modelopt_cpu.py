@@ -12,6 +12,11 @@ One call makes one quantized checkpoint folder:
 * `trtllm_checkpoint/`: the real TensorRT-LLM checkpoint (`config.json` + `rank{N}.safetensors`)
   from `export_tensorrt_llm_checkpoint`, checked field by field against the source
   (`export_check.py`); a mismatch raises and the trial fails.
+* `hf_checkpoint/` instead, for a mixture-of-experts model: what TensorRT-LLM 1.2 loads for one
+  (MoE models run on its PyTorch backend), ModelOpt's unified HF export, checked against the
+  source's experts (`moe_export_check.py`). ModelOpt's TensorRT-LLM checkpoint exporter does not
+  take transformers 5's fused experts (`object of type 'QuantQwen3MoeExperts' has no len()`). An
+  unquantized MoE model exports nothing: its source is what TensorRT-LLM would load.
 * `quantize.json`: the `QuantizeResult` record.
 
 The fake-quantized weights stay fp32 on purpose: the CPU computes in fp32, and the quantizers
@@ -25,10 +30,13 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from enginesweep.build_configs.hf_architecture import expert_count
 from enginesweep.engines.quantize.export_check import ExportMismatch, export_problems, source_rope_theta
+from enginesweep.engines.quantize.moe_export_check import moe_export_problems
 from enginesweep.engines.quantize.recipes import QuantRecipe, modelopt_config
 
 MODELOPT_FILE = "modelopt_model.pth"
@@ -48,6 +56,7 @@ class QuantizeResult(BaseModel):
     quantize_seconds: float
     export_seconds: float
     versions: dict[str, str]
+    export_format: Literal["trtllm-checkpoint", "unified-hf", "source"] = "trtllm-checkpoint"
 
 
 def library_versions() -> dict[str, str]:
@@ -152,6 +161,8 @@ def _quantize_into(
         model.save_pretrained(tmp / "model")
     tokenizer.save_pretrained(tmp / "model")
 
+    if expert_count(source_config):
+        return _moe_result(tmp, model, source_dir, recipe, out_dir, key=key, quantize_s=quantize_s, log=log)
     # transformers 5 keeps the RoPE base only in rope_parameters; ModelOpt's exporter reads
     # config.rope_theta and would otherwise write no rotary_base (TRT-LLM then uses 10000).
     rope = source_rope_theta(source_config)
@@ -183,6 +194,51 @@ def _quantize_into(
         quantize_seconds=quantize_s,
         export_seconds=export_s,
         versions=library_versions(),
+    )
+    (tmp / "quantize.json").write_text(result.model_dump_json(indent=2) + "\n")
+    return result
+
+
+def _moe_result(
+    tmp: Path,
+    model: Any,
+    source_dir: Path,
+    recipe: QuantRecipe,
+    out_dir: Path,
+    *,
+    key: str,
+    quantize_s: float,
+    log: Callable[[str], None],
+) -> QuantizeResult:
+    """A MoE model's export (module docstring): the unified HF checkpoint, its experts checked."""
+    import torch
+    from modelopt.torch.export import export_hf_checkpoint
+
+    start = time.perf_counter()
+    if modelopt_config(recipe) is None:
+        exported, folder, kind = {}, out_dir / "model", "source"
+    else:
+        log(f"quantize {recipe.slug}: exporting the unified HF checkpoint (mixture of experts)")
+        with torch.inference_mode():
+            export_hf_checkpoint(model, export_dir=tmp / "hf_checkpoint")
+        problems = moe_export_problems(
+            tmp / "hf_checkpoint", json.loads((source_dir / "config.json").read_text())
+        )
+        if problems:
+            raise ExportMismatch(problems, what="unified HF export")
+        exported = json.loads((tmp / "hf_checkpoint" / "hf_quant_config.json").read_text())
+        folder, kind = out_dir / "hf_checkpoint", "unified-hf"
+    result = QuantizeResult(
+        recipe=recipe,
+        key=key,
+        source_dir=str(source_dir),
+        model_dir=str(out_dir / "model"),
+        trtllm_checkpoint_dir=str(folder),
+        trtllm_config=exported,
+        quantize_seconds=quantize_s,
+        export_seconds=time.perf_counter() - start,
+        versions=library_versions(),
+        export_format=kind,
     )
     (tmp / "quantize.json").write_text(result.model_dump_json(indent=2) + "\n")
     return result

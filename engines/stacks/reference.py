@@ -140,7 +140,11 @@ class ReferenceStack:
             },
             versions={"stack": self.name, **quantized.versions, **_triton_version()},
             target={**target, "host": host_hardware()},
-            trtllm_checkpoint={k: quantized.trtllm_config.get(k) for k in _TRTLLM_KEYS},
+            trtllm_checkpoint=(
+                {k: quantized.trtllm_config.get(k) for k in _TRTLLM_KEYS}
+                if quantized.export_format == "trtllm-checkpoint"
+                else {"format": quantized.export_format, **quantized.trtllm_config}
+            ),
         )
 
     def write_model_repository(self, build: BuildResult, repo_dir: Path) -> Path:

@@ -32,13 +32,15 @@ CONSTRAINTS = REPO_ROOT / "constraints-trtllm-1.2.txt"
 FOLDERS = ("build_configs", "engines", "evaluation", "flows")
 PACKAGES = tuple(f"enginesweep.{folder}" for folder in FOLDERS)
 # The container tests: the recipes' ModelOpt configs, the checkpoint fetch against olah, the
-# trtllm-pytorch stack's real ModelOpt export, the trtllm-engine stack with stand-ins, this file.
+# trtllm-pytorch stack's real ModelOpt export (a tiny MoE's too), the trtllm-engine stack with
+# stand-ins, this file.
 CONTAINER_PATHS = (
     "tests/unit/test_quant_recipes.py",
     "tests/integration/test_checkpoint_fetch.py",
     "tests/integration/test_trtllm_pytorch_stack.py",
     "tests/integration/test_trtllm_engine_stack.py",
     "tests/integration/test_gpu_layouts.py",
+    "tests/integration/test_tiny_moe.py",
     "tests/integration/test_container_profile.py",
 )
 # What must be among them whatever else is marked (brief: FP8, FP8 + FP8 KV, INT4-AWQ exports; the
@@ -50,6 +52,7 @@ REQUIRED = (
     "test_warm_cache_serves_a_pinned_commit_with_the_hub_gone",
     "test_a_sweep_trial_whose_build_runs_out_of_memory_is_recorded_as_failed",
     "test_every_module_of_the_four_packages_imports",
+    "test_an_export_that_lost_experts_or_changed_top_k_is_refused",
     "test_gpu_acceptance_on_a_fake_gpu_runs_both_stacks_and_writes_the_summary",
 )
 # Modules that import only inside another process: Triton's Python backend loads this one as
