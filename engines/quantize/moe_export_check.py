@@ -4,7 +4,8 @@ An export can lose experts without failing: a fused-experts module its exporter 
 written as it is or not at all, and TensorRT-LLM then loads a model with fewer experts, or stops
 on the GPU machine an hour later. After a unified HF export of a MoE model the export is read back
 (the safetensors headers only: no tensor is loaded, no framework needed) and compared with the
-source: the expert count and top-k in the written `config.json`, every MoE layer holding experts
+source: the expert count and top-k in the written `config.json` (under the source's own key),
+every MoE layer holding experts
 0..E-1, and each expert projection's shape (gate/up: expert width x hidden; down: hidden x expert
 width; a packed 4-bit weight stores its input dimension halved or in eighths).
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from enginesweep.build_configs.hf_architecture import expert_count
 
+_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
 _EXPERT_WEIGHT = re.compile(r"layers\.(\d+)\..*experts\.(\d+)\.(\w+)\.weight$")
 # Per-expert projection names: Qwen/DeepSeek/gpt-oss style, and Mixtral's w1/w3 (in) and w2 (out).
 _INTO_EXPERT = ("gate_proj", "up_proj", "w1", "w3")
@@ -49,6 +51,14 @@ def moe_export_problems(export_dir: Path, source: dict[str, Any]) -> list[str]:
     problems = []
     if expert_count(written) != experts:
         problems.append(f"config.json: {expert_count(written)} experts per layer, source {experts}")
+    for key in _COUNT_KEYS:
+        # transformers 5 writes Qwen3-MoE's count as num_local_experts; transformers 4.57
+        # (TensorRT-LLM 1.2's) reads num_experts and would build its default of 128 experts.
+        if source.get(key) and written.get(key) != source[key]:
+            problems.append(
+                f"config.json: {key} is {written.get(key)!r}, source {source[key]!r} (a reader of "
+                "the source's key would build another expert count)"
+            )
     if _top_k(written) != top_k:
         problems.append(f"config.json: top-k {_top_k(written)}, source {top_k}")
     hidden = int(source["hidden_size"])

@@ -157,3 +157,16 @@ def test_the_reference_stack_quantizes_exports_serves_and_benchmarks_it_under_tr
     with stack.server(repo, tmp_path / "trial" / "server") as server:
         (level,) = benchmark(server, tiny_moe_dir, tmp_path / "bench", workload).levels
     assert level.request_count == 4 and level.error_count == 0 and level.output_tok_s > 0
+
+
+def test_an_export_that_renames_the_expert_count_key_is_refused(tiny_moe_dir, tmp_path):
+    """transformers 5 writes Qwen3-MoE's expert count as `num_local_experts`; the hub's configs
+    and transformers 4.57 (TensorRT-LLM 1.2's) use `num_experts`, and 4.57 would build 128."""
+    export = tmp_path / "export"
+    export.mkdir()
+    source = json.loads((tiny_moe_dir / "config.json").read_text())
+    written = {k: v for k, v in source.items() if k not in ("num_experts", "num_local_experts")}
+    (export / "config.json").write_text(json.dumps({**written, "num_local_experts": EXPERTS}))
+    hub_style = {**written, "num_experts": EXPERTS}
+    problems = moe_export_problems(export, hub_style)
+    assert any("num_experts is None, source 4" in p for p in problems)
