@@ -51,6 +51,7 @@ LONGEST_FIRST = (
     "test_engine_ports",
     "test_postgres_backend",
     "test_aiperf_against_triton",
+    "test_tiny_moe",
 )
 
 # Modules that share a session fixture run as one unit on one xdist worker, so that the fixture

@@ -28,7 +28,7 @@ from testkit.bench import benchmark
 from testkit.standin_layouts import build_layout
 from testkit.tiny_moe import EXPERTS, TOP_K, build_tiny_moe
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CALIBRATION = CalibrationSpec(dataset="test", sha256="0" * 64, samples=2, seq_len=32)
 TEXTS = [
