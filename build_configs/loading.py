@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -216,10 +216,13 @@ def _resolve_architecture(spec: SweepSpec) -> ModelArchitecture:
     return architecture_for_repo(model.repo_id or "", model.revision)
 
 
-def _gpu_rule(rule: Callable[[GPU], str | None], gpus: Sequence[GPU]) -> str | None:
-    """A GPU-dependent rule is a spec error only when it rejects the value on every listed GPU."""
-    reasons = [rule(gpu) for gpu in gpus]
-    return "; ".join(r for r in reasons if r) if all(reasons) else None
+T = TypeVar("T")
+
+
+def _every(rule: Callable[[T], str | None], values: Sequence[T]) -> str | None:
+    """A rule of a listed GPU or stack is a spec error only when it rejects every listed one."""
+    reasons = [rule(value) for value in values]
+    return "; ".join(dict.fromkeys(r for r in reasons if r)) if all(reasons) else None
 
 
 def _target_rule(
@@ -228,12 +231,6 @@ def _target_rule(
     """A rule of GPU and stack is a spec error only when it rejects the value on every listed GPU
     with every listed stack (elsewhere the planner rejects the single trials, with the reason)."""
     reasons = [rule(gpu, stack) for gpu in gpus for stack in stacks]
-    return "; ".join(dict.fromkeys(r for r in reasons if r)) if all(reasons) else None
-
-
-def _every_stack(rule: Callable[[Stack], str | None], stacks: Sequence[Stack]) -> str | None:
-    """A stack rule is a spec error only when every listed stack rejects the value."""
-    reasons = [rule(stack) for stack in stacks]
     return "; ".join(dict.fromkeys(r for r in reasons if r)) if all(reasons) else None
 
 
@@ -250,7 +247,7 @@ def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
     for i, stack in enumerate(stacks):
         add(
             "stack" if len(stacks) == 1 else f"stack[{i}]",
-            _gpu_rule(lambda g: rules.stack_target(stack, g), gpus),  # noqa: B023 - called at once
+            _every(lambda g: rules.stack_target(stack, g), gpus),  # noqa: B023 - called at once
         )
     for i, quant in enumerate(axes.quant):
         add(f"axes.quant[{i}]", _target_rule(lambda g, s: rules.quant_supported(quant, g, s), gpus, stacks))  # noqa: B023 - called at once
@@ -271,7 +268,7 @@ def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
             add(f"axes.pp[{i}]", rules.world_size_fits(min(axes.tp), pp, available))
     for i, ep in enumerate(axes.ep):
         if ep > 1:
-            add(f"axes.ep[{i}]", _every_stack(lambda s: rules.stack_parallelism(s, ep, False), stacks))  # noqa: B023 - called at once
+            add(f"axes.ep[{i}]", _every(lambda s: rules.stack_parallelism(s, ep, False), stacks))  # noqa: B023 - called at once
         found = [rules.expert_parallel(arch, tp, ep) for tp in axes.tp]
         if all(found):
             add(f"axes.ep[{i}]", "; ".join(dict.fromkeys(r for r in found if r)))
@@ -285,13 +282,13 @@ def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
             add(f"axes.ep[{i}]", checkpoints[0])
     for i, adp in enumerate(axes.attention_dp):
         if adp:
-            adp_stacks = _every_stack(lambda s: rules.stack_parallelism(s, 1, True), stacks)
+            adp_stacks = _every(lambda s: rules.stack_parallelism(s, 1, True), stacks)
             add(f"axes.attention_dp[{i}]", adp_stacks)
             found = [rules.attention_dp_fits(arch, tp, adp) for tp in axes.tp]
             if all(found):
                 add(f"axes.attention_dp[{i}]", "; ".join(dict.fromkeys(r for r in found if r)))
-    add("stack", _every_stack(lambda s: rules.stack_runs_model(s, arch), stacks))
-    add("target.gpu", _gpu_rule(lambda g: rules.shipped_format_runs(arch, g), gpus))
+    add("stack", _every(lambda s: rules.stack_runs_model(s, arch), stacks))
+    add("target.gpu", _every(lambda g: rules.shipped_format_runs(arch, g), gpus))
     for i, seq in enumerate(axes.max_seq_len):
         add(f"axes.max_seq_len[{i}]", rules.seq_len_fits(arch, seq, spec.workload.sequence_tokens))
     return errors

@@ -274,10 +274,14 @@ class TrtllmPytorchStack:
 
     def bundle_settings(self) -> dict[str, Any]:
         """The spec's settings that go into a bundle's LLM-API options (part of its store key)."""
-        return self.build_settings.model_dump(
-            mode="json",
-            include={"kv_cache_free_gpu_mem_fraction", "enable_block_reuse", "cuda_graph_batch_sizes"},
-        ) | ({"moe_backend": self.build_settings.moe_backend} if self.build_settings.moe_backend else {})
+        settings = self.build_settings.key_fields()  # moe_backend only when set: old keys stand
+        names = (
+            "kv_cache_free_gpu_mem_fraction",
+            "enable_block_reuse",
+            "cuda_graph_batch_sizes",
+            "moe_backend",
+        )
+        return {name: settings[name] for name in names if name in settings}
 
     def tokenizer_dir(self, build: BuildResult) -> Path:
         return Path(build.bundle_dir) / "checkpoint"
