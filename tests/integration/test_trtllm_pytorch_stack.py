@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
-from enginesweep.build_configs.schema import SLA, Build, Workload
+from enginesweep.build_configs.schema import Build, Workload
 from enginesweep.engines.manifest import verify_bundle
 from enginesweep.engines.processes import session_pids
 from enginesweep.engines.quantize.hf_export import quant_config_problems
@@ -28,8 +28,7 @@ from enginesweep.engines.stacks.trtllm_pytorch import TrtllmPytorchStack
 from enginesweep.engines.triton.server import free_port
 from enginesweep.engines.trtllm.contract import ContractError
 from enginesweep.engines.trtllm.templates import parse_config
-from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
-from enginesweep.evaluation.benchmark.results import parse_benchmark
+from testkit.bench import benchmark
 from testkit.standin_layouts import build_layout
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -161,18 +160,9 @@ def test_trtllm_serve_is_benchmarked_by_aiperf_on_the_completions_route(root, ti
     workload = Workload(isl={"mean": 32}, osl={"mean": 8}, concurrency=[1, 2], request_count=6)
     with stack.server(repo, tmp_path / "trial" / "server") as server:
         assert server.metrics_url is None  # its /metrics is JSON iteration stats, not Prometheus
-        artifacts = run_aiperf(
-            url=server.url,
-            model=server.model,
-            workload=workload,
-            tokenizer=stack.tokenizer_dir(build),
-            artifact_dir=tmp_path / "bench",
-            endpoint=server.endpoint,
-            timeout_s=600,
-        )
+        result = benchmark(server, stack.tokenizer_dir(build), tmp_path / "bench", workload)
         pid = server.process.pid
     assert session_pids(pid) == []
-    result = parse_benchmark(artifacts, workload, SLA(), hardware="cpu", gpus=1)
     assert [level.concurrency for level in result.levels] == [1, 2]
     assert all(
         level.request_count == 6 and level.error_count == 0 and level.output_tok_s > 0
