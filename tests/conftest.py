@@ -33,6 +33,8 @@ if "ENGINESWEEP_GPU_LOCK_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["ENGINESWEEP_GPU_LOCK_DIR"], True)
 
 from enginesweep.flows.cli import app  # after the environment above
+from testkit.cpu_ledger import ENV as CPU_LEDGER_ENV
+from testkit.cpu_ledger import CpuLedger
 
 # The modules that take longest, longest first (tests/README.md has their times). The suite runs
 # them first so that the two workers finish together; a new slow module belongs here.
@@ -81,6 +83,12 @@ def has_gpus(count: int = 1) -> bool:
 def requires_gpus(count: int = 1) -> pytest.MarkDecorator:
     """Skip unless `count` GPUs and tensorrt_llm are present."""
     return pytest.mark.skipif(not has_gpus(count), reason=f"needs {count} NVIDIA GPU(s) and tensorrt_llm")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Opt-in: each test's CPU seconds, to see where the suite's time goes (testkit/cpu_ledger.py).
+    if os.environ.get(CPU_LEDGER_ENV):
+        config.pluginmanager.register(CpuLedger(Path(os.environ[CPU_LEDGER_ENV])), "enginesweep-cpu-ledger")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
