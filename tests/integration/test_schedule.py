@@ -181,9 +181,11 @@ def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, 
 
         # Run 1: a sweep (no earlier scheduled run), which promotes the first champion. Once it
         # has decided, the spec's floors are loosened to 99% (the most they may be): `watch` is
-        # not in the spec hash, so run 2 is still a drift check, and its re-benchmark of the same
-        # engine on the same machine must then be judged exactly `ok` (not "ok or regressed").
-        # A latency more than doubled by other load on this machine would still count.
+        # not in the spec hash, so run 2 is still a drift check. Its verdict must follow from its
+        # own numbers (below): on a quiet machine that is `ok`, but the suite's other worker can
+        # more than double a 12-sample ITL p99 of a few milliseconds, and then `regressed` is the
+        # right answer (it happened in two of this machine's recent suite runs; tests/unit/test_watch.py
+        # proves the verdicts by hand).
         wait_for("the first run's decision", lambda: log_has(": sweeping (unchanged trials are reused)"))
         _spec(tmp_path, watch={"repeats": 1, "min_relative_change": 0.99})
         runs = wait_for("the first scheduled run", lambda: settled(1))
@@ -221,12 +223,18 @@ def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, 
             assert child.data.tags["enginesweep.slug"] == SLUG
             assert child.data.tags["enginesweep.executed_stages"] == "serve+benchmark"
         # The verdict: on the parent run (tags, verdict.json) and on the champion's version.
-        assert tags["enginesweep.watch.verdict"] == "ok", tags["enginesweep.watch.summary"]
         assert tags["enginesweep.watch.policy"] == "manual"
         verdict = client.download_artifacts(second.info.run_id, "verdict.json", str(tmp_path))
         report = json.loads(Path(verdict).read_text())
         checks = {c["metric"]: c for c in report["verdict"]["checks"]}
         assert {"goodput_req_s", "ttft_p99_ms@c1", "itl_p99_ms@c1", "perplexity"} <= set(checks)
+        # `ok` exactly when no metric is worse by more than its threshold, `regressed` otherwise;
+        # only a timing metric can be, as the accuracy checks below compare equal values.
+        worse = sorted(m for m, c in checks.items() if c["worse_by"] > c["threshold"])
+        expected = "regressed" if worse else "ok"
+        assert tags["enginesweep.watch.verdict"] == expected, (worse, tags["enginesweep.watch.summary"])
+        if worse:
+            print(f"the drift check measured a slower champion (other load here): {worse}")
         # A drift check reuses the engine's accuracy: those checks compare equal values.
         accuracy = {"perplexity", "top1_accuracy"} & set(checks)
         assert all(
@@ -237,6 +245,14 @@ def test_schedule_sweeps_then_drift_checks_then_sweeps_a_new_revision(tmp_path, 
         assert all(
             c["n_reference"] == 1 and c["n_current"] == 1 and c["basis"] == "floor" for c in checks.values()
         )
+        # ... the floor the spec asked for, 99% of the reference, and the change in the metric's
+        # own direction, for every timing metric.
+        for metric, c in checks.items():
+            if metric in accuracy:
+                continue
+            assert c["threshold"] == pytest.approx(0.99 * abs(c["reference_mean"])), metric
+            change = c["current_mean"] - c["reference_mean"]
+            assert c["worse_by"] == pytest.approx(change if c["direction"] == "lower_is_better" else -change)
         assert any("no noise estimate" in note for note in report["verdict"]["notes"])
         version = client.get_model_version("tiny-scheduled-engine", champion.version)
         assert version.tags["enginesweep.watch.verdict"] == tags["enginesweep.watch.verdict"]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 ENV = "ENGINESWEEP_TEST_CPU_LEDGER"
+NESTED_ENV = "ENGINESWEEP_TEST_CPU_LEDGER_NESTED"
 
 
 def _cpu() -> tuple[float, float]:
@@ -38,9 +39,14 @@ class CpuLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        # A pytest run inside a test (test_container_profile's) inherits NESTED_ENV from the
+        # process that runs tests (set below, not here: xdist's controller runs none): its lines
+        # say so, as the outer test's children time already holds them.
+        self.nested = os.environ.get(NESTED_ENV) == "1"
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
+        os.environ[NESTED_ENV] = "1"
         wall, (own, children) = time.monotonic(), _cpu()
         yield
         own_after, children_after = _cpu()
@@ -50,18 +56,22 @@ class CpuLedger:
             "wall_s": round(time.monotonic() - wall, 3),
             "cpu_s": round(own_after - own, 3),
             "children_cpu_s": round(children_after - children, 3),
+            "nested": self.nested,
         }
         with self.path.open("a") as sink:
             sink.write(json.dumps(line) + "\n")
 
 
 def summarize(path: Path) -> list[tuple[str, float, float, int]]:
-    """(module, CPU seconds, wall seconds, tests) per module, costliest first."""
+    """(module, CPU seconds, wall seconds, tests) per module, costliest first; the tests of a
+    nested run are left out (their time is in the test that ran them)."""
     cpu: dict[str, float] = defaultdict(float)
     wall: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
     for raw in path.read_text().splitlines():
         line = json.loads(raw)
+        if line.get("nested"):  # counted in the test that ran it
+            continue
         module = line["test"].split("::", 1)[0]
         cpu[module] += line["cpu_s"] + line["children_cpu_s"]
         wall[module] += line["wall_s"]
