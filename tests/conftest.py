@@ -39,21 +39,22 @@ from testkit.cpu_ledger import CpuLedger
 # The modules that take longest, longest first (tests/README.md has their times). The suite runs
 # them first so that the two workers finish together; a new slow module belongs here.
 LONGEST_FIRST = (
-    "test_accuracy_gate",
-    "test_gpu_concurrency",
     "test_reference_trial",
-    "test_container_profile",
     "test_gpu_layouts",
+    "test_accuracy_gate",
+    "test_container_profile",
+    "test_gpu_concurrency",
     "test_schedule",
-    "test_sweep_sigkill",
     "test_mlflow_ui_browser",  # reads the shared tiny sweep: before test_sweep_flow writes to it
     "test_sweep_flow",
-    "test_trtllm_pytorch_stack",
     "test_served_accuracy",
-    "test_engine_ports",
+    "test_sweep_sigkill",
+    "test_trtllm_pytorch_stack",
     "test_postgres_backend",
-    "test_aiperf_against_triton",
+    "test_engine_ports",
+    "test_aiconfigurator",
     "test_tiny_moe",
+    "test_aiperf_against_triton",
 )
 
 # Modules that share a session fixture run as one unit on one xdist worker, so that the fixture

@@ -135,6 +135,8 @@ def evaluate_tasks(
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
+        _skip_environment_report()
+
         manager = task_manager(tasks, include_paths)
         lm = HFLM(
             pretrained=model,
@@ -157,6 +159,32 @@ def evaluate_tasks(
     if results is None:  # only on non-zero ranks of a distributed run, which this never is
         raise TaskError("lm-eval returned no results")
     return task_results(results, hardware=hardware, tool=harness_version())
+
+
+def _skip_environment_report() -> None:
+    """Leave torch's environment report out of lm-eval's results, for this process.
+
+    `simple_evaluate` ends with `add_env_info`, which calls torch's `collect_env`: it runs `pip
+    list`, `cmake --version`, `nvidia-smi` and more as subprocesses, about 2.7 CPU-seconds per
+    evaluation (two or three per trial), for a `pretty_env_info` string that nothing here reads
+    (records name their own versions). The replacement keeps the other keys it sets. Where
+    lm-eval has no such function the evaluation is left as it is."""
+    import lm_eval.evaluator
+
+    if getattr(lm_eval.evaluator, "add_env_info", None) in (None, _environment_without_report):
+        return
+    lm_eval.evaluator.add_env_info = _environment_without_report
+
+
+def _environment_without_report(storage: dict[str, Any]) -> None:
+    """lm-eval's `add_env_info` less torch's `collect_env` report."""
+    from importlib.metadata import version
+
+    import transformers
+
+    storage["pretty_env_info"] = "not collected (enginesweep skips torch's collect_env)"
+    storage["transformers_version"] = transformers.__version__
+    storage["lm_eval_version"] = version("lm_eval")
 
 
 def _leaves(name: str, groups: dict[str, list[str]]) -> list[str]:

@@ -95,3 +95,27 @@ def test_the_offline_environment_is_put_back(tmp_path: Path) -> None:
         datasets.config.HF_DATASETS_CACHE,
         huggingface_hub.constants.HF_HUB_OFFLINE,
     ) == before
+
+
+def test_an_evaluation_leaves_torchs_environment_report_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lm-eval's `add_env_info`, which `simple_evaluate` calls last, no longer runs torch's
+    `collect_env` (`pip list`, `cmake --version`, ... as subprocesses); the versions stay."""
+    import subprocess
+    from importlib.metadata import version
+
+    import lm_eval.evaluator
+    import transformers
+
+    from enginesweep.evaluation.accuracy import harness
+
+    monkeypatch.setattr(lm_eval.evaluator, "add_env_info", lm_eval.evaluator.add_env_info)  # put back after
+    started: list = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: started.append(args))
+    harness._skip_environment_report()
+    harness._skip_environment_report()  # twice is once
+    storage: dict = {}
+    lm_eval.evaluator.add_env_info(storage)
+    assert started == []
+    assert storage["pretty_env_info"].startswith("not collected")
+    assert storage["transformers_version"] == transformers.__version__
+    assert storage["lm_eval_version"] == version("lm_eval")

@@ -11,6 +11,7 @@ no third argument every variant is evaluated (about eight minutes on two cores).
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -97,8 +98,11 @@ def main(out: Path, work: Path, names: tuple[str, ...] | None = None) -> None:
             log_file=work / "lm_eval.log",
         )
 
+    # Read once; each evaluation gets its own copy (about 5 CPU-seconds less than a reload).
+    pristine = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+
     def load():
-        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+        return copy.deepcopy(pristine)
 
     start = time.perf_counter()
     baseline = evaluate(load())
