@@ -25,7 +25,7 @@ from enginesweep.build_configs.architectures import (
     shipped_architecture,
 )
 from enginesweep.build_configs.gpus import GPU, get_gpu
-from enginesweep.build_configs.schema import Stack, SweepSpec
+from enginesweep.build_configs.schema import Stack, SweepSpec, Workload
 
 CPU_HARDWARE = "cpu"
 """The hardware label of CPU measurements (the reference stack's)."""
@@ -234,6 +234,13 @@ def _target_rule(
     return "; ".join(dict.fromkeys(r for r in reasons if r)) if all(reasons) else None
 
 
+def longest_sequence(workload: Workload) -> tuple[int, str]:
+    """The sequence a max_seq_len must hold, and its name for the message."""
+    if workload.request_log is not None:
+        return workload.longest_sequence_tokens, "the request log's longest ISL+OSL"
+    return workload.sequence_tokens, "the workload's ISL+OSL"
+
+
 def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
     """Axis values that no combination of the other axes (and no listed GPU) can make feasible."""
     spec, arch, gpus = resolved.spec, resolved.architecture, resolved.gpus
@@ -290,7 +297,7 @@ def _axis_errors(resolved: ResolvedSpec) -> list[FieldError]:
     add("stack", _every(lambda s: rules.stack_runs_model(s, arch), stacks))
     add("target.gpu", _every(lambda g: rules.shipped_format_runs(arch, g), gpus))
     for i, seq in enumerate(axes.max_seq_len):
-        add(f"axes.max_seq_len[{i}]", rules.seq_len_fits(arch, seq, spec.workload.sequence_tokens))
+        add(f"axes.max_seq_len[{i}]", rules.seq_len_fits(arch, seq, *longest_sequence(spec.workload)))
     return errors
 
 

@@ -131,10 +131,13 @@ def pp_fits_layers(arch: ModelArchitecture, pp: int) -> str | None:
     return None
 
 
-def seq_len_fits(arch: ModelArchitecture, max_seq_len: int, sequence_tokens: int) -> str | None:
-    """`max_seq_len` must hold the workload's ISL+OSL and stay within the model's context."""
+def seq_len_fits(
+    arch: ModelArchitecture, max_seq_len: int, sequence_tokens: int, what: str = "the workload's ISL+OSL"
+) -> str | None:
+    """`max_seq_len` must hold the workload's ISL+OSL (`what` names which: the mean, or a request
+    log's longest request) and stay within the model's context."""
     if max_seq_len < sequence_tokens:
-        return f"max_seq_len={max_seq_len} is shorter than the workload's ISL+OSL={sequence_tokens}"
+        return f"max_seq_len={max_seq_len} is shorter than {what}={sequence_tokens}"
     if max_seq_len > arch.max_position_embeddings:
         return (
             f"max_seq_len={max_seq_len} exceeds max_position_embeddings="

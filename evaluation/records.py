@@ -42,9 +42,16 @@ class Percentiles(_Record):
 
 
 class ConcurrencyResult(_Record):
-    """What one concurrency level measured."""
+    """What one load level measured: a fixed concurrency (closed loop), or a recorded replay of a
+    request log (open loop, each request at its logged time)."""
 
-    concurrency: int
+    concurrency: int = Field(
+        description="The concurrency of a closed-loop level; for a replay, the most requests "
+        "that were in flight at once (measured)."
+    )
+    pacing: Literal["concurrency", "schedule"] = Field(
+        default="concurrency", description="concurrency: closed loop; schedule: a recorded replay."
+    )
     request_count: int = Field(description="Requests that completed successfully.")
     error_count: int
     duration_s: float = Field(description="From the first request sent to the last response.")
@@ -60,6 +67,48 @@ class ConcurrencyResult(_Record):
     )
     sla_attainment: float | None = Field(description="Share of requests meeting the SLA.")
 
+    @property
+    def label(self) -> str:
+        """The level as people read it: `c=4`, or `replay (peak 6 in flight)`."""
+        if self.pacing == "schedule":
+            return f"replay (peak {self.concurrency} in flight)"
+        return f"c={self.concurrency}"
+
+
+class Histogram(_Record):
+    """Counts in bins: bin i holds values in [edges[i], edges[i+1]) (the last one closed)."""
+
+    edges: list[float]
+    counts: list[int]
+
+
+class LengthSummary(_Record):
+    """Token lengths of the requests sent (counted with the model's tokenizer)."""
+
+    mean: float
+    stddev: float
+    min: int
+    max: int
+    histogram: Histogram
+
+
+class TrafficSummary(_Record):
+    """The requests a benchmark sent when enginesweep built them (every workload but plain
+    synthetic lengths, which aiperf draws itself)."""
+
+    source: Literal["synthetic", "mixture", "request_log"]
+    replay: Literal["recorded", "resample"] | None = None
+    requests: int
+    input_tokens: LengthSummary
+    output_tokens: LengthSummary
+    prefix_reuse_ratio: float = Field(
+        description="Share of input tokens a perfect prefix cache could serve, in send order."
+    )
+    request_log_sha256: str | None = None
+    recorded_duration_s: float | None = Field(
+        default=None, description="A recorded replay: first to last logged arrival."
+    )
+
 
 class BenchmarkResult(_Record):
     """One benchmark of one served engine: every concurrency level of the workload."""
@@ -72,6 +121,9 @@ class BenchmarkResult(_Record):
     osl: int
     levels: list[ConcurrencyResult]
     artifact_dir: str
+    traffic: TrafficSummary | None = Field(
+        default=None, description="The requests sent, where enginesweep built them (not plain synthetic)."
+    )
 
 
 class TaskResult(_Record):

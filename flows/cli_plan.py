@@ -191,6 +191,14 @@ def _emit_scripts(resolved: ResolvedSpec, result: Plan, folder: Path) -> None:
             "--emit-scripts: scripts are for the GPU stacks (trtllm-engine, trtllm-pytorch);"
             " the reference stack runs here: enginesweep run " + resolved.spec.name
         )
+    workload = resolved.spec.workload
+    if workload.source != "synthetic" or workload.shared_prefix is not None:
+        built = "shared_prefix" if workload.source == "synthetic" else workload.source
+        raise _fail(
+            f"--emit-scripts: workload.{built}: its requests are built with the model's tokenizer"
+            " when a trial runs, and the scripts do not build them yet; emit with synthetic"
+            " isl/osl, or run the trials with enginesweep run"
+        )
     contract = contracts()[max(contracts())]
     kept = [t for t in result.feasible if t.pruned is None]
     name = resolved.spec.name

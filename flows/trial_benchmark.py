@@ -1,6 +1,8 @@
 """The serve-and-benchmark stage of a trial: the bundle served on this host (its runtime checked
-first), aiperf at every concurrency of the workload against it, the server's metrics sampled, and
-the served accuracy scored on the same server when the stack measures it that way."""
+first), the workload's requests built where they are not aiperf's synthetic ones
+(`evaluation.benchmark.traffic`), aiperf at every concurrency of the workload (or the log's own
+timing) against it, the server's metrics sampled, and the served accuracy scored on the same
+server when the stack measures it that way."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from enginesweep.build_configs.schema import Workload
+from enginesweep.engines import textdata
 from enginesweep.engines.compat import refuse_mismatch
 from enginesweep.engines.stacks import BuildResult
 from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
 from enginesweep.evaluation.benchmark.results import BenchmarkResult, parse_benchmark
 from enginesweep.evaluation.benchmark.server_metrics import MetricsSampler
+from enginesweep.evaluation.benchmark.traffic import TrafficDataset, build_traffic
 from enginesweep.flows.served_accuracy import ServedAccuracy
 from enginesweep.flows.trial_run import TrialRun
 
@@ -44,9 +49,15 @@ def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccurac
         refuse_mismatch(build.bundle_dir, stack.host_mismatches(build.manifest))
         repo = stack.write_model_repository(build, trial_dir / "triton_repo")
         with stack.server(repo, trial_dir / "server") as server:
+            traffic = build_traffic(
+                spec.workload,
+                stack.tokenizer_dir(build),
+                _prompt_text(spec.workload),
+                trial_dir / "benchmark",
+            )
             run.log(
-                f"  serving {server.model} at {server.url}; aiperf at concurrency "
-                f"{spec.workload.concurrency} (progress: {trial_dir / 'benchmark' / 'aiperf.log'})"
+                f"  serving {server.model} at {server.url}; aiperf {_load_words(spec.workload, traffic)} "
+                f"(progress: {trial_dir / 'benchmark' / 'aiperf.log'})"
             )
             with MetricsSampler(server.metrics_url, trial_dir / "benchmark" / "metrics") as sampler:
                 artifacts = run_aiperf(
@@ -56,6 +67,8 @@ def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccurac
                     tokenizer=stack.tokenizer_dir(build),
                     artifact_dir=trial_dir / "benchmark",
                     endpoint=server.endpoint,
+                    input_file=None if traffic is None else traffic.path,
+                    fixed_schedule=traffic is not None and traffic.fixed_schedule,
                 )
             if not server.alive():  # its failed requests would otherwise pass for a slow engine's numbers
                 raise ServerDied(f"the server died during the benchmark; its log: {trial_dir / 'server'}")
@@ -70,3 +83,22 @@ def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccurac
         )
         benchmark.save(artifacts / "benchmark.json")
     return Benchmarked(benchmark, sampler.summary(), load_before)
+
+
+def _prompt_text(workload: Workload) -> str:
+    """The running text prompts are cut from; none needed for aiperf's own synthetic prompts
+    (the corpus is then not even looked for)."""
+    if workload.source == "synthetic" and workload.shared_prefix is None:
+        return ""
+    return textdata.prompt_text(textdata.corpus_path())
+
+
+def _load_words(workload: Workload, traffic: TrafficDataset | None) -> str:
+    """How the benchmark will load the server, for the log."""
+    if traffic is None:
+        return f"at concurrency {workload.concurrency}"
+    what = f"{traffic.summary.requests} requests ({workload.source}"
+    what += f", {traffic.summary.prefix_reuse_ratio:.0%} of input tokens in shared prefixes)"
+    if traffic.fixed_schedule:
+        return f"replaying {what} at their logged times over {traffic.summary.recorded_duration_s:.1f} s"
+    return f"sending {what} at concurrency {workload.concurrency}"

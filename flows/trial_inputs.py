@@ -101,7 +101,7 @@ def trial_key(
             "checkpoint": checkpoint,
             "config": planned.config.identity(),
             "build": spec.build.key_fields(),
-            "workload": spec.workload.model_dump(mode="json"),
+            "workload": spec.workload.key_fields(),
             "accuracy": spec.accuracy.model_dump(mode="json"),
             "tasks": tasks_fingerprint(task_paths) if task_paths else None,
             "stack": stack,

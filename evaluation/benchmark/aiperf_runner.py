@@ -76,8 +76,14 @@ def aiperf_command(
     ipc_dir: Path | None = None,
     executable: Path | None = None,
     endpoint: Endpoint | None = None,
+    input_file: Path | None = None,
+    fixed_schedule: bool = False,
 ) -> list[str]:
     """The argv of one `aiperf profile` run covering every concurrency level of `workload`.
+
+    With `input_file` (a `single_turn` dataset, `traffic.write_dataset`) the requests come from
+    that file, in order, instead of aiperf's synthetic lengths; with `fixed_schedule` too, each
+    is sent once at its `timestamp` (a recorded replay: one level, open loop, no concurrency).
 
     `endpoint` defaults to Triton's `generate_stream` of `model`. A template endpoint's payload
     is expected at `artifact_dir / TEMPLATE_NAME` (`run_aiperf` writes it).
@@ -106,18 +112,7 @@ def aiperf_command(
         *route,
         "--streaming",
         *(["--extra-inputs", *extra] if extra else []),
-        "--synthetic-input-tokens-mean",
-        str(workload.isl.mean),
-        "--synthetic-input-tokens-stddev",
-        str(workload.isl.stddev),
-        "--output-tokens-mean",
-        str(workload.osl.mean),
-        "--output-tokens-stddev",
-        str(workload.osl.stddev),
-        "--concurrency",
-        ",".join(str(c) for c in workload.concurrency),
-        "--request-count",
-        str(workload.request_count),
+        *_requests_flags(workload, input_file, fixed_schedule),
         "--random-seed",
         str(workload.seed),
         "--tokenizer",
@@ -140,6 +135,44 @@ def aiperf_command(
     if ipc_dir is not None:
         command += ["--zmq-ipc-path", str(ipc_dir)]
     return command
+
+
+def _requests_flags(workload: Workload, input_file: Path | None, fixed_schedule: bool) -> list[str]:
+    """Where the requests come from and how they are paced."""
+    if input_file is None:
+        if fixed_schedule:
+            raise ValueError("a fixed schedule replays a dataset file: give input_file")
+        source = [
+            "--synthetic-input-tokens-mean",
+            str(workload.isl.mean),  # type: ignore[union-attr]
+            "--synthetic-input-tokens-stddev",
+            str(workload.isl.stddev),  # type: ignore[union-attr]
+            "--output-tokens-mean",
+            str(workload.osl.mean),  # type: ignore[union-attr]
+            "--output-tokens-stddev",
+            str(workload.osl.stddev),  # type: ignore[union-attr]
+        ]
+    else:
+        # Rows in file order: the builder already drew (or kept) them; each row's
+        # `output_length` is the request's max_tokens.
+        source = [
+            "--input-file",
+            str(input_file),
+            "--custom-dataset-type",
+            "single_turn",
+            "--dataset-sampling-strategy",
+            "sequential",
+        ]
+    if fixed_schedule:
+        # Every row once, at its timestamp from the first one's.
+        return [*source, "--fixed-schedule", "--fixed-schedule-auto-offset"]
+    return [
+        *source,
+        "--concurrency",
+        ",".join(str(c) for c in workload.concurrency),
+        "--request-count",
+        str(workload.request_count),
+    ]
 
 
 def aiperf_environment(tmp_dir: Path, hub_cache: Path | None = None) -> dict[str, str]:
@@ -192,6 +225,8 @@ def run_aiperf(
     artifact_dir: Path,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     endpoint: Endpoint | None = None,
+    input_file: Path | None = None,
+    fixed_schedule: bool = False,
 ) -> Path:
     """Benchmark `model` at `url` with aiperf; returns the artifact folder (absolute).
 
@@ -199,7 +234,8 @@ def run_aiperf(
     `artifact_dir`. Raises `AiperfError` when aiperf is missing, exits non-zero (aiperf does so
     when every request of a level failed) or runs past `timeout_s`; partial failures are left
     for `results.parse_benchmark` to count. `tokenizer` must be a local directory: aiperf would
-    otherwise download one from the Hugging Face hub.
+    otherwise download one from the Hugging Face hub. `input_file` and `fixed_schedule`: see
+    `aiperf_command`.
     """
     executable = aiperf_executable()
     if not executable.is_file():
@@ -235,6 +271,8 @@ def run_aiperf(
         ipc_dir=ipc_dir,
         executable=executable,
         endpoint=endpoint,
+        input_file=None if input_file is None else Path(input_file).resolve(),
+        fixed_schedule=fixed_schedule,
     )
     try:
         returncode = _run(command, artifact_dir / LOG_NAME, aiperf_environment(tmp_dir, hub_cache), timeout_s)

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from enginesweep.build_configs.schema import SLA, Workload
-from enginesweep.evaluation.records import BenchmarkResult, ConcurrencyResult, Percentiles
+from enginesweep.evaluation.records import BenchmarkResult, ConcurrencyResult, Percentiles, TrafficSummary
 
 SUMMARY_FILE = "profile_export_aiperf.json"
 RECORDS_FILE = "profile_export.jsonl"
+TRAFFIC_SUMMARY = "traffic.json"  # written by traffic.write_dataset where enginesweep built the requests
 PROFILING_PHASE = "profiling"
+FIXED_SCHEDULE = "fixed_schedule"
 
 
 class BenchmarkParseError(RuntimeError):
@@ -50,6 +52,8 @@ class LevelRecords:
     errors: list[str]
     start_ns: int
     end_ns: int
+    error_starts: tuple[int, ...] = ()
+    error_ends: tuple[int, ...] = ()
 
 
 def percentiles(values: list[float]) -> Percentiles:
@@ -76,6 +80,7 @@ def read_records(path: Path) -> LevelRecords:
     errors: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
+    error_spans: list[tuple[int, int]] = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -87,11 +92,19 @@ def read_records(path: Path) -> LevelRecords:
         ends.append(meta["request_end_ns"])
         if record.get("error") is not None or meta.get("was_cancelled"):
             errors.append(_describe_error(record))
+            error_spans.append((meta["request_start_ns"], meta["request_end_ns"]))
             continue
         requests.append(_timing(record, meta, f"{path}:{number}"))
     if not starts:
         raise BenchmarkParseError(f"{path} holds no profiling request")
-    return LevelRecords(requests, errors, min(starts), max(ends))
+    return LevelRecords(
+        requests,
+        errors,
+        min(starts),
+        max(ends),
+        tuple(start for start, _ in error_spans),
+        tuple(end for _, end in error_spans),
+    )
 
 
 def _timing(record: dict[str, Any], meta: dict[str, Any], where: str) -> RequestTiming:
@@ -136,8 +149,28 @@ def meets_sla(request: RequestTiming, sla: SLA) -> bool:
     return sla.itl_p99_ms is None or request.itl_ms is None or request.itl_ms <= sla.itl_p99_ms
 
 
-def summarize_level(concurrency: int, records: LevelRecords, sla: SLA, gpus: int) -> ConcurrencyResult:
-    """One `ConcurrencyResult` from the profiling requests of one level."""
+def peak_in_flight(records: LevelRecords) -> int:
+    """The most requests in flight at once (every profiling request, failed ones included)."""
+    events = sorted(
+        [(r.start_ns, 1) for r in records.requests]
+        + [(r.end_ns, -1) for r in records.requests]
+        + [(start, 1) for start in records.error_starts]
+        + [(end, -1) for end in records.error_ends],
+        key=lambda event: (event[0], event[1]),  # an end before a start at the same instant
+    )
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def summarize_level(concurrency: int | None, records: LevelRecords, sla: SLA, gpus: int) -> ConcurrencyResult:
+    """One `ConcurrencyResult` from the profiling requests of one level; `concurrency` None for a
+    recorded replay (its level is then keyed by the peak in flight)."""
+    pacing = "concurrency" if concurrency is not None else "schedule"
+    if concurrency is None:
+        concurrency = peak_in_flight(records)
     ok = records.requests
     total = len(ok) + len(records.errors)
     if not ok:
@@ -163,6 +196,7 @@ def summarize_level(concurrency: int, records: LevelRecords, sla: SLA, gpus: int
     good = sum(meets_sla(r, sla) for r in ok)
     return ConcurrencyResult(
         concurrency=concurrency,
+        pacing=pacing,
         request_count=len(ok),
         error_count=len(records.errors),
         duration_s=duration_s,
@@ -196,11 +230,14 @@ def read_summary(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def summary_concurrency(summary: dict[str, Any]) -> int:
-    """The concurrency of the profiling phase that a summary describes."""
+def summary_concurrency(summary: dict[str, Any]) -> int | None:
+    """The concurrency of the profiling phase that a summary describes; None for a fixed
+    schedule (a recorded replay), which has none."""
     phases = [p for p in summary["input_config"]["phases"] if p["kind"] == PROFILING_PHASE]
     if len(phases) != 1:
         raise BenchmarkParseError(f"expected one profiling phase in the summary, got {phases}")
+    if phases[0].get("type") == FIXED_SCHEDULE:
+        return None
     return int(phases[0]["concurrency"])
 
 
@@ -215,14 +252,19 @@ def summary_endpoint(summary: dict[str, Any]) -> str:
     return ",".join(endpoint["urls"]) + route
 
 
-def parse_level(folder: Path, concurrency: int, sla: SLA, gpus: int) -> ConcurrencyResult:
-    """Parse one level's folder and check it against aiperf's summary of it."""
+def parse_level(folder: Path, concurrency: int | None, sla: SLA, gpus: int) -> ConcurrencyResult:
+    """Parse one level's folder and check it against aiperf's summary of it (`concurrency` None:
+    a recorded replay)."""
     records = read_records(folder / RECORDS_FILE)
     result = summarize_level(concurrency, records, sla, gpus)
     summary = read_summary(folder)
     if summary_concurrency(summary) != concurrency:
+
+        def name(value: int | None) -> str:
+            return "a recorded replay" if value is None else f"concurrency {value}"
+
         raise BenchmarkParseError(
-            f"{folder} holds concurrency {summary_concurrency(summary)}, expected {concurrency}"
+            f"{folder} holds {name(summary_concurrency(summary))}, expected {name(concurrency)}"
         )
     if not summary.get("is_complete", False) or summary.get("was_cancelled", False):
         raise BenchmarkParseError(f"aiperf marked the run in {folder} as incomplete or cancelled")
@@ -249,20 +291,27 @@ def parse_benchmark(
     if gpus < 1:
         raise ValueError(f"gpus must be at least 1, got {gpus}")
     artifact_dir = Path(artifact_dir)
-    levels = list(workload.concurrency)
-    results = []
-    for concurrency in levels:
-        folder = level_dir(artifact_dir, concurrency, levels)
-        results.append(parse_level(folder, concurrency, sla, gpus))
-    first = read_summary(level_dir(artifact_dir, levels[0], levels))
+    if workload.replay == "recorded":  # one open-loop level, in the folder itself
+        results = [parse_level(artifact_dir, None, sla, gpus)]
+        first = read_summary(artifact_dir)
+    else:
+        levels = list(workload.concurrency)
+        results = [
+            parse_level(level_dir(artifact_dir, concurrency, levels), concurrency, sla, gpus)
+            for concurrency in levels
+        ]
+        first = read_summary(level_dir(artifact_dir, levels[0], levels))
     # ISL/OSL are the workload's means: aiperf 0.13.0 cannot count the input tokens of a
     # `text_input` payload (its extraction knows only OpenAI-style keys), so it records no ISL.
+    # Where enginesweep built the requests, their summary (lengths counted) is kept beside.
+    traffic_file = artifact_dir / TRAFFIC_SUMMARY
     return BenchmarkResult(
         hardware=hardware,
         tool=f"aiperf {first['aiperf_version']}",
         endpoint=summary_endpoint(first),
-        isl=workload.isl.mean,
-        osl=workload.osl.mean,
+        isl=workload.isl.mean,  # type: ignore[union-attr]
+        osl=workload.osl.mean,  # type: ignore[union-attr]
         levels=results,
         artifact_dir=str(artifact_dir),
+        traffic=TrafficSummary.load(traffic_file) if traffic_file.is_file() else None,
     )

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from enginesweep.build_configs import rules
 from enginesweep.build_configs.architectures import ModelArchitecture
 from enginesweep.build_configs.gpus import GPU, get_gpu
-from enginesweep.build_configs.loading import ResolvedSpec
+from enginesweep.build_configs.loading import ResolvedSpec, longest_sequence
 from enginesweep.build_configs.schema import SLA, Predictor, Stack, Workload
 from enginesweep.build_configs.trial import TrialConfig
 from enginesweep.evaluation.planning.calibration import STORE_NAME, CalibrationStore
@@ -144,7 +144,7 @@ def plan_trial(
             rules.awq_divisible(arch, cfg.quant, cfg.tp, awq_block_size),
             rules.world_size_fits(cfg.tp, cfg.pp, gpus_available),
             rules.pp_fits_layers(arch, cfg.pp),
-            rules.seq_len_fits(arch, cfg.max_seq_len, workload.sequence_tokens),
+            rules.seq_len_fits(arch, cfg.max_seq_len, *longest_sequence(workload)),
         )
         if reason
     ]

@@ -5,7 +5,9 @@ measures none) instead of being left out."""
 
 from __future__ import annotations
 
+from enginesweep.build_configs.schema import Workload
 from enginesweep.evaluation.provenance import predicted_label
+from enginesweep.evaluation.records import Histogram
 from enginesweep.evaluation.reports.report_figures import (
     latency_figures,
     memory_figure,
@@ -51,12 +53,10 @@ def summary_section(source: SweepSource, views: list[TrialView], measured: str) 
         "Trials: " + (", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n) or "none") + ".",
     ]
     if spec is not None:
-        workload = spec.workload
         paragraphs.append(
             f"Model {spec.model.slug}, stack {', '.join(s.value for s in spec.stack)}; workload "
-            f"ISL {workload.isl.mean} / OSL {workload.osl.mean} tokens, concurrency "
-            f"{', '.join(str(c) for c in workload.concurrency)}; {workload.request_count} "
-            "requests per level."
+            + workload_words(spec.workload)
+            + "."
         )
     if selection is not None:
         paragraphs.append("Selection: " + selection_caption(selection) + ".")
@@ -70,6 +70,91 @@ def summary_section(source: SweepSource, views: list[TrialView], measured: str) 
     if source.problems:
         paragraphs.append("Missing from the run's artifacts: " + "; ".join(source.problems) + ".")
     return Section(id="summary", heading="Summary", paragraphs=paragraphs)
+
+
+def workload_words(workload: Workload) -> str:
+    """The workload in one phrase: where its requests come from and how they were paced."""
+    lengths = f"ISL {workload.isl.mean} / OSL {workload.osl.mean} tokens"  # type: ignore[union-attr]
+    if workload.request_log is not None:
+        source = f"request log {workload.request_log.path.name} (mean {lengths})"
+    elif workload.mixture is not None:
+        source = f"a mixture of {len(workload.mixture)} ISL/OSL kinds (mean {lengths})"
+    else:
+        source = lengths
+    if workload.shared_prefix is not None:
+        prefix = workload.shared_prefix
+        source += (
+            f", each prompt opening with one of {prefix.pool_size} shared {prefix.tokens}-token prefixes"
+        )
+    if workload.replay == "recorded":
+        return source + ", replayed once at its logged arrival times"
+    return (
+        f"{source}, concurrency {', '.join(str(c) for c in workload.concurrency)}; "
+        f"{workload.request_count} requests per level"
+    )
+
+
+def traffic_section(views: list[TrialView]) -> Section:
+    """What the benchmark sent, where enginesweep built the requests: lengths as counted by the
+    model's tokenizer (histograms), and the share a prefix cache could serve."""
+    traffic = next(
+        (
+            v.record.benchmark.traffic
+            for v in views
+            if v.record and v.record.benchmark and v.record.benchmark.traffic
+        ),
+        None,
+    )
+    if traffic is None:
+        return Section(
+            id="traffic",
+            heading="Traffic",
+            paragraphs=[
+                "The requests were aiperf's synthetic ones (random text of the workload's lengths): "
+                "no request log, mixture or shared prefix to summarise."
+            ],
+        )
+    what = {
+        "request_log": "a request log",
+        "mixture": "an ISL/OSL mixture",
+        "synthetic": "shared-prefix prompts",
+    }
+    paragraphs = [
+        f"{traffic.requests} requests built from {what[traffic.source]}"
+        + (f", replayed {traffic.replay}" if traffic.replay else "")
+        + (
+            f" over {traffic.recorded_duration_s:.1f} s as logged"
+            if traffic.recorded_duration_s is not None
+            else ""
+        )
+        + f". Input tokens: mean {traffic.input_tokens.mean:.1f} (sd {traffic.input_tokens.stddev:.1f}, "
+        f"{traffic.input_tokens.min}-{traffic.input_tokens.max}); output tokens: mean "
+        f"{traffic.output_tokens.mean:.1f} (sd {traffic.output_tokens.stddev:.1f}, "
+        f"{traffic.output_tokens.min}-{traffic.output_tokens.max}).",
+        f"Prefix reuse: {traffic.prefix_reuse_ratio:.1%} of input tokens are a prefix an earlier "
+        "request already sent (what a perfect prefix cache could skip, in send order).",
+    ]
+    if traffic.request_log_sha256:
+        paragraphs.append(f"Request log sha256 {traffic.request_log_sha256} (part of every trial's key).")
+    tables = [
+        Table(
+            headers=["tokens", "requests", ""],
+            rows=_histogram_rows(summary.histogram),
+            caption=f"{name} lengths of the requests sent, counted with the model's tokenizer",
+        )
+        for name, summary in (("Input", traffic.input_tokens), ("Output", traffic.output_tokens))
+    ]
+    return Section(id="traffic", heading="Traffic", paragraphs=paragraphs, tables=tables)
+
+
+def _histogram_rows(histogram: Histogram) -> list[list[str]]:
+    peak = max(histogram.counts) or 1
+    rows = []
+    for i, count in enumerate(histogram.counts):
+        low, high = histogram.edges[i], histogram.edges[i + 1]
+        closing = "]" if i == len(histogram.counts) - 1 else ")"
+        rows.append([f"[{low:.0f}, {high:.0f}{closing}", str(count), "#" * round(20 * count / peak)])
+    return rows
 
 
 def champion_section(source: SweepSource, measured: str) -> Section:

@@ -28,6 +28,7 @@ from enginesweep.evaluation.reports.report_sections import (
     pareto_section,
     prediction_section,
     summary_section,
+    traffic_section,
     trials_section,
 )
 from enginesweep.evaluation.reports.report_trials import trial_views
@@ -53,6 +54,7 @@ def build_sweep_report(source: SweepSource) -> SweepReport:
     measured = measured_provenance(source)
     sections = [
         summary_section(source, views, measured),
+        traffic_section(views),
         champion_section(source, measured),
         trials_section(source, views, measured),
         pareto_section(source, views, measured),

@@ -16,9 +16,13 @@ import pytest
 import yaml
 
 from enginesweep.build_configs.loading import load_spec
+from enginesweep.build_configs.request_log import read_request_log
 from enginesweep.engines.compat import BundleMismatch
 from enginesweep.engines.manifest import verify_bundle
+from enginesweep.evaluation.benchmark.results import RECORDS_FILE
 from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.reports.report_sections import traffic_section
+from enginesweep.evaluation.reports.report_trials import TrialView
 from enginesweep.flows.trial import run_trial
 from testkit.procs import processes_matching
 from testkit.tiny_sweep import write_tiny_sweep
@@ -302,3 +306,80 @@ def test_a_server_killed_mid_benchmark_fails_the_trial_with_the_reason(tmp_path,
     assert "executed_stages" in record and "serve+benchmark" not in record["stage_seconds"]
     leftovers = processes_matching(str(trial_dir))
     assert leftovers == [], leftovers
+
+
+REQUEST_LOG = Path(__file__).parent.parent / "fixtures" / "traffic" / "request_log.jsonl"
+
+
+def test_a_request_log_replayed_as_recorded_drives_a_trial(tmp_path, tiny_llama_dir, smol_tokenizer_dir):
+    """The shipped log (200 requests, two length clusters, shared prefixes) replayed on the
+    reference stack: aiperf's per-request export shows the logged output lengths and arrival
+    times, the prompts it sent are the logged lengths (within tokenizer rounding) and share
+    their logged prefixes, and the trial's record carries the histogram the report shows."""
+    spec = yaml.safe_load(write_spec(tmp_path, tiny_llama_dir).read_text())
+    spec["workload"] = {
+        "request_log": {"path": str(REQUEST_LOG), "replay": "recorded", "block_tokens": 16},
+        "warmup_request_count": 1,
+    }
+    spec["accuracy"] = {"window_tokens": 32, "max_windows": 4, "tasks": []}
+    path = tmp_path / "log-spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    record = run_trial(load_spec(path), "tiny__bf16__kv-auto__tp1", log=print)
+    assert record.status == "ok", record.error
+
+    log = read_request_log(REQUEST_LOG, block_tokens=16)
+    (level,) = record.benchmark.levels
+    assert level.pacing == "schedule" and (level.request_count, level.error_count) == (200, 0)
+    bench = Path(record.benchmark.artifact_dir)
+    records = [json.loads(line) for line in (bench / RECORDS_FILE).read_text().splitlines()]
+    profiled = sorted(
+        (r for r in records if r["metadata"]["benchmark_phase"] == "profiling"),
+        key=lambda r: r["metadata"]["conversation_id"],
+    )
+    assert len(profiled) == 200
+    # aiperf numbers the rows of the dataset in order: session_000000 is the log's first line.
+    assert [r["metadata"]["conversation_id"] for r in profiled] == [f"session_{i:06d}" for i in range(200)]
+    # Each request asked for its logged output length, and the server streamed that many tokens
+    # (one chunk per decoded token). aiperf's own `output_sequence_length` re-tokenizes the
+    # streamed text, which for this random-weight model merges pieces: not the decoded count.
+    sent = {
+        s["session_id"]: s["payloads"][0] for s in json.loads((bench / "inputs.json").read_text())["data"]
+    }
+    asked = [sent[f"session_{i:06d}"] for i in range(200)]
+    assert [p["max_tokens"] for p in asked] == [p["min_tokens"] for p in asked] == log.output_lengths()
+    assert [r["metrics"]["http_req_chunks_received"]["value"] for r in profiled] == log.output_lengths()
+    starts = [r["metadata"]["request_start_ns"] for r in profiled]
+    sent_ms = [(s - starts[0]) / 1e6 for s in starts]
+    logged_ms = [r.timestamp_ms - log.requests[0].timestamp_ms for r in log.requests]
+    lags = sorted(sent - logged for sent, logged in zip(sent_ms, logged_ms, strict=True))
+    # Open loop at the logged times: a slow server does not delay the sending. The bounds allow
+    # for a busy 2-core machine (aiperf's scheduler is one asyncio loop among the server's work).
+    assert lags[len(lags) // 2] < 50 and lags[-1] < 1000, lags[-5:]
+
+    # The prompts aiperf sent, counted with the model's tokenizer, are the logged lengths.
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(smol_tokenizer_dir / "tokenizer.json"))
+    texts = {session: payload["text_input"] for session, payload in sent.items()}
+    counts = [
+        len(tokenizer.encode(texts[f"session_{i:06d}"], add_special_tokens=False).ids) for i in range(200)
+    ]
+    assert max(abs(c - n) for c, n in zip(counts, log.input_lengths(), strict=True)) <= 3
+    # Requests sharing their leading hash ids share that leading text.
+    first_block = {}
+    for i, logged in enumerate(log.requests):
+        if logged.hash_ids[0] < 1000:  # a shared system prompt or document
+            first_block.setdefault(logged.hash_ids[:2], set()).add(texts[f"session_{i:06d}"][:40])
+    assert first_block and all(len(heads) == 1 for heads in first_block.values())
+
+    traffic = record.benchmark.traffic
+    assert traffic is not None and traffic.requests == 200 and traffic.replay == "recorded"
+    assert traffic.request_log_sha256 == log.sha256 == record.benchmark.traffic.request_log_sha256
+    assert traffic.prefix_reuse_ratio == pytest.approx(log.prefix_reuse_ratio(), rel=0.05)
+    view = TrialView(slug=record.slug, planned=None, record=record, row=None, outcome="ok", why="")
+    section = traffic_section([view])
+    histogram_rows = section.tables[0].rows
+    assert sum(int(row[1]) for row in histogram_rows) == 200
+    # Two clusters: the bins between them (about 64-96 tokens) are empty, both ends are not.
+    assert int(histogram_rows[0][1]) > 50 and int(histogram_rows[-1][1]) > 0
+    assert any(int(row[1]) == 0 for row in histogram_rows[2:5])

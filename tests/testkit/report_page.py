@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 
 SECTIONS = {
     "summary": "Summary",
+    "traffic": "Traffic",
     "champion": "Champion",
     "trials": "Trials",
     "pareto": "Pareto plots",

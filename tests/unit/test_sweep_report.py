@@ -401,6 +401,7 @@ def test_sections_without_data_say_why(tmp_path):
     assert page.sections == SECTIONS
     text = " ".join(page.text)
     assert "planner.target_request_rate is not set" in text
+    assert "The requests were aiperf's synthetic ones" in text
     assert "the sweep run logged no selection" in text
     assert "Missing from the run's artifacts: selection.json was not logged." in text
     assert "measured on cpu (CPU reference stack: not GPU figures)" in text

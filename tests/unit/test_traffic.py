@@ -1,0 +1,437 @@
+"""Workloads from the user's traffic: the request log's checks, the spec's workload sources, the
+requests built from them (with a character tokenizer, so lengths are exact), aiperf's command for
+a dataset (parsed by aiperf's own CLI), a recorded replay parsed from a captured aiperf run, and
+the report's traffic section."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import string
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from enginesweep.build_configs import loading
+from enginesweep.build_configs.loading import SpecError, validate_data
+from enginesweep.build_configs.request_log import RequestLogError, read_request_log
+from enginesweep.build_configs.schema import SLA, Workload
+from enginesweep.evaluation.benchmark.aiperf_runner import TEMPLATE_NAME, aiperf_command
+from enginesweep.evaluation.benchmark.results import parse_benchmark, read_records
+from enginesweep.evaluation.benchmark.traffic import (
+    PromptMaker,
+    build_traffic,
+    histogram,
+    plan_requests,
+    reuse_ratio,
+    summarize,
+    write_dataset,
+)
+from enginesweep.evaluation.records import BenchmarkResult
+from enginesweep.evaluation.reports.report_sections import traffic_section, workload_words
+from enginesweep.evaluation.reports.report_trials import TrialView
+
+pytestmark = pytest.mark.unit
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+LOG = FIXTURES / "traffic" / "request_log.jsonl"
+REPLAY = FIXTURES / "aiperf" / "replay_12"
+# Random letters: windows of a few characters at distinct places differ (almost surely).
+TEXT = "".join(random.Random(0).choices(string.ascii_lowercase, k=20000))
+
+
+class CharTokenizer:
+    """One token per character: lengths in tokens are lengths in characters."""
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(chr(i) for i in ids)
+
+
+def maker() -> PromptMaker:
+    return PromptMaker(CharTokenizer(), TEXT)
+
+
+def log_workload(path: Path = LOG, replay: str = "recorded", **more) -> Workload:
+    return Workload(request_log={"path": str(path), "replay": replay, "block_tokens": 16}, **more)
+
+
+def write_log(tmp_path: Path, rows: list, name: str = "log.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def spec_data() -> dict:
+    """The shipped CPU smoke spec, as a dictionary to edit."""
+    return yaml.safe_load((Path(loading.__file__).parent / "smollm2-cpu-smoke.yaml").read_text())
+
+
+# -- the request log -------------------------------------------------------------------------------
+
+
+def test_the_shipped_log_has_two_length_clusters_and_shared_prefixes() -> None:
+    log = read_request_log(LOG, block_tokens=16)
+    assert len(log.requests) == 200 and log.timed
+    inputs = log.input_lengths()
+    short, long = [n for n in inputs if n < 80], [n for n in inputs if n >= 96]
+    assert len(short) + len(long) == 200 and len(short) > 100 and len(long) > 40
+    assert 10 < log.duration_s < 15  # about 16 requests/s over 200 requests
+    assert 0.4 < log.prefix_reuse_ratio() < 0.8
+
+
+def test_prefix_reuse_counts_only_a_leading_run_of_blocks_seen_before(tmp_path: Path) -> None:
+    rows = [
+        {"input_length": 40, "output_length": 2, "hash_ids": [1, 2, 3]},  # all new
+        {"input_length": 40, "output_length": 2, "hash_ids": [1, 2, 4]},  # 2 blocks reused: 32 tokens
+        {"input_length": 20, "output_length": 2, "hash_ids": [9, 2]},  # 9 is new: the run stops
+        {"input_length": 10, "output_length": 2, "hash_ids": [1]},  # 1 block, but only 10 tokens
+    ]
+    log = read_request_log(write_log(tmp_path, rows), block_tokens=16)
+    assert log.prefix_reuse_ratio() == pytest.approx((32 + 10) / 110)
+
+
+def test_every_bad_line_is_named_with_its_field(tmp_path: Path) -> None:
+    rows = [
+        {"input_length": 10, "output_length": 2, "timestamp": 5},
+        "not json",
+        {"input_length": 0, "output_length": 2, "timestamp": 6},
+        {"input_length": 10, "timestamp": 7},
+        {"input_length": 10, "output_length": 2, "timestamp": 1},
+        {"input_length": 10, "output_length": 2},
+        {"input_length": 40, "output_length": 2, "timestamp": 9, "hash_ids": [1]},
+        {"input_length": 10, "output_length": 2, "timestamp": 9, "tokens": 3},
+    ]
+    path = write_log(tmp_path, rows)
+    with pytest.raises(RequestLogError) as raised:
+        read_request_log(path, block_tokens=16)
+    text = str(raised.value)
+    for expected in (
+        f"{path}:2: not JSON",
+        f"{path}:3: input_length: 0 is not a positive whole number",
+        f"{path}:4: output_length: missing",
+        f"{path}:5: timestamp: 1 ms is before the previous request's 5 ms",
+        f"{path}:6: timestamp: missing here but present on the first request",
+        f"{path}:7: hash_ids: 1 blocks for input_length 40, expected 3 of 16 tokens",
+        f"{path}:8: unknown field(s) tokens",
+    ):
+        assert expected in text, text
+    assert "(7 problems)" in text
+
+
+def test_an_empty_or_missing_log_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RequestLogError, match="no such file"):
+        read_request_log(tmp_path / "none.jsonl")
+    with pytest.raises(RequestLogError, match="holds no request"):
+        read_request_log(write_log(tmp_path, ["", ""]))
+
+
+# -- the spec ----------------------------------------------------------------------------------------
+
+
+def test_a_log_sets_the_planning_lengths_from_its_requests() -> None:
+    workload = log_workload()
+    log = read_request_log(LOG, 16)
+    mean_in = sum(log.input_lengths()) / 200
+    assert workload.source == "request_log" and workload.replay == "recorded"
+    assert workload.isl.mean == round(mean_in) and workload.isl.stddev > 30
+    assert workload.longest_sequence_tokens == max(r.input_length + r.output_length for r in log.requests)
+    # The dump (records, MLflow) carries the derived lengths and validates again as it is.
+    assert Workload.model_validate(workload.model_dump(mode="json")).isl == workload.isl
+
+
+def test_a_spec_error_names_the_log_and_its_line(tmp_path: Path, spec_data) -> None:
+    path = write_log(tmp_path, [{"input_length": 3}])
+    spec_data["workload"] = {"request_log": {"path": str(path)}}
+    with pytest.raises(SpecError) as raised:
+        validate_data(spec_data, "spec.yaml")
+    assert f"workload.request_log: {path} is not a usable request log" in str(raised.value)
+    assert f"{path}:1: output_length: missing" in str(raised.value)
+
+
+def test_a_request_longer_than_max_seq_len_is_a_spec_error(tmp_path: Path, spec_data) -> None:
+    path = write_log(
+        tmp_path, [{"input_length": 30, "output_length": 4}, {"input_length": 600, "output_length": 8}]
+    )
+    spec_data["workload"] = {"request_log": {"path": str(path)}}
+    spec_data["axes"]["max_seq_len"] = [512]
+    with pytest.raises(
+        SpecError, match=r"max_seq_len=512 is shorter than the request log's longest ISL\+OSL=608"
+    ):
+        validate_data(spec_data, "spec.yaml")
+
+
+@pytest.mark.parametrize(
+    ("workload", "message"),
+    [
+        ({}, "give isl and osl"),
+        (
+            {
+                "request_log": {"path": str(LOG)},
+                "mixture": [{"isl": {"mean": 5}, "osl": {"mean": 5}, "weight": 1}],
+            },
+            "not both",
+        ),
+        (
+            {"request_log": {"path": str(LOG)}, "isl": {"mean": 5}},
+            "isl: the lengths come from workload.request_log",
+        ),
+        (
+            {"request_log": {"path": str(LOG), "replay": "recorded"}, "concurrency": [1, 4]},
+            "runs the log once",
+        ),
+        (
+            {"request_log": {"path": str(LOG)}, "shared_prefix": {"pool_size": 2, "tokens": 8}},
+            "carries its own prefixes",
+        ),
+        (
+            {"isl": {"mean": 64}, "osl": {"mean": 8}, "shared_prefix": {"pool_size": 2, "tokens": 64}},
+            "leaves no room",
+        ),
+    ],
+)
+def test_conflicting_workload_sources_are_refused(workload: dict, message: str) -> None:
+    if "request_log" in workload:
+        workload["request_log"]["block_tokens"] = 16
+    with pytest.raises(ValidationError, match=message):
+        Workload.model_validate(workload)
+
+
+def test_recorded_replay_needs_timestamps(tmp_path: Path) -> None:
+    path = write_log(tmp_path, [{"input_length": 30, "output_length": 4}])
+    with pytest.raises(ValidationError, match="replay: recorded needs a timestamp"):
+        log_workload(path)
+    assert log_workload(path, replay="resample").isl.mean == 30
+
+
+def test_a_mixture_plans_with_its_weighted_mean_and_pooled_spread() -> None:
+    workload = Workload(
+        mixture=[
+            {"isl": {"mean": 100, "stddev": 10}, "osl": {"mean": 10}, "weight": 1},
+            {"isl": {"mean": 300}, "osl": {"mean": 30}, "weight": 3},
+        ]
+    )
+    # mean 0.25*100 + 0.75*300 = 250; variance 0.25*(100 + 150^2) + 0.75*(0 + 50^2) = 7525
+    assert (workload.isl.mean, workload.isl.stddev) == (250, 87)
+    assert (workload.osl.mean, workload.osl.stddev) == (25, 9)
+    assert Workload.model_validate(workload.model_dump(mode="json")) == workload
+
+
+def test_the_key_follows_the_logs_content_not_its_path(tmp_path: Path) -> None:
+    copy = shutil.copy(LOG, tmp_path / "moved.jsonl")
+    assert log_workload(Path(copy)).key_fields() == log_workload().key_fields()
+    changed = write_log(tmp_path, [*LOG.read_text().splitlines()[:-1]], "shorter.jsonl")
+    assert log_workload(changed).key_fields() != log_workload().key_fields()
+    # A synthetic workload's key has no new fields: records keyed before them stay reusable.
+    synthetic = Workload(isl={"mean": 8}, osl={"mean": 4}).key_fields()
+    assert not {"mixture", "request_log", "shared_prefix"} & set(synthetic)
+
+
+# -- the requests built ----------------------------------------------------------------------------
+
+
+def test_a_recorded_replay_sends_every_logged_request_at_its_offset() -> None:
+    workload = log_workload()
+    log = workload.request_log.log
+    requests = plan_requests(workload, maker())
+    first = log.requests[0].timestamp_ms
+    assert [r.timestamp_ms for r in requests] == [r.timestamp_ms - first for r in log.requests]
+    assert [len(r.prompt) for r in requests] == log.input_lengths()
+    assert [r.output_length for r in requests] == log.output_lengths()
+    # Equal leading hash ids give equal leading text: the prefix a server can cache.
+    by_head: dict[tuple, set[str]] = {}
+    for logged, sent in zip(log.requests, requests, strict=True):
+        by_head.setdefault(logged.hash_ids[:2], set()).add(sent.prompt[:32])
+    shared = [heads for ids, heads in by_head.items() if ids[0] < 1000]
+    assert shared and all(len(heads) == 1 for heads in shared)
+    summary = summarize(workload, requests, maker())
+    assert summary.prefix_reuse_ratio == pytest.approx(log.prefix_reuse_ratio())
+    assert summary.recorded_duration_s == pytest.approx(log.duration_s)
+
+
+def test_resampling_draws_request_count_requests_reproducibly() -> None:
+    workload = log_workload(replay="resample", request_count=50, seed=7, concurrency=[1, 4])
+    first, again = plan_requests(workload, maker()), plan_requests(workload, maker())
+    assert first == again and len(first) == 50
+    assert all(r.timestamp_ms is None for r in first)
+    logged = {(r.input_length, r.output_length) for r in workload.request_log.log.requests}
+    assert {(len(r.prompt), r.output_length) for r in first} <= logged
+    other = plan_requests(workload.model_copy(update={"seed": 8}), maker())
+    assert [r.prompt for r in other] != [r.prompt for r in first]
+
+
+def test_a_mixture_draws_each_kind_by_its_weight() -> None:
+    workload = Workload(
+        mixture=[
+            {"isl": {"mean": 20}, "osl": {"mean": 2}, "weight": 1},
+            {"isl": {"mean": 60}, "osl": {"mean": 6}, "weight": 3},
+        ],
+        request_count=400,
+    )
+    requests = plan_requests(workload, maker())
+    kinds = Counter((len(r.prompt), r.output_length) for r in requests)
+    assert set(kinds) == {(20, 2), (60, 6)}
+    assert 0.68 < kinds[(60, 6)] / 400 < 0.82
+
+
+def test_shared_prefixes_come_from_a_pool_and_count_as_reusable() -> None:
+    workload = Workload(
+        isl={"mean": 40}, osl={"mean": 4}, shared_prefix={"pool_size": 3, "tokens": 24}, request_count=30
+    )
+    requests = plan_requests(workload, maker())
+    assert all(len(r.prompt) == 40 for r in requests)
+    heads = {r.prompt[:24] for r in requests}
+    assert len(heads) == 3
+    assert len({r.prompt[24:] for r in requests}) == 30  # each request's own text is its own
+    # Every request after the first of its prefix could reuse 24 of its 40 tokens.
+    assert reuse_ratio(requests, [40] * 30) == pytest.approx((30 - 3) * 24 / (30 * 40))
+
+
+def test_plain_synthetic_lengths_are_left_to_aiperf(tmp_path: Path) -> None:
+    workload = Workload(isl={"mean": 40}, osl={"mean": 4})
+    assert plan_requests(workload, maker()) is None
+    (tmp_path / "traffic.json").write_text("{}")  # an earlier run's summary must not survive
+    assert build_traffic(workload, tmp_path, "", tmp_path) is None
+    assert not (tmp_path / "traffic.json").exists()
+
+
+def test_the_dataset_is_aiperfs_single_turn_rows(tmp_path: Path) -> None:
+    workload = log_workload()
+    requests = plan_requests(workload, maker())
+    dataset = write_dataset(workload, requests, tmp_path, summarize(workload, requests, maker()))
+    rows = [json.loads(line) for line in dataset.path.read_text().splitlines()]
+    assert dataset.fixed_schedule and len(rows) == 200
+    assert set(rows[0]) == {"text", "output_length", "timestamp"} and rows[0]["timestamp"] == 0
+    from aiperf.dataset.loader.models import SingleTurn  # aiperf's own row model
+
+    for row in rows:
+        SingleTurn.model_validate(row)
+    assert json.loads((tmp_path / "traffic.json").read_text())["requests"] == 200
+
+
+def test_histogram_bins_by_hand() -> None:
+    result = histogram([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], bins=5)
+    assert result.edges == [0, 2, 4, 6, 8, 10]
+    assert result.counts == [2, 2, 2, 2, 3]  # the last bin is closed: 10 falls in it
+    assert histogram([7, 7, 7]).counts == [3]
+
+
+# -- aiperf ------------------------------------------------------------------------------------------
+
+
+def dataset_command(art: Path, workload: Workload, fixed: bool) -> list[str]:
+    (art / TEMPLATE_NAME).write_text("{}")
+    (art / "requests.jsonl").write_text('{"text": "a", "output_length": 2}\n')
+    return aiperf_command(
+        url="http://127.0.0.1:8000",
+        model="ensemble",
+        workload=workload,
+        tokenizer=Path("/models/tok"),
+        artifact_dir=art,
+        input_file=art / "requests.jsonl",
+        fixed_schedule=fixed,
+    )
+
+
+def test_aiperfs_own_parser_accepts_a_recorded_replay(tmp_path: Path) -> None:
+    """Contract (aiperf 0.13.0): the dataset file, its type, sequential rows and the fixed
+    schedule; no synthetic lengths, concurrency or count beside them."""
+    from aiperf.cli import app
+
+    art = tmp_path.resolve()
+    argv = dataset_command(art, log_workload(), fixed=True)
+    _, bound, _ = app.parse_args(argv[1:], exit_on_error=False, print_error=False)
+    config = bound.kwargs["cli_config"]
+    assert str(config.input_file) == str(art / "requests.jsonl")
+    assert str(config.custom_dataset_type) == "single_turn"
+    assert str(config.dataset_sampling_strategy) == "sequential"
+    assert config.fixed_schedule and config.fixed_schedule_auto_offset
+    for absent in (
+        "--concurrency",
+        "--request-count",
+        "--synthetic-input-tokens-mean",
+        "--output-tokens-mean",
+    ):
+        assert absent not in argv
+
+
+def test_aiperfs_own_parser_accepts_a_resampled_log_at_each_concurrency(tmp_path: Path) -> None:
+    from aiperf.cli import app
+
+    art = tmp_path.resolve()
+    workload = log_workload(replay="resample", request_count=30, concurrency=[1, 4])
+    argv = dataset_command(art, workload, fixed=False)
+    _, bound, _ = app.parse_args(argv[1:], exit_on_error=False, print_error=False)
+    config = bound.kwargs["cli_config"]
+    assert config.concurrency == [1, 4] and config.request_count == 30
+    assert not config.fixed_schedule and str(config.custom_dataset_type) == "single_turn"
+    assert "--synthetic-input-tokens-mean" not in argv
+
+
+def test_a_fixed_schedule_without_a_dataset_is_refused() -> None:
+    with pytest.raises(ValueError, match="give input_file"):
+        aiperf_command(
+            url="u",
+            model="m",
+            workload=Workload(isl={"mean": 4}, osl={"mean": 2}),
+            tokenizer=Path("t"),
+            artifact_dir=Path("/a"),
+            fixed_schedule=True,
+        )
+
+
+def test_a_recorded_replay_is_one_level_keyed_by_its_peak_in_flight() -> None:
+    """Parsed from a captured aiperf 0.13.0 replay of the log's first 12 requests."""
+    workload = log_workload(REPLAY / "request_log.jsonl")
+    result = parse_benchmark(REPLAY, workload, SLA(ttft_p99_ms=60_000), hardware="cpu", gpus=1)
+    (level,) = result.levels
+    assert level.pacing == "schedule" and level.request_count == 12 and level.error_count == 0
+    records = read_records(REPLAY / "profile_export.jsonl")
+    spans = [(r.start_ns, r.end_ns) for r in records.requests]
+    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert level.concurrency == peak and level.label == f"replay (peak {peak} in flight)"
+    # aiperf sent each request at its logged offset, and decoded each logged output length.
+    log = workload.request_log.log
+    starts = sorted(r.start_ns for r in records.requests)
+    offsets_ms = [(s - starts[0]) / 1e6 for s in starts]
+    logged_ms = [r.timestamp_ms - log.requests[0].timestamp_ms for r in log.requests]
+    assert max(abs(a - b) for a, b in zip(offsets_ms, logged_ms, strict=True)) < 50
+    assert sorted(r.output_tokens for r in records.requests) == sorted(log.output_lengths())
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+
+def test_the_report_shows_the_traffic_sent_with_its_histograms(tmp_path: Path) -> None:
+    from testkit.records import ok_record
+
+    workload = log_workload()
+    requests = plan_requests(workload, maker())
+    summary = summarize(workload, requests, maker())
+    benchmark = BenchmarkResult(
+        hardware="cpu",
+        tool="aiperf 0.13.0",
+        endpoint="e",
+        isl=1,
+        osl=1,
+        levels=[],
+        artifact_dir="a",
+        traffic=summary,
+    )
+    record = ok_record("t", benchmark=benchmark)
+    view = TrialView(slug="t", planned=None, record=record, row=None, outcome="ok", why="")
+    section = traffic_section([view])
+    text = " ".join(section.paragraphs)
+    assert "200 requests built from a request log, replayed recorded over 11.9 s as logged" in text
+    assert f"Prefix reuse: {summary.prefix_reuse_ratio:.1%}" in text
+    assert workload.request_log.log.sha256 in text
+    inputs, outputs = section.tables
+    assert sum(int(row[1]) for row in inputs.rows) == 200 and sum(int(row[1]) for row in outputs.rows) == 200
+    assert "replayed once at its logged arrival times" in workload_words(workload)
