@@ -1,8 +1,8 @@
 """The serve-and-benchmark stage of a trial: the bundle served on this host (its runtime checked
-first), the workload's requests built where they are not aiperf's synthetic ones
-(`evaluation.benchmark.traffic`), aiperf at every concurrency of the workload (or the log's own
-timing) against it, the server's metrics sampled, and the served accuracy scored on the same
-server when the stack measures it that way."""
+first), a discarded warm-up (`evaluation.benchmark.warmup`), the workload's requests built where
+they are not aiperf's synthetic ones (`evaluation.benchmark.traffic`), aiperf at every
+concurrency of the workload (or the log's own timing) against it, the server's metrics sampled,
+and the served accuracy scored on the same server when the stack measures it that way."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
 from enginesweep.evaluation.benchmark.results import BenchmarkResult, parse_benchmark
 from enginesweep.evaluation.benchmark.server_metrics import MetricsSampler
 from enginesweep.evaluation.benchmark.traffic import TrafficDataset, build_traffic
+from enginesweep.evaluation.benchmark.warmup import warm_up
 from enginesweep.flows.served_accuracy import ServedAccuracy
 from enginesweep.flows.trial_run import TrialRun
 
@@ -49,6 +50,16 @@ def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccurac
         refuse_mismatch(build.bundle_dir, stack.host_mismatches(build.manifest))
         repo = stack.write_model_repository(build, trial_dir / "triton_repo")
         with stack.server(repo, trial_dir / "server") as server:
+            workload = spec.workload
+            warm = warm_up(
+                server.url,
+                server.endpoint,
+                server.model,
+                wave=max(workload.concurrency),
+                prompt_tokens=workload.isl.mean,  # type: ignore[union-attr]
+                max_tokens=min(workload.osl.mean, 8),  # type: ignore[union-attr]
+            )
+            run.log(f"  warm-up at server start: {warm.requests} request(s) discarded ({warm.seconds:.1f} s)")
             traffic = build_traffic(
                 spec.workload,
                 stack.tokenizer_dir(build),

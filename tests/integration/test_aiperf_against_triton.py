@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from enginesweep.build_configs.schema import SLA, Workload
+from enginesweep.engines.endpoints import triton_endpoint
 from enginesweep.engines.triton.server import TritonServer
 from enginesweep.evaluation.benchmark.aiperf_runner import (
     LOG_NAME,
@@ -27,6 +28,7 @@ from enginesweep.evaluation.benchmark.aiperf_runner import (
     run_aiperf,
 )
 from enginesweep.evaluation.benchmark.results import RECORDS_FILE, parse_benchmark, read_records
+from enginesweep.evaluation.benchmark.warmup import WarmupError, warm_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -191,3 +193,12 @@ def processes_with_tmpdir(tmp_dir: Path) -> list[int]:
         except OSError:  # gone meanwhile, or not ours
             continue
     return found
+
+
+def test_the_warm_up_streams_a_wave_through_the_benchmarks_route(server: TritonServer) -> None:
+    warm = warm_up(server.url, triton_endpoint(MODEL), MODEL, wave=4, prompt_tokens=20, max_tokens=3)
+    assert warm.requests == 4 and warm.seconds > 0
+    # A payload the model refuses (no min_tokens) fails loudly, with the server's reason.
+    bad = triton_endpoint(MODEL, payload='{"text_input": {{ text|tojson }}, "max_tokens": 2, "stream": true}')
+    with pytest.raises(WarmupError, match="min_tokens None != max_tokens 2"):
+        warm_up(server.url, bad, MODEL, wave=1, prompt_tokens=5, max_tokens=2)

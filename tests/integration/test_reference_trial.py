@@ -324,8 +324,11 @@ def test_a_request_log_replayed_as_recorded_drives_a_trial(tmp_path, tiny_llama_
     spec["accuracy"] = {"window_tokens": 32, "max_windows": 4, "tasks": []}
     path = tmp_path / "log-spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    record = run_trial(load_spec(path), "tiny__bf16__kv-auto__tp1", log=print)
+    lines: list[str] = []
+    record = run_trial(load_spec(path), "tiny__bf16__kv-auto__tp1", log=lines.append)
     assert record.status == "ok", record.error
+    assert any("warm-up at server start: 1 request(s) discarded" in line for line in lines), lines
+    assert any("replaying 200 requests (request_log" in line for line in lines), lines
 
     log = read_request_log(REQUEST_LOG, block_tokens=16)
     (level,) = record.benchmark.levels

@@ -435,3 +435,28 @@ def test_the_report_shows_the_traffic_sent_with_its_histograms(tmp_path: Path) -
     inputs, outputs = section.tables
     assert sum(int(row[1]) for row in inputs.rows) == 200 and sum(int(row[1]) for row in outputs.rows) == 200
     assert "replayed once at its logged arrival times" in workload_words(workload)
+
+
+# -- the warm-up at server start ---------------------------------------------------------------------
+
+
+def test_the_warm_up_sends_what_the_benchmark_sends() -> None:
+    from enginesweep.engines.endpoints import OPENAI_COMPLETIONS, triton_endpoint
+    from enginesweep.evaluation.benchmark.warmup import request_body, route
+
+    triton = triton_endpoint("ensemble")
+    assert json.loads(request_body(triton, "ensemble", 'say "hi"', 4)) == {
+        "text_input": 'say "hi"',
+        "max_tokens": 4,
+        "min_tokens": 4,
+        "stream": True,
+    }
+    assert route(triton) == "/v2/models/ensemble/generate_stream"
+    assert json.loads(request_body(OPENAI_COMPLETIONS, "/models/m", "x", 2)) == {
+        "model": "/models/m",
+        "prompt": "x",
+        "max_tokens": 2,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    assert route(OPENAI_COMPLETIONS) == "/v1/completions"
