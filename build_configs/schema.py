@@ -443,6 +443,21 @@ class Workload(_Strict):
     request_log: RequestLogSource | None = None
     shared_prefix: SharedPrefix | None = None
     concurrency: _Axis = [1]
+    request_rate: list[PositiveFloat] | None = Field(
+        default=None,
+        min_length=1,
+        description="Open-loop load levels in requests/s, instead of concurrency: arrivals "
+        "drawn by `arrival`, `request_count` requests per level.",
+    )
+    arrival: Literal["poisson", "gamma", "constant"] = Field(
+        default="poisson", description="How request-rate arrivals are spaced."
+    )
+    arrival_smoothness: PositiveFloat | None = Field(
+        default=None, description="Gamma arrivals' shape: < 1 burstier than Poisson, > 1 smoother."
+    )
+    max_concurrency: PositiveInt | None = Field(
+        default=None, description="At most this many requests in flight at a request rate."
+    )
     request_count: PositiveInt = 100
     warmup_request_count: int = Field(default=0, ge=0)
     seed: int = 0
@@ -451,6 +466,49 @@ class Workload(_Strict):
     @classmethod
     def _unique_concurrency(cls, value: list[int]) -> list[int]:
         return sorted(_unique(value))
+
+    @field_validator("request_rate")
+    @classmethod
+    def _unique_rates(cls, value: list[float] | None) -> list[float] | None:
+        return None if value is None else sorted(_unique(value))
+
+    @model_validator(mode="after")
+    def _one_pacing(self) -> Workload:
+        if self.request_rate is None:
+            for name in ("max_concurrency", "arrival_smoothness"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: applies to request_rate levels; set request_rate or remove it")
+            if self.arrival != "poisson":
+                raise ValueError("arrival: applies to request_rate levels; set request_rate or remove it")
+            return self
+        if "concurrency" in self.model_fields_set and self.concurrency != [1]:
+            raise ValueError(
+                "concurrency: a request-rate workload is paced by request_rate; remove concurrency "
+                "(cap requests in flight with max_concurrency)"
+            )
+        if self.replay == "recorded":
+            raise ValueError(
+                "request_rate: a recorded replay keeps the log's own arrival times; use "
+                "request_log.replay: resample to send its requests at a rate"
+            )
+        if self.arrival_smoothness is not None and self.arrival != "gamma":
+            raise ValueError("arrival_smoothness: shapes gamma arrivals; set arrival: gamma or remove it")
+        return self
+
+    @property
+    def pacing(self) -> Literal["concurrency", "request_rate", "schedule"]:
+        """How the load levels are paced: closed loop, open loop at a rate, or a recorded replay."""
+        if self.replay == "recorded":
+            return "schedule"
+        return "request_rate" if self.request_rate is not None else "concurrency"
+
+    @property
+    def peak_concurrency(self) -> int:
+        """The most requests the workload may hold in flight, where it says (else the highest
+        concurrency level; 1 for an uncapped rate or a replay, whose peak only the run shows)."""
+        if self.pacing == "concurrency":
+            return max(self.concurrency)
+        return self.max_concurrency or 1
 
     @model_validator(mode="after")
     def _one_source(self) -> Workload:
@@ -533,8 +591,17 @@ class Workload(_Strict):
         """What identifies the traffic, for trial keys: the fields, with a log's path replaced
         by the hash of its content (a new log re-benchmarks; the same one moved does not)."""
         fields = self.model_dump(mode="json")
-        for name in ("mixture", "request_log", "shared_prefix"):
-            if fields[name] is None:  # absent, as before they existed: synthetic keys stay valid
+        defaults = {
+            "mixture": None,
+            "request_log": None,
+            "shared_prefix": None,
+            "request_rate": None,
+            "arrival": "poisson",
+            "arrival_smoothness": None,
+            "max_concurrency": None,
+        }
+        for name, default in defaults.items():
+            if fields[name] == default:  # absent, as before they existed: older keys stay valid
                 del fields[name]
         if self.request_log is not None:
             fields["request_log"]["path"] = f"sha256:{self.request_log.log.sha256}"

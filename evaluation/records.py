@@ -49,8 +49,13 @@ class ConcurrencyResult(_Record):
         description="The concurrency of a closed-loop level; for a replay, the most requests "
         "that were in flight at once (measured)."
     )
-    pacing: Literal["concurrency", "schedule"] = Field(
-        default="concurrency", description="concurrency: closed loop; schedule: a recorded replay."
+    pacing: Literal["concurrency", "request_rate", "schedule"] = Field(
+        default="concurrency",
+        description="concurrency: closed loop; request_rate: open loop at `target_request_rate`; "
+        "schedule: a recorded replay.",
+    )
+    target_request_rate: float | None = Field(
+        default=None, description="The request rate asked for (req/s), at a request_rate level."
     )
     request_count: int = Field(description="Requests that completed successfully.")
     error_count: int
@@ -69,10 +74,29 @@ class ConcurrencyResult(_Record):
 
     @property
     def label(self) -> str:
-        """The level as people read it: `c=4`, or `replay (peak 6 in flight)`."""
+        """The level as people read it: `c=4`, `2.5 req/s`, or `replay (peak 6 in flight)`."""
         if self.pacing == "schedule":
             return f"replay (peak {self.concurrency} in flight)"
+        if self.pacing == "request_rate":
+            return f"{self.target_request_rate:g} req/s"
         return f"c={self.concurrency}"
+
+    @property
+    def key(self) -> str:
+        """A stable short name of the level, the same in every run of the same workload: `c4`,
+        `r2.5` (the rate asked for), or `replay` (a peak in flight varies between runs)."""
+        if self.pacing == "schedule":
+            return "replay"
+        if self.pacing == "request_rate":
+            return f"r{self.target_request_rate:g}"
+        return f"c{self.concurrency}"
+
+    @property
+    def load_value(self) -> float:
+        """What orders the levels of one benchmark: the concurrency, or the rate asked for."""
+        if self.pacing == "request_rate":
+            return float(self.target_request_rate or 0.0)
+        return float(self.concurrency)
 
 
 class Histogram(_Record):

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enginesweep.evaluation.provenance import provenance_tag
-from enginesweep.evaluation.records import TrialRecord
+from enginesweep.evaluation.records import ConcurrencyResult, TrialRecord
 from enginesweep.evaluation.selection.headline import engine_size_gb, selection_headlines
 
 if TYPE_CHECKING:
@@ -46,6 +46,20 @@ CURVE = "by_concurrency/"
 """Prefix of the metrics logged once per concurrency level (step = concurrency): MLflow's charts
 draw them as curves, grouped under this name. The unprefixed headline names hold one value, at
 the operating point, so the runs table and compare view line up numbers taken at the same point."""
+RATE_CURVE = "by_request_rate/"
+"""Open-loop levels: MLflow steps are integers, so the step is the rate in milli-requests/s."""
+REPLAY_CURVE = "replay/"
+
+
+def curve_key(level: ConcurrencyResult) -> tuple[str, int]:
+    """The metric prefix and step one measured level is logged at: by concurrency (step = the
+    concurrency), by request rate (step = round(req/s x 1000)), or the replay (step 0)."""
+    if level.pacing == "request_rate":
+        return RATE_CURVE, round((level.target_request_rate or 0.0) * 1000)
+    if level.pacing == "schedule":
+        return REPLAY_CURVE, 0
+    return CURVE, level.concurrency
+
 
 _LEVEL_METRICS = {
     "ttft_p50_ms": lambda level: level.ttft_ms.p50,
@@ -273,12 +287,17 @@ class SweepTracker:
         log = self.client.log_metric
         if record.benchmark:
             for level in record.benchmark.levels:
+                prefix, step = curve_key(level)
                 for name, read in _LEVEL_METRICS.items():
                     value = read(level)
                     if value is not None:
-                        log(run_id, CURVE + name, float(value), step=level.concurrency)
+                        log(run_id, prefix + name, float(value), step=step)
         predicted = record.predicted
-        measured = {lvl.concurrency: lvl for lvl in (record.benchmark.levels if record.benchmark else [])}
+        measured = {
+            lvl.concurrency: lvl
+            for lvl in (record.benchmark.levels if record.benchmark else [])
+            if lvl.pacing == "concurrency"  # the planner predicts closed-loop levels only
+        }
         for level in predicted.per_concurrency if predicted else []:
             step = level.concurrency
             log(run_id, "pred_ttft_ms", level.ttft_ms, step=step)

@@ -172,6 +172,7 @@ def promote_task(
         "hardware": champion.hardware,
         "usd_per_1m_output_tokens": f"{row.usd_per_1m_output_tokens:.6g}",
         "operating_concurrency": str(row.operating_concurrency),
+        "operating_point": row.operating_level or f"c={row.operating_concurrency}",
     }
     return promote(
         tracker.client,

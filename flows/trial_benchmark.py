@@ -55,7 +55,7 @@ def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccurac
                 server.url,
                 server.endpoint,
                 server.model,
-                wave=max(workload.concurrency),
+                wave=workload.peak_concurrency,
                 prompt_tokens=workload.isl.mean,  # type: ignore[union-attr]
                 max_tokens=min(workload.osl.mean, 8),  # type: ignore[union-attr]
             )
@@ -106,10 +106,16 @@ def _prompt_text(workload: Workload) -> str:
 
 def _load_words(workload: Workload, traffic: TrafficDataset | None) -> str:
     """How the benchmark will load the server, for the log."""
+    levels = (
+        f"at concurrency {workload.concurrency}"
+        if workload.request_rate is None
+        else f"at {', '.join(f'{r:g}' for r in workload.request_rate)} req/s ({workload.arrival} arrivals"
+        + (f", at most {workload.max_concurrency} in flight)" if workload.max_concurrency else ")")
+    )
     if traffic is None:
-        return f"at concurrency {workload.concurrency}"
+        return levels
     what = f"{traffic.summary.requests} requests ({workload.source}"
     what += f", {traffic.summary.prefix_reuse_ratio:.0%} of input tokens in shared prefixes)"
     if traffic.fixed_schedule:
         return f"replaying {what} at their logged times over {traffic.summary.recorded_duration_s:.1f} s"
-    return f"sending {what} at concurrency {workload.concurrency}"
+    return f"sending {what} {levels}"

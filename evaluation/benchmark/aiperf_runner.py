@@ -166,13 +166,32 @@ def _requests_flags(workload: Workload, input_file: Path | None, fixed_schedule:
     if fixed_schedule:
         # Every row once, at its timestamp from the first one's.
         return [*source, "--fixed-schedule", "--fixed-schedule-auto-offset"]
-    return [
-        *source,
-        "--concurrency",
-        ",".join(str(c) for c in workload.concurrency),
-        "--request-count",
-        str(workload.request_count),
+    count = ["--request-count", str(workload.request_count)]
+    if workload.request_rate is None:
+        return [*source, "--concurrency", ",".join(str(c) for c in workload.concurrency), *count]
+    pacing = [
+        "--request-rate",
+        ",".join(format_rate(r) for r in workload.request_rate),
+        "--arrival-pattern",
+        workload.arrival,
     ]
+    if workload.arrival_smoothness is not None:
+        pacing += ["--arrival-smoothness", f"{workload.arrival_smoothness:g}"]
+    if workload.max_concurrency is not None:
+        # With a rate, aiperf's --concurrency is a cap on requests in flight.
+        pacing += ["--concurrency", str(workload.max_concurrency)]
+    if workload.warmup_request_count > 0:
+        # aiperf 0.13 gives the warm-up phase the rate list too and then runs every warm-up rate
+        # with every profiling rate (a grid: measured, 4 runs for 2 rates); one warm-up rate,
+        # the lowest, keeps one run per level.
+        pacing += ["--warmup-request-rate", format_rate(workload.request_rate[0])]
+    return [*source, *pacing, *count]
+
+
+def format_rate(rate: float) -> str:
+    """A rate as aiperf is given it, and as it names the level's folder (`request_rate_<R>`):
+    Python's float text, so 2 is `2.0`."""
+    return str(float(rate))
 
 
 def aiperf_environment(tmp_dir: Path, hub_cache: Path | None = None) -> dict[str, str]:
@@ -251,8 +270,9 @@ def run_aiperf(
     # write on); then its level folders go: aiperf leaves them, and with other levels this time
     # a stale `concurrency_<N>/` would be read as this run's.
     reap_stale_session(artifact_dir / PID_NAME, str(artifact_dir))
-    for stale in artifact_dir.glob("concurrency_*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for pattern in ("concurrency_*", "rate_*"):
+        for stale in artifact_dir.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
     endpoint = endpoint or triton_endpoint(model)
     if endpoint.payload is not None:
         (artifact_dir / TEMPLATE_NAME).write_text(endpoint.payload)

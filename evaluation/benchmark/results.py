@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from enginesweep.build_configs.schema import SLA, Workload
 from enginesweep.evaluation.records import BenchmarkResult, ConcurrencyResult, Percentiles, TrafficSummary
@@ -26,6 +26,7 @@ RECORDS_FILE = "profile_export.jsonl"
 TRAFFIC_SUMMARY = "traffic.json"  # written by traffic.write_dataset where enginesweep built the requests
 PROFILING_PHASE = "profiling"
 FIXED_SCHEDULE = "fixed_schedule"
+RATE_PHASES = ("poisson", "gamma", "constant")  # aiperf's phase types of a request rate
 
 
 class BenchmarkParseError(RuntimeError):
@@ -165,28 +166,57 @@ def peak_in_flight(records: LevelRecords) -> int:
     return peak
 
 
-def summarize_level(concurrency: int | None, records: LevelRecords, sla: SLA, gpus: int) -> ConcurrencyResult:
-    """One `ConcurrencyResult` from the profiling requests of one level; `concurrency` None for a
-    recorded replay (its level is then keyed by the peak in flight)."""
-    pacing = "concurrency" if concurrency is not None else "schedule"
-    if concurrency is None:
+@dataclass(frozen=True)
+class LoadLevel:
+    """One load level as asked for: a concurrency, a request rate (req/s), or the recorded
+    replay (no value)."""
+
+    pacing: Literal["concurrency", "request_rate", "schedule"]
+    value: float | None = None
+
+    def __str__(self) -> str:
+        if self.pacing == "concurrency":
+            return f"concurrency {self.value:g}"
+        if self.pacing == "request_rate":
+            return f"request rate {self.value:g}/s"
+        return "a recorded replay"
+
+
+def workload_levels(workload: Workload) -> list[LoadLevel]:
+    """The levels `workload` asks aiperf for, in order."""
+    if workload.pacing == "schedule":
+        return [LoadLevel("schedule")]
+    if workload.pacing == "request_rate":
+        return [LoadLevel("request_rate", float(r)) for r in workload.request_rate or []]
+    return [LoadLevel("concurrency", c) for c in workload.concurrency]
+
+
+def summarize_level(
+    concurrency: int | LoadLevel, records: LevelRecords, sla: SLA, gpus: int
+) -> ConcurrencyResult:
+    """One `ConcurrencyResult` from the profiling requests of one level (a concurrency, or a
+    `LoadLevel`: open-loop levels are keyed by the peak in flight, measured)."""
+    level = concurrency if isinstance(concurrency, LoadLevel) else LoadLevel("concurrency", concurrency)
+    if level.pacing == "concurrency":
+        concurrency = int(level.value)  # type: ignore[arg-type]
+    else:
         concurrency = peak_in_flight(records)
     ok = records.requests
     total = len(ok) + len(records.errors)
     if not ok:
         raise BenchmarkParseError(
-            f"concurrency {concurrency}: no successful request out of {total}; first error: "
+            f"{level}: no successful request out of {total}; first error: "
             f"{records.errors[0] if records.errors else 'none recorded'}"
         )
     itls = [r.itl_ms for r in ok if r.itl_ms is not None]
     if not itls:
         raise BenchmarkParseError(
-            f"concurrency {concurrency}: every request produced one token, "
+            f"{level}: every request produced one token, "
             "so there is no inter-token latency (use an OSL of 2 or more)"
         )
     duration_s = (records.end_ns - records.start_ns) / 1e9
     if duration_s <= 0:
-        raise BenchmarkParseError(f"concurrency {concurrency}: empty time span {duration_s} s")
+        raise BenchmarkParseError(f"{level}: empty time span {duration_s} s")
     output_tok_s = sum(r.output_tokens for r in ok) / duration_s
     # A request whose tokens all arrived in one streamed chunk (e.g. text held back until a
     # multi-byte character completed) has a mean ITL of 0: no measurable decode speed, so it
@@ -196,7 +226,8 @@ def summarize_level(concurrency: int | None, records: LevelRecords, sla: SLA, gp
     good = sum(meets_sla(r, sla) for r in ok)
     return ConcurrencyResult(
         concurrency=concurrency,
-        pacing=pacing,
+        pacing=level.pacing,
+        target_request_rate=level.value if level.pacing == "request_rate" else None,
         request_count=len(ok),
         error_count=len(records.errors),
         duration_s=duration_s,
@@ -215,11 +246,16 @@ def summarize_level(concurrency: int | None, records: LevelRecords, sla: SLA, gp
     )
 
 
-def level_dir(artifact_dir: Path, concurrency: int, levels: list[int]) -> Path:
-    """Where aiperf wrote one level: `concurrency_<N>/` in a sweep of several levels, the folder
-    itself for a single level (decided by the levels asked for, never by what is on disk: a
-    folder an earlier run left must not stand for this one's)."""
-    return artifact_dir / f"concurrency_{concurrency}" if len(levels) > 1 else artifact_dir
+def level_dir(artifact_dir: Path, level: int | LoadLevel, levels: list[int] | list[LoadLevel]) -> Path:
+    """Where aiperf wrote one level: `concurrency_<N>/` or `rate_<R>/` in a sweep of several
+    levels, the folder itself for a single level (decided by the levels asked for, never by what
+    is on disk: a folder an earlier run left must not stand for this one's)."""
+    if len(levels) == 1:
+        return artifact_dir
+    if isinstance(level, LoadLevel) and level.pacing == "request_rate":
+        return artifact_dir / f"rate_{float(level.value)}"  # type: ignore[arg-type]
+    value = level.value if isinstance(level, LoadLevel) else level
+    return artifact_dir / f"concurrency_{int(value)}"  # type: ignore[arg-type]
 
 
 def read_summary(folder: Path) -> dict[str, Any]:
@@ -230,15 +266,23 @@ def read_summary(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def summary_concurrency(summary: dict[str, Any]) -> int | None:
-    """The concurrency of the profiling phase that a summary describes; None for a fixed
-    schedule (a recorded replay), which has none."""
+def summary_level(summary: dict[str, Any]) -> LoadLevel:
+    """The load level of the profiling phase that a summary describes."""
     phases = [p for p in summary["input_config"]["phases"] if p["kind"] == PROFILING_PHASE]
     if len(phases) != 1:
         raise BenchmarkParseError(f"expected one profiling phase in the summary, got {phases}")
-    if phases[0].get("type") == FIXED_SCHEDULE:
-        return None
-    return int(phases[0]["concurrency"])
+    phase = phases[0]
+    if phase.get("type") == FIXED_SCHEDULE:
+        return LoadLevel("schedule")
+    if phase.get("type") in RATE_PHASES:
+        return LoadLevel("request_rate", float(phase["rate"]))
+    return LoadLevel("concurrency", int(phase["concurrency"]))
+
+
+def summary_concurrency(summary: dict[str, Any]) -> int | None:
+    """The concurrency of a closed-loop level's summary (None for an open-loop one)."""
+    level = summary_level(summary)
+    return int(level.value) if level.pacing == "concurrency" else None  # type: ignore[arg-type]
 
 
 # aiperf records no `path` when an endpoint type's default route was used.
@@ -252,20 +296,16 @@ def summary_endpoint(summary: dict[str, Any]) -> str:
     return ",".join(endpoint["urls"]) + route
 
 
-def parse_level(folder: Path, concurrency: int | None, sla: SLA, gpus: int) -> ConcurrencyResult:
-    """Parse one level's folder and check it against aiperf's summary of it (`concurrency` None:
-    a recorded replay)."""
+def parse_level(folder: Path, level: int | LoadLevel, sla: SLA, gpus: int) -> ConcurrencyResult:
+    """Parse one level's folder and check it against aiperf's summary of it."""
+    if not isinstance(level, LoadLevel):
+        level = LoadLevel("concurrency", level)
     records = read_records(folder / RECORDS_FILE)
-    result = summarize_level(concurrency, records, sla, gpus)
+    result = summarize_level(level, records, sla, gpus)
     summary = read_summary(folder)
-    if summary_concurrency(summary) != concurrency:
-
-        def name(value: int | None) -> str:
-            return "a recorded replay" if value is None else f"concurrency {value}"
-
-        raise BenchmarkParseError(
-            f"{folder} holds {name(summary_concurrency(summary))}, expected {name(concurrency)}"
-        )
+    found = summary_level(summary)
+    if found != level:
+        raise BenchmarkParseError(f"{folder} holds {found}, expected {level}")
     if not summary.get("is_complete", False) or summary.get("was_cancelled", False):
         raise BenchmarkParseError(f"aiperf marked the run in {folder} as incomplete or cancelled")
     counted = (
@@ -291,16 +331,9 @@ def parse_benchmark(
     if gpus < 1:
         raise ValueError(f"gpus must be at least 1, got {gpus}")
     artifact_dir = Path(artifact_dir)
-    if workload.replay == "recorded":  # one open-loop level, in the folder itself
-        results = [parse_level(artifact_dir, None, sla, gpus)]
-        first = read_summary(artifact_dir)
-    else:
-        levels = list(workload.concurrency)
-        results = [
-            parse_level(level_dir(artifact_dir, concurrency, levels), concurrency, sla, gpus)
-            for concurrency in levels
-        ]
-        first = read_summary(level_dir(artifact_dir, levels[0], levels))
+    levels = workload_levels(workload)
+    results = [parse_level(level_dir(artifact_dir, level, levels), level, sla, gpus) for level in levels]
+    first = read_summary(level_dir(artifact_dir, levels[0], levels))
     # ISL/OSL are the workload's means: aiperf 0.13.0 cannot count the input tokens of a
     # `text_input` payload (its extraction knows only OpenAI-style keys), so it records no ISL.
     # Where enginesweep built the requests, their summary (lengths counted) is kept beside.

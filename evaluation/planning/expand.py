@@ -96,7 +96,7 @@ def trial_slug(
 
 def _warnings(trial_cfg: TrialConfig, max_sequences: int, kv_tokens: int, workload: Workload) -> list[str]:
     out = []
-    peak = max(workload.concurrency)
+    peak = workload.peak_concurrency
     if max_sequences < peak:
         limit = "max_batch_size" if max_sequences == trial_cfg.max_batch_size else "the KV cache"
         out.append(f"{limit} fits {max_sequences} sequences in flight; concurrency {peak} queues")

@@ -210,7 +210,7 @@ def latency_figures(views: list[TrialView], *, measured: str, sla: SLA | None) -
                 x=[level.output_tok_s_per_gpu for level in view.levels],
                 y=[read(level) for level in view.levels],
                 slugs=[view.slug] * len(view.levels),
-                hover=[f"{view.slug}<br>c={level.concurrency}" for level in view.levels],
+                hover=[f"{view.slug}<br>{level.label}" for level in view.levels],
             )
             for view in views
             if view.ok
@@ -220,7 +220,7 @@ def latency_figures(views: list[TrialView], *, measured: str, sla: SLA | None) -
         figures.append(
             Figure(
                 id=figure_id,
-                title=f"{name} vs throughput across concurrency",
+                title=f"{name} vs throughput across load levels",
                 provenance=measured,
                 x_title="output tok/s per GPU",
                 y_title=f"{name} (ms)",
@@ -254,7 +254,8 @@ def prediction_rows(views: list[TrialView]) -> list[tuple[TrialView, str, int, s
         predicted = view.record.predicted if view.ok else None
         if not predicted:
             continue
-        measured = {level.concurrency: level for level in view.levels}
+        # The planner predicts closed-loop levels: open-loop ones have nothing to compare with.
+        measured = {level.concurrency: level for level in view.levels if level.pacing == "concurrency"}
         for level in predicted.per_concurrency:
             got = measured.get(level.concurrency)
             if got is None:

@@ -173,7 +173,7 @@ def champion_section(source: SweepSource, measured: str) -> Section:
     row = selection.row(selection.champion)
     mode = selection.sla.accuracy_drop_mode
     rows = [
-        ["operating concurrency", str(row.operating_concurrency)],
+        ["operating point", row.operating_level or f"c={row.operating_concurrency}"],
         ["goodput (req/s meeting the SLA)", _num(row.goodput, ".4g")],
         ["goodput per GPU", _num(row.goodput_per_gpu, ".4g")],
         ["output tok/s per GPU", _num(row.tok_s_per_gpu, ".4g")],

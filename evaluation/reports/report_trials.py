@@ -63,7 +63,7 @@ class TrialView:
     def levels(self) -> list[ConcurrencyResult]:
         if not self.ok:
             return []
-        return sorted(self.record.benchmark.levels, key=lambda level: level.concurrency)
+        return sorted(self.record.benchmark.levels, key=lambda level: level.load_value)
 
 
 def _outcome(

@@ -38,7 +38,7 @@ def trial_table(record: TrialRecord) -> Table:
         for level in record.benchmark.levels:
             rows.append(
                 (
-                    f"measured c={level.concurrency} ({record.hardware})",
+                    f"measured {level.label} ({record.hardware})",
                     f"TTFT p50/p99 {level.ttft_ms.p50:.0f}/{level.ttft_ms.p99:.0f} ms, "
                     f"ITL p50/p99 {level.itl_ms.p50:.1f}/{level.itl_ms.p99:.1f} ms, "
                     f"{level.output_tok_s:.1f} tok/s, goodput "

@@ -75,6 +75,8 @@ def judge_trial(record: TrialRecord, sla: SLA, usd_per_gpu_hour: float) -> Trial
             "reasons": reasons,
             "notes": list(point.notes),
             "operating_concurrency": level.concurrency,
+            "operating_level": level.label,
+            "operating_request_rate": level.target_request_rate,
             "goodput": point.goodput,
             "goodput_per_gpu": point.goodput_per_gpu,
             "output_tok_s": point.output_tok_s,

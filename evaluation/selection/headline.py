@@ -49,7 +49,8 @@ def engine_size_gb(record: TrialRecord) -> float | None:
 
 def selection_headlines(row: TrialSelection) -> dict[str, float]:
     """The headline numbers selection derives for one trial (at its operating point, and its
-    accuracy delta), plus the operating concurrency they were taken at; only those it has."""
+    accuracy delta), plus the operating concurrency (and request rate, at an open-loop level)
+    they were taken at; only those it has."""
     at_point = row.operating_concurrency is not None  # else the row's latencies met no SLA
     values = {
         "goodput_rps_at_sla": row.goodput,
@@ -59,5 +60,6 @@ def selection_headlines(row: TrialSelection) -> dict[str, float]:
         "output_tok_s_per_gpu": row.tok_s_per_gpu if at_point else None,
         "accuracy_delta": accuracy_delta(row),
         "operating_concurrency": row.operating_concurrency,
+        "operating_request_rate": row.operating_request_rate,
     }
     return {name: float(value) for name, value in values.items() if value is not None}

@@ -61,7 +61,14 @@ class TrialSelection(_Record):
     reasons: list[str] = Field(description="Why the trial is rejected; empty when feasible.")
     notes: list[str] = Field(description="Caveats on the numbers (never reasons to reject).")
     operating_concurrency: int | None = Field(
-        description="Highest measured concurrency meeting the latency SLA."
+        description="Highest measured concurrency meeting the latency SLA (at an open-loop "
+        "level: the most requests in flight there)."
+    )
+    operating_level: str | None = Field(
+        default=None, description="The operating point's level as read: c=4, 2.5 req/s, replay."
+    )
+    operating_request_rate: float | None = Field(
+        default=None, description="The request rate asked for at an open-loop operating point."
     )
     goodput: float | None = Field(description="Requests/s meeting the SLA at the operating point.")
     goodput_per_gpu: float | None

@@ -4,7 +4,8 @@ A level meets the SLA when its measured TTFT p99 <= `sla.ttft_p99_ms` and its IT
 percentile over requests of each request's mean inter-token latency, as the benchmark records it)
 <= `sla.itl_p99_ms`, an unset limit being unconstrained, and when at most 1% of its requests failed:
 a failed request misses every bound, so more than 1% failures means no p99 bound can hold even if
-the successful requests' p99 does. The operating point is the highest such concurrency level.
+the successful requests' p99 does. The operating point is the highest such level: by
+concurrency, or by request rate for open-loop levels.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ def level_misses(level: ConcurrencyResult, sla: SLA) -> list[str]:
 def operating_point(benchmark: BenchmarkResult, sla: SLA) -> tuple[ConcurrencyResult | None, str | None]:
     """The highest concurrency level meeting the latency SLA, or None and a reason naming what
     each level missed."""
-    levels = sorted(benchmark.levels, key=lambda level: level.concurrency)
+    levels = sorted(benchmark.levels, key=lambda level: level.load_value)
     if not levels:
         return None, "the benchmark recorded no concurrency level"
     meeting = [level for level in levels if not level_misses(level, sla)]
     if meeting:
         return meeting[-1], None
-    detail = "; ".join(f"c={level.concurrency}: {', '.join(level_misses(level, sla))}" for level in levels)
+    detail = "; ".join(f"{level.label}: {', '.join(level_misses(level, sla))}" for level in levels)
     return None, f"latency SLA unmet at every level ({detail})"
 
 
@@ -75,12 +76,12 @@ def point_metrics(level: ConcurrencyResult, gpus: int, usd_per_gpu_hour: float) 
     if goodput is None:
         goodput = level.request_rate
         notes.append(
-            f"c={level.concurrency}: the benchmark recorded no goodput (run without an "
+            f"{level.label}: the benchmark recorded no goodput (run without an "
             "SLA); every completed request counted as good"
         )
     if goodput <= 0 or level.request_rate <= 0 or level.output_tok_s <= 0:
         raise ValueError(
-            f"c={level.concurrency}: no good output to charge the cost to "
+            f"{level.label}: no good output to charge the cost to "
             f"(goodput {goodput}, {level.output_tok_s} tok/s); not an operating point"
         )
     good_tok_s = level.output_tok_s * goodput / level.request_rate

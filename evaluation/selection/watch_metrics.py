@@ -5,8 +5,8 @@ Two views of a record, both judged under the spec's SLA with `judge_trial`:
 * the champion's own re-measurements (`champion_samples`) are compared at ONE concurrency, the
   champion's operating point in its reference record, so that a shifted operating point cannot
   make latencies look better: `ttft_p99_ms@c<N>`, `itl_p99_ms@c<N>`, `e2e_p99_ms@c<N>` (lower is
-  better), `output_tok_s@c<N>` (higher), plus `goodput_req_s` at the SLA (higher; 0 when no level
-  meets the latency SLA);
+  better), `output_tok_s@c<N>` (higher), `@r<rate>` at a request-rate level; plus `goodput_req_s`
+  at the SLA (higher; 0 when no level meets the latency SLA);
 * a new trial against the champion (`candidate_samples`) is compared where each is operated:
   `goodput_req_s`, `usd_per_1m_output_tokens` and `ttft_p99_ms` / `itl_p99_ms` at its own
   operating point.
@@ -27,6 +27,7 @@ from enginesweep.build_configs.schema import SLA, Watch
 from enginesweep.evaluation.records import ConcurrencyResult, TrialRecord
 from enginesweep.evaluation.selection.choose import judge_trial
 from enginesweep.evaluation.selection.models import TrialSelection
+from enginesweep.evaluation.selection.operating_point import operating_point
 from enginesweep.evaluation.selection.watch import Direction, Samples
 
 _UP, _DOWN = Direction.HIGHER_IS_BETTER, Direction.LOWER_IS_BETTER
@@ -56,9 +57,13 @@ class Value(NamedTuple):
 Values = dict[str, Value]
 
 
-def operating_concurrency(record: TrialRecord, sla: SLA, usd_per_gpu_hour: float) -> int | None:
-    """The concurrency at which `record` meets the latency SLA at its highest; None if none."""
-    return judge_trial(record, sla, usd_per_gpu_hour).operating_concurrency
+def operating_key(record: TrialRecord, sla: SLA) -> str | None:
+    """The key (`c4`, `r2.5`, `replay`) of the level at which `record` meets the latency SLA at
+    its highest; None if none."""
+    if record.benchmark is None:
+        return None
+    level, _ = operating_point(record.benchmark, sla)
+    return None if level is None else level.key
 
 
 def accuracy_values(record: TrialRecord) -> Values:
@@ -78,14 +83,16 @@ def accuracy_values(record: TrialRecord) -> Values:
     return found
 
 
-def level_values(record: TrialRecord, row: TrialSelection, concurrency: int) -> Values:
-    """Latencies and throughput at one concurrency (absent when the record did not measure it),
-    and the goodput at the SLA (0 when no level meets the latency SLA)."""
+def level_values(record: TrialRecord, row: TrialSelection, level: int | str) -> Values:
+    """Latencies and throughput at one level (a concurrency, or a level key such as `r2.5`;
+    absent when the record did not measure it), and the goodput at the SLA (0 when no level
+    meets the latency SLA)."""
+    key = f"c{level}" if isinstance(level, int) else level
     found: Values = {"goodput_req_s": Value(_UP, row.goodput or 0.0)}
-    levels = {level.concurrency: level for level in (record.benchmark.levels if record.benchmark else [])}
-    if concurrency in levels:
+    levels = {lvl.key: lvl for lvl in (record.benchmark.levels if record.benchmark else [])}
+    if key in levels:
         for name, (direction, read) in _AT_LEVEL.items():
-            found[f"{name}@c{concurrency}"] = Value(direction, float(read(levels[concurrency])))
+            found[f"{name}@{key}"] = Value(direction, float(read(levels[key])))
     return found
 
 
@@ -140,11 +147,11 @@ def champion_samples(
     SLA misses are returned only when NO current measurement meets the SLA (a single
     noisy repeat is not a regression by itself); they name what each one missed."""
     notes: list[str] = []
-    concurrency = operating_concurrency(reference[0], sla, usd_per_gpu_hour)
+    concurrency = operating_key(reference[0], sla)
     if concurrency is None:
         notes.append(
             "the champion's reference record meets the latency SLA at no level: "
-            "latencies compared at no fixed concurrency"
+            "latencies compared at no fixed level"
         )
     rows = [judge_trial(r, sla, usd_per_gpu_hour) for r in (*reference, *current)]
 

@@ -29,6 +29,7 @@ from enginesweep.evaluation.benchmark.aiperf_runner import (
 )
 from enginesweep.evaluation.benchmark.results import RECORDS_FILE, parse_benchmark, read_records
 from enginesweep.evaluation.benchmark.warmup import WarmupError, warm_up
+from enginesweep.evaluation.selection.operating_point import operating_point
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -104,13 +105,30 @@ class TritonPythonModel:
 """
 
 
+# A server with a known capacity: one request at a time, each streaming its tokens 25 ms apart,
+# so 4-token requests are served at most 10 per second and arrivals faster than that queue.
+SERIAL = "serial"
+SERIAL_GAP_S = 0.025
+SERIAL_PY = MODEL_PY.replace("GAP_S = 0.002", f"GAP_S = {SERIAL_GAP_S}").replace(
+    "    def _answer(self, sender, max_tokens, problem):\n",
+    "    _one_at_a_time = threading.Lock()\n\n"
+    "    def _answer(self, sender, max_tokens, problem):\n"
+    "        with self._one_at_a_time:\n"
+    "            self._stream(sender, max_tokens, problem)\n\n"
+    "    def _stream(self, sender, max_tokens, problem):\n",
+)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("triton")
-    (root / "repo" / MODEL / "1").mkdir(parents=True)
-    (root / "repo" / MODEL / "config.pbtxt").write_text(CONFIG)
-    (root / "repo" / MODEL / "1" / "model.py").write_text(MODEL_PY)
-    with TritonServer(root / "repo", root / "work", models=(MODEL,)) as running:
+    for name, code in ((MODEL, MODEL_PY), (SERIAL, SERIAL_PY)):
+        (root / "repo" / name / "1").mkdir(parents=True)
+        (root / "repo" / name / "config.pbtxt").write_text(
+            CONFIG.replace(f'name: "{MODEL}"', f'name: "{name}"')
+        )
+        (root / "repo" / name / "1" / "model.py").write_text(code)
+    with TritonServer(root / "repo", root / "work", models=(MODEL, SERIAL)) as running:
         yield running
 
 
@@ -202,3 +220,51 @@ def test_the_warm_up_streams_a_wave_through_the_benchmarks_route(server: TritonS
     bad = triton_endpoint(MODEL, payload='{"text_input": {{ text|tojson }}, "max_tokens": 2, "stream": true}')
     with pytest.raises(WarmupError, match="min_tokens None != max_tokens 2"):
         warm_up(server.url, bad, MODEL, wave=1, prompt_tokens=5, max_tokens=2)
+
+
+def test_poisson_arrivals_below_and_above_a_known_capacity(
+    server: TritonServer, smol_tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """Open loop at 2 and 30 requests/s against a server that serves at most 10 per second: below
+    its capacity the TTFT SLA holds, above it requests queue and TTFT p99 grows. The levels are
+    keyed by their rate, in the record and in MLflow."""
+    assert "with self._one_at_a_time:" in SERIAL_PY  # the stand-in really serialises
+    workload = Workload(
+        isl={"mean": 16},
+        osl={"mean": 4},
+        request_rate=[2, 30],
+        request_count=16,
+        warmup_request_count=1,
+        seed=5,
+    )
+    artifacts = run_aiperf(
+        url=server.url,
+        model=SERIAL,
+        workload=workload,
+        tokenizer=smol_tokenizer_dir,
+        artifact_dir=tmp_path / "bench",
+        timeout_s=240,
+    )
+    assert "--arrival-pattern poisson" in (artifacts / LOG_NAME).read_text().splitlines()[0]
+    sla = SLA(ttft_p99_ms=300)
+    result = parse_benchmark(artifacts, workload, sla, hardware="cpu", gpus=1)
+    low, high = result.levels
+    assert (low.pacing, low.target_request_rate, high.target_request_rate) == ("request_rate", 2.0, 30.0)
+    assert low.request_count == high.request_count == 16
+    # 16 arrivals at 30/s come within about half a second; served 0.1 s apiece, the last waits
+    # about a second. At 2/s a request mostly finds the server idle.
+    print(f"TTFT p99 {low.ttft_ms.p99:.0f} ms at 2/s, {high.ttft_ms.p99:.0f} ms at 30/s")
+    assert low.ttft_ms.p99 <= sla.ttft_p99_ms < high.ttft_ms.p99, (low.ttft_ms, high.ttft_ms)
+    assert high.ttft_ms.p99 > 3 * low.ttft_ms.p99
+    assert high.concurrency > low.concurrency  # the peak in flight, measured
+    level, _ = operating_point(result, sla)
+    assert level is low and level.label == "2 req/s"
+
+    from enginesweep.evaluation.tracking import RATE_CURVE, SweepTracker
+    from testkit.records import ok_record
+
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "rates", tmp_path / "mlruns")
+    parent = tracker.start_sweep("rates", spec_yaml="", plan_json="{}", params={})
+    run_id = tracker.log_trial(parent, ok_record("serial", benchmark=result), tmp_path)
+    history = tracker.client.get_metric_history(run_id, RATE_CURVE + "ttft_p99_ms")
+    assert sorted((m.step, m.value) for m in history) == [(2000, low.ttft_ms.p99), (30000, high.ttft_ms.p99)]

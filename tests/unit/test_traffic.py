@@ -460,3 +460,114 @@ def test_the_warm_up_sends_what_the_benchmark_sends() -> None:
         "ignore_eos": True,
     }
     assert route(OPENAI_COMPLETIONS) == "/v1/completions"
+
+
+# -- request-rate levels ---------------------------------------------------------------------------
+
+
+def rate_workload(**more) -> Workload:
+    return Workload(isl={"mean": 32}, osl={"mean": 8}, request_rate=[4, 0.5], **more)
+
+
+@pytest.mark.parametrize(
+    ("more", "message"),
+    [
+        ({"concurrency": [1, 8]}, "concurrency: a request-rate workload is paced by request_rate"),
+        ({"arrival_smoothness": 2.0}, "arrival_smoothness: shapes gamma arrivals"),
+    ],
+)
+def test_rate_levels_refuse_what_does_not_apply(more: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        rate_workload(**more)
+
+
+@pytest.mark.parametrize("field", [{"max_concurrency": 4}, {"arrival": "gamma"}, {"arrival_smoothness": 1.5}])
+def test_rate_options_without_a_rate_are_refused(field: dict) -> None:
+    with pytest.raises(ValidationError, match="applies to request_rate levels"):
+        Workload(isl={"mean": 32}, osl={"mean": 8}, **field)
+
+
+def test_a_recorded_replay_keeps_its_own_times() -> None:
+    with pytest.raises(ValidationError, match="keeps the log's own arrival times"):
+        log_workload(request_rate=[2])
+
+
+def test_rate_levels_are_sorted_and_stay_out_of_older_keys() -> None:
+    workload = rate_workload(max_concurrency=16)
+    assert workload.request_rate == [0.5, 4.0] and workload.pacing == "request_rate"
+    assert workload.peak_concurrency == 16
+    assert workload.key_fields()["request_rate"] == [0.5, 4.0]
+    assert "arrival" not in workload.key_fields()  # at its default
+
+
+def test_aiperfs_own_parser_accepts_rate_levels(tmp_path: Path) -> None:
+    """Contract (aiperf 0.13.0): the rate list, the arrival pattern and its shape, the in-flight
+    cap, and one warm-up rate (a list there makes aiperf run a grid of warm-up x profiling rates)."""
+    from aiperf.cli import app
+
+    art = tmp_path.resolve()
+    (art / TEMPLATE_NAME).write_text("{}")
+    workload = rate_workload(
+        arrival="gamma", arrival_smoothness=2.5, max_concurrency=16, warmup_request_count=2, request_count=40
+    )
+    argv = aiperf_command(
+        url="http://127.0.0.1:8000", model="m", workload=workload, tokenizer=Path("/t"), artifact_dir=art
+    )
+    assert value(argv, "--request-rate") == "0.5,4.0" and value(argv, "--warmup-request-rate") == "0.5"
+    _, bound, _ = app.parse_args(argv[1:], exit_on_error=False, print_error=False)
+    config = bound.kwargs["cli_config"]
+    assert config.request_rate == [0.5, 4.0] and config.warmup_request_rate == 0.5
+    assert str(config.arrival_pattern) == "gamma" and config.arrival_smoothness == 2.5
+    assert config.concurrency == 16 and config.request_count == 40
+
+
+def value(argv: list[str], flag: str) -> str:
+    assert argv.count(flag) == 1, flag
+    return argv[argv.index(flag) + 1]
+
+
+def test_levels_are_named_and_keyed_by_how_they_were_paced() -> None:
+    from enginesweep.evaluation.records import ConcurrencyResult, Percentiles
+    from enginesweep.evaluation.tracking import CURVE, RATE_CURVE, REPLAY_CURVE, curve_key
+
+    p = Percentiles(avg=1, p50=1, p90=1, p99=1, min=1, max=1)
+    common = dict(
+        request_count=1, error_count=0, duration_s=1, ttft_ms=p, itl_ms=p, e2e_ms=p, output_tok_s=1,
+        output_tok_s_per_gpu=1, output_tok_s_per_user=1, request_rate=1, goodput=None, sla_attainment=None,
+    )  # fmt: skip
+    closed = ConcurrencyResult(concurrency=4, **common)
+    rate = ConcurrencyResult(concurrency=7, pacing="request_rate", target_request_rate=2.5, **common)
+    replay = ConcurrencyResult(concurrency=6, pacing="schedule", **common)
+    assert [lvl.label for lvl in (closed, rate, replay)] == ["c=4", "2.5 req/s", "replay (peak 6 in flight)"]
+    assert [lvl.key for lvl in (closed, rate, replay)] == ["c4", "r2.5", "replay"]
+    assert [curve_key(lvl) for lvl in (closed, rate, replay)] == [
+        (CURVE, 4),
+        (RATE_CURVE, 2500),
+        (REPLAY_CURVE, 0),
+    ]
+    assert rate.load_value == 2.5 and closed.load_value == 4
+
+
+def test_the_operating_point_of_rate_levels_is_the_highest_rate_meeting_the_sla() -> None:
+    from enginesweep.evaluation.records import ConcurrencyResult, Percentiles
+    from enginesweep.evaluation.selection.operating_point import operating_point
+
+    def level(rate: float, peak: int, ttft_p99: float) -> ConcurrencyResult:
+        p = Percentiles(avg=1, p50=1, p90=1, p99=1, min=1, max=1)
+        ttft = Percentiles(avg=1, p50=1, p90=1, p99=ttft_p99, min=1, max=ttft_p99)
+        return ConcurrencyResult(
+            concurrency=peak, pacing="request_rate", target_request_rate=rate, request_count=10,
+            error_count=0, duration_s=1, ttft_ms=ttft, itl_ms=p, e2e_ms=p, output_tok_s=1,
+            output_tok_s_per_gpu=1, output_tok_s_per_user=1, request_rate=rate, goodput=rate,
+            sla_attainment=1.0,
+        )  # fmt: skip
+
+    # The peaks in flight need not follow the rates (arrivals are random): the rate orders.
+    levels = [level(1.0, 5, 100), level(3.0, 3, 200), level(6.0, 9, 900)]
+    benchmark = BenchmarkResult(
+        hardware="cpu", tool="aiperf", endpoint="e", isl=1, osl=1, levels=levels, artifact_dir="a"
+    )
+    chosen, _ = operating_point(benchmark, SLA(ttft_p99_ms=500))
+    assert chosen.target_request_rate == 3.0
+    none, why = operating_point(benchmark, SLA(ttft_p99_ms=50))
+    assert none is None and "1 req/s: TTFT p99 100 ms > 50 ms" in why
