@@ -431,6 +431,22 @@ class SharedPrefix(_Strict):
     tokens: PositiveInt = Field(description="Tokens per prefix; part of each request's ISL.")
 
 
+class KneeSearch(_Strict):
+    """Measure the highest concurrency (or request rate) meeting the latency SLA by a bracketing
+    search, instead of reading it off the listed levels; the listed ones seed it where the plan
+    predicts nothing."""
+
+    max_level: PositiveFloat = Field(default=64, description="The highest concurrency or rate to try.")
+    tolerance: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Stop once the bracket is within this fraction of its lower end (for "
+        "concurrency, at least one).",
+    )
+    max_levels: int = Field(default=6, ge=2, le=12, description="At most this many levels measured.")
+
+
 class Workload(_Strict):
     """The load each engine is benchmarked under: synthetic lengths (`isl`/`osl`), a weighted
     `mixture` of them, or a `request_log` of the user's own traffic; optionally with shared
@@ -457,6 +473,9 @@ class Workload(_Strict):
     )
     max_concurrency: PositiveInt | None = Field(
         default=None, description="At most this many requests in flight at a request rate."
+    )
+    knee: KneeSearch | None = Field(
+        default=None, description="Find the highest level meeting the SLA by measuring (see KneeSearch)."
     )
     request_count: PositiveInt = 100
     warmup_request_count: int = Field(default=0, ge=0)
@@ -537,6 +556,8 @@ class Workload(_Strict):
                     f"shared_prefix.tokens: {self.shared_prefix.tokens} leaves no room for the "
                     f"request's own text in a mean ISL of {shortest}; make it smaller"
                 )
+        if self.knee is not None and self.replay == "recorded":
+            raise ValueError("knee: a recorded replay has one level, the log's own; use replay: resample")
         if self.replay == "recorded" and len(self.concurrency) > 1:
             raise ValueError(
                 "concurrency: a recorded replay runs the log once at its own arrival times; "
@@ -599,6 +620,7 @@ class Workload(_Strict):
             "arrival": "poisson",
             "arrival_smoothness": None,
             "max_concurrency": None,
+            "knee": None,
         }
         for name, default in defaults.items():
             if fields[name] == default:  # absent, as before they existed: older keys stay valid
@@ -851,3 +873,12 @@ class SweepSpec(_Strict):
                 "GPU: one sweep cannot compare them (list GPU stacks only)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _knee_needs_a_latency_bound(self) -> SweepSpec:
+        if self.workload.knee is not None and self.sla.ttft_p99_ms is None and self.sla.itl_p99_ms is None:
+            raise ValueError(
+                "workload.knee: the knee is the highest load meeting the latency SLA; "
+                "set sla.ttft_p99_ms or sla.itl_p99_ms"
+            )
+        return self

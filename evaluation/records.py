@@ -134,6 +134,25 @@ class TrafficSummary(_Record):
     )
 
 
+class KneeStep(_Record):
+    """One level the knee search measured, in the order measured."""
+
+    value: float = Field(description="The concurrency or request rate measured.")
+    meets: bool
+    why: str = Field(default="", description="What it missed of the SLA.")
+
+
+class KneeResult(_Record):
+    """How the knee search went: where it started, what it measured, where it stopped."""
+
+    seed: float
+    seed_source: str = Field(description="The prediction that seeded it, or the workload's level.")
+    steps: list[KneeStep]
+    knee: float | None = Field(description="The highest measured level meeting the SLA.")
+    first_miss: float | None = Field(description="The lowest level above the knee that missed it.")
+    stopped: str = Field(description="Why the search stopped.")
+
+
 class BenchmarkResult(_Record):
     """One benchmark of one served engine: every concurrency level of the workload."""
 
@@ -148,6 +167,7 @@ class BenchmarkResult(_Record):
     traffic: TrafficSummary | None = Field(
         default=None, description="The requests sent, where enginesweep built them (not plain synthetic)."
     )
+    knee: KneeResult | None = Field(default=None, description="The knee search, where one ran.")
 
 
 class TaskResult(_Record):

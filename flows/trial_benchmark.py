@@ -7,7 +7,11 @@ and the served accuracy scored on the same server when the stack measures it tha
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from enginesweep.build_configs.schema import Workload
@@ -15,10 +19,14 @@ from enginesweep.engines import textdata
 from enginesweep.engines.compat import refuse_mismatch
 from enginesweep.engines.stacks import BuildResult
 from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
-from enginesweep.evaluation.benchmark.results import BenchmarkResult, parse_benchmark
+from enginesweep.evaluation.benchmark.knee import search
+from enginesweep.evaluation.benchmark.results import TRAFFIC_SUMMARY, BenchmarkResult, parse_benchmark
 from enginesweep.evaluation.benchmark.server_metrics import MetricsSampler
 from enginesweep.evaluation.benchmark.traffic import TrafficDataset, build_traffic
 from enginesweep.evaluation.benchmark.warmup import warm_up
+from enginesweep.evaluation.planning.records import Prediction
+from enginesweep.evaluation.records import TrafficSummary
+from enginesweep.evaluation.selection.operating_point import level_misses
 from enginesweep.flows.served_accuracy import ServedAccuracy
 from enginesweep.flows.trial_run import TrialRun
 
@@ -70,30 +78,91 @@ def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccurac
                 f"  serving {server.model} at {server.url}; aiperf {_load_words(spec.workload, traffic)} "
                 f"(progress: {trial_dir / 'benchmark' / 'aiperf.log'})"
             )
-            with MetricsSampler(server.metrics_url, trial_dir / "benchmark" / "metrics") as sampler:
-                artifacts = run_aiperf(
-                    url=server.url,
-                    model=server.model,
-                    workload=spec.workload,
-                    tokenizer=stack.tokenizer_dir(build),
-                    artifact_dir=trial_dir / "benchmark",
-                    endpoint=server.endpoint,
-                    input_file=None if traffic is None else traffic.path,
-                    fixed_schedule=traffic is not None and traffic.fixed_schedule,
-                )
+            aiperf = partial(
+                run_aiperf,
+                url=server.url,
+                model=server.model,
+                tokenizer=stack.tokenizer_dir(build),
+                endpoint=server.endpoint,
+                input_file=None if traffic is None else traffic.path,
+                fixed_schedule=traffic is not None and traffic.fixed_schedule,
+            )
+            parse = partial(
+                parse_benchmark,
+                sla=spec.sla,
+                hardware=run.record.hardware,
+                gpus=run.planned.config.world_size,
+            )
+            bench_dir = trial_dir / "benchmark"
+            with MetricsSampler(server.metrics_url, bench_dir / "metrics") as sampler:
+                if workload.knee is None:
+                    benchmark = parse(aiperf(workload=workload, artifact_dir=bench_dir), workload)
+                else:
+                    benchmark = knee_benchmark(run, aiperf, parse, bench_dir)
             if not server.alive():  # its failed requests would otherwise pass for a slow engine's numbers
                 raise ServerDied(f"the server died during the benchmark; its log: {trial_dir / 'server'}")
             if served is not None:  # the very engine benchmarked, on its GPUs
                 served.evaluate_variant(server)
-        benchmark = parse_benchmark(
-            artifacts,
-            spec.workload,
-            spec.sla,
-            hardware=run.record.hardware,
-            gpus=run.planned.config.world_size,
-        )
+        artifacts = bench_dir
         benchmark.save(artifacts / "benchmark.json")
     return Benchmarked(benchmark, sampler.summary(), load_before)
+
+
+def knee_benchmark(
+    run: TrialRun,
+    aiperf: Callable[..., Path],
+    parse: Callable[[Path, Workload], BenchmarkResult],
+    bench_dir: Path,
+) -> BenchmarkResult:
+    """The knee search (`evaluation.benchmark.knee`): one aiperf run per level, each in a folder
+    of its own (`knee_c<N>/`, `knee_r<rate>/`), judged against the SLA as soon as it is measured;
+    every measured level goes into the one result, with the search's trail."""
+    workload, sla = run.resolved.spec.workload, run.resolved.spec.sla
+    assert workload.knee is not None  # the caller checked
+    for stale in bench_dir.glob("knee_*"):  # an earlier search's levels are not this one's
+        shutil.rmtree(stale, ignore_errors=True)
+    by_rate = workload.pacing == "request_rate"
+    measured: list[BenchmarkResult] = []
+
+    def measure(value: float) -> tuple[bool, str]:
+        update = {"request_rate": [value]} if by_rate else {"concurrency": [int(value)]}
+        level_workload = workload.model_copy(update=update)
+        folder = bench_dir / (f"knee_r{value:g}" if by_rate else f"knee_c{int(value)}")
+        result = parse(aiperf(workload=level_workload, artifact_dir=folder), level_workload)
+        measured.append(result)
+        misses = level_misses(result.levels[0], sla)
+        return not misses, ", ".join(misses)
+
+    seed, source = knee_seed(workload, run.planned.predicted)
+    trail = search(
+        measure, seed=seed, seed_source=source, knee=workload.knee, integer=not by_rate, log=run.log
+    )
+    run.log(f"  knee search: {trail.stopped}; {len(trail.steps)} level(s) measured")
+    first = measured[0]
+    traffic = bench_dir / TRAFFIC_SUMMARY
+    return first.model_copy(
+        update={
+            "levels": sorted((r.levels[0] for r in measured), key=lambda level: level.load_value),
+            "artifact_dir": str(bench_dir),
+            "knee": trail,
+            "traffic": TrafficSummary.load(traffic) if traffic.is_file() else None,
+        }
+    )
+
+
+def knee_seed(workload: Workload, predicted: Prediction | None) -> tuple[float, str]:
+    """Where the knee search starts: the plan's predicted knee where it has one (the highest
+    listed concurrency predicted to meet the SLA, or the goodput there as a rate), else the
+    workload's highest listed level."""
+    if workload.pacing == "request_rate":
+        if predicted is not None and predicted.goodput_req_s_at_sla:
+            return predicted.goodput_req_s_at_sla, f"{predicted.source}: goodput at the SLA"
+        return max(workload.request_rate or [1.0]), "the workload's highest request_rate"
+    if predicted is not None and predicted.max_concurrency_meeting_sla:
+        return float(
+            predicted.max_concurrency_meeting_sla
+        ), f"{predicted.source}: concurrency meeting the SLA"
+    return float(max(workload.concurrency)), "the workload's highest concurrency"
 
 
 def _prompt_text(workload: Workload) -> str:

@@ -6,6 +6,7 @@ measures none) instead of being left out."""
 from __future__ import annotations
 
 from enginesweep.build_configs.schema import Workload
+from enginesweep.evaluation.benchmark.knee import describe
 from enginesweep.evaluation.provenance import predicted_label
 from enginesweep.evaluation.records import Histogram
 from enginesweep.evaluation.reports.report_figures import (
@@ -283,11 +284,20 @@ def pareto_section(source: SweepSource, views: list[TrialView], measured: str) -
 
 
 def latency_section(source: SweepSource, views: list[TrialView], measured: str) -> Section:
-    """Latency against throughput across the workload's concurrency levels, per trial."""
+    """Latency against throughput across the workload's load levels, per trial, and how each
+    trial's knee search went where one ran."""
+    paragraphs = ["One curve per successful trial through its measured load levels (hover: the level)."]
+    for view in views:
+        benchmark = view.record.benchmark if view.ok and view.record else None
+        if benchmark is not None and benchmark.knee is not None:
+            rates = any(level.pacing == "request_rate" for level in benchmark.levels)
+            paragraphs.append(
+                f"Knee search, {view.slug}: {describe(benchmark.knee, ' req/s' if rates else '')}."
+            )
     return Section(
         id="latency-curves",
         heading="Latency vs throughput",
-        paragraphs=["One curve per successful trial through its measured concurrency levels (hover: c)."],
+        paragraphs=paragraphs,
         figures=latency_figures(views, measured=measured, sla=sla_of(source)),
     )
 

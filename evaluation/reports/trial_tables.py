@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from enginesweep.evaluation.benchmark.knee import describe
 from enginesweep.evaluation.records import TrialRecord
 
 
@@ -45,6 +46,9 @@ def trial_table(record: TrialRecord) -> Table:
                     + (f"{level.goodput:.2f} req/s" if level.goodput is not None else "n/a"),
                 )
             )
+    if record.benchmark and record.benchmark.knee:
+        rates = any(level.pacing == "request_rate" for level in record.benchmark.levels)
+        rows.append(("knee search", describe(record.benchmark.knee, " req/s" if rates else "")))
     if record.predicted:
         pred = record.predicted
         rows.append(

@@ -13,6 +13,7 @@ About a minute on 2 cores, most of it aiperf's own start-up per level.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -119,16 +120,30 @@ SERIAL_PY = MODEL_PY.replace("GAP_S = 0.002", f"GAP_S = {SERIAL_GAP_S}").replace
 )
 
 
+# A server with a known batch limit: at most 4 requests at a time, each streaming its tokens
+# 50 ms apart; a fifth request waits for a slot (a whole request, 200 ms for 4 tokens).
+BATCHED = "batched"
+BATCH_LIMIT = 4
+BATCHED_PY = MODEL_PY.replace("GAP_S = 0.002", "GAP_S = 0.05").replace(
+    "    def _answer(self, sender, max_tokens, problem):\n",
+    f"    _slots = threading.BoundedSemaphore({BATCH_LIMIT})\n\n"
+    "    def _answer(self, sender, max_tokens, problem):\n"
+    "        with self._slots:\n"
+    "            self._stream(sender, max_tokens, problem)\n\n"
+    "    def _stream(self, sender, max_tokens, problem):\n",
+)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("triton")
-    for name, code in ((MODEL, MODEL_PY), (SERIAL, SERIAL_PY)):
+    for name, code in ((MODEL, MODEL_PY), (SERIAL, SERIAL_PY), (BATCHED, BATCHED_PY)):
         (root / "repo" / name / "1").mkdir(parents=True)
         (root / "repo" / name / "config.pbtxt").write_text(
             CONFIG.replace(f'name: "{MODEL}"', f'name: "{name}"')
         )
         (root / "repo" / name / "1" / "model.py").write_text(code)
-    with TritonServer(root / "repo", root / "work", models=(MODEL, SERIAL)) as running:
+    with TritonServer(root / "repo", root / "work", models=(MODEL, SERIAL, BATCHED)) as running:
         yield running
 
 
@@ -268,3 +283,39 @@ def test_poisson_arrivals_below_and_above_a_known_capacity(
     run_id = tracker.log_trial(parent, ok_record("serial", benchmark=result), tmp_path)
     history = tracker.client.get_metric_history(run_id, RATE_CURVE + "ttft_p99_ms")
     assert sorted((m.step, m.value) for m in history) == [(2000, low.ttft_ms.p99), (30000, high.ttft_ms.p99)]
+
+
+def test_the_knee_search_finds_a_known_batch_limit(
+    server: TritonServer, smol_tokenizer_dir: Path, tmp_path: Path
+):
+    """Against a server that serves 4 requests at a time, the highest concurrency meeting a TTFT
+    bound (a waiting request misses it by far) is 4: the search brackets it, from the workload's
+    listed level, in at most 6 levels, and the result keeps every level it measured."""
+    from types import SimpleNamespace
+
+    from enginesweep.flows.trial_benchmark import knee_benchmark
+
+    assert f"BoundedSemaphore({BATCH_LIMIT})" in BATCHED_PY
+    workload = Workload(
+        isl={"mean": 16}, osl={"mean": 4}, concurrency=[3], request_count=12, knee={"max_level": 32}, seed=2
+    )
+    sla = SLA(ttft_p99_ms=120)  # a slot at once: about 50 ms; waiting for one: 250 ms and more
+    lines: list[str] = []
+    run = SimpleNamespace(
+        resolved=SimpleNamespace(spec=SimpleNamespace(workload=workload, sla=sla)),
+        planned=SimpleNamespace(predicted=None),
+        log=lines.append,
+    )
+    aiperf = partial(run_aiperf, url=server.url, model=BATCHED, tokenizer=smol_tokenizer_dir, timeout_s=240)
+    parse = partial(parse_benchmark, sla=sla, hardware="cpu", gpus=1)
+    result = knee_benchmark(run, aiperf, parse, tmp_path / "bench")
+    knee = result.knee
+    print("\n".join(lines))
+    assert knee is not None and knee.seed == 3 and knee.seed_source == "the workload's highest concurrency"
+    assert (knee.knee, knee.first_miss) == (BATCH_LIMIT, BATCH_LIMIT + 1), knee.steps
+    assert len(knee.steps) <= 6
+    assert sorted(level.concurrency for level in result.levels) == sorted(s.value for s in knee.steps)
+    level, _ = operating_point(result, sla)
+    assert level.concurrency == BATCH_LIMIT
+    for step in knee.steps:
+        assert (tmp_path / "bench" / f"knee_c{int(step.value)}" / "profile_export_aiperf.json").is_file()

@@ -571,3 +571,75 @@ def test_the_operating_point_of_rate_levels_is_the_highest_rate_meeting_the_sla(
     assert chosen.target_request_rate == 3.0
     none, why = operating_point(benchmark, SLA(ttft_p99_ms=50))
     assert none is None and "1 req/s: TTFT p99 100 ms > 50 ms" in why
+
+
+# -- the knee search ------------------------------------------------------------------------------
+
+
+def knee_run(true_knee: float, seed: float, integer: bool = True, **knee) -> tuple:
+    from enginesweep.build_configs.schema import KneeSearch
+    from enginesweep.evaluation.benchmark.knee import search
+
+    measured: list[float] = []
+
+    def measure(value: float) -> tuple[bool, str]:
+        measured.append(value)
+        return value <= true_knee, "" if value <= true_knee else "TTFT p99 too high"
+
+    result = search(measure, seed=seed, seed_source="test", knee=KneeSearch(**knee), integer=integer)
+    return result, measured
+
+
+@pytest.mark.parametrize(
+    ("true_knee", "seed"), [(6, 2), (6, 16), (6, 6), (1, 8), (23, 1), (37, 40), (12, 13)]
+)
+def test_the_knee_is_bracketed_within_the_tolerance_in_at_most_six_levels(true_knee, seed) -> None:
+    result, measured = knee_run(true_knee, seed)
+    assert len(measured) == len(set(measured)) <= 6
+    assert result.knee is not None and result.knee <= true_knee  # never above the true knee
+    assert result.first_miss is not None and result.first_miss > true_knee
+    # Within the tolerance: the bracket is at most 25% of its lower end, or adjacent integers;
+    # or the budget ran out with the bracket already found.
+    width_ok = result.first_miss - result.knee <= max(1, 0.25 * result.knee)
+    assert width_ok or len(measured) == 6, (result.steps, result.stopped)
+    assert [s.value for s in result.steps] == measured and result.seed == seed
+
+
+def test_a_knee_beyond_max_level_and_none_at_all_are_said() -> None:
+    result, measured = knee_run(1000, 8, max_level=32)
+    assert measured == [8, 16, 32] and result.knee == 32 and result.first_miss is None
+    assert "the SLA holds up to max_level 32" in result.stopped
+    result, measured = knee_run(0, 8)
+    assert measured == [8, 4, 2, 1] and result.knee is None
+    assert "even 1 misses the SLA: no level meets it" in result.stopped
+
+
+def test_a_rate_knee_is_bracketed_relatively() -> None:
+    result, measured = knee_run(3.3, 1.0, integer=False, tolerance=0.2, max_levels=8)
+    assert result.knee <= 3.3 < result.first_miss
+    assert (result.first_miss - result.knee) <= 0.2 * result.knee
+    assert measured[:3] == [1.0, 2.0, 4.0]
+
+
+def test_the_knee_needs_a_latency_bound(spec_data) -> None:
+    spec_data["workload"]["knee"] = {"max_level": 16}
+    spec_data["sla"] = {"max_accuracy_drop": 0.05}
+    with pytest.raises(
+        SpecError, match="workload.knee: the knee is the highest load meeting the latency SLA"
+    ):
+        validate_data(spec_data, "spec.yaml")
+
+
+def test_the_knee_is_seeded_by_the_prediction_or_the_listed_levels() -> None:
+    from enginesweep.flows.trial_benchmark import knee_seed
+
+    workload = Workload(isl={"mean": 8}, osl={"mean": 4}, concurrency=[1, 4], knee={})
+    assert knee_seed(workload, None) == (4.0, "the workload's highest concurrency")
+    from types import SimpleNamespace
+
+    predicted = SimpleNamespace(
+        max_concurrency_meeting_sla=16, goodput_req_s_at_sla=3.5, source="predicted:roofline"
+    )
+    assert knee_seed(workload, predicted) == (16.0, "predicted:roofline: concurrency meeting the SLA")
+    rates = Workload(isl={"mean": 8}, osl={"mean": 4}, request_rate=[1, 2], knee={})
+    assert knee_seed(rates, predicted) == (3.5, "predicted:roofline: goodput at the SLA")
