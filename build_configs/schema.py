@@ -677,6 +677,11 @@ class Planner(_Strict):
     target_request_rate: PositiveFloat | None = Field(
         default=None, description="Requests/s to size replicas, GPUs and $/hour for (capacity plan)."
     )
+    verify_capacity: bool = Field(
+        default=True,
+        description="After selection, replay the capacity plan: Poisson arrivals at the "
+        "per-replica rate against one replica of the champion, and say whether the SLA held.",
+    )
 
 
 class Tracking(_Strict):

@@ -36,8 +36,10 @@ from enginesweep.evaluation.planning import Plan, PlannedTrial, expand
 from enginesweep.evaluation.records import TrialRecord
 from enginesweep.evaluation.reports.plan_tables import plan_report_text
 from enginesweep.evaluation.selection import Selection, select
+from enginesweep.evaluation.selection.models import CapacityCheck
 from enginesweep.evaluation.selection.render import selection_table_text
 from enginesweep.evaluation.tracking import SweepTracker
+from enginesweep.flows.capacity_check import verify_capacity
 from enginesweep.flows.gpu_trials import (
     check_cluster,
     check_gpus,
@@ -158,6 +160,28 @@ def select_task(records: list[TrialRecord], resolved: ResolvedSpec) -> Selection
 
 
 @_task
+@_task
+def capacity_task(resolved: ResolvedSpec, selection: Selection, records: list[TrialRecord]) -> Selection:
+    """The champion's capacity plan replayed (`flows.capacity_check`), its verdict added to the
+    selection; a check that could not run says why and never fails the sweep."""
+    plan = selection.capacity
+    if plan is None or not resolved.spec.planner.verify_capacity:
+        return selection
+    logger = get_run_logger()
+    champion = next(r for r in records if r.slug == plan.slug)
+    try:
+        check = verify_capacity(resolved, champion, plan, logger.info)
+    except Exception as exc:  # the selection stands; the report says the check failed and why
+        check = CapacityCheck(
+            slug=plan.slug,
+            per_replica_rate=plan.target_request_rate / plan.replicas,
+            ran=False,
+            verdict=f"not measured: the replay failed: {' '.join(str(exc).split())[:600]}",
+        )
+    logger.info(f"capacity check: {check.verdict}")
+    return selection.model_copy(update={"capacity_check": check})
+
+
 def promote_task(
     tracker: SweepTracker,
     resolved: ResolvedSpec,
@@ -333,6 +357,11 @@ def _finish_parent(
             "enginesweep.status": status,
             "enginesweep.champion": selection.champion or "none",
             "enginesweep.failed_trials": ",".join(failed) or "none",
+            **(
+                {"enginesweep.capacity_check": selection.capacity_check.verdict[:5000]}
+                if selection.capacity_check
+                else {}
+            ),
         },
     )
     return status
@@ -359,6 +388,7 @@ def _sweep(
             resolved, to_run, tracker, parent_id, logged, reuse=not rerun, rebenchmark=rebenchmark
         )
         selection = select_task(records, resolved)
+        selection = capacity_task(resolved, selection, records)
         tracker.log_accuracy_gate(runs, selection.rows)
         promotion = (
             promote_task(tracker, resolved, selection, runs, records)

@@ -71,7 +71,7 @@ def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccurac
             traffic = build_traffic(
                 spec.workload,
                 stack.tokenizer_dir(build),
-                _prompt_text(spec.workload),
+                prompt_text(spec.workload),
                 trial_dir / "benchmark",
             )
             run.log(
@@ -165,7 +165,7 @@ def knee_seed(workload: Workload, predicted: Prediction | None) -> tuple[float, 
     return float(max(workload.concurrency)), "the workload's highest concurrency"
 
 
-def _prompt_text(workload: Workload) -> str:
+def prompt_text(workload: Workload) -> str:
     """The running text prompts are cut from; none needed for aiperf's own synthetic prompts
     (the corpus is then not even looked for)."""
     if workload.source == "synthetic" and workload.shared_prefix is None:

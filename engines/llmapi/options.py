@@ -60,6 +60,9 @@ def llm_api_options(cfg: TrialConfig, build: Build, *, moe: bool = False) -> dic
             "enable_block_reuse": build.enable_block_reuse,
         },
         "cuda_graph_config": graphs,
+        # trtllm-serve's /metrics returns iteration statistics (KV blocks, reuse) only with it;
+        # the benchmark samples them (evaluation.benchmark.server_metrics).
+        "enable_iter_perf_stats": True,
     }
 
 

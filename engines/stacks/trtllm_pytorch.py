@@ -346,8 +346,8 @@ class TrtllmPytorchStack:
                     model=self.served_model,
                     endpoint=triton_endpoint(self.served_model, PAYLOAD_TEMPLATE),
                 )
-            else:  # trtllm-serve's /metrics is JSON iteration stats, not Prometheus text
-                yield PytorchServer(url, None, process, model=facts["model"])
+            else:  # trtllm-serve's /metrics: JSON iteration stats (enable_iter_perf_stats is set)
+                yield PytorchServer(url, f"{url}/metrics", process, model=facts["model"])
 
     # -- helpers ---------------------------------------------------------------------------------
     def _server_command(self, bundle: Path, repo_dir: Path, cfg: TrialConfig) -> Command:

@@ -163,6 +163,46 @@ def kv_cache_blocks(text: str, model: str = "tensorrt_llm") -> dict[str, float]:
     return found
 
 
+# trtllm-serve's `/metrics`: a JSON list of iteration statistics (the executor's `IterationStats`
+# serialized by cpp/tensorrt_llm/executor/jsonSerialization.cpp), drained by each read, filled only
+# with `enable_iter_perf_stats: true` in the LLM-API options. `kvCacheStats` holds current block
+# counts (maxNumBlocks, freeNumBlocks, usedNumBlocks, tokensPerBlock) and counters since the
+# server started (allocTotalBlocks, allocNewBlocks, reusedBlocks, missedBlocks; cacheHitRate =
+# reused / (reused + missed) over that whole time).
+_KV_ITERATION_KEYS = {
+    "maxNumBlocks": "max",
+    "freeNumBlocks": "free",
+    "usedNumBlocks": "used",
+    "tokensPerBlock": "tokens_per",
+    "reusedBlocks": "reused",
+    "missedBlocks": "missed",
+}
+
+
+def iteration_kv_stats(text: str) -> dict[str, float] | None:
+    """The KV-cache block counts of the latest iteration in one trtllm-serve `/metrics` read, in
+    the Triton backend's names (max, free, used, tokens_per, fraction, reused, missed); None when
+    the read holds no iteration (none ran since the last read). OutputFormatError when it is not
+    that JSON."""
+    import json
+
+    try:
+        iterations = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OutputFormatError(f"trtllm-serve /metrics is not JSON: {exc.msg}") from None
+    if not isinstance(iterations, list):
+        raise OutputFormatError("trtllm-serve /metrics is not a list of iteration statistics")
+    if not iterations:
+        return None
+    stats = iterations[-1].get("kvCacheStats") if isinstance(iterations[-1], dict) else None
+    if not isinstance(stats, dict):
+        raise OutputFormatError("trtllm-serve /metrics: the latest iteration has no kvCacheStats")
+    found = {ours: float(stats[theirs]) for theirs, ours in _KV_ITERATION_KEYS.items() if theirs in stats}
+    if found.get("max"):
+        found["fraction"] = found.get("used", 0.0) / found["max"]
+    return found
+
+
 def request_counts(text: str, model: str = "tensorrt_llm") -> dict[str, float]:
     """`nv_trt_llm_request_metrics` of `model` by request type (active, max, scheduled, ...)."""
     return {

@@ -443,6 +443,11 @@ def capacity_section(source: SweepSource, views: list[TrialView], measured: str)
                 caption=f"the champion, from goodput {measured}",
             )
         )
+        check = selection.capacity_check if selection else None
+        paragraphs.append(
+            "Capacity replay (Poisson arrivals at the per-replica rate against one replica, "
+            + (f"{measured}): {check.verdict}." if check else "not run): planner.verify_capacity is off.")
+        )
     else:
         paragraphs.append(
             f"No measured capacity plan for {rate:g} req/s: "

@@ -105,6 +105,23 @@ class CapacityPlan(_Record):
     usd_per_hour: float = Field(description="total_gpus * usd_per_gpu_hour.")
 
 
+class CapacityCheck(_Record):
+    """The capacity plan replayed: Poisson arrivals at the per-replica rate against one replica of
+    the champion (`flows.capacity_check`), measured; or why it was not."""
+
+    slug: str
+    per_replica_rate: float = Field(description="target_request_rate / replicas, req/s.")
+    ran: bool
+    holds: bool | None = Field(default=None, description="The SLA held at that rate (None: not run).")
+    ttft_p99_ms: float | None = None
+    itl_p99_ms: float | None = None
+    goodput: float | None = Field(default=None, description="Req/s meeting the SLA in the replay.")
+    replicas_needed: int | None = Field(
+        default=None, description="The plan's count when it holds; else estimated from the replay's goodput."
+    )
+    verdict: str
+
+
 class Selection(_Record):
     """The outcome of selecting over one sweep's trial records."""
 
@@ -119,6 +136,9 @@ class Selection(_Record):
     champion: str | None
     champion_reason: str = Field(description="Why the champion won, or why there is none.")
     capacity: CapacityPlan | None = Field(description="None without a target rate or champion.")
+    capacity_check: CapacityCheck | None = Field(
+        default=None, description="The capacity plan replayed against one replica, when it ran."
+    )
 
     @property
     def feasible(self) -> list[TrialSelection]:

@@ -107,7 +107,8 @@ def test_two_engine_trials_at_once_each_benchmark_their_own_server(tmp_path, tin
             if line.strip()
         )
         answered = server_log.count("generate model=ensemble")
-        assert sent >= 40 and answered == sent, (trial.name, sent, answered)
+        # Plus the warm-up at server start: one wave of the workload's concurrency (2).
+        assert sent >= 40 and answered == sent + 2, (trial.name, sent, answered)
         assert json.loads((trial / "record.json").read_text())["status"] == "ok"
     assert len(set(ports)) == 2 and 8000 not in ports
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]

@@ -342,15 +342,18 @@ def test_a_request_log_replayed_as_recorded_drives_a_trial(tmp_path, tiny_llama_
     assert len(profiled) == 200
     # aiperf numbers the rows of the dataset in order: session_000000 is the log's first line.
     assert [r["metadata"]["conversation_id"] for r in profiled] == [f"session_{i:06d}" for i in range(200)]
-    # Each request asked for its logged output length, and the server streamed that many tokens
-    # (one chunk per decoded token). aiperf's own `output_sequence_length` re-tokenizes the
-    # streamed text, which for this random-weight model merges pieces: not the decoded count.
+    # Each request asked for its logged output length, and the server streamed about that many
+    # pieces: one per decoded token, except that text is held back while a multi-byte character
+    # is incomplete (two tokens then come as one piece). aiperf's own `output_sequence_length`
+    # re-tokenizes the streamed text, which for this random-weight model merges pieces.
     sent = {
         s["session_id"]: s["payloads"][0] for s in json.loads((bench / "inputs.json").read_text())["data"]
     }
     asked = [sent[f"session_{i:06d}"] for i in range(200)]
     assert [p["max_tokens"] for p in asked] == [p["min_tokens"] for p in asked] == log.output_lengths()
-    assert [r["metrics"]["http_req_chunks_received"]["value"] for r in profiled] == log.output_lengths()
+    chunks = [r["metrics"]["http_req_chunks_received"]["value"] for r in profiled]
+    assert all(c <= n for c, n in zip(chunks, log.output_lengths(), strict=True))
+    assert sum(c == n for c, n in zip(chunks, log.output_lengths(), strict=True)) >= 190, chunks
     starts = [r["metadata"]["request_start_ns"] for r in profiled]
     sent_ms = [(s - starts[0]) / 1e6 for s in starts]
     logged_ms = [r.timestamp_ms - log.requests[0].timestamp_ms for r in log.requests]

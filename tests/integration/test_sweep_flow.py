@@ -4,15 +4,17 @@ on sqlite, selects and promotes; then a promotion by hand and a rollback move th
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from enginesweep.evaluation.reports.report_figures import PREDICTED_PAIRS
 from testkit.procs import processes_matching
-from testkit.tiny_sweep import CANARY, SweepRun
+from testkit.tiny_sweep import CANARY, TARGET_REQUEST_RATE, SweepRun
 from testkit.tiny_sweep import run_cli as cli  # every run carries the canary token
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -112,6 +114,18 @@ def test_parent_and_child_runs_with_stepped_metrics(client):
         assert {"record.json", "manifest.json", "aiperf"} <= artifacts
     parent_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"spec.yaml", "plan.json", "selection.txt", "selection.json"} <= parent_artifacts
+    # The champion's capacity plan was replayed against one replica, and the verdict is logged.
+    selection = json.loads(
+        Path(
+            client.download_artifacts(parents[0].info.run_id, "selection.json", str(tempfile.mkdtemp()))
+        ).read_text()
+    )
+    check = selection["capacity_check"]
+    assert check["ran"] and check["slug"] == selection["champion"] and check["holds"] in (True, False)
+    per_replica = TARGET_REQUEST_RATE / selection["capacity"]["replicas"]
+    assert check["per_replica_rate"] == pytest.approx(per_replica)
+    assert parents[0].data.tags["enginesweep.capacity_check"] == check["verdict"]
+    assert check["verdict"].startswith(f"planned {selection['capacity']['replicas']} replica(s); at ")
 
 
 def test_promotion_second_promotion_and_rollback(swept, client):
@@ -256,7 +270,13 @@ def test_the_sweep_writes_its_report_with_each_successful_trial_in_every_plot(sw
         assert "predicted:roofline" in page.figures["predicted-vs-measured"]["layout"]["title"]["text"]
         memory = page.figures["memory-breakdown"]["data"]
         assert {slug for trace in memory for slug in trace["customdata"]} == set(ok)
-        assert "planner.target_request_rate is not set" in " ".join(page.text)
+        # The capacity plan, and its replay against one replica with its verdict.
+        text = " ".join(page.text)
+        assert (
+            "Capacity replay (Poisson arrivals at the per-replica rate against one replica, measured on cpu"
+            in text
+        )
+        assert "req/s per replica TTFT p99" in text
 
     again = cli("report", str(path), "latest", "--out", str(root / "again"), "--no-log", cwd=root)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -275,7 +295,8 @@ def test_an_unchanged_rerun_reuses_every_trial_and_runs_nothing(swept, client):
     assert first.returncode == 0
     records = {p.parent.name: p for p in (root / "ws" / "sweeps" / "tiny-sweep").glob("*/record.json")}
     before = {slug: p.read_bytes() for slug, p in records.items()}
-    done = cli("run", str(path), cwd=root)
+    # The capacity replay is a new measurement, not a trial: off here, where nothing should run.
+    done = cli("run", str(path), "--set", "planner.verify_capacity=false", cwd=root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[reuse]" in done.stdout + done.stderr
     assert {slug: p.read_bytes() for slug, p in records.items()} == before  # untouched

@@ -214,16 +214,26 @@ def test_metrics_are_sampled_while_a_benchmark_runs(root, tmp_path):
     import time
 
     from enginesweep.evaluation.benchmark.server_metrics import MetricsSampler
+    from enginesweep.evaluation.benchmark.warmup import WARMUP_TEXT, warm_up
 
     stack = _stack(root)
     _, build = _built(stack, tmp_path)
     repo = stack.write_model_repository(build, tmp_path / "trial" / "triton_repo")
     with stack.server(repo, tmp_path / "trial" / "server") as server:
+        # Before the sampler: not counted (the backend's gauge counts since the server started).
+        warm_up(server.url, server.endpoint, server.model, wave=1, prompt_tokens=40, max_tokens=2)
         with MetricsSampler(server.metrics_url, tmp_path / "metrics", interval_s=0.2) as sampler:
-            time.sleep(1.0)
+            time.sleep(0.5)
+            # The same prompt twice more: every one of its 32-character blocks is reused.
+            warm_up(server.url, server.endpoint, server.model, wave=1, prompt_tokens=40, max_tokens=2)
+            warm_up(server.url, server.endpoint, server.model, wave=1, prompt_tokens=40, max_tokens=2)
+            time.sleep(0.5)
     summary = sampler.summary()
     assert summary["metrics_samples"] >= 3 and summary["metrics_scrape_failures"] == 0
     assert summary["kv_cache_total_blocks"] == 61440 and summary["kv_cache_used_blocks_max"] == 1660
+    blocks = len(WARMUP_TEXT * 4) // 32  # the warm-up's prompt of about 40 tokens, in blocks
+    assert summary["kv_reused_blocks"] == 2 * blocks and summary["kv_reused_tokens"] == 2 * blocks * 32
+    assert "kv_cache_hit_rate" not in summary  # the backend counts no misses: no rate to give
     assert len(list((tmp_path / "metrics").glob("scrape-*.txt"))) == summary["metrics_samples"]
     with MetricsSampler(None, tmp_path / "none") as nothing:
         pass

@@ -159,7 +159,7 @@ def test_trtllm_serve_is_benchmarked_by_aiperf_on_the_completions_route(root, ti
     assert facts["argv"][:3] == ["trtllm-serve", "serve", str(Path(build.bundle_dir) / "checkpoint")]
     workload = Workload(isl={"mean": 32}, osl={"mean": 8}, concurrency=[1, 2], request_count=6)
     with stack.server(repo, tmp_path / "trial" / "server") as server:
-        assert server.metrics_url is None  # its /metrics is JSON iteration stats, not Prometheus
+        assert server.metrics_url == f"{server.url}/metrics"  # JSON iteration stats, sampled as such
         result = benchmark(server, stack.tokenizer_dir(build), tmp_path / "bench", workload)
         pid = server.process.pid
     assert session_pids(pid) == []
@@ -183,8 +183,9 @@ def test_a_server_that_dies_at_start_is_a_reason_with_its_log(root, tiny_llama_d
 
 def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, tmp_path, monkeypatch):
     """run_trial drives the stack like the others: a real FP8 export, the bundle, the stand-in
-    trtllm-serve benchmarked by the real aiperf, a record measured on the sweep's GPU (a fake
-    nvidia-smi says H100), the options and hf_quant_config in the manifest."""
+    trtllm-serve benchmarked by the real aiperf with shared-prefix prompts, its KV-block reuse
+    read from /metrics, a record measured on the sweep's GPU (a fake nvidia-smi says H100), the
+    options and hf_quant_config in the manifest."""
     import enginesweep.engines.stacks.trtllm_pytorch as pytorch_module
     from enginesweep.build_configs.loading import load_spec
     from enginesweep.evaluation.planning import expand
@@ -215,7 +216,13 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
             "max_seq_len": [256],
         },
         "build": {"calib_size": 2, "calib_max_seq_length": 32},
-        "workload": {"isl": {"mean": 32}, "osl": {"mean": 8}, "concurrency": [2], "request_count": 4},
+        "workload": {
+            "isl": {"mean": 48},
+            "osl": {"mean": 8},
+            "concurrency": [2],
+            "request_count": 8,
+            "shared_prefix": {"pool_size": 2, "tokens": 32},
+        },
         "accuracy": {"task_limit": 12, "batch_size": 4},
         "execution": {"pytorch_server": "trtllm-serve"},
         "workspace": str(tmp_path / "ws"),
@@ -227,8 +234,17 @@ def test_a_sweep_trial_runs_the_pytorch_stack_end_to_end(root, tiny_llama_dir, t
     record = run_trial(resolved, trial.slug, log=lambda _: None)
     assert record.status == "ok" and record.stack == "trtllm-pytorch" and record.hardware == "H100-SXM-80GB"
     (level,) = record.benchmark.levels
-    assert level.request_count == 4 and level.error_count == 0
+    assert level.request_count == 8 and level.error_count == 0
     assert record.benchmark.endpoint.endswith("/v1/completions")
+    # Two shared prefixes among 8 requests: from the benchmark's iteration statistics (the
+    # warm-up before the first scrape left out), reused and missed blocks and their hit rate.
+    traffic = record.benchmark.traffic
+    assert traffic is not None and traffic.prefix_reuse_ratio > 0.4
+    metrics = record.server_metrics
+    assert metrics is not None and metrics["kv_reused_blocks"] > 0 and metrics["kv_missed_blocks"] > 0
+    assert metrics["kv_cache_hit_rate"] == pytest.approx(
+        metrics["kv_reused_blocks"] / (metrics["kv_reused_blocks"] + metrics["kv_missed_blocks"])
+    )
     saved = TrialRecord.load(tmp_path / "ws" / "sweeps" / "pytorch-e2e" / trial.slug / "record.json")
     assert saved.benchmark == record.benchmark
     # Accuracy out of process: lm-eval's commands for the baseline and the variant, their files

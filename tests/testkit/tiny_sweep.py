@@ -13,13 +13,19 @@ from pathlib import Path
 import yaml
 
 TRIALS = ("tiny__bf16__kv-auto__tp1", "tiny__fp8__kv-auto__tp1")
+TARGET_REQUEST_RATE = 4.0  # req/s the shared sweep plans capacity for
 
 
 def write_tiny_sweep(
-    root: Path, model_dir: Path, name: str = "tiny-sweep", concurrency: tuple[int, ...] = (1, 2)
+    root: Path,
+    model_dir: Path,
+    name: str = "tiny-sweep",
+    concurrency: tuple[int, ...] = (1, 2),
+    target_request_rate: float | None = None,
 ) -> Path:
     """Write the spec (workspace `root/ws`) and return its path. Two concurrency levels by
-    default (the flow tests read curves); one is enough where the load is not the subject."""
+    default (the flow tests read curves); one is enough where the load is not the subject. With
+    `target_request_rate`, the selection plans capacity and the sweep replays the plan."""
     spec = {
         "name": name,
         "model": {"path": str(model_dir), "name": "tiny"},
@@ -45,6 +51,8 @@ def write_tiny_sweep(
         "registry": {"model_name": "tiny-engine"},
         "workspace": str(root / "ws"),
     }
+    if target_request_rate is not None:
+        spec["planner"] = {"target_request_rate": target_request_rate}
     path = root / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -75,6 +83,7 @@ class SweepRun:
 
 
 def run_tiny_sweep(root: Path, model_dir: Path) -> SweepRun:
-    """Write the tiny sweep under `root` and run it (cold: a new workspace)."""
-    spec = write_tiny_sweep(root, model_dir)
+    """Write the tiny sweep under `root` and run it (cold: a new workspace), with a target rate:
+    the shared run also replays the champion's capacity plan."""
+    spec = write_tiny_sweep(root, model_dir, target_request_rate=TARGET_REQUEST_RATE)
     return SweepRun(spec, root, run_cli("run", str(spec), cwd=root))

@@ -373,7 +373,13 @@ def test_sections_without_data_say_why(tmp_path):
     """A CPU sweep with no target rate, no accuracy measured and a run that stopped before
     selecting: each section is there and says what is missing."""
     resolved = load_spec(
-        "smollm2-cpu-smoke", ["axes.quant=[bf16, fp8]", "axes.kv_cache=[auto]", "axes.exclude=[]"]
+        "smollm2-cpu-smoke",
+        [
+            "axes.quant=[bf16, fp8]",
+            "axes.kv_cache=[auto]",
+            "axes.exclude=[]",
+            "planner.target_request_rate=null",
+        ],
     )
     plan = expand(resolved)
     records = [

@@ -643,3 +643,109 @@ def test_the_knee_is_seeded_by_the_prediction_or_the_listed_levels() -> None:
     assert knee_seed(workload, predicted) == (16.0, "predicted:roofline: concurrency meeting the SLA")
     rates = Workload(isl={"mean": 8}, osl={"mean": 4}, request_rate=[1, 2], knee={})
     assert knee_seed(rates, predicted) == (3.5, "predicted:roofline: goodput at the SLA")
+
+
+# -- the capacity replay -----------------------------------------------------------------------------
+
+
+def replay_level(ttft_p99: float, goodput: float):
+    from enginesweep.evaluation.records import ConcurrencyResult, Percentiles
+
+    p = Percentiles(avg=1, p50=1, p90=1, p99=1, min=1, max=1)
+    ttft = Percentiles(avg=1, p50=1, p90=1, p99=ttft_p99, min=1, max=ttft_p99)
+    return ConcurrencyResult(
+        concurrency=3, pacing="request_rate", target_request_rate=5.0, request_count=20, error_count=0,
+        duration_s=4, ttft_ms=ttft, itl_ms=p, e2e_ms=p, output_tok_s=1, output_tok_s_per_gpu=1,
+        output_tok_s_per_user=1, request_rate=5.0, goodput=goodput, sla_attainment=goodput / 5.0,
+    )  # fmt: skip
+
+
+def capacity_plan():
+    from enginesweep.evaluation.selection.models import CapacityPlan
+
+    return CapacityPlan(
+        slug="t", target_request_rate=20.0, goodput_per_replica=5.2, operating_concurrency=8, replicas=4,
+        gpus_per_replica=1, total_gpus=4, usd_per_gpu_hour=2.0, usd_per_hour=8.0,
+    )  # fmt: skip
+
+
+def test_a_capacity_replay_that_holds_keeps_the_plan() -> None:
+    from enginesweep.flows.capacity_check import judge_capacity
+
+    check = judge_capacity("t", capacity_plan(), replay_level(600, 5.0), SLA(ttft_p99_ms=800))
+    assert check.ran and check.holds and check.replicas_needed == 4
+    assert (
+        check.verdict
+        == "planned 4 replica(s); at 5 req/s per replica TTFT p99 600 ms, ITL p99 1 ms: the SLA holds"
+    )
+
+
+def test_a_capacity_replay_that_misses_says_what_and_estimates_the_replicas() -> None:
+    from enginesweep.flows.capacity_check import judge_capacity
+
+    check = judge_capacity("t", capacity_plan(), replay_level(1300, 4.0), SLA(ttft_p99_ms=800))
+    assert check.ran and check.holds is False and check.replicas_needed == 5  # ceil(20 / 4.0)
+    assert "planned 4 replica(s); at 5 req/s per replica TTFT p99 1300 ms" in check.verdict
+    assert (
+        "TTFT p99 1300 ms > 800 ms; needs about 5" in check.verdict
+        and "an estimate, not re-measured" in check.verdict
+    )
+
+
+def test_the_replay_sends_the_workloads_requests_at_the_per_replica_rate() -> None:
+    from enginesweep.flows.capacity_check import replay_workload
+
+    replay = replay_workload(log_workload(), 2.5)
+    assert replay.request_rate == [2.5] and replay.arrival == "poisson" and replay.pacing == "request_rate"
+    assert replay.request_log.replay == "resample"  # the log's requests, not its own times
+    knee = replay_workload(Workload(isl={"mean": 8}, osl={"mean": 4}, concurrency=[2, 8], knee={}), 1.0)
+    assert knee.knee is None and knee.concurrency == [1] and knee.request_rate == [1.0]
+
+
+def test_a_capacity_check_on_a_gpu_stack_says_it_did_not_run() -> None:
+    from enginesweep.flows.capacity_check import verify_capacity
+    from testkit.records import ok_record
+
+    record = ok_record("t").model_copy(update={"stack": "trtllm-pytorch"})
+    check = verify_capacity(None, record, capacity_plan(), print)  # type: ignore[arg-type]
+    assert not check.ran and check.holds is None and "reference stack only for now" in check.verdict
+
+
+# -- KV-block reuse from the servers' metrics ------------------------------------------------------
+
+
+def test_trtllm_serves_iteration_statistics_are_read_as_kv_blocks() -> None:
+    from enginesweep.engines.trtllm.outputs import OutputFormatError, iteration_kv_stats
+
+    # The keys and order of cpp/tensorrt_llm/executor/jsonSerialization.cpp (KvCacheStats).
+    stats = {
+        "allocNewBlocks": 600, "allocTotalBlocks": 900, "cacheHitRate": 0.3333, "freeNumBlocks": 6100,
+        "maxNumBlocks": 6239, "missedBlocks": 600, "reusedBlocks": 300, "tokensPerBlock": 32,
+        "usedNumBlocks": 139,
+    }  # fmt: skip
+    text = json.dumps(
+        [{"iter": 7, "kvCacheStats": {**stats, "reusedBlocks": 1}}, {"iter": 8, "kvCacheStats": stats}]
+    )
+    found = iteration_kv_stats(text)
+    assert found == {
+        "max": 6239, "free": 6100, "used": 139, "tokens_per": 32, "reused": 300, "missed": 600,
+        "fraction": pytest.approx(139 / 6239),
+    }  # fmt: skip
+    assert iteration_kv_stats("[]") is None  # drained: nothing ran since the last read
+    with pytest.raises(OutputFormatError, match="no kvCacheStats"):
+        iteration_kv_stats('[{"iter": 1}]')
+    with pytest.raises(OutputFormatError, match="not JSON"):
+        iteration_kv_stats("nv_trt_llm_kv_cache_block_metrics 1")
+
+
+def test_reuse_over_a_run_is_the_difference_of_the_servers_counters() -> None:
+    from enginesweep.evaluation.benchmark.server_metrics import reuse_summary
+
+    first = {"max": 100, "reused": 40, "missed": 60, "tokens_per": 32}
+    last = {"max": 100, "reused": 70, "missed": 70, "tokens_per": 32}
+    assert reuse_summary([first, {"max": 100}, last]) == {
+        "kv_reused_blocks": 30, "kv_reused_tokens": 960, "kv_missed_blocks": 10, "kv_cache_hit_rate": 0.75,
+    }  # fmt: skip
+    triton = [{"reused": 5, "tokens_per": 32}, {"reused": 9, "tokens_per": 32}]  # no misses counted
+    assert reuse_summary(triton) == {"kv_reused_blocks": 4, "kv_reused_tokens": 128}
+    assert reuse_summary([{"max": 100, "used": 3}]) == {}
