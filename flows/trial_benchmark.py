@@ -18,6 +18,7 @@ from enginesweep.build_configs.schema import Workload
 from enginesweep.engines import textdata
 from enginesweep.engines.compat import refuse_mismatch
 from enginesweep.engines.stacks import BuildResult
+from enginesweep.engines.stacks.base import Server
 from enginesweep.evaluation.benchmark.aiperf_runner import run_aiperf
 from enginesweep.evaluation.benchmark.knee import search
 from enginesweep.evaluation.benchmark.results import TRAFFIC_SUMMARY, BenchmarkResult, parse_benchmark
@@ -96,16 +97,25 @@ def serve_and_benchmark(run: TrialRun, build: BuildResult, served: ServedAccurac
             bench_dir = trial_dir / "benchmark"
             with MetricsSampler(server.metrics_url, bench_dir / "metrics") as sampler:
                 if workload.knee is None:
-                    benchmark = parse(aiperf(workload=workload, artifact_dir=bench_dir), workload)
+                    aiperf(workload=workload, artifact_dir=bench_dir)
+                    _check_alive(server, trial_dir)
+                    benchmark = parse(bench_dir, workload)
                 else:
-                    benchmark = knee_benchmark(run, aiperf, parse, bench_dir)
-            if not server.alive():  # its failed requests would otherwise pass for a slow engine's numbers
-                raise ServerDied(f"the server died during the benchmark; its log: {trial_dir / 'server'}")
+                    benchmark = knee_benchmark(
+                        run, aiperf, parse, bench_dir, check=lambda: _check_alive(server, trial_dir)
+                    )
+            _check_alive(server, trial_dir)
             if served is not None:  # the very engine benchmarked, on its GPUs
                 served.evaluate_variant(server)
-        artifacts = bench_dir
-        benchmark.save(artifacts / "benchmark.json")
+        benchmark.save(bench_dir / "benchmark.json")
     return Benchmarked(benchmark, sampler.summary(), load_before)
+
+
+def _check_alive(server: Server, trial_dir: Path) -> None:
+    """Raise ServerDied when the server exited: its failed requests would otherwise pass for a
+    slow engine's numbers (or for a parse error)."""
+    if not server.alive():
+        raise ServerDied(f"the server died during the benchmark; its log: {trial_dir / 'server'}")
 
 
 def knee_benchmark(
@@ -113,6 +123,7 @@ def knee_benchmark(
     aiperf: Callable[..., Path],
     parse: Callable[[Path, Workload], BenchmarkResult],
     bench_dir: Path,
+    check: Callable[[], None] = lambda: None,
 ) -> BenchmarkResult:
     """The knee search (`evaluation.benchmark.knee`): one aiperf run per level, each in a folder
     of its own (`knee_c<N>/`, `knee_r<rate>/`), judged against the SLA as soon as it is measured;
@@ -128,7 +139,9 @@ def knee_benchmark(
         update = {"request_rate": [value]} if by_rate else {"concurrency": [int(value)]}
         level_workload = workload.model_copy(update=update)
         folder = bench_dir / (f"knee_r{value:g}" if by_rate else f"knee_c{int(value)}")
-        result = parse(aiperf(workload=level_workload, artifact_dir=folder), level_workload)
+        aiperf(workload=level_workload, artifact_dir=folder)
+        check()  # a dead server's level is not a level that missed the SLA
+        result = parse(folder, level_workload)
         measured.append(result)
         misses = level_misses(result.levels[0], sla)
         return not misses, ", ".join(misses)
