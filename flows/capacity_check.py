@@ -122,34 +122,27 @@ def judge_capacity(slug: str, plan: CapacityPlan, level: ConcurrencyResult, sla:
         f"at {per_replica:.4g} req/s per replica TTFT p99 {level.ttft_ms.p99:.4g} ms, "
         f"ITL p99 {level.itl_ms.p99:.4g} ms"
     )
-    if not misses:
-        return CapacityCheck(
-            slug=slug,
-            per_replica_rate=per_replica,
-            ran=True,
-            holds=True,
-            ttft_p99_ms=level.ttft_ms.p99,
-            itl_p99_ms=level.itl_ms.p99,
-            goodput=level.goodput,
-            replicas_needed=plan.replicas,
-            verdict=f"planned {plan.replicas} replica(s); {measured}: the SLA holds",
-        )
     goodput = level.goodput or 0.0
-    needed = math.ceil(plan.target_request_rate / goodput) if goodput > 0 else None
-    need = (
-        f"needs about {needed} (from the {goodput:.4g} req/s that met the SLA there; "
-        "an estimate, not re-measured)"
-        if needed is not None
-        else "no request met the SLA there, so the replicas needed cannot be estimated"
-    )
+    if not misses:
+        needed: int | None = plan.replicas
+        verdict = f"planned {plan.replicas} replica(s); {measured}: the SLA holds"
+    else:
+        needed = math.ceil(plan.target_request_rate / goodput) if goodput > 0 else None
+        need = (
+            f"needs about {needed} (from the {goodput:.4g} req/s that met the SLA there; "
+            "an estimate, not re-measured)"
+            if needed is not None
+            else "no request met the SLA there, so the replicas needed cannot be estimated"
+        )
+        verdict = f"planned {plan.replicas} replica(s); {measured}: {'; '.join(misses)}; {need}"
     return CapacityCheck(
         slug=slug,
         per_replica_rate=per_replica,
         ran=True,
-        holds=False,
+        holds=not misses,
         ttft_p99_ms=level.ttft_ms.p99,
         itl_p99_ms=level.itl_ms.p99,
         goodput=level.goodput,
         replicas_needed=needed,
-        verdict=f"planned {plan.replicas} replica(s); {measured}: {'; '.join(misses)}; {need}",
+        verdict=verdict,
     )

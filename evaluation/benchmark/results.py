@@ -246,16 +246,15 @@ def summarize_level(
     )
 
 
-def level_dir(artifact_dir: Path, level: int | LoadLevel, levels: list[int] | list[LoadLevel]) -> Path:
+def level_dir(artifact_dir: Path, level: LoadLevel, levels: list[LoadLevel]) -> Path:
     """Where aiperf wrote one level: `concurrency_<N>/` or `rate_<R>/` in a sweep of several
     levels, the folder itself for a single level (decided by the levels asked for, never by what
     is on disk: a folder an earlier run left must not stand for this one's)."""
     if len(levels) == 1:
         return artifact_dir
-    if isinstance(level, LoadLevel) and level.pacing == "request_rate":
+    if level.pacing == "request_rate":
         return artifact_dir / f"rate_{float(level.value)}"  # type: ignore[arg-type]
-    value = level.value if isinstance(level, LoadLevel) else level
-    return artifact_dir / f"concurrency_{int(value)}"  # type: ignore[arg-type]
+    return artifact_dir / f"concurrency_{int(level.value)}"  # type: ignore[arg-type]
 
 
 def read_summary(folder: Path) -> dict[str, Any]:
@@ -279,12 +278,6 @@ def summary_level(summary: dict[str, Any]) -> LoadLevel:
     return LoadLevel("concurrency", int(phase["concurrency"]))
 
 
-def summary_concurrency(summary: dict[str, Any]) -> int | None:
-    """The concurrency of a closed-loop level's summary (None for an open-loop one)."""
-    level = summary_level(summary)
-    return int(level.value) if level.pacing == "concurrency" else None  # type: ignore[arg-type]
-
-
 # aiperf records no `path` when an endpoint type's default route was used.
 _DEFAULT_ROUTES = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
@@ -296,10 +289,8 @@ def summary_endpoint(summary: dict[str, Any]) -> str:
     return ",".join(endpoint["urls"]) + route
 
 
-def parse_level(folder: Path, level: int | LoadLevel, sla: SLA, gpus: int) -> ConcurrencyResult:
+def parse_level(folder: Path, level: LoadLevel, sla: SLA, gpus: int) -> ConcurrencyResult:
     """Parse one level's folder and check it against aiperf's summary of it."""
-    if not isinstance(level, LoadLevel):
-        level = LoadLevel("concurrency", level)
     records = read_records(folder / RECORDS_FILE)
     result = summarize_level(level, records, sla, gpus)
     summary = read_summary(folder)
